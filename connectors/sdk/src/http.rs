@@ -1,0 +1,260 @@
+//! A small blocking HTTP client over `wasi:http/outgoing-handler`.
+//!
+//! The host enforces the tenant's grants, adds credentials, waits out rate
+//! limits (`429`/`503` with `Retry-After`) and retries idempotent requests on
+//! server errors, so this client only builds requests and reads answers. It
+//! never follows redirects: a connector that wants to follows the `Location`
+//! itself, and the host checks the new origin like any other request.
+
+use crate::wasi::http::outgoing_handler;
+use crate::wasi::http::types::{
+    ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme,
+};
+use crate::wasi::io::streams::StreamError;
+use crate::{Error, TransientError, invalid, transient};
+
+/// An HTTP response, fully read.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The headers, names in lowercase.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as (lossy) UTF-8 text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body parsed as JSON into `T`; a malformed body is an `invalid`
+    /// error that says what was wrong and where.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            let snippet: String = self.text().chars().take(120).collect();
+            invalid(format!("malformed JSON in HTTP {} answer: {e} (body starts {snippet:?})", self.status))
+        })
+    }
+
+    /// `Ok(self)` for a 2xx answer, otherwise the weft error class that fits
+    /// the status: `429`/`5xx` transient (with `Retry-After` when given),
+    /// `401`/`403` config, other statuses invalid. `context` starts the
+    /// message.
+    pub fn error_for_status(self, context: &str) -> Result<Self, Error> {
+        if (200..300).contains(&self.status) {
+            return Ok(self);
+        }
+        Err(self.to_error(context))
+    }
+
+    /// The weft error class for this (non-2xx) answer; see
+    /// [`Response::error_for_status`].
+    pub fn to_error(&self, context: &str) -> Error {
+        let snippet: String = self.text().chars().take(300).collect();
+        let message = format!("{context}: HTTP {}: {snippet}", self.status);
+        match self.status {
+            429 | 500..=599 => Error::Transient(TransientError {
+                message,
+                retry_after_ms: self.retry_after_ms(),
+            }),
+            401 | 403 => Error::Config(message),
+            _ => Error::Invalid(message),
+        }
+    }
+
+    /// `Retry-After` in milliseconds, when it is a number of seconds.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        self.header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| s.saturating_mul(1000))
+    }
+}
+
+/// An HTTP request to send with [`send`].
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The method, for example `GET`.
+    pub method: String,
+    /// The absolute URL.
+    pub url: String,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// The body, if any.
+    pub body: Option<Vec<u8>>,
+}
+
+impl Request {
+    /// A request with `method` to `url`, no headers and no body.
+    pub fn new(method: &str, url: &str) -> Self {
+        Request {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// A `GET` of `url`.
+    pub fn get(url: &str) -> Self {
+        Self::new("GET", url)
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets a body and its content type.
+    pub fn body(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
+        self.headers.push(("content-type".to_owned(), content_type.to_owned()));
+        self.body = Some(body.into());
+        self
+    }
+
+    /// Sets a JSON body.
+    pub fn json(self, value: &serde_json::Value) -> Self {
+        self.body("application/json", value.to_string())
+    }
+
+    /// Sends the request; see [`send`].
+    pub fn send(&self) -> Result<Response, Error> {
+        send(self)
+    }
+}
+
+/// Sends `req` and reads the whole answer.
+///
+/// A request the host refuses (origin not granted, address not allowed,
+/// quota spent, answer too large) and transport failures come back as a
+/// `transient` error naming the cause, except a refused origin, which is a
+/// `config` error: no retry will help until the tenant's grants change.
+pub fn send(req: &Request) -> Result<Response, Error> {
+    let url = url::Url::parse(&req.url).map_err(|e| invalid(format!("bad URL {:?}: {e}", req.url)))?;
+    let scheme = match url.scheme() {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => return Err(invalid(format!("unsupported URL scheme {other:?} in {}", req.url))),
+    };
+    let host = url
+        .host_str()
+        .ok_or_else(|| invalid(format!("URL has no host: {}", req.url)))?;
+    let authority = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    };
+    let mut path = url.path().to_owned();
+    if let Some(q) = url.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+
+    let headers = Fields::new();
+    for (k, v) in &req.headers {
+        headers
+            .append(k, v.as_bytes())
+            .map_err(|e| invalid(format!("header {k:?} refused: {e:?}")))?;
+    }
+    let outgoing = OutgoingRequest::new(headers);
+    let method = match req.method.to_ascii_uppercase().as_str() {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "PATCH" => Method::Patch,
+        "OPTIONS" => Method::Options,
+        other => Method::Other(other.to_owned()),
+    };
+    let bad = |what: &str| invalid(format!("request to {}: bad {what}", req.url));
+    outgoing.set_method(&method).map_err(|_| bad("method"))?;
+    outgoing.set_scheme(Some(&scheme)).map_err(|_| bad("scheme"))?;
+    outgoing.set_authority(Some(&authority)).map_err(|_| bad("authority"))?;
+    outgoing.set_path_with_query(Some(&path)).map_err(|_| bad("path"))?;
+
+    let body = outgoing.body().map_err(|_| bad("body"))?;
+    let future = outgoing_handler::handle(outgoing, None).map_err(|e| transport_error(&req.url, e))?;
+    {
+        let stream = body.write().map_err(|_| bad("body stream"))?;
+        if let Some(bytes) = &req.body {
+            for chunk in bytes.chunks(4096) {
+                stream
+                    .blocking_write_and_flush(chunk)
+                    .map_err(|e| transient(format!("request to {}: writing body: {e:?}", req.url)))?;
+            }
+        }
+    }
+    OutgoingBody::finish(body, None).map_err(|e| transport_error(&req.url, e))?;
+
+    let incoming = loop {
+        match future.get() {
+            Some(result) => break result,
+            None => future.subscribe().block(),
+        }
+    };
+    let incoming = incoming
+        .map_err(|()| transient(format!("request to {}: response already taken", req.url)))?
+        .map_err(|e| transport_error(&req.url, e))?;
+
+    let status = incoming.status();
+    let headers = incoming
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    let body = incoming
+        .consume()
+        .map_err(|()| transient(format!("request to {}: body already taken", req.url)))?;
+    let mut bytes = Vec::new();
+    {
+        let stream = body
+            .stream()
+            .map_err(|()| transient(format!("request to {}: body stream already taken", req.url)))?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => bytes.extend_from_slice(&chunk),
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(transient(format!(
+                        "request to {}: reading body: {}",
+                        req.url,
+                        e.to_debug_string()
+                    )));
+                }
+            }
+        }
+    }
+    drop(body);
+    Ok(Response {
+        status,
+        headers,
+        body: bytes,
+    })
+}
+
+/// Maps a transport-level failure to a weft error: a request the host denied
+/// is a `config` problem, anything else may pass and is `transient`.
+fn transport_error(url: &str, e: ErrorCode) -> Error {
+    match e {
+        ErrorCode::HttpRequestDenied => Error::Config(format!(
+            "request to {url} denied by the host: the origin is not granted to this connector for this tenant"
+        )),
+        ErrorCode::DestinationIpProhibited => Error::Config(format!(
+            "request to {url} denied by the host: the address it resolves to is not allowed"
+        )),
+        ErrorCode::InternalError(Some(m)) => transient(format!("request to {url}: {m}")),
+        other => transient(format!("request to {url}: {other:?}")),
+    }
+}

@@ -1,0 +1,110 @@
+//! Guest-side helpers for writing weft connectors in Rust.
+//!
+//! A connector is a WebAssembly component built for `wasm32-wasip2` that
+//! targets one of the worlds of `wit/v0.1.0` (`source-connector`,
+//! `mapper-connector` or `destination-connector`). This crate generates the
+//! bindings of everything the host grants (the `host-imports` world) once, and
+//! adds what every connector otherwise writes again: a blocking HTTP client
+//! over `wasi:http/outgoing-handler`, typed configuration, and the mapping of
+//! HTTP answers onto weft's error classes.
+//!
+//! A connector crate generates only its exports and points the shared imports
+//! here with `with`, so that its types and this crate's are the same:
+//!
+//! ```ignore
+//! wit_bindgen::generate!({
+//!     world: "source-connector",
+//!     path: "../../wit/v0.1.0",
+//!     with: {
+//!         "weft:connector/types@0.1.0": weft_sdk::types,
+//!         "weft:connector/config@0.1.0": weft_sdk::config,
+//!         "weft:connector/kv@0.1.0": weft_sdk::kv,
+//!         "weft:connector/log@0.1.0": weft_sdk::log,
+//!         "wasi:http/types@0.2.12": weft_sdk::wasi::http::types,
+//!         "wasi:http/outgoing-handler@0.2.12": weft_sdk::wasi::http::outgoing_handler,
+//!         "wasi:io/error@0.2.12": weft_sdk::wasi::io::error,
+//!         "wasi:io/poll@0.2.12": weft_sdk::wasi::io::poll,
+//!         "wasi:io/streams@0.2.12": weft_sdk::wasi::io::streams,
+//!         "wasi:clocks/monotonic-clock@0.2.12": weft_sdk::wasi::clocks::monotonic_clock,
+//!     },
+//! });
+//! ```
+
+#![deny(missing_docs)]
+
+/// Bindings generated from the `host-imports` world.
+#[allow(missing_docs)]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "host-imports",
+        path: "../../wit/v0.1.0",
+        generate_all,
+    });
+}
+
+pub use bindings::wasi;
+pub use bindings::weft::connector::{config, kv, log, types};
+pub use types::{Error, Operation, Record, TransientError};
+
+pub mod http;
+
+use serde::de::DeserializeOwned;
+
+/// Reads this tenant's configuration of the connector into `T`.
+///
+/// The host has validated the configuration against the connector's JSON
+/// Schema already; a mismatch here is still reported as a `config` error so
+/// that the flow stops with a clear message instead of trapping.
+pub fn tenant_config<T: DeserializeOwned>() -> Result<T, Error> {
+    let raw = config::get_json();
+    serde_json::from_str(&raw).map_err(|e| Error::Config(format!("connector configuration: {e}")))
+}
+
+/// Shorthand for an `invalid` error.
+pub fn invalid(message: impl Into<String>) -> Error {
+    Error::Invalid(message.into())
+}
+
+/// Shorthand for a `transient` error without a suggested delay.
+pub fn transient(message: impl Into<String>) -> Error {
+    Error::Transient(TransientError {
+        message: message.into(),
+        retry_after_ms: None,
+    })
+}
+
+/// Logs one line at `level` with `fields`.
+pub fn log_line(level: log::Level, message: &str, fields: &[(&str, &str)]) {
+    let fields: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    log::log(level, message, &fields);
+}
+
+impl Record {
+    /// An upsert of `body` (serialised as JSON).
+    pub fn upsert(key: impl Into<String>, kind: impl Into<String>, version: i64, body: &serde_json::Value) -> Self {
+        Record {
+            key: key.into(),
+            kind: kind.into(),
+            version,
+            op: Operation::Upsert,
+            body: body.to_string(),
+        }
+    }
+
+    /// A delete, carrying `body` as the last known content.
+    pub fn delete(key: impl Into<String>, kind: impl Into<String>, version: i64, body: &serde_json::Value) -> Self {
+        Record {
+            op: Operation::Delete,
+            ..Record::upsert(key, kind, version, body)
+        }
+    }
+
+    /// The body parsed as JSON, or an `invalid` error naming the record.
+    pub fn json(&self) -> Result<serde_json::Value, Error> {
+        serde_json::from_str(&self.body)
+            .map_err(|e| invalid(format!("{} {}: body is not JSON: {e}", self.kind, self.key)))
+    }
+}

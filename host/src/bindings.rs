@@ -1,0 +1,66 @@
+//! The one place for generated bindings of the weft WIT contract.
+//!
+//! One `bindgen!` per world of `wit/v0.1.0`. The source world's generated
+//! import interfaces are reused by the other two, so that `Record`, `Error`
+//! and the host traits exist once. Nothing outside `caps` and `connector`
+//! names these paths; the rest of weft uses [`crate::model`].
+//!
+//! A later contract version gets its own `v0_2_0` module next to this one,
+//! plus conversions of its types to the model, and this one stays, so that
+//! components built against 0.1.0 keep working.
+
+#![allow(missing_docs)]
+
+pub mod v0_1_0 {
+    pub mod source {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.1.0",
+            world: "weft:connector/source-connector",
+            exports: { default: async },
+            require_store_data_send: true,
+            with: {
+                "wasi:io": wasmtime_wasi::p2::bindings::io,
+                "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+                "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            },
+        });
+    }
+
+    pub mod mapper {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.1.0",
+            world: "weft:connector/mapper-connector",
+            exports: { default: async },
+            require_store_data_send: true,
+            with: {
+                "wasi:io": wasmtime_wasi::p2::bindings::io,
+                "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+                "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+                "weft:connector/types": super::source::weft::connector::types,
+                "weft:connector/config": super::source::weft::connector::config,
+                "weft:connector/kv": super::source::weft::connector::kv,
+                "weft:connector/log": super::source::weft::connector::log,
+            },
+        });
+    }
+
+    pub mod destination {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.1.0",
+            world: "weft:connector/destination-connector",
+            exports: { default: async },
+            require_store_data_send: true,
+            with: {
+                "wasi:io": wasmtime_wasi::p2::bindings::io,
+                "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+                "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+                "weft:connector/types": super::source::weft::connector::types,
+                "weft:connector/config": super::source::weft::connector::config,
+                "weft:connector/kv": super::source::weft::connector::kv,
+                "weft:connector/log": super::source::weft::connector::log,
+            },
+        });
+    }
+
+    pub use source::weft::connector::{config, kv, log, types};
+}

@@ -1,0 +1,470 @@
+//! Outbound HTTP: the `wasi:http/outgoing-handler` a connector calls, with
+//! weft's policy in wasmtime's `send_request` hook.
+//!
+//! For every request the host, in order: checks the origin against what the
+//! connector declared and the tenant granted ([`policy`]); reads the request
+//! body (up to a cap); takes a token from the (tenant, origin) quota
+//! ([`quota`]), waiting only as long as the guest call has left; adds the
+//! tenant's credential for that origin ([`auth`]); resolves the host, refuses
+//! non-public addresses unless the operator allowed that host, and sends
+//! ([`client`]) with a timeout cut to the call's remaining time. Idempotent
+//! requests are retried by the host: `429`/`503` after `Retry-After`, other
+//! `5xx` and transport failures with jittered exponential backoff, as long as
+//! the call's deadline allows. OAuth tokens are refreshed once on `401`.
+//! Redirects are never followed by the host: a guest that follows one makes a
+//! new request, which is checked again.
+
+pub mod auth;
+pub mod client;
+pub mod policy;
+pub mod quota;
+
+pub use auth::{Credential, CredentialGrant, ResolvedAuth, TokenCache};
+pub use client::{Resolver, StaticResolver, SystemResolver};
+pub use policy::{Origin, OriginPattern, Policy};
+pub use quota::{Quotas, Rate};
+
+use crate::events::{EventKind, EventLog};
+use crate::limits::Limits;
+use crate::secrets::SecretStore;
+use bytes::Bytes;
+use client::SendError;
+use http::{HeaderName, Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime_wasi_http::{
+    DEFAULT_FORBIDDEN_HEADERS, Error as HttpError, ForbiddenHeaderFilter, RequestOptions, WasiBody,
+    WasiHttpHooks,
+};
+
+/// What a tenant grants one connector over HTTP.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpGrants {
+    /// Origins the connector may call (`scheme://host[:port]`, `*.` host
+    /// prefixes and `*` ports allowed). Empty means none.
+    pub allow: Vec<OriginPattern>,
+    /// Credentials the host adds, per origin. The first matching entry wins.
+    pub credentials: Vec<CredentialGrant>,
+    /// The request quota per origin for this tenant; the host default when
+    /// unset.
+    pub rate: Option<Rate>,
+}
+
+/// Host-wide state of outbound HTTP, shared by all instances.
+#[derive(Clone)]
+pub struct HttpShared {
+    /// Name resolution.
+    pub resolver: Arc<dyn Resolver>,
+    /// Quota buckets.
+    pub quotas: Quotas,
+    /// OAuth tokens.
+    pub tokens: TokenCache,
+    /// Where denials are recorded.
+    pub events: EventLog,
+    /// Host names the operator lets reach non-public addresses.
+    pub private_hosts: Vec<String>,
+    /// The quota when a tenant sets none.
+    pub default_rate: Rate,
+}
+
+/// The deadline of the guest call in progress, shared between the store and
+/// the HTTP hook (which runs on another task).
+#[derive(Debug, Clone, Default)]
+pub struct CallDeadline(Arc<Mutex<Option<Instant>>>);
+
+impl CallDeadline {
+    /// Sets the deadline for the call about to start.
+    pub fn set(&self, at: Instant) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+    }
+
+    /// The deadline, or `fallback` from now when no call is running.
+    pub fn get_or(&self, fallback: Duration) -> Instant {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(|| Instant::now() + fallback)
+    }
+
+    /// The deadline, if a call is running.
+    pub fn get(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Per-instance outbound HTTP: the hook wasmtime calls for each request.
+pub struct OutboundHttp {
+    inner: Arc<Outbound>,
+}
+
+struct Outbound {
+    shared: HttpShared,
+    tenant: String,
+    connector: String,
+    policy: Policy,
+    credentials: Vec<(OriginPattern, ResolvedAuth)>,
+    rate: Rate,
+    limits: Limits,
+    deadline: CallDeadline,
+    forbidden: Vec<HeaderName>,
+}
+
+impl OutboundHttp {
+    /// Builds the hook for one instance; resolves the credentials' secrets.
+    pub fn new(
+        shared: HttpShared,
+        tenant: &str,
+        connector: &str,
+        requested: Vec<OriginPattern>,
+        grants: &HttpGrants,
+        secrets: &SecretStore,
+        limits: Limits,
+        deadline: CallDeadline,
+    ) -> anyhow::Result<Self> {
+        let mut credentials = Vec::new();
+        for g in &grants.credentials {
+            let resolved = ResolvedAuth::resolve(&g.auth, secrets).map_err(|e| {
+                anyhow::anyhow!(
+                    "tenant {tenant}, connector {connector}, credential for {}: {e:#}",
+                    g.origin
+                )
+            })?;
+            credentials.push((g.origin.clone(), resolved));
+        }
+        let mut forbidden: Vec<HeaderName> = vec![
+            http::header::AUTHORIZATION,
+            http::header::PROXY_AUTHORIZATION,
+            http::header::COOKIE,
+        ];
+        for (_, c) in &credentials {
+            let name = c.header_name();
+            if !forbidden.contains(&name) {
+                forbidden.push(name);
+            }
+        }
+        let policy = Policy {
+            requested,
+            granted: grants.allow.clone(),
+            private_hosts: shared.private_hosts.clone(),
+        };
+        Ok(OutboundHttp {
+            inner: Arc::new(Outbound {
+                rate: grants.rate.unwrap_or(shared.default_rate),
+                shared,
+                tenant: tenant.to_owned(),
+                connector: connector.to_owned(),
+                policy,
+                credentials,
+                limits,
+                deadline,
+                forbidden,
+            }),
+        })
+    }
+}
+
+impl WasiHttpHooks for OutboundHttp {
+    fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
+        let extra = self.inner.forbidden.clone();
+        Arc::new(move |name| DEFAULT_FORBIDDEN_HEADERS.contains(name) || extra.contains(name))
+    }
+
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                    ),
+                    HttpError,
+                >,
+            > + Send,
+    > {
+        let inner = self.inner.clone();
+        Box::new(async move {
+            let response = inner.handle(request).await?;
+            let response =
+                response.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync());
+            Ok((
+                response,
+                Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+/// Most attempts the host makes for one idempotent request.
+const MAX_ATTEMPTS: u32 = 6;
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Jittered exponential backoff: between half and all of 200 ms × 2^(n-1),
+/// capped at 10 s.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(200).saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    let base = base.min(Duration::from_secs(10));
+    let jitter: f64 = rand::random_range(0.5..=1.0);
+    base.mul_f64(jitter)
+}
+
+/// `Retry-After` as a number of seconds (HTTP dates are not honoured; the
+/// host falls back to its backoff).
+fn retry_after(resp: &http::Response<Bytes>) -> Option<Duration> {
+    resp.headers()
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+impl Outbound {
+    fn record(&self, kind: EventKind) {
+        self.shared
+            .events
+            .record(&self.tenant, &self.connector, kind);
+    }
+
+    fn credential_for(&self, origin: &Origin) -> Option<&ResolvedAuth> {
+        self.credentials
+            .iter()
+            .find(|(p, _)| p.matches(origin))
+            .map(|(_, c)| c)
+    }
+
+    async fn handle(
+        &self,
+        request: http::Request<WasiBody>,
+    ) -> Result<http::Response<Bytes>, HttpError> {
+        let deadline = self.deadline.get_or(self.limits.call_timeout());
+        let origin =
+            Origin::from_uri(request.uri()).map_err(|_| HttpError::HttpRequestUriInvalid)?;
+        let origin_str = origin.to_string();
+        if let Err(denial) = self.policy.check_origin(&origin) {
+            self.record(EventKind::HttpDenied {
+                origin: origin_str,
+                reason: denial.to_string(),
+            });
+            return Err(HttpError::HttpRequestDenied);
+        }
+
+        let (parts, body) = request.into_parts();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let body = match tokio::time::timeout(
+            remaining,
+            Limited::new(body, self.limits.max_http_request_bytes).collect(),
+        )
+        .await
+        {
+            Err(_) => return Err(HttpError::ConnectionWriteTimeout),
+            Ok(Err(e)) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    self.record(EventKind::BodyTooLarge {
+                        origin: origin_str,
+                        limit: self.limits.max_http_request_bytes,
+                    });
+                    return Err(HttpError::HttpRequestBodySize(Some(
+                        self.limits.max_http_request_bytes as u64,
+                    )));
+                }
+                return Err(HttpError::InternalError(Some(format!(
+                    "reading request body: {e}"
+                ))));
+            }
+            Ok(Ok(b)) => b.to_bytes(),
+        };
+
+        let idempotent = is_idempotent(&parts.method);
+        let credential = self.credential_for(&origin);
+        let mut stale_token = None;
+        let mut refreshed = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Err(e) = self
+                .shared
+                .quotas
+                .acquire(&self.tenant, &origin_str, self.rate, deadline)
+                .await
+            {
+                self.record(EventKind::QuotaExhausted {
+                    origin: origin_str.clone(),
+                });
+                return Err(HttpError::InternalError(Some(format!(
+                    "weft: request quota for {origin_str} is spent; the next request could start in {} ms, after this call's deadline",
+                    e.wait.as_millis()
+                ))));
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(HttpError::ConnectionTimeout);
+            }
+            let timeout = remaining.min(Duration::from_millis(self.limits.http_request_timeout_ms));
+
+            let mut req = http::Request::builder()
+                .method(parts.method.clone())
+                .uri(parts.uri.clone())
+                .version(http::Version::HTTP_11)
+                .body(Full::new(body.clone()))
+                .map_err(|e| HttpError::InternalError(Some(e.to_string())))?;
+            *req.headers_mut() = parts.headers.clone();
+            let mut used_token = None;
+            match credential {
+                Some(ResolvedAuth::Header(name, value)) => {
+                    req.headers_mut().insert(name.clone(), value.clone());
+                }
+                Some(oauth @ ResolvedAuth::OAuth { .. }) => {
+                    let token = self
+                        .shared
+                        .tokens
+                        .token(
+                            &self.tenant,
+                            oauth,
+                            stale_token.as_ref(),
+                            &*self.shared.resolver,
+                            &self.policy,
+                            timeout,
+                        )
+                        .await;
+                    match token {
+                        Ok(t) => {
+                            req.headers_mut()
+                                .insert(http::header::AUTHORIZATION, t.clone());
+                            used_token = Some(t);
+                        }
+                        Err(e) => {
+                            self.record(EventKind::CredentialFailed {
+                                origin: origin_str.clone(),
+                                reason: e.to_string(),
+                            });
+                            return Err(HttpError::InternalError(Some(format!("weft: {e}"))));
+                        }
+                    }
+                }
+                None => {}
+            }
+
+            let result = client::send_once(
+                &*self.shared.resolver,
+                &self.policy,
+                &origin,
+                req,
+                timeout,
+                self.limits.max_http_response_bytes,
+            )
+            .await;
+            tracing::debug!(
+                tenant = %self.tenant,
+                connector = %self.connector,
+                method = %parts.method,
+                origin = %origin_str,
+                attempt,
+                status = result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
+                "outbound request"
+            );
+            let wait = match result {
+                Ok(resp) => {
+                    let status = resp.status();
+                    if status == StatusCode::UNAUTHORIZED && used_token.is_some() && !refreshed {
+                        refreshed = true;
+                        stale_token = used_token;
+                        continue;
+                    }
+                    let retry = idempotent && attempt < MAX_ATTEMPTS;
+                    let wait = match status {
+                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                            if retry =>
+                        {
+                            retry_after(&resp)
+                                .or_else(|| status.is_server_error().then(|| backoff(attempt)))
+                        }
+                        s if s.is_server_error() && retry => Some(backoff(attempt)),
+                        _ => None,
+                    };
+                    match wait {
+                        Some(w) if Instant::now() + w < deadline => w,
+                        _ => return Ok(resp),
+                    }
+                }
+                Err(SendError::Denied(d)) => {
+                    let address = match &d {
+                        policy::Denial::PrivateAddress(ip) => ip.to_string(),
+                        other => other.to_string(),
+                    };
+                    self.record(EventKind::AddressDenied {
+                        host: origin.host.clone(),
+                        address,
+                    });
+                    return Err(HttpError::DestinationIpProhibited);
+                }
+                Err(SendError::BodyTooLarge(limit)) => {
+                    self.record(EventKind::BodyTooLarge {
+                        origin: origin_str.clone(),
+                        limit,
+                    });
+                    return Err(HttpError::HttpResponseBodySize(Some(limit as u64)));
+                }
+                Err(e) => {
+                    let w = backoff(attempt);
+                    if idempotent
+                        && e.is_retryable()
+                        && attempt < MAX_ATTEMPTS
+                        && Instant::now() + w < deadline
+                    {
+                        w
+                    } else {
+                        return Err(match e {
+                            SendError::Dns(_, m) => HttpError::DnsError {
+                                rcode: Some(m),
+                                info_code: None,
+                            },
+                            SendError::Connect(..) => HttpError::ConnectionRefused,
+                            SendError::Timeout => HttpError::ConnectionTimeout,
+                            SendError::Tls(..) => HttpError::TlsProtocolError,
+                            other => HttpError::InternalError(Some(other.to_string())),
+                        });
+                    }
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(1) <= Duration::from_millis(200));
+        assert!(backoff(1) >= Duration::from_millis(100));
+        assert!(backoff(4) >= Duration::from_millis(800));
+        assert!(backoff(30) <= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn only_idempotent_methods_are_retried() {
+        assert!(is_idempotent(&Method::GET));
+        assert!(is_idempotent(&Method::PUT));
+        assert!(!is_idempotent(&Method::POST));
+        assert!(!is_idempotent(&Method::PATCH));
+    }
+}

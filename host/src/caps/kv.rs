@@ -1,0 +1,78 @@
+//! The `kv` import: a key-value space private to (tenant, connector), with
+//! the key, value and total-size limits of [`crate::Limits`] checked here,
+//! before the backend is touched.
+
+use super::ConnectorCtx;
+use crate::bindings::v0_1_0::kv::{Host, KvError};
+use crate::events::EventKind;
+use crate::kvstore;
+
+impl From<kvstore::KvError> for KvError {
+    fn from(e: kvstore::KvError) -> Self {
+        match e {
+            kvstore::KvError::TooLarge(m) => KvError::TooLarge(m),
+            kvstore::KvError::QuotaExceeded(m) => KvError::QuotaExceeded(m),
+            kvstore::KvError::Unavailable(m) => KvError::Unavailable(m),
+        }
+    }
+}
+
+impl ConnectorCtx {
+    fn check_key(&self, key: &str) -> Result<(), KvError> {
+        if key.len() > self.limits.max_kv_key_bytes {
+            return Err(self.refuse(KvError::TooLarge(format!(
+                "key of {} bytes; the limit is {}",
+                key.len(),
+                self.limits.max_kv_key_bytes
+            ))));
+        }
+        Ok(())
+    }
+
+    fn refuse(&self, e: KvError) -> KvError {
+        let detail = match &e {
+            KvError::TooLarge(m) | KvError::QuotaExceeded(m) | KvError::Unavailable(m) => m.clone(),
+        };
+        self.events.record(
+            &self.identity.tenant,
+            &self.identity.connector,
+            EventKind::KvRefused { detail },
+        );
+        e
+    }
+}
+
+impl Host for ConnectorCtx {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
+        self.check_key(&key)?;
+        Ok(self.kv.get(&self.kv_space, &key)?)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvError> {
+        self.check_key(&key)?;
+        if value.len() > self.limits.max_kv_value_bytes {
+            return Err(self.refuse(KvError::TooLarge(format!(
+                "value of {} bytes; the limit is {}",
+                value.len(),
+                self.limits.max_kv_value_bytes
+            ))));
+        }
+        self.kv
+            .set(&self.kv_space, &key, &value, self.limits.max_kv_total_bytes)
+            .map_err(|e| match e {
+                kvstore::KvError::QuotaExceeded(_) => self.refuse(e.into()),
+                other => other.into(),
+            })
+    }
+
+    fn delete(&mut self, key: String) -> Result<(), KvError> {
+        self.check_key(&key)?;
+        Ok(self.kv.delete(&self.kv_space, &key)?)
+    }
+
+    fn list_keys(&mut self, prefix: String, limit: u32) -> Result<Vec<String>, KvError> {
+        self.check_key(&prefix)?;
+        let limit = (limit as usize).min(10_000);
+        Ok(self.kv.list_keys(&self.kv_space, &prefix, limit)?)
+    }
+}

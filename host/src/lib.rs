@@ -1,0 +1,49 @@
+//! weft: a host runtime for SaaS-integration connectors.
+//!
+//! Connectors are WebAssembly components (`wasm32-wasip2`) that implement one
+//! stage of a flow, as defined by the WIT contract in `wit/`: a **source**
+//! fetches pages of changes (or turns webhooks into records), a **mapper**
+//! reshapes records, a **destination** delivers them. This crate loads those
+//! components into wasmtime and grants each one exactly the capabilities its
+//! tenant allows: configuration, a private key-value space, logging and
+//! policed outbound HTTP with host-injected credentials.
+//!
+//! The wiring, in short:
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use weft::{HostConfig, Runtime, TenantGrant};
+//! let runtime = Runtime::new(HostConfig::default())?;
+//! let connector = runtime.load_file("acme-crm.wasm".as_ref()).await?;
+//! println!("{}", serde_json::to_string_pretty(&connector.info())?);
+//! let grant = TenantGrant::new("northwind");
+//! let mut instance = runtime.instantiate(&connector, &grant).await?;
+//! let page = instance.fetch("appointments", None).await?;
+//! # let _ = page; Ok(()) }
+//! ```
+//!
+//! Modules: [`engine`] (wasmtime engine, compile cache, epoch ticker),
+//! [`connector`] (loading, identifying and calling components), [`caps`] (one
+//! module per granted capability), [`model`] (the host's view of the WIT
+//! types), [`limits`] (sandbox limits), [`kvstore`] (durable key-value
+//! backend), [`secrets`] (where credentials come from), [`events`] (what the
+//! sandbox refused or stopped, per tenant).
+
+#![deny(missing_docs)]
+
+mod bindings;
+pub mod caps;
+pub mod connector;
+pub mod engine;
+pub mod events;
+pub mod kvstore;
+pub mod limits;
+pub mod model;
+pub mod secrets;
+
+pub use caps::http::{Credential, HttpGrants, OriginPattern};
+pub use connector::{
+    CallError, Connector, ConnectorInstance, HostConfig, Runtime, TenantGrant, WorldKind,
+};
+pub use limits::Limits;
+pub use model::{ConnectorError, ConnectorInfo, Operation, Page, Record, StreamInfo};
