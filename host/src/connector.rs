@@ -612,8 +612,15 @@ impl ConnectorInstance {
             },
             Some(trap) => {
                 let mut detail = trap.to_string();
-                if let Some(last) = self.logs.lines().iter().rev().find(|l| l.level == "warn") {
-                    detail = format!("{detail}; last stderr line: {}", last.message);
+                // A Rust panic prints its message to stderr before trapping.
+                let lines = self.logs.lines();
+                let stderr = lines.iter().rev().filter(|l| l.level == "warn");
+                if let Some(line) = stderr
+                    .clone()
+                    .find(|l| l.message.contains("panicked"))
+                    .or(stderr.clone().next())
+                {
+                    detail = format!("{detail}; stderr: {}", line.message);
                 }
                 CallError::Trap { call, detail }
             }

@@ -7,9 +7,7 @@
 //! itself, and the host checks the new origin like any other request.
 
 use crate::wasi::http::outgoing_handler;
-use crate::wasi::http::types::{
-    ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme,
-};
+use crate::wasi::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
 use crate::wasi::io::streams::StreamError;
 use crate::{Error, TransientError, invalid, transient};
 
@@ -43,7 +41,10 @@ impl Response {
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_slice(&self.body).map_err(|e| {
             let snippet: String = self.text().chars().take(120).collect();
-            invalid(format!("malformed JSON in HTTP {} answer: {e} (body starts {snippet:?})", self.status))
+            invalid(format!(
+                "malformed JSON in HTTP {} answer: {e} (body starts {snippet:?})",
+                self.status
+            ))
         })
     }
 
@@ -118,7 +119,8 @@ impl Request {
 
     /// Sets a body and its content type.
     pub fn body(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
-        self.headers.push(("content-type".to_owned(), content_type.to_owned()));
+        self.headers
+            .push(("content-type".to_owned(), content_type.to_owned()));
         self.body = Some(body.into());
         self
     }
@@ -141,11 +143,17 @@ impl Request {
 /// `transient` error naming the cause, except a refused origin, which is a
 /// `config` error: no retry will help until the tenant's grants change.
 pub fn send(req: &Request) -> Result<Response, Error> {
-    let url = url::Url::parse(&req.url).map_err(|e| invalid(format!("bad URL {:?}: {e}", req.url)))?;
+    let url =
+        url::Url::parse(&req.url).map_err(|e| invalid(format!("bad URL {:?}: {e}", req.url)))?;
     let scheme = match url.scheme() {
         "http" => Scheme::Http,
         "https" => Scheme::Https,
-        other => return Err(invalid(format!("unsupported URL scheme {other:?} in {}", req.url))),
+        other => {
+            return Err(invalid(format!(
+                "unsupported URL scheme {other:?} in {}",
+                req.url
+            )));
+        }
     };
     let host = url
         .host_str()
@@ -179,19 +187,26 @@ pub fn send(req: &Request) -> Result<Response, Error> {
     };
     let bad = |what: &str| invalid(format!("request to {}: bad {what}", req.url));
     outgoing.set_method(&method).map_err(|_| bad("method"))?;
-    outgoing.set_scheme(Some(&scheme)).map_err(|_| bad("scheme"))?;
-    outgoing.set_authority(Some(&authority)).map_err(|_| bad("authority"))?;
-    outgoing.set_path_with_query(Some(&path)).map_err(|_| bad("path"))?;
+    outgoing
+        .set_scheme(Some(&scheme))
+        .map_err(|_| bad("scheme"))?;
+    outgoing
+        .set_authority(Some(&authority))
+        .map_err(|_| bad("authority"))?;
+    outgoing
+        .set_path_with_query(Some(&path))
+        .map_err(|_| bad("path"))?;
 
     let body = outgoing.body().map_err(|_| bad("body"))?;
-    let future = outgoing_handler::handle(outgoing, None).map_err(|e| transport_error(&req.url, e))?;
+    let future =
+        outgoing_handler::handle(outgoing, None).map_err(|e| transport_error(&req.url, e))?;
     {
         let stream = body.write().map_err(|_| bad("body stream"))?;
         if let Some(bytes) = &req.body {
             for chunk in bytes.chunks(4096) {
-                stream
-                    .blocking_write_and_flush(chunk)
-                    .map_err(|e| transient(format!("request to {}: writing body: {e:?}", req.url)))?;
+                stream.blocking_write_and_flush(chunk).map_err(|e| {
+                    transient(format!("request to {}: writing body: {e:?}", req.url))
+                })?;
             }
         }
     }
@@ -212,16 +227,21 @@ pub fn send(req: &Request) -> Result<Response, Error> {
         .headers()
         .entries()
         .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_ascii_lowercase(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
         .collect();
     let body = incoming
         .consume()
         .map_err(|()| transient(format!("request to {}: body already taken", req.url)))?;
     let mut bytes = Vec::new();
     {
-        let stream = body
-            .stream()
-            .map_err(|()| transient(format!("request to {}: body stream already taken", req.url)))?;
+        let stream = body.stream().map_err(|()| {
+            transient(format!("request to {}: body stream already taken", req.url))
+        })?;
         loop {
             match stream.blocking_read(64 * 1024) {
                 Ok(chunk) => bytes.extend_from_slice(&chunk),

@@ -84,7 +84,12 @@ pub fn log_line(level: log::Level, message: &str, fields: &[(&str, &str)]) {
 
 impl Record {
     /// An upsert of `body` (serialised as JSON).
-    pub fn upsert(key: impl Into<String>, kind: impl Into<String>, version: i64, body: &serde_json::Value) -> Self {
+    pub fn upsert(
+        key: impl Into<String>,
+        kind: impl Into<String>,
+        version: i64,
+        body: &serde_json::Value,
+    ) -> Self {
         Record {
             key: key.into(),
             kind: kind.into(),
@@ -95,7 +100,12 @@ impl Record {
     }
 
     /// A delete, carrying `body` as the last known content.
-    pub fn delete(key: impl Into<String>, kind: impl Into<String>, version: i64, body: &serde_json::Value) -> Self {
+    pub fn delete(
+        key: impl Into<String>,
+        kind: impl Into<String>,
+        version: i64,
+        body: &serde_json::Value,
+    ) -> Self {
         Record {
             op: Operation::Delete,
             ..Record::upsert(key, kind, version, body)

@@ -149,10 +149,13 @@ struct CachedToken {
     refresh_at: Instant,
 }
 
+/// (tenant, token URL, client ID).
+type TokenKey = (String, String, String);
+
 /// OAuth tokens cached per (tenant, token URL, client ID).
 #[derive(Debug, Clone, Default)]
 pub struct TokenCache {
-    inner: Arc<tokio::sync::Mutex<HashMap<(String, String, String), CachedToken>>>,
+    inner: Arc<tokio::sync::Mutex<HashMap<TokenKey, CachedToken>>>,
 }
 
 /// Why a token could not be had.
@@ -169,7 +172,6 @@ impl TokenCache {
     /// A valid `Authorization` value for the credential: the cached token,
     /// or a new one when there is none, it is about to expire, or `stale` is
     /// the value the API just refused.
-    #[allow(clippy::too_many_arguments)]
     pub async fn token(
         &self,
         tenant: &str,

@@ -1,0 +1,44 @@
+# weft: one command to set up and test (`make test`), one to see it work
+# (`make demo`). Each installs what it needs itself.
+
+CARGO ?= cargo
+GUEST_TARGET := wasm32-wasip2
+GUEST_DIR := target/guests
+VENV := .venv
+RADICALE_VERSION := 3.5.10
+
+.PHONY: setup toolchain connectors test lint demo clean
+
+## setup: the Rust target for guests (and, once issue #4 lands, the Radicale venv)
+setup: toolchain
+
+toolchain:
+	rustup target add $(GUEST_TARGET)
+	rustup component add clippy rustfmt
+
+## connectors: build the connector components into target/guests
+connectors: toolchain
+	cd connectors && $(CARGO) build --release --target $(GUEST_TARGET) --target-dir ../$(GUEST_DIR)
+
+## test: lint, then every test (unit, component, integration)
+test: setup lint
+	$(CARGO) test --workspace
+
+lint: toolchain
+	$(CARGO) fmt --all --check
+	cd connectors && $(CARGO) fmt --all --check
+	cd tests/components && $(CARGO) fmt --all --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## demo: build the host and the test components, then inspect each one
+demo: setup
+	$(CARGO) build --release -p weft-host
+	$(CARGO) build -p weft-test-artifacts
+	@for f in $(GUEST_DIR)/$(GUEST_TARGET)/release/*.wasm; do \
+		echo "== weft connectors inspect $$f"; \
+		./target/release/weft connectors inspect $$f || true; \
+	done
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)

@@ -1,0 +1,204 @@
+//! Helpers shared by the host's integration tests: a local HTTP server that
+//! records what arrived and answers from a script, and runtime builders that
+//! share one compile cache per test process.
+
+#![allow(dead_code)]
+
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use weft::caps::http::StaticResolver;
+use weft::kvstore::SledKv;
+use weft::secrets::SecretStore;
+use weft::{HostConfig, Limits, Runtime};
+
+/// One request the server received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+    }
+}
+
+/// What the script answers.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Reply {
+            status,
+            headers: vec![],
+            body: body.into(),
+        }
+    }
+    pub fn ok(body: impl Into<Vec<u8>>) -> Self {
+        Self::new(200, body)
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+}
+
+type Script = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
+
+/// A recording HTTP server on 127.0.0.1 with an OS-chosen port. The script
+/// gets each request and how many requests came before it. It stops when
+/// dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start(script: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Self {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let script: Arc<Script> = Arc::new(script);
+        let s2 = seen.clone();
+        let app = axum::Router::new().fallback(move |req: Request| {
+            let seen = s2.clone();
+            let script = script.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, 64 << 20)
+                    .await
+                    .unwrap_or_default();
+                let s = Seen {
+                    method: parts.method,
+                    path: parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                    headers: parts.headers,
+                    body,
+                };
+                let n = {
+                    let mut v = seen.lock().unwrap();
+                    v.push(s.clone());
+                    v.len() - 1
+                };
+                let r = script(&s, n);
+                let mut resp: Response =
+                    (StatusCode::from_u16(r.status).unwrap(), r.body).into_response();
+                for (k, v) in r.headers {
+                    resp.headers_mut().insert(
+                        axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                        v.parse().unwrap(),
+                    );
+                }
+                resp
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestServer {
+            addr,
+            seen,
+            stop: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// One compile cache per test process, so each component compiles once.
+pub fn cache_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("weft-test-cache-{}", std::process::id()))
+}
+
+/// Limits small enough for tests to hit quickly.
+pub fn test_limits() -> Limits {
+    Limits {
+        memory_bytes: 32 << 20,
+        call_timeout_ms: 5_000,
+        stack_bytes: 256 << 10,
+        max_instances: 16,
+        ..Limits::default()
+    }
+}
+
+/// Names the tests resolve without DNS.
+pub fn test_resolver() -> StaticResolver {
+    let mut m: HashMap<String, Vec<IpAddr>> = HashMap::new();
+    m.insert("evil.test".into(), vec!["127.0.0.1".parse().unwrap()]);
+    m.insert(
+        "metadata.test".into(),
+        vec!["169.254.169.254".parse().unwrap()],
+    );
+    m.insert("localhost".into(), vec!["127.0.0.1".parse().unwrap()]);
+    StaticResolver(m)
+}
+
+/// A runtime whose loopback address (by IP literal) is allowed, with the
+/// static resolver and the given secrets.
+pub fn runtime_with(
+    limits: Limits,
+    secrets: SecretStore,
+    rate: Option<weft::caps::http::Rate>,
+) -> Runtime {
+    let config = HostConfig {
+        limits,
+        cache_dir: Some(cache_dir()),
+        private_hosts: vec!["127.0.0.1".into()],
+        default_rate: rate.unwrap_or_default(),
+        secrets_file: None,
+    };
+    Runtime::with_parts(
+        config,
+        SledKv::temporary().unwrap(),
+        Arc::new(test_resolver()),
+        secrets,
+    )
+    .unwrap()
+}
+
+pub fn runtime() -> Runtime {
+    runtime_with(test_limits(), SecretStore::default(), None)
+}

@@ -1,0 +1,79 @@
+//! Builds the test components in `tests/components` for `wasm32-wasip2`, once,
+//! into `target/guests` (a target directory of their own: a nested cargo on
+//! the outer build's directory would wait for its lock forever), and writes a
+//! constant with the path of each component, plus `ALL`, into
+//! `$OUT_DIR/components.rs`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.join("../..").canonicalize().unwrap();
+    let components = root.join("tests/components");
+    let sdk = root.join("connectors/sdk");
+    let wit = root.join("wit");
+    for dir in [&components, &sdk, &wit] {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
+    let target_dir = root.join("target/guests");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&components)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target_dir);
+    // Do not leak the outer build's settings (clippy's wrapper, host flags)
+    // into the guest build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("running cargo for the test components");
+    assert!(
+        status.success(),
+        "building the test components failed; is the target installed? run `rustup target add wasm32-wasip2`"
+    );
+
+    let out_dir = target_dir.join("wasm32-wasip2/release");
+    let mut code = String::new();
+    let mut all = Vec::new();
+    for (konst, file) in [
+        ("TEST_SOURCE", "test_source.wasm"),
+        ("TEST_MAPPER", "test_mapper.wasm"),
+        ("TEST_DESTINATION", "test_destination.wasm"),
+        ("TEST_WRONG_WORLD", "test-wrong-world.wasm"),
+        ("TEST_FUTURE_VERSION", "test_future_version.wasm"),
+    ] {
+        let path = out_dir.join(file);
+        assert!(path.exists(), "{} was not built", path.display());
+        code.push_str(&format!(
+            "/// Path of `{file}`.\npub const {konst}: &str = {:?};\n",
+            path.display().to_string()
+        ));
+        all.push(konst);
+    }
+    code.push_str(&format!(
+        "/// Every test component, by constant name.\npub const ALL: &[(&str, &str)] = &[{}];\n",
+        all.iter()
+            .map(|k| format!("({k:?}, {k})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("components.rs");
+    std::fs::write(out, code).unwrap();
+}

@@ -1,0 +1,90 @@
+//! Test destination: delivers each record to `{url}/records/{key}` with
+//! `PUT` (upsert) or `DELETE` (delete); `404` on delete is success. HTTP
+//! answers map to weft's error classes through the SDK. A body with
+//! `"reject": true` is refused as `invalid` without a request.
+
+wit_bindgen::generate!({
+    world: "destination-connector",
+    path: "../../../wit/v0.1.0",
+    with: {
+        "weft:connector/types@0.1.0": weft_sdk::types,
+        "weft:connector/config@0.1.0": weft_sdk::config,
+        "weft:connector/kv@0.1.0": weft_sdk::kv,
+        "weft:connector/log@0.1.0": weft_sdk::log,
+        "wasi:http/types@0.2.12": weft_sdk::wasi::http::types,
+        "wasi:http/outgoing-handler@0.2.12": weft_sdk::wasi::http::outgoing_handler,
+        "wasi:io/error@0.2.12": weft_sdk::wasi::io::error,
+        "wasi:io/poll@0.2.12": weft_sdk::wasi::io::poll,
+        "wasi:io/streams@0.2.12": weft_sdk::wasi::io::streams,
+        "wasi:clocks/monotonic-clock@0.2.12": weft_sdk::wasi::clocks::monotonic_clock,
+    },
+});
+
+use exports::weft::connector::destination::Guest as Destination;
+use exports::weft::connector::metadata::Guest as Metadata;
+use serde_json::{Value, json};
+use weft_sdk::http::Request;
+use weft_sdk::types::{ConnectorInfo, Error, Operation, Record};
+use weft_sdk::{invalid, tenant_config};
+
+struct TestDestination;
+
+impl Metadata for TestDestination {
+    fn describe() -> ConnectorInfo {
+        ConnectorInfo {
+            name: "test-destination".into(),
+            version: "2.0.0".into(),
+            description: "Test destination for the host's own tests".into(),
+            streams: vec![],
+            config_schema: json!({
+                "type": "object",
+                "required": ["url"],
+                "properties": { "url": { "type": "string" } },
+                "additionalProperties": false
+            })
+            .to_string(),
+            outbound_hosts: vec!["*".into()],
+        }
+    }
+}
+
+fn deliver(base: &str, r: &Record) -> Result<(), Error> {
+    let body = r.json()?;
+    if body["reject"] == json!(true) {
+        return Err(invalid(format!("record {} is marked reject", r.key)));
+    }
+    let url = format!("{}/records/{}", base.trim_end_matches('/'), r.key);
+    match r.op {
+        Operation::Upsert => {
+            Request::new("PUT", &url)
+                .json(&body)
+                .send()?
+                .error_for_status("PUT")?;
+        }
+        Operation::Delete => {
+            let resp = Request::new("DELETE", &url).send()?;
+            if resp.status != 404 {
+                resp.error_for_status("DELETE")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Destination for TestDestination {
+    fn emit(records: Vec<Record>) -> Vec<Result<(), Error>> {
+        let base = match tenant_config::<Value>().map(|c| c["url"].as_str().map(str::to_owned)) {
+            Ok(Some(u)) => u,
+            Ok(None) => {
+                return records
+                    .iter()
+                    .map(|_| Err(Error::Config("no url configured".into())))
+                    .collect();
+            }
+            Err(e) => return records.iter().map(|_| Err(e.clone())).collect(),
+        };
+        records.iter().map(|r| deliver(&base, r)).collect()
+    }
+}
+
+export!(TestDestination);

@@ -1,0 +1,102 @@
+//! Test mapper: doubles `n` in each record's body. Records whose `n` is a
+//! multiple of the config's `reject_multiple_of` are `invalid`; a body with
+//! `"transient": true` is a transient error; `fanout` makes several records of
+//! one; `wrong_count: true` breaks the contract (one outcome too few).
+
+wit_bindgen::generate!({
+    world: "mapper-connector",
+    path: "../../../wit/v0.1.0",
+    with: {
+        "weft:connector/types@0.1.0": weft_sdk::types,
+        "weft:connector/config@0.1.0": weft_sdk::config,
+        "weft:connector/kv@0.1.0": weft_sdk::kv,
+        "weft:connector/log@0.1.0": weft_sdk::log,
+        "wasi:http/types@0.2.12": weft_sdk::wasi::http::types,
+        "wasi:http/outgoing-handler@0.2.12": weft_sdk::wasi::http::outgoing_handler,
+        "wasi:io/error@0.2.12": weft_sdk::wasi::io::error,
+        "wasi:io/poll@0.2.12": weft_sdk::wasi::io::poll,
+        "wasi:io/streams@0.2.12": weft_sdk::wasi::io::streams,
+        "wasi:clocks/monotonic-clock@0.2.12": weft_sdk::wasi::clocks::monotonic_clock,
+    },
+});
+
+use exports::weft::connector::mapper::Guest as Mapper;
+use exports::weft::connector::metadata::Guest as Metadata;
+use serde_json::{Value, json};
+use weft_sdk::types::{ConnectorInfo, Error, Record};
+use weft_sdk::{invalid, tenant_config, transient};
+
+struct TestMapper;
+
+impl Metadata for TestMapper {
+    fn describe() -> ConnectorInfo {
+        ConnectorInfo {
+            name: "test-mapper".into(),
+            version: "0.4.0".into(),
+            description: "Test mapper for the host's own tests".into(),
+            streams: vec![],
+            config_schema: json!({
+                "type": "object",
+                "properties": {
+                    "reject_multiple_of": { "type": "integer", "minimum": 1 },
+                    "fanout": { "type": "integer", "minimum": 0 },
+                    "wrong_count": { "type": "boolean" }
+                },
+                "additionalProperties": false
+            })
+            .to_string(),
+            outbound_hosts: vec![],
+        }
+    }
+}
+
+fn map_one(r: &Record, cfg: &Value) -> Result<Vec<Record>, Error> {
+    let body = r.json()?;
+    if body["transient"] == json!(true) {
+        return Err(transient("mapper dependency unavailable"));
+    }
+    let n = body["n"]
+        .as_i64()
+        .ok_or_else(|| invalid(format!("record {} has no integer `n`", r.key)))?;
+    if let Some(m) = cfg["reject_multiple_of"].as_i64()
+        && n % m == 0
+    {
+        return Err(invalid(format!(
+            "record {}: n={n} is a multiple of {m}",
+            r.key
+        )));
+    }
+    let fanout = cfg["fanout"].as_u64().unwrap_or(1);
+    Ok((0..fanout)
+        .map(|i| {
+            let key = if fanout == 1 {
+                r.key.clone()
+            } else {
+                format!("{}-{i}", r.key)
+            };
+            Record {
+                key,
+                kind: "mapped".into(),
+                version: r.version,
+                op: r.op,
+                body: json!({ "n": n, "doubled": n * 2 }).to_string(),
+            }
+        })
+        .collect())
+}
+
+impl Mapper for TestMapper {
+    fn map(records: Vec<Record>) -> Vec<Result<Vec<Record>, Error>> {
+        let cfg = match tenant_config::<Value>() {
+            Ok(c) => c,
+            Err(e) => return records.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let mut out: Vec<_> = records.iter().map(|r| map_one(r, &cfg)).collect();
+        if cfg["wrong_count"] == json!(true) {
+            out.pop();
+        }
+        out
+    }
+}
+
+export!(TestMapper);
