@@ -117,14 +117,12 @@ impl WeftEngine {
             }
         }
         let component = Component::new(&self.engine, bytes).map_err(anyhow::Error::from)?;
-        if let Some(path) = self.cache_path(digest) {
-            let serialized = component
-                .serialize()
-                .map_err(|e| anyhow::Error::from(e).context("serializing compiled component"))?;
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, serialized)
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .with_context(|| format!("writing compile cache {}", path.display()))?;
+        if let Some(path) = self.cache_path(digest)
+            && let Err(e) = write_cache(&component, &path)
+        {
+            // A cache that cannot be written costs a recompile next time,
+            // nothing more.
+            tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "could not write compile cache");
         }
         Ok((component, false))
     }
@@ -138,4 +136,18 @@ impl WeftEngine {
         // operator.
         unsafe { Component::deserialize_file(&self.engine, path) }.map_err(anyhow::Error::from)
     }
+}
+
+/// Writes the compiled form atomically: to a file of this call's own, then
+/// renamed into place, so concurrent compiles of one component never see a
+/// half-written entry.
+fn write_cache(component: &Component, path: &Path) -> anyhow::Result<()> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let serialized = component
+        .serialize()
+        .map_err(|e| anyhow::Error::from(e).context("serializing compiled component"))?;
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
+    std::fs::write(&tmp, serialized).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
 }

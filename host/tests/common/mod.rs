@@ -148,9 +148,10 @@ impl Drop for TestServer {
     }
 }
 
-/// One compile cache per test process, so each component compiles once.
+/// One compile cache for the tests, inside cargo's target directory, so each
+/// component compiles once (entries are keyed by digest and engine).
 pub fn cache_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("weft-test-cache-{}", std::process::id()))
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weft-compile-cache")
 }
 
 /// Limits small enough for tests to hit quickly.

@@ -114,7 +114,10 @@ struct Outbound {
 
 impl OutboundHttp {
     /// Builds the hook for one instance; resolves the credentials' secrets.
-    #[allow(clippy::too_many_arguments, reason = "each is a distinct input of the policy")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each is a distinct input of the policy"
+    )]
     pub fn new(
         shared: HttpShared,
         tenant: &str,
