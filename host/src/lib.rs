@@ -27,19 +27,26 @@
 //! module per granted capability), [`model`] (the host's view of the WIT
 //! types), [`limits`] (sandbox limits), [`kvstore`] (durable key-value
 //! backend), [`secrets`] (where credentials come from), [`events`] (what the
-//! sandbox refused or stopped, per tenant).
+//! sandbox refused or stopped, per tenant), [`config`] (`weft.toml`),
+//! [`state`] (durable state behind one trait, on sled), [`registry`]
+//! (registered connector versions) and [`runner`] (fetch → map → emit →
+//! commit).
 
 #![deny(missing_docs)]
 
 mod bindings;
 pub mod caps;
+pub mod config;
 pub mod connector;
 pub mod engine;
 pub mod events;
 pub mod kvstore;
 pub mod limits;
 pub mod model;
+pub mod registry;
+pub mod runner;
 pub mod secrets;
+pub mod state;
 
 pub use caps::http::{Credential, HttpGrants, OriginPattern};
 pub use connector::{

@@ -1,51 +1,165 @@
-//! The `weft` command line.
+//! The `weft` command line: run flows, manage connector versions, inspect and
+//! replay dead letters, look at and reset flow state, list runs.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
+use weft::config::WeftConfig;
+use weft::runner::{Host, Trigger};
+use weft::state::{RunOutcome, RunRecord};
 use weft::{HostConfig, Runtime};
 
 /// weft: run SaaS-integration connectors (WebAssembly components) in a sandbox.
 #[derive(Parser)]
 #[command(name = "weft", version, about)]
 struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, env = "WEFT_CONFIG", default_value = "weft.toml")]
+    config: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run flows once: fetch, map, emit and commit until each source has no
+    /// more. Exits non-zero if any flow failed or needs attention.
+    Run {
+        #[command(flatten)]
+        filter: Filter,
+        /// Start from the beginning: clear the cursor and the versions
+        /// delivered, and re-deliver everything.
+        #[arg(long)]
+        backfill: bool,
+    },
     /// Work with connector components.
     Connectors {
         #[command(subcommand)]
         command: ConnectorsCommand,
     },
+    /// The dead-letter store.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Flow state: cursors and attention flags.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+    /// Recorded runs.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Filter {
+    /// Only this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only this flow.
+    #[arg(long)]
+    flow: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum ConnectorsCommand {
+    /// Validate a component, store it by digest, precompile it and register
+    /// its `name@version`.
+    Add {
+        /// The component file (`.wasm`).
+        file: PathBuf,
+    },
+    /// List registered connector versions.
+    List,
     /// Print a component's `describe` (and its world and digest) as JSON, or
-    /// say why the file is not a weft connector.
+    /// say why the file is not a weft connector. Needs no configuration.
     Inspect {
         /// The component file (`.wasm`).
         file: PathBuf,
     },
 }
 
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters.
+    List {
+        #[command(flatten)]
+        filter: Filter,
+    },
+    /// Show one dead letter with its record, as JSON.
+    Show {
+        /// The dead letter's ID (`dl_…`).
+        id: String,
+    },
+    /// Send a dead letter through the flow's current mappers and destination.
+    Replay {
+        /// The dead letter's ID, or `all` with --tenant/--flow.
+        id: String,
+        #[command(flatten)]
+        filter: Filter,
+    },
+    /// Delete a dead letter.
+    Discard {
+        /// The dead letter's ID.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Show each flow's cursor and whether it needs attention.
+    Show {
+        #[command(flatten)]
+        filter: Filter,
+    },
+    /// Reset a flow's cursor, to the beginning or to a date, and forget the
+    /// versions delivered so that the next run re-delivers what it reads.
+    Reset {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The flow.
+        #[arg(long)]
+        flow: String,
+        /// Read changes from this instant (RFC 3339) instead of the
+        /// beginning; the source gets the cursor `since:<instant>`.
+        #[arg(long)]
+        since: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// List runs, newest first.
+    List {
+        #[command(flatten)]
+        filter: Filter,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show one run as JSON.
+    Show {
+        /// The run's ID (`run_…`).
+        id: String,
+    },
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
@@ -61,25 +175,224 @@ fn main() -> ExitCode {
     }
 }
 
+fn open(cli: &Cli) -> anyhow::Result<Host> {
+    let config = WeftConfig::load(&cli.config)?;
+    Host::open(config)
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v).context("printing JSON")?);
+    Ok(())
+}
+
+fn flows<'a>(host: &'a Host, f: &'a Filter) -> anyhow::Result<Vec<(String, String)>> {
+    if let Some(t) = &f.tenant {
+        host.config.tenants.get(t).with_context(|| format!("no tenant {t:?} in the configuration"))?;
+    }
+    let mut out = Vec::new();
+    for (tid, tenant) in &host.config.tenants {
+        if f.tenant.as_ref().is_some_and(|t| t != tid) {
+            continue;
+        }
+        for (fid, flow) in &tenant.flows {
+            if f.flow.as_ref().is_some_and(|x| x != fid) || (flow.paused && f.flow.is_none()) {
+                continue;
+            }
+            out.push((tid.clone(), fid.clone()));
+        }
+    }
+    if out.is_empty() {
+        anyhow::bail!("no flow matches (check --tenant and --flow)");
+    }
+    Ok(out)
+}
+
+fn summary(r: &RunRecord) -> String {
+    let outcome = match r.outcome {
+        RunOutcome::Running => "running",
+        RunOutcome::Succeeded => "succeeded",
+        RunOutcome::Failed => "FAILED",
+        RunOutcome::NeedsAttention => "NEEDS ATTENTION",
+    };
+    let secs = r.ended_ms.unwrap_or(r.started_ms).saturating_sub(r.started_ms) as f64 / 1000.0;
+    let mut s = format!(
+        "{}/{}: {outcome} in {secs:.1}s: {} pages, {} fetched, {} mapped, {} emitted, {} stale, {} dead-lettered, {} retries ({})",
+        r.tenant, r.flow, r.pages, r.fetched, r.mapped, r.emitted, r.skipped_stale, r.dead_lettered, r.retries, r.id
+    );
+    if let Some(e) = &r.error {
+        s.push_str(&format!("\n    {e}"));
+    }
+    s
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    match &cli.command {
         Command::Connectors {
             command: ConnectorsCommand::Inspect { file },
         } => {
             let runtime = Runtime::new(HostConfig::default())?;
-            let connector = runtime.load_file(&file).await?;
-            let out = serde_json::json!({
+            let connector = runtime.load_file(file).await?;
+            print_json(&serde_json::json!({
                 "file": file,
                 "digest": connector.digest(),
                 "world": connector.world(),
                 "contract": format!("weft:connector@{}", connector.contract()),
                 "describe": connector.info(),
-            });
+            }))?;
+        }
+        Command::Connectors {
+            command: ConnectorsCommand::Add { file },
+        } => {
+            let host = open(&cli)?;
+            let (e, new) = host.registry.add(&host.runtime, file).await?;
             println!(
-                "{}",
-                serde_json::to_string_pretty(&out).context("printing JSON")?
+                "{} {}@{} ({}, {})",
+                if new { "registered" } else { "already registered" },
+                e.name,
+                e.version,
+                e.world,
+                &e.digest[..12]
             );
-            Ok(ExitCode::SUCCESS)
+        }
+        Command::Connectors {
+            command: ConnectorsCommand::List,
+        } => {
+            let host = open(&cli)?;
+            for e in host.registry.list()? {
+                println!("{}@{}\t{}\t{}", e.name, e.version, e.world, &e.digest[..12]);
+            }
+        }
+        Command::Run { filter, backfill } => {
+            let host = open(&cli)?;
+            let trigger = if *backfill { Trigger::Backfill } else { Trigger::Manual };
+            let tty = std::io::stderr().is_terminal();
+            let mut failed = false;
+            for (tenant, flow) in flows(&host, filter)? {
+                let started = Instant::now();
+                let progress = |r: &RunRecord| {
+                    if tty {
+                        let rate = r.fetched as f64 / started.elapsed().as_secs_f64().max(0.001);
+                        eprint!(
+                            "\r{}/{}: {} pages, {} records fetched, {rate:.0} records/s   ",
+                            r.tenant, r.flow, r.pages, r.fetched
+                        );
+                    }
+                };
+                let r = host.run_flow(&tenant, &flow, trigger, &progress).await?;
+                if tty {
+                    eprint!("\r\x1b[2K");
+                }
+                failed |= r.outcome != RunOutcome::Succeeded;
+                println!("{}", summary(&r));
+            }
+            if failed {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Dlq { command } => {
+            let host = open(&cli)?;
+            match command {
+                DlqCommand::List { filter } => {
+                    let list = host
+                        .state
+                        .dead_letters(filter.tenant.as_deref(), filter.flow.as_deref())?;
+                    for d in &list {
+                        println!(
+                            "{}\t{}/{}\t{} {}\t{} by {}\t{} attempt(s)\t{}",
+                            d.id, d.tenant, d.flow, d.record.kind, d.record.key, d.stage, d.connector, d.attempts, d.error
+                        );
+                    }
+                    if list.is_empty() {
+                        eprintln!("no dead letters");
+                    }
+                }
+                DlqCommand::Show { id } => {
+                    let d = host.state.dead_letter(id)?.with_context(|| format!("no dead letter {id}"))?;
+                    print_json(&d)?;
+                }
+                DlqCommand::Replay { id, filter } => {
+                    let ids: Vec<String> = if id == "all" {
+                        host.state
+                            .dead_letters(filter.tenant.as_deref(), filter.flow.as_deref())?
+                            .into_iter()
+                            .map(|d| d.id)
+                            .collect()
+                    } else {
+                        vec![id.clone()]
+                    };
+                    let mut failed = false;
+                    for id in ids {
+                        match host.replay(&id).await? {
+                            Ok(()) => println!("{id}: delivered"),
+                            Err(d) => {
+                                failed = true;
+                                println!("{id}: still failing at {} ({}): {}", d.stage, d.connector, d.error);
+                            }
+                        }
+                    }
+                    if failed {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+                DlqCommand::Discard { id } => {
+                    if !host.state.remove_dead_letter(id)? {
+                        anyhow::bail!("no dead letter {id}");
+                    }
+                    println!("{id}: discarded");
+                }
+            }
+        }
+        Command::State { command } => {
+            let host = open(&cli)?;
+            match command {
+                StateCommand::Show { filter } => {
+                    for (tenant, flow) in flows(&host, filter)? {
+                        let cursor = host.state.cursor(&tenant, &flow)?;
+                        let attention = host.state.attention(&tenant, &flow)?;
+                        println!(
+                            "{tenant}/{flow}\tcursor: {}\t{}",
+                            cursor.as_deref().unwrap_or("(beginning)"),
+                            attention.map(|a| format!("NEEDS ATTENTION: {a}")).unwrap_or_else(|| "ok".into())
+                        );
+                    }
+                }
+                StateCommand::Reset { tenant, flow, since } => {
+                    host.config.flow(tenant, flow)?;
+                    let cursor = match since {
+                        Some(s) => {
+                            humantime::parse_rfc3339_weak(s)
+                                .or_else(|_| humantime::parse_rfc3339(s))
+                                .with_context(|| format!("--since {s:?} is not an RFC 3339 instant"))?;
+                            Some(format!("since:{s}"))
+                        }
+                        None => None,
+                    };
+                    host.state.set_cursor(tenant, flow, cursor.as_deref())?;
+                    host.state.clear_versions(tenant, flow)?;
+                    println!(
+                        "{tenant}/{flow}: cursor reset to {}",
+                        cursor.as_deref().unwrap_or("the beginning")
+                    );
+                }
+            }
+        }
+        Command::Runs { command } => {
+            let host = open(&cli)?;
+            match command {
+                RunsCommand::List { filter, limit } => {
+                    for r in host
+                        .state
+                        .runs(filter.tenant.as_deref(), filter.flow.as_deref(), *limit)?
+                    {
+                        println!("{}", summary(&r));
+                    }
+                }
+                RunsCommand::Show { id } => {
+                    let r = host.state.run(id)?.with_context(|| format!("no run {id}"))?;
+                    print_json(&r)?;
+                }
+            }
         }
     }
+    Ok(ExitCode::SUCCESS)
 }

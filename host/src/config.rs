@@ -1,0 +1,360 @@
+//! `weft.toml`: the operator's configuration of a weft host, its tenants and
+//! their flows. Parsed with `deny_unknown_fields` everywhere, so a misspelt
+//! key is an error that names the file, the key and the line, and validated
+//! once at load (connector references, origins, schedules, names). Secrets
+//! are never inline: credentials refer to environment variables or to the
+//! secrets file. `examples/weft.toml` is the commented reference.
+
+use crate::caps::http::{HttpGrants, Rate};
+use crate::limits::Limits;
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeftConfig {
+    /// Where weft keeps its state (sled database, connector registry,
+    /// compile cache). Relative paths are relative to this file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// A TOML file of `name = "secret"` lines that credentials may name with
+    /// `{ secret = "name" }`. Relative to this file.
+    #[serde(default)]
+    pub secrets_file: Option<PathBuf>,
+    /// Host names allowed to resolve to loopback, private or link-local
+    /// addresses (exact names, for on-premises or test systems).
+    #[serde(default)]
+    pub private_hosts: Vec<String>,
+    /// Outbound request quota per (tenant, origin) unless a grant sets one.
+    #[serde(default)]
+    pub default_rate: Rate,
+    /// Sandbox limits of every connector instance.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The tenants, by ID.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".weft")
+}
+
+/// One tenant (one of our customers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// A display name for operators.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The tenant's flows, by name.
+    pub flows: BTreeMap<String, FlowConfig>,
+}
+
+/// One flow: a source stream, mappers, a destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    /// Where records come from.
+    pub source: SourceStage,
+    /// Reshaping steps, applied in order.
+    #[serde(default)]
+    pub mappers: Vec<Stage>,
+    /// Where records go.
+    pub destination: Stage,
+    /// How often the flow is polled (`5m`, `30s`); default 5 minutes.
+    #[serde(default = "default_schedule", with = "humantime_serde_str")]
+    pub schedule: Duration,
+    /// Retries of transient errors within one run.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Whether the flow is paused (skipped by `weft run`).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_schedule() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// The source stage: a stage plus the stream to read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceStage {
+    /// `name@version-requirement` of a registered source connector.
+    pub connector: ConnectorRef,
+    /// The stream to read, one the source's `describe` lists.
+    pub stream: String,
+    /// The connector's configuration for this tenant (no secrets).
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// Outbound HTTP grants and credentials.
+    #[serde(default)]
+    pub http: HttpGrants,
+}
+
+/// A mapper or destination stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// `name@version-requirement` of a registered connector.
+    pub connector: ConnectorRef,
+    /// The connector's configuration for this tenant (no secrets).
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// Outbound HTTP grants and credentials.
+    #[serde(default)]
+    pub http: HttpGrants,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+/// How transient errors are retried within a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Attempts per call before the run ends as failed (at least 1).
+    pub max_attempts: u32,
+    /// First backoff delay in milliseconds; doubled each attempt, jittered.
+    pub base_delay_ms: u64,
+    /// Longest single wait in milliseconds (also caps a connector's
+    /// `retry-after`).
+    pub max_delay_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            base_delay_ms: 500,
+            max_delay_ms: 60_000,
+        }
+    }
+}
+
+/// `name@requirement`. A bare version (`acme-crm@1.2.0`) pins exactly that
+/// version; an operator (`^1`, `~1.2`, `>=1, <2`) or `*` picks the highest
+/// match; no `@` means any version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorRef {
+    /// The connector's name.
+    pub name: String,
+    /// Which versions match.
+    pub req: semver::VersionReq,
+    raw: String,
+}
+
+impl ConnectorRef {
+    /// Parses a reference.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let raw = s.trim().to_owned();
+        let (name, req) = match raw.split_once('@') {
+            Some((n, r)) => (n.to_owned(), r.trim().to_owned()),
+            None => (raw.clone(), "*".to_owned()),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+            return Err(format!("{raw:?}: connector name must be lowercase letters, digits and dashes"));
+        }
+        let req = if semver::Version::parse(&req).is_ok() {
+            format!("={req}")
+        } else {
+            req
+        };
+        let req = semver::VersionReq::parse(&req)
+            .map_err(|e| format!("{raw:?}: bad version requirement: {e} (try `name@^1` or `name@1.2.0`)"))?;
+        Ok(ConnectorRef { name, req, raw })
+    }
+}
+
+impl fmt::Display for ConnectorRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl Serialize for ConnectorRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.raw)
+    }
+}
+
+impl<'de> Deserialize<'de> for ConnectorRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ConnectorRef::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod humantime_serde_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like `5m` or `30s`: {e}")))
+    }
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl WeftConfig {
+    /// Reads and validates `path`; relative paths in it are resolved against
+    /// its directory.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut config = Self::parse(&text).with_context(|| format!("in {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if config.data_dir.is_relative() {
+            config.data_dir = base.join(&config.data_dir);
+        }
+        if let Some(s) = &config.secrets_file
+            && s.is_relative()
+        {
+            config.secrets_file = Some(base.join(s));
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let config: WeftConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.limits.validate()?;
+        if !(self.default_rate.per_second > 0.0 && self.default_rate.burst >= 1) {
+            bail!("default_rate: per_second must be > 0 and burst >= 1");
+        }
+        for (tid, tenant) in &self.tenants {
+            if !valid_id(tid) {
+                bail!("tenants.{tid}: a tenant ID is 1-64 letters, digits, `-` or `_`");
+            }
+            if tenant.flows.is_empty() {
+                bail!("tenants.{tid}: has no flows; add a [tenants.{tid}.flows.NAME] table");
+            }
+            for (fid, flow) in &tenant.flows {
+                let at = format!("tenants.{tid}.flows.{fid}");
+                if !valid_id(fid) {
+                    bail!("{at}: a flow name is 1-64 letters, digits, `-` or `_`");
+                }
+                if flow.source.stream.is_empty() {
+                    bail!("{at}.source.stream: must name a stream of the source");
+                }
+                if flow.retry.max_attempts == 0 {
+                    bail!("{at}.retry.max_attempts: must be at least 1");
+                }
+                if flow.schedule < Duration::from_secs(1) {
+                    bail!("{at}.schedule: must be at least 1s");
+                }
+                let stages = std::iter::once(("source", &flow.source.config, &flow.source.http))
+                    .chain(flow.mappers.iter().map(|m| ("mappers", &m.config, &m.http)))
+                    .chain(std::iter::once(("destination", &flow.destination.config, &flow.destination.http)));
+                for (stage, config, http) in stages {
+                    if !config.is_object() {
+                        bail!("{at}.{stage}.config: must be a table");
+                    }
+                    if let Some(r) = http.rate
+                        && !(r.per_second > 0.0 && r.burst >= 1)
+                    {
+                        bail!("{at}.{stage}.http.rate: per_second must be > 0 and burst >= 1");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The flow `tenant`/`flow`, or an error listing what exists.
+    pub fn flow(&self, tenant: &str, flow: &str) -> anyhow::Result<&FlowConfig> {
+        let t = self.tenants.get(tenant).with_context(|| {
+            format!(
+                "no tenant {tenant:?} in the configuration (tenants: {})",
+                self.tenants.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        t.flows.get(flow).with_context(|| {
+            format!(
+                "tenant {tenant:?} has no flow {flow:?} (flows: {})",
+                t.flows.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [tenants.acme.flows.numbers]
+        source = { connector = "test-source@^1", stream = "numbers" }
+        destination = { connector = "test-destination@2.0.0", config = { url = "http://x" } }
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = WeftConfig::parse(MINIMAL).unwrap();
+        let f = c.flow("acme", "numbers").unwrap();
+        assert_eq!(f.schedule, Duration::from_secs(300));
+        assert_eq!(f.retry.max_attempts, 5);
+        assert!(f.source.connector.req.matches(&semver::Version::new(1, 9, 0)));
+        assert!(!f.destination.connector.req.matches(&semver::Version::new(2, 0, 1)), "bare version pins");
+    }
+
+    #[test]
+    fn misspelt_key_is_named_with_its_line() {
+        let text = MINIMAL.replace("stream =", "strem =");
+        let e = format!("{:#}", WeftConfig::parse(&text).unwrap_err());
+        assert!(e.contains("strem") && e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn inline_secret_is_rejected() {
+        let text = format!(
+            "{MINIMAL}\n[[tenants.acme.flows.numbers.source.http.credentials]]\norigin = \"https://a.example\"\nauth = {{ type = \"bearer\", token = \"plaintext\" }}\n"
+        );
+        let e = format!("{:#}", WeftConfig::parse(&text).unwrap_err());
+        assert!(e.contains("token"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            (MINIMAL.replace("test-source@^1", "Test Source"), "connector name"),
+            (MINIMAL.replace("@^1", "@^x"), "bad version requirement"),
+            (format!("{MINIMAL}\n[tenants.acme.flows.numbers.retry]\nmax_attempts = 0\n"), "retry.max_attempts"),
+            (MINIMAL.replace("[tenants.acme.flows.numbers]", "[tenants.acme.flows.numbers]\nschedule = \"soon\""), "soon"),
+            (MINIMAL.replace("tenants.acme.", "tenants.\"a b\"."), "tenants.a b"),
+        ];
+        for (text, want) in cases {
+            let e = format!("{:#}", WeftConfig::parse(&text).unwrap_err());
+            assert!(e.contains(want), "expected {want:?} in {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_flow_lists_the_known_ones() {
+        let c = WeftConfig::parse(MINIMAL).unwrap();
+        let e = c.flow("acme", "nope").unwrap_err().to_string();
+        assert!(e.contains("flows: numbers"), "{e}");
+    }
+}

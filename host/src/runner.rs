@@ -1,0 +1,646 @@
+//! Running flows: fetch a page, map it, emit it, commit it, until the source
+//! has no more.
+//!
+//! The cursor of (tenant, flow) moves only in [`StateStore::commit_page`],
+//! after every record of the page was delivered or dead-lettered, together
+//! with the versions delivered and the dead letters, flushed to disk. A crash
+//! anywhere before that means the page comes again; destinations are
+//! idempotent, so a repeat is harmless. Records whose version is not newer
+//! than the last one delivered for their key are skipped ("newer wins").
+//! Transient errors are retried with jittered exponential backoff within the
+//! flow's budget, then the run fails with the cursor where it was; invalid
+//! records are dead-lettered and the rest of the page goes on; config errors
+//! stop the flow and mark it as needing attention.
+
+use crate::config::{FlowConfig, RetryPolicy, Stage, WeftConfig};
+use crate::connector::{CallError, Connector, ConnectorInstance, HostConfig, Runtime, TenantGrant, WorldKind};
+use crate::model::{ConnectorError, Record};
+use crate::registry::Registry;
+use crate::state::{DeadLetter, PageCommit, RunOutcome, RunRecord, SledState, StateStore, now_ms};
+use anyhow::{Context, anyhow, bail};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// An operator ran it.
+    Manual,
+    /// An operator asked for everything from the beginning.
+    Backfill,
+    /// The schedule.
+    Schedule,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Backfill => "backfill",
+            Trigger::Schedule => "schedule",
+        }
+    }
+}
+
+/// A weft host: configuration, runtime, state and registry together.
+pub struct Host {
+    /// The configuration.
+    pub config: WeftConfig,
+    /// The sandbox runtime.
+    pub runtime: Runtime,
+    /// Durable state.
+    pub state: Arc<dyn StateStore>,
+    /// Registered connectors.
+    pub registry: Registry,
+}
+
+/// Why a run stopped early.
+enum Stop {
+    /// Retry budget spent or sandbox failure: the run failed.
+    Failed(String),
+    /// A config error: the flow needs a person.
+    Attention(String),
+}
+
+impl From<anyhow::Error> for Stop {
+    fn from(e: anyhow::Error) -> Self {
+        Stop::Failed(format!("{e:#}"))
+    }
+}
+
+/// A dead item: the source record and why it was dead-lettered.
+struct Dead {
+    stage: &'static str,
+    connector: String,
+    error: ConnectorError,
+}
+
+/// One source record on its way through the pipeline.
+struct Item {
+    source: Record,
+    outputs: Vec<Record>,
+    dead: Option<Dead>,
+}
+
+struct Pipeline {
+    source: Option<ConnectorInstance>,
+    mappers: Vec<ConnectorInstance>,
+    destination: ConnectorInstance,
+}
+
+impl Host {
+    /// Opens the host described by `config`: the sled database in
+    /// `{data_dir}/state`, the registry in `{data_dir}/connectors`, the
+    /// compile cache in `{data_dir}/cache`.
+    pub fn open(config: WeftConfig) -> anyhow::Result<Self> {
+        let state: Arc<dyn StateStore> = Arc::new(SledState::open(&config.data_dir.join("state"))?);
+        let secrets = match &config.secrets_file {
+            Some(p) => crate::secrets::SecretStore::with_file(p)?,
+            None => crate::secrets::SecretStore::from_env(),
+        };
+        Self::open_with(config, state, Arc::new(crate::caps::http::SystemResolver), secrets)
+    }
+
+    /// Opens a host with the given state, resolver and secrets.
+    pub fn open_with(
+        config: WeftConfig,
+        state: Arc<dyn StateStore>,
+        resolver: Arc<dyn crate::caps::http::Resolver>,
+        secrets: crate::secrets::SecretStore,
+    ) -> anyhow::Result<Self> {
+        let host_config = HostConfig {
+            limits: config.limits.clone(),
+            cache_dir: Some(config.data_dir.join("cache")),
+            private_hosts: config.private_hosts.clone(),
+            default_rate: config.default_rate,
+            secrets_file: None,
+        };
+        let runtime = Runtime::with_parts(host_config, state.kv(), resolver, secrets)?;
+        let registry = Registry::new(config.data_dir.join("connectors"), state.clone())?;
+        Ok(Host {
+            config,
+            runtime,
+            state,
+            registry,
+        })
+    }
+
+    /// Resolves and loads a stage's connector, checking its world.
+    async fn stage_connector(&self, stage: &Stage, world: WorldKind, at: &str) -> anyhow::Result<Connector> {
+        let entry = self.registry.resolve(&stage.connector).with_context(|| at.to_owned())?;
+        let c = self.registry.load(&self.runtime, &entry).await?;
+        if c.world() != world {
+            bail!("{at}: {} is a {} connector, not a {world}", c.label(), c.world());
+        }
+        validate_config(&c, &stage.config).map_err(|e| anyhow!("{at}.config: {e}"))?;
+        Ok(c)
+    }
+
+    async fn instantiate(
+        &self,
+        c: &Connector,
+        tenant: &str,
+        flow: &str,
+        run_id: &str,
+        stage: &Stage,
+    ) -> anyhow::Result<ConnectorInstance> {
+        let grant = TenantGrant {
+            tenant: tenant.to_owned(),
+            flow: Some(flow.to_owned()),
+            run_id: Some(run_id.to_owned()),
+            config: stage.config.clone(),
+            http: stage.http.clone(),
+        };
+        self.runtime.instantiate(c, &grant).await
+    }
+
+    /// Builds the pipeline of a flow for one run: resolves every connector
+    /// (highest matching version), validates its config against its schema
+    /// and instantiates it. Errors here are configuration problems.
+    async fn pipeline(
+        &self,
+        tenant: &str,
+        flow_name: &str,
+        flow: &FlowConfig,
+        run_id: &str,
+        with_source: bool,
+        labels: &mut Vec<String>,
+    ) -> anyhow::Result<Pipeline> {
+        let at = format!("tenants.{tenant}.flows.{flow_name}");
+        let source = if with_source {
+            let src_stage = Stage {
+                connector: flow.source.connector.clone(),
+                config: flow.source.config.clone(),
+                http: flow.source.http.clone(),
+            };
+            let c = self
+                .stage_connector(&src_stage, WorldKind::Source, &format!("{at}.source"))
+                .await?;
+            let streams = &c.info().streams;
+            if !streams.is_empty() && !streams.iter().any(|s| s.name == flow.source.stream) {
+                bail!(
+                    "{at}.source.stream: {} offers no stream {:?} (streams: {})",
+                    c.label(),
+                    flow.source.stream,
+                    streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+            labels.push(c.label());
+            Some(self.instantiate(&c, tenant, flow_name, run_id, &src_stage).await?)
+        } else {
+            None
+        };
+        let mut mappers = Vec::new();
+        for (i, m) in flow.mappers.iter().enumerate() {
+            let c = self
+                .stage_connector(m, WorldKind::Mapper, &format!("{at}.mappers[{i}]"))
+                .await?;
+            labels.push(c.label());
+            mappers.push(self.instantiate(&c, tenant, flow_name, run_id, m).await?);
+        }
+        let c = self
+            .stage_connector(&flow.destination, WorldKind::Destination, &format!("{at}.destination"))
+            .await?;
+        labels.push(c.label());
+        let destination = self
+            .instantiate(&c, tenant, flow_name, run_id, &flow.destination)
+            .await?;
+        Ok(Pipeline {
+            source,
+            mappers,
+            destination,
+        })
+    }
+
+    /// Runs one flow once and returns its run record (also saved in state).
+    /// `progress` is called after every committed page.
+    pub async fn run_flow(
+        &self,
+        tenant: &str,
+        flow_name: &str,
+        trigger: Trigger,
+        progress: &(dyn Fn(&RunRecord) + Sync),
+    ) -> anyhow::Result<RunRecord> {
+        let flow = self.config.flow(tenant, flow_name)?.clone();
+        let run_id = new_run_id();
+        let mut run = RunRecord {
+            id: run_id.clone(),
+            tenant: tenant.to_owned(),
+            flow: flow_name.to_owned(),
+            trigger: trigger.as_str().to_owned(),
+            started_ms: now_ms(),
+            ended_ms: None,
+            connectors: vec![],
+            pages: 0,
+            fetched: 0,
+            mapped: 0,
+            emitted: 0,
+            skipped_stale: 0,
+            dead_lettered: 0,
+            retries: 0,
+            outcome: RunOutcome::Running,
+            error: None,
+        };
+        self.state.save_run(&run)?;
+        let span = tracing::info_span!("run", tenant, flow = flow_name, run_id = %run_id);
+        let result = self
+            .run_pages(tenant, flow_name, &flow, trigger, &mut run, progress)
+            .instrument(span)
+            .await;
+        run.ended_ms = Some(now_ms());
+        match result {
+            Ok(()) => {
+                run.outcome = RunOutcome::Succeeded;
+                self.state.set_attention(tenant, flow_name, None)?;
+            }
+            Err(Stop::Failed(e)) => {
+                tracing::warn!(tenant, flow = flow_name, run_id = %run_id, error = %e, "run failed");
+                run.outcome = RunOutcome::Failed;
+                run.error = Some(e);
+            }
+            Err(Stop::Attention(e)) => {
+                tracing::error!(tenant, flow = flow_name, run_id = %run_id, error = %e, "flow needs attention");
+                self.state.set_attention(tenant, flow_name, Some(&e))?;
+                run.outcome = RunOutcome::NeedsAttention;
+                run.error = Some(e);
+            }
+        }
+        self.state.save_run(&run)?;
+        Ok(run)
+    }
+
+    async fn run_pages(
+        &self,
+        tenant: &str,
+        flow_name: &str,
+        flow: &FlowConfig,
+        trigger: Trigger,
+        run: &mut RunRecord,
+        progress: &(dyn Fn(&RunRecord) + Sync),
+    ) -> Result<(), Stop> {
+        let mut pipeline = self
+            .pipeline(tenant, flow_name, flow, &run.id, true, &mut run.connectors)
+            .await
+            .map_err(|e| Stop::Attention(format!("{e:#}")))?;
+        if trigger == Trigger::Backfill {
+            self.state.set_cursor(tenant, flow_name, None)?;
+            self.state.clear_versions(tenant, flow_name)?;
+        }
+        let mut cursor = self.state.cursor(tenant, flow_name)?;
+        let retry = &flow.retry;
+        loop {
+            let source = pipeline.source.as_mut().expect("run pipelines have a source");
+            let mut attempt = 0;
+            let page = loop {
+                attempt += 1;
+                match source.fetch(&flow.source.stream, cursor.as_deref()).await {
+                    Ok(p) => break p,
+                    Err(CallError::Connector(ConnectorError::Transient { message, retry_after }))
+                        if attempt < retry.max_attempts =>
+                    {
+                        run.retries += 1;
+                        let wait = backoff(retry, attempt, retry_after);
+                        tracing::info!(attempt, wait_ms = wait.as_millis() as u64, error = %message, "fetch failed, retrying");
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) => return Err(stop_for("fetch", source.label(), e)),
+                }
+            };
+            if page.has_more && page.next_cursor.is_some() && page.next_cursor == cursor {
+                return Err(Stop::Failed(format!(
+                    "{} returned the cursor it was given with has-more set; stopping to avoid a loop",
+                    source.label()
+                )));
+            }
+            run.fetched += page.records.len() as u64;
+            let mut items = self.fresh_items(tenant, flow_name, page.records, run)?;
+            self.deliver(&mut pipeline, &mut items, retry, run).await?;
+
+            let commit = commit_for(tenant, flow_name, &items, page.next_cursor.clone(), run);
+            self.state
+                .commit_page(tenant, flow_name, &commit)
+                .map_err(|e| Stop::Failed(format!("committing the page: {e:#}")))?;
+            run.pages += 1;
+            if let Some(c) = page.next_cursor {
+                cursor = Some(c);
+            }
+            self.state.save_run(run)?;
+            progress(run);
+            if !page.has_more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Drops records that are not newer than what was delivered (and earlier
+    /// duplicates of a key within the page).
+    fn fresh_items(&self, tenant: &str, flow: &str, records: Vec<Record>, run: &mut RunRecord) -> anyhow::Result<Vec<Item>> {
+        let mut newest: HashMap<String, usize> = HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            match newest.get(&r.key) {
+                Some(&j) if records[j].version >= r.version => {}
+                _ => {
+                    newest.insert(r.key.clone(), i);
+                }
+            }
+        }
+        let mut items = Vec::new();
+        for (i, r) in records.into_iter().enumerate() {
+            let delivered = self.state.delivered_version(tenant, flow, &r.key)?;
+            if newest.get(&r.key) != Some(&i) || delivered.is_some_and(|v| v >= r.version) {
+                run.skipped_stale += 1;
+                tracing::debug!(key = %r.key, version = r.version, ?delivered, "skipping stale record");
+                continue;
+            }
+            items.push(Item {
+                outputs: vec![r.clone()],
+                source: r,
+                dead: None,
+            });
+        }
+        Ok(items)
+    }
+
+    /// Maps and emits the live items, retrying transient failures and
+    /// marking invalid ones dead.
+    async fn deliver(&self, p: &mut Pipeline, items: &mut [Item], retry: &RetryPolicy, run: &mut RunRecord) -> Result<(), Stop> {
+        for mapper in &mut p.mappers {
+            let label = mapper.label().to_owned();
+            // (item index, output) for every live output.
+            let batch: Vec<(usize, Record)> = items
+                .iter()
+                .enumerate()
+                .filter(|(_, it)| it.dead.is_none())
+                .flat_map(|(i, it)| it.outputs.iter().cloned().map(move |r| (i, r)))
+                .collect();
+            let records: Vec<Record> = batch.iter().map(|(_, r)| r.clone()).collect();
+            let outcomes = call_with_retry(retry, run, &records, async |rs: &[Record]| mapper.map(rs).await)
+                .await
+                .map_err(|e| stop_for("map", &label, e))?;
+            for it in items.iter_mut().filter(|it| it.dead.is_none()) {
+                it.outputs.clear();
+            }
+            for ((i, _), outcome) in batch.into_iter().zip(outcomes) {
+                let it = &mut items[i];
+                if it.dead.is_some() {
+                    continue;
+                }
+                match outcome {
+                    Ok(rs) => {
+                        run.mapped += rs.len() as u64;
+                        it.outputs.extend(rs);
+                    }
+                    Err(ConnectorError::Config(m)) => return Err(Stop::Attention(format!("{label}: {m}"))),
+                    Err(error) => {
+                        it.outputs.clear();
+                        it.dead = Some(Dead {
+                            stage: "map",
+                            connector: label.clone(),
+                            error,
+                        })
+                    }
+                }
+            }
+        }
+        let label = p.destination.label().to_owned();
+        let batch: Vec<(usize, Record)> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| it.dead.is_none())
+            .flat_map(|(i, it)| it.outputs.iter().cloned().map(move |r| (i, r)))
+            .collect();
+        let records: Vec<Record> = batch.iter().map(|(_, r)| r.clone()).collect();
+        let destination = &mut p.destination;
+        let outcomes = call_with_retry(retry, run, &records, async |rs: &[Record]| destination.emit(rs).await)
+            .await
+            .map_err(|e| stop_for("emit", &label, e))?;
+        for ((i, _), outcome) in batch.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => run.emitted += 1,
+                Err(ConnectorError::Config(m)) => return Err(Stop::Attention(format!("{label}: {m}"))),
+                Err(error) => {
+                    if items[i].dead.is_none() {
+                        items[i].dead = Some(Dead {
+                            stage: "emit",
+                            connector: label.clone(),
+                            error,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one dead letter through the flow's *current* mappers and
+    /// destination. On success it is removed and its version recorded; on
+    /// failure the dead letter is updated with the new error.
+    pub async fn replay(&self, id: &str) -> anyhow::Result<Result<(), DeadLetter>> {
+        let dl = self
+            .state
+            .dead_letter(id)?
+            .with_context(|| format!("no dead letter {id}"))?;
+        let flow = self.config.flow(&dl.tenant, &dl.flow)?.clone();
+        let run_id = new_run_id();
+        let mut labels = Vec::new();
+        let mut p = self
+            .pipeline(&dl.tenant, &dl.flow, &flow, &run_id, false, &mut labels)
+            .await?;
+        let mut items = vec![Item {
+            source: dl.record.clone(),
+            outputs: vec![dl.record.clone()],
+            dead: None,
+        }];
+        let mut run = RunRecord {
+            id: run_id,
+            tenant: dl.tenant.clone(),
+            flow: dl.flow.clone(),
+            trigger: "replay".into(),
+            started_ms: now_ms(),
+            ended_ms: None,
+            connectors: labels,
+            pages: 0,
+            fetched: 1,
+            mapped: 0,
+            emitted: 0,
+            skipped_stale: 0,
+            dead_lettered: 0,
+            retries: 0,
+            outcome: RunOutcome::Running,
+            error: None,
+        };
+        let result = self.deliver(&mut p, &mut items, &flow.retry, &mut run).await;
+        run.ended_ms = Some(now_ms());
+        if let Err(stop) = result {
+            let (Stop::Failed(e) | Stop::Attention(e)) = stop;
+            run.outcome = RunOutcome::Failed;
+            run.error = Some(e.clone());
+            self.state.save_run(&run)?;
+            bail!("replay of {id} could not finish: {e}");
+        }
+        let item = &items[0];
+        let commit = match &item.dead {
+            None => PageCommit {
+                versions: vec![(dl.record.key.clone(), dl.record.version)],
+                resolved: vec![dl.id.clone()],
+                ..Default::default()
+            },
+            Some(_) => commit_for(&dl.tenant, &dl.flow, &items, None, &mut run),
+        };
+        self.state.commit_page(&dl.tenant, &dl.flow, &commit)?;
+        run.outcome = RunOutcome::Succeeded;
+        self.state.save_run(&run)?;
+        match &item.dead {
+            None => Ok(Ok(())),
+            Some(_) => Ok(Err(self.state.dead_letter(id)?.unwrap_or(dl))),
+        }
+    }
+}
+
+/// Builds the commit of a page: every live or dead item's version, the dead
+/// letters, and the cursor.
+fn commit_for(tenant: &str, flow: &str, items: &[Item], cursor: Option<String>, run: &mut RunRecord) -> PageCommit {
+    let now = now_ms();
+    let mut commit = PageCommit {
+        cursor,
+        ..Default::default()
+    };
+    for it in items {
+        commit.versions.push((it.source.key.clone(), it.source.version));
+        if let Some(d) = &it.dead {
+            run.dead_lettered += 1;
+            commit.dead_letters.push(DeadLetter {
+                id: DeadLetter::id_for(tenant, flow, &it.source.key),
+                tenant: tenant.to_owned(),
+                flow: flow.to_owned(),
+                stage: d.stage.to_owned(),
+                connector: d.connector.clone(),
+                record: it.source.clone(),
+                error: d.error.clone(),
+                attempts: 1,
+                first_seen_ms: now,
+                last_seen_ms: now,
+            });
+        }
+    }
+    commit
+}
+
+/// Calls `f` on `records`, then again on the ones that failed transiently,
+/// until none do or the budget is spent. Returns one outcome per record.
+async fn call_with_retry<T, F>(
+    retry: &RetryPolicy,
+    run: &mut RunRecord,
+    records: &[Record],
+    mut f: F,
+) -> Result<Vec<Result<T, ConnectorError>>, CallError>
+where
+    F: AsyncFnMut(&[Record]) -> Result<Vec<Result<T, ConnectorError>>, CallError>,
+{
+    let mut results: Vec<Option<Result<T, ConnectorError>>> = records.iter().map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..records.len()).collect();
+    let mut attempt = 0;
+    while !pending.is_empty() {
+        attempt += 1;
+        let batch: Vec<Record> = pending.iter().map(|&i| records[i].clone()).collect();
+        let outcomes = f(&batch).await?;
+        let mut still = Vec::new();
+        let mut wait_hint = None;
+        for (&i, outcome) in pending.iter().zip(outcomes) {
+            match outcome {
+                Err(ConnectorError::Transient { message, retry_after }) if attempt < retry.max_attempts => {
+                    tracing::info!(key = %records[i].key, attempt, error = %message, "transient failure, will retry");
+                    wait_hint = wait_hint.max(retry_after);
+                    still.push(i);
+                }
+                other => results[i] = Some(other),
+            }
+        }
+        if !still.is_empty() {
+            run.retries += still.len() as u64;
+            tokio::time::sleep(backoff(retry, attempt, wait_hint)).await;
+        }
+        pending = still;
+    }
+    Ok(results.into_iter().map(|r| r.expect("every record has an outcome")).collect())
+}
+
+/// Exponential backoff with jitter, at least the connector's `retry-after`,
+/// at most `max_delay_ms`.
+fn backoff(policy: &RetryPolicy, attempt: u32, hint: Option<Duration>) -> Duration {
+    let exp = Duration::from_millis(policy.base_delay_ms).saturating_mul(1 << attempt.saturating_sub(1).min(20));
+    let jittered = exp.mul_f64(rand::random_range(0.5..=1.0));
+    jittered
+        .max(hint.unwrap_or_default())
+        .min(Duration::from_millis(policy.max_delay_ms))
+}
+
+/// Turns a call failure into how the run stops.
+fn stop_for(stage: &str, label: &str, e: CallError) -> Stop {
+    match e {
+        CallError::Connector(ConnectorError::Config(m)) => Stop::Attention(format!("{stage} ({label}): {m}")),
+        CallError::Connector(ConnectorError::Invalid(m)) if stage == "fetch" => Stop::Attention(format!(
+            "fetch ({label}) says its input can never succeed: {m}; fix the source or reset the cursor with `weft state reset`"
+        )),
+        CallError::Connector(ConnectorError::Transient { message, .. }) => {
+            Stop::Failed(format!("{stage} ({label}): still failing after the retry budget: {message}"))
+        }
+        other => Stop::Failed(format!("{stage} ({label}): {other}")),
+    }
+}
+
+/// A run ID that sorts by start time.
+fn new_run_id() -> String {
+    format!("run_{:012x}{:04x}", now_ms(), rand::random::<u16>())
+}
+
+/// Checks `config` against the connector's JSON Schema.
+pub fn validate_config(c: &Connector, config: &serde_json::Value) -> Result<(), String> {
+    let schema = &c.info().config_schema;
+    let validator = jsonschema::validator_for(schema)
+        .map_err(|e| format!("{} publishes an unusable config schema: {e}", c.label()))?;
+    let errors: Vec<String> = validator
+        .iter_errors(config)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            if path.is_empty() {
+                e.to_string()
+            } else {
+                format!("{path}: {e}")
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("does not match the schema of {}: {}", c.label(), errors.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_honours_hint_and_cap() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_delay_ms: 100,
+            max_delay_ms: 1_000,
+        };
+        assert!(backoff(&p, 1, None) <= Duration::from_millis(100));
+        assert_eq!(backoff(&p, 1, Some(Duration::from_millis(700))), Duration::from_millis(700));
+        assert_eq!(backoff(&p, 1, Some(Duration::from_secs(60))), Duration::from_secs(1));
+        assert!(backoff(&p, 10, None) <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn run_ids_sort_by_time() {
+        let a = new_run_id();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = new_run_id();
+        assert!(a < b, "{a} {b}");
+    }
+}

@@ -1,0 +1,509 @@
+//! Durable state behind one small trait, [`StateStore`]: cursors, the last
+//! version delivered per record, dead letters, runs, flows needing
+//! attention, the connector registry's index and the connectors' kv spaces.
+//! The runner talks only to the trait, so another backend (another embedded
+//! store, or a networked one when weft runs on several machines) can be added
+//! without touching it. [`SledState`] is the embedded backend.
+//!
+//! [`StateStore::commit_page`] is the heart of exactly-once-in-effect
+//! delivery: the cursor, the versions delivered and the page's dead letters
+//! are written in one transaction and flushed to disk before it returns.
+
+use crate::kvstore::{KvStore, SledKv};
+use crate::model::{ConnectorError, Record};
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A record that could not be delivered, with what is needed to act on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Stable ID: the same (tenant, flow, record key) always has the same ID.
+    pub id: String,
+    /// The tenant.
+    pub tenant: String,
+    /// The flow.
+    pub flow: String,
+    /// Where it failed: `fetch`, `map` or `emit`.
+    pub stage: String,
+    /// The connector that refused it, `name@version`.
+    pub connector: String,
+    /// The record as the source produced it.
+    pub record: Record,
+    /// Why.
+    pub error: ConnectorError,
+    /// How many times it has failed (each sync or replay that failed).
+    pub attempts: u32,
+    /// When it first failed (ms since epoch).
+    pub first_seen_ms: u64,
+    /// When it last failed (ms since epoch).
+    pub last_seen_ms: u64,
+}
+
+impl DeadLetter {
+    /// The ID of the dead letter of `key` in (tenant, flow).
+    pub fn id_for(tenant: &str, flow: &str, key: &str) -> String {
+        let mut h = Sha256::new();
+        for part in [tenant, flow, key] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        format!("dl_{}", &hex::encode(h.finalize())[..16])
+    }
+}
+
+/// What one page's commit writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PageCommit {
+    /// The new cursor; `None` leaves it as it is.
+    pub cursor: Option<String>,
+    /// (source record key, version) handled: delivered or dead-lettered.
+    pub versions: Vec<(String, i64)>,
+    /// Records that go to the dead-letter store.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Dead letters that were delivered and can be removed (replays).
+    pub resolved: Vec<String>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// Still running (or the process died while it ran).
+    Running,
+    /// Every page was committed.
+    Succeeded,
+    /// A transient failure outlasted the retry budget, or the sandbox
+    /// stopped a connector; the cursor is where it was.
+    Failed,
+    /// A `config` error: the flow needs a person.
+    NeedsAttention,
+}
+
+/// One run of a flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// `run_…`, sortable by start time.
+    pub id: String,
+    /// The tenant.
+    pub tenant: String,
+    /// The flow.
+    pub flow: String,
+    /// What started it: `manual`, `backfill`, `schedule`, `webhook`, `replay`.
+    pub trigger: String,
+    /// Start, ms since epoch.
+    pub started_ms: u64,
+    /// End, ms since epoch.
+    pub ended_ms: Option<u64>,
+    /// Connectors used, `name@version`.
+    pub connectors: Vec<String>,
+    /// Pages committed.
+    pub pages: u64,
+    /// Records the source returned.
+    pub fetched: u64,
+    /// Records the mappers produced.
+    pub mapped: u64,
+    /// Records the destination accepted.
+    pub emitted: u64,
+    /// Records dropped because a newer or equal version was delivered.
+    pub skipped_stale: u64,
+    /// Records dead-lettered.
+    pub dead_lettered: u64,
+    /// Transient failures retried.
+    pub retries: u64,
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// A registered connector version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorEntry {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: semver::Version,
+    /// SHA-256 of the component; the file is `connectors/{digest}.wasm`.
+    pub digest: String,
+    /// `source`, `mapper` or `destination`.
+    pub world: String,
+    /// When it was added, ms since epoch.
+    pub added_ms: u64,
+}
+
+/// The durable state of a weft host.
+pub trait StateStore: Send + Sync + 'static {
+    /// The cursor of (tenant, flow).
+    fn cursor(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>>;
+    /// Sets (or, with `None`, clears) the cursor, flushed.
+    fn set_cursor(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()>;
+    /// Forgets every delivered version of (tenant, flow), flushed (a full
+    /// backfill re-delivers everything).
+    fn clear_versions(&self, tenant: &str, flow: &str) -> anyhow::Result<()>;
+    /// The last version delivered (or dead-lettered) of `key`.
+    fn delivered_version(&self, tenant: &str, flow: &str, key: &str) -> anyhow::Result<Option<i64>>;
+    /// Writes one page's outcome in one transaction and flushes it.
+    fn commit_page(&self, tenant: &str, flow: &str, commit: &PageCommit) -> anyhow::Result<()>;
+    /// Dead letters, optionally filtered, oldest first.
+    fn dead_letters(&self, tenant: Option<&str>, flow: Option<&str>) -> anyhow::Result<Vec<DeadLetter>>;
+    /// One dead letter.
+    fn dead_letter(&self, id: &str) -> anyhow::Result<Option<DeadLetter>>;
+    /// Removes a dead letter, flushed; whether it existed.
+    fn remove_dead_letter(&self, id: &str) -> anyhow::Result<bool>;
+    /// Saves (inserts or replaces) a run record, flushed.
+    fn save_run(&self, run: &RunRecord) -> anyhow::Result<()>;
+    /// Runs, newest first, optionally filtered.
+    fn runs(&self, tenant: Option<&str>, flow: Option<&str>, limit: usize) -> anyhow::Result<Vec<RunRecord>>;
+    /// One run.
+    fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>>;
+    /// Marks a flow as needing attention (or clears it with `None`).
+    fn set_attention(&self, tenant: &str, flow: &str, reason: Option<&str>) -> anyhow::Result<()>;
+    /// Why a flow needs attention, if it does.
+    fn attention(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>>;
+    /// Registers a connector version, flushed.
+    fn register_connector(&self, entry: &ConnectorEntry) -> anyhow::Result<()>;
+    /// Every registered connector version.
+    fn connectors(&self) -> anyhow::Result<Vec<ConnectorEntry>>;
+    /// The backend of the connectors' kv spaces.
+    fn kv(&self) -> Arc<dyn KvStore>;
+}
+
+/// [`StateStore`] on sled.
+pub struct SledState {
+    db: sled::Db,
+    cursors: sled::Tree,
+    versions: sled::Tree,
+    dead: sled::Tree,
+    runs: sled::Tree,
+    flows: sled::Tree,
+    registry: sled::Tree,
+    kv: Arc<SledKv>,
+}
+
+fn key2(a: &str, b: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + b.len() + 1);
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+fn key3(a: &str, b: &str, c: &str) -> Vec<u8> {
+    let mut k = key2(a, b);
+    k.push(0);
+    k.extend_from_slice(c.as_bytes());
+    k
+}
+
+fn json<T: Serialize>(v: &T) -> anyhow::Result<Vec<u8>> {
+    serde_json::to_vec(v).context("encoding state")
+}
+
+fn unjson<T: for<'de> Deserialize<'de>>(v: &[u8]) -> anyhow::Result<T> {
+    serde_json::from_slice(v).context("decoding state")
+}
+
+impl SledState {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        let db = sled::open(dir).with_context(|| {
+            format!(
+                "opening the state database {} (is another weft process using it?)",
+                dir.display()
+            )
+        })?;
+        Self::from_db(db)
+    }
+
+    /// A database that is deleted when dropped (tests).
+    pub fn temporary() -> anyhow::Result<Self> {
+        Self::from_db(sled::Config::new().temporary(true).open()?)
+    }
+
+    fn from_db(db: sled::Db) -> anyhow::Result<Self> {
+        Ok(SledState {
+            cursors: db.open_tree("cursors")?,
+            versions: db.open_tree("versions")?,
+            dead: db.open_tree("dead_letters")?,
+            runs: db.open_tree("runs")?,
+            flows: db.open_tree("flows")?,
+            registry: db.open_tree("connectors")?,
+            kv: Arc::new(SledKv::open(&db)?),
+            db,
+        })
+    }
+
+    fn flush(&self) -> anyhow::Result<()> {
+        self.db.flush().context("flushing the state database")?;
+        Ok(())
+    }
+}
+
+impl StateStore for SledState {
+    fn cursor(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .cursors
+            .get(key2(tenant, flow))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn set_cursor(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()> {
+        match cursor {
+            Some(c) => self.cursors.insert(key2(tenant, flow), c.as_bytes())?,
+            None => self.cursors.remove(key2(tenant, flow))?,
+        };
+        self.flush()
+    }
+
+    fn clear_versions(&self, tenant: &str, flow: &str) -> anyhow::Result<()> {
+        let mut prefix = key2(tenant, flow);
+        prefix.push(0);
+        let mut batch = sled::Batch::default();
+        for k in self.versions.scan_prefix(&prefix).keys() {
+            batch.remove(k?);
+        }
+        self.versions.apply_batch(batch)?;
+        self.flush()
+    }
+
+    fn delivered_version(&self, tenant: &str, flow: &str, key: &str) -> anyhow::Result<Option<i64>> {
+        Ok(self
+            .versions
+            .get(key3(tenant, flow, key))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(i64::from_be_bytes))
+    }
+
+    fn commit_page(&self, tenant: &str, flow: &str, commit: &PageCommit) -> anyhow::Result<()> {
+        use sled::Transactional;
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        let encoded: Vec<(Vec<u8>, DeadLetter)> = commit
+            .dead_letters
+            .iter()
+            .map(|d| (d.id.as_bytes().to_vec(), d.clone()))
+            .collect();
+        let result = (&self.cursors, &self.versions, &self.dead).transaction(|(cursors, versions, dead)| {
+            let abort = |e: anyhow::Error| ConflictableTransactionError::Abort(e);
+            if let Some(c) = &commit.cursor {
+                cursors.insert(key2(tenant, flow), c.as_bytes())?;
+            }
+            for (key, version) in &commit.versions {
+                let k = key3(tenant, flow, key);
+                // Never move a version backwards.
+                let newer = match versions.get(&k)? {
+                    Some(old) => <[u8; 8]>::try_from(old.as_ref())
+                        .map(i64::from_be_bytes)
+                        .map(|old| *version > old)
+                        .unwrap_or(true),
+                    None => true,
+                };
+                if newer {
+                    versions.insert(k, &version.to_be_bytes())?;
+                }
+            }
+            for (id, d) in &encoded {
+                let mut d = d.clone();
+                if let Some(old) = dead.get(id)? {
+                    let old: DeadLetter = unjson(&old).map_err(abort)?;
+                    d.attempts = old.attempts + d.attempts.max(1);
+                    d.first_seen_ms = old.first_seen_ms;
+                }
+                dead.insert(id.as_slice(), json(&d).map_err(abort)?)?;
+            }
+            for id in &commit.resolved {
+                dead.remove(id.as_bytes())?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(e).context("committing a page"),
+        }
+        self.flush()
+    }
+
+    fn dead_letters(&self, tenant: Option<&str>, flow: Option<&str>) -> anyhow::Result<Vec<DeadLetter>> {
+        let mut out = Vec::new();
+        for item in self.dead.iter().values() {
+            let d: DeadLetter = unjson(&item?)?;
+            if tenant.is_none_or(|t| t == d.tenant) && flow.is_none_or(|f| f == d.flow) {
+                out.push(d);
+            }
+        }
+        out.sort_by_key(|d| (d.first_seen_ms, d.id.clone()));
+        Ok(out)
+    }
+
+    fn dead_letter(&self, id: &str) -> anyhow::Result<Option<DeadLetter>> {
+        self.dead.get(id.as_bytes())?.map(|v| unjson(&v)).transpose()
+    }
+
+    fn remove_dead_letter(&self, id: &str) -> anyhow::Result<bool> {
+        let existed = self.dead.remove(id.as_bytes())?.is_some();
+        self.flush()?;
+        Ok(existed)
+    }
+
+    fn save_run(&self, run: &RunRecord) -> anyhow::Result<()> {
+        self.runs.insert(run.id.as_bytes(), json(run)?)?;
+        self.flush()
+    }
+
+    fn runs(&self, tenant: Option<&str>, flow: Option<&str>, limit: usize) -> anyhow::Result<Vec<RunRecord>> {
+        let mut out = Vec::new();
+        for item in self.runs.iter().values().rev() {
+            let r: RunRecord = unjson(&item?)?;
+            if tenant.is_none_or(|t| t == r.tenant) && flow.is_none_or(|f| f == r.flow) {
+                out.push(r);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
+        self.runs.get(id.as_bytes())?.map(|v| unjson(&v)).transpose()
+    }
+
+    fn set_attention(&self, tenant: &str, flow: &str, reason: Option<&str>) -> anyhow::Result<()> {
+        match reason {
+            Some(r) => self.flows.insert(key2(tenant, flow), r.as_bytes())?,
+            None => self.flows.remove(key2(tenant, flow))?,
+        };
+        self.flush()
+    }
+
+    fn attention(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .flows
+            .get(key2(tenant, flow))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn register_connector(&self, entry: &ConnectorEntry) -> anyhow::Result<()> {
+        self.registry
+            .insert(key2(&entry.name, &entry.version.to_string()), json(entry)?)?;
+        self.flush()
+    }
+
+    fn connectors(&self) -> anyhow::Result<Vec<ConnectorEntry>> {
+        let mut out: Vec<ConnectorEntry> = self
+            .registry
+            .iter()
+            .values()
+            .map(|v| unjson(&v?))
+            .collect::<anyhow::Result<_>>()?;
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.version.cmp(&b.version)));
+        Ok(out)
+    }
+
+    fn kv(&self) -> Arc<dyn KvStore> {
+        self.kv.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Operation;
+
+    fn dl(key: &str, attempts: u32, at: u64) -> DeadLetter {
+        DeadLetter {
+            id: DeadLetter::id_for("t", "f", key),
+            tenant: "t".into(),
+            flow: "f".into(),
+            stage: "map".into(),
+            connector: "m@1.0.0".into(),
+            record: Record {
+                key: key.into(),
+                kind: "k".into(),
+                version: 1,
+                op: Operation::Upsert,
+                body: "{}".into(),
+            },
+            error: ConnectorError::Invalid("bad".into()),
+            attempts,
+            first_seen_ms: at,
+            last_seen_ms: at,
+        }
+    }
+
+    #[test]
+    fn commit_moves_cursor_versions_and_dead_letters_together() {
+        let s = SledState::temporary().unwrap();
+        s.commit_page(
+            "t",
+            "f",
+            &PageCommit {
+                cursor: Some("c1".into()),
+                versions: vec![("a".into(), 5), ("b".into(), 7)],
+                dead_letters: vec![dl("b", 1, 100)],
+                resolved: vec![],
+            },
+        )
+        .unwrap();
+        assert_eq!(s.cursor("t", "f").unwrap().as_deref(), Some("c1"));
+        assert_eq!(s.delivered_version("t", "f", "a").unwrap(), Some(5));
+        assert_eq!(s.delivered_version("t", "other", "a").unwrap(), None);
+        // Versions never go backwards; a repeated dead letter counts attempts.
+        s.commit_page(
+            "t",
+            "f",
+            &PageCommit {
+                cursor: None,
+                versions: vec![("a".into(), 3)],
+                dead_letters: vec![dl("b", 1, 200)],
+                resolved: vec![],
+            },
+        )
+        .unwrap();
+        assert_eq!(s.delivered_version("t", "f", "a").unwrap(), Some(5));
+        assert_eq!(s.cursor("t", "f").unwrap().as_deref(), Some("c1"));
+        let d = s.dead_letter(&DeadLetter::id_for("t", "f", "b")).unwrap().unwrap();
+        assert_eq!((d.attempts, d.first_seen_ms, d.last_seen_ms), (2, 100, 200));
+        assert_eq!(s.dead_letters(Some("t"), None).unwrap().len(), 1);
+        assert!(s.dead_letters(Some("u"), None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledState::open(dir.path()).unwrap();
+            s.set_cursor("t", "f", Some("c9")).unwrap();
+            s.set_attention("t", "f", Some("bad key")).unwrap();
+        }
+        let s = SledState::open(dir.path()).unwrap();
+        assert_eq!(s.cursor("t", "f").unwrap().as_deref(), Some("c9"));
+        assert_eq!(s.attention("t", "f").unwrap().as_deref(), Some("bad key"));
+    }
+
+    #[test]
+    fn clear_versions_is_scoped_to_the_flow() {
+        let s = SledState::temporary().unwrap();
+        let commit = PageCommit {
+            versions: vec![("a".into(), 1)],
+            ..Default::default()
+        };
+        s.commit_page("t", "f", &commit).unwrap();
+        s.commit_page("t", "f2", &commit).unwrap();
+        s.clear_versions("t", "f").unwrap();
+        assert_eq!(s.delivered_version("t", "f", "a").unwrap(), None);
+        assert_eq!(s.delivered_version("t", "f2", "a").unwrap(), Some(1));
+    }
+}
