@@ -159,16 +159,23 @@ impl ConnectorRef {
             Some((n, r)) => (n.to_owned(), r.trim().to_owned()),
             None => (raw.clone(), "*".to_owned()),
         };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-            return Err(format!("{raw:?}: connector name must be lowercase letters, digits and dashes"));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!(
+                "{raw:?}: connector name must be lowercase letters, digits and dashes"
+            ));
         }
         let req = if semver::Version::parse(&req).is_ok() {
             format!("={req}")
         } else {
             req
         };
-        let req = semver::VersionReq::parse(&req)
-            .map_err(|e| format!("{raw:?}: bad version requirement: {e} (try `name@^1` or `name@1.2.0`)"))?;
+        let req = semver::VersionReq::parse(&req).map_err(|e| {
+            format!("{raw:?}: bad version requirement: {e} (try `name@^1` or `name@1.2.0`)")
+        })?;
         Ok(ConnectorRef { name, req, raw })
     }
 }
@@ -202,22 +209,25 @@ mod humantime_serde_str {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like `5m` or `30s`: {e}")))
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("{s:?} is not a duration like `5m` or `30s`: {e}"))
+        })
     }
 }
 
 fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 impl WeftConfig {
     /// Reads and validates `path`; relative paths in it are resolved against
     /// its directory.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut config = Self::parse(&text).with_context(|| format!("in {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         if config.data_dir.is_relative() {
@@ -267,7 +277,11 @@ impl WeftConfig {
                 }
                 let stages = std::iter::once(("source", &flow.source.config, &flow.source.http))
                     .chain(flow.mappers.iter().map(|m| ("mappers", &m.config, &m.http)))
-                    .chain(std::iter::once(("destination", &flow.destination.config, &flow.destination.http)));
+                    .chain(std::iter::once((
+                        "destination",
+                        &flow.destination.config,
+                        &flow.destination.http,
+                    )));
                 for (stage, config, http) in stages {
                     if !config.is_object() {
                         bail!("{at}.{stage}.config: must be a table");
@@ -316,8 +330,19 @@ mod tests {
         let f = c.flow("acme", "numbers").unwrap();
         assert_eq!(f.schedule, Duration::from_secs(300));
         assert_eq!(f.retry.max_attempts, 5);
-        assert!(f.source.connector.req.matches(&semver::Version::new(1, 9, 0)));
-        assert!(!f.destination.connector.req.matches(&semver::Version::new(2, 0, 1)), "bare version pins");
+        assert!(
+            f.source
+                .connector
+                .req
+                .matches(&semver::Version::new(1, 9, 0))
+        );
+        assert!(
+            !f.destination
+                .connector
+                .req
+                .matches(&semver::Version::new(2, 0, 1)),
+            "bare version pins"
+        );
     }
 
     #[test]
@@ -329,8 +354,9 @@ mod tests {
 
     #[test]
     fn inline_secret_is_rejected() {
-        let text = format!(
-            "{MINIMAL}\n[[tenants.acme.flows.numbers.source.http.credentials]]\norigin = \"https://a.example\"\nauth = {{ type = \"bearer\", token = \"plaintext\" }}\n"
+        let text = MINIMAL.replace(
+            "stream = \"numbers\" }",
+            "stream = \"numbers\", http = { credentials = [{ origin = \"https://a.example\", auth = { type = \"bearer\", token = \"plaintext\" } }] } }",
         );
         let e = format!("{:#}", WeftConfig::parse(&text).unwrap_err());
         assert!(e.contains("token"), "{e}");
@@ -339,11 +365,26 @@ mod tests {
     #[test]
     fn bad_values_name_the_key() {
         let cases = [
-            (MINIMAL.replace("test-source@^1", "Test Source"), "connector name"),
+            (
+                MINIMAL.replace("test-source@^1", "Test Source"),
+                "connector name",
+            ),
             (MINIMAL.replace("@^1", "@^x"), "bad version requirement"),
-            (format!("{MINIMAL}\n[tenants.acme.flows.numbers.retry]\nmax_attempts = 0\n"), "retry.max_attempts"),
-            (MINIMAL.replace("[tenants.acme.flows.numbers]", "[tenants.acme.flows.numbers]\nschedule = \"soon\""), "soon"),
-            (MINIMAL.replace("tenants.acme.", "tenants.\"a b\"."), "tenants.a b"),
+            (
+                format!("{MINIMAL}\n[tenants.acme.flows.numbers.retry]\nmax_attempts = 0\n"),
+                "retry.max_attempts",
+            ),
+            (
+                MINIMAL.replace(
+                    "[tenants.acme.flows.numbers]",
+                    "[tenants.acme.flows.numbers]\nschedule = \"soon\"",
+                ),
+                "soon",
+            ),
+            (
+                MINIMAL.replace("tenants.acme.", "tenants.\"a b\"."),
+                "tenants.a b",
+            ),
         ];
         for (text, want) in cases {
             let e = format!("{:#}", WeftConfig::parse(&text).unwrap_err());

@@ -17,7 +17,13 @@ use weft::{HostConfig, Runtime};
 #[command(name = "weft", version, about)]
 struct Cli {
     /// The configuration file.
-    #[arg(long, short, global = true, env = "WEFT_CONFIG", default_value = "weft.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "WEFT_CONFIG",
+        default_value = "weft.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -154,12 +160,16 @@ enum RunsCommand {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
@@ -181,13 +191,19 @@ fn open(cli: &Cli) -> anyhow::Result<Host> {
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v).context("printing JSON")?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).context("printing JSON")?
+    );
     Ok(())
 }
 
 fn flows<'a>(host: &'a Host, f: &'a Filter) -> anyhow::Result<Vec<(String, String)>> {
     if let Some(t) = &f.tenant {
-        host.config.tenants.get(t).with_context(|| format!("no tenant {t:?} in the configuration"))?;
+        host.config
+            .tenants
+            .get(t)
+            .with_context(|| format!("no tenant {t:?} in the configuration"))?;
     }
     let mut out = Vec::new();
     for (tid, tenant) in &host.config.tenants {
@@ -214,10 +230,23 @@ fn summary(r: &RunRecord) -> String {
         RunOutcome::Failed => "FAILED",
         RunOutcome::NeedsAttention => "NEEDS ATTENTION",
     };
-    let secs = r.ended_ms.unwrap_or(r.started_ms).saturating_sub(r.started_ms) as f64 / 1000.0;
+    let secs = r
+        .ended_ms
+        .unwrap_or(r.started_ms)
+        .saturating_sub(r.started_ms) as f64
+        / 1000.0;
     let mut s = format!(
         "{}/{}: {outcome} in {secs:.1}s: {} pages, {} fetched, {} mapped, {} emitted, {} stale, {} dead-lettered, {} retries ({})",
-        r.tenant, r.flow, r.pages, r.fetched, r.mapped, r.emitted, r.skipped_stale, r.dead_lettered, r.retries, r.id
+        r.tenant,
+        r.flow,
+        r.pages,
+        r.fetched,
+        r.mapped,
+        r.emitted,
+        r.skipped_stale,
+        r.dead_lettered,
+        r.retries,
+        r.id
     );
     if let Some(e) = &r.error {
         s.push_str(&format!("\n    {e}"));
@@ -247,7 +276,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (e, new) = host.registry.add(&host.runtime, file).await?;
             println!(
                 "{} {}@{} ({}, {})",
-                if new { "registered" } else { "already registered" },
+                if new {
+                    "registered"
+                } else {
+                    "already registered"
+                },
                 e.name,
                 e.version,
                 e.world,
@@ -264,7 +297,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run { filter, backfill } => {
             let host = open(&cli)?;
-            let trigger = if *backfill { Trigger::Backfill } else { Trigger::Manual };
+            let trigger = if *backfill {
+                Trigger::Backfill
+            } else {
+                Trigger::Manual
+            };
             let tty = std::io::stderr().is_terminal();
             let mut failed = false;
             for (tenant, flow) in flows(&host, filter)? {
@@ -299,7 +336,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     for d in &list {
                         println!(
                             "{}\t{}/{}\t{} {}\t{} by {}\t{} attempt(s)\t{}",
-                            d.id, d.tenant, d.flow, d.record.kind, d.record.key, d.stage, d.connector, d.attempts, d.error
+                            d.id,
+                            d.tenant,
+                            d.flow,
+                            d.record.kind,
+                            d.record.key,
+                            d.stage,
+                            d.connector,
+                            d.attempts,
+                            d.error
                         );
                     }
                     if list.is_empty() {
@@ -307,7 +352,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
                 DlqCommand::Show { id } => {
-                    let d = host.state.dead_letter(id)?.with_context(|| format!("no dead letter {id}"))?;
+                    let d = host
+                        .state
+                        .dead_letter(id)?
+                        .with_context(|| format!("no dead letter {id}"))?;
                     print_json(&d)?;
                 }
                 DlqCommand::Replay { id, filter } => {
@@ -326,7 +374,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             Ok(()) => println!("{id}: delivered"),
                             Err(d) => {
                                 failed = true;
-                                println!("{id}: still failing at {} ({}): {}", d.stage, d.connector, d.error);
+                                println!(
+                                    "{id}: still failing at {} ({}): {}",
+                                    d.stage, d.connector, d.error
+                                );
                             }
                         }
                     }
@@ -352,17 +403,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!(
                             "{tenant}/{flow}\tcursor: {}\t{}",
                             cursor.as_deref().unwrap_or("(beginning)"),
-                            attention.map(|a| format!("NEEDS ATTENTION: {a}")).unwrap_or_else(|| "ok".into())
+                            attention
+                                .map(|a| format!("NEEDS ATTENTION: {a}"))
+                                .unwrap_or_else(|| "ok".into())
                         );
                     }
                 }
-                StateCommand::Reset { tenant, flow, since } => {
+                StateCommand::Reset {
+                    tenant,
+                    flow,
+                    since,
+                } => {
                     host.config.flow(tenant, flow)?;
                     let cursor = match since {
                         Some(s) => {
                             humantime::parse_rfc3339_weak(s)
                                 .or_else(|_| humantime::parse_rfc3339(s))
-                                .with_context(|| format!("--since {s:?} is not an RFC 3339 instant"))?;
+                                .with_context(|| {
+                                    format!("--since {s:?} is not an RFC 3339 instant")
+                                })?;
                             Some(format!("since:{s}"))
                         }
                         None => None,
@@ -380,15 +439,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let host = open(&cli)?;
             match command {
                 RunsCommand::List { filter, limit } => {
-                    for r in host
-                        .state
-                        .runs(filter.tenant.as_deref(), filter.flow.as_deref(), *limit)?
+                    for r in
+                        host.state
+                            .runs(filter.tenant.as_deref(), filter.flow.as_deref(), *limit)?
                     {
                         println!("{}", summary(&r));
                     }
                 }
                 RunsCommand::Show { id } => {
-                    let r = host.state.run(id)?.with_context(|| format!("no run {id}"))?;
+                    let r = host
+                        .state
+                        .run(id)?
+                        .with_context(|| format!("no run {id}"))?;
                     print_json(&r)?;
                 }
             }

@@ -32,7 +32,7 @@ pub struct Record {
 
 /// The error classes a connector reports (see `types.error` in the WIT).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "class", rename_all = "lowercase")]
+#[serde(tag = "class", content = "detail", rename_all = "lowercase")]
 pub enum ConnectorError {
     /// Retry later, after `retry_after` when given.
     #[error("transient: {message}")]

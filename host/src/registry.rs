@@ -35,7 +35,11 @@ impl Registry {
     }
 
     /// Validates, precompiles, stores and registers the component at `file`.
-    pub async fn add(&self, runtime: &Runtime, file: &Path) -> anyhow::Result<(ConnectorEntry, bool)> {
+    pub async fn add(
+        &self,
+        runtime: &Runtime,
+        file: &Path,
+    ) -> anyhow::Result<(ConnectorEntry, bool)> {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let connector = runtime
             .load(&bytes)
@@ -106,7 +110,11 @@ impl Registry {
 
     /// The loaded connector of `entry` (compiled once per process, from the
     /// compile cache after a restart).
-    pub async fn load(&self, runtime: &Runtime, entry: &ConnectorEntry) -> anyhow::Result<Connector> {
+    pub async fn load(
+        &self,
+        runtime: &Runtime,
+        entry: &ConnectorEntry,
+    ) -> anyhow::Result<Connector> {
         if let Some(c) = self
             .loaded
             .lock()
@@ -118,7 +126,10 @@ impl Registry {
         let path = self.file(&entry.digest);
         let connector = runtime.load_file(&path).await?;
         if connector.digest() != entry.digest {
-            bail!("{} does not match its registered digest; the registry was modified", path.display());
+            bail!(
+                "{} does not match its registered digest; the registry was modified",
+                path.display()
+            );
         }
         self.loaded
             .lock()

@@ -13,7 +13,9 @@
 //! stop the flow and mark it as needing attention.
 
 use crate::config::{FlowConfig, RetryPolicy, Stage, WeftConfig};
-use crate::connector::{CallError, Connector, ConnectorInstance, HostConfig, Runtime, TenantGrant, WorldKind};
+use crate::connector::{
+    CallError, Connector, ConnectorInstance, HostConfig, Runtime, TenantGrant, WorldKind,
+};
 use crate::model::{ConnectorError, Record};
 use crate::registry::Registry;
 use crate::state::{DeadLetter, PageCommit, RunOutcome, RunRecord, SledState, StateStore, now_ms};
@@ -100,7 +102,12 @@ impl Host {
             Some(p) => crate::secrets::SecretStore::with_file(p)?,
             None => crate::secrets::SecretStore::from_env(),
         };
-        Self::open_with(config, state, Arc::new(crate::caps::http::SystemResolver), secrets)
+        Self::open_with(
+            config,
+            state,
+            Arc::new(crate::caps::http::SystemResolver),
+            secrets,
+        )
     }
 
     /// Opens a host with the given state, resolver and secrets.
@@ -128,11 +135,23 @@ impl Host {
     }
 
     /// Resolves and loads a stage's connector, checking its world.
-    async fn stage_connector(&self, stage: &Stage, world: WorldKind, at: &str) -> anyhow::Result<Connector> {
-        let entry = self.registry.resolve(&stage.connector).with_context(|| at.to_owned())?;
+    async fn stage_connector(
+        &self,
+        stage: &Stage,
+        world: WorldKind,
+        at: &str,
+    ) -> anyhow::Result<Connector> {
+        let entry = self
+            .registry
+            .resolve(&stage.connector)
+            .with_context(|| at.to_owned())?;
         let c = self.registry.load(&self.runtime, &entry).await?;
         if c.world() != world {
-            bail!("{at}: {} is a {} connector, not a {world}", c.label(), c.world());
+            bail!(
+                "{at}: {} is a {} connector, not a {world}",
+                c.label(),
+                c.world()
+            );
         }
         validate_config(&c, &stage.config).map_err(|e| anyhow!("{at}.config: {e}"))?;
         Ok(c)
@@ -184,11 +203,18 @@ impl Host {
                     "{at}.source.stream: {} offers no stream {:?} (streams: {})",
                     c.label(),
                     flow.source.stream,
-                    streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                    streams
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             labels.push(c.label());
-            Some(self.instantiate(&c, tenant, flow_name, run_id, &src_stage).await?)
+            Some(
+                self.instantiate(&c, tenant, flow_name, run_id, &src_stage)
+                    .await?,
+            )
         } else {
             None
         };
@@ -201,7 +227,11 @@ impl Host {
             mappers.push(self.instantiate(&c, tenant, flow_name, run_id, m).await?);
         }
         let c = self
-            .stage_connector(&flow.destination, WorldKind::Destination, &format!("{at}.destination"))
+            .stage_connector(
+                &flow.destination,
+                WorldKind::Destination,
+                &format!("{at}.destination"),
+            )
             .await?;
         labels.push(c.label());
         let destination = self
@@ -291,15 +321,19 @@ impl Host {
         let mut cursor = self.state.cursor(tenant, flow_name)?;
         let retry = &flow.retry;
         loop {
-            let source = pipeline.source.as_mut().expect("run pipelines have a source");
+            let source = pipeline
+                .source
+                .as_mut()
+                .expect("run pipelines have a source");
             let mut attempt = 0;
             let page = loop {
                 attempt += 1;
                 match source.fetch(&flow.source.stream, cursor.as_deref()).await {
                     Ok(p) => break p,
-                    Err(CallError::Connector(ConnectorError::Transient { message, retry_after }))
-                        if attempt < retry.max_attempts =>
-                    {
+                    Err(CallError::Connector(ConnectorError::Transient {
+                        message,
+                        retry_after,
+                    })) if attempt < retry.max_attempts => {
                         run.retries += 1;
                         let wait = backoff(retry, attempt, retry_after);
                         tracing::info!(attempt, wait_ms = wait.as_millis() as u64, error = %message, "fetch failed, retrying");
@@ -336,7 +370,13 @@ impl Host {
 
     /// Drops records that are not newer than what was delivered (and earlier
     /// duplicates of a key within the page).
-    fn fresh_items(&self, tenant: &str, flow: &str, records: Vec<Record>, run: &mut RunRecord) -> anyhow::Result<Vec<Item>> {
+    fn fresh_items(
+        &self,
+        tenant: &str,
+        flow: &str,
+        records: Vec<Record>,
+        run: &mut RunRecord,
+    ) -> anyhow::Result<Vec<Item>> {
         let mut newest: HashMap<String, usize> = HashMap::new();
         for (i, r) in records.iter().enumerate() {
             match newest.get(&r.key) {
@@ -365,7 +405,13 @@ impl Host {
 
     /// Maps and emits the live items, retrying transient failures and
     /// marking invalid ones dead.
-    async fn deliver(&self, p: &mut Pipeline, items: &mut [Item], retry: &RetryPolicy, run: &mut RunRecord) -> Result<(), Stop> {
+    async fn deliver(
+        &self,
+        p: &mut Pipeline,
+        items: &mut [Item],
+        retry: &RetryPolicy,
+        run: &mut RunRecord,
+    ) -> Result<(), Stop> {
         for mapper in &mut p.mappers {
             let label = mapper.label().to_owned();
             // (item index, output) for every live output.
@@ -376,9 +422,11 @@ impl Host {
                 .flat_map(|(i, it)| it.outputs.iter().cloned().map(move |r| (i, r)))
                 .collect();
             let records: Vec<Record> = batch.iter().map(|(_, r)| r.clone()).collect();
-            let outcomes = call_with_retry(retry, run, &records, async |rs: &[Record]| mapper.map(rs).await)
-                .await
-                .map_err(|e| stop_for("map", &label, e))?;
+            let outcomes = call_with_retry(retry, run, &records, async |rs: &[Record]| {
+                mapper.map(rs).await
+            })
+            .await
+            .map_err(|e| stop_for("map", &label, e))?;
             for it in items.iter_mut().filter(|it| it.dead.is_none()) {
                 it.outputs.clear();
             }
@@ -392,7 +440,14 @@ impl Host {
                         run.mapped += rs.len() as u64;
                         it.outputs.extend(rs);
                     }
-                    Err(ConnectorError::Config(m)) => return Err(Stop::Attention(format!("{label}: {m}"))),
+                    Err(ConnectorError::Config(m)) => {
+                        return Err(Stop::Attention(format!("{label}: {m}")));
+                    }
+                    Err(ConnectorError::Transient { message, .. }) => {
+                        return Err(Stop::Failed(format!(
+                            "map ({label}): still failing after the retry budget: {message}"
+                        )));
+                    }
                     Err(error) => {
                         it.outputs.clear();
                         it.dead = Some(Dead {
@@ -413,13 +468,22 @@ impl Host {
             .collect();
         let records: Vec<Record> = batch.iter().map(|(_, r)| r.clone()).collect();
         let destination = &mut p.destination;
-        let outcomes = call_with_retry(retry, run, &records, async |rs: &[Record]| destination.emit(rs).await)
-            .await
-            .map_err(|e| stop_for("emit", &label, e))?;
+        let outcomes = call_with_retry(retry, run, &records, async |rs: &[Record]| {
+            destination.emit(rs).await
+        })
+        .await
+        .map_err(|e| stop_for("emit", &label, e))?;
         for ((i, _), outcome) in batch.into_iter().zip(outcomes) {
             match outcome {
                 Ok(()) => run.emitted += 1,
-                Err(ConnectorError::Config(m)) => return Err(Stop::Attention(format!("{label}: {m}"))),
+                Err(ConnectorError::Config(m)) => {
+                    return Err(Stop::Attention(format!("{label}: {m}")));
+                }
+                Err(ConnectorError::Transient { message, .. }) => {
+                    return Err(Stop::Failed(format!(
+                        "emit ({label}): still failing after the retry budget: {message}"
+                    )));
+                }
                 Err(error) => {
                     if items[i].dead.is_none() {
                         items[i].dead = Some(Dead {
@@ -471,7 +535,9 @@ impl Host {
             outcome: RunOutcome::Running,
             error: None,
         };
-        let result = self.deliver(&mut p, &mut items, &flow.retry, &mut run).await;
+        let result = self
+            .deliver(&mut p, &mut items, &flow.retry, &mut run)
+            .await;
         run.ended_ms = Some(now_ms());
         if let Err(stop) = result {
             let (Stop::Failed(e) | Stop::Attention(e)) = stop;
@@ -501,14 +567,22 @@ impl Host {
 
 /// Builds the commit of a page: every live or dead item's version, the dead
 /// letters, and the cursor.
-fn commit_for(tenant: &str, flow: &str, items: &[Item], cursor: Option<String>, run: &mut RunRecord) -> PageCommit {
+fn commit_for(
+    tenant: &str,
+    flow: &str,
+    items: &[Item],
+    cursor: Option<String>,
+    run: &mut RunRecord,
+) -> PageCommit {
     let now = now_ms();
     let mut commit = PageCommit {
         cursor,
         ..Default::default()
     };
     for it in items {
-        commit.versions.push((it.source.key.clone(), it.source.version));
+        commit
+            .versions
+            .push((it.source.key.clone(), it.source.version));
         if let Some(d) = &it.dead {
             run.dead_lettered += 1;
             commit.dead_letters.push(DeadLetter {
@@ -539,7 +613,8 @@ async fn call_with_retry<T, F>(
 where
     F: AsyncFnMut(&[Record]) -> Result<Vec<Result<T, ConnectorError>>, CallError>,
 {
-    let mut results: Vec<Option<Result<T, ConnectorError>>> = records.iter().map(|_| None).collect();
+    let mut results: Vec<Option<Result<T, ConnectorError>>> =
+        records.iter().map(|_| None).collect();
     let mut pending: Vec<usize> = (0..records.len()).collect();
     let mut attempt = 0;
     while !pending.is_empty() {
@@ -550,7 +625,10 @@ where
         let mut wait_hint = None;
         for (&i, outcome) in pending.iter().zip(outcomes) {
             match outcome {
-                Err(ConnectorError::Transient { message, retry_after }) if attempt < retry.max_attempts => {
+                Err(ConnectorError::Transient {
+                    message,
+                    retry_after,
+                }) if attempt < retry.max_attempts => {
                     tracing::info!(key = %records[i].key, attempt, error = %message, "transient failure, will retry");
                     wait_hint = wait_hint.max(retry_after);
                     still.push(i);
@@ -564,13 +642,17 @@ where
         }
         pending = still;
     }
-    Ok(results.into_iter().map(|r| r.expect("every record has an outcome")).collect())
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every record has an outcome"))
+        .collect())
 }
 
 /// Exponential backoff with jitter, at least the connector's `retry-after`,
 /// at most `max_delay_ms`.
 fn backoff(policy: &RetryPolicy, attempt: u32, hint: Option<Duration>) -> Duration {
-    let exp = Duration::from_millis(policy.base_delay_ms).saturating_mul(1 << attempt.saturating_sub(1).min(20));
+    let exp = Duration::from_millis(policy.base_delay_ms)
+        .saturating_mul(1 << attempt.saturating_sub(1).min(20));
     let jittered = exp.mul_f64(rand::random_range(0.5..=1.0));
     jittered
         .max(hint.unwrap_or_default())
@@ -580,13 +662,17 @@ fn backoff(policy: &RetryPolicy, attempt: u32, hint: Option<Duration>) -> Durati
 /// Turns a call failure into how the run stops.
 fn stop_for(stage: &str, label: &str, e: CallError) -> Stop {
     match e {
-        CallError::Connector(ConnectorError::Config(m)) => Stop::Attention(format!("{stage} ({label}): {m}")),
-        CallError::Connector(ConnectorError::Invalid(m)) if stage == "fetch" => Stop::Attention(format!(
-            "fetch ({label}) says its input can never succeed: {m}; fix the source or reset the cursor with `weft state reset`"
-        )),
-        CallError::Connector(ConnectorError::Transient { message, .. }) => {
-            Stop::Failed(format!("{stage} ({label}): still failing after the retry budget: {message}"))
+        CallError::Connector(ConnectorError::Config(m)) => {
+            Stop::Attention(format!("{stage} ({label}): {m}"))
         }
+        CallError::Connector(ConnectorError::Invalid(m)) if stage == "fetch" => {
+            Stop::Attention(format!(
+                "fetch ({label}) says its input can never succeed: {m}; fix the source or reset the cursor with `weft state reset`"
+            ))
+        }
+        CallError::Connector(ConnectorError::Transient { message, .. }) => Stop::Failed(format!(
+            "{stage} ({label}): still failing after the retry budget: {message}"
+        )),
         other => Stop::Failed(format!("{stage} ({label}): {other}")),
     }
 }
@@ -615,7 +701,11 @@ pub fn validate_config(c: &Connector, config: &serde_json::Value) -> Result<(), 
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(format!("does not match the schema of {}: {}", c.label(), errors.join("; ")))
+        Err(format!(
+            "does not match the schema of {}: {}",
+            c.label(),
+            errors.join("; ")
+        ))
     }
 }
 
@@ -631,8 +721,14 @@ mod tests {
             max_delay_ms: 1_000,
         };
         assert!(backoff(&p, 1, None) <= Duration::from_millis(100));
-        assert_eq!(backoff(&p, 1, Some(Duration::from_millis(700))), Duration::from_millis(700));
-        assert_eq!(backoff(&p, 1, Some(Duration::from_secs(60))), Duration::from_secs(1));
+        assert_eq!(
+            backoff(&p, 1, Some(Duration::from_millis(700))),
+            Duration::from_millis(700)
+        );
+        assert_eq!(
+            backoff(&p, 1, Some(Duration::from_secs(60))),
+            Duration::from_secs(1)
+        );
         assert!(backoff(&p, 10, None) <= Duration::from_secs(1));
     }
 

@@ -153,11 +153,16 @@ pub trait StateStore: Send + Sync + 'static {
     /// backfill re-delivers everything).
     fn clear_versions(&self, tenant: &str, flow: &str) -> anyhow::Result<()>;
     /// The last version delivered (or dead-lettered) of `key`.
-    fn delivered_version(&self, tenant: &str, flow: &str, key: &str) -> anyhow::Result<Option<i64>>;
+    fn delivered_version(&self, tenant: &str, flow: &str, key: &str)
+    -> anyhow::Result<Option<i64>>;
     /// Writes one page's outcome in one transaction and flushes it.
     fn commit_page(&self, tenant: &str, flow: &str, commit: &PageCommit) -> anyhow::Result<()>;
     /// Dead letters, optionally filtered, oldest first.
-    fn dead_letters(&self, tenant: Option<&str>, flow: Option<&str>) -> anyhow::Result<Vec<DeadLetter>>;
+    fn dead_letters(
+        &self,
+        tenant: Option<&str>,
+        flow: Option<&str>,
+    ) -> anyhow::Result<Vec<DeadLetter>>;
     /// One dead letter.
     fn dead_letter(&self, id: &str) -> anyhow::Result<Option<DeadLetter>>;
     /// Removes a dead letter, flushed; whether it existed.
@@ -165,7 +170,12 @@ pub trait StateStore: Send + Sync + 'static {
     /// Saves (inserts or replaces) a run record, flushed.
     fn save_run(&self, run: &RunRecord) -> anyhow::Result<()>;
     /// Runs, newest first, optionally filtered.
-    fn runs(&self, tenant: Option<&str>, flow: Option<&str>, limit: usize) -> anyhow::Result<Vec<RunRecord>>;
+    fn runs(
+        &self,
+        tenant: Option<&str>,
+        flow: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<RunRecord>>;
     /// One run.
     fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>>;
     /// Marks a flow as needing attention (or clears it with `None`).
@@ -278,7 +288,12 @@ impl StateStore for SledState {
         self.flush()
     }
 
-    fn delivered_version(&self, tenant: &str, flow: &str, key: &str) -> anyhow::Result<Option<i64>> {
+    fn delivered_version(
+        &self,
+        tenant: &str,
+        flow: &str,
+        key: &str,
+    ) -> anyhow::Result<Option<i64>> {
         Ok(self
             .versions
             .get(key3(tenant, flow, key))?
@@ -294,39 +309,40 @@ impl StateStore for SledState {
             .iter()
             .map(|d| (d.id.as_bytes().to_vec(), d.clone()))
             .collect();
-        let result = (&self.cursors, &self.versions, &self.dead).transaction(|(cursors, versions, dead)| {
-            let abort = |e: anyhow::Error| ConflictableTransactionError::Abort(e);
-            if let Some(c) = &commit.cursor {
-                cursors.insert(key2(tenant, flow), c.as_bytes())?;
-            }
-            for (key, version) in &commit.versions {
-                let k = key3(tenant, flow, key);
-                // Never move a version backwards.
-                let newer = match versions.get(&k)? {
-                    Some(old) => <[u8; 8]>::try_from(old.as_ref())
-                        .map(i64::from_be_bytes)
-                        .map(|old| *version > old)
-                        .unwrap_or(true),
-                    None => true,
-                };
-                if newer {
-                    versions.insert(k, &version.to_be_bytes())?;
+        let result =
+            (&self.cursors, &self.versions, &self.dead).transaction(|(cursors, versions, dead)| {
+                let abort = |e: anyhow::Error| ConflictableTransactionError::Abort(e);
+                if let Some(c) = &commit.cursor {
+                    cursors.insert(key2(tenant, flow), c.as_bytes())?;
                 }
-            }
-            for (id, d) in &encoded {
-                let mut d = d.clone();
-                if let Some(old) = dead.get(id)? {
-                    let old: DeadLetter = unjson(&old).map_err(abort)?;
-                    d.attempts = old.attempts + d.attempts.max(1);
-                    d.first_seen_ms = old.first_seen_ms;
+                for (key, version) in &commit.versions {
+                    let k = key3(tenant, flow, key);
+                    // Never move a version backwards.
+                    let newer = match versions.get(&k)? {
+                        Some(old) => <[u8; 8]>::try_from(old.as_ref())
+                            .map(i64::from_be_bytes)
+                            .map(|old| *version > old)
+                            .unwrap_or(true),
+                        None => true,
+                    };
+                    if newer {
+                        versions.insert(k, &version.to_be_bytes())?;
+                    }
                 }
-                dead.insert(id.as_slice(), json(&d).map_err(abort)?)?;
-            }
-            for id in &commit.resolved {
-                dead.remove(id.as_bytes())?;
-            }
-            Ok(())
-        });
+                for (id, d) in &encoded {
+                    let mut d = d.clone();
+                    if let Some(old) = dead.get(id)? {
+                        let old: DeadLetter = unjson(&old).map_err(abort)?;
+                        d.attempts = old.attempts + d.attempts.max(1);
+                        d.first_seen_ms = old.first_seen_ms;
+                    }
+                    dead.insert(id.as_slice(), json(&d).map_err(abort)?)?;
+                }
+                for id in &commit.resolved {
+                    dead.remove(id.as_bytes())?;
+                }
+                Ok(())
+            });
         match result {
             Ok(()) => {}
             Err(TransactionError::Abort(e)) => return Err(e),
@@ -335,7 +351,11 @@ impl StateStore for SledState {
         self.flush()
     }
 
-    fn dead_letters(&self, tenant: Option<&str>, flow: Option<&str>) -> anyhow::Result<Vec<DeadLetter>> {
+    fn dead_letters(
+        &self,
+        tenant: Option<&str>,
+        flow: Option<&str>,
+    ) -> anyhow::Result<Vec<DeadLetter>> {
         let mut out = Vec::new();
         for item in self.dead.iter().values() {
             let d: DeadLetter = unjson(&item?)?;
@@ -343,12 +363,15 @@ impl StateStore for SledState {
                 out.push(d);
             }
         }
-        out.sort_by_key(|d| (d.first_seen_ms, d.id.clone()));
+        out.sort_by(|a, b| (a.first_seen_ms, &a.record.key).cmp(&(b.first_seen_ms, &b.record.key)));
         Ok(out)
     }
 
     fn dead_letter(&self, id: &str) -> anyhow::Result<Option<DeadLetter>> {
-        self.dead.get(id.as_bytes())?.map(|v| unjson(&v)).transpose()
+        self.dead
+            .get(id.as_bytes())?
+            .map(|v| unjson(&v))
+            .transpose()
     }
 
     fn remove_dead_letter(&self, id: &str) -> anyhow::Result<bool> {
@@ -362,7 +385,12 @@ impl StateStore for SledState {
         self.flush()
     }
 
-    fn runs(&self, tenant: Option<&str>, flow: Option<&str>, limit: usize) -> anyhow::Result<Vec<RunRecord>> {
+    fn runs(
+        &self,
+        tenant: Option<&str>,
+        flow: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<RunRecord>> {
         let mut out = Vec::new();
         for item in self.runs.iter().values().rev() {
             let r: RunRecord = unjson(&item?)?;
@@ -377,7 +405,10 @@ impl StateStore for SledState {
     }
 
     fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
-        self.runs.get(id.as_bytes())?.map(|v| unjson(&v)).transpose()
+        self.runs
+            .get(id.as_bytes())?
+            .map(|v| unjson(&v))
+            .transpose()
     }
 
     fn set_attention(&self, tenant: &str, flow: &str, reason: Option<&str>) -> anyhow::Result<()> {
@@ -474,7 +505,10 @@ mod tests {
         .unwrap();
         assert_eq!(s.delivered_version("t", "f", "a").unwrap(), Some(5));
         assert_eq!(s.cursor("t", "f").unwrap().as_deref(), Some("c1"));
-        let d = s.dead_letter(&DeadLetter::id_for("t", "f", "b")).unwrap().unwrap();
+        let d = s
+            .dead_letter(&DeadLetter::id_for("t", "f", "b"))
+            .unwrap()
+            .unwrap();
         assert_eq!((d.attempts, d.first_seen_ms, d.last_seen_ms), (2, 100, 200));
         assert_eq!(s.dead_letters(Some("t"), None).unwrap().len(), 1);
         assert!(s.dead_letters(Some("u"), None).unwrap().is_empty());

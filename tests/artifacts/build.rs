@@ -55,6 +55,7 @@ fn main() {
     for (konst, file) in [
         ("TEST_SOURCE", "test_source.wasm"),
         ("TEST_MAPPER", "test_mapper.wasm"),
+        ("TEST_MAPPER_V2", "test_mapper_v2.wasm"),
         ("TEST_DESTINATION", "test_destination.wasm"),
         ("TEST_WRONG_WORLD", "test-wrong-world.wasm"),
         ("TEST_FUTURE_VERSION", "test_future_version.wasm"),

@@ -2,6 +2,8 @@
 //! multiple of the config's `reject_multiple_of` are `invalid`; a body with
 //! `"transient": true` is a transient error; `fanout` makes several records of
 //! one; `wrong_count: true` breaks the contract (one outcome too few).
+//! Built with the `fixed` feature (crate `test-mapper-v2`) it is version
+//! 0.5.0 and rejects nothing: the "fixed connector" of replay tests.
 
 wit_bindgen::generate!({
     world: "mapper-connector",
@@ -32,7 +34,12 @@ impl Metadata for TestMapper {
     fn describe() -> ConnectorInfo {
         ConnectorInfo {
             name: "test-mapper".into(),
-            version: "0.4.0".into(),
+            version: if cfg!(feature = "fixed") {
+                "0.5.0"
+            } else {
+                "0.4.0"
+            }
+            .into(),
             description: "Test mapper for the host's own tests".into(),
             streams: vec![],
             config_schema: json!({
@@ -60,6 +67,7 @@ fn map_one(r: &Record, cfg: &Value) -> Result<Vec<Record>, Error> {
         .ok_or_else(|| invalid(format!("record {} has no integer `n`", r.key)))?;
     if let Some(m) = cfg["reject_multiple_of"].as_i64()
         && n % m == 0
+        && !cfg!(feature = "fixed")
     {
         return Err(invalid(format!(
             "record {}: n={n} is a multiple of {m}",

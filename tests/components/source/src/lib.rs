@@ -2,6 +2,7 @@
 //!
 //! - `numbers`: pages of `total` records (config), `page_size` a page; the
 //!   cursor is the next offset.
+//! - `dupes`: two pages with repeated keys and an out-of-order revision.
 //! - `transient`, `invalid`, `config`: return that error class.
 //! - `loop`, `memory`, `recursion`, `panic`, `huge-batch`, `huge-body`,
 //!   `sleep-in-host`: misbehave so that a limit must stop them.
@@ -95,10 +96,33 @@ impl Metadata for TestSource {
             name: "test-source".into(),
             version: "1.2.3".into(),
             description: "Test source for the host's own tests".into(),
-            streams: vec![StreamInfo {
-                name: "numbers".into(),
-                description: "Numbered records".into(),
-            }],
+            streams: [
+                "numbers",
+                "dupes",
+                "transient",
+                "invalid",
+                "config",
+                "loop",
+                "memory",
+                "recursion",
+                "panic",
+                "huge-batch",
+                "huge-body",
+                "http",
+                "http-auth-header",
+                "http-post",
+                "kv",
+                "kv-big",
+                "log",
+                "ambient",
+                "echo-config",
+            ]
+            .iter()
+            .map(|s| StreamInfo {
+                name: (*s).into(),
+                description: format!("test behaviour {s}"),
+            })
+            .collect(),
             config_schema: json!({
                 "type": "object",
                 "properties": {
@@ -142,6 +166,22 @@ impl Source for TestSource {
                     records,
                     next_cursor: Some(to.to_string()),
                     has_more: to < total,
+                })
+            }
+            "dupes" => {
+                // Page 0 repeats a key within the page; page 1 brings an old
+                // revision of `a` after a newer one, and a newer `b`.
+                let r =
+                    |k: &str, v: i64| Record::upsert(k, "thing", v, &json!({ "n": v, "key": k }));
+                let (records, next, more) = match cursor.as_deref() {
+                    None => (vec![r("a", 2), r("a", 1), r("b", 1)], "1", true),
+                    Some("1") => (vec![r("a", 1), r("b", 3)], "2", false),
+                    _ => (vec![], "2", false),
+                };
+                Ok(Page {
+                    records,
+                    next_cursor: Some(next.into()),
+                    has_more: more,
                 })
             }
             "transient" => Err(Error::Transient(TransientError {

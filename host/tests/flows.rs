@@ -1,0 +1,534 @@
+//! Flows end to end, with the test components and a local destination that
+//! stores records idempotently: multi-page sync, newer-wins, dead letters and
+//! replay after a connector fix, a destination that is down, config errors,
+//! and a process killed between delivery and commit.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use weft::config::WeftConfig;
+use weft::runner::{Host, Trigger};
+use weft::secrets::SecretStore;
+use weft::state::{RunOutcome, SledState};
+use weft_test_artifacts as artifacts;
+
+/// A destination that keeps `key -> body` and counts PUTs per key.
+#[derive(Clone, Default)]
+struct Sink {
+    records: Arc<Mutex<BTreeMap<String, Value>>>,
+    puts: Arc<Mutex<BTreeMap<String, u32>>>,
+    down: Arc<AtomicBool>,
+}
+
+impl Sink {
+    async fn serve(&self) -> TestServer {
+        let sink = self.clone();
+        TestServer::start(move |s, _| {
+            if sink.down.load(Ordering::SeqCst) {
+                return Reply::new(503, "down for maintenance").header("retry-after", "0");
+            }
+            let key = s.path.trim_start_matches("/records/").to_owned();
+            match s.method.as_str() {
+                "PUT" => {
+                    *sink.puts.lock().unwrap().entry(key.clone()).or_default() += 1;
+                    let body: Value = serde_json::from_slice(&s.body).unwrap();
+                    let existed = sink.records.lock().unwrap().insert(key, body).is_some();
+                    Reply::new(if existed { 200 } else { 201 }, "")
+                }
+                "DELETE" => match sink.records.lock().unwrap().remove(&key) {
+                    Some(_) => Reply::new(204, ""),
+                    None => Reply::new(404, ""),
+                },
+                _ => Reply::new(405, ""),
+            }
+        })
+        .await
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.records.lock().unwrap().keys().cloned().collect()
+    }
+}
+
+fn config_text(
+    data_dir: &Path,
+    stream: &str,
+    source_cfg: &str,
+    mapper: &str,
+    dest_url: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+data_dir = {data_dir:?}
+private_hosts = ["127.0.0.1"]
+
+[limits]
+call_timeout_ms = 5000
+
+[tenants.acme.flows.sync]
+source = {{ connector = "test-source@^1", stream = "{stream}", config = {source_cfg} }}
+mappers = [{mapper}]
+destination = {{ connector = "test-destination@^2", config = {{ url = "{dest_url}" }}, http = {{ allow = ["http://127.0.0.1:*"] }} }}
+{extra}
+"#
+    )
+}
+
+async fn host(text: &str) -> Host {
+    let config = WeftConfig::parse(text).unwrap();
+    let h = Host::open_with(
+        config,
+        Arc::new(SledState::temporary().unwrap()),
+        Arc::new(test_resolver()),
+        SecretStore::default(),
+    )
+    .unwrap();
+    for f in [
+        artifacts::TEST_SOURCE,
+        artifacts::TEST_MAPPER,
+        artifacts::TEST_DESTINATION,
+    ] {
+        h.registry.add(&h.runtime, f.as_ref()).await.unwrap();
+    }
+    h
+}
+
+const MAPPER: &str = r#"{ connector = "test-mapper@>=0.4", config = {} }"#;
+
+async fn run(h: &Host) -> weft::state::RunRecord {
+    h.run_flow("acme", "sync", Trigger::Manual, &|_| {})
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_page_sync_delivers_everything_and_moves_the_cursor() {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&config_text(
+        dir.path(),
+        "numbers",
+        "{ total = 10, page_size = 3 }",
+        MAPPER,
+        &server.url(""),
+        "",
+    ))
+    .await;
+    let pages = Arc::new(Mutex::new(Vec::new()));
+    let p2 = pages.clone();
+    let r = h
+        .run_flow("acme", "sync", Trigger::Manual, &move |r| {
+            p2.lock().unwrap().push(r.pages)
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    assert_eq!(
+        (r.pages, r.fetched, r.mapped, r.emitted, r.dead_lettered),
+        (4, 10, 10, 10, 0)
+    );
+    assert_eq!(
+        *pages.lock().unwrap(),
+        vec![1, 2, 3, 4],
+        "progress after every page"
+    );
+    assert_eq!(sink.keys().len(), 10);
+    assert_eq!(
+        sink.records.lock().unwrap()["n7"],
+        json!({"n": 7, "doubled": 14})
+    );
+    assert_eq!(
+        h.state.cursor("acme", "sync").unwrap().as_deref(),
+        Some("10")
+    );
+    assert_eq!(
+        r.connectors,
+        vec![
+            "test-source@1.2.3",
+            "test-mapper@0.4.0",
+            "test-destination@2.0.0"
+        ]
+    );
+
+    // The next run starts from the cursor and finds nothing new.
+    let again = run(&h).await;
+    assert_eq!(
+        (again.outcome, again.fetched, again.emitted),
+        (RunOutcome::Succeeded, 0, 0)
+    );
+    let runs = h.state.runs(Some("acme"), Some("sync"), 10).unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].id, again.id, "newest first");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_and_duplicate_records_are_skipped() {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&config_text(
+        dir.path(),
+        "dupes",
+        "{}",
+        MAPPER,
+        &server.url(""),
+        "",
+    ))
+    .await;
+    let r = run(&h).await;
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    // a@1 within page 0 (older than a@2), and a@1 again on page 1.
+    assert_eq!((r.fetched, r.skipped_stale, r.emitted), (5, 2, 3));
+    let recs = sink.records.lock().unwrap().clone();
+    assert_eq!(recs["a"]["n"], 2, "the newer revision of a wins");
+    assert_eq!(recs["b"]["n"], 3);
+    assert_eq!(sink.puts.lock().unwrap()["a"], 1);
+
+    // Reading everything again (the cursor reset, versions kept) delivers nothing.
+    h.state.set_cursor("acme", "sync", None).unwrap();
+    let again = run(&h).await;
+    assert_eq!(
+        (again.fetched, again.skipped_stale, again.emitted),
+        (5, 5, 0)
+    );
+    assert_eq!(sink.puts.lock().unwrap()["a"], 1);
+
+    // A backfill forgets the versions and re-delivers.
+    let back = h
+        .run_flow("acme", "sync", Trigger::Backfill, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(back.emitted, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_records_are_dead_lettered_and_replayed_after_a_fix() {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mapper = r#"{ connector = "test-mapper@>=0.4", config = { reject_multiple_of = 4 } }"#;
+    let h = host(&config_text(
+        dir.path(),
+        "numbers",
+        "{ total = 10, page_size = 5 }",
+        mapper,
+        &server.url(""),
+        "",
+    ))
+    .await;
+    let r = run(&h).await;
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    assert_eq!((r.emitted, r.dead_lettered), (7, 3));
+    assert_eq!(sink.keys().len(), 7);
+    assert_eq!(
+        h.state.cursor("acme", "sync").unwrap().as_deref(),
+        Some("10"),
+        "the cursor moves past dead letters"
+    );
+    let dead = h.state.dead_letters(Some("acme"), Some("sync")).unwrap();
+    let keys: Vec<_> = dead.iter().map(|d| d.record.key.as_str()).collect();
+    assert_eq!(keys, vec!["n0", "n4", "n8"]);
+    let d = &dead[1];
+    assert_eq!(
+        (d.stage.as_str(), d.connector.as_str(), d.attempts),
+        ("map", "test-mapper@0.4.0", 1)
+    );
+    assert!(d.error.to_string().contains("multiple of 4"), "{}", d.error);
+    assert_eq!(d.record.body, r#"{"n":4}"#);
+
+    // Replaying with the same (broken) mapper fails again and counts it.
+    let still = h.replay(&d.id).await.unwrap().unwrap_err();
+    assert_eq!(still.attempts, 2);
+
+    // A fixed mapper version is registered; replay uses the current version.
+    h.registry
+        .add(&h.runtime, artifacts::TEST_MAPPER_V2.as_ref())
+        .await
+        .unwrap();
+    for d in &dead {
+        assert!(h.replay(&d.id).await.unwrap().is_ok());
+    }
+    assert!(h.state.dead_letters(None, None).unwrap().is_empty());
+    assert_eq!(sink.keys().len(), 10);
+    assert_eq!(
+        h.state.delivered_version("acme", "sync", "n4").unwrap(),
+        Some(4)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pinning_an_exact_version_rolls_back() {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pinned = r#"{ connector = "test-mapper@0.4.0", config = { reject_multiple_of = 4 } }"#;
+    let h = host(&config_text(
+        dir.path(),
+        "numbers",
+        "{ total = 5, page_size = 5 }",
+        pinned,
+        &server.url(""),
+        "",
+    ))
+    .await;
+    h.registry
+        .add(&h.runtime, artifacts::TEST_MAPPER_V2.as_ref())
+        .await
+        .unwrap();
+    let r = run(&h).await;
+    assert_eq!(r.connectors[1], "test-mapper@0.4.0");
+    assert_eq!(r.dead_lettered, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destination_that_is_down_is_retried_without_moving_the_cursor() {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let retry = "[tenants.acme.flows.sync.retry]\nmax_attempts = 3\nbase_delay_ms = 10\nmax_delay_ms = 50\n";
+    let h = host(&config_text(
+        dir.path(),
+        "numbers",
+        "{ total = 6, page_size = 3 }",
+        MAPPER,
+        &server.url(""),
+        retry,
+    ))
+    .await;
+    sink.down.store(true, Ordering::SeqCst);
+    let r = run(&h).await;
+    assert_eq!(r.outcome, RunOutcome::Failed);
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap()
+            .contains("still failing after the retry budget"),
+        "{:?}",
+        r.error
+    );
+    assert_eq!(r.retries, 6, "three records, two retries each");
+    assert_eq!(
+        h.state.cursor("acme", "sync").unwrap(),
+        None,
+        "the cursor did not move"
+    );
+    assert!(
+        h.state.dead_letters(None, None).unwrap().is_empty(),
+        "nothing is dead-lettered for an outage"
+    );
+
+    sink.down.store(false, Ordering::SeqCst);
+    let r = run(&h).await;
+    assert_eq!(r.outcome, RunOutcome::Succeeded);
+    assert_eq!(sink.keys().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_errors_stop_the_flow_and_name_the_problem() {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The connector refuses its credentials: a config error.
+    let h = host(&config_text(
+        dir.path(),
+        "config",
+        "{}",
+        MAPPER,
+        &server.url(""),
+        "",
+    ))
+    .await;
+    let r = run(&h).await;
+    assert_eq!(r.outcome, RunOutcome::NeedsAttention);
+    assert!(r.error.as_deref().unwrap().contains("api key rejected"));
+    assert!(
+        h.state
+            .attention("acme", "sync")
+            .unwrap()
+            .unwrap()
+            .contains("api key rejected")
+    );
+
+    // Config that does not match the connector's schema names the key.
+    let h = host(&config_text(
+        dir.path(),
+        "numbers",
+        "{ total = -1 }",
+        MAPPER,
+        &server.url(""),
+        "",
+    ))
+    .await;
+    let r = run(&h).await;
+    assert_eq!(r.outcome, RunOutcome::NeedsAttention);
+    let e = r.error.unwrap();
+    assert!(
+        e.contains("tenants.acme.flows.sync.source.config") && e.contains("/total"),
+        "{e}"
+    );
+
+    // A stream the source does not offer, and an unregistered connector.
+    let h = host(&config_text(
+        dir.path(),
+        "numbers",
+        "{}",
+        r#"{ connector = "nope@^1" }"#,
+        &server.url(""),
+        "",
+    ))
+    .await;
+    let e = run(&h).await.error.unwrap();
+    assert!(
+        e.contains("mappers[0]") && e.contains("no connector named \"nope\""),
+        "{e}"
+    );
+    assert!(sink.keys().is_empty());
+}
+
+#[test]
+fn example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/weft.toml");
+    WeftConfig::load(&path).unwrap();
+}
+
+fn weft(config: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weft"));
+    c.arg("--config").arg(config).env("WEFT_LOG", "warn");
+    c
+}
+
+#[test]
+fn cli_reports_config_errors_with_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.toml");
+    std::fs::write(
+        &path,
+        "[tenants.acme.flows.sync]\nsource = { connector = \"a@^1\", strem = \"x\" }\ndestination = { connector = \"b\" }\n",
+    )
+    .unwrap();
+    let out = weft(&path).arg("run").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("weft.toml") && err.contains("strem") && err.contains("line 2"),
+        "{err}"
+    );
+}
+
+/// The process is killed after the destination received a page but before
+/// the page was committed. The next run delivers that page again: nothing is
+/// lost and, the destination being idempotent, nothing is doubled.
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_between_emit_and_commit_loses_and_doubles_nothing() {
+    let sink = Sink::default();
+    let child_pid: Arc<Mutex<Option<u32>>> = Arc::default();
+    let killed = Arc::new(AtomicBool::new(false));
+    let server = {
+        let (sink, pid, killed) = (sink.clone(), child_pid.clone(), killed.clone());
+        TestServer::start(move |s, _| {
+            let key = s.path.trim_start_matches("/records/").to_owned();
+            *sink.puts.lock().unwrap().entry(key.clone()).or_default() += 1;
+            sink.records
+                .lock()
+                .unwrap()
+                .insert(key.clone(), serde_json::from_slice(&s.body).unwrap());
+            // The last record of page 2 has arrived: kill the process before
+            // it hears back, so it cannot commit the page.
+            if key == "n5" && !killed.swap(true, Ordering::SeqCst) {
+                let pid = pid.lock().unwrap().expect("child started");
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+            Reply::new(201, "")
+        })
+        .await
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.toml");
+    std::fs::write(
+        &path,
+        config_text(
+            &dir.path().join("data"),
+            "numbers",
+            "{ total = 9, page_size = 3 }",
+            MAPPER,
+            &server.url(""),
+            "",
+        ),
+    )
+    .unwrap();
+    for f in [
+        artifacts::TEST_SOURCE,
+        artifacts::TEST_MAPPER,
+        artifacts::TEST_DESTINATION,
+    ] {
+        let out = weft(&path).args(["connectors", "add", f]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let child = weft(&path).arg("run").spawn().unwrap();
+    *child_pid.lock().unwrap() = Some(child.id());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.status.success(), "the process was killed");
+    assert!(killed.load(Ordering::SeqCst));
+
+    let state = weft(&path).args(["state", "show"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&state.stdout).contains("cursor: 3"),
+        "only page 1 was committed"
+    );
+
+    let out = weft(&path).arg("run").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("acme/sync: succeeded") && summary.contains("6 fetched"),
+        "{summary}"
+    );
+
+    let puts = sink.puts.lock().unwrap().clone();
+    assert_eq!(
+        sink.keys(),
+        (0..9).map(|i| format!("n{i}")).collect::<Vec<_>>(),
+        "nothing lost"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            puts[&format!("n{i}")],
+            1,
+            "committed page 1 is not sent again"
+        );
+    }
+    for i in 3..6 {
+        assert_eq!(
+            puts[&format!("n{i}")],
+            2,
+            "the uncommitted page 2 comes again"
+        );
+    }
+    let runs = weft(&path).args(["runs", "list"]).output().unwrap();
+    let runs = String::from_utf8_lossy(&runs.stdout);
+    assert!(
+        runs.contains("running"),
+        "the killed run stays recorded as running: {runs}"
+    );
+}
