@@ -1,0 +1,71 @@
+//! Stand-ins for the outside systems weft's first integration talks to, so
+//! that tests and the demo run against servers that behave like the real
+//! ones, faults included:
+//!
+//! - [`acme`]: the Acme CRM API (`../shared/specs/acme-crm-api.md`).
+//! - [`dashboard`]: our touch-points dashboard (`../shared/specs/our-app.md` §2).
+//! - [`radicale`]: starts and stops a real CalDAV server (Radicale) from the
+//!   project's virtualenv.
+//!
+//! Every server binds the address it is given (tests use `127.0.0.1:0`) and
+//! stops when its handle is stopped or dropped.
+
+#![deny(missing_docs)]
+
+pub mod acme;
+pub mod dashboard;
+pub mod radicale;
+
+use std::time::{Duration, Instant};
+
+/// A token bucket: `rate` tokens a second, at most `burst`.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub fn full(burst: u32) -> Self {
+        Bucket {
+            tokens: f64::from(burst),
+            at: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, rate: f64, burst: u32) {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(f64::from(burst));
+        self.at = now;
+    }
+
+    /// Takes a token, or says how long until one is available.
+    pub fn take(&mut self, rate: f64, burst: u32) -> Result<(), Duration> {
+        self.refill(rate, burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - self.tokens) / rate.max(1e-9),
+            ))
+        }
+    }
+
+    /// Whole tokens left.
+    pub fn remaining(&self) -> u32 {
+        self.tokens.max(0.0).floor() as u32
+    }
+
+    /// How long until the bucket is full again.
+    pub fn until_full(&self, rate: f64, burst: u32) -> Duration {
+        Duration::from_secs_f64(((f64::from(burst) - self.tokens).max(0.0)) / rate.max(1e-9))
+    }
+}
+
+/// Whether a fault with probability `share` strikes now.
+pub(crate) fn roll(rng: &mut impl rand::Rng, share: f64) -> bool {
+    share > 0.0 && rng.random_bool(share.clamp(0.0, 1.0))
+}
