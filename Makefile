@@ -9,8 +9,12 @@ RADICALE_VERSION := 3.5.10
 
 .PHONY: setup toolchain connectors test lint demo clean
 
-## setup: the Rust target for guests (and, once issue #4 lands, the Radicale venv)
-setup: toolchain
+## setup: the Rust target for guests and a virtualenv with Radicale (pinned)
+setup: toolchain $(VENV)/bin/radicale
+
+$(VENV)/bin/radicale:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check radicale==$(RADICALE_VERSION)
 
 toolchain:
 	rustup target add $(GUEST_TARGET)

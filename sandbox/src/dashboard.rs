@@ -374,22 +374,19 @@ async fn counts(
             "user_email is required",
         );
     };
-    let parse = |s: &Option<String>, name: &str| -> Result<Option<NaiveDate>, Response> {
+    let parse = |s: &Option<String>, name: &str| -> Result<Option<NaiveDate>, String> {
         s.as_deref()
             .map(|d| {
-                NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
-                    err(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "validation_failed",
-                        format!("{name}: expected YYYY-MM-DD"),
-                    )
-                })
+                NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                    .map_err(|_| format!("{name}: expected YYYY-MM-DD"))
             })
             .transpose()
     };
     let (from, to) = match (parse(&q.from, "from"), parse(&q.to, "to")) {
         (Ok(f), Ok(t)) => (f, t),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(m), _) | (_, Err(m)) => {
+            return err(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", m);
+        }
     };
     let days = tally(lock(&state).data.get(&tenant), &q.user_email);
     let mut total = (0, 0);

@@ -53,7 +53,18 @@ impl Radicale {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let storage = dir.path().join("collections");
         let auth = match users {
-            None => "[auth]\ntype = none\n[rights]\ntype = none\n".to_owned(),
+            None => {
+                // Everyone (including anonymous) may read and write everything.
+                let rights = dir.path().join("rights");
+                std::fs::write(
+                    &rights,
+                    "[all]\nuser: .*\ncollection: .*\npermissions: RrWw\n",
+                )?;
+                format!(
+                    "[auth]\ntype = none\n[rights]\ntype = from_file\nfile = {}\n",
+                    rights.display()
+                )
+            }
             Some(users) => {
                 let htpasswd = dir.path().join("htpasswd");
                 let lines: String = users.iter().map(|(u, p)| format!("{u}:{p}\n")).collect();

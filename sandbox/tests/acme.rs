@@ -662,3 +662,44 @@ async fn rotation_signs_with_both_secrets_and_duplicates_happen() {
     assert!(wh2.verify(&req.body, &headers).is_ok());
     assert_eq!(got[0].1["data"]["object"]["phone"], "+1 312 555 0100");
 }
+
+#[test]
+fn the_binary_prints_its_base_url_and_credentials_and_serves() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_acme-sandbox"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            "7",
+            "--appointments",
+            "25",
+            "--api-key",
+            "k-test",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = lines.next().unwrap().unwrap();
+    let base = base.strip_prefix("base_url=").unwrap().to_owned();
+    assert!(
+        base.starts_with("http://127.0.0.1:") && base.ends_with("/api/v1"),
+        "{base}"
+    );
+    let printed: Vec<String> = lines.take(3).map(|l| l.unwrap()).collect();
+    assert!(
+        printed.contains(&"api_key=k-test".to_string()),
+        "{printed:?}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt.block_on(get(
+        &base,
+        "/appointments?limit=200",
+        &[("x-acme-api-key", "k-test".into())],
+    ));
+    assert_eq!(r.status, 200);
+    assert!(r.json()["data"].as_array().unwrap().len() <= 25);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
