@@ -680,14 +680,20 @@ fn the_binary_prints_its_base_url_and_credentials_and_serves() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = lines.next().unwrap().unwrap();
-    let base = base.strip_prefix("base_url=").unwrap().to_owned();
+    // Read all six lines so the child never writes to a closed pipe.
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let printed: Vec<String> = (0..6)
+        .map(|_| {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            line.trim_end().to_owned()
+        })
+        .collect();
+    let base = printed[0].strip_prefix("base_url=").unwrap().to_owned();
     assert!(
         base.starts_with("http://127.0.0.1:") && base.ends_with("/api/v1"),
         "{base}"
     );
-    let printed: Vec<String> = lines.take(3).map(|l| l.unwrap()).collect();
     assert!(
         printed.contains(&"api_key=k-test".to_string()),
         "{printed:?}"
