@@ -8,26 +8,13 @@
 //! over `wasi:http/outgoing-handler`, typed configuration, and the mapping of
 //! HTTP answers onto weft's error classes.
 //!
-//! A connector crate generates only its exports and points the shared imports
-//! here with `with`, so that its types and this crate's are the same:
+//! A connector crate generates only its exports and points the shared
+//! imports here, so that its types and this crate's are the same; the
+//! [`connector_bindings!`] macro does that (the crate also depends on
+//! `wit-bindgen`, whose runtime the generated code uses):
 //!
 //! ```ignore
-//! wit_bindgen::generate!({
-//!     world: "source-connector",
-//!     path: "../../wit/v0.1.0",
-//!     with: {
-//!         "weft:connector/types@0.1.0": weft_sdk::types,
-//!         "weft:connector/config@0.1.0": weft_sdk::config,
-//!         "weft:connector/kv@0.1.0": weft_sdk::kv,
-//!         "weft:connector/log@0.1.0": weft_sdk::log,
-//!         "wasi:http/types@0.2.12": weft_sdk::wasi::http::types,
-//!         "wasi:http/outgoing-handler@0.2.12": weft_sdk::wasi::http::outgoing_handler,
-//!         "wasi:io/error@0.2.12": weft_sdk::wasi::io::error,
-//!         "wasi:io/poll@0.2.12": weft_sdk::wasi::io::poll,
-//!         "wasi:io/streams@0.2.12": weft_sdk::wasi::io::streams,
-//!         "wasi:clocks/monotonic-clock@0.2.12": weft_sdk::wasi::clocks::monotonic_clock,
-//!     },
-//! });
+//! weft_sdk::connector_bindings!("source-connector", "../../wit/v0.1.0");
 //! ```
 
 #![deny(missing_docs)]
@@ -47,6 +34,32 @@ pub use bindings::weft::connector::{config, kv, log, types};
 pub use types::{Error, Operation, Record, TransientError};
 
 pub mod http;
+
+/// Generates the bindings of one weft world for a connector crate: its
+/// exports, with every import mapped onto this crate's bindings. `$path` is
+/// the WIT directory relative to the connector crate's manifest. The crate
+/// must depend on this one under its own name, `weft-sdk`.
+#[macro_export]
+macro_rules! connector_bindings {
+    ($world:literal, $path:literal) => {
+        wit_bindgen::generate!({
+            world: $world,
+            path: $path,
+            with: {
+                "weft:connector/types@0.1.0": weft_sdk::types,
+                "weft:connector/config@0.1.0": weft_sdk::config,
+                "weft:connector/kv@0.1.0": weft_sdk::kv,
+                "weft:connector/log@0.1.0": weft_sdk::log,
+                "wasi:http/types@0.2.12": weft_sdk::wasi::http::types,
+                "wasi:http/outgoing-handler@0.2.12": weft_sdk::wasi::http::outgoing_handler,
+                "wasi:io/error@0.2.12": weft_sdk::wasi::io::error,
+                "wasi:io/poll@0.2.12": weft_sdk::wasi::io::poll,
+                "wasi:io/streams@0.2.12": weft_sdk::wasi::io::streams,
+                "wasi:clocks/monotonic-clock@0.2.12": weft_sdk::wasi::clocks::monotonic_clock,
+            },
+        });
+    };
+}
 
 use serde::de::DeserializeOwned;
 

@@ -5,22 +5,7 @@
 //! Built with the `fixed` feature (crate `test-mapper-v2`) it is version
 //! 0.5.0 and rejects nothing: the "fixed connector" of replay tests.
 
-wit_bindgen::generate!({
-    world: "mapper-connector",
-    path: "../../../wit/v0.1.0",
-    with: {
-        "weft:connector/types@0.1.0": weft_sdk::types,
-        "weft:connector/config@0.1.0": weft_sdk::config,
-        "weft:connector/kv@0.1.0": weft_sdk::kv,
-        "weft:connector/log@0.1.0": weft_sdk::log,
-        "wasi:http/types@0.2.12": weft_sdk::wasi::http::types,
-        "wasi:http/outgoing-handler@0.2.12": weft_sdk::wasi::http::outgoing_handler,
-        "wasi:io/error@0.2.12": weft_sdk::wasi::io::error,
-        "wasi:io/poll@0.2.12": weft_sdk::wasi::io::poll,
-        "wasi:io/streams@0.2.12": weft_sdk::wasi::io::streams,
-        "wasi:clocks/monotonic-clock@0.2.12": weft_sdk::wasi::clocks::monotonic_clock,
-    },
-});
+weft_sdk::connector_bindings!("mapper-connector", "../../../wit/v0.1.0");
 
 use exports::weft::connector::mapper::Guest as Mapper;
 use exports::weft::connector::metadata::Guest as Metadata;

@@ -1,0 +1,494 @@
+//! `acme-crm`: the source connector for Acme CRM's REST API v1.
+//!
+//! Streams:
+//! - `appointments`: every appointment change, enriched with its contact
+//!   (batched `?ids=` lookups, at most 50 a call) and its owner (from
+//!   `/users`, cached in kv and refreshed when an owner is unknown).
+//! - `activities`: email and call activities, enriched the same way.
+//! - `contacts`: a changed contact re-emits the appointments that reference
+//!   it, so that a customer's new phone or email reaches their events. Acme
+//!   cannot list appointments by contact, so this connector keeps that index
+//!   in kv (`contact:{id}` → appointment IDs), filled as appointments pass.
+//!
+//! Incremental by `updated_since` plus Acme's page cursor; the weft cursor is
+//! JSON `{"since": …, "acme": …}` and an expired Acme cursor restarts from
+//! `since`. Versions are the instant of `updated_at` in microseconds (for an
+//! enriched appointment, the newest of the appointment's and the contact's),
+//! so newer-wins is right whatever offsets Acme writes. Deleted records
+//! become deletes. `on-webhook` turns Acme events into the same records.
+
+weft_sdk::connector_bindings!("source-connector", "../../wit/v0.1.0");
+
+use acme_common::{instant, newest, version_of};
+use exports::weft::connector::metadata::Guest as Metadata;
+use exports::weft::connector::source::{Guest as Source, Page, Webhook};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use weft_sdk::http::{Request, Response};
+use weft_sdk::types::{ConnectorInfo, Error, Record, StreamInfo, TransientError};
+use weft_sdk::{invalid, kv, log, tenant_config};
+
+struct AcmeCrm;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    base_url: String,
+    #[serde(default = "default_page_size")]
+    page_size: u32,
+}
+
+fn default_page_size() -> u32 {
+    100
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Cursor {
+    /// `updated_since` for the next listing: the newest `updated_at` seen.
+    since: Option<String>,
+    /// Acme's cursor of the listing in progress.
+    acme: Option<String>,
+}
+
+impl Cursor {
+    fn parse(raw: Option<&str>) -> Result<Self, Error> {
+        match raw {
+            None => Ok(Cursor::default()),
+            Some(s) if s.starts_with("since:") => {
+                let since = &s["since:".len()..];
+                instant(since).map_err(invalid)?;
+                Ok(Cursor {
+                    since: Some(since.to_owned()),
+                    acme: None,
+                })
+            }
+            Some(s) => serde_json::from_str(s)
+                .map_err(|e| invalid(format!("unreadable cursor {s:?}: {e}"))),
+        }
+    }
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+struct Client {
+    base: String,
+}
+
+impl Client {
+    fn new(cfg: &Config) -> Self {
+        Client {
+            base: cfg.base_url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    fn get(&self, path_and_query: &str) -> Result<Response, Error> {
+        Request::get(&format!("{}{path_and_query}", self.base))
+            .header("accept", "application/json")
+            .send()
+    }
+
+    /// GET and parse JSON, mapping HTTP errors to weft's classes. A body
+    /// that is not JSON is transient (the next answer may be whole), with a
+    /// message saying what was wrong.
+    fn get_json(&self, path_and_query: &str) -> Result<Value, Error> {
+        let resp = self.get(path_and_query)?;
+        let what = format!(
+            "GET {}",
+            path_and_query.split('?').next().unwrap_or(path_and_query)
+        );
+        let resp = resp.error_for_status(&what)?;
+        parse_body(&resp, &what)
+    }
+}
+
+fn parse_body(resp: &Response, what: &str) -> Result<Value, Error> {
+    serde_json::from_slice(&resp.body).map_err(|e| {
+        Error::Transient(TransientError {
+            message: format!("malformed JSON in the answer to {what}: {e}"),
+            retry_after_ms: None,
+        })
+    })
+}
+
+fn error_code(resp: &Response) -> Option<String> {
+    serde_json::from_slice::<Value>(&resp.body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+}
+
+/// One page of a listing, restarting from `since` when Acme's cursor expired.
+fn list_page(
+    client: &Client,
+    path: &str,
+    extra: &str,
+    cursor: &Cursor,
+    limit: u32,
+) -> Result<(Vec<Value>, Cursor, bool), Error> {
+    let fresh = |c: &Cursor| {
+        let mut q = format!("{path}?limit={limit}{extra}");
+        if let Some(s) = &c.since {
+            q.push_str(&format!("&updated_since={}", enc(s)));
+        }
+        q
+    };
+    let mut query = match &cursor.acme {
+        Some(c) => format!("{path}?cursor={}", enc(c)),
+        None => fresh(cursor),
+    };
+    let mut resp = client.get(&query)?;
+    if resp.status == 400
+        && cursor.acme.is_some()
+        && error_code(&resp).as_deref() == Some("cursor_expired")
+    {
+        weft_sdk::log_line(
+            log::Level::Info,
+            "Acme cursor expired; restarting from updated_since",
+            &[("path", path)],
+        );
+        query = fresh(cursor);
+        resp = client.get(&query)?;
+    }
+    let resp = resp.error_for_status(&format!("GET {path}"))?;
+    let body = parse_body(&resp, &format!("GET {path}"))?;
+    let data = body["data"]
+        .as_array()
+        .cloned()
+        .ok_or_else(|| transient_shape(path, "no `data` list"))?;
+    let mut since = cursor.since.clone();
+    for item in &data {
+        let u = item["updated_at"]
+            .as_str()
+            .ok_or_else(|| transient_shape(path, "a record without `updated_at`"))?;
+        let newer = match &since {
+            Some(s) => instant(u).map_err(invalid)? > instant(s).map_err(invalid)?,
+            None => true,
+        };
+        if newer {
+            since = Some(u.to_owned());
+        }
+    }
+    let acme = body["next_cursor"].as_str().map(str::to_owned);
+    let more = acme.is_some();
+    Ok((data, Cursor { since, acme }, more))
+}
+
+fn transient_shape(path: &str, what: &str) -> Error {
+    Error::Transient(TransientError {
+        message: format!("unexpected answer to GET {path}: {what}"),
+        retry_after_ms: None,
+    })
+}
+
+/// Live (not deleted) contacts by ID, looked up at most 50 at a time.
+fn contacts_by_id(
+    client: &Client,
+    ids: &BTreeSet<String>,
+) -> Result<HashMap<String, Value>, Error> {
+    let mut out = HashMap::new();
+    let ids: Vec<&String> = ids.iter().filter(|i| !i.is_empty()).collect();
+    for chunk in ids.chunks(50) {
+        let list: Vec<String> = chunk.iter().map(|i| enc(i)).collect();
+        let body = client.get_json(&format!("/contacts?ids={}", list.join(",")))?;
+        for c in body["data"].as_array().into_iter().flatten() {
+            if c["deleted_at"].is_null()
+                && let Some(id) = c["id"].as_str()
+            {
+                out.insert(id.to_owned(), c.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Acme users by ID, from kv, refreshed from `/users` when one is missing.
+fn users(client: &Client, needed: &BTreeSet<String>) -> Result<HashMap<String, Value>, Error> {
+    let cached: HashMap<String, Value> = kv::get("users")
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if needed
+        .iter()
+        .all(|id| id.is_empty() || cached.contains_key(id))
+    {
+        return Ok(cached);
+    }
+    let body = client.get_json("/users")?;
+    let fresh: HashMap<String, Value> = body["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| Some((u["id"].as_str()?.to_owned(), u.clone())))
+        .collect();
+    if let Ok(bytes) = serde_json::to_vec(&fresh)
+        && let Err(e) = kv::set("users", &bytes)
+    {
+        weft_sdk::log_line(
+            log::Level::Warn,
+            "could not cache users",
+            &[("error", &format!("{e:?}"))],
+        );
+    }
+    Ok(fresh)
+}
+
+fn owner_of(users: &HashMap<String, Value>, id: &str) -> Value {
+    match users.get(id) {
+        Some(u) => json!({ "id": id, "email": u["email"], "name": u["name"] }),
+        None => json!({ "id": id, "email": null, "name": null }),
+    }
+}
+
+fn str_field<'a>(v: &'a Value, field: &str, what: &str) -> Result<&'a str, Error> {
+    v[field].as_str().ok_or_else(|| {
+        invalid(format!(
+            "{what} has no string `{field}`: {}",
+            truncate(&v.to_string())
+        ))
+    })
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
+/// Remembers which appointments reference each contact.
+fn index_appointments(apts: &[Value]) {
+    let mut by_contact: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for a in apts {
+        if let (Some(c), Some(id)) = (a["contact_id"].as_str(), a["id"].as_str()) {
+            by_contact
+                .entry(c.to_owned())
+                .or_default()
+                .push(id.to_owned());
+        }
+    }
+    for (contact, ids) in by_contact {
+        let key = format!("contact:{contact}");
+        let mut known: BTreeSet<String> = kv::get(&key)
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let before = known.len();
+        known.extend(ids);
+        if known.len() != before
+            && let Ok(bytes) = serde_json::to_vec(&known)
+            && let Err(e) = kv::set(&key, &bytes)
+        {
+            weft_sdk::log_line(
+                log::Level::Warn,
+                "could not index appointments",
+                &[("contact", &contact), ("error", &format!("{e:?}"))],
+            );
+        }
+    }
+}
+
+/// Appointments as records: enriched with contact and owner, versioned by
+/// the newest of the appointment and the contact.
+fn appointment_records(
+    client: &Client,
+    apts: Vec<Value>,
+    known_contact: Option<&Value>,
+) -> Result<Vec<Record>, Error> {
+    index_appointments(&apts);
+    let contact_ids: BTreeSet<String> = apts
+        .iter()
+        .filter_map(|a| a["contact_id"].as_str().map(str::to_owned))
+        .filter(|id| known_contact.is_none_or(|c| c["id"].as_str() != Some(id)))
+        .collect();
+    let mut contacts = contacts_by_id(client, &contact_ids)?;
+    if let Some(c) = known_contact
+        && let Some(id) = c["id"].as_str()
+    {
+        contacts.insert(id.to_owned(), c.clone());
+    }
+    let owners: BTreeSet<String> = apts
+        .iter()
+        .filter_map(|a| a["owner_id"].as_str().map(str::to_owned))
+        .collect();
+    let users = users(client, &owners)?;
+    apts.into_iter()
+        .map(|a| {
+            let id = str_field(&a, "id", "an appointment")?.to_owned();
+            let updated = str_field(&a, "updated_at", &format!("appointment {id}"))?.to_owned();
+            let contact = a["contact_id"]
+                .as_str()
+                .and_then(|c| contacts.get(c))
+                .cloned();
+            let version = newest(&[
+                Some(&updated),
+                contact.as_ref().and_then(|c| c["updated_at"].as_str()),
+            ])
+            .map_err(|e| invalid(format!("appointment {id}: {e}")))?;
+            let owner = owner_of(&users, a["owner_id"].as_str().unwrap_or(""));
+            let deleted = !a["deleted_at"].is_null();
+            let body = json!({ "appointment": a, "contact": contact, "owner": owner });
+            Ok(if deleted {
+                Record::delete(id, "appointment", version, &body)
+            } else {
+                Record::upsert(id, "appointment", version, &body)
+            })
+        })
+        .collect()
+}
+
+fn activity_records(client: &Client, acts: Vec<Value>) -> Result<Vec<Record>, Error> {
+    let acts: Vec<Value> = acts
+        .into_iter()
+        .filter(|a| matches!(a["type"].as_str(), Some("email") | Some("call")))
+        .collect();
+    let contact_ids: BTreeSet<String> = acts
+        .iter()
+        .filter_map(|a| a["contact_id"].as_str().map(str::to_owned))
+        .collect();
+    let contacts = contacts_by_id(client, &contact_ids)?;
+    let owners: BTreeSet<String> = acts
+        .iter()
+        .filter_map(|a| a["owner_id"].as_str().map(str::to_owned))
+        .collect();
+    let users = users(client, &owners)?;
+    acts.into_iter()
+        .map(|a| {
+            let id = str_field(&a, "id", "an activity")?.to_owned();
+            let version = version_of(str_field(&a, "updated_at", &format!("activity {id}"))?)
+                .map_err(|e| invalid(format!("activity {id}: {e}")))?;
+            let contact = a["contact_id"]
+                .as_str()
+                .and_then(|c| contacts.get(c))
+                .cloned();
+            let owner = owner_of(&users, a["owner_id"].as_str().unwrap_or(""));
+            let deleted = !a["deleted_at"].is_null();
+            let body = json!({ "activity": a, "contact": contact, "owner": owner });
+            Ok(if deleted {
+                Record::delete(id, "activity", version, &body)
+            } else {
+                Record::upsert(id, "activity", version, &body)
+            })
+        })
+        .collect()
+}
+
+/// The appointments of a changed contact, re-read and enriched with it.
+fn contact_changed(client: &Client, contact: &Value) -> Result<Vec<Record>, Error> {
+    if !contact["deleted_at"].is_null() {
+        // A deleted customer leaves existing events as they are.
+        return Ok(vec![]);
+    }
+    let cid = str_field(contact, "id", "a contact")?;
+    let ids: Vec<String> = kv::get(&format!("contact:{cid}"))
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut apts = Vec::new();
+    for id in ids {
+        let resp = client.get(&format!("/appointments/{}", enc(&id)))?;
+        if resp.status == 404 {
+            continue;
+        }
+        let what = format!("GET /appointments/{id}");
+        let resp = resp.error_for_status(&what)?;
+        let a = parse_body(&resp, &what)?;
+        // The index may be stale: keep only appointments still pointing here.
+        if a["contact_id"].as_str() == Some(cid) {
+            apts.push(a);
+        }
+    }
+    appointment_records(client, apts, Some(contact))
+}
+
+impl Metadata for AcmeCrm {
+    fn describe() -> ConnectorInfo {
+        let stream = |name: &str, description: &str| StreamInfo {
+            name: name.into(),
+            description: description.into(),
+        };
+        ConnectorInfo {
+            name: "acme-crm".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Acme CRM REST API v1: appointments, email and call activities, contact changes".into(),
+            streams: vec![
+                stream("appointments", "Appointments with their contact and owner"),
+                stream("activities", "Email and call activities with their contact and owner"),
+                stream("contacts", "Appointments re-read when their contact changes"),
+            ],
+            config_schema: json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "required": ["base_url"],
+                "properties": {
+                    "base_url": { "type": "string", "pattern": "^https?://", "description": "The tenant's Acme API base URL, ending in /api/v1" },
+                    "page_size": { "type": "integer", "minimum": 1, "maximum": 200, "default": 100 }
+                },
+                "additionalProperties": false
+            })
+            .to_string(),
+            // The base URL is per tenant: the tenant's grant decides.
+            outbound_hosts: vec!["*".into()],
+        }
+    }
+}
+
+impl Source for AcmeCrm {
+    fn fetch(stream: String, cursor: Option<String>) -> Result<Page, Error> {
+        let cfg: Config = tenant_config()?;
+        let client = Client::new(&cfg);
+        let cursor = Cursor::parse(cursor.as_deref())?;
+        let (path, extra) = match stream.as_str() {
+            "appointments" => ("/appointments", ""),
+            "activities" => ("/activities", "&types=email,call"),
+            "contacts" => ("/contacts", ""),
+            other => return Err(Error::Config(format!("acme-crm has no stream {other:?}"))),
+        };
+        let (items, next, more) =
+            list_page(&client, path, extra, &cursor, cfg.page_size.clamp(1, 200))?;
+        let records = match stream.as_str() {
+            "appointments" => appointment_records(&client, items, None)?,
+            "activities" => activity_records(&client, items)?,
+            _ => {
+                let mut out = Vec::new();
+                for c in &items {
+                    out.extend(contact_changed(&client, c)?);
+                }
+                out
+            }
+        };
+        Ok(Page {
+            records,
+            next_cursor: Some(serde_json::to_string(&next).map_err(|e| invalid(e.to_string()))?),
+            has_more: more,
+        })
+    }
+
+    fn on_webhook(delivery: Webhook) -> Result<Vec<Record>, Error> {
+        let cfg: Config = tenant_config()?;
+        let client = Client::new(&cfg);
+        let event: Value = serde_json::from_slice(&delivery.body)
+            .map_err(|e| invalid(format!("webhook body is not JSON: {e}")))?;
+        let kind = str_field(&event, "type", "the webhook event")?;
+        let object = event["data"]["object"].clone();
+        if !object.is_object() {
+            return Err(invalid(format!("webhook event {kind} has no data.object")));
+        }
+        match kind.split('.').next() {
+            Some("appointment") => appointment_records(&client, vec![object], None),
+            Some("activity") => activity_records(&client, vec![object]),
+            Some("contact") => contact_changed(&client, &object),
+            _ => {
+                weft_sdk::log_line(
+                    log::Level::Info,
+                    "ignoring webhook event",
+                    &[("type", kind)],
+                );
+                Ok(vec![])
+            }
+        }
+    }
+}
+
+export!(AcmeCrm);

@@ -1,0 +1,103 @@
+//! `acme-touchpoints`: maps enriched Acme activities (from `acme-crm`) to
+//! touch-points of our dashboard. Emails and calls become `email` and
+//! `phone` touch-points keyed by `(acme, activity id)`; other activity types
+//! map to nothing; deleted activities become deletes. An activity whose
+//! contact no longer exists still counts, with the contact's fields null. An
+//! owner with no user of ours is `invalid`, naming the owner.
+
+weft_sdk::connector_bindings!("mapper-connector", "../../wit/v0.1.0");
+
+use acme_common::UserMatching;
+use exports::weft::connector::mapper::Guest as Mapper;
+use exports::weft::connector::metadata::Guest as Metadata;
+use serde_json::{Value, json};
+use weft_sdk::types::{ConnectorInfo, Error, Operation, Record};
+use weft_sdk::{invalid, tenant_config};
+
+struct AcmeTouchpoints;
+
+fn name(contact: &Value) -> Value {
+    let first = contact["first_name"].as_str().unwrap_or("").trim();
+    let last = contact["last_name"].as_str().unwrap_or("").trim();
+    let full = format!("{first} {last}").trim().to_owned();
+    if full.is_empty() {
+        Value::Null
+    } else {
+        json!(full)
+    }
+}
+
+fn map_one(users: &UserMatching, r: &Record) -> Result<Vec<Record>, Error> {
+    let body = r.json()?;
+    let act = &body["activity"];
+    let id = act["id"].as_str().unwrap_or(&r.key);
+    let channel = match act["type"].as_str() {
+        Some("email") => "email",
+        Some("call") => "phone",
+        _ => return Ok(vec![]),
+    };
+    let user_email = users
+        .our_user(&body["owner"])
+        .map_err(|e| invalid(format!("activity {id}: {e}")))?;
+    let out = |op, touchpoint: Value| Record {
+        key: r.key.clone(),
+        kind: "touchpoint".into(),
+        version: r.version,
+        op,
+        body: json!({ "source": "acme", "external_id": id, "touchpoint": touchpoint }).to_string(),
+    };
+    if r.op == Operation::Delete {
+        return Ok(vec![out(Operation::Delete, Value::Null)]);
+    }
+    let occurred_at = act["occurred_at"]
+        .as_str()
+        .ok_or_else(|| invalid(format!("activity {id} has no occurred_at")))?;
+    let contact = &body["contact"];
+    Ok(vec![out(
+        Operation::Upsert,
+        json!({
+            "user_email": user_email,
+            "channel": channel,
+            "direction": act["direction"].as_str().unwrap_or("outbound"),
+            "occurred_at": occurred_at,
+            "contact": {
+                "name": name(contact),
+                "email": contact["email"],
+                "phone": contact["phone"],
+            }
+        }),
+    )])
+}
+
+impl Metadata for AcmeTouchpoints {
+    fn describe() -> ConnectorInfo {
+        ConnectorInfo {
+            name: "acme-touchpoints".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Acme email and call activities to dashboard touch-points".into(),
+            streams: vec![],
+            config_schema: json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "properties": {
+                    "user_map": { "type": "object", "additionalProperties": { "type": "string" } },
+                    "known_users": { "type": "array", "items": { "type": "string" } }
+                },
+                "additionalProperties": false
+            })
+            .to_string(),
+            outbound_hosts: vec![],
+        }
+    }
+}
+
+impl Mapper for AcmeTouchpoints {
+    fn map(records: Vec<Record>) -> Vec<Result<Vec<Record>, Error>> {
+        match tenant_config::<UserMatching>() {
+            Ok(users) => records.iter().map(|r| map_one(&users, r)).collect(),
+            Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+}
+
+export!(AcmeTouchpoints);

@@ -1,0 +1,177 @@
+//! `caldav`: delivers calendar events to any CalDAV server (RFC 4791).
+//!
+//! Input records carry `user_email`, `resource` and, for upserts, `ics` (as
+//! `acme-calendar` makes them). The collection URL comes from the tenant's
+//! template with `{email}` in it. An upsert is a `PUT` of
+//! `{collection}{resource}.ics`; when the collection does not exist and the
+//! tenant allows it, the connector creates it (`MKCALENDAR`, after a `MKCOL`
+//! of the parent when the server answers `409` because the parent is
+//! missing) and puts again. A delete is a `DELETE`; `404` means it was gone
+//! already. `429` and `5xx` are transient (with `Retry-After`); other `4xx`
+//! are invalid, with the server's answer.
+
+weft_sdk::connector_bindings!("destination-connector", "../../wit/v0.1.0");
+
+use exports::weft::connector::destination::Guest as Destination;
+use exports::weft::connector::metadata::Guest as Metadata;
+use serde::Deserialize;
+use serde_json::json;
+use std::cell::RefCell;
+use std::collections::HashSet;
+use weft_sdk::http::{Request, Response};
+use weft_sdk::types::{ConnectorInfo, Error, Operation, Record};
+use weft_sdk::{invalid, tenant_config};
+
+struct CalDav;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    collection_url: String,
+    #[serde(default = "yes")]
+    create_collection: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+thread_local! {
+    /// Collections known to exist, for this instance's lifetime (one run).
+    static READY: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
+
+/// Percent-encodes what may not stand in a path segment (keeps `@`).
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' | b'+' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn collection(cfg: &Config, email: &str) -> String {
+    let mut url = cfg.collection_url.replace("{email}", &segment(email));
+    if !url.ends_with('/') {
+        url.push('/');
+    }
+    url
+}
+
+fn classify(resp: Response, what: &str) -> Result<Response, Error> {
+    resp.error_for_status(what)
+}
+
+fn mk(method: &str, url: &str) -> Result<Response, Error> {
+    Request::new(method, url).send()
+}
+
+/// Creates the calendar collection (and its parent if needed).
+fn ensure_collection(url: &str) -> Result<(), Error> {
+    let resp = mk("MKCALENDAR", url)?;
+    match resp.status {
+        200..=299 | 405 => Ok(()),
+        409 => {
+            let parent = match url.trim_end_matches('/').rfind('/') {
+                Some(i) => &url[..=i],
+                None => return Err(invalid(format!("cannot find the parent of {url}"))),
+            };
+            let p = mk("MKCOL", parent)?;
+            if !(200..300).contains(&p.status) && p.status != 405 {
+                classify(p, &format!("MKCOL {parent}"))?;
+            }
+            let again = mk("MKCALENDAR", url)?;
+            if (200..300).contains(&again.status) || again.status == 405 {
+                Ok(())
+            } else {
+                classify(again, &format!("MKCALENDAR {url}")).map(|_| ())
+            }
+        }
+        _ => classify(resp, &format!("MKCALENDAR {url}")).map(|_| ()),
+    }
+}
+
+fn put(url: &str, ics: &str) -> Result<Response, Error> {
+    Request::new("PUT", url)
+        .body("text/calendar; charset=utf-8", ics.as_bytes().to_vec())
+        .send()
+}
+
+fn deliver(cfg: &Config, r: &Record) -> Result<(), Error> {
+    let body = r.json()?;
+    let email = body["user_email"]
+        .as_str()
+        .ok_or_else(|| invalid(format!("record {}: no user_email", r.key)))?;
+    let resource = body["resource"]
+        .as_str()
+        .ok_or_else(|| invalid(format!("record {}: no resource", r.key)))?;
+    let coll = collection(cfg, email);
+    let url = format!("{coll}{}.ics", segment(resource));
+    match r.op {
+        Operation::Delete => {
+            let resp = mk("DELETE", &url)?;
+            if resp.status == 404 || (200..300).contains(&resp.status) {
+                Ok(())
+            } else {
+                classify(resp, &format!("DELETE {url}")).map(|_| ())
+            }
+        }
+        Operation::Upsert => {
+            let ics = body["ics"]
+                .as_str()
+                .ok_or_else(|| invalid(format!("record {}: no ics", r.key)))?;
+            let ready = READY.with(|s| s.borrow().contains(&coll));
+            if !ready && cfg.create_collection {
+                // Cheap check first: most collections exist already.
+                let resp = put(&url, ics)?;
+                if (200..300).contains(&resp.status) {
+                    READY.with(|s| s.borrow_mut().insert(coll.clone()));
+                    return Ok(());
+                }
+                if !matches!(resp.status, 404 | 409) {
+                    return classify(resp, &format!("PUT {url}")).map(|_| ());
+                }
+                ensure_collection(&coll)?;
+                READY.with(|s| s.borrow_mut().insert(coll.clone()));
+            }
+            classify(put(&url, ics)?, &format!("PUT {url}")).map(|_| ())
+        }
+    }
+}
+
+impl Metadata for CalDav {
+    fn describe() -> ConnectorInfo {
+        ConnectorInfo {
+            name: "caldav".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Calendar events to any CalDAV server".into(),
+            streams: vec![],
+            config_schema: json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "required": ["collection_url"],
+                "properties": {
+                    "collection_url": { "type": "string", "pattern": "^https?://.*\\{email\\}", "description": "Calendar collection URL template with {email}" },
+                    "create_collection": { "type": "boolean", "default": true }
+                },
+                "additionalProperties": false
+            })
+            .to_string(),
+            outbound_hosts: vec!["*".into()],
+        }
+    }
+}
+
+impl Destination for CalDav {
+    fn emit(records: Vec<Record>) -> Vec<Result<(), Error>> {
+        match tenant_config::<Config>() {
+            Ok(cfg) => records.iter().map(|r| deliver(&cfg, r)).collect(),
+            Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+}
+
+export!(CalDav);
