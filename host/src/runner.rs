@@ -254,50 +254,17 @@ impl Host {
         progress: &(dyn Fn(&RunRecord) + Sync),
     ) -> anyhow::Result<RunRecord> {
         let flow = self.config.flow(tenant, flow_name)?.clone();
-        let run_id = new_run_id();
         let mut run = RunRecord {
-            id: run_id.clone(),
-            tenant: tenant.to_owned(),
-            flow: flow_name.to_owned(),
             trigger: trigger.as_str().to_owned(),
-            started_ms: now_ms(),
-            ended_ms: None,
-            connectors: vec![],
-            pages: 0,
-            fetched: 0,
-            mapped: 0,
-            emitted: 0,
-            skipped_stale: 0,
-            dead_lettered: 0,
-            retries: 0,
-            outcome: RunOutcome::Running,
-            error: None,
+            ..new_run(tenant, flow_name)
         };
         self.state.save_run(&run)?;
-        let span = tracing::info_span!("run", tenant, flow = flow_name, run_id = %run_id);
+        let span = tracing::info_span!("run", tenant, flow = flow_name, run_id = %run.id);
         let result = self
             .run_pages(tenant, flow_name, &flow, trigger, &mut run, progress)
             .instrument(span)
             .await;
-        run.ended_ms = Some(now_ms());
-        match result {
-            Ok(()) => {
-                run.outcome = RunOutcome::Succeeded;
-                self.state.set_attention(tenant, flow_name, None)?;
-            }
-            Err(Stop::Failed(e)) => {
-                tracing::warn!(tenant, flow = flow_name, run_id = %run_id, error = %e, "run failed");
-                run.outcome = RunOutcome::Failed;
-                run.error = Some(e);
-            }
-            Err(Stop::Attention(e)) => {
-                tracing::error!(tenant, flow = flow_name, run_id = %run_id, error = %e, "flow needs attention");
-                self.state.set_attention(tenant, flow_name, Some(&e))?;
-                run.outcome = RunOutcome::NeedsAttention;
-                run.error = Some(e);
-            }
-        }
-        self.state.save_run(&run)?;
+        self.finish(tenant, flow_name, &mut run, result)?;
         Ok(run)
     }
 
@@ -349,23 +316,131 @@ impl Host {
                 )));
             }
             run.fetched += page.records.len() as u64;
-            let mut items = self.fresh_items(tenant, flow_name, page.records, run)?;
-            self.deliver(&mut pipeline, &mut items, retry, run).await?;
-
-            let commit = commit_for(tenant, flow_name, &items, page.next_cursor.clone(), run);
-            self.state
-                .commit_page(tenant, flow_name, &commit)
-                .map_err(|e| Stop::Failed(format!("committing the page: {e:#}")))?;
-            run.pages += 1;
+            let next = page.next_cursor.clone();
+            self.process(
+                &mut pipeline,
+                tenant,
+                flow_name,
+                page.records,
+                next,
+                retry,
+                run,
+            )
+            .await?;
             if let Some(c) = page.next_cursor {
                 cursor = Some(c);
             }
-            self.state.save_run(run)?;
             progress(run);
             if !page.has_more {
                 return Ok(());
             }
         }
+    }
+
+    /// Delivers one batch of source records (a page, or a webhook's records)
+    /// and commits it with `cursor`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the pieces of one page's processing"
+    )]
+    async fn process(
+        &self,
+        pipeline: &mut Pipeline,
+        tenant: &str,
+        flow: &str,
+        records: Vec<Record>,
+        cursor: Option<String>,
+        retry: &RetryPolicy,
+        run: &mut RunRecord,
+    ) -> Result<(), Stop> {
+        let mut items = self.fresh_items(tenant, flow, records, run)?;
+        self.deliver(pipeline, &mut items, retry, run).await?;
+        let commit = commit_for(tenant, flow, &items, cursor, run);
+        self.state
+            .commit_page(tenant, flow, &commit)
+            .map_err(|e| Stop::Failed(format!("committing the page: {e:#}")))?;
+        run.pages += 1;
+        self.state.save_run(run)?;
+        Ok(())
+    }
+
+    /// Turns one verified webhook delivery into records with the flow's
+    /// source (`on-webhook`) and delivers them like a page, without moving
+    /// the cursor. Duplicates and out-of-order deliveries are dropped by
+    /// newer-wins. Returns the run record (trigger `webhook`).
+    pub async fn deliver_webhook(
+        &self,
+        tenant: &str,
+        flow_name: &str,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> anyhow::Result<RunRecord> {
+        let flow = self.config.flow(tenant, flow_name)?.clone();
+        let mut run = RunRecord {
+            trigger: "webhook".into(),
+            ..new_run(tenant, flow_name)
+        };
+        self.state.save_run(&run)?;
+        let result = self
+            .webhook_pages(tenant, flow_name, &flow, headers, body, &mut run)
+            .await;
+        self.finish(tenant, flow_name, &mut run, result)?;
+        Ok(run)
+    }
+
+    async fn webhook_pages(
+        &self,
+        tenant: &str,
+        flow_name: &str,
+        flow: &FlowConfig,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        run: &mut RunRecord,
+    ) -> Result<(), Stop> {
+        let mut p = self
+            .pipeline(tenant, flow_name, flow, &run.id, true, &mut run.connectors)
+            .await
+            .map_err(|e| Stop::Attention(format!("{e:#}")))?;
+        let source = p
+            .source
+            .as_mut()
+            .expect("pipelines built with_source have one");
+        let records = match source.on_webhook(headers, body).await {
+            Ok(r) => r,
+            Err(e) => return Err(stop_for("on-webhook", source.label(), e)),
+        };
+        run.fetched += records.len() as u64;
+        self.process(&mut p, tenant, flow_name, records, None, &flow.retry, run)
+            .await
+    }
+
+    /// Records how a run ended.
+    fn finish(
+        &self,
+        tenant: &str,
+        flow: &str,
+        run: &mut RunRecord,
+        result: Result<(), Stop>,
+    ) -> anyhow::Result<()> {
+        run.ended_ms = Some(now_ms());
+        match result {
+            Ok(()) => {
+                run.outcome = RunOutcome::Succeeded;
+                self.state.set_attention(tenant, flow, None)?;
+            }
+            Err(Stop::Failed(e)) => {
+                tracing::warn!(tenant, flow, run_id = %run.id, error = %e, "run failed");
+                run.outcome = RunOutcome::Failed;
+                run.error = Some(e);
+            }
+            Err(Stop::Attention(e)) => {
+                tracing::error!(tenant, flow, run_id = %run.id, error = %e, "flow needs attention");
+                self.state.set_attention(tenant, flow, Some(&e))?;
+                run.outcome = RunOutcome::NeedsAttention;
+                run.error = Some(e);
+            }
+        }
+        self.state.save_run(run)
     }
 
     /// Drops records that are not newer than what was delivered (and earlier
@@ -519,21 +594,10 @@ impl Host {
         }];
         let mut run = RunRecord {
             id: run_id,
-            tenant: dl.tenant.clone(),
-            flow: dl.flow.clone(),
             trigger: "replay".into(),
-            started_ms: now_ms(),
-            ended_ms: None,
             connectors: labels,
-            pages: 0,
             fetched: 1,
-            mapped: 0,
-            emitted: 0,
-            skipped_stale: 0,
-            dead_lettered: 0,
-            retries: 0,
-            outcome: RunOutcome::Running,
-            error: None,
+            ..new_run(&dl.tenant, &dl.flow)
         };
         let result = self
             .deliver(&mut p, &mut items, &flow.retry, &mut run)
@@ -674,6 +738,28 @@ fn stop_for(stage: &str, label: &str, e: CallError) -> Stop {
             "{stage} ({label}): still failing after the retry budget: {message}"
         )),
         other => Stop::Failed(format!("{stage} ({label}): {other}")),
+    }
+}
+
+/// A fresh run record, running since now.
+fn new_run(tenant: &str, flow: &str) -> RunRecord {
+    RunRecord {
+        id: new_run_id(),
+        tenant: tenant.to_owned(),
+        flow: flow.to_owned(),
+        trigger: String::new(),
+        started_ms: now_ms(),
+        ended_ms: None,
+        connectors: vec![],
+        pages: 0,
+        fetched: 0,
+        mapped: 0,
+        emitted: 0,
+        skipped_stale: 0,
+        dead_lettered: 0,
+        retries: 0,
+        outcome: RunOutcome::Running,
+        error: None,
     }
 }
 

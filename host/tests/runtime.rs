@@ -31,6 +31,11 @@ async fn every_test_component_has_a_test_and_loads_or_is_rejected_clearly() {
             "TEST_SOURCE" => assert_eq!(result.unwrap().world(), WorldKind::Source),
             "TEST_MAPPER" => assert_eq!(result.unwrap().world(), WorldKind::Mapper),
             "TEST_MAPPER_V2" => assert_eq!(result.unwrap().label(), "test-mapper@0.5.0"),
+            "ACME_CRM" => assert_eq!(result.unwrap().world(), WorldKind::Source),
+            "ACME_CALENDAR" | "ACME_TOUCHPOINTS" => {
+                assert_eq!(result.unwrap().world(), WorldKind::Mapper)
+            }
+            "CALDAV" | "DASHBOARD" => assert_eq!(result.unwrap().world(), WorldKind::Destination),
             "TEST_DESTINATION" => assert_eq!(result.unwrap().world(), WorldKind::Destination),
             "TEST_WRONG_WORLD" => {
                 let e = format!("{:#}", result.err().unwrap());

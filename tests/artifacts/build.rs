@@ -1,4 +1,5 @@
-//! Builds the test components in `tests/components` for `wasm32-wasip2`, once,
+//! Builds the connectors in `connectors/` and the test components in
+//! `tests/components` for `wasm32-wasip2`, once,
 //! into `target/guests` (a target directory of their own: a nested cargo on
 //! the outer build's directory would wait for its lock forever), and writes a
 //! constant with the path of each component, plus `ALL`, into
@@ -59,6 +60,11 @@ fn main() {
         ("TEST_DESTINATION", "test_destination.wasm"),
         ("TEST_WRONG_WORLD", "test-wrong-world.wasm"),
         ("TEST_FUTURE_VERSION", "test_future_version.wasm"),
+        ("ACME_CRM", "acme_crm.wasm"),
+        ("ACME_CALENDAR", "acme_calendar.wasm"),
+        ("ACME_TOUCHPOINTS", "acme_touchpoints.wasm"),
+        ("CALDAV", "caldav.wasm"),
+        ("DASHBOARD", "dashboard.wasm"),
     ] {
         let path = out_dir.join(file);
         assert!(path.exists(), "{} was not built", path.display());
@@ -77,4 +83,41 @@ fn main() {
     ));
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("components.rs");
     std::fs::write(out, code).unwrap();
+}
+
+fn build_guests(workspace: &std::path::Path, target_dir: &std::path::Path) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(target_dir);
+    // Do not leak the outer build's settings (clippy's wrapper, host flags)
+    // into the guest build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .expect("running cargo for the guest components");
+    assert!(
+        status.success(),
+        "building {} for wasm32-wasip2 failed; is the target installed? run `rustup target add wasm32-wasip2`",
+        workspace.display()
+    );
 }

@@ -1,4 +1,5 @@
-//! Paths of the test components (see `build.rs`). Every component listed
-//! here has a test that loads it: `host/tests/runtime.rs` checks `ALL`.
+//! Paths of the built connectors and test components (see `build.rs`).
+//! Every component listed here has a test that loads it:
+//! `host/tests/runtime.rs` checks `ALL`.
 
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
