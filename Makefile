@@ -34,14 +34,11 @@ lint: toolchain
 	cd tests/components && $(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-## demo: build the host and the test components, then inspect each one
+## demo: build weft and the connectors, then run the Acme -> calendar +
+## dashboard integration against the sandboxes and Radicale (all started and
+## stopped by the demo itself)
 demo: setup
-	$(CARGO) build --release -p weft-host
-	$(CARGO) build -p weft-test-artifacts
-	@for f in $(GUEST_DIR)/$(GUEST_TARGET)/release/*.wasm; do \
-		echo "== weft connectors inspect $$f"; \
-		./target/release/weft connectors inspect $$f || true; \
-	done
+	$(CARGO) run --quiet -p weft-demo
 
 clean:
 	$(CARGO) clean

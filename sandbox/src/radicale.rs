@@ -83,12 +83,13 @@ impl Radicale {
                 storage.display()
             ),
         )?;
+        let log = dir.path().join("radicale.log");
         let child = Command::new(&exe)
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()
             .with_context(|| format!("starting {}", exe.display()))?;
         let mut r = Radicale {
@@ -99,7 +100,10 @@ impl Radicale {
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(status) = r.child.try_wait()? {
-                bail!("Radicale exited at start ({status})");
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!("Radicale exited at start ({status}): {}", tail.join(" | "));
             }
             if Instant::now() > deadline {
                 bail!("Radicale did not listen on port {port} within 30 s");

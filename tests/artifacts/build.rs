@@ -12,43 +12,15 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.join("../..").canonicalize().unwrap();
     let components = root.join("tests/components");
-    let sdk = root.join("connectors/sdk");
+    let connectors = root.join("connectors");
     let wit = root.join("wit");
-    for dir in [&components, &sdk, &wit] {
+    for dir in [&components, &connectors, &wit] {
         println!("cargo:rerun-if-changed={}", dir.display());
     }
     let target_dir = root.join("target/guests");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&components)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
-        .arg(&target_dir);
-    // Do not leak the outer build's settings (clippy's wrapper, host flags)
-    // into the guest build.
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_WRAPPER",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-    ] {
-        cmd.env_remove(var);
+    for workspace in [&connectors, &components] {
+        build_guests(workspace, &target_dir);
     }
-    let status = cmd.status().expect("running cargo for the test components");
-    assert!(
-        status.success(),
-        "building the test components failed; is the target installed? run `rustup target add wasm32-wasip2`"
-    );
 
     let out_dir = target_dir.join("wasm32-wasip2/release");
     let mut code = String::new();

@@ -9,6 +9,8 @@
 //!   it, so that a customer's new phone or email reaches their events. Acme
 //!   cannot list appointments by contact, so this connector keeps that index
 //!   in kv (`contact:{id}` → appointment IDs), filled as appointments pass.
+//!   It starts at the present (appointments already carry their contact as
+//!   it is when they are read).
 //!
 //! Incremental by `updated_since` plus Acme's page cursor; the weft cursor is
 //! JSON `{"since": …, "acme": …}` and an expired Acme cursor restarts from
@@ -73,6 +75,9 @@ fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// How often one GET is made when its answer is not valid JSON.
+const MALFORMED_ATTEMPTS: u32 = 3;
+
 struct Client {
     base: String,
 }
@@ -91,16 +96,29 @@ impl Client {
     }
 
     /// GET and parse JSON, mapping HTTP errors to weft's classes. A body
-    /// that is not JSON is transient (the next answer may be whole), with a
-    /// message saying what was wrong.
+    /// that is not JSON is asked for again (a cut-short answer is usually a
+    /// one-off), then reported as transient with what was wrong.
     fn get_json(&self, path_and_query: &str) -> Result<Value, Error> {
-        let resp = self.get(path_and_query)?;
         let what = format!(
             "GET {}",
             path_and_query.split('?').next().unwrap_or(path_and_query)
         );
-        let resp = resp.error_for_status(&what)?;
-        parse_body(&resp, &what)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let resp = self.get(path_and_query)?.error_for_status(&what)?;
+            match parse_body(&resp, &what) {
+                Err(e) if attempt < MALFORMED_ATTEMPTS => {
+                    let e = format!("{e:?}");
+                    weft_sdk::log_line(
+                        log::Level::Warn,
+                        "malformed answer, asking again",
+                        &[("request", &what), ("error", &e)],
+                    );
+                }
+                other => return other,
+            }
+        }
     }
 }
 
@@ -152,7 +170,11 @@ fn list_page(
         resp = client.get(&query)?;
     }
     let resp = resp.error_for_status(&format!("GET {path}"))?;
-    let body = parse_body(&resp, &format!("GET {path}"))?;
+    let body = match parse_body(&resp, &format!("GET {path}")) {
+        Ok(b) => b,
+        // Ask again (through the retrying helper) when the answer was cut short.
+        Err(_) => client.get_json(&query)?,
+    };
     let data = body["data"]
         .as_array()
         .cloned()
@@ -393,7 +415,10 @@ fn contact_changed(client: &Client, contact: &Value) -> Result<Vec<Record>, Erro
         }
         let what = format!("GET /appointments/{id}");
         let resp = resp.error_for_status(&what)?;
-        let a = parse_body(&resp, &what)?;
+        let a = match parse_body(&resp, &what) {
+            Ok(a) => a,
+            Err(_) => client.get_json(&format!("/appointments/{}", enc(&id)))?,
+        };
         // The index may be stale: keep only appointments still pointing here.
         if a["contact_id"].as_str() == Some(cid) {
             apts.push(a);
@@ -438,7 +463,14 @@ impl Source for AcmeCrm {
     fn fetch(stream: String, cursor: Option<String>) -> Result<Page, Error> {
         let cfg: Config = tenant_config()?;
         let client = Client::new(&cfg);
-        let cursor = Cursor::parse(cursor.as_deref())?;
+        let mut cursor = Cursor::parse(cursor.as_deref())?;
+        if stream == "contacts" && cursor.since.is_none() && cursor.acme.is_none() {
+            // Appointments already carry their contact as it is now, so the
+            // contacts stream only needs changes from now on (less a margin
+            // for clock skew between Acme and us).
+            let start = chrono::Utc::now() - chrono::Duration::minutes(10);
+            cursor.since = Some(start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        }
         let (path, extra) = match stream.as_str() {
             "appointments" => ("/appointments", ""),
             "activities" => ("/activities", "&types=email,call"),

@@ -1,0 +1,416 @@
+//! The Acme CRM → calendar + dashboard integration, set up end to end:
+//! the Acme sandbox, the dashboard sandbox and a real Radicale, a weft host
+//! with the five connectors registered, and a `weft.toml` for one or more
+//! tenants. `make demo` runs it (`src/main.rs`); the integration tests
+//! (`tests/statements.rs`) use the same environment to check the eleven
+//! "when … then …" statements of `our-app.md`.
+
+#![deny(missing_docs)]
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use weft::config::WeftConfig;
+use weft::runner::{Host, Trigger};
+use weft::state::RunRecord;
+use weft_sandbox::acme::{AcmeConfig, AcmeSandbox};
+use weft_sandbox::dashboard::DashboardSandbox;
+use weft_sandbox::radicale::Radicale;
+use weft_test_artifacts as artifacts;
+
+/// The OAuth client the demo's Acme accepts.
+pub const CLIENT_ID: &str = "weft-demo";
+/// Its secret (kept in the demo's secrets file, never in `weft.toml`).
+pub const CLIENT_SECRET: &str = "demo-secret";
+
+/// How one tenant is set up.
+#[derive(Debug, Clone)]
+pub struct TenantSetup {
+    /// The tenant ID.
+    pub id: String,
+    /// Its dashboard token.
+    pub dashboard_token: String,
+    /// Extra keys of the `acme-calendar` config (TOML inline-table body,
+    /// e.g. `keep_cancelled = true`).
+    pub calendar_options: String,
+    /// Extra keys of the `acme-touchpoints` config.
+    pub touchpoint_options: String,
+}
+
+impl TenantSetup {
+    /// A tenant with default options.
+    pub fn new(id: &str) -> Self {
+        TenantSetup {
+            id: id.to_owned(),
+            dashboard_token: format!("{id}-dashboard-token"),
+            calendar_options: String::new(),
+            touchpoint_options: String::new(),
+        }
+    }
+}
+
+/// The running world of the demo.
+pub struct DemoEnv {
+    /// Acme.
+    pub acme: AcmeSandbox,
+    /// The dashboard.
+    pub dashboard: DashboardSandbox,
+    /// CalDAV.
+    pub radicale: Radicale,
+    /// The weft host.
+    pub host: Host,
+    /// Where `weft.toml`, the secrets file and the data live.
+    pub dir: tempfile::TempDir,
+    /// The tenants.
+    pub tenants: Vec<TenantSetup>,
+}
+
+/// A small HTTP answer.
+pub struct Answer {
+    /// Status.
+    pub status: u16,
+    /// Body text.
+    pub text: String,
+}
+
+impl Answer {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+}
+
+/// Sends one request (the demo's own HTTP needs: control APIs, CalDAV reads).
+pub async fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, String)>,
+) -> anyhow::Result<Answer> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut b = hyper::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = match body {
+        Some((ct, text)) => b
+            .header("content-type", ct)
+            .body(Full::new(Bytes::from(text)))?,
+        None => b.body(Full::new(Bytes::new()))?,
+    };
+    let resp = client
+        .request(req)
+        .await
+        .with_context(|| format!("{method} {url}"))?;
+    let status = resp.status().as_u16();
+    let text = String::from_utf8_lossy(&resp.into_body().collect().await?.to_bytes()).into_owned();
+    Ok(Answer { status, text })
+}
+
+/// The `weft.toml` of the demo world.
+pub fn config_toml(
+    data_dir: &str,
+    acme_base: &str,
+    dashboard: &str,
+    radicale: &str,
+    tenants: &[TenantSetup],
+) -> String {
+    let origin = |u: &str| {
+        let rest = u.split_once("://").map(|x| x.1).unwrap_or(u);
+        format!("http://{}", rest.split('/').next().unwrap_or(rest))
+    };
+    let (acme_o, dash_o, cal_o) = (origin(acme_base), origin(dashboard), origin(radicale));
+    let mut out = format!(
+        r#"# Written by weft-demo.
+data_dir = "{data_dir}"
+secrets_file = "secrets.toml"
+private_hosts = ["127.0.0.1"]
+
+[limits]
+call_timeout_ms = 30000
+"#
+    );
+    for t in tenants {
+        let id = &t.id;
+        let acme = format!(
+            r#"{{ connector = "acme-crm@^1", stream = "STREAM", config = {{ base_url = "{acme_base}", page_size = 50 }}, http = {{ allow = ["{acme_o}"], credentials = [{{ origin = "{acme_o}", auth = {{ type = "oauth2_client_credentials", token_url = "{acme_base}/oauth/token", client_id = "{CLIENT_ID}", client_secret = {{ secret = "acme_client_secret" }} }} }}] }} }}"#
+        );
+        let calendar = format!(
+            r#"{{ connector = "acme-calendar@^1", config = {{ uid_namespace = "{id}"{} }} }}"#,
+            prefixed(&t.calendar_options)
+        );
+        let caldav = format!(
+            r#"{{ connector = "caldav@^1", config = {{ collection_url = "{radicale}/{{email}}/acme/" }}, http = {{ allow = ["{cal_o}"] }} }}"#
+        );
+        out.push_str(&format!(
+            r#"
+[tenants.{id}.flows.appointments]
+schedule = "5m"
+retry = {{ max_attempts = 8, base_delay_ms = 100, max_delay_ms = 2000 }}
+source = {src_a}
+mappers = [{calendar}]
+destination = {caldav}
+
+[tenants.{id}.flows.contacts]
+retry = {{ max_attempts = 8, base_delay_ms = 100, max_delay_ms = 2000 }}
+source = {src_c}
+mappers = [{calendar}]
+destination = {caldav}
+
+[tenants.{id}.flows.touchpoints]
+retry = {{ max_attempts = 8, base_delay_ms = 100, max_delay_ms = 2000 }}
+source = {src_t}
+mappers = [{{ connector = "acme-touchpoints@^1", config = {{ {tp} }} }}]
+destination = {{ connector = "dashboard@^1", config = {{ base_url = "{dashboard}" }}, http = {{ allow = ["{dash_o}"], credentials = [{{ origin = "{dash_o}", auth = {{ type = "bearer", token = {{ secret = "dashboard_token_{id}" }} }} }}] }} }}
+"#,
+            src_a = acme.replace("STREAM", "appointments"),
+            src_c = acme.replace("STREAM", "contacts"),
+            src_t = acme.replace("STREAM", "activities"),
+            tp = t.touchpoint_options,
+        ));
+    }
+    out
+}
+
+fn prefixed(opts: &str) -> String {
+    if opts.trim().is_empty() {
+        String::new()
+    } else {
+        format!(", {opts}")
+    }
+}
+
+impl DemoEnv {
+    /// Starts Acme (with `acme`), the dashboard (one token per tenant) and
+    /// Radicale, writes the configuration and secrets, opens the host and
+    /// registers the connectors.
+    pub async fn start(acme: AcmeConfig, tenants: Vec<TenantSetup>) -> anyhow::Result<Self> {
+        let acme = AcmeSandbox::start(acme, "127.0.0.1:0".parse()?).await?;
+        let tokens = tenants
+            .iter()
+            .map(|t| (t.dashboard_token.clone(), t.id.clone()))
+            .collect();
+        let dashboard = DashboardSandbox::start(tokens, "127.0.0.1:0".parse()?).await?;
+        let radicale = Radicale::start()?;
+        let dir = tempfile::tempdir()?;
+        let mut secrets = format!("acme_client_secret = \"{CLIENT_SECRET}\"\n");
+        for t in &tenants {
+            secrets.push_str(&format!(
+                "dashboard_token_{} = \"{}\"\n",
+                t.id, t.dashboard_token
+            ));
+        }
+        std::fs::write(dir.path().join("secrets.toml"), secrets)?;
+        let text = config_toml(
+            "data",
+            &acme.base_url(),
+            &dashboard.url(),
+            &radicale.url(),
+            &tenants,
+        );
+        let path = dir.path().join("weft.toml");
+        std::fs::write(&path, &text)?;
+        let host = Host::open(WeftConfig::load(&path)?)?;
+        for file in [
+            artifacts::ACME_CRM,
+            artifacts::ACME_CALENDAR,
+            artifacts::ACME_TOUCHPOINTS,
+            artifacts::CALDAV,
+            artifacts::DASHBOARD,
+        ] {
+            host.registry.add(&host.runtime, file.as_ref()).await?;
+        }
+        Ok(DemoEnv {
+            acme,
+            dashboard,
+            radicale,
+            host,
+            dir,
+            tenants,
+        })
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("weft.toml")
+    }
+
+    /// Runs every flow of `tenant` once, in order.
+    pub async fn sync(&self, tenant: &str) -> anyhow::Result<Vec<RunRecord>> {
+        let mut out = Vec::new();
+        for flow in ["appointments", "contacts", "touchpoints"] {
+            out.push(
+                self.host
+                    .run_flow(tenant, flow, Trigger::Manual, &|_| {})
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// A control-API call on Acme (`/_sandbox/...`).
+    pub async fn acme_control(
+        &self,
+        method: &str,
+        path: &str,
+        body: Value,
+    ) -> anyhow::Result<Value> {
+        let a = http(
+            method,
+            &format!("{}/_sandbox{path}", self.acme.root_url()),
+            &[],
+            Some(("application/json", body.to_string())),
+        )
+        .await?;
+        anyhow::ensure!(a.status < 300, "{method} {path}: {} {}", a.status, a.text);
+        Ok(a.json())
+    }
+
+    /// A public-API GET on Acme with the API key.
+    pub async fn acme_get(&self, path: &str) -> anyhow::Result<Value> {
+        let a = http(
+            "GET",
+            &format!("{}{path}", self.acme.base_url()),
+            &[("x-acme-api-key", "acme-demo-key")],
+            None,
+        )
+        .await?;
+        anyhow::ensure!(a.status == 200, "GET {path}: {} {}", a.status, a.text);
+        Ok(a.json())
+    }
+
+    /// Every appointment in Acme.
+    pub async fn appointments(&self) -> anyhow::Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut q = "/appointments?limit=200".to_owned();
+        loop {
+            let v = self.acme_get(&q).await?;
+            out.extend(v["data"].as_array().cloned().unwrap_or_default());
+            match v["next_cursor"].as_str() {
+                Some(c) => q = format!("/appointments?cursor={c}"),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// The Acme users' emails, lowercased.
+    pub async fn user_emails(&self) -> anyhow::Result<Vec<String>> {
+        let v = self.acme_get("/users").await?;
+        Ok(v["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u["email"].as_str().map(str::to_lowercase))
+            .collect())
+    }
+
+    /// The calendar collection of `email`.
+    pub fn calendar_url(&self, email: &str) -> String {
+        format!("{}/{email}/acme/", self.radicale.url())
+    }
+
+    /// The events in `email`'s calendar, UID → iCalendar text, read over
+    /// CalDAV (`REPORT` calendar-query).
+    pub async fn calendar(&self, email: &str) -> anyhow::Result<BTreeMap<String, String>> {
+        const QUERY: &str = r#"<?xml version="1.0" encoding="utf-8"?><c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><c:calendar-data/></d:prop><c:filter><c:comp-filter name="VCALENDAR"><c:comp-filter name="VEVENT"/></c:comp-filter></c:filter></c:calendar-query>"#;
+        let a = http(
+            "REPORT",
+            &self.calendar_url(email),
+            &[("depth", "1")],
+            Some(("application/xml; charset=utf-8", QUERY.into())),
+        )
+        .await?;
+        if a.status == 404 {
+            return Ok(BTreeMap::new());
+        }
+        anyhow::ensure!(
+            a.status == 207,
+            "REPORT {}: {} {}",
+            self.calendar_url(email),
+            a.status,
+            a.text
+        );
+        let text = a
+            .text
+            .replace("&#13;", "\r")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&");
+        let mut out = BTreeMap::new();
+        for part in text.split("BEGIN:VCALENDAR").skip(1) {
+            let Some(end) = part.find("END:VCALENDAR") else {
+                continue;
+            };
+            let ics = format!("BEGIN:VCALENDAR{}END:VCALENDAR", &part[..end]);
+            let unfolded = unfold(&ics);
+            if let Some(uid) = unfolded.lines().find_map(|l| l.strip_prefix("UID:")) {
+                out.insert(uid.trim().to_owned(), unfolded);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The dashboard's counts for `email` in `tenant`.
+    pub async fn touchpoints(&self, tenant: &str, email: &str) -> anyhow::Result<Value> {
+        let t = self
+            .tenants
+            .iter()
+            .find(|t| t.id == tenant)
+            .context("unknown tenant")?;
+        let a = http(
+            "GET",
+            &format!(
+                "{}/v1/dashboard/touchpoints?user_email={email}",
+                self.dashboard.url()
+            ),
+            &[("authorization", &format!("Bearer {}", t.dashboard_token))],
+            None,
+        )
+        .await?;
+        anyhow::ensure!(a.status == 200, "dashboard: {} {}", a.status, a.text);
+        Ok(a.json())
+    }
+}
+
+/// Unfolds iCalendar content lines (RFC 5545 §3.1) and normalises newlines.
+pub fn unfold(ics: &str) -> String {
+    ics.replace("\r\n ", "")
+        .replace("\n ", "")
+        .replace("\r\n", "\n")
+}
+
+/// The value of property `name` in an unfolded event, unescaped.
+pub fn property(ics: &str, name: &str) -> Option<String> {
+    ics.lines().find_map(|l| {
+        let (key, value) = l.split_once(':')?;
+        (key == name || key.starts_with(&format!("{name};"))).then(|| {
+            value
+                .replace("\\n", "\n")
+                .replace("\\,", ",")
+                .replace("\\;", ";")
+                .replace("\\\\", "\\")
+        })
+    })
+}
+
+/// `{"email": N, "phone": N}` of a dashboard answer.
+pub fn totals(v: &Value) -> (u64, u64) {
+    (
+        v["total"]["email"].as_u64().unwrap_or(0),
+        v["total"]["phone"].as_u64().unwrap_or(0),
+    )
+}
+
+/// A JSON summary of a run, for printing.
+pub fn run_line(r: &RunRecord) -> Value {
+    json!({
+        "flow": r.flow, "outcome": r.outcome, "pages": r.pages, "fetched": r.fetched,
+        "emitted": r.emitted, "stale": r.skipped_stale, "dead_lettered": r.dead_lettered, "retries": r.retries, "error": r.error,
+    })
+}
