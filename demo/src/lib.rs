@@ -38,6 +38,8 @@ pub struct TenantSetup {
     pub calendar_options: String,
     /// Extra keys of the `acme-touchpoints` config.
     pub touchpoint_options: String,
+    /// The flows' retry policy (TOML inline-table body).
+    pub retry: String,
 }
 
 impl TenantSetup {
@@ -48,6 +50,7 @@ impl TenantSetup {
             dashboard_token: format!("{id}-dashboard-token"),
             calendar_options: String::new(),
             touchpoint_options: String::new(),
+            retry: "max_attempts = 8, base_delay_ms = 100, max_delay_ms = 2000".into(),
         }
     }
 }
@@ -144,25 +147,25 @@ call_timeout_ms = 30000
             prefixed(&t.calendar_options)
         );
         let caldav = format!(
-            r#"{{ connector = "caldav@^1", config = {{ collection_url = "{radicale}/{{email}}/acme/" }}, http = {{ allow = ["{cal_o}"] }} }}"#
+            r#"{{ connector = "caldav@^1", config = {{ collection_url = "{radicale}/{{email}}/acme-{id}/" }}, http = {{ allow = ["{cal_o}"] }} }}"#
         );
         out.push_str(&format!(
             r#"
 [tenants.{id}.flows.appointments]
 schedule = "5m"
-retry = {{ max_attempts = 8, base_delay_ms = 100, max_delay_ms = 2000 }}
+retry = {{ {retry} }}
 source = {src_a}
 mappers = [{calendar}]
 destination = {caldav}
 
 [tenants.{id}.flows.contacts]
-retry = {{ max_attempts = 8, base_delay_ms = 100, max_delay_ms = 2000 }}
+retry = {{ {retry} }}
 source = {src_c}
 mappers = [{calendar}]
 destination = {caldav}
 
 [tenants.{id}.flows.touchpoints]
-retry = {{ max_attempts = 8, base_delay_ms = 100, max_delay_ms = 2000 }}
+retry = {{ {retry} }}
 source = {src_t}
 mappers = [{{ connector = "acme-touchpoints@^1", config = {{ {tp} }} }}]
 destination = {{ connector = "dashboard@^1", config = {{ base_url = "{dashboard}" }}, http = {{ allow = ["{dash_o}"], credentials = [{{ origin = "{dash_o}", auth = {{ type = "bearer", token = {{ secret = "dashboard_token_{id}" }} }} }}] }} }}
@@ -171,6 +174,7 @@ destination = {{ connector = "dashboard@^1", config = {{ base_url = "{dashboard}
             src_c = acme.replace("STREAM", "contacts"),
             src_t = acme.replace("STREAM", "activities"),
             tp = t.touchpoint_options,
+            retry = t.retry,
         ));
     }
     out
@@ -308,18 +312,22 @@ impl DemoEnv {
             .collect())
     }
 
-    /// The calendar collection of `email`.
-    pub fn calendar_url(&self, email: &str) -> String {
-        format!("{}/{email}/acme/", self.radicale.url())
+    /// The calendar collection of `email` for `tenant`.
+    pub fn calendar_url(&self, tenant: &str, email: &str) -> String {
+        format!("{}/{email}/acme-{tenant}/", self.radicale.url())
     }
 
     /// The events in `email`'s calendar, UID → iCalendar text, read over
     /// CalDAV (`REPORT` calendar-query).
-    pub async fn calendar(&self, email: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    pub async fn calendar(
+        &self,
+        tenant: &str,
+        email: &str,
+    ) -> anyhow::Result<BTreeMap<String, String>> {
         const QUERY: &str = r#"<?xml version="1.0" encoding="utf-8"?><c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><c:calendar-data/></d:prop><c:filter><c:comp-filter name="VCALENDAR"><c:comp-filter name="VEVENT"/></c:comp-filter></c:filter></c:calendar-query>"#;
         let a = http(
             "REPORT",
-            &self.calendar_url(email),
+            &self.calendar_url(tenant, email),
             &[("depth", "1")],
             Some(("application/xml; charset=utf-8", QUERY.into())),
         )
@@ -330,7 +338,7 @@ impl DemoEnv {
         anyhow::ensure!(
             a.status == 207,
             "REPORT {}: {} {}",
-            self.calendar_url(email),
+            self.calendar_url(tenant, email),
             a.status,
             a.text
         );

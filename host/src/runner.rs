@@ -647,6 +647,13 @@ fn commit_for(
         commit
             .versions
             .push((it.source.key.clone(), it.source.version));
+        if it.dead.is_none() {
+            // A newer revision got through: an older dead letter of the same
+            // record is settled.
+            commit
+                .resolved
+                .push(DeadLetter::id_for(tenant, flow, &it.source.key));
+        }
         if let Some(d) = &it.dead {
             run.dead_lettered += 1;
             commit.dead_letters.push(DeadLetter {

@@ -307,7 +307,7 @@ pub fn generate(seed: u64, counts: Counts, now: DateTime<Utc>) -> DataSet {
     for i in 0..counts.activities {
         let kind = ["email", "email", "call", "call", "meeting", "note"][rng.random_range(0..6)];
         let occurred = past(&mut rng, 30);
-        let updated = occurred + Duration::seconds(rng.random_range(0..3600));
+        let updated = (occurred + Duration::seconds(rng.random_range(0..3600))).min(now);
         ds.activities.push(Activity {
             id: format!("act_{:04x}", 0x4000 + i),
             kind: kind.to_owned(),

@@ -312,6 +312,8 @@ impl Drop for AcmeSandbox {
     }
 }
 
+/// Formats a timestamp as Acme writes it: RFC 3339 with the writer's
+/// offset and milliseconds when there are any.
 pub(crate) fn fmt_ts(t: &DateTime<FixedOffset>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }

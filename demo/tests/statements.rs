@@ -1,0 +1,696 @@
+//! The eleven "when … then …" statements of `our-app.md`, checked end to end:
+//! the real connectors in the weft host, against the Acme and dashboard
+//! sandboxes and a real Radicale, reading calendars back over CalDAV.
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use weft::runner::Trigger;
+use weft::state::RunOutcome;
+use weft_demo::{DemoEnv, TenantSetup, property, totals};
+use weft_sandbox::acme::data::Counts;
+use weft_sandbox::acme::{AcmeConfig, Faults};
+
+fn acme(faults: Faults) -> AcmeConfig {
+    AcmeConfig {
+        counts: Counts {
+            users: 3,
+            contacts: 20,
+            appointments: 40,
+            activities: 40,
+        },
+        faults,
+        webhook_time_scale: 0.01,
+        ..AcmeConfig::default()
+    }
+}
+
+async fn env_with(faults: Faults, tenants: Vec<TenantSetup>) -> DemoEnv {
+    DemoEnv::start(acme(faults), tenants).await.unwrap()
+}
+
+async fn env() -> DemoEnv {
+    env_with(Faults::default(), vec![TenantSetup::new("t1")]).await
+}
+
+async fn sync_ok(env: &DemoEnv, tenant: &str) {
+    for r in env.sync(tenant).await.unwrap() {
+        eprintln!("{tenant}: {}", weft_demo::run_line(&r));
+        assert_eq!(
+            r.outcome,
+            RunOutcome::Succeeded,
+            "{}: {:?}",
+            r.flow,
+            r.error
+        );
+    }
+}
+
+/// A new appointment for the first user with the first live contact.
+async fn new_appointment(env: &DemoEnv, fields: Value) -> (Value, Value, String) {
+    let users = env.acme_get("/users").await.unwrap()["data"].clone();
+    let user = users[0].clone();
+    let contact = env.acme_get("/contacts?limit=200").await.unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["deleted_at"].is_null() && !c["email"].is_null() && !c["phone"].is_null())
+        .unwrap()
+        .clone();
+    let mut body = json!({
+        "owner_id": user["id"], "contact_id": contact["id"], "title": "Renewal review",
+        "starts_at": "2026-12-02T14:30:00-06:00", "ends_at": "2026-12-02T15:00:00-06:00",
+        "timezone": "America/Chicago", "location": "Zoom", "notes": "Bring numbers",
+    });
+    for (k, v) in fields.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let apt = env
+        .acme_control("POST", "/appointments", body)
+        .await
+        .unwrap();
+    let email = user["email"].as_str().unwrap().to_lowercase();
+    (apt, contact, email)
+}
+
+fn uid(tenant: &str, apt: &Value) -> String {
+    format!("acme-{}@{tenant}", apt["id"].as_str().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s1_s2_s3_an_appointment_becomes_one_event_that_changes_and_goes() {
+    let env = env().await;
+    let (apt, contact, email) = new_appointment(&env, json!({})).await;
+    let (untitled, _, _) = new_appointment(
+        &env,
+        json!({ "title": null, "starts_at": "2026-12-04T09:00:00+01:00", "ends_at": null }),
+    )
+    .await;
+    sync_ok(&env, "t1").await;
+
+    // 1: the event holds the customer's name, phone as typed, email, time, place, title.
+    let cal = env.calendar("t1", &email).await.unwrap();
+    let ics = &cal[&uid("t1", &apt)];
+    assert!(uid("t1", &apt).contains(apt["id"].as_str().unwrap()));
+    let desc = property(ics, "DESCRIPTION").unwrap();
+    let name = format!(
+        "{} {}",
+        contact["first_name"].as_str().unwrap(),
+        contact["last_name"].as_str().unwrap()
+    );
+    assert!(desc.contains(&name), "{desc}");
+    assert!(
+        desc.contains(contact["phone"].as_str().unwrap()),
+        "phone as typed: {desc}"
+    );
+    assert!(desc.contains(contact["email"].as_str().unwrap()), "{desc}");
+    assert_eq!(property(ics, "SUMMARY").unwrap(), "Renewal review");
+    assert_eq!(property(ics, "LOCATION").unwrap(), "Zoom");
+    assert_eq!(
+        property(ics, "DTSTART").unwrap(),
+        "20261202T203000Z",
+        "14:30 at -06:00"
+    );
+    assert_eq!(property(ics, "DTEND").unwrap(), "20261202T210000Z");
+    assert!(ics.contains(&format!("mailto:{}", contact["email"].as_str().unwrap())));
+    // No title: "Meeting with {customer}"; no end: the default 30 minutes.
+    let u = &cal[&uid("t1", &untitled)];
+    assert!(
+        property(u, "SUMMARY").unwrap().starts_with("Meeting with "),
+        "{u}"
+    );
+    assert_eq!(property(u, "DTEND").unwrap(), "20261204T083000Z");
+
+    // 2: a change changes the same event, never a second one.
+    let id = apt["id"].as_str().unwrap();
+    env.acme_control("PATCH", &format!("/appointments/{id}"), json!({ "title": "Moved review", "starts_at": "2026-12-03T10:00:00-06:00", "ends_at": "2026-12-03T11:00:00-06:00" })).await.unwrap();
+    sync_ok(&env, "t1").await;
+    let cal2 = env.calendar("t1", &email).await.unwrap();
+    assert_eq!(cal2.len(), cal.len(), "no second event");
+    let ics = &cal2[&uid("t1", &apt)];
+    assert_eq!(property(ics, "SUMMARY").unwrap(), "Moved review");
+    assert_eq!(property(ics, "DTSTART").unwrap(), "20261203T160000Z");
+
+    // 3: cancelled → removed; deleted → removed.
+    env.acme_control(
+        "PATCH",
+        &format!("/appointments/{id}"),
+        json!({ "status": "cancelled" }),
+    )
+    .await
+    .unwrap();
+    env.acme_control(
+        "DELETE",
+        &format!("/appointments/{}", untitled["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    sync_ok(&env, "t1").await;
+    let cal3 = env.calendar("t1", &email).await.unwrap();
+    assert!(!cal3.contains_key(&uid("t1", &apt)));
+    assert!(!cal3.contains_key(&uid("t1", &untitled)));
+    assert_eq!(cal3.len(), cal.len() - 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_s11_each_tenant_has_its_own_options() {
+    let mut b = TenantSetup::new("t2");
+    b.calendar_options = r#"keep_cancelled = true, title_template = "{customer}: {title}", default_duration_minutes = 45, statuses = ["scheduled"]"#.into();
+    let env = env_with(Faults::default(), vec![TenantSetup::new("t1"), b]).await;
+    let (apt, contact, email) = new_appointment(&env, json!({ "ends_at": null })).await;
+    let (done, _, _) = new_appointment(
+        &env,
+        json!({ "status": "completed", "starts_at": "2026-11-20T10:00:00Z" }),
+    )
+    .await;
+    sync_ok(&env, "t1").await;
+    sync_ok(&env, "t2").await;
+    let (c1, c2) = (
+        env.calendar("t1", &email).await.unwrap(),
+        env.calendar("t2", &email).await.unwrap(),
+    );
+    let name = format!(
+        "{} {}",
+        contact["first_name"].as_str().unwrap(),
+        contact["last_name"].as_str().unwrap()
+    );
+    assert_eq!(
+        property(&c2[&uid("t2", &apt)], "SUMMARY").unwrap(),
+        format!("{name}: Renewal review")
+    );
+    assert_eq!(
+        property(&c1[&uid("t1", &apt)], "DTEND").unwrap(),
+        "20261202T210000Z",
+        "30 min default"
+    );
+    assert_eq!(
+        property(&c2[&uid("t2", &apt)], "DTEND").unwrap(),
+        "20261202T211500Z",
+        "45 min for t2"
+    );
+    assert!(
+        c1.contains_key(&uid("t1", &done)),
+        "completed syncs by default"
+    );
+    assert!(
+        !c2.contains_key(&uid("t2", &done)),
+        "t2 syncs scheduled only"
+    );
+
+    env.acme_control(
+        "PATCH",
+        &format!("/appointments/{}", apt["id"].as_str().unwrap()),
+        json!({ "status": "cancelled" }),
+    )
+    .await
+    .unwrap();
+    sync_ok(&env, "t1").await;
+    sync_ok(&env, "t2").await;
+    assert!(
+        !env.calendar("t1", &email)
+            .await
+            .unwrap()
+            .contains_key(&uid("t1", &apt))
+    );
+    let kept = &env.calendar("t2", &email).await.unwrap()[&uid("t2", &apt)];
+    assert_eq!(property(kept, "STATUS").unwrap(), "CANCELLED");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s4_touchpoints_count_once_and_go_down_on_delete() {
+    let env = env().await;
+    sync_ok(&env, "t1").await;
+    let users = env.acme_get("/users").await.unwrap()["data"].clone();
+    let owner = users[1].clone();
+    let email = owner["email"].as_str().unwrap().to_lowercase();
+    let before = totals(&env.touchpoints("t1", &email).await.unwrap());
+    let act = env
+        .acme_control("POST", "/activities", json!({ "type": "email", "owner_id": owner["id"], "contact_id": "con_1001", "occurred_at": "2026-11-24T23:30:00-05:00" }))
+        .await
+        .unwrap();
+    let call = env
+        .acme_control("POST", "/activities", json!({ "type": "call", "owner_id": owner["id"], "contact_id": "con_does_not_exist", "occurred_at": "2026-11-24T10:00:00Z", "duration_seconds": 60 }))
+        .await
+        .unwrap();
+    sync_ok(&env, "t1").await;
+    sync_ok(&env, "t1").await;
+    let after = env.touchpoints("t1", &email).await.unwrap();
+    assert_eq!(
+        totals(&after),
+        (before.0 + 1, before.1 + 1),
+        "one more of each, never twice"
+    );
+    let day = after["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["date"] == "2026-11-25")
+        .unwrap();
+    assert!(
+        day["email"].as_u64().unwrap() >= 1,
+        "23:30 at -05:00 counts on the next UTC day"
+    );
+    let stored = env.dashboard.touchpoints("t1");
+    let orphan = &stored[&("acme".to_string(), call["id"].as_str().unwrap().to_string())];
+    assert_eq!(
+        (
+            orphan.contact.name.clone(),
+            orphan.contact.email.clone(),
+            orphan.contact.phone.clone()
+        ),
+        (None, None, None)
+    );
+
+    env.acme_control(
+        "DELETE",
+        &format!("/activities/{}", act["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    sync_ok(&env, "t1").await;
+    assert_eq!(
+        totals(&env.touchpoints("t1", &email).await.unwrap()),
+        (before.0, before.1 + 1)
+    );
+}
+
+/// Webhook deliveries received: (headers, body).
+type Deliveries = std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, String)>>>;
+
+fn sign(secret: &str, id: &str, ts: i64, body: &str) -> String {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.{body}").as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s5_webhooks_duplicated_and_out_of_order_leave_the_newest_version() {
+    let env = env_with(
+        Faults {
+            duplicate_webhooks: 1.0,
+            ..Faults::default()
+        },
+        vec![TenantSetup::new("t1")],
+    )
+    .await;
+    sync_ok(&env, "t1").await;
+    // A receiver that records what Acme delivers.
+    let got: Deliveries = Default::default();
+    let g2 = got.clone();
+    let app = axum_like_receiver(g2).await;
+    let reg = weft_demo::http(
+        "POST",
+        &format!("{}/webhooks", env.acme.base_url()),
+        &[("x-acme-api-key", "acme-demo-key")],
+        Some(("application/json", json!({ "url": format!("http://{app}/hook"), "events": ["appointment.created", "appointment.updated"] }).to_string())),
+    )
+    .await
+    .unwrap();
+    let secret = reg.json()["secret"].as_str().unwrap().to_owned();
+    let (apt, _, email) = new_appointment(&env, json!({ "title": "v1" })).await;
+    let id = apt["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    env.acme_control(
+        "PATCH",
+        &format!("/appointments/{id}"),
+        json!({ "title": "v2" }),
+    )
+    .await
+    .unwrap();
+    for _ in 0..200 {
+        if got.lock().unwrap().len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut deliveries = got.lock().unwrap().clone();
+    assert_eq!(deliveries.len(), 4, "two events, each delivered twice");
+    // Every delivery verifies against the secret (Standard Webhooks).
+    for (headers, body) in &deliveries {
+        let h = |k: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        let ts: i64 = h("webhook-timestamp").parse().unwrap();
+        let expected = sign(&secret, &h("webhook-id"), ts, body);
+        assert!(
+            h("webhook-signature")
+                .split(' ')
+                .any(|s| s == format!("v1,{expected}"))
+        );
+    }
+    // Out of order: the newest first, then the older, then duplicates.
+    deliveries.reverse();
+    let mut stale = 0;
+    for (headers, body) in deliveries {
+        let r = env
+            .host
+            .deliver_webhook("t1", "appointments", headers, body.into_bytes())
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+        stale += r.skipped_stale;
+    }
+    assert_eq!(stale, 3, "only the first-seen newest version is delivered");
+    let cal = env.calendar("t1", &email).await.unwrap();
+    assert_eq!(property(&cal[&uid("t1", &apt)], "SUMMARY").unwrap(), "v2");
+    // A body that is not an Acme event is refused with a reason.
+    let bad = env
+        .host
+        .deliver_webhook("t1", "appointments", vec![], b"{not json".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(bad.outcome, RunOutcome::Failed);
+    assert!(bad.error.unwrap().contains("not JSON"));
+}
+
+/// A tiny HTTP receiver (hyper) that records headers and bodies.
+async fn axum_like_receiver(got: Deliveries) -> std::net::SocketAddr {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let got = got.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let got = got.clone();
+                        async move {
+                            let headers = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                                .collect();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            got.lock()
+                                .unwrap()
+                                .push((headers, String::from_utf8_lossy(&body).into_owned()));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::new()),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s6_s10_bad_records_are_dead_lettered_and_settle_when_fixed() {
+    let env = env().await;
+    let (no_start, _, email) =
+        new_appointment(&env, json!({ "starts_at": null, "ends_at": null })).await;
+    let (no_contact, _, _) = new_appointment(&env, json!({ "contact_id": "con_missing" })).await;
+    sync_ok(&env, "t1").await;
+    let dead = env
+        .host
+        .state
+        .dead_letters(Some("t1"), Some("appointments"))
+        .unwrap();
+    let reason = |apt: &Value| {
+        dead.iter()
+            .find(|d| d.record.key == apt["id"].as_str().unwrap())
+            .map(|d| d.error.to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        reason(&no_start).contains("no start time"),
+        "{}",
+        reason(&no_start)
+    );
+    assert!(
+        reason(&no_contact).contains("contact con_missing does not exist"),
+        "{}",
+        reason(&no_contact)
+    );
+    assert!(
+        env.calendar("t1", &email).await.unwrap().len() > 1,
+        "the rest of the sync went on"
+    );
+
+    // Support fixes the appointment in Acme; the next sync delivers it and settles the dead letter.
+    env.acme_control(
+        "PATCH",
+        &format!("/appointments/{}", no_start["id"].as_str().unwrap()),
+        json!({ "starts_at": "2026-12-05T10:00:00Z" }),
+    )
+    .await
+    .unwrap();
+    sync_ok(&env, "t1").await;
+    assert!(
+        env.calendar("t1", &email)
+            .await
+            .unwrap()
+            .contains_key(&uid("t1", &no_start))
+    );
+    let left: Vec<String> = env
+        .host
+        .state
+        .dead_letters(Some("t1"), None)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.record.key)
+        .collect();
+    assert!(!left.contains(&no_start["id"].as_str().unwrap().to_owned()));
+    assert!(left.contains(&no_contact["id"].as_str().unwrap().to_owned()));
+
+    // 10: a customer's new phone reaches their events after the next sync.
+    let (apt, contact, email) = new_appointment(&env, json!({ "title": "Phone test" })).await;
+    sync_ok(&env, "t1").await;
+    let cid = contact["id"].as_str().unwrap();
+    env.acme_control(
+        "PATCH",
+        &format!("/contacts/{cid}"),
+        json!({ "phone": "+49 30 1234567" }),
+    )
+    .await
+    .unwrap();
+    sync_ok(&env, "t1").await;
+    let ics = &env.calendar("t1", &email).await.unwrap()[&uid("t1", &apt)];
+    assert!(
+        property(ics, "DESCRIPTION")
+            .unwrap()
+            .contains("+49 30 1234567"),
+        "{ics}"
+    );
+    // A deleted customer leaves events as they were; a later change to their
+    // appointment is dead-lettered.
+    env.acme_control("DELETE", &format!("/contacts/{cid}"), json!({}))
+        .await
+        .unwrap();
+    sync_ok(&env, "t1").await;
+    assert!(
+        env.calendar("t1", &email)
+            .await
+            .unwrap()
+            .contains_key(&uid("t1", &apt))
+    );
+    env.acme_control(
+        "PATCH",
+        &format!("/appointments/{}", apt["id"].as_str().unwrap()),
+        json!({ "title": "After deletion" }),
+    )
+    .await
+    .unwrap();
+    sync_ok(&env, "t1").await;
+    let d = env
+        .host
+        .state
+        .dead_letter(&weft::state::DeadLetter::id_for(
+            "t1",
+            "appointments",
+            apt["id"].as_str().unwrap(),
+        ))
+        .unwrap()
+        .unwrap();
+    assert!(
+        d.error.to_string().contains("does not exist"),
+        "{}",
+        d.error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s7_outages_and_rate_limits_are_waited_out_and_lose_nothing() {
+    let faults = Faults {
+        error_503: 0.2,
+        error_500: 0.05,
+        malformed_json: 0.05,
+        rate_per_second: 20.0,
+        rate_burst: 5,
+        ..Faults::default()
+    };
+    let mut t = TenantSetup::new("t1");
+    // Enough attempts for a flaky Acme, few enough that a dead one fails fast.
+    t.retry = "max_attempts = 4, base_delay_ms = 50, max_delay_ms = 500".into();
+    let env = env_with(faults, vec![t]).await;
+    weft_demo::http(
+        "PUT",
+        &format!("{}/_sandbox/faults", env.dashboard.url()),
+        &[],
+        Some(("application/json", json!({ "error_503": 0.2 }).to_string())),
+    )
+    .await
+    .unwrap();
+    sync_ok(&env, "t1").await;
+    assert!(
+        env.acme
+            .requests()
+            .iter()
+            .any(|r| r.status == 429 || r.status == 503),
+        "faults did happen"
+    );
+    weft_demo::http(
+        "PUT",
+        &format!("{}/_sandbox/faults", env.acme.root_url()),
+        &[],
+        Some((
+            "application/json",
+            json!({ "error_503": 0.0, "error_500": 0.0, "malformed_json": 0.0 }).to_string(),
+        )),
+    )
+    .await
+    .unwrap();
+    let live = env
+        .appointments()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| {
+            a["deleted_at"].is_null() && !a["starts_at"].is_null() && a["status"] != "cancelled"
+        })
+        .count();
+    let dead = env
+        .host
+        .state
+        .dead_letters(Some("t1"), Some("appointments"))
+        .unwrap()
+        .len();
+    let mut events = 0;
+    for u in env.user_emails().await.unwrap() {
+        events += env.calendar("t1", &u).await.unwrap().len();
+    }
+    assert_eq!(
+        events + dead,
+        live,
+        "every live appointment is an event or a dead letter"
+    );
+
+    // Acme down completely: the run fails and the cursor stays.
+    new_appointment(&env, json!({})).await;
+    weft_demo::http(
+        "PUT",
+        &format!("{}/_sandbox/faults", env.acme.root_url()),
+        &[],
+        Some(("application/json", json!({ "error_503": 1.0 }).to_string())),
+    )
+    .await
+    .unwrap();
+    let cursor = env.host.state.cursor("t1", "appointments").unwrap();
+    let r = env
+        .host
+        .run_flow("t1", "appointments", Trigger::Manual, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, RunOutcome::Failed);
+    assert_eq!(env.host.state.cursor("t1", "appointments").unwrap(), cursor);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s8_owners_match_by_email_ignoring_case_or_are_dead_lettered_by_name() {
+    let base = env().await;
+    let emails = base.user_emails().await.unwrap();
+    drop(base);
+    // Our app knows the first user (under another address, mapped) and the second.
+    let mut t = TenantSetup::new("t1");
+    t.calendar_options = format!(
+        r#"user_map = {{ "{}" = "first@ours.example" }}, known_users = ["first@ours.example", "{}"]"#,
+        emails[0].to_uppercase(),
+        emails[1]
+    );
+    let env = env_with(Faults::default(), vec![t]).await;
+    sync_ok(&env, "t1").await;
+    assert!(
+        !env.calendar("t1", "first@ours.example")
+            .await
+            .unwrap()
+            .is_empty(),
+        "mapped explicitly, case ignored"
+    );
+    assert!(!env.calendar("t1", &emails[1]).await.unwrap().is_empty());
+    let dead = env
+        .host
+        .state
+        .dead_letters(Some("t1"), Some("appointments"))
+        .unwrap();
+    let unmatched: Vec<_> = dead
+        .iter()
+        .filter(|d| d.error.to_string().contains("has no user in our app"))
+        .collect();
+    assert!(!unmatched.is_empty());
+    assert!(
+        unmatched
+            .iter()
+            .all(|d| d.error.to_string().contains(&emails[2])),
+        "the reason names the owner"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s9_an_operator_can_backfill_one_tenant() {
+    let env = env().await;
+    sync_ok(&env, "t1").await;
+    let email = env.user_emails().await.unwrap()[0].clone();
+    let cal = env.calendar("t1", &email).await.unwrap();
+    let first = cal.keys().next().unwrap().clone();
+    let resource = first.split('@').next().unwrap();
+    let gone = weft_demo::http(
+        "DELETE",
+        &format!("{}{resource}.ics", env.calendar_url("t1", &email)),
+        &[],
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(gone.status < 300);
+    let r = env
+        .host
+        .run_flow("t1", "appointments", Trigger::Backfill, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, RunOutcome::Succeeded);
+    assert_eq!(r.skipped_stale, 0, "a backfill re-delivers everything");
+    assert!(
+        env.calendar("t1", &email)
+            .await
+            .unwrap()
+            .contains_key(&first)
+    );
+    assert_eq!(
+        env.host.config.flow("t1", "appointments").unwrap().schedule,
+        std::time::Duration::from_secs(300)
+    );
+}
