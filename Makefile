@@ -20,13 +20,14 @@ toolchain:
 	rustup target add $(GUEST_TARGET)
 	rustup component add clippy rustfmt
 
-## connectors: build the connector components into target/guests
+## connectors: build the connector components into target/guests/wasm32-wasip2/release
 connectors: toolchain
 	cd connectors && $(CARGO) build --release --target $(GUEST_TARGET) --target-dir ../$(GUEST_DIR)
 
 ## test: lint, then every test (unit, component, integration)
 test: setup lint
 	$(CARGO) test --workspace
+	cd connectors && $(CARGO) test -p acme-common -p acme-calendar --target-dir ../target/guests-host
 
 lint: toolchain
 	$(CARGO) fmt --all --check
