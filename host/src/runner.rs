@@ -489,14 +489,7 @@ impl Host {
     ) -> Result<(), Stop> {
         for mapper in &mut p.mappers {
             let label = mapper.label().to_owned();
-            // (item index, output) for every live output.
-            let batch: Vec<(usize, Record)> = items
-                .iter()
-                .enumerate()
-                .filter(|(_, it)| it.dead.is_none())
-                .flat_map(|(i, it)| it.outputs.iter().cloned().map(move |r| (i, r)))
-                .collect();
-            let records: Vec<Record> = batch.iter().map(|(_, r)| r.clone()).collect();
+            let (owners, records) = live_outputs(items);
             let outcomes = call_with_retry(retry, run, &records, async |rs: &[Record]| {
                 mapper.map(rs).await
             })
@@ -505,7 +498,7 @@ impl Host {
             for it in items.iter_mut().filter(|it| it.dead.is_none()) {
                 it.outputs.clear();
             }
-            for ((i, _), outcome) in batch.into_iter().zip(outcomes) {
+            for (i, outcome) in owners.into_iter().zip(outcomes) {
                 let it = &mut items[i];
                 if it.dead.is_some() {
                     continue;
@@ -515,58 +508,27 @@ impl Host {
                         run.mapped += rs.len() as u64;
                         it.outputs.extend(rs);
                     }
-                    Err(ConnectorError::Config(m)) => {
-                        return Err(Stop::Attention(format!("{label}: {m}")));
-                    }
-                    Err(ConnectorError::Transient { message, .. }) => {
-                        return Err(Stop::Failed(format!(
-                            "map ({label}): still failing after the retry budget: {message}"
-                        )));
-                    }
-                    Err(error) => {
+                    Err(e) => {
                         it.outputs.clear();
-                        it.dead = Some(Dead {
-                            stage: "map",
-                            connector: label.clone(),
-                            error,
-                        })
+                        it.dead = Some(record_failure("map", &label, e)?);
                     }
                 }
             }
         }
         let label = p.destination.label().to_owned();
-        let batch: Vec<(usize, Record)> = items
-            .iter()
-            .enumerate()
-            .filter(|(_, it)| it.dead.is_none())
-            .flat_map(|(i, it)| it.outputs.iter().cloned().map(move |r| (i, r)))
-            .collect();
-        let records: Vec<Record> = batch.iter().map(|(_, r)| r.clone()).collect();
+        let (owners, records) = live_outputs(items);
         let destination = &mut p.destination;
         let outcomes = call_with_retry(retry, run, &records, async |rs: &[Record]| {
             destination.emit(rs).await
         })
         .await
         .map_err(|e| stop_for("emit", &label, e))?;
-        for ((i, _), outcome) in batch.into_iter().zip(outcomes) {
+        for (i, outcome) in owners.into_iter().zip(outcomes) {
             match outcome {
                 Ok(()) => run.emitted += 1,
-                Err(ConnectorError::Config(m)) => {
-                    return Err(Stop::Attention(format!("{label}: {m}")));
-                }
-                Err(ConnectorError::Transient { message, .. }) => {
-                    return Err(Stop::Failed(format!(
-                        "emit ({label}): still failing after the retry budget: {message}"
-                    )));
-                }
-                Err(error) => {
-                    if items[i].dead.is_none() {
-                        items[i].dead = Some(Dead {
-                            stage: "emit",
-                            connector: label.clone(),
-                            error,
-                        });
-                    }
+                Err(e) => {
+                    let dead = record_failure("emit", &label, e)?;
+                    items[i].dead.get_or_insert(dead);
                 }
             }
         }
@@ -626,6 +588,29 @@ impl Host {
             None => Ok(Ok(())),
             Some(_) => Ok(Err(self.state.dead_letter(id)?.unwrap_or(dl))),
         }
+    }
+}
+
+/// Every live item's outputs, with the index of the item each belongs to.
+fn live_outputs(items: &[Item]) -> (Vec<usize>, Vec<Record>) {
+    items
+        .iter()
+        .enumerate()
+        .filter(|(_, it)| it.dead.is_none())
+        .flat_map(|(i, it)| it.outputs.iter().cloned().map(move |r| (i, r)))
+        .unzip()
+}
+
+/// What a record's failure that outlived its retries means: `invalid`
+/// dead-letters the record; `config` and `transient` stop the run.
+fn record_failure(stage: &'static str, label: &str, e: ConnectorError) -> Result<Dead, Stop> {
+    match e {
+        ConnectorError::Invalid(_) => Ok(Dead {
+            stage,
+            connector: label.to_owned(),
+            error: e,
+        }),
+        other => Err(stop_for(stage, label, CallError::Connector(other))),
     }
 }
 

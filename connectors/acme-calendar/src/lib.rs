@@ -15,14 +15,14 @@
 
 weft_sdk::connector_bindings!("mapper-connector", "../../wit/v0.1.0");
 
-use acme_common::{UserMatching, instant};
+use acme_common::{UserMatching, instant, user_matching_properties};
 use chrono::{DateTime, Duration, Utc};
 use exports::weft::connector::mapper::Guest as Mapper;
 use exports::weft::connector::metadata::Guest as Metadata;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use weft_sdk::invalid;
 use weft_sdk::types::{ConnectorInfo, Error, Operation, Record};
-use weft_sdk::{invalid, tenant_config};
 
 struct AcmeCalendar;
 
@@ -259,21 +259,28 @@ impl Metadata for AcmeCalendar {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Acme appointments to iCalendar events".into(),
             streams: vec![],
-            config_schema: json!({
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "type": "object",
-                "properties": {
+            config_schema: {
+                let mut properties = json!({
                     "uid_namespace": { "type": "string", "minLength": 1, "description": "Ends every event UID; use the tenant's ID" },
                     "default_duration_minutes": { "type": "integer", "minimum": 1, "default": 30 },
                     "title_template": { "type": "string", "default": "{title}", "description": "{title}, {customer}, {location}, {status}" },
                     "keep_cancelled": { "type": "boolean", "default": false },
-                    "statuses": { "type": "array", "items": { "enum": ["scheduled", "completed", "cancelled"] } },
-                    "user_map": { "type": "object", "additionalProperties": { "type": "string" } },
-                    "known_users": { "type": "array", "items": { "type": "string" } }
-                },
-                "additionalProperties": false
-            })
-            .to_string(),
+                    "statuses": { "type": "array", "items": { "enum": ["scheduled", "completed", "cancelled"] } }
+                });
+                if let (Some(p), Some(u)) = (
+                    properties.as_object_mut(),
+                    user_matching_properties().as_object(),
+                ) {
+                    p.extend(u.clone());
+                }
+                json!({
+                    "$schema": "https://json-schema.org/draft/2020-12/schema",
+                    "type": "object",
+                    "properties": properties,
+                    "additionalProperties": false
+                })
+                .to_string()
+            },
             outbound_hosts: vec![],
         }
     }
@@ -281,10 +288,7 @@ impl Metadata for AcmeCalendar {
 
 impl Mapper for AcmeCalendar {
     fn map(records: Vec<Record>) -> Vec<Result<Vec<Record>, Error>> {
-        match tenant_config::<Config>() {
-            Ok(cfg) => records.iter().map(|r| map_one(&cfg, r)).collect(),
-            Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
-        }
+        weft_sdk::each_record(&records, map_one)
     }
 }
 

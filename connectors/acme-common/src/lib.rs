@@ -31,6 +31,15 @@ pub fn newest(stamps: &[Option<&str>]) -> Result<i64, String> {
     best.ok_or_else(|| "no timestamp to version the record by".to_owned())
 }
 
+/// The JSON Schema properties of [`UserMatching`], for the `describe` of
+/// connectors that take it in their config.
+pub fn user_matching_properties() -> Value {
+    serde_json::json!({
+        "user_map": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Acme email (any case) to our user's email" },
+        "known_users": { "type": "array", "items": { "type": "string" }, "description": "Our users' emails; others are refused" }
+    })
+}
+
 /// How a tenant's Acme users become our users.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]

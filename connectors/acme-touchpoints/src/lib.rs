@@ -7,12 +7,12 @@
 
 weft_sdk::connector_bindings!("mapper-connector", "../../wit/v0.1.0");
 
-use acme_common::UserMatching;
+use acme_common::{UserMatching, user_matching_properties};
 use exports::weft::connector::mapper::Guest as Mapper;
 use exports::weft::connector::metadata::Guest as Metadata;
 use serde_json::{Value, json};
+use weft_sdk::invalid;
 use weft_sdk::types::{ConnectorInfo, Error, Operation, Record};
-use weft_sdk::{invalid, tenant_config};
 
 struct AcmeTouchpoints;
 
@@ -79,10 +79,7 @@ impl Metadata for AcmeTouchpoints {
             config_schema: json!({
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "type": "object",
-                "properties": {
-                    "user_map": { "type": "object", "additionalProperties": { "type": "string" } },
-                    "known_users": { "type": "array", "items": { "type": "string" } }
-                },
+                "properties": user_matching_properties(),
                 "additionalProperties": false
             })
             .to_string(),
@@ -93,10 +90,7 @@ impl Metadata for AcmeTouchpoints {
 
 impl Mapper for AcmeTouchpoints {
     fn map(records: Vec<Record>) -> Vec<Result<Vec<Record>, Error>> {
-        match tenant_config::<UserMatching>() {
-            Ok(users) => records.iter().map(|r| map_one(&users, r)).collect(),
-            Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
-        }
+        weft_sdk::each_record(&records, map_one)
     }
 }
 

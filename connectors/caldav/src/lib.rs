@@ -19,8 +19,8 @@ use serde_json::json;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use weft_sdk::http::{Request, Response};
+use weft_sdk::invalid;
 use weft_sdk::types::{ConnectorInfo, Error, Operation, Record};
-use weft_sdk::{invalid, tenant_config};
 
 struct CalDav;
 
@@ -167,10 +167,7 @@ impl Metadata for CalDav {
 
 impl Destination for CalDav {
     fn emit(records: Vec<Record>) -> Vec<Result<(), Error>> {
-        match tenant_config::<Config>() {
-            Ok(cfg) => records.iter().map(|r| deliver(&cfg, r)).collect(),
-            Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
-        }
+        weft_sdk::each_record(&records, deliver)
     }
 }
 

@@ -11,8 +11,8 @@ use exports::weft::connector::metadata::Guest as Metadata;
 use serde::Deserialize;
 use serde_json::json;
 use weft_sdk::http::Request;
+use weft_sdk::invalid;
 use weft_sdk::types::{ConnectorInfo, Error, Operation, Record};
-use weft_sdk::{invalid, tenant_config};
 
 struct Dashboard;
 
@@ -86,10 +86,7 @@ impl Metadata for Dashboard {
 
 impl Destination for Dashboard {
     fn emit(records: Vec<Record>) -> Vec<Result<(), Error>> {
-        match tenant_config::<Config>() {
-            Ok(cfg) => records.iter().map(|r| deliver(&cfg, r)).collect(),
-            Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
-        }
+        weft_sdk::each_record(&records, deliver)
     }
 }
 

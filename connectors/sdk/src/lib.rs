@@ -73,6 +73,19 @@ pub fn tenant_config<T: DeserializeOwned>() -> Result<T, Error> {
     serde_json::from_str(&raw).map_err(|e| Error::Config(format!("connector configuration: {e}")))
 }
 
+/// Runs `f` on each record with this tenant's configuration, one outcome
+/// per record, as `map` and `emit` answer. A configuration that cannot be
+/// read fails every record with the same `config` error.
+pub fn each_record<C: DeserializeOwned, T>(
+    records: &[Record],
+    f: impl Fn(&C, &Record) -> Result<T, Error>,
+) -> Vec<Result<T, Error>> {
+    match tenant_config::<C>() {
+        Ok(cfg) => records.iter().map(|r| f(&cfg, r)).collect(),
+        Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
+    }
+}
+
 /// Shorthand for an `invalid` error.
 pub fn invalid(message: impl Into<String>) -> Error {
     Error::Invalid(message.into())
