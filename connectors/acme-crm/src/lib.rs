@@ -97,8 +97,9 @@ impl Client {
 
     /// GET and parse JSON, mapping HTTP errors to weft's classes. A body
     /// that is not JSON is asked for again (a cut-short answer is usually a
-    /// one-off), then reported as transient with what was wrong.
-    fn get_json(&self, path_and_query: &str) -> Result<Value, Error> {
+    /// one-off), `attempts` times in all, then reported as transient with
+    /// what was wrong.
+    fn get_json(&self, path_and_query: &str, attempts: u32) -> Result<Value, Error> {
         let what = format!(
             "GET {}",
             path_and_query.split('?').next().unwrap_or(path_and_query)
@@ -108,7 +109,7 @@ impl Client {
             attempt += 1;
             let resp = self.get(path_and_query)?.error_for_status(&what)?;
             match parse_body(&resp, &what) {
-                Err(e) if attempt < MALFORMED_ATTEMPTS => {
+                Err(e) if attempt < attempts => {
                     let e = format!("{e:?}");
                     weft_sdk::log_line(
                         log::Level::Warn,
@@ -173,7 +174,7 @@ fn list_page(
     let body = match parse_body(&resp, &format!("GET {path}")) {
         Ok(b) => b,
         // Ask again (through the retrying helper) when the answer was cut short.
-        Err(_) => client.get_json(&query)?,
+        Err(_) => client.get_json(&query, MALFORMED_ATTEMPTS - 1)?,
     };
     let data = body["data"]
         .as_array()
@@ -213,7 +214,10 @@ fn contacts_by_id(
     let ids: Vec<&String> = ids.iter().filter(|i| !i.is_empty()).collect();
     for chunk in ids.chunks(50) {
         let list: Vec<String> = chunk.iter().map(|i| enc(i)).collect();
-        let body = client.get_json(&format!("/contacts?ids={}", list.join(",")))?;
+        let body = client.get_json(
+            &format!("/contacts?ids={}", list.join(",")),
+            MALFORMED_ATTEMPTS,
+        )?;
         for c in body["data"].as_array().into_iter().flatten() {
             if c["deleted_at"].is_null()
                 && let Some(id) = c["id"].as_str()
@@ -238,7 +242,7 @@ fn users(client: &Client, needed: &BTreeSet<String>) -> Result<HashMap<String, V
     {
         return Ok(cached);
     }
-    let body = client.get_json("/users")?;
+    let body = client.get_json("/users", MALFORMED_ATTEMPTS)?;
     let fresh: HashMap<String, Value> = body["data"]
         .as_array()
         .into_iter()
@@ -417,7 +421,10 @@ fn contact_changed(client: &Client, contact: &Value) -> Result<Vec<Record>, Erro
         let resp = resp.error_for_status(&what)?;
         let a = match parse_body(&resp, &what) {
             Ok(a) => a,
-            Err(_) => client.get_json(&format!("/appointments/{}", enc(&id)))?,
+            Err(_) => client.get_json(
+                &format!("/appointments/{}", enc(&id)),
+                MALFORMED_ATTEMPTS - 1,
+            )?,
         };
         // The index may be stale: keep only appointments still pointing here.
         if a["contact_id"].as_str() == Some(cid) {

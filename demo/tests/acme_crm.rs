@@ -1,0 +1,270 @@
+//! The `acme-crm` source connector on its own, in the weft runtime against
+//! the Acme sandbox: both auth schemes through the host, paging and the
+//! restart after an expired cursor, `+` encoded in `updated_since`, contact
+//! lookups in batches of at most 50, cut-short answers asked again, and
+//! instants (not text) as versions.
+
+use serde_json::{Value, json};
+use std::sync::Arc;
+use weft::caps::http::{Credential, CredentialGrant, HttpGrants, OriginPattern};
+use weft::kvstore::SledKv;
+use weft::secrets::{SecretRef, SecretStore};
+use weft::{ConnectorInstance, HostConfig, Page, Runtime, TenantGrant};
+use weft_sandbox::acme::data::Counts;
+use weft_sandbox::acme::{AcmeConfig, AcmeSandbox, Faults};
+use weft_test_artifacts as artifacts;
+
+async fn sandbox(appointments: usize, faults: Faults) -> AcmeSandbox {
+    let config = AcmeConfig {
+        counts: Counts {
+            users: 3,
+            contacts: 120,
+            appointments,
+            activities: 30,
+        },
+        faults,
+        ..AcmeConfig::default()
+    };
+    AcmeSandbox::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn runtime() -> Runtime {
+    let config = HostConfig {
+        private_hosts: vec!["127.0.0.1".into()],
+        ..HostConfig::default()
+    };
+    let secrets = SecretStore::from_map(
+        [
+            ("cs".to_string(), "demo-secret".to_string()),
+            ("key".to_string(), "acme-demo-key".to_string()),
+        ]
+        .into(),
+    );
+    Runtime::with_parts(
+        config,
+        SledKv::temporary().unwrap(),
+        Arc::new(weft::caps::http::SystemResolver),
+        secrets,
+    )
+    .unwrap()
+}
+
+async fn instance(
+    rt: &Runtime,
+    acme: &AcmeSandbox,
+    page_size: u32,
+    oauth: bool,
+) -> ConnectorInstance {
+    let c = rt.load_file(artifacts::ACME_CRM.as_ref()).await.unwrap();
+    let origin = OriginPattern::parse(&format!("http://{}", acme.addr())).unwrap();
+    let auth = if oauth {
+        Credential::OAuth2ClientCredentials {
+            token_url: format!("{}/oauth/token", acme.base_url()),
+            client_id: "weft-demo".into(),
+            client_secret: SecretRef::Secret("cs".into()),
+            scope: None,
+        }
+    } else {
+        Credential::ApiKey {
+            header: "X-Acme-Api-Key".into(),
+            value: SecretRef::Secret("key".into()),
+        }
+    };
+    let grant = TenantGrant {
+        config: json!({ "base_url": acme.base_url(), "page_size": page_size }),
+        http: HttpGrants {
+            allow: vec![origin.clone()],
+            credentials: vec![CredentialGrant { origin, auth }],
+            rate: None,
+        },
+        ..TenantGrant::new("t")
+    };
+    rt.instantiate(&c, &grant).await.unwrap()
+}
+
+fn bodies(p: &Page) -> Vec<Value> {
+    p.records
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_restart_after_an_expired_cursor_and_encode_plus() {
+    let acme = sandbox(60, Faults::default()).await;
+    let rt = runtime();
+    let mut src = instance(&rt, &acme, 25, true).await;
+    let first = src.fetch("appointments", None).await.unwrap();
+    assert_eq!(first.records.len(), 25);
+    assert!(first.has_more);
+    let cursor: Value = serde_json::from_str(first.next_cursor.as_deref().unwrap()).unwrap();
+    assert!(
+        cursor["acme"].is_string() && cursor["since"].is_string(),
+        "{cursor}"
+    );
+
+    weft_demo::http(
+        "POST",
+        &format!("{}/_sandbox/cursors/expire", acme.root_url()),
+        &[],
+        None,
+    )
+    .await
+    .unwrap();
+    let second = src
+        .fetch("appointments", first.next_cursor.as_deref())
+        .await
+        .unwrap();
+    assert!(!second.records.is_empty());
+    let log = acme.requests();
+    let expired = log
+        .iter()
+        .position(|r| r.status == 400)
+        .expect("the expired cursor was refused");
+    let restart = &log[expired + 1..]
+        .iter()
+        .find(|r| r.path.starts_with("/api/v1/appointments?"))
+        .unwrap()
+        .path;
+    assert!(restart.contains("updated_since="), "{restart}");
+    let since = cursor["since"].as_str().unwrap();
+    if since.contains('+') {
+        assert!(restart.contains("%2B"), "`+` is encoded: {restart}");
+    }
+    // The restart reads from the newest `updated_at` of page one, inclusive.
+    let updated = |b: &Value| {
+        chrono::DateTime::parse_from_rfc3339(b["appointment"]["updated_at"].as_str().unwrap())
+            .unwrap()
+    };
+    let newest_first = bodies(&first).iter().map(updated).max().unwrap();
+    assert!(bodies(&second).iter().all(|b| updated(b) >= newest_first));
+    assert!(
+        bodies(&second).iter().any(|b| updated(b) == newest_first),
+        "inclusive: the last record comes again"
+    );
+    assert!(
+        log.iter()
+            .all(|r| r.auth == "bearer" || r.path.contains("oauth")),
+        "OAuth through the host"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_are_enriched_with_batched_contact_lookups_and_versioned_by_instant() {
+    let acme = sandbox(
+        150,
+        Faults {
+            rate_burst: 200,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let rt = runtime();
+    let mut src = instance(&rt, &acme, 150, false).await;
+    let page = src.fetch("appointments", None).await.unwrap();
+    assert_eq!(page.records.len(), 150);
+    for lookup in acme.requests().iter().filter(|r| r.path.contains("ids=")) {
+        let ids = lookup
+            .path
+            .split("ids=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap();
+        assert!(
+            ids.split(',').count() <= 50,
+            "at most 50 IDs a call: {}",
+            lookup.path
+        );
+    }
+    assert!(acme.requests().iter().all(|r| r.auth == "api_key"));
+    for (r, b) in page.records.iter().zip(bodies(&page)) {
+        let apt = &b["appointment"];
+        let updated =
+            chrono::DateTime::parse_from_rfc3339(apt["updated_at"].as_str().unwrap()).unwrap();
+        let contact_updated = b["contact"]["updated_at"].as_str().map(|c| {
+            chrono::DateTime::parse_from_rfc3339(c)
+                .unwrap()
+                .timestamp_micros()
+        });
+        assert_eq!(
+            r.version,
+            updated
+                .timestamp_micros()
+                .max(contact_updated.unwrap_or(i64::MIN))
+        );
+        assert_eq!(r.key, apt["id"].as_str().unwrap());
+        assert_eq!(b["owner"]["id"], apt["owner_id"]);
+        assert!(b["owner"]["email"].is_string(), "owner email from /users");
+        assert_eq!(
+            r.op == weft::Operation::Delete,
+            !apt["deleted_at"].is_null()
+        );
+    }
+    assert!(
+        bodies(&page).iter().any(|b| b["contact"].is_null()),
+        "missing contacts come through as null"
+    );
+    // Users are cached in kv: a second page does not ask /users again.
+    let before = acme
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v1/users")
+        .count();
+    src.fetch("appointments", page.next_cursor.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(
+        acme.requests()
+            .iter()
+            .filter(|r| r.path == "/api/v1/users")
+            .count(),
+        before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cut_short_answers_are_asked_again_and_named_when_they_persist() {
+    let acme = sandbox(
+        20,
+        Faults {
+            malformed_json: 1.0,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let rt = runtime();
+    let mut src = instance(&rt, &acme, 50, false).await;
+    let e = src.fetch("appointments", None).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("transient")
+            && msg.contains("malformed JSON")
+            && msg.contains("GET /appointments"),
+        "{msg}"
+    );
+    assert_eq!(acme.requests().len(), 3, "asked three times");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn activities_are_emails_and_calls_only() {
+    let acme = sandbox(5, Faults::default()).await;
+    let rt = runtime();
+    let mut src = instance(&rt, &acme, 200, false).await;
+    let page = src.fetch("activities", None).await.unwrap();
+    assert!(!page.records.is_empty());
+    for b in bodies(&page) {
+        assert!(matches!(
+            b["activity"]["type"].as_str(),
+            Some("email") | Some("call")
+        ));
+    }
+    assert!(
+        acme.requests()
+            .iter()
+            .any(|r| r.path.contains("types=email%2Ccall") || r.path.contains("types=email,call"))
+    );
+}
