@@ -41,6 +41,10 @@ enum Command {
         #[arg(long)]
         backfill: bool,
     },
+    /// Run every unpaused flow on its schedule (`schedule` in weft.toml,
+    /// default 5 minutes) until interrupted; flows needing attention are
+    /// skipped until a manual `weft run` of them succeeds.
+    Serve,
     /// Work with connector components.
     Connectors {
         #[command(subcommand)]
@@ -294,6 +298,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for e in host.registry.list()? {
                 println!("{}@{}\t{}\t{}", e.name, e.version, e.world, &e.digest[..12]);
             }
+        }
+        Command::Serve => {
+            let host = open(&cli)?;
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            weft::runner::serve(&host, stop, &|r| println!("{}", summary(r))).await?;
         }
         Command::Run { filter, backfill } => {
             let host = open(&cli)?;

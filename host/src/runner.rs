@@ -614,6 +614,49 @@ fn record_failure(stage: &'static str, label: &str, e: ConnectorError) -> Result
     }
 }
 
+/// Runs every unpaused flow on its schedule until `stop` resolves: each
+/// flow runs once at start, then `schedule` after its previous run began.
+/// A flow that needs attention is skipped (a person must fix it; a manual
+/// `weft run` of it clears the flag when it succeeds). `report` gets every
+/// finished run.
+pub async fn serve(
+    host: &Host,
+    stop: impl Future<Output = ()>,
+    report: &(dyn Fn(&RunRecord) + Sync),
+) -> anyhow::Result<()> {
+    use tokio::time::Instant;
+    let mut due: Vec<(Instant, String, String, Duration)> = host
+        .config
+        .tenants
+        .iter()
+        .flat_map(|(t, tc)| {
+            tc.flows
+                .iter()
+                .filter(|(_, f)| !f.paused)
+                .map(move |(f, fc)| (Instant::now(), t.clone(), f.clone(), fc.schedule))
+        })
+        .collect();
+    anyhow::ensure!(!due.is_empty(), "no unpaused flow to schedule");
+    tokio::pin!(stop);
+    loop {
+        due.sort_by_key(|d| d.0);
+        let (at, tenant, flow, every) = due[0].clone();
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            _ = tokio::time::sleep_until(at) => {}
+        }
+        due[0].0 = at + every;
+        if let Some(reason) = host.state.attention(&tenant, &flow)? {
+            tracing::warn!(tenant, flow, reason, "skipping a flow that needs attention");
+            continue;
+        }
+        let run = host
+            .run_flow(&tenant, &flow, Trigger::Schedule, &|_| {})
+            .await?;
+        report(&run);
+    }
+}
+
 /// Builds the commit of a page: every live or dead item's version, the dead
 /// letters, and the cursor.
 fn commit_for(

@@ -532,3 +532,52 @@ async fn crash_between_emit_and_commit_loses_and_doubles_nothing() {
         "the killed run stays recorded as running: {runs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_runs_flows_on_their_schedule_and_skips_those_needing_attention() {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&config_text(
+        dir.path(),
+        "numbers",
+        "{ total = 3, page_size = 3 }",
+        MAPPER,
+        &server.url(""),
+        "schedule = \"1s\"",
+    ))
+    .await;
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let r2 = runs.clone();
+    let stop = tokio::time::sleep(std::time::Duration::from_millis(2500));
+    weft::runner::serve(&h, stop, &move |r| {
+        r2.lock().unwrap().push((r.trigger.clone(), r.outcome))
+    })
+    .await
+    .unwrap();
+    let got = runs.lock().unwrap().clone();
+    assert_eq!(got.len(), 3, "at 0 s, 1 s and 2 s: {got:?}");
+    assert!(
+        got.iter()
+            .all(|(t, o)| t == "schedule" && *o == RunOutcome::Succeeded)
+    );
+    assert_eq!(sink.keys().len(), 3);
+
+    h.state
+        .set_attention("acme", "sync", Some("bad credentials"))
+        .unwrap();
+    let runs = Arc::new(Mutex::new(0));
+    let r2 = runs.clone();
+    weft::runner::serve(
+        &h,
+        tokio::time::sleep(std::time::Duration::from_millis(1200)),
+        &move |_| *r2.lock().unwrap() += 1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        *runs.lock().unwrap(),
+        0,
+        "a flow needing attention is not polled"
+    );
+}
