@@ -26,8 +26,15 @@ connectors: toolchain
 
 ## test: lint, then every test (unit, component, integration)
 test: setup lint
-	$(CARGO) test --workspace
 	cd connectors && $(CARGO) test -p acme-common -p acme-calendar --target-dir ../target/guests-host
+	$(CARGO) test --workspace --doc
+	@# nextest (on the machine image) closes with one summary of every test;
+	@# plain cargo test is the fallback.
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
 
 lint: toolchain
 	$(CARGO) fmt --all --check
