@@ -42,6 +42,10 @@ pub struct TenantSetup {
     pub retry: String,
 }
 
+/// The CalDAV service account of the demo world when Radicale requires
+/// HTTP Basic (see [`DemoEnv::start_with_caldav_auth`]).
+pub const CALDAV_USER: &str = "weft-sync";
+
 impl TenantSetup {
     /// A tenant with default options.
     pub fn new(id: &str) -> Self {
@@ -69,6 +73,8 @@ pub struct DemoEnv {
     pub dir: tempfile::TempDir,
     /// The tenants.
     pub tenants: Vec<TenantSetup>,
+    /// `Authorization` for reading calendars back, when CalDAV wants it.
+    caldav_auth: Option<String>,
 }
 
 /// A small HTTP answer.
@@ -121,12 +127,22 @@ pub fn config_toml(
     dashboard: &str,
     radicale: &str,
     tenants: &[TenantSetup],
+    caldav_basic_user: Option<&str>,
 ) -> String {
     let origin = |u: &str| {
         let rest = u.split_once("://").map(|x| x.1).unwrap_or(u);
         format!("http://{}", rest.split('/').next().unwrap_or(rest))
     };
     let (acme_o, dash_o, cal_o) = (origin(acme_base), origin(dashboard), origin(radicale));
+    // CalDAV credentials, when the server wants them: HTTP Basic from the
+    // secrets file, added by the host.
+    let caldav_credentials = caldav_basic_user
+        .map(|u| {
+            format!(
+                r#", credentials = [{{ origin = "{cal_o}", auth = {{ type = "basic", username = "{u}", password = {{ secret = "caldav_password" }} }} }}]"#
+            )
+        })
+        .unwrap_or_default();
     let mut out = format!(
         r#"# Written by weft-demo.
 data_dir = "{data_dir}"
@@ -147,7 +163,7 @@ call_timeout_ms = 30000
             prefixed(&t.calendar_options)
         );
         let caldav = format!(
-            r#"{{ connector = "caldav@^1", config = {{ collection_url = "{radicale}/{{email}}/acme-{id}/" }}, http = {{ allow = ["{cal_o}"] }} }}"#
+            r#"{{ connector = "caldav@^1", config = {{ collection_url = "{radicale}/{{email}}/acme-{id}/" }}, http = {{ allow = ["{cal_o}"]{caldav_credentials} }} }}"#
         );
         out.push_str(&format!(
             r#"
@@ -193,15 +209,40 @@ impl DemoEnv {
     /// Radicale, writes the configuration and secrets, opens the host and
     /// registers the connectors.
     pub async fn start(acme: AcmeConfig, tenants: Vec<TenantSetup>) -> anyhow::Result<Self> {
+        Self::start_inner(acme, tenants, None).await
+    }
+
+    /// Like [`DemoEnv::start`], but Radicale requires HTTP Basic for
+    /// [`CALDAV_USER`] with `password`, and each tenant's `caldav` stage gets
+    /// that credential (from the secrets file) injected by the host.
+    pub async fn start_with_caldav_auth(
+        acme: AcmeConfig,
+        tenants: Vec<TenantSetup>,
+        password: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(acme, tenants, Some(password)).await
+    }
+
+    async fn start_inner(
+        acme: AcmeConfig,
+        tenants: Vec<TenantSetup>,
+        caldav_password: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let acme = AcmeSandbox::start(acme, "127.0.0.1:0".parse()?).await?;
         let tokens = tenants
             .iter()
             .map(|t| (t.dashboard_token.clone(), t.id.clone()))
             .collect();
         let dashboard = DashboardSandbox::start(tokens, "127.0.0.1:0".parse()?).await?;
-        let radicale = Radicale::start()?;
+        let radicale = match caldav_password {
+            Some(p) => Radicale::start_with_basic_auth(&[(CALDAV_USER, p)])?,
+            None => Radicale::start()?,
+        };
         let dir = tempfile::tempdir()?;
         let mut secrets = format!("acme_client_secret = \"{CLIENT_SECRET}\"\n");
+        if let Some(p) = caldav_password {
+            secrets.push_str(&format!("caldav_password = \"{p}\"\n"));
+        }
         for t in &tenants {
             secrets.push_str(&format!(
                 "dashboard_token_{} = \"{}\"\n",
@@ -215,6 +256,7 @@ impl DemoEnv {
             &dashboard.url(),
             &radicale.url(),
             &tenants,
+            caldav_password.map(|_| CALDAV_USER),
         );
         let path = dir.path().join("weft.toml");
         std::fs::write(&path, &text)?;
@@ -235,6 +277,14 @@ impl DemoEnv {
             host,
             dir,
             tenants,
+            caldav_auth: caldav_password.map(|p| {
+                use base64::Engine as _;
+                let raw = format!("{CALDAV_USER}:{p}");
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                )
+            }),
         })
     }
 
@@ -328,7 +378,7 @@ impl DemoEnv {
         let a = http(
             "REPORT",
             &self.calendar_url(tenant, email),
-            &[("depth", "1")],
+            &self.read_headers(&[("depth", "1")]),
             Some(("application/xml; charset=utf-8", QUERY.into())),
         )
         .await?;
@@ -362,6 +412,15 @@ impl DemoEnv {
             }
         }
         Ok(out)
+    }
+
+    /// `extra` plus the CalDAV `Authorization`, when there is one.
+    fn read_headers<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut h = extra.to_vec();
+        if let Some(a) = &self.caldav_auth {
+            h.push(("authorization", a.as_str()));
+        }
+        h
     }
 
     /// The dashboard's counts for `email` in `tenant`.

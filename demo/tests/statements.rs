@@ -694,3 +694,32 @@ async fn s9_an_operator_can_backfill_one_tenant() {
         std::time::Duration::from_secs(300)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s11_caldav_credentials_come_from_the_tenant_and_the_host_adds_them() {
+    let env = DemoEnv::start_with_caldav_auth(
+        acme(Faults::default()),
+        vec![TenantSetup::new("t1")],
+        "cal-s3cret",
+    )
+    .await
+    .unwrap();
+    let (apt, _, email) = new_appointment(&env, json!({})).await;
+    sync_ok(&env, "t1").await;
+    assert!(
+        env.calendar("t1", &email)
+            .await
+            .unwrap()
+            .contains_key(&uid("t1", &apt))
+    );
+    // Without the credential the server refuses: the events got there with it.
+    let anonymous = weft_demo::http("PROPFIND", &env.calendar_url("t1", &email), &[], None)
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status, 401);
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    assert!(
+        !text.contains("cal-s3cret"),
+        "the password lives in the secrets file only"
+    );
+}

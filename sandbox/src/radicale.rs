@@ -5,7 +5,8 @@
 //!
 //! [`Radicale::start`] runs it without authentication (anyone may read and
 //! write); [`Radicale::start_with_basic_auth`] requires HTTP Basic against an
-//! htpasswd file with the given users.
+//! htpasswd file with the given users, and lets any of them read and write
+//! every collection (a service account writing users' calendars).
 
 use anyhow::{Context, bail};
 use std::net::TcpListener;
@@ -70,7 +71,7 @@ impl Radicale {
                 let lines: String = users.iter().map(|(u, p)| format!("{u}:{p}\n")).collect();
                 std::fs::write(&htpasswd, lines)?;
                 format!(
-                    "[auth]\ntype = htpasswd\nhtpasswd_filename = {}\nhtpasswd_encryption = plain\n[rights]\ntype = owner_only\n",
+                    "[auth]\ntype = htpasswd\nhtpasswd_filename = {}\nhtpasswd_encryption = plain\n[rights]\ntype = authenticated\n",
                     htpasswd.display()
                 )
             }
