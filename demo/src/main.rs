@@ -251,10 +251,16 @@ async fn main() -> anyhow::Result<()> {
             ids.iter().take(2).cloned().collect::<Vec<_>>().join(", ")
         );
     }
-    println!(
-        "  inspect one with: weft --config {} dlq show ID",
-        env.config_path().display()
-    );
+    if let Some(d) = dead.first() {
+        // What `weft dlq show ID` prints: everything needed to act on it.
+        println!(
+            "  one of them in full (as `weft dlq show {}` prints it):",
+            d.id
+        );
+        for line in serde_json::to_string_pretty(d)?.lines().take(40) {
+            println!("    {line}");
+        }
+    }
 
     let user = second
         .iter()
