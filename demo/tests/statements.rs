@@ -315,11 +315,13 @@ async fn s5_webhooks_duplicated_and_out_of_order_leave_the_newest_version() {
     let secret = reg.json()["secret"].as_str().unwrap().to_owned();
     let (apt, _, email) = new_appointment(&env, json!({ "title": "v1" })).await;
     let id = apt["id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // v2 is one second newer than v1, whatever the clock did in between.
+    let v1 = chrono::DateTime::parse_from_rfc3339(apt["updated_at"].as_str().unwrap()).unwrap();
+    let v2_at = (v1 + chrono::Duration::seconds(1)).to_rfc3339();
     env.acme_control(
         "PATCH",
         &format!("/appointments/{id}"),
-        json!({ "title": "v2" }),
+        json!({ "title": "v2", "updated_at": v2_at }),
     )
     .await
     .unwrap();

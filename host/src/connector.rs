@@ -551,11 +551,10 @@ impl ConnectorInstance {
         &self.label
     }
 
-    fn begin(&mut self, call: &str) -> Result<(), CallError> {
+    fn begin(&mut self) -> Result<(), CallError> {
         if let Some(p) = &self.poisoned {
             return Err(CallError::Poisoned(p.clone()));
         }
-        let _ = call;
         self.store
             .data()
             .deadline
@@ -689,7 +688,7 @@ impl ConnectorInstance {
     }
 
     async fn describe_raw(&mut self) -> Result<wit::ConnectorInfo, CallError> {
-        self.begin("describe")?;
+        self.begin()?;
         let timeout = self.call_timeout();
         let bound = self.bound.clone();
         let out = match &*bound {
@@ -729,7 +728,7 @@ impl ConnectorInstance {
         let Bound::Source(b) = &*bound else {
             return Err(self.wrong_world("fetch"));
         };
-        self.begin("fetch")?;
+        self.begin()?;
         let out = tokio::time::timeout(
             self.call_timeout(),
             b.weft_connector_source()
@@ -758,7 +757,7 @@ impl ConnectorInstance {
         let Bound::Source(b) = &*bound else {
             return Err(self.wrong_world("on-webhook"));
         };
-        self.begin("on-webhook")?;
+        self.begin()?;
         let delivery = source::exports::weft::connector::source::Webhook {
             headers: headers
                 .into_iter()
@@ -789,7 +788,7 @@ impl ConnectorInstance {
         let Bound::Mapper(b) = &*bound else {
             return Err(self.wrong_world("map"));
         };
-        self.begin("map")?;
+        self.begin()?;
         let input: Vec<wit::Record> = records.iter().cloned().map(wit::Record::from).collect();
         let out = tokio::time::timeout(
             self.call_timeout(),
@@ -822,7 +821,7 @@ impl ConnectorInstance {
         let Bound::Destination(b) = &*bound else {
             return Err(self.wrong_world("emit"));
         };
-        self.begin("emit")?;
+        self.begin()?;
         let input: Vec<wit::Record> = records.iter().cloned().map(wit::Record::from).collect();
         let out = tokio::time::timeout(
             self.call_timeout(),

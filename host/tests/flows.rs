@@ -547,20 +547,35 @@ async fn serve_runs_flows_on_their_schedule_and_skips_those_needing_attention() 
         "schedule = \"1s\"",
     ))
     .await;
+    // Serve until three runs have been reported (or a generous timeout).
     let runs = Arc::new(Mutex::new(Vec::new()));
-    let r2 = runs.clone();
-    let stop = tokio::time::sleep(std::time::Duration::from_millis(2500));
+    let third = Arc::new(tokio::sync::Notify::new());
+    let (r2, t2) = (runs.clone(), third.clone());
+    let stop = async move {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), t2.notified()).await;
+    };
     weft::runner::serve(&h, stop, &move |r| {
-        r2.lock().unwrap().push((r.trigger.clone(), r.outcome))
+        let mut v = r2.lock().unwrap();
+        v.push(r.clone());
+        if v.len() == 3 {
+            third.notify_one();
+        }
     })
     .await
     .unwrap();
     let got = runs.lock().unwrap().clone();
-    assert_eq!(got.len(), 3, "at 0 s, 1 s and 2 s: {got:?}");
+    assert_eq!(got.len(), 3, "{got:?}");
     assert!(
         got.iter()
-            .all(|(t, o)| t == "schedule" && *o == RunOutcome::Succeeded)
+            .all(|r| r.trigger == "schedule" && r.outcome == RunOutcome::Succeeded)
     );
+    for pair in got.windows(2) {
+        let gap = pair[1].started_ms - pair[0].started_ms;
+        assert!(
+            gap >= 990,
+            "runs start one schedule apart, not sooner: {gap} ms"
+        );
+    }
     assert_eq!(sink.keys().len(), 3);
 
     h.state

@@ -202,46 +202,47 @@ async fn update(
     Path((name, id)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> Reply {
-    let Some(kind) = kind(&name) else {
-        return fail(StatusCode::NOT_FOUND, format!("no resource {name}"));
-    };
-    let mut st = lock(&s);
-    let Some(old) = current(&st, kind, &id) else {
-        return fail(
-            StatusCode::NOT_FOUND,
-            format!("no {} {id}", kind.singular()),
-        );
-    };
-    let mut merged = merge(old, &body);
-    merged["id"] = json!(id);
-    if body.get("updated_at").is_none() {
-        merged["updated_at"] = json!(fmt_ts(&st.now_stamp()));
-    }
-    match store(&mut st, kind, merged) {
-        Ok(v) => {
-            webhooks::emit(&mut st, &format!("{}.updated", kind.singular()), v.clone());
-            (StatusCode::OK, Json(v))
+    change(&s, &name, &id, "updated", |st| {
+        let mut patch = body.clone();
+        if body.get("updated_at").is_none() {
+            patch["updated_at"] = json!(fmt_ts(&st.now_stamp()));
         }
-        Err(e) => fail(StatusCode::UNPROCESSABLE_ENTITY, format!("{name}: {e}")),
-    }
+        patch
+    })
 }
 
 async fn delete(AxState(s): AxState<Shared>, Path((name, id)): Path<(String, String)>) -> Reply {
-    let Some(kind) = kind(&name) else {
+    change(&s, &name, &id, "deleted", |st| {
+        let now = json!(fmt_ts(&st.now_stamp()));
+        json!({ "deleted_at": now, "updated_at": now })
+    })
+}
+
+/// Applies the patch `make_patch` builds to record `id` of resource `name`,
+/// stores it and fires `{kind}.{action}`.
+fn change(
+    s: &Shared,
+    name: &str,
+    id: &str,
+    action: &str,
+    make_patch: impl FnOnce(&mut State) -> Value,
+) -> Reply {
+    let Some(kind) = kind(name) else {
         return fail(StatusCode::NOT_FOUND, format!("no resource {name}"));
     };
-    let mut st = lock(&s);
-    let Some(old) = current(&st, kind, &id) else {
+    let mut st = lock(s);
+    let Some(old) = current(&st, kind, id) else {
         return fail(
             StatusCode::NOT_FOUND,
             format!("no {} {id}", kind.singular()),
         );
     };
-    let now = json!(fmt_ts(&st.now_stamp()));
-    let merged = merge(old, &json!({ "deleted_at": now, "updated_at": now }));
+    let patch = make_patch(&mut st);
+    let mut merged = merge(old, &patch);
+    merged["id"] = json!(id);
     match store(&mut st, kind, merged) {
         Ok(v) => {
-            webhooks::emit(&mut st, &format!("{}.deleted", kind.singular()), v.clone());
+            webhooks::emit(&mut st, &format!("{}.{action}", kind.singular()), v.clone());
             (StatusCode::OK, Json(v))
         }
         Err(e) => fail(StatusCode::UNPROCESSABLE_ENTITY, format!("{name}: {e}")),
