@@ -120,6 +120,10 @@ pub async fn http(
     Ok(Answer { status, text })
 }
 
+/// The request rate the demo grants for our own servers (CalDAV and the
+/// dashboard), per tenant.
+pub const OUR_RATE: &str = "{ per_second = 500.0, burst = 500 }";
+
 /// The `weft.toml` of the demo world.
 pub fn config_toml(
     data_dir: &str,
@@ -162,8 +166,10 @@ call_timeout_ms = 30000
             r#"{{ connector = "acme-calendar@^1", config = {{ uid_namespace = "{id}"{} }} }}"#,
             prefixed(&t.calendar_options)
         );
+        // Our own servers get their own rate: `default_rate` (10/s, meant
+        // for vendors' APIs) would throttle the calendar and the dashboard.
         let caldav = format!(
-            r#"{{ connector = "caldav@^1", config = {{ collection_url = "{radicale}/{{email}}/acme-{id}/" }}, http = {{ allow = ["{cal_o}"]{caldav_credentials} }} }}"#
+            r#"{{ connector = "caldav@^1", config = {{ collection_url = "{radicale}/{{email}}/acme-{id}/" }}, http = {{ allow = ["{cal_o}"], rate = {OUR_RATE}{caldav_credentials} }} }}"#
         );
         out.push_str(&format!(
             r#"
@@ -184,7 +190,7 @@ destination = {caldav}
 retry = {{ {retry} }}
 source = {src_t}
 mappers = [{{ connector = "acme-touchpoints@^1", config = {{ {tp} }} }}]
-destination = {{ connector = "dashboard@^1", config = {{ base_url = "{dashboard}" }}, http = {{ allow = ["{dash_o}"], credentials = [{{ origin = "{dash_o}", auth = {{ type = "bearer", token = {{ secret = "dashboard_token_{id}" }} }} }}] }} }}
+destination = {{ connector = "dashboard@^1", config = {{ base_url = "{dashboard}" }}, http = {{ allow = ["{dash_o}"], rate = {OUR_RATE}, credentials = [{{ origin = "{dash_o}", auth = {{ type = "bearer", token = {{ secret = "dashboard_token_{id}" }} }} }}] }} }}
 "#,
             src_a = acme.replace("STREAM", "appointments"),
             src_c = acme.replace("STREAM", "contacts"),

@@ -58,6 +58,13 @@ async fn instance(
     oauth: bool,
 ) -> ConnectorInstance {
     let c = rt.load_file(artifacts::ACME_CRM.as_ref()).await.unwrap();
+    rt.instantiate(&c, &grant(acme, page_size, oauth))
+        .await
+        .unwrap()
+}
+
+/// The tenant grant of `acme-crm` against `acme`: config, origin, credential.
+fn grant(acme: &AcmeSandbox, page_size: u32, oauth: bool) -> TenantGrant {
     let origin = OriginPattern::parse(&format!("http://{}", acme.addr())).unwrap();
     let auth = if oauth {
         Credential::OAuth2ClientCredentials {
@@ -72,7 +79,7 @@ async fn instance(
             value: SecretRef::Secret("key".into()),
         }
     };
-    let grant = TenantGrant {
+    TenantGrant {
         config: json!({ "base_url": acme.base_url(), "page_size": page_size }),
         http: HttpGrants {
             allow: vec![origin.clone()],
@@ -80,8 +87,7 @@ async fn instance(
             rate: None,
         },
         ..TenantGrant::new("t")
-    };
-    rt.instantiate(&c, &grant).await.unwrap()
+    }
 }
 
 fn bodies(p: &Page) -> Vec<Value> {
@@ -250,21 +256,149 @@ async fn cut_short_answers_are_asked_again_and_named_when_they_persist() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn activities_are_emails_and_calls_only() {
+async fn activities_of_every_type_come_and_only_emails_and_calls_are_enriched() {
     let acme = sandbox(5, Faults::default()).await;
     let rt = runtime();
     let mut src = instance(&rt, &acme, 200, false).await;
     let page = src.fetch("activities", None).await.unwrap();
-    assert!(!page.records.is_empty());
+    let types: std::collections::BTreeSet<String> = bodies(&page)
+        .iter()
+        .map(|b| b["activity"]["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        types.contains("meeting") || types.contains("note"),
+        "a type change away from email or call must reach the mapper: {types:?}"
+    );
     for b in bodies(&page) {
-        assert!(matches!(
-            b["activity"]["type"].as_str(),
-            Some("email") | Some("call")
-        ));
+        if !matches!(b["activity"]["type"].as_str(), Some("email") | Some("call")) {
+            assert!(b["contact"].is_null(), "not looked up: {b}");
+        }
+    }
+    assert!(acme.requests().iter().all(|r| !r.path.contains("types=")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_is_sent_on_every_page() {
+    let acme = sandbox(60, Faults::default()).await;
+    let rt = runtime();
+    let mut src = instance(&rt, &acme, 25, false).await;
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let p = src.fetch("appointments", cursor.as_deref()).await.unwrap();
+        pages += 1;
+        cursor = p.next_cursor;
+        if !p.has_more {
+            break;
+        }
+    }
+    assert_eq!(pages, 3, "60 appointments, 25 a page");
+    let lists: Vec<String> = acme
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/api/v1/appointments?"))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(lists.len(), 3);
+    assert!(lists.iter().all(|p| p.contains("limit=25")), "{lists:?}");
+}
+
+/// The contacts stream re-reads the appointments of each changed contact; a
+/// call does at most `reads_per_call` of them so that it fits in its
+/// deadline at the tenant's rate, and the next call goes on from there.
+#[tokio::test(flavor = "multi_thread")]
+async fn contacts_stream_rereads_at_most_reads_per_call() {
+    let acme = sandbox(
+        150,
+        Faults {
+            rate_burst: 500,
+            rate_per_second: 500.0,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let rt = runtime();
+    let c = rt.load_file(artifacts::ACME_CRM.as_ref()).await.unwrap();
+    let grant = TenantGrant {
+        config: json!({ "base_url": acme.base_url(), "page_size": 200, "reads_per_call": 5 }),
+        ..grant(&acme, 200, false)
+    };
+    let mut src = rt.instantiate(&c, &grant).await.unwrap();
+    // The appointments stream fills the contact -> appointments index.
+    let mut cursor = None;
+    let mut apts = Vec::new();
+    loop {
+        let p = src.fetch("appointments", cursor.as_deref()).await.unwrap();
+        apts.extend(bodies(&p));
+        cursor = p.next_cursor;
+        if !p.has_more {
+            break;
+        }
+    }
+    // Twelve customers with appointments change.
+    let mut changed = std::collections::BTreeSet::new();
+    for b in &apts {
+        if changed.len() == 12 {
+            break;
+        }
+        if let Some(cid) = b["contact"]["id"].as_str()
+            && changed.insert(cid.to_owned())
+        {
+            weft_demo::http(
+                "PATCH",
+                &format!("{}/_sandbox/contacts/{cid}", acme.root_url()),
+                &[],
+                Some((
+                    "application/json",
+                    json!({ "phone": "+1 555 0123" }).to_string(),
+                )),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let expected: std::collections::BTreeSet<String> = apts
+        .iter()
+        .filter(|b| {
+            b["contact"]["id"]
+                .as_str()
+                .is_some_and(|c| changed.contains(c))
+        })
+        .map(|b| b["appointment"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    let most_per_contact = changed
+        .iter()
+        .map(|c| {
+            apts.iter()
+                .filter(|b| b["contact"]["id"].as_str() == Some(c))
+                .count()
+        })
+        .max()
+        .unwrap();
+    let mut cursor = None;
+    let mut got = std::collections::BTreeSet::new();
+    for _ in 0..50 {
+        let before = acme.requests().len();
+        let p = src.fetch("contacts", cursor.as_deref()).await.unwrap();
+        let reads = acme.requests()[before..]
+            .iter()
+            .filter(|r| r.path.starts_with("/api/v1/appointments/"))
+            .count();
+        assert!(
+            reads <= 5.max(most_per_contact),
+            "{reads} re-reads in one call"
+        );
+        for b in bodies(&p) {
+            got.insert(b["appointment"]["id"].as_str().unwrap().to_owned());
+        }
+        cursor = p.next_cursor;
+        if !p.has_more {
+            break;
+        }
     }
     assert!(
-        acme.requests()
-            .iter()
-            .any(|r| r.path.contains("types=email%2Ccall") || r.path.contains("types=email,call"))
+        expected.is_subset(&got),
+        "every appointment of a changed customer: missing {:?}",
+        expected.difference(&got).collect::<Vec<_>>()
     );
 }

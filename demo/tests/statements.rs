@@ -521,11 +521,16 @@ async fn s6_s10_bad_records_are_dead_lettered_and_settle_when_fixed() {
     let d = env
         .host
         .state
-        .dead_letter(&weft::state::DeadLetter::id_for(
-            "t1",
-            "appointments",
-            apt["id"].as_str().unwrap(),
-        ))
+        .dead_letter(
+            &env.host
+                .dead_letter_id(
+                    "t1",
+                    "appointments",
+                    "appointment",
+                    apt["id"].as_str().unwrap(),
+                )
+                .unwrap(),
+        )
         .unwrap()
         .unwrap();
     assert!(
@@ -724,4 +729,395 @@ async fn s11_caldav_credentials_come_from_the_tenant_and_the_host_adds_them() {
         !text.contains("cal-s3cret"),
         "the password lives in the secrets file only"
     );
+}
+
+// After the first sync: every field a user can change in Acme changes, tokens
+// die early, first runs fail. Each test pins one way the data went wrong.
+
+/// The lower-case emails of Acme's users, and their IDs by email.
+async fn users_by_email(env: &DemoEnv) -> Vec<(String, Value)> {
+    env.acme_get("/users").await.unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["email"].as_str().unwrap().to_lowercase(), u["id"].clone()))
+        .collect()
+}
+
+async fn acme_faults(env: &DemoEnv, patch: Value) {
+    let r = weft_demo::http(
+        "PUT",
+        &format!("{}/_sandbox/faults", env.acme.root_url()),
+        &[],
+        Some(("application/json", patch.to_string())),
+    )
+    .await
+    .unwrap();
+    assert!(r.status < 300, "{}", r.text);
+}
+
+/// Every calendar of `tenant` that holds the event of `apt`.
+async fn calendars_holding(env: &DemoEnv, tenant: &str, apt: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for u in env.user_emails().await.unwrap() {
+        if env
+            .calendar(tenant, &u)
+            .await
+            .unwrap()
+            .contains_key(&uid(tenant, apt))
+        {
+            out.push(u);
+        }
+    }
+    out
+}
+
+fn dead_letters_of(env: &DemoEnv, tenant: &str, key: &str) -> Vec<weft::state::DeadLetter> {
+    env.host
+        .state
+        .dead_letters(Some(tenant), None)
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.record.key == key)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue8_owner_reassigned_the_event_lives_only_with_the_current_owner() {
+    let base = env().await;
+    let emails = base.user_emails().await.unwrap();
+    drop(base);
+    // Our app knows the first two Acme users; the third has no user of ours.
+    let mut t = TenantSetup::new("t1");
+    t.calendar_options = format!(r#"known_users = ["{}", "{}"]"#, emails[0], emails[1]);
+    let env = env_with(Faults::default(), vec![t]).await;
+    let users = users_by_email(&env).await;
+    let (apt, _, _) = new_appointment(&env, json!({ "owner_id": users[0].1 })).await;
+    let id = apt["id"].as_str().unwrap();
+    sync_ok(&env, "t1").await;
+    assert_eq!(
+        calendars_holding(&env, "t1", &apt).await,
+        vec![users[0].0.clone()]
+    );
+
+    // Reassigned to a matched user: it moves, and is in one calendar only.
+    env.acme_control(
+        "PATCH",
+        &format!("/appointments/{id}"),
+        json!({ "owner_id": users[1].1 }),
+    )
+    .await
+    .unwrap();
+    sync_ok(&env, "t1").await;
+    assert_eq!(
+        calendars_holding(&env, "t1", &apt).await,
+        vec![users[1].0.clone()]
+    );
+
+    // Reassigned to an owner we cannot match: it leaves every calendar and is
+    // dead-lettered, once, with a reason naming the owner.
+    env.acme_control(
+        "PATCH",
+        &format!("/appointments/{id}"),
+        json!({ "owner_id": users[2].1 }),
+    )
+    .await
+    .unwrap();
+    sync_ok(&env, "t1").await;
+    assert!(calendars_holding(&env, "t1", &apt).await.is_empty());
+    let dead = dead_letters_of(&env, "t1", id);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].error.to_string().contains(&users[2].0),
+        "{}",
+        dead[0].error
+    );
+
+    // Back to a matched owner: the event returns and the dead letter settles.
+    env.acme_control(
+        "PATCH",
+        &format!("/appointments/{id}"),
+        json!({ "owner_id": users[0].1 }),
+    )
+    .await
+    .unwrap();
+    sync_ok(&env, "t1").await;
+    assert_eq!(
+        calendars_holding(&env, "t1", &apt).await,
+        vec![users[0].0.clone()]
+    );
+    assert!(dead_letters_of(&env, "t1", id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue8_an_activity_that_stops_being_an_email_or_call_leaves_the_dashboard() {
+    let env = env().await;
+    sync_ok(&env, "t1").await;
+    let users = users_by_email(&env).await;
+    let (email, owner) = users[1].clone();
+    let before = totals(&env.touchpoints("t1", &email).await.unwrap());
+    let mail = env
+        .acme_control("POST", "/activities", json!({ "type": "email", "owner_id": owner, "contact_id": "con_1001", "occurred_at": "2026-11-24T12:00:00Z" }))
+        .await
+        .unwrap();
+    let call = env
+        .acme_control("POST", "/activities", json!({ "type": "call", "owner_id": owner, "contact_id": "con_1001", "occurred_at": "2026-11-24T13:00:00Z" }))
+        .await
+        .unwrap();
+    sync_ok(&env, "t1").await;
+    assert_eq!(
+        totals(&env.touchpoints("t1", &email).await.unwrap()),
+        (before.0 + 1, before.1 + 1)
+    );
+    for (act, to) in [(&mail, "meeting"), (&call, "note")] {
+        env.acme_control(
+            "PATCH",
+            &format!("/activities/{}", act["id"].as_str().unwrap()),
+            json!({ "type": to }),
+        )
+        .await
+        .unwrap();
+    }
+    sync_ok(&env, "t1").await;
+    assert_eq!(
+        totals(&env.touchpoints("t1", &email).await.unwrap()),
+        before,
+        "neither counts once it is a meeting or a note"
+    );
+    // And back: counted again, once.
+    env.acme_control(
+        "PATCH",
+        &format!("/activities/{}", mail["id"].as_str().unwrap()),
+        json!({ "type": "email" }),
+    )
+    .await
+    .unwrap();
+    sync_ok(&env, "t1").await;
+    assert_eq!(
+        totals(&env.touchpoints("t1", &email).await.unwrap()),
+        (before.0 + 1, before.1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue8_records_leave_when_the_tenant_stops_syncing_them() {
+    let mut env = env().await;
+    let (done, _, email) = new_appointment(
+        &env,
+        json!({ "status": "completed", "starts_at": "2026-11-20T10:00:00Z" }),
+    )
+    .await;
+    let (open, _, _) = new_appointment(&env, json!({})).await;
+    sync_ok(&env, "t1").await;
+    let cal = env.calendar("t1", &email).await.unwrap();
+    assert!(cal.contains_key(&uid("t1", &done)) && cal.contains_key(&uid("t1", &open)));
+    // The tenant changes its options: completed appointments are no longer synced.
+    let tenant = env.host.config.tenants.get_mut("t1").unwrap();
+    for flow in ["appointments", "contacts"] {
+        tenant.flows.get_mut(flow).unwrap().mappers[0].config["statuses"] = json!(["scheduled"]);
+    }
+    sync_ok(&env, "t1").await;
+    let cal = env.calendar("t1", &email).await.unwrap();
+    assert!(
+        !cal.contains_key(&uid("t1", &done)),
+        "left the filter, left the calendar"
+    );
+    assert!(cal.contains_key(&uid("t1", &open)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue8_tokens_that_die_early_are_waited_out_not_a_config_error() {
+    let env = env().await;
+    sync_ok(&env, "t1").await;
+    let (apt, _, email) = new_appointment(&env, json!({ "title": "After the token died" })).await;
+    // The next three requests are refused, each with a token just issued.
+    acme_faults(&env, json!({ "token_failures": 3 })).await;
+    let r = env
+        .host
+        .run_flow("t1", "appointments", Trigger::Manual, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    assert_eq!(
+        env.host.state.attention("t1", "appointments").unwrap(),
+        None
+    );
+    let refused = env
+        .acme
+        .requests()
+        .iter()
+        .filter(|q| q.status == 401)
+        .count();
+    assert!(refused >= 3, "the fault happened: {refused} refusals");
+    assert!(
+        env.calendar("t1", &email)
+            .await
+            .unwrap()
+            .contains_key(&uid("t1", &apt))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue8_contacts_changed_before_the_first_contacts_sync_are_not_lost() {
+    let env = env().await;
+    let (apt, contact, email) = new_appointment(&env, json!({ "title": "Early change" })).await;
+    let first = env
+        .host
+        .run_flow("t1", "appointments", Trigger::Manual, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{:?}", first.error);
+    // The contacts stream's starting point was fixed by that first sync.
+    let space = weft::kvstore::KvSpace {
+        tenant: "t1".into(),
+        connector: "acme-crm".into(),
+    };
+    let start = env
+        .host
+        .state
+        .kv()
+        .get(&space, "contacts-start")
+        .unwrap()
+        .expect("the starting point is stored");
+    let start = chrono::DateTime::parse_from_rfc3339(std::str::from_utf8(&start).unwrap()).unwrap();
+    // A change just after that point, which the first sync did not see...
+    let cid = contact["id"].as_str().unwrap();
+    let changed_at = (start + chrono::Duration::seconds(1)).to_rfc3339();
+    env.acme_control(
+        "PATCH",
+        &format!("/contacts/{cid}"),
+        json!({ "phone": "+1 555 0100 early", "updated_at": changed_at }),
+    )
+    .await
+    .unwrap();
+    // ...and the contacts flow's first run fails (Acme down), so its first
+    // success comes more than ten minutes (scaled: a few seconds) later.
+    acme_faults(&env, json!({ "error_503": 1.0 })).await;
+    let failed = env
+        .host
+        .run_flow("t1", "contacts", Trigger::Manual, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(failed.outcome, RunOutcome::Failed);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    acme_faults(&env, json!({ "error_503": 0.0 })).await;
+    let ok = env
+        .host
+        .run_flow("t1", "contacts", Trigger::Manual, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(ok.outcome, RunOutcome::Succeeded, "{:?}", ok.error);
+    let ics = &env.calendar("t1", &email).await.unwrap()[&uid("t1", &apt)];
+    assert!(
+        property(ics, "DESCRIPTION")
+            .unwrap()
+            .contains("+1 555 0100 early"),
+        "{ics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue8_a_contact_changed_then_deleted_leaves_its_last_known_details() {
+    let env = env().await;
+    let (apt, contact, email) = new_appointment(&env, json!({ "title": "Last details" })).await;
+    sync_ok(&env, "t1").await;
+    let cid = contact["id"].as_str().unwrap();
+    env.acme_control(
+        "PATCH",
+        &format!("/contacts/{cid}"),
+        json!({ "phone": "+44 20 7946 0000", "email": "new@customer.example" }),
+    )
+    .await
+    .unwrap();
+    env.acme_control("DELETE", &format!("/contacts/{cid}"), json!({}))
+        .await
+        .unwrap();
+    sync_ok(&env, "t1").await;
+    let ics = &env.calendar("t1", &email).await.unwrap()[&uid("t1", &apt)];
+    let desc = property(ics, "DESCRIPTION").unwrap();
+    assert!(desc.contains("+44 20 7946 0000"), "{desc}");
+    assert!(desc.contains("new@customer.example"), "{desc}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue8_one_dead_letter_per_record_and_none_for_deletes_of_unknown_owners() {
+    let base = env().await;
+    let emails = base.user_emails().await.unwrap();
+    drop(base);
+    let mut t = TenantSetup::new("t1");
+    t.calendar_options = format!(r#"known_users = ["{}"]"#, emails[0]);
+    let env = env_with(Faults::default(), vec![t]).await;
+    let users = users_by_email(&env).await;
+    let stranger = users[2].1.clone();
+    // Never delivered, owner unknown, then deleted or cancelled: no dead letter.
+    let (gone, _, _) = new_appointment(&env, json!({ "owner_id": stranger })).await;
+    let (cancelled, _, _) =
+        new_appointment(&env, json!({ "owner_id": stranger, "status": "cancelled" })).await;
+    env.acme_control(
+        "DELETE",
+        &format!("/appointments/{}", gone["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    // Unmatched and live: one dead letter, even when the contacts flow
+    // re-reads it after its customer changes.
+    let (stuck, contact, _) = new_appointment(&env, json!({ "owner_id": stranger })).await;
+    sync_ok(&env, "t1").await;
+    assert!(dead_letters_of(&env, "t1", gone["id"].as_str().unwrap()).is_empty());
+    assert!(dead_letters_of(&env, "t1", cancelled["id"].as_str().unwrap()).is_empty());
+    env.acme_control(
+        "PATCH",
+        &format!("/contacts/{}", contact["id"].as_str().unwrap()),
+        json!({ "phone": "+1 555 0199" }),
+    )
+    .await
+    .unwrap();
+    sync_ok(&env, "t1").await;
+    let dead = dead_letters_of(&env, "t1", stuck["id"].as_str().unwrap());
+    assert_eq!(dead.len(), 1, "one per record: {dead:?}");
+    // Deleted in Acme: the dead letter settles, no new one appears.
+    env.acme_control(
+        "DELETE",
+        &format!("/appointments/{}", stuck["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    sync_ok(&env, "t1").await;
+    assert!(dead_letters_of(&env, "t1", stuck["id"].as_str().unwrap()).is_empty());
+    // No dead letter anywhere is a delete.
+    assert!(
+        env.host
+            .state
+            .dead_letters(Some("t1"), None)
+            .unwrap()
+            .iter()
+            .all(|d| d.record.op == weft::model::Operation::Upsert)
+    );
+}
+
+#[test]
+fn issue8_our_own_servers_are_not_throttled_at_the_vendors_rate() {
+    let text = weft_demo::config_toml(
+        "data",
+        "http://127.0.0.1:1/api/v1",
+        "http://127.0.0.1:2",
+        "http://127.0.0.1:3",
+        &[TenantSetup::new("t1")],
+        None,
+    );
+    let config: toml::Value = toml::from_str(&text).unwrap();
+    let flows = config["tenants"]["t1"]["flows"].as_table().unwrap();
+    for (name, flow) in flows {
+        let rate = &flow["destination"]["http"]["rate"];
+        assert!(
+            rate["per_second"].as_float().unwrap() >= 100.0,
+            "{name}: our destination gets its own rate"
+        );
+        assert!(
+            flow["source"]["http"].get("rate").is_none(),
+            "Acme keeps the default"
+        );
+    }
 }

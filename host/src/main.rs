@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -161,6 +161,22 @@ enum RunsCommand {
     },
 }
 
+/// Prints a line to stdout; a closed pipe (`weft … | head`) ends the
+/// command quietly instead of panicking like `println!`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*).context("writing to stdout")?
+    };
+}
+
+/// Whether `e` is stdout's reader having gone away.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -182,6 +198,7 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -195,7 +212,7 @@ fn open(cli: &Cli) -> anyhow::Result<Host> {
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).context("printing JSON")?
     );
@@ -228,12 +245,7 @@ fn flows<'a>(host: &'a Host, f: &'a Filter) -> anyhow::Result<Vec<(String, Strin
 }
 
 fn summary(r: &RunRecord) -> String {
-    let outcome = match r.outcome {
-        RunOutcome::Running => "running",
-        RunOutcome::Succeeded => "succeeded",
-        RunOutcome::Failed => "FAILED",
-        RunOutcome::NeedsAttention => "NEEDS ATTENTION",
-    };
+    let outcome = r.outcome.label();
     let secs = r
         .ended_ms
         .unwrap_or(r.started_ms)
@@ -278,7 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let host = open(&cli)?;
             let (e, new) = host.registry.add(&host.runtime, file).await?;
-            println!(
+            outln!(
                 "{} {}@{} ({}, {})",
                 if new {
                     "registered"
@@ -296,7 +308,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let host = open(&cli)?;
             for e in host.registry.list()? {
-                println!("{}@{}\t{}\t{}", e.name, e.version, e.world, &e.digest[..12]);
+                outln!("{}@{}\t{}\t{}", e.name, e.version, e.world, &e.digest[..12]);
             }
         }
         Command::Serve => {
@@ -304,7 +316,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let stop = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            weft::runner::serve(&host, stop, &|r| println!("{}", summary(r))).await?;
+            weft::runner::serve(&host, stop, &|r| {
+                let _ = writeln!(std::io::stdout().lock(), "{}", summary(r));
+            })
+            .await?;
         }
         Command::Run { filter, backfill } => {
             let host = open(&cli)?;
@@ -331,7 +346,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprint!("\r\x1b[2K");
                 }
                 failed |= r.outcome != RunOutcome::Succeeded;
-                println!("{}", summary(&r));
+                outln!("{}", summary(&r));
             }
             if failed {
                 return Ok(ExitCode::FAILURE);
@@ -345,7 +360,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .state
                         .dead_letters(filter.tenant.as_deref(), filter.flow.as_deref())?;
                     for d in &list {
-                        println!(
+                        outln!(
                             "{}\t{}/{}\t{} {}\t{} by {}\t{} attempt(s)\t{}",
                             d.id,
                             d.tenant,
@@ -382,12 +397,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let mut failed = false;
                     for id in ids {
                         match host.replay(&id).await? {
-                            Ok(()) => println!("{id}: delivered"),
+                            Ok(()) => outln!("{id}: delivered"),
                             Err(d) => {
                                 failed = true;
-                                println!(
+                                outln!(
                                     "{id}: still failing at {} ({}): {}",
-                                    d.stage, d.connector, d.error
+                                    d.stage,
+                                    d.connector,
+                                    d.error
                                 );
                             }
                         }
@@ -400,7 +417,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if !host.state.remove_dead_letter(id)? {
                         anyhow::bail!("no dead letter {id}");
                     }
-                    println!("{id}: discarded");
+                    outln!("{id}: discarded");
                 }
             }
         }
@@ -410,13 +427,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 StateCommand::Show { filter } => {
                     for (tenant, flow) in flows(&host, filter)? {
                         let cursor = host.state.cursor(&tenant, &flow)?;
-                        let attention = host.state.attention(&tenant, &flow)?;
-                        println!(
-                            "{tenant}/{flow}\tcursor: {}\t{}",
+                        let health = weft::runner::flow_health(&*host.state, &tenant, &flow)?;
+                        outln!(
+                            "{tenant}/{flow}\tcursor: {}\t{health}",
                             cursor.as_deref().unwrap_or("(beginning)"),
-                            attention
-                                .map(|a| format!("NEEDS ATTENTION: {a}"))
-                                .unwrap_or_else(|| "ok".into())
                         );
                     }
                 }
@@ -437,9 +451,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         }
                         None => None,
                     };
-                    host.state.set_cursor(tenant, flow, cursor.as_deref())?;
-                    host.state.clear_versions(tenant, flow)?;
-                    println!(
+                    host.state.reset_flow(tenant, flow, cursor.as_deref())?;
+                    outln!(
                         "{tenant}/{flow}: cursor reset to {}",
                         cursor.as_deref().unwrap_or("the beginning")
                     );
@@ -454,7 +467,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         host.state
                             .runs(filter.tenant.as_deref(), filter.flow.as_deref(), *limit)?
                     {
-                        println!("{}", summary(&r));
+                        outln!("{}", summary(&r));
                     }
                 }
                 RunsCommand::Show { id } => {

@@ -16,7 +16,7 @@ use crate::config::{FlowConfig, RetryPolicy, Stage, WeftConfig};
 use crate::connector::{
     CallError, Connector, ConnectorInstance, HostConfig, Runtime, TenantGrant, WorldKind,
 };
-use crate::model::{ConnectorError, Record};
+use crate::model::{ConnectorError, Operation, Record};
 use crate::registry::Registry;
 use crate::state::{DeadLetter, PageCommit, RunOutcome, RunRecord, SledState, StateStore, now_ms};
 use anyhow::{Context, anyhow, bail};
@@ -84,6 +84,29 @@ struct Item {
     source: Record,
     outputs: Vec<Record>,
     dead: Option<Dead>,
+    /// Whether something of this record may exist at the destination: a
+    /// delete of a record that is surely absent is not sent.
+    maybe_present: bool,
+    /// A mapper asked to retract and dead-letter the record
+    /// ([`RETRACT_FIELD`]): the dead letter it becomes once its deletes are
+    /// delivered.
+    retract: Option<Dead>,
+    /// Its deletes reached the destination: it no longer exists there.
+    retracted: bool,
+}
+
+/// The body field of a mapper's delete output that asks the host to retract
+/// the record and dead-letter it with the field's text as the reason (the
+/// SDK's `DEAD_LETTER_FIELD`).
+pub const RETRACT_FIELD: &str = "weft_dead_letter";
+
+/// The reason of a retract request in `r`, if it is one.
+fn retract_reason(r: &Record) -> Option<String> {
+    if r.op != Operation::Delete || !r.body.contains(RETRACT_FIELD) {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+    v.get(RETRACT_FIELD)?.as_str().map(str::to_owned)
 }
 
 struct Pipeline {
@@ -98,6 +121,9 @@ impl Host {
     /// compile cache in `{data_dir}/cache`.
     pub fn open(config: WeftConfig) -> anyhow::Result<Self> {
         let state: Arc<dyn StateStore> = Arc::new(SledState::open(&config.data_dir.join("state"))?);
+        // The state directory is locked by this process: a run still marked
+        // running was left by a process that ended without finishing it.
+        mark_interrupted(&*state)?;
         let secrets = match &config.secrets_file {
             Some(p) => crate::secrets::SecretStore::with_file(p)?,
             None => crate::secrets::SecretStore::from_env(),
@@ -281,9 +307,20 @@ impl Host {
             .pipeline(tenant, flow_name, flow, &run.id, true, &mut run.connectors)
             .await
             .map_err(|e| Stop::Attention(format!("{e:#}")))?;
-        if trigger == Trigger::Backfill {
-            self.state.set_cursor(tenant, flow_name, None)?;
-            self.state.clear_versions(tenant, flow_name)?;
+        let fingerprint = flow_fingerprint(flow);
+        let known = self.state.flow_fingerprint(tenant, flow_name)?;
+        let changed = known.as_ref().is_some_and(|k| *k != fingerprint);
+        if changed {
+            tracing::warn!(
+                "the flow's configuration changed since its last run: reading everything again so that what was delivered matches it"
+            );
+        }
+        if trigger == Trigger::Backfill || changed {
+            self.state.reset_flow(tenant, flow_name, None)?;
+        }
+        if known.as_deref() != Some(fingerprint.as_str()) {
+            self.state
+                .set_flow_fingerprint(tenant, flow_name, &fingerprint)?;
         }
         let mut cursor = self.state.cursor(tenant, flow_name)?;
         let retry = &flow.retry;
@@ -353,9 +390,10 @@ impl Host {
         retry: &RetryPolicy,
         run: &mut RunRecord,
     ) -> Result<(), Stop> {
-        let mut items = self.fresh_items(tenant, flow, records, run)?;
+        let scope = delivery_scope(self.config.flow(tenant, flow)?);
+        let mut items = self.fresh_items(tenant, flow, &scope, records, run)?;
         self.deliver(pipeline, &mut items, retry, run).await?;
-        let commit = commit_for(tenant, flow, &items, cursor, run);
+        let commit = commit_for(tenant, flow, &scope, &items, cursor, run);
         self.state
             .commit_page(tenant, flow, &commit)
             .map_err(|e| Stop::Failed(format!("committing the page: {e:#}")))?;
@@ -443,12 +481,55 @@ impl Host {
         self.state.save_run(run)
     }
 
+    /// A source record on its way to the destination `scope`, with whether
+    /// it may exist there. A delete of a record that surely does not exist
+    /// there has nothing to do: it gets no outputs, so no connector sees it,
+    /// but its version is still committed (an older revision arriving later
+    /// stays stale) and it settles an older dead letter of the record.
+    fn item(
+        &self,
+        tenant: &str,
+        flow: &str,
+        scope: &str,
+        r: Record,
+        delivered: Option<i64>,
+        run: &mut RunRecord,
+    ) -> anyhow::Result<Item> {
+        let maybe_present = match self.state.presence(tenant, scope, &r.key)? {
+            Some(p) => p,
+            // Unknown: delivered by this flow before weft kept presence.
+            None => {
+                delivered.is_some()
+                    || self
+                        .state
+                        .delivered_version(tenant, flow, &r.key)?
+                        .is_some()
+            }
+        };
+        let outputs = if r.op == Operation::Delete && !maybe_present {
+            run.skipped_absent += 1;
+            tracing::debug!(key = %r.key, "delete of a record the destination does not have");
+            vec![]
+        } else {
+            vec![r.clone()]
+        };
+        Ok(Item {
+            outputs,
+            source: r,
+            dead: None,
+            maybe_present,
+            retract: None,
+            retracted: false,
+        })
+    }
+
     /// Drops records that are not newer than what was delivered (and earlier
     /// duplicates of a key within the page).
     fn fresh_items(
         &self,
         tenant: &str,
         flow: &str,
+        scope: &str,
         records: Vec<Record>,
         run: &mut RunRecord,
     ) -> anyhow::Result<Vec<Item>> {
@@ -469,11 +550,7 @@ impl Host {
                 tracing::debug!(key = %r.key, version = r.version, ?delivered, "skipping stale record");
                 continue;
             }
-            items.push(Item {
-                outputs: vec![r.clone()],
-                source: r,
-                dead: None,
-            });
+            items.push(self.item(tenant, flow, scope, r, delivered, run)?);
         }
         Ok(items)
     }
@@ -506,13 +583,28 @@ impl Host {
                 match outcome {
                     Ok(rs) => {
                         run.mapped += rs.len() as u64;
+                        if let Some(reason) = rs.iter().find_map(retract_reason) {
+                            it.retract = Some(Dead {
+                                stage: "map",
+                                connector: label.clone(),
+                                error: ConnectorError::Invalid(reason),
+                            });
+                        }
                         it.outputs.extend(rs);
                     }
+
                     Err(e) => {
                         it.outputs.clear();
                         it.dead = Some(record_failure("map", &label, e)?);
                     }
                 }
+            }
+        }
+        // Deletes of what the destination surely does not have are not sent
+        // (a mapper's filter turning a never-delivered record into a delete).
+        for it in items.iter_mut() {
+            if !it.maybe_present && it.outputs.iter().all(|o| o.op == Operation::Delete) {
+                it.outputs.clear();
             }
         }
         let label = p.destination.label().to_owned();
@@ -532,7 +624,29 @@ impl Host {
                 }
             }
         }
+        for it in items.iter_mut() {
+            if let Some(dead) = it.retract.take()
+                && it.dead.is_none()
+            {
+                it.retracted = true;
+                it.dead = Some(dead);
+            }
+        }
         Ok(())
+    }
+
+    /// The ID of the dead letter that source record `key` (of `kind`) gets
+    /// in (tenant, flow): shared with every flow of the tenant that delivers
+    /// to the same destination.
+    pub fn dead_letter_id(
+        &self,
+        tenant: &str,
+        flow: &str,
+        kind: &str,
+        key: &str,
+    ) -> anyhow::Result<String> {
+        let scope = delivery_scope(self.config.flow(tenant, flow)?);
+        Ok(DeadLetter::id_for(tenant, &scope, kind, key))
     }
 
     /// Sends one dead letter through the flow's *current* mappers and
@@ -549,11 +663,6 @@ impl Host {
         let mut p = self
             .pipeline(&dl.tenant, &dl.flow, &flow, &run_id, false, &mut labels)
             .await?;
-        let mut items = vec![Item {
-            source: dl.record.clone(),
-            outputs: vec![dl.record.clone()],
-            dead: None,
-        }];
         let mut run = RunRecord {
             id: run_id,
             trigger: "replay".into(),
@@ -561,6 +670,15 @@ impl Host {
             fetched: 1,
             ..new_run(&dl.tenant, &dl.flow)
         };
+        let scope = delivery_scope(&flow);
+        let mut items = vec![self.item(
+            &dl.tenant,
+            &dl.flow,
+            &scope,
+            dl.record.clone(),
+            None,
+            &mut run,
+        )?];
         let result = self
             .deliver(&mut p, &mut items, &flow.retry, &mut run)
             .await;
@@ -573,14 +691,11 @@ impl Host {
             bail!("replay of {id} could not finish: {e}");
         }
         let item = &items[0];
-        let commit = match &item.dead {
-            None => PageCommit {
-                versions: vec![(dl.record.key.clone(), dl.record.version)],
-                resolved: vec![dl.id.clone()],
-                ..Default::default()
-            },
-            Some(_) => commit_for(&dl.tenant, &dl.flow, &items, None, &mut run),
-        };
+        let mut commit = commit_for(&dl.tenant, &dl.flow, &scope, &items, None, &mut run);
+        if item.dead.is_none() {
+            // Also settles a dead letter filed under an older ID scheme.
+            commit.resolved.push(dl.id.clone());
+        }
         self.state.commit_page(&dl.tenant, &dl.flow, &commit)?;
         run.outcome = RunOutcome::Succeeded;
         self.state.save_run(&run)?;
@@ -657,11 +772,99 @@ pub async fn serve(
     }
 }
 
+/// Where a flow delivers, as far as dead letters and presence go: the
+/// destination connector's name. Flows of one tenant that carry the same
+/// source records to the same destination (Acme's `appointments` and
+/// `contacts` flows, both into `caldav`) share one dead letter per record
+/// and one notion of what exists there.
+pub fn delivery_scope(flow: &FlowConfig) -> String {
+    flow.destination.connector.name.clone()
+}
+
+/// What a flow's records become, as far as configuration goes: the stream
+/// and every stage's `config` (not connector versions, grants or
+/// credentials). When it changes, records delivered under the old
+/// configuration may no longer be right (a status the tenant stopped
+/// syncing, another title template, another calendar), so the next run
+/// reads everything again.
+pub fn flow_fingerprint(flow: &FlowConfig) -> String {
+    use sha2::Digest;
+    let shape = serde_json::json!({
+        "stream": flow.source.stream,
+        "source": flow.source.config,
+        "mappers": flow.mappers.iter().map(|m| (&m.connector.name, &m.config)).collect::<Vec<_>>(),
+        "destination": (&flow.destination.connector.name, &flow.destination.config),
+    });
+    hex::encode(sha2::Sha256::digest(shape.to_string().as_bytes()))
+}
+
+/// One line on how a flow is doing, for `weft state show`: whether it needs
+/// attention, how its last finished run ended, and how many finished runs
+/// in a row did not succeed.
+pub fn flow_health(state: &dyn StateStore, tenant: &str, flow: &str) -> anyhow::Result<String> {
+    let runs = state.runs(Some(tenant), Some(flow), 1000)?;
+    let mut finished = runs
+        .iter()
+        .filter(|r| r.outcome != RunOutcome::Running && r.trigger != "replay");
+    let last = finished.clone().next();
+    let failing = finished
+        .by_ref()
+        .take_while(|r| r.outcome != RunOutcome::Succeeded)
+        .count();
+    let mut s = match state.attention(tenant, flow)? {
+        Some(a) => format!("NEEDS ATTENTION: {a}"),
+        None if failing > 0 => "FAILING".to_owned(),
+        None => "ok".to_owned(),
+    };
+    match last {
+        None => s.push_str("\tno run yet"),
+        Some(r) => {
+            s.push_str(&format!("\tlast run {} ({})", r.outcome.label(), r.id));
+            if failing > 0 {
+                s.push_str(&format!(
+                    ", {failing} run(s) in a row not succeeded; last error: {}",
+                    r.error.as_deref().unwrap_or("(none recorded)")
+                ));
+            }
+        }
+    }
+    if runs.iter().any(|r| r.outcome == RunOutcome::Running) {
+        s.push_str("\ta run is in progress");
+    }
+    Ok(s)
+}
+
+/// Marks every run still recorded as running as interrupted: called when the
+/// state is opened by the one process that may write it, so such a run
+/// belonged to a process that ended without finishing it.
+pub fn mark_interrupted(state: &dyn StateStore) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for mut r in state.runs(None, None, usize::MAX)? {
+        if r.outcome == RunOutcome::Running {
+            r.outcome = RunOutcome::Interrupted;
+            r.error = Some(
+                "the weft process ended while this run was going; pages after the last commit will be read again".into(),
+            );
+            r.ended_ms = Some(now_ms());
+            state.save_run(&r)?;
+            n += 1;
+        }
+    }
+    if n > 0 {
+        tracing::warn!(
+            runs = n,
+            "marked runs left running by an earlier process as interrupted"
+        );
+    }
+    Ok(n)
+}
+
 /// Builds the commit of a page: every live or dead item's version, the dead
-/// letters, and the cursor.
+/// letters, what now exists at the destination, and the cursor.
 fn commit_for(
     tenant: &str,
     flow: &str,
+    scope: &str,
     items: &[Item],
     cursor: Option<String>,
     run: &mut RunRecord,
@@ -672,20 +875,30 @@ fn commit_for(
         ..Default::default()
     };
     for it in items {
+        let id = DeadLetter::id_for(tenant, scope, &it.source.kind, &it.source.key);
         commit
             .versions
             .push((it.source.key.clone(), it.source.version));
         if it.dead.is_none() {
             // A newer revision got through: an older dead letter of the same
             // record is settled.
+            commit.resolved.push(id.clone());
+            if !it.outputs.is_empty() {
+                let present = it.outputs.iter().any(|o| o.op == Operation::Upsert);
+                commit
+                    .presence
+                    .push((scope.to_owned(), it.source.key.clone(), present));
+            }
+        }
+        if it.retracted {
             commit
-                .resolved
-                .push(DeadLetter::id_for(tenant, flow, &it.source.key));
+                .presence
+                .push((scope.to_owned(), it.source.key.clone(), false));
         }
         if let Some(d) = &it.dead {
             run.dead_lettered += 1;
             commit.dead_letters.push(DeadLetter {
-                id: DeadLetter::id_for(tenant, flow, &it.source.key),
+                id,
                 tenant: tenant.to_owned(),
                 flow: flow.to_owned(),
                 stage: d.stage.to_owned(),
@@ -791,6 +1004,7 @@ fn new_run(tenant: &str, flow: &str) -> RunRecord {
         mapped: 0,
         emitted: 0,
         skipped_stale: 0,
+        skipped_absent: 0,
         dead_lettered: 0,
         retries: 0,
         outcome: RunOutcome::Running,

@@ -29,7 +29,8 @@ pub fn now_ms() -> u64 {
 /// A record that could not be delivered, with what is needed to act on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
-    /// Stable ID: the same (tenant, flow, record key) always has the same ID.
+    /// Stable ID: one per source record and destination, whichever flow
+    /// carried it there ([`DeadLetter::id_for`]).
     pub id: String,
     /// The tenant.
     pub tenant: String,
@@ -52,10 +53,13 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// The ID of the dead letter of `key` in (tenant, flow).
-    pub fn id_for(tenant: &str, flow: &str, key: &str) -> String {
+    /// The ID of the dead letter of the source record `key` of `kind` on its
+    /// way to the destination `scope` (see `runner::delivery_scope`). Two
+    /// flows that carry the same record to the same destination (Acme's
+    /// `appointments` and `contacts` flows) share one dead letter.
+    pub fn id_for(tenant: &str, scope: &str, kind: &str, key: &str) -> String {
         let mut h = Sha256::new();
-        for part in [tenant, flow, key] {
+        for part in [tenant, scope, kind, key] {
             h.update(part.as_bytes());
             h.update([0]);
         }
@@ -74,6 +78,10 @@ pub struct PageCommit {
     pub dead_letters: Vec<DeadLetter>,
     /// Dead letters that were delivered and can be removed (replays).
     pub resolved: Vec<String>,
+    /// (scope, source record key, present): whether what the record became
+    /// now exists at the destination (an upsert reached it: `true`; only
+    /// deletes did: `false`). See [`StateStore::presence`].
+    pub presence: Vec<(String, String, bool)>,
 }
 
 /// How a run ended.
@@ -89,6 +97,23 @@ pub enum RunOutcome {
     Failed,
     /// A `config` error: the flow needs a person.
     NeedsAttention,
+    /// The process ended while the run was going (killed, crashed, power
+    /// lost); found and marked at the next start. Nothing past the last
+    /// committed page counted.
+    Interrupted,
+}
+
+impl RunOutcome {
+    /// How the outcome is shown to people.
+    pub fn label(self) -> &'static str {
+        match self {
+            RunOutcome::Running => "running",
+            RunOutcome::Succeeded => "succeeded",
+            RunOutcome::Failed => "FAILED",
+            RunOutcome::NeedsAttention => "NEEDS ATTENTION",
+            RunOutcome::Interrupted => "INTERRUPTED",
+        }
+    }
 }
 
 /// One run of a flow.
@@ -118,6 +143,11 @@ pub struct RunRecord {
     pub emitted: u64,
     /// Records dropped because a newer or equal version was delivered.
     pub skipped_stale: u64,
+    /// Deletes with nothing to delete: the record never reached the
+    /// destination (or was removed from it already), so no connector was
+    /// called for it.
+    #[serde(default)]
+    pub skipped_absent: u64,
     /// Records dead-lettered.
     pub dead_lettered: u64,
     /// Transient failures retried.
@@ -149,9 +179,26 @@ pub trait StateStore: Send + Sync + 'static {
     fn cursor(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>>;
     /// Sets (or, with `None`, clears) the cursor, flushed.
     fn set_cursor(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()>;
-    /// Forgets every delivered version of (tenant, flow), flushed (a full
-    /// backfill re-delivers everything).
-    fn clear_versions(&self, tenant: &str, flow: &str) -> anyhow::Result<()>;
+    /// Resets (tenant, flow) in one flushed transaction: the cursor becomes
+    /// `cursor` (`None`: the beginning) and every delivered version is
+    /// forgotten, so that the records read again are delivered again. What
+    /// exists at destinations ([`StateStore::presence`]) is kept.
+    fn reset_flow(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()>;
+    /// Whether the source record `key` currently exists at the destination
+    /// `scope` in some form (`Some(true)`), was removed from it
+    /// (`Some(false)`), or is unknown (`None`: never delivered, or
+    /// delivered before weft kept this).
+    fn presence(&self, tenant: &str, scope: &str, key: &str) -> anyhow::Result<Option<bool>>;
+    /// The configuration fingerprint (`runner::flow_fingerprint`) of the
+    /// flow's last run, if it ran.
+    fn flow_fingerprint(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>>;
+    /// Records the configuration fingerprint of the flow, flushed.
+    fn set_flow_fingerprint(
+        &self,
+        tenant: &str,
+        flow: &str,
+        fingerprint: &str,
+    ) -> anyhow::Result<()>;
     /// The last version delivered (or dead-lettered) of `key`.
     fn delivered_version(&self, tenant: &str, flow: &str, key: &str)
     -> anyhow::Result<Option<i64>>;
@@ -199,6 +246,8 @@ pub struct SledState {
     runs: sled::Tree,
     flows: sled::Tree,
     registry: sled::Tree,
+    presence: sled::Tree,
+    fingerprints: sled::Tree,
     kv: Arc<SledKv>,
 }
 
@@ -250,6 +299,8 @@ impl SledState {
             runs: db.open_tree("runs")?,
             flows: db.open_tree("flows")?,
             registry: db.open_tree("connectors")?,
+            presence: db.open_tree("presence")?,
+            fingerprints: db.open_tree("fingerprints")?,
             kv: Arc::new(SledKv::open(&db)?),
             db,
         })
@@ -277,15 +328,59 @@ impl StateStore for SledState {
         self.flush()
     }
 
-    fn clear_versions(&self, tenant: &str, flow: &str) -> anyhow::Result<()> {
+    fn reset_flow(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()> {
+        use sled::Transactional;
+        use sled::transaction::TransactionError;
         let mut prefix = key2(tenant, flow);
         prefix.push(0);
-        let mut batch = sled::Batch::default();
-        for k in self.versions.scan_prefix(&prefix).keys() {
-            batch.remove(k?);
+        // The keys to forget are read first; a record delivered between the
+        // scan and the transaction is only delivered once more.
+        let keys: Vec<sled::IVec> = self
+            .versions
+            .scan_prefix(&prefix)
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let result = (&self.cursors, &self.versions).transaction(|(cursors, versions)| {
+            match cursor {
+                Some(c) => cursors.insert(key2(tenant, flow), c.as_bytes())?,
+                None => cursors.remove(key2(tenant, flow))?,
+            };
+            for k in &keys {
+                versions.remove(k)?;
+            }
+            Ok::<_, sled::transaction::ConflictableTransactionError<anyhow::Error>>(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(e).context("resetting a flow"),
         }
-        self.versions.apply_batch(batch)?;
         self.flush()
+    }
+
+    fn flow_fingerprint(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .fingerprints
+            .get(key2(tenant, flow))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn set_flow_fingerprint(
+        &self,
+        tenant: &str,
+        flow: &str,
+        fingerprint: &str,
+    ) -> anyhow::Result<()> {
+        self.fingerprints
+            .insert(key2(tenant, flow), fingerprint.as_bytes())?;
+        self.flush()
+    }
+
+    fn presence(&self, tenant: &str, scope: &str, key: &str) -> anyhow::Result<Option<bool>> {
+        Ok(self
+            .presence
+            .get(key3(tenant, scope, key))?
+            .map(|v| v.first() == Some(&1)))
     }
 
     fn delivered_version(
@@ -309,8 +404,8 @@ impl StateStore for SledState {
             .iter()
             .map(|d| (d.id.as_bytes().to_vec(), d.clone()))
             .collect();
-        let result =
-            (&self.cursors, &self.versions, &self.dead).transaction(|(cursors, versions, dead)| {
+        let result = (&self.cursors, &self.versions, &self.dead, &self.presence).transaction(
+            |(cursors, versions, dead, presence)| {
                 let abort = |e: anyhow::Error| ConflictableTransactionError::Abort(e);
                 if let Some(c) = &commit.cursor {
                     cursors.insert(key2(tenant, flow), c.as_bytes())?;
@@ -341,8 +436,12 @@ impl StateStore for SledState {
                 for id in &commit.resolved {
                     dead.remove(id.as_bytes())?;
                 }
+                for (scope, key, present) in &commit.presence {
+                    presence.insert(key3(tenant, scope, key), &[u8::from(*present)])?;
+                }
                 Ok(())
-            });
+            },
+        );
         match result {
             Ok(()) => {}
             Err(TransactionError::Abort(e)) => return Err(e),
@@ -455,7 +554,7 @@ mod tests {
 
     fn dl(key: &str, attempts: u32, at: u64) -> DeadLetter {
         DeadLetter {
-            id: DeadLetter::id_for("t", "f", key),
+            id: DeadLetter::id_for("t", "dest", "k", key),
             tenant: "t".into(),
             flow: "f".into(),
             stage: "map".into(),
@@ -485,6 +584,7 @@ mod tests {
                 versions: vec![("a".into(), 5), ("b".into(), 7)],
                 dead_letters: vec![dl("b", 1, 100)],
                 resolved: vec![],
+                presence: vec![("dest".into(), "a".into(), true)],
             },
         )
         .unwrap();
@@ -500,18 +600,21 @@ mod tests {
                 versions: vec![("a".into(), 3)],
                 dead_letters: vec![dl("b", 1, 200)],
                 resolved: vec![],
+                presence: vec![],
             },
         )
         .unwrap();
         assert_eq!(s.delivered_version("t", "f", "a").unwrap(), Some(5));
         assert_eq!(s.cursor("t", "f").unwrap().as_deref(), Some("c1"));
         let d = s
-            .dead_letter(&DeadLetter::id_for("t", "f", "b"))
+            .dead_letter(&DeadLetter::id_for("t", "dest", "k", "b"))
             .unwrap()
             .unwrap();
         assert_eq!((d.attempts, d.first_seen_ms, d.last_seen_ms), (2, 100, 200));
         assert_eq!(s.dead_letters(Some("t"), None).unwrap().len(), 1);
         assert!(s.dead_letters(Some("u"), None).unwrap().is_empty());
+        assert_eq!(s.presence("t", "dest", "a").unwrap(), Some(true));
+        assert_eq!(s.presence("t", "dest", "b").unwrap(), None);
     }
 
     #[test]
@@ -528,16 +631,27 @@ mod tests {
     }
 
     #[test]
-    fn clear_versions_is_scoped_to_the_flow() {
+    fn reset_is_scoped_to_the_flow_and_keeps_presence() {
         let s = SledState::temporary().unwrap();
         let commit = PageCommit {
+            cursor: Some("c".into()),
             versions: vec![("a".into(), 1)],
+            presence: vec![("dest".into(), "a".into(), true)],
             ..Default::default()
         };
         s.commit_page("t", "f", &commit).unwrap();
         s.commit_page("t", "f2", &commit).unwrap();
-        s.clear_versions("t", "f").unwrap();
+        s.reset_flow("t", "f", Some("since:2026-01-01T00:00:00Z"))
+            .unwrap();
         assert_eq!(s.delivered_version("t", "f", "a").unwrap(), None);
+        assert_eq!(
+            s.cursor("t", "f").unwrap().as_deref(),
+            Some("since:2026-01-01T00:00:00Z")
+        );
         assert_eq!(s.delivered_version("t", "f2", "a").unwrap(), Some(1));
+        assert_eq!(s.cursor("t", "f2").unwrap().as_deref(), Some("c"));
+        assert_eq!(s.presence("t", "dest", "a").unwrap(), Some(true));
+        s.reset_flow("t", "f2", None).unwrap();
+        assert_eq!(s.cursor("t", "f2").unwrap(), None);
     }
 }

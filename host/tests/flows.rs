@@ -492,6 +492,12 @@ async fn crash_between_emit_and_commit_loses_and_doubles_nothing() {
         String::from_utf8_lossy(&state.stdout).contains("cursor: 3"),
         "only page 1 was committed"
     );
+    // The killed run does not stay "running" forever: the next start marks
+    // it interrupted.
+    let runs = weft(&path).args(["runs", "list"]).output().unwrap();
+    let runs = String::from_utf8_lossy(&runs.stdout);
+    assert!(runs.contains("acme/sync: INTERRUPTED"), "{runs}");
+    assert!(!runs.contains("running"), "{runs}");
 
     let out = weft(&path).arg("run").output().unwrap();
     assert!(
@@ -525,12 +531,6 @@ async fn crash_between_emit_and_commit_loses_and_doubles_nothing() {
             "the uncommitted page 2 comes again"
         );
     }
-    let runs = weft(&path).args(["runs", "list"]).output().unwrap();
-    let runs = String::from_utf8_lossy(&runs.stdout);
-    assert!(
-        runs.contains("running"),
-        "the killed run stays recorded as running: {runs}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -594,5 +594,45 @@ async fn serve_runs_flows_on_their_schedule_and_skips_those_needing_attention() 
         *runs.lock().unwrap(),
         0,
         "a flow needing attention is not polled"
+    );
+}
+
+/// `weft state show` tells how a flow is doing: the last outcome and how many
+/// runs in a row did not succeed, not just "ok" because no config error
+/// happened.
+#[tokio::test(flavor = "multi_thread")]
+async fn state_show_tells_failed_runs_in_a_row() {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&config_text(
+        dir.path(),
+        "numbers",
+        "{ total = 3, page_size = 3 }",
+        MAPPER,
+        &server.url(""),
+        "[tenants.acme.flows.sync.retry]\nmax_attempts = 2\nbase_delay_ms = 10\nmax_delay_ms = 20\n",
+    ))
+    .await;
+    let health = || weft::runner::flow_health(&*h.state, "acme", "sync").unwrap();
+    assert!(health().contains("no run yet"), "{}", health());
+    sink.down.store(true, Ordering::SeqCst);
+    for _ in 0..2 {
+        assert_eq!(run(&h).await.outcome, RunOutcome::Failed);
+    }
+    let text = health();
+    assert!(text.starts_with("FAILING"), "{text}");
+    assert!(text.contains("last run FAILED"), "{text}");
+    assert!(text.contains("2 run(s) in a row"), "{text}");
+    assert!(
+        text.contains("still failing after the retry budget"),
+        "{text}"
+    );
+    sink.down.store(false, Ordering::SeqCst);
+    assert_eq!(run(&h).await.outcome, RunOutcome::Succeeded);
+    let text = health();
+    assert!(
+        text.starts_with("ok") && text.contains("last run succeeded"),
+        "{text}"
     );
 }

@@ -141,7 +141,7 @@ async fn names_resolving_to_loopback_or_link_local_are_denied() {
     )
     .await;
     assert!(
-        error_of(&v).contains("address it resolves to is not allowed"),
+        error_of(&v).contains("non-public address") && error_of(&v).contains("`private_hosts`"),
         "{v}"
     );
     assert!(server.seen().is_empty());
@@ -154,7 +154,7 @@ async fn names_resolving_to_loopback_or_link_local_are_denied() {
     )
     .await;
     assert!(
-        error_of(&v).contains("address it resolves to is not allowed"),
+        error_of(&v).contains("non-public address") && error_of(&v).contains("`private_hosts`"),
         "{v}"
     );
     let addrs: Vec<String> = rt
@@ -542,6 +542,10 @@ async fn failing_token_endpoint_is_reported_not_leaked() {
         e.contains("OAuth token") && e.contains("invalid_client"),
         "{e}"
     );
+    assert!(
+        e.starts_with("Error::Config"),
+        "a refused client is for a person to fix: {e}"
+    );
     assert!(!e.contains("client-secret-value"));
     assert!(server.seen().iter().all(|s| s.path == "/oauth/token"));
     assert!(
@@ -550,4 +554,60 @@ async fn failing_token_endpoint_is_reported_not_leaked() {
             .iter()
             .any(|e| matches!(e.kind, EventKind::CredentialFailed { .. }))
     );
+}
+
+/// Tokens can die before their `expires_in`, several in a row: a `401` on a
+/// token the host has just fetched is the API's trouble, so the host backs
+/// off, refreshes again and retries; the guest never sees the `401` (which
+/// it would take for a configuration error).
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_refused_right_after_refresh_are_retried_not_handed_to_the_guest() {
+    let refusals = Arc::new(AtomicUsize::new(3));
+    let r2 = refusals.clone();
+    let issued = Arc::new(AtomicUsize::new(0));
+    let i2 = issued.clone();
+    let server = TestServer::start(move |s, _| {
+        if s.path == "/oauth/token" {
+            let n = i2.fetch_add(1, Ordering::SeqCst) + 1;
+            return Reply::ok(format!(
+                r#"{{"access_token":"t{n}","token_type":"Bearer","expires_in":3600}}"#
+            ))
+            .header("content-type", "application/json");
+        }
+        if r2
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Reply::new(
+                401,
+                r#"{"error":{"code":"invalid_token","message":"revoked"}}"#,
+            );
+        }
+        Reply::ok("data")
+    })
+    .await;
+    let rt = runtime_with(test_limits(), secrets(&[("cs", "s")]), None);
+    let grants = with_credential(
+        &server,
+        Credential::OAuth2ClientCredentials {
+            token_url: server.url("/oauth/token"),
+            client_id: "weft-client".into(),
+            client_secret: SecretRef::Secret("cs".into()),
+            scope: None,
+        },
+    );
+    let v = call(&rt, "http", &server.url("/api"), grants.clone()).await;
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(
+        issued.load(Ordering::SeqCst),
+        4,
+        "a new token after each refusal"
+    );
+
+    // Refused for good: the guest gets a transient error, not a 401.
+    refusals.store(1000, Ordering::SeqCst);
+    let v = call(&rt, "http", &server.url("/api"), grants).await;
+    let e = error_of(&v);
+    assert!(e.starts_with("Error::Transient"), "{e}");
+    assert!(e.contains("refused") && e.contains("401"), "{e}");
 }

@@ -575,3 +575,20 @@ fn inspect_explains_what_is_not_a_connector() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// `weft connectors inspect … | head` must not panic when the reader goes
+/// away before weft writes.
+#[test]
+fn inspect_into_a_closed_pipe_exits_quietly() {
+    let mut child = weft_bin()
+        .args(["connectors", "inspect", artifacts::TEST_DESTINATION])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{err}");
+}

@@ -9,9 +9,13 @@
 //! and email are in the description, and as `CONTACT` and `ATTENDEE` where
 //! they fit. Per tenant: default duration, title template, statuses to sync,
 //! whether cancelled events are kept (`STATUS:CANCELLED`) or removed, and
-//! explicit user mappings. An appointment with no start time, whose contact
-//! does not exist, or whose owner has no user of ours is `invalid` with the
-//! reason.
+//! explicit user mappings. An appointment with no start time or whose
+//! contact does not exist is `invalid` with the reason (an event already in
+//! a calendar stays as it was). An appointment whose owner has no user of
+//! ours is removed from wherever its event is and dead-lettered with a
+//! reason naming the owner (the host's retract convention,
+//! [`weft_sdk::DEAD_LETTER_FIELD`]). Deletes, and appointments that leave
+//! the synced statuses, become deletes whatever their owner.
 
 weft_sdk::connector_bindings!("mapper-connector", "../../wit/v0.1.0");
 
@@ -218,15 +222,9 @@ fn map_one(cfg: &Config, r: &Record) -> Result<Vec<Record>, Error> {
     let id = apt["id"].as_str().unwrap_or(&r.key);
     let resource = format!("acme-{id}");
     let uid = format!("acme-{id}@{}", cfg.uid_namespace);
-    let owner_email = cfg
-        .users
-        .our_user(&body["owner"])
-        .map_err(|e| invalid(format!("appointment {id}: {e}")))?;
-    let status = apt["status"].as_str().unwrap_or("scheduled");
-    let cancelled = status == "cancelled";
-    let wanted = cfg.statuses.iter().any(|s| s == status) || (cancelled && cfg.keep_cancelled);
-    let out = |op: Operation, extra: Value| {
-        let mut b = json!({ "user_email": owner_email, "resource": resource, "uid": uid });
+    let owner = cfg.users.our_user(&body["owner"]);
+    let out = |op: Operation, user_email: Option<&str>, extra: Value| {
+        let mut b = json!({ "user_email": user_email, "resource": resource, "uid": uid });
         if let (Some(b), Some(e)) = (b.as_object_mut(), extra.as_object()) {
             b.extend(e.clone());
         }
@@ -238,9 +236,32 @@ fn map_one(cfg: &Config, r: &Record) -> Result<Vec<Record>, Error> {
             body: b.to_string(),
         }
     };
+    let status = apt["status"].as_str().unwrap_or("scheduled");
+    let cancelled = status == "cancelled";
+    let wanted = cfg.statuses.iter().any(|s| s == status) || (cancelled && cfg.keep_cancelled);
     if r.op == Operation::Delete || !wanted {
-        return Ok(vec![out(Operation::Delete, json!({}))]);
+        // A removal needs no owner: the destination knows where the event
+        // is. An owner we cannot match never blocks one.
+        return Ok(vec![out(
+            Operation::Delete,
+            owner.as_deref().ok(),
+            json!({}),
+        )]);
     }
+    let owner_email = match owner {
+        Ok(o) => o,
+        // The event must not stay in the calendar of someone who is no
+        // longer the owner: remove it wherever it is, and dead-letter the
+        // appointment with the reason (the host's retract convention).
+        Err(e) => {
+            let field = weft_sdk::DEAD_LETTER_FIELD;
+            return Ok(vec![out(
+                Operation::Delete,
+                None,
+                json!({ field: format!("appointment {id}: {e}") }),
+            )]);
+        }
+    };
     let contact = &body["contact"];
     if contact.is_null() {
         return Err(invalid(format!(
@@ -249,7 +270,11 @@ fn map_one(cfg: &Config, r: &Record) -> Result<Vec<Record>, Error> {
         )));
     }
     let ics = ics(cfg, apt, contact, &owner_email, &uid, cancelled)?;
-    Ok(vec![out(Operation::Upsert, json!({ "ics": ics }))])
+    Ok(vec![out(
+        Operation::Upsert,
+        Some(&owner_email),
+        json!({ "ics": ics }),
+    )])
 }
 
 impl Metadata for AcmeCalendar {

@@ -4,13 +4,19 @@
 //! - `appointments`: every appointment change, enriched with its contact
 //!   (batched `?ids=` lookups, at most 50 a call) and its owner (from
 //!   `/users`, cached in kv and refreshed when an owner is unknown).
-//! - `activities`: email and call activities, enriched the same way.
+//! - `activities`: every activity (all types, so that one whose type changes
+//!   away from email or call reaches the mapper and leaves the dashboard);
+//!   emails and calls are enriched the same way.
 //! - `contacts`: a changed contact re-emits the appointments that reference
 //!   it, so that a customer's new phone or email reaches their events. Acme
 //!   cannot list appointments by contact, so this connector keeps that index
 //!   in kv (`contact:{id}` → appointment IDs), filled as appointments pass.
-//!   It starts at the present (appointments already carry their contact as
-//!   it is when they are read).
+//!   Without a cursor it starts at `contacts-start` in kv: ten minutes
+//!   before the first fetch of any of the tenant's streams, stored then and
+//!   never moved (appointments read after it carry their contact as it is).
+//!   A deleted contact re-emits its appointments with its last known
+//!   fields. One call re-reads at most `reads_per_call` appointments and
+//!   then continues from the contact it stopped at.
 //!
 //! Incremental by `updated_since` plus Acme's page cursor; the weft cursor is
 //! JSON `{"since": …, "acme": …}` and an expired Acme cursor restarts from
@@ -39,10 +45,45 @@ struct Config {
     base_url: String,
     #[serde(default = "default_page_size")]
     page_size: u32,
+    /// At most this many appointment re-reads in one `contacts` call (one
+    /// contact's appointments are never split): keep it below the tenant's
+    /// Acme rate times the call deadline.
+    #[serde(default = "default_reads_per_call")]
+    reads_per_call: u32,
 }
 
 fn default_page_size() -> u32 {
     100
+}
+
+fn default_reads_per_call() -> u32 {
+    100
+}
+
+/// kv key of the instant the `contacts` stream starts from when it has no
+/// cursor: fixed once, when the tenant's first sync of any stream starts.
+const CONTACTS_START: &str = "contacts-start";
+
+/// The `contacts` stream's starting point, stored the first time it is
+/// asked for (by whichever stream's first fetch comes first) and never
+/// moved afterwards: a change made after it is read by the contacts stream,
+/// one made before it is already in what the first appointment sync read.
+fn contacts_start() -> Result<String, Error> {
+    if let Ok(Some(b)) = kv::get(CONTACTS_START)
+        && let Ok(s) = String::from_utf8(b)
+        && instant(&s).is_ok()
+    {
+        return Ok(s);
+    }
+    // Less a margin for clock skew between Acme and us.
+    let start = (chrono::Utc::now() - chrono::Duration::minutes(10))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    kv::set(CONTACTS_START, start.as_bytes()).map_err(|e| {
+        weft_sdk::transient(format!(
+            "storing the contacts stream's starting point: {e:?}"
+        ))
+    })?;
+    Ok(start)
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -142,19 +183,20 @@ fn error_code(resp: &Response) -> Option<String> {
 fn list_page(
     client: &Client,
     path: &str,
-    extra: &str,
     cursor: &Cursor,
     limit: u32,
 ) -> Result<(Vec<Value>, Cursor, bool), Error> {
     let fresh = |c: &Cursor| {
-        let mut q = format!("{path}?limit={limit}{extra}");
+        let mut q = format!("{path}?limit={limit}");
         if let Some(s) = &c.since {
             q.push_str(&format!("&updated_since={}", enc(s)));
         }
         q
     };
     let mut query = match &cursor.acme {
-        Some(c) => format!("{path}?cursor={}", enc(c)),
+        // `limit` is not one of the filters a cursor carries: send it on
+        // every page, or Acme falls back to its default of 50.
+        Some(c) => format!("{path}?cursor={}&limit={limit}", enc(c)),
         None => fresh(cursor),
     };
     let mut resp = client.get(&query)?;
@@ -363,18 +405,23 @@ fn appointment_records(
         .collect()
 }
 
+/// Whether an activity is a touch-point (an email or a call). Others are
+/// still emitted, unenriched: one that used to be an email or a call must
+/// leave the dashboard.
+fn is_touchpoint(a: &Value) -> bool {
+    matches!(a["type"].as_str(), Some("email") | Some("call"))
+}
+
 fn activity_records(client: &Client, acts: Vec<Value>) -> Result<Vec<Record>, Error> {
-    let acts: Vec<Value> = acts
-        .into_iter()
-        .filter(|a| matches!(a["type"].as_str(), Some("email") | Some("call")))
-        .collect();
     let contact_ids: BTreeSet<String> = acts
         .iter()
+        .filter(|a| is_touchpoint(a) && a["deleted_at"].is_null())
         .filter_map(|a| a["contact_id"].as_str().map(str::to_owned))
         .collect();
     let contacts = contacts_by_id(client, &contact_ids)?;
     let owners: BTreeSet<String> = acts
         .iter()
+        .filter(|a| is_touchpoint(a))
         .filter_map(|a| a["owner_id"].as_str().map(str::to_owned))
         .collect();
     let users = users(client, &owners)?;
@@ -385,6 +432,7 @@ fn activity_records(client: &Client, acts: Vec<Value>) -> Result<Vec<Record>, Er
                 .map_err(|e| invalid(format!("activity {id}: {e}")))?;
             let contact = a["contact_id"]
                 .as_str()
+                .filter(|_| is_touchpoint(&a))
                 .and_then(|c| contacts.get(c))
                 .cloned();
             let owner = owner_of(&users, a["owner_id"].as_str().unwrap_or(""));
@@ -399,18 +447,29 @@ fn activity_records(client: &Client, acts: Vec<Value>) -> Result<Vec<Record>, Er
         .collect()
 }
 
-/// The appointments of a changed contact, re-read and enriched with it.
-fn contact_changed(client: &Client, contact: &Value) -> Result<Vec<Record>, Error> {
-    if !contact["deleted_at"].is_null() {
-        // A deleted customer leaves existing events as they are.
-        return Ok(vec![]);
-    }
-    let cid = str_field(contact, "id", "a contact")?;
-    let ids: Vec<String> = kv::get(&format!("contact:{cid}"))
+/// The appointments known to reference contact `cid`.
+fn indexed_appointments(cid: &str) -> Vec<String> {
+    kv::get(&format!("contact:{cid}"))
         .ok()
         .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The appointments of a changed contact, re-read and enriched with it.
+///
+/// A deleted contact is still listed by Acme with its fields: the events of
+/// its appointments keep those last known details (a change made just
+/// before the deletion still arrives). Appointments changed after the
+/// deletion are left to the `appointments` stream, which dead-letters them
+/// (their contact no longer exists).
+fn contact_changed(client: &Client, contact: &Value) -> Result<Vec<Record>, Error> {
+    let cid = str_field(contact, "id", "a contact")?;
+    let deleted_at = match contact["deleted_at"].as_str() {
+        Some(d) => Some(instant(d).map_err(|e| invalid(format!("contact {cid}: {e}")))?),
+        None => None,
+    };
+    let ids = indexed_appointments(cid);
     let mut apts = Vec::new();
     for id in ids {
         let resp = client.get(&format!("/appointments/{}", enc(&id)))?;
@@ -427,7 +486,11 @@ fn contact_changed(client: &Client, contact: &Value) -> Result<Vec<Record>, Erro
             )?,
         };
         // The index may be stale: keep only appointments still pointing here.
-        if a["contact_id"].as_str() == Some(cid) {
+        let before_deletion = match (deleted_at, a["updated_at"].as_str()) {
+            (Some(d), Some(u)) => instant(u).is_ok_and(|u| u <= d),
+            _ => true,
+        };
+        if a["contact_id"].as_str() == Some(cid) && before_deletion {
             apts.push(a);
         }
     }
@@ -455,7 +518,8 @@ impl Metadata for AcmeCrm {
                 "required": ["base_url"],
                 "properties": {
                     "base_url": { "type": "string", "pattern": "^https?://", "description": "The tenant's Acme API base URL, ending in /api/v1" },
-                    "page_size": { "type": "integer", "minimum": 1, "maximum": 200, "default": 100 }
+                    "page_size": { "type": "integer", "minimum": 1, "maximum": 200, "default": 100, "description": "Records per list page (Acme allows 1 to 200)" },
+                    "reads_per_call": { "type": "integer", "minimum": 1, "default": 100, "description": "contacts stream: at most this many appointment re-reads per call (keep below the Acme rate times the call deadline)" }
                 },
                 "additionalProperties": false
             })
@@ -471,37 +535,68 @@ impl Source for AcmeCrm {
         let cfg: Config = tenant_config()?;
         let client = Client::new(&cfg);
         let mut cursor = Cursor::parse(cursor.as_deref())?;
-        if stream == "contacts" && cursor.since.is_none() && cursor.acme.is_none() {
-            // Appointments already carry their contact as it is now, so the
-            // contacts stream only needs changes from now on (less a margin
-            // for clock skew between Acme and us).
-            let start = chrono::Utc::now() - chrono::Duration::minutes(10);
-            cursor.since = Some(start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        }
-        let (path, extra) = match stream.as_str() {
-            "appointments" => ("/appointments", ""),
-            "activities" => ("/activities", "&types=email,call"),
-            "contacts" => ("/contacts", ""),
+        let path = match stream.as_str() {
+            "appointments" => "/appointments",
+            // Every type: an activity whose type changes away from email or
+            // call must reach the mapper to leave the dashboard.
+            "activities" => "/activities",
+            "contacts" => "/contacts",
             other => return Err(Error::Config(format!("acme-crm has no stream {other:?}"))),
         };
-        let (items, next, more) =
-            list_page(&client, path, extra, &cursor, cfg.page_size.clamp(1, 200))?;
-        let records = match stream.as_str() {
-            "appointments" => appointment_records(&client, items, None)?,
-            "activities" => activity_records(&client, items)?,
+        if cursor.since.is_none() && cursor.acme.is_none() {
+            // Appointments carry their contact as it is when they are read,
+            // so the contacts stream needs the changes from the tenant's
+            // first sync on: that instant is fixed by the first stream to
+            // start, and kept.
+            let start = contacts_start()?;
+            if stream == "contacts" {
+                cursor.since = Some(start);
+            }
+        }
+        let (items, next, more) = list_page(&client, path, &cursor, cfg.page_size.clamp(1, 200))?;
+        let page = |records, next: &Cursor, has_more| -> Result<Page, Error> {
+            Ok(Page {
+                records,
+                next_cursor: Some(serde_json::to_string(next).map_err(|e| invalid(e.to_string()))?),
+                has_more,
+            })
+        };
+        match stream.as_str() {
+            "appointments" => page(appointment_records(&client, items, None)?, &next, more),
+            "activities" => page(activity_records(&client, items)?, &next, more),
             _ => {
                 let mut out = Vec::new();
-                for c in &items {
+                let mut reads = 0usize;
+                let budget = cfg.reads_per_call.max(1) as usize;
+                for (i, c) in items.iter().enumerate() {
+                    let n = c["id"]
+                        .as_str()
+                        .map_or(0, |id| indexed_appointments(id).len());
+                    if i > 0 && reads + n > budget {
+                        // Out of reads for this call: the next one lists
+                        // again from this contact (`updated_since` is
+                        // inclusive), unless that would not move forward.
+                        let resume = str_field(c, "updated_at", "a contact")?;
+                        let forward = match &cursor.since {
+                            Some(s) => {
+                                instant(resume).map_err(invalid)? > instant(s).map_err(invalid)?
+                            }
+                            None => true,
+                        };
+                        if forward {
+                            let next = Cursor {
+                                since: Some(resume.to_owned()),
+                                acme: None,
+                            };
+                            return page(out, &next, true);
+                        }
+                    }
+                    reads += n;
                     out.extend(contact_changed(&client, c)?);
                 }
-                out
+                page(out, &next, more)
             }
-        };
-        Ok(Page {
-            records,
-            next_cursor: Some(serde_json::to_string(&next).map_err(|e| invalid(e.to_string()))?),
-            has_more: more,
-        })
+        }
     }
 
     fn on_webhook(delivery: Webhook) -> Result<Vec<Record>, Error> {

@@ -1,7 +1,8 @@
 //! `acme-touchpoints`: maps enriched Acme activities (from `acme-crm`) to
 //! touch-points of our dashboard. Emails and calls become `email` and
-//! `phone` touch-points keyed by `(acme, activity id)`; other activity types
-//! map to nothing; deleted activities become deletes. An activity whose
+//! `phone` touch-points keyed by `(acme, activity id)`; activities of other
+//! types (including one whose type changed away from email or call) and
+//! deleted activities become deletes, whoever their owner. An activity whose
 //! contact no longer exists still counts, with the contact's fields null. An
 //! owner with no user of ours is `invalid`, naming the owner.
 
@@ -31,14 +32,6 @@ fn map_one(users: &UserMatching, r: &Record) -> Result<Vec<Record>, Error> {
     let body = r.json()?;
     let act = &body["activity"];
     let id = act["id"].as_str().unwrap_or(&r.key);
-    let channel = match act["type"].as_str() {
-        Some("email") => "email",
-        Some("call") => "phone",
-        _ => return Ok(vec![]),
-    };
-    let user_email = users
-        .our_user(&body["owner"])
-        .map_err(|e| invalid(format!("activity {id}: {e}")))?;
     let out = |op, touchpoint: Value| Record {
         key: r.key.clone(),
         kind: "touchpoint".into(),
@@ -46,9 +39,20 @@ fn map_one(users: &UserMatching, r: &Record) -> Result<Vec<Record>, Error> {
         op,
         body: json!({ "source": "acme", "external_id": id, "touchpoint": touchpoint }).to_string(),
     };
-    if r.op == Operation::Delete {
+    let channel = match act["type"].as_str() {
+        Some("email") => Some("email"),
+        Some("call") => Some("phone"),
+        _ => None,
+    };
+    // A delete needs no owner, and an activity that is no longer an email
+    // or a call (its type changed) is no longer a touch-point: both remove
+    // it. The host sends no delete for what never reached the dashboard.
+    let Some(channel) = channel.filter(|_| r.op != Operation::Delete) else {
         return Ok(vec![out(Operation::Delete, Value::Null)]);
-    }
+    };
+    let user_email = users
+        .our_user(&body["owner"])
+        .map_err(|e| invalid(format!("activity {id}: {e}")))?;
     let occurred_at = act["occurred_at"]
         .as_str()
         .ok_or_else(|| invalid(format!("activity {id} has no occurred_at")))?;

@@ -6,7 +6,12 @@
 //! `{collection}{resource}.ics`; when the collection does not exist and the
 //! tenant allows it, the connector creates it (`MKCALENDAR`, after a `MKCOL`
 //! of the parent when the server answers `409` because the parent is
-//! missing) and puts again. A delete is a `DELETE`; `404` means it was gone
+//! missing) and puts again. Where each record's event was written is kept
+//! in the tenant's kv (`at:{key}` → collection URL): when a record moves to
+//! another collection (the appointment's owner changed) the old copy is
+//! deleted after the new one is written, and a delete removes the event
+//! from where it was written even when the record no longer names an owner
+//! (`user_email` null). A delete is a `DELETE`; `404` means it was gone
 //! already. `429` and `5xx` are transient (with `Retry-After`); other `4xx`
 //! are invalid, with the server's answer.
 
@@ -100,46 +105,99 @@ fn put(url: &str, ics: &str) -> Result<Response, Error> {
         .send()
 }
 
+/// Where the event of source record `key` was last written: the collection
+/// URL, kept in this tenant's kv so that an event follows its owner (and a
+/// delete finds it) whoever the record names now.
+fn location_key(key: &str) -> String {
+    format!("at:{key}")
+}
+
+fn location(key: &str) -> Option<String> {
+    weft_sdk::kv::get(&location_key(key))
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+fn remember(key: &str, coll: Option<&str>) -> Result<(), Error> {
+    let k = location_key(key);
+    let done = match coll {
+        Some(c) => weft_sdk::kv::set(&k, c.as_bytes()),
+        None => weft_sdk::kv::delete(&k),
+    };
+    done.map_err(|e| weft_sdk::transient(format!("remembering where {key} is: {e:?}")))
+}
+
+/// Deletes `{coll}{resource}.ics`; gone already is fine.
+fn delete_at(coll: &str, resource: &str) -> Result<(), Error> {
+    let url = format!("{coll}{}.ics", segment(resource));
+    let resp = mk("DELETE", &url)?;
+    if resp.status == 404 || (200..300).contains(&resp.status) {
+        Ok(())
+    } else {
+        classify(resp, &format!("DELETE {url}")).map(|_| ())
+    }
+}
+
 fn deliver(cfg: &Config, r: &Record) -> Result<(), Error> {
     let body = r.json()?;
-    let email = body["user_email"]
-        .as_str()
-        .ok_or_else(|| invalid(format!("record {}: no user_email", r.key)))?;
+    let email = body["user_email"].as_str();
     let resource = body["resource"]
         .as_str()
         .ok_or_else(|| invalid(format!("record {}: no resource", r.key)))?;
-    let coll = collection(cfg, email);
-    let url = format!("{coll}{}.ics", segment(resource));
+    let previous = location(&r.key);
     match r.op {
         Operation::Delete => {
-            let resp = mk("DELETE", &url)?;
-            if resp.status == 404 || (200..300).contains(&resp.status) {
-                Ok(())
-            } else {
-                classify(resp, &format!("DELETE {url}")).map(|_| ())
+            // Where it was written, and where the record says it is (events
+            // written before locations were kept).
+            let mut places: Vec<String> = previous.into_iter().collect();
+            if let Some(e) = email {
+                let c = collection(cfg, e);
+                if !places.contains(&c) {
+                    places.push(c);
+                }
             }
+            for coll in &places {
+                delete_at(coll, resource)?;
+            }
+            remember(&r.key, None)
         }
         Operation::Upsert => {
+            let email = email.ok_or_else(|| invalid(format!("record {}: no user_email", r.key)))?;
             let ics = body["ics"]
                 .as_str()
                 .ok_or_else(|| invalid(format!("record {}: no ics", r.key)))?;
-            let ready = READY.with(|s| s.borrow().contains(&coll));
-            if !ready && cfg.create_collection {
-                // Cheap check first: most collections exist already.
-                let resp = put(&url, ics)?;
-                if (200..300).contains(&resp.status) {
-                    READY.with(|s| s.borrow_mut().insert(coll.clone()));
-                    return Ok(());
+            let coll = collection(cfg, email);
+            put_event(cfg, &coll, resource, ics)?;
+            if previous.as_deref() != Some(coll.as_str()) {
+                // The owner changed: the event lives in one calendar only.
+                if let Some(old) = &previous {
+                    delete_at(old, resource)?;
                 }
-                if !matches!(resp.status, 404 | 409) {
-                    return classify(resp, &format!("PUT {url}")).map(|_| ());
-                }
-                ensure_collection(&coll)?;
-                READY.with(|s| s.borrow_mut().insert(coll.clone()));
+                remember(&r.key, Some(&coll))?;
             }
-            classify(put(&url, ics)?, &format!("PUT {url}")).map(|_| ())
+            Ok(())
         }
     }
+}
+
+fn put_event(cfg: &Config, coll: &str, resource: &str, ics: &str) -> Result<(), Error> {
+    let url = format!("{coll}{}.ics", segment(resource));
+    let ready = READY.with(|s| s.borrow().contains(coll));
+    if !ready && cfg.create_collection {
+        // Cheap check first: most collections exist already.
+        let resp = put(&url, ics)?;
+        if (200..300).contains(&resp.status) {
+            READY.with(|s| s.borrow_mut().insert(coll.to_owned()));
+            return Ok(());
+        }
+        if !matches!(resp.status, 404 | 409) {
+            return classify(resp, &format!("PUT {url}")).map(|_| ());
+        }
+        ensure_collection(coll)?;
+        READY.with(|s| s.borrow_mut().insert(coll.to_owned()));
+    }
+    classify(put(&url, ics)?, &format!("PUT {url}")).map(|_| ())
 }
 
 impl Metadata for CalDav {

@@ -50,7 +50,9 @@ impl Response {
 
     /// `Ok(self)` for a 2xx answer, otherwise the weft error class that fits
     /// the status: `429`/`5xx` transient (with `Retry-After` when given),
-    /// `401`/`403` config, other statuses invalid. `context` starts the
+    /// `401`/`403` config (the host has already refreshed OAuth tokens and
+    /// retried, so a `401` that reaches a connector means a refused API key
+    /// or static credential), other statuses invalid. `context` starts the
     /// message.
     pub fn error_for_status(self, context: &str) -> Result<Self, Error> {
         if (200..300).contains(&self.status) {
@@ -272,8 +274,13 @@ fn transport_error(url: &str, e: ErrorCode) -> Error {
             "request to {url} denied by the host: the origin is not granted to this connector for this tenant"
         )),
         ErrorCode::DestinationIpProhibited => Error::Config(format!(
-            "request to {url} denied by the host: the address it resolves to is not allowed"
+            "request to {url} denied by the host: it resolves to a loopback, private or other non-public address; if that is meant, the operator lists the host in `private_hosts` in weft.toml"
         )),
+        // The host's word for a credential that was refused (the token
+        // endpoint refused the client): a person must fix it.
+        ErrorCode::InternalError(Some(m)) if m.starts_with("weft: credential refused: ") => {
+            Error::Config(format!("request to {url}: {m}"))
+        }
         ErrorCode::InternalError(Some(m)) => transient(format!("request to {url}: {m}")),
         other => transient(format!("request to {url}: {other:?}")),
     }

@@ -86,6 +86,16 @@ pub fn each_record<C: DeserializeOwned, T>(
     }
 }
 
+/// The body field of the host's *retract* convention: a mapper that
+/// outputs a **delete** whose JSON body carries this field (a string, the
+/// reason) asks the host to remove what the record delivered before (the
+/// delete goes to the destination when something may exist there) **and**
+/// to dead-letter the source record with that reason, at the mapper's stage.
+/// Use it when a record can no longer go where it went, e.g. an
+/// appointment whose new owner has no calendar: it must leave the old
+/// owner's calendar and wait, dead-lettered, for someone to fix the mapping.
+pub const DEAD_LETTER_FIELD: &str = "weft_dead_letter";
+
 /// Shorthand for an `invalid` error.
 pub fn invalid(message: impl Into<String>) -> Error {
     Error::Invalid(message.into())

@@ -197,6 +197,12 @@ fn authenticate(s: &mut State, headers: &HeaderMap) -> Result<String, Answer> {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         let v = v.to_str().unwrap_or("");
         let token = v.strip_prefix("Bearer ").unwrap_or("");
+        if s.faults.token_failures > 0
+            && let Some(t) = s.tokens.get_mut(token)
+        {
+            s.faults.token_failures -= 1;
+            t.revoked = true;
+        }
         return match s.tokens.get(token) {
             Some(t) if !t.revoked && Instant::now() < t.expires => {
                 Ok(format!("client:{}", t.client_id))

@@ -88,6 +88,11 @@ pub struct Faults {
     /// Random delay before a webhook's first attempt, up to this many
     /// milliseconds: deliveries then arrive out of order.
     pub webhook_jitter_ms: u64,
+    /// The next this-many API requests carrying a bearer token are answered
+    /// `401 invalid_token` (and the token revoked), however fresh it is: tokens
+    /// dying before their `expires_in`, several in a row. Counts down.
+    #[serde(default)]
+    pub token_failures: u32,
 }
 
 impl Default for Faults {
@@ -103,6 +108,7 @@ impl Default for Faults {
             cursor_ttl_secs: 600,
             duplicate_webhooks: 0.0,
             webhook_jitter_ms: 0,
+            token_failures: 0,
         }
     }
 }

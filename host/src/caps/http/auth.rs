@@ -166,6 +166,10 @@ pub struct TokenError {
     pub token_url: String,
     /// Why.
     pub reason: String,
+    /// The endpoint refused the client itself (`invalid_client`, or any
+    /// `4xx` other than `408`/`429`): retrying cannot help, a person must
+    /// fix the credentials.
+    pub client_refused: bool,
 }
 
 impl TokenCache {
@@ -202,6 +206,7 @@ impl TokenCache {
         let err = |reason: String| TokenError {
             token_url: token_url.clone(),
             reason,
+            client_refused: false,
         };
         let uri: http::Uri = token_url.parse().map_err(|e| err(format!("{e}")))?;
         let origin = Origin::from_uri(&uri).map_err(err)?;
@@ -233,7 +238,13 @@ impl TokenCache {
                 .chars()
                 .take(300)
                 .collect();
-            return Err(err(format!("HTTP {}: {body}", resp.status())));
+            let status = resp.status();
+            return Err(TokenError {
+                client_refused: status.is_client_error()
+                    && status != http::StatusCode::TOO_MANY_REQUESTS
+                    && status != http::StatusCode::REQUEST_TIMEOUT,
+                ..err(format!("HTTP {status}: {body}"))
+            });
         }
         #[derive(Deserialize)]
         struct TokenResponse {

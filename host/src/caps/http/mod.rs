@@ -208,6 +208,12 @@ impl WasiHttpHooks for OutboundHttp {
 /// Most attempts the host makes for one idempotent request.
 const MAX_ATTEMPTS: u32 = 6;
 
+/// How a transport error starts when the host could not get a credential
+/// because the credential itself was refused (the token endpoint refused the
+/// client): the guest SDK turns it into a `config` error, where every other
+/// `internal-error` is `transient`.
+pub const CREDENTIAL_REFUSED: &str = "weft: credential refused: ";
+
 fn is_idempotent(m: &Method) -> bool {
     matches!(
         *m,
@@ -298,7 +304,8 @@ impl Outbound {
         let idempotent = is_idempotent(&parts.method);
         let credential = self.credential_for(&origin);
         let mut stale_token = None;
-        let mut refreshed = false;
+        // How many tokens in a row the API refused with `401`.
+        let mut refusals = 0u32;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -358,7 +365,13 @@ impl Outbound {
                                 origin: origin_str.clone(),
                                 reason: e.to_string(),
                             });
-                            return Err(HttpError::InternalError(Some(format!("weft: {e}"))));
+                            // The token endpoint refusing the client is for a
+                            // person to fix; anything else may pass.
+                            return Err(HttpError::InternalError(Some(if e.client_refused {
+                                format!("{CREDENTIAL_REFUSED}{e}")
+                            } else {
+                                format!("weft: {e}")
+                            })));
                         }
                     }
                 }
@@ -386,10 +399,30 @@ impl Outbound {
             let wait = match result {
                 Ok(resp) => {
                     let status = resp.status();
-                    if status == StatusCode::UNAUTHORIZED && used_token.is_some() && !refreshed {
-                        refreshed = true;
+                    if status == StatusCode::UNAUTHORIZED && used_token.is_some() {
+                        // Tokens can die before their `expires_in`: refresh
+                        // at once. A token refused right after it was issued
+                        // is the API's trouble, not the tenant's: back off
+                        // and refresh again while the call has time, then
+                        // report it as transient, never as the 401 a guest
+                        // would take for a configuration problem.
+                        refusals += 1;
                         stale_token = used_token;
-                        continue;
+                        if refusals == 1 {
+                            continue;
+                        }
+                        let w = backoff(refusals - 1);
+                        if refusals < MAX_ATTEMPTS && Instant::now() + w < deadline {
+                            tokio::time::sleep(w).await;
+                            continue;
+                        }
+                        self.record(EventKind::CredentialFailed {
+                            origin: origin_str.clone(),
+                            reason: format!("{refusals} tokens in a row refused with 401"),
+                        });
+                        return Err(HttpError::InternalError(Some(format!(
+                            "weft: {origin_str} refused {refusals} freshly issued tokens in a row (401); will retry later"
+                        ))));
                     }
                     let retry = idempotent && attempt < MAX_ATTEMPTS;
                     let wait = match status {

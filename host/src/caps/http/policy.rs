@@ -205,7 +205,10 @@ impl fmt::Display for Denial {
                 f.write_str("the connector does not declare this origin in describe")
             }
             Denial::NotGranted => f.write_str("the tenant does not grant this origin"),
-            Denial::PrivateAddress(ip) => write!(f, "resolves to non-public address {ip}"),
+            Denial::PrivateAddress(ip) => write!(
+                f,
+                "resolves to non-public address {ip} (an operator allows it by listing the host in `private_hosts`)"
+            ),
         }
     }
 }
@@ -385,6 +388,12 @@ mod tests {
         assert_eq!(
             p.check_addrs("metadata.test", &[meta]),
             Err(Denial::PrivateAddress(meta))
+        );
+        assert!(
+            Denial::PrivateAddress(meta)
+                .to_string()
+                .contains("`private_hosts`"),
+            "a refusal names the setting that allows it"
         );
         let public: IpAddr = "93.184.216.34".parse().unwrap();
         assert_eq!(
