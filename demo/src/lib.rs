@@ -120,6 +120,17 @@ pub async fn http(
     Ok(Answer { status, text })
 }
 
+/// The result of [`DemoEnv::check_against_acme`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exactness {
+    /// Events that should exist (and were checked).
+    pub events: usize,
+    /// Touch-points that should exist.
+    pub touchpoints: usize,
+    /// Everything that differs; empty when exact.
+    pub differences: Vec<String>,
+}
+
 /// The request rate the demo grants for our own servers (CalDAV and the
 /// dashboard), per tenant.
 pub const OUR_RATE: &str = "{ per_second = 500.0, burst = 500 }";
@@ -331,30 +342,138 @@ impl DemoEnv {
     }
 
     /// A public-API GET on Acme with the API key.
+    ///
+    /// The sandbox may be told to fail some requests (`Faults`): server
+    /// errors, rate limits and cut-short bodies are asked again, a few times.
     pub async fn acme_get(&self, path: &str) -> anyhow::Result<Value> {
-        let a = http(
-            "GET",
-            &format!("{}{path}", self.acme.base_url()),
-            &[("x-acme-api-key", "acme-demo-key")],
-            None,
-        )
-        .await?;
-        anyhow::ensure!(a.status == 200, "GET {path}: {} {}", a.status, a.text);
-        Ok(a.json())
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let a = http(
+                "GET",
+                &format!("{}{path}", self.acme.base_url()),
+                &[("x-acme-api-key", "acme-demo-key")],
+                None,
+            )
+            .await?;
+            let again = a.status == 429
+                || a.status >= 500
+                || (a.status == 200 && serde_json::from_str::<Value>(&a.text).is_err());
+            if again && attempt < 20 {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+            anyhow::ensure!(a.status == 200, "GET {path}: {} {}", a.status, a.text);
+            return Ok(a.json());
+        }
     }
 
     /// Every appointment in Acme.
     pub async fn appointments(&self) -> anyhow::Result<Vec<Value>> {
+        self.list_all("appointments").await
+    }
+
+    /// Every record of an Acme list endpoint (`appointments`, `contacts`,
+    /// `activities`), deleted ones included, all types.
+    pub async fn list_all(&self, resource: &str) -> anyhow::Result<Vec<Value>> {
         let mut out = Vec::new();
-        let mut q = "/appointments?limit=200".to_owned();
+        let mut q = format!("/{resource}?limit=200");
         loop {
             let v = self.acme_get(&q).await?;
             out.extend(v["data"].as_array().cloned().unwrap_or_default());
             match v["next_cursor"].as_str() {
-                Some(c) => q = format!("/appointments?cursor={c}"),
+                Some(c) => q = format!("/{resource}?cursor={c}&limit=200"),
                 None => return Ok(out),
             }
         }
+    }
+
+    /// Compares what `tenant` has in its calendars and on the dashboard with
+    /// what Acme holds now, for a tenant with the default options (statuses
+    /// `scheduled` and `completed`, cancelled removed, owners matched by
+    /// email): every appointment that can be an event is exactly one event,
+    /// in its owner's calendar only; nothing else is in any calendar; every
+    /// live email or call is exactly one touch-point of its owner. Returns
+    /// what was checked, or every difference.
+    pub async fn check_against_acme(&self, tenant: &str) -> anyhow::Result<Exactness> {
+        use std::collections::{BTreeMap, BTreeSet};
+        let users: BTreeMap<String, String> = self.acme_get("/users").await?["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| {
+                Some((
+                    u["id"].as_str()?.to_owned(),
+                    u["email"].as_str()?.to_lowercase(),
+                ))
+            })
+            .collect();
+        let live_contacts: BTreeSet<String> = self
+            .list_all("contacts")
+            .await?
+            .iter()
+            .filter(|c| c["deleted_at"].is_null())
+            .filter_map(|c| c["id"].as_str().map(str::to_owned))
+            .collect();
+        let mut expected: BTreeSet<(String, String)> = BTreeSet::new();
+        for a in self.appointments().await? {
+            let owner = a["owner_id"].as_str().and_then(|o| users.get(o));
+            let can_be_event = a["deleted_at"].is_null()
+                && matches!(a["status"].as_str(), Some("scheduled") | Some("completed"))
+                && !a["starts_at"].is_null()
+                && a["contact_id"]
+                    .as_str()
+                    .is_some_and(|c| live_contacts.contains(c));
+            if let (true, Some(owner)) = (can_be_event, owner) {
+                let id = a["id"].as_str().unwrap_or_default();
+                expected.insert((owner.clone(), format!("acme-{id}@{tenant}")));
+            }
+        }
+        let mut actual = BTreeSet::new();
+        for email in users.values() {
+            for uid in self.calendar(tenant, email).await?.into_keys() {
+                actual.insert((email.clone(), uid));
+            }
+        }
+        let mut differences = Vec::new();
+        for (user, uid) in expected.difference(&actual) {
+            differences.push(format!("missing: {uid} in the calendar of {user}"));
+        }
+        for (user, uid) in actual.difference(&expected) {
+            differences.push(format!("unexpected: {uid} in the calendar of {user}"));
+        }
+        let mut touchpoints: BTreeSet<(String, String, String)> = BTreeSet::new();
+        for a in self.list_all("activities").await? {
+            let channel = match a["type"].as_str() {
+                Some("email") => "email",
+                Some("call") => "phone",
+                _ => continue,
+            };
+            if let (true, Some(owner)) = (
+                a["deleted_at"].is_null(),
+                a["owner_id"].as_str().and_then(|o| users.get(o)),
+            ) {
+                let id = a["id"].as_str().unwrap_or_default().to_owned();
+                touchpoints.insert((id, owner.clone(), channel.to_owned()));
+            }
+        }
+        let stored: BTreeSet<(String, String, String)> = self
+            .dashboard
+            .touchpoints(tenant)
+            .into_iter()
+            .map(|((_, id), t)| (id, t.user_email, t.channel))
+            .collect();
+        for t in touchpoints.difference(&stored) {
+            differences.push(format!("missing touch-point: {t:?}"));
+        }
+        for t in stored.difference(&touchpoints) {
+            differences.push(format!("unexpected touch-point: {t:?}"));
+        }
+        Ok(Exactness {
+            events: expected.len(),
+            touchpoints: touchpoints.len(),
+            differences,
+        })
     }
 
     /// The Acme users' emails, lowercased.

@@ -155,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
         .filter(|a| in_calendar.contains_key(&by_uid(a)))
         .collect();
     anyhow::ensure!(
-        synced.len() >= 4,
+        synced.len() >= 5,
         "too few synced appointments to demonstrate changes"
     );
     env.acme_control("PATCH", &format!("/appointments/{}", synced[0]["id"].as_str().unwrap_or("")), json!({ "title": "Rescheduled renewal", "starts_at": "2026-12-03T15:00:00-06:00", "ends_at": "2026-12-03T16:00:00-06:00" })).await?;
@@ -169,6 +169,22 @@ async fn main() -> anyhow::Result<()> {
         "DELETE",
         &format!("/appointments/{}", synced[2]["id"].as_str().unwrap_or("")),
         json!({}),
+    )
+    .await?;
+    // Given to another rep: the event moves to that rep's calendar.
+    let other_owner = env.acme_get("/users").await?["data"]
+        .as_array()
+        .and_then(|us| {
+            us.iter()
+                .find(|u| u["id"] != synced[4]["owner_id"])
+                .cloned()
+        })
+        .map(|u| u["id"].clone())
+        .unwrap_or_default();
+    env.acme_control(
+        "PATCH",
+        &format!("/appointments/{}", synced[4]["id"].as_str().unwrap_or("")),
+        json!({ "owner_id": other_owner }),
     )
     .await?;
     let changed_contact = synced[3]["contact_id"].as_str().unwrap_or("").to_owned();
@@ -189,10 +205,19 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     }
+    // An email re-filed as a meeting stops being a touch-point.
+    if let Some(a) = acts["data"].as_array().and_then(|a| a.get(1)) {
+        env.acme_control(
+            "PATCH",
+            &format!("/activities/{}", a["id"].as_str().unwrap_or("")),
+            json!({ "type": "meeting" }),
+        )
+        .await?;
+    }
     env.acme_control("POST", "/activities", json!({ "type": "email", "direction": "inbound", "owner_id": owner, "contact_id": changed_contact, "occurred_at": "2026-11-25T12:00:00Z", "subject": "Re: renewal" })).await?;
     println!(
-        "  rescheduled {}, cancelled {}, deleted {}, new phone for {changed_contact}",
-        synced[0]["id"], synced[1]["id"], synced[2]["id"]
+        "  rescheduled {}, cancelled {}, deleted {}, gave {} to {other_owner}, new phone for {changed_contact}, an email became a meeting",
+        synced[0]["id"], synced[1]["id"], synced[2]["id"], synced[4]["id"]
     );
 
     let runs = env.sync(TENANT).await?;
@@ -262,6 +287,19 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    println!("\n== Checking against Acme");
+    let check = env.check_against_acme(TENANT).await?;
+    if check.differences.is_empty() {
+        println!(
+            "  exact: {} events, each in its owner's calendar only, and {} touch-points, as Acme holds them now",
+            check.events, check.touchpoints
+        );
+    } else {
+        for d in &check.differences {
+            println!("  {d}");
+        }
+    }
+
     let user = second
         .iter()
         .max_by_key(|(_, m)| m.len())
@@ -292,5 +330,10 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     anyhow::ensure!(!failed, "a flow did not succeed");
+    anyhow::ensure!(
+        check.differences.is_empty(),
+        "{} differences between Acme and our app",
+        check.differences.len()
+    );
     Ok(())
 }
