@@ -26,13 +26,18 @@ pub struct WeftConfig {
     /// `{ secret = "name" }`. Relative to this file.
     #[serde(default)]
     pub secrets_file: Option<PathBuf>,
-    /// Host names allowed to resolve to loopback, private or link-local
-    /// addresses (exact names, for on-premises or test systems).
+    /// Hosts allowed to resolve to loopback, private or link-local addresses
+    /// (on-premises or test systems): `host:port` (`[ipv6]:port`) allows that
+    /// port only; a bare `host` allows every port of it.
     #[serde(default)]
     pub private_hosts: Vec<String>,
     /// Outbound request quota per (tenant, origin) unless a grant sets one.
     #[serde(default)]
     pub default_rate: Rate,
+    /// `weft serve`: how many flow runs may go at once (never two of one
+    /// flow). Default 4.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent_runs: usize,
     /// Sandbox limits of every connector instance.
     #[serde(default)]
     pub limits: Limits,
@@ -76,6 +81,10 @@ pub struct FlowConfig {
     /// Whether the flow is paused (skipped by `weft run`).
     #[serde(default)]
     pub paused: bool,
+}
+
+fn default_concurrency() -> usize {
+    4
 }
 
 fn default_schedule() -> Duration {
@@ -253,6 +262,10 @@ impl WeftConfig {
         self.limits.validate()?;
         if !(self.default_rate.per_second > 0.0 && self.default_rate.burst >= 1) {
             bail!("default_rate: per_second must be > 0 and burst >= 1");
+        }
+        for (i, h) in self.private_hosts.iter().enumerate() {
+            crate::caps::http::policy::validate_private_host(h)
+                .map_err(|e| anyhow::anyhow!("private_hosts[{i}]: {e}"))?;
         }
         for (tid, tenant) in &self.tenants {
             if !valid_id(tid) {

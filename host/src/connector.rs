@@ -416,7 +416,7 @@ impl Runtime {
             .await
             .context("instantiating the component")?;
         let raw = instance.describe_raw().await.context("calling describe")?;
-        let info = convert_info(raw)?;
+        let info = convert_info(raw, &self.limits)?;
         let requested = info
             .outbound_hosts
             .iter()
@@ -458,10 +458,16 @@ impl Runtime {
             self.limits.clone(),
             deadline.clone(),
         )?;
+        // Host memory a guest can make the host hold is bounded: entries in
+        // its resource table, and the size of each header set.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(self.limits.max_resources);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(self.limits.max_http_fields_bytes);
         let state = StoreState {
             wasi: crate::caps::wasi::restricted_ctx(&logs),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            http,
+            table,
             hooks,
             caps: ConnectorCtx {
                 identity,
@@ -474,6 +480,7 @@ impl Runtime {
                 limits: self.limits.clone(),
                 events: self.events.clone(),
                 logs: logs.clone(),
+                deadline: deadline.clone(),
             },
             limiter: MemoryLimiter {
                 memory_bytes: self.limits.memory_bytes,
@@ -487,26 +494,56 @@ impl Runtime {
             _ => Ok(UpdateDeadline::Yield(1)),
         });
         store.set_epoch_deadline(1);
-        // Instantiation runs guest start functions: give it a deadline too.
+        // Instantiation runs guest start functions and static constructors:
+        // it gets the call deadline too, by epoch inside wasm and by a
+        // timeout around it (a constructor blocked in a host call, on a
+        // pollable say, is not interrupted by epochs).
         deadline.set(Instant::now() + self.limits.call_timeout());
         let pre = &connector.inner.pre;
-        let bound = match connector.inner.world {
-            WorldKind::Source => Bound::Source(
-                source::SourceConnectorPre::new(pre.clone())?
-                    .instantiate_async(&mut store)
-                    .await?,
-            ),
-            WorldKind::Mapper => Bound::Mapper(
-                mapper::MapperConnectorPre::new(pre.clone())?
-                    .instantiate_async(&mut store)
-                    .await?,
-            ),
-            WorldKind::Destination => Bound::Destination(
-                destination::DestinationConnectorPre::new(pre.clone())?
-                    .instantiate_async(&mut store)
-                    .await?,
-            ),
+        let world = connector.inner.world;
+        let instantiating = async {
+            Ok::<_, wasmtime::Error>(match world {
+                WorldKind::Source => Bound::Source(
+                    source::SourceConnectorPre::new(pre.clone())?
+                        .instantiate_async(&mut store)
+                        .await?,
+                ),
+                WorldKind::Mapper => Bound::Mapper(
+                    mapper::MapperConnectorPre::new(pre.clone())?
+                        .instantiate_async(&mut store)
+                        .await?,
+                ),
+                WorldKind::Destination => Bound::Destination(
+                    destination::DestinationConnectorPre::new(pre.clone())?
+                        .instantiate_async(&mut store)
+                        .await?,
+                ),
+            })
         };
+        let too_slow = || {
+            self.events.record(
+                &grant.tenant,
+                &label,
+                EventKind::Deadline {
+                    call: "instantiate".into(),
+                },
+            );
+            anyhow!(
+                "instantiating {label}: deadline of {} ms exceeded (limits.call_timeout_ms): a start function or static constructor did not return",
+                self.limits.call_timeout_ms
+            )
+        };
+        let bound =
+            match tokio::time::timeout(self.limits.call_timeout() + TIMEOUT_GRACE, instantiating)
+                .await
+            {
+                Err(_) => return Err(too_slow()),
+                Ok(Err(e)) if e.downcast_ref::<DeadlineExceeded>().is_some() => {
+                    return Err(too_slow());
+                }
+                Ok(Err(e)) => return Err(anyhow::Error::from(e)),
+                Ok(Ok(b)) => b,
+            };
         Ok(ConnectorInstance {
             store,
             bound: Arc::new(bound),
@@ -663,17 +700,31 @@ impl ConnectorInstance {
                 records.len()
             ))
         } else {
-            records
-                .iter()
-                .find(|r| r.body.len() > self.limits.max_record_body_bytes)
-                .map(|r| {
-                    format!(
-                        "record {} has a body of {} bytes; the limit is {}",
-                        r.key,
+            let l = &self.limits;
+            records.iter().find_map(|r| {
+                let key: String = r.key.chars().take(64).collect();
+                if r.key.len() > l.max_record_key_bytes {
+                    Some(format!(
+                        "record {key}… has a key of {} bytes; the limit is {} (limits.max_record_key_bytes)",
+                        r.key.len(),
+                        l.max_record_key_bytes
+                    ))
+                } else if r.kind.len() > l.max_label_bytes {
+                    Some(format!(
+                        "record {key} has a kind of {} bytes; the limit is {} (limits.max_label_bytes)",
+                        r.kind.len(),
+                        l.max_label_bytes
+                    ))
+                } else if r.body.len() > l.max_record_body_bytes {
+                    Some(format!(
+                        "record {key} has a body of {} bytes; the limit is {} (limits.max_record_body_bytes)",
                         r.body.len(),
-                        self.limits.max_record_body_bytes
-                    )
-                })
+                        l.max_record_body_bytes
+                    ))
+                } else {
+                    None
+                }
+            })
         };
         match detail {
             Some(detail) => Err(self.fail(
@@ -719,7 +770,8 @@ impl ConnectorInstance {
 
     /// Calls `describe`.
     pub async fn describe(&mut self) -> anyhow::Result<ConnectorInfo> {
-        convert_info(self.describe_raw().await?)
+        let limits = self.limits.clone();
+        convert_info(self.describe_raw().await?, &limits)
     }
 
     /// Fetches one page of `stream` after `cursor` (source connectors).
@@ -735,11 +787,27 @@ impl ConnectorInstance {
                 .call_fetch(&mut self.store, stream, cursor),
         )
         .await;
+        let limits = self.limits.clone();
         let page = self
             .settle("fetch", out)?
-            .map_err(|e| CallError::Connector(e.into()))?;
+            .map_err(|e| CallError::Connector(limited_error(e, &limits)))?;
         let records: Vec<Record> = page.records.into_iter().map(Record::from).collect();
         self.check_records("fetch", &records)?;
+        if let Some(c) = &page.next_cursor
+            && c.len() > limits.max_text_bytes
+        {
+            return Err(self.fail(
+                "fetch",
+                CallError::BadOutput {
+                    call: "fetch".into(),
+                    detail: format!(
+                        "the next cursor is {} bytes long; the limit is {} (limits.max_text_bytes)",
+                        c.len(),
+                        limits.max_text_bytes
+                    ),
+                },
+            ));
+        }
         Ok(Page {
             records,
             next_cursor: page.next_cursor,
@@ -771,9 +839,10 @@ impl ConnectorInstance {
                 .call_on_webhook(&mut self.store, &delivery),
         )
         .await;
+        let limits = self.limits.clone();
         let records = self
             .settle("on-webhook", out)?
-            .map_err(|e| CallError::Connector(e.into()))?;
+            .map_err(|e| CallError::Connector(limited_error(e, &limits)))?;
         let records: Vec<Record> = records.into_iter().map(Record::from).collect();
         self.check_records("on-webhook", &records)?;
         Ok(records)
@@ -797,11 +866,12 @@ impl ConnectorInstance {
         .await;
         let outcomes = self.settle("map", out)?;
         self.check_outcome_count("map", outcomes.len(), records.len())?;
+        let limits = self.limits.clone();
         let outcomes: Vec<Result<Vec<Record>, ConnectorError>> = outcomes
             .into_iter()
             .map(|o| match o {
                 Ok(rs) => Ok(rs.into_iter().map(Record::from).collect()),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(limited_error(e, &limits)),
             })
             .collect();
         let all: Vec<Record> = outcomes
@@ -831,9 +901,10 @@ impl ConnectorInstance {
         .await;
         let outcomes = self.settle("emit", out)?;
         self.check_outcome_count("emit", outcomes.len(), records.len())?;
+        let limits = self.limits.clone();
         Ok(outcomes
             .into_iter()
-            .map(|o| o.map_err(ConnectorError::from))
+            .map(|o| o.map_err(|e| limited_error(e, &limits)))
             .collect())
     }
 
@@ -924,7 +995,86 @@ fn identify(
     )
 }
 
-fn convert_info(raw: wit::ConnectorInfo) -> anyhow::Result<ConnectorInfo> {
+/// Refuses a string a guest handed back that is longer than `max` bytes,
+/// naming what it was and the limit.
+fn check_len(what: &str, s: &str, max: usize, limit: &str) -> anyhow::Result<()> {
+    if s.len() > max {
+        bail!(
+            "{what} is {} bytes long; the limit is {max} (limits.{limit})",
+            s.len()
+        );
+    }
+    Ok(())
+}
+
+/// Cuts a guest's error message to `max` bytes (on a character boundary),
+/// saying how much was cut.
+fn cut_message(m: &mut String, max: usize) {
+    if m.len() > max {
+        let total = m.len();
+        let mut end = max;
+        while !m.is_char_boundary(end) {
+            end -= 1;
+        }
+        m.truncate(end);
+        m.push_str(&format!(
+            "… ({} more bytes cut: limits.max_text_bytes)",
+            total - end
+        ));
+    }
+}
+
+/// A connector error with its message cut to the limit.
+fn limited_error(e: wit::Error, limits: &Limits) -> ConnectorError {
+    let mut e = ConnectorError::from(e);
+    match &mut e {
+        ConnectorError::Transient { message, .. } => cut_message(message, limits.max_text_bytes),
+        ConnectorError::Invalid(m) | ConnectorError::Config(m) => {
+            cut_message(m, limits.max_text_bytes)
+        }
+    }
+    e
+}
+
+fn convert_info(raw: wit::ConnectorInfo, limits: &Limits) -> anyhow::Result<ConnectorInfo> {
+    let label = limits.max_label_bytes;
+    check_len("describe: name", &raw.name, label, "max_label_bytes")?;
+    check_len("describe: version", &raw.version, label, "max_label_bytes")?;
+    check_len(
+        "describe: description",
+        &raw.description,
+        limits.max_text_bytes,
+        "max_text_bytes",
+    )?;
+    check_len(
+        "describe: config-schema",
+        &raw.config_schema,
+        limits.max_schema_bytes,
+        "max_schema_bytes",
+    )?;
+    for (what, n) in [
+        ("streams", raw.streams.len()),
+        ("outbound-hosts", raw.outbound_hosts.len()),
+    ] {
+        if n > limits.max_list_items {
+            bail!(
+                "describe: {what} lists {n} entries; the limit is {} (limits.max_list_items)",
+                limits.max_list_items
+            );
+        }
+    }
+    for s in &raw.streams {
+        check_len("describe: a stream name", &s.name, label, "max_label_bytes")?;
+        check_len(
+            "describe: a stream description",
+            &s.description,
+            limits.max_text_bytes,
+            "max_text_bytes",
+        )?;
+    }
+    for h in &raw.outbound_hosts {
+        check_len("describe: an outbound host", h, label, "max_label_bytes")?;
+    }
     let version = semver::Version::parse(&raw.version)
         .map_err(|e| anyhow!("describe: version {:?} is not semver: {e}", raw.version))?;
     if raw.name.is_empty()

@@ -35,9 +35,10 @@ pub struct KvSpace {
 pub trait KvStore: Send + Sync + 'static {
     /// Reads a value.
     fn get(&self, space: &KvSpace, key: &str) -> Result<Option<Vec<u8>>, KvError>;
-    /// Writes a value, refusing it when the space would exceed `max_total`
-    /// bytes (keys plus values).
-    fn set(&self, space: &KvSpace, key: &str, value: &[u8], max_total: u64) -> Result<(), KvError>;
+    /// Writes a value, refusing it when the space would exceed the quota
+    /// (bytes counted by [`entry_cost`], and keys).
+    fn set(&self, space: &KvSpace, key: &str, value: &[u8], quota: &KvQuota)
+    -> Result<(), KvError>;
     /// Removes a key.
     fn delete(&self, space: &KvSpace, key: &str) -> Result<(), KvError>;
     /// Lists keys with `prefix`, in byte order, at most `limit`.
@@ -47,9 +48,30 @@ pub trait KvStore: Send + Sync + 'static {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<String>, KvError>;
-    /// Bytes used by the space.
+    /// Bytes used by the space (as [`entry_cost`] counts them).
     fn usage(&self, space: &KvSpace) -> Result<u64, KvError>;
 }
+
+/// What one space may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvQuota {
+    /// Bytes, as [`entry_cost`] counts them.
+    pub max_bytes: u64,
+    /// Keys.
+    pub max_keys: u64,
+}
+
+/// What the store pays for one entry, not just what the guest sees: the
+/// stored key carries the space's prefix (`tenant \0 connector \0`), and
+/// every entry has a fixed cost in the tree's nodes and log.
+pub fn entry_cost(space: &KvSpace, key: &str, value_len: usize) -> u64 {
+    (space.tenant.len() + space.connector.len() + 2 + key.len() + value_len) as u64 + ENTRY_OVERHEAD
+}
+
+/// The fixed cost counted for every key-value entry, in bytes: an estimate
+/// of the store's per-entry node and log overhead, so that many tiny entries
+/// cannot fill the disk while the quota counts next to nothing.
+pub const ENTRY_OVERHEAD: u64 = 64;
 
 /// [`KvStore`] on a sled tree: keys are `tenant \0 connector \0 key`, and a
 /// second tree keeps each space's byte count, updated in the same transaction.
@@ -94,10 +116,24 @@ fn unavailable(e: impl std::fmt::Display) -> KvError {
     KvError::Unavailable(e.to_string())
 }
 
-fn read_usage(v: Option<sled::IVec>) -> u64 {
-    v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0)
+/// (bytes, keys) of a space. Records written before keys were counted hold
+/// 8 bytes; their key count reads as 0 and is counted from then on.
+fn read_usage(v: Option<sled::IVec>) -> (u64, u64) {
+    let Some(v) = v else { return (0, 0) };
+    let word = |i: usize| {
+        v.get(i * 8..i * 8 + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0)
+    };
+    (word(0), word(1))
+}
+
+fn write_usage(bytes: u64, keys: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&bytes.to_be_bytes());
+    out[8..].copy_from_slice(&keys.to_be_bytes());
+    out
 }
 
 impl KvStore for SledKv {
@@ -108,25 +144,41 @@ impl KvStore for SledKv {
             .map_err(unavailable)
     }
 
-    fn set(&self, space: &KvSpace, key: &str, value: &[u8], max_total: u64) -> Result<(), KvError> {
+    fn set(
+        &self,
+        space: &KvSpace,
+        key: &str,
+        value: &[u8],
+        quota: &KvQuota,
+    ) -> Result<(), KvError> {
         use sled::Transactional;
         use sled::transaction::{ConflictableTransactionError, TransactionError};
         let k = full_key(space, key);
         let u = prefix(space);
         let result = (&self.data, &self.usage).transaction(|(data, usage)| {
-            let old = data
-                .get(&k)?
-                .map(|v| v.len() as u64 + key.len() as u64)
-                .unwrap_or(0);
-            let used = read_usage(usage.get(&u)?);
-            let new_used = used - old.min(used) + key.len() as u64 + value.len() as u64;
-            if new_used > max_total {
+            let old = data.get(&k)?.map(|v| entry_cost(space, key, v.len()));
+            let (used, keys) = read_usage(usage.get(&u)?);
+            let new_used =
+                used - old.unwrap_or(0).min(used) + entry_cost(space, key, value.len());
+            let new_keys = keys + u64::from(old.is_none());
+            if new_used > quota.max_bytes {
                 return Err(ConflictableTransactionError::Abort(KvError::QuotaExceeded(
-                    format!("space would hold {new_used} bytes, limit is {max_total}"),
+                    format!(
+                        "space would hold {new_used} bytes (each entry counts its key, value and {ENTRY_OVERHEAD} bytes of overhead); the limit is {} (limits.max_kv_total_bytes)",
+                        quota.max_bytes
+                    ),
+                )));
+            }
+            if new_keys > quota.max_keys {
+                return Err(ConflictableTransactionError::Abort(KvError::QuotaExceeded(
+                    format!(
+                        "space would hold {new_keys} keys; the limit is {} (limits.max_kv_keys)",
+                        quota.max_keys
+                    ),
                 )));
             }
             data.insert(k.as_slice(), value)?;
-            usage.insert(u.as_slice(), &new_used.to_be_bytes())?;
+            usage.insert(u.as_slice(), &write_usage(new_used, new_keys))?;
             Ok(())
         });
         match result {
@@ -144,9 +196,12 @@ impl KvStore for SledKv {
         let result: Result<(), TransactionError<KvError>> =
             (&self.data, &self.usage).transaction(|(data, usage)| {
                 if let Some(old) = data.remove(k.as_slice())? {
-                    let used = read_usage(usage.get(&u)?);
-                    let freed = old.len() as u64 + key.len() as u64;
-                    usage.insert(u.as_slice(), &used.saturating_sub(freed).to_be_bytes())?;
+                    let (used, keys) = read_usage(usage.get(&u)?);
+                    let freed = entry_cost(space, key, old.len());
+                    usage.insert(
+                        u.as_slice(),
+                        &write_usage(used.saturating_sub(freed), keys.saturating_sub(1)),
+                    )?;
                 }
                 Ok(())
             });
@@ -174,9 +229,7 @@ impl KvStore for SledKv {
     }
 
     fn usage(&self, space: &KvSpace) -> Result<u64, KvError> {
-        Ok(read_usage(
-            self.usage.get(prefix(space)).map_err(unavailable)?,
-        ))
+        Ok(read_usage(self.usage.get(prefix(space)).map_err(unavailable)?).0)
     }
 }
 
@@ -191,15 +244,23 @@ mod tests {
         }
     }
 
+    fn quota(max_bytes: u64) -> KvQuota {
+        KvQuota {
+            max_bytes,
+            max_keys: 1000,
+        }
+    }
+
     #[test]
     fn spaces_are_isolated_and_usage_is_tracked() {
         let kv = SledKv::temporary().unwrap();
-        kv.set(&space("a"), "k", b"1234", 1000).unwrap();
+        kv.set(&space("a"), "k", b"1234", &quota(1000)).unwrap();
         assert_eq!(kv.get(&space("b"), "k").unwrap(), None);
         assert_eq!(kv.get(&space("a"), "k").unwrap(), Some(b"1234".to_vec()));
-        assert_eq!(kv.usage(&space("a")).unwrap(), 5);
-        kv.set(&space("a"), "k", b"12", 1000).unwrap();
-        assert_eq!(kv.usage(&space("a")).unwrap(), 3);
+        // "a" "\0" "c" "\0" "k" + 4 bytes of value + the overhead.
+        assert_eq!(kv.usage(&space("a")).unwrap(), 4 + 1 + 4 + ENTRY_OVERHEAD);
+        kv.set(&space("a"), "k", b"12", &quota(1000)).unwrap();
+        assert_eq!(kv.usage(&space("a")).unwrap(), 4 + 1 + 2 + ENTRY_OVERHEAD);
         kv.delete(&space("a"), "k").unwrap();
         assert_eq!(kv.usage(&space("a")).unwrap(), 0);
     }
@@ -207,19 +268,42 @@ mod tests {
     #[test]
     fn quota_refuses_and_keeps_old_value() {
         let kv = SledKv::temporary().unwrap();
-        kv.set(&space("a"), "k", b"old", 10).unwrap();
-        let err = kv.set(&space("a"), "k", &[0; 20], 10).unwrap_err();
+        let q = quota(ENTRY_OVERHEAD + 16);
+        kv.set(&space("a"), "k", b"old", &q).unwrap();
+        let err = kv.set(&space("a"), "k", &[0; 20], &q).unwrap_err();
         assert!(matches!(err, KvError::QuotaExceeded(_)), "{err}");
         assert_eq!(kv.get(&space("a"), "k").unwrap(), Some(b"old".to_vec()));
+    }
+
+    /// Nine-byte keys with empty values once filled the disk while the quota
+    /// counted almost nothing: every entry now costs its prefix and overhead,
+    /// and the number of keys is limited.
+    #[test]
+    fn tiny_entries_count_their_real_cost_and_keys_are_limited() {
+        let kv = SledKv::temporary().unwrap();
+        let q = KvQuota {
+            max_bytes: 1 << 30,
+            max_keys: 100,
+        };
+        for i in 0..100 {
+            kv.set(&space("a"), &format!("k{i:08}"), b"", &q).unwrap();
+        }
+        assert!(kv.usage(&space("a")).unwrap() >= 100 * (9 + ENTRY_OVERHEAD));
+        let err = kv.set(&space("a"), "one-more", b"", &q).unwrap_err();
+        assert!(err.to_string().contains("max_kv_keys"), "{err}");
+        // Replacing an existing key is not a new key; deleting frees one.
+        kv.set(&space("a"), "k00000001", b"v", &q).unwrap();
+        kv.delete(&space("a"), "k00000002").unwrap();
+        kv.set(&space("a"), "one-more", b"", &q).unwrap();
     }
 
     #[test]
     fn list_keys_by_prefix() {
         let kv = SledKv::temporary().unwrap();
         for k in ["user:1", "user:2", "contact:1"] {
-            kv.set(&space("a"), k, b"x", 1000).unwrap();
+            kv.set(&space("a"), k, b"x", &quota(1000)).unwrap();
         }
-        kv.set(&space("b"), "user:3", b"x", 1000).unwrap();
+        kv.set(&space("b"), "user:3", b"x", &quota(1000)).unwrap();
         assert_eq!(
             kv.list_keys(&space("a"), "user:", 10).unwrap(),
             vec!["user:1", "user:2"]

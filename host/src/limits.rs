@@ -40,6 +40,46 @@ pub struct Limits {
     pub http_request_timeout_ms: u64,
     /// How many connector instances may exist at once (pooling allocator).
     pub max_instances: u32,
+    /// Most host resources (`wasi:http` header sets, requests, bodies,
+    /// streams, pollables) one instance may hold at once.
+    pub max_resources: usize,
+    /// Largest set of HTTP header fields a guest may build or receive, in
+    /// bytes of its in-memory form. With `max_resources`, this bounds the
+    /// header memory a guest can hold in the host.
+    pub max_http_fields_bytes: usize,
+    /// Most outbound HTTP requests of one instance in flight at once; with
+    /// `max_http_request_bytes` and `max_http_response_bytes` this bounds the
+    /// body memory a guest can hold in the host.
+    pub max_http_in_flight: usize,
+    /// Longest name, version, stream name, record kind or origin pattern a
+    /// guest may hand back, in bytes.
+    pub max_label_bytes: usize,
+    /// Longest description, error message or cursor a guest may hand back,
+    /// in bytes. Longer error messages are cut; longer descriptions and
+    /// cursors are refused.
+    pub max_text_bytes: usize,
+    /// Largest config schema in `describe`, in bytes.
+    pub max_schema_bytes: usize,
+    /// Most streams or outbound-host patterns in `describe`.
+    pub max_list_items: usize,
+    /// Longest record key, in bytes.
+    pub max_record_key_bytes: usize,
+    /// Most keys one (tenant, connector) key-value space may hold.
+    pub max_kv_keys: u64,
+    /// Most pages one run may fetch before it is stopped.
+    pub max_run_pages: u64,
+    /// Most records one run may fetch before it is stopped.
+    pub max_run_records: u64,
+    /// Longest one run may take, in seconds, before it is stopped (after
+    /// the page in progress is committed).
+    pub max_run_seconds: u64,
+    /// Largest component file weft accepts, in bytes.
+    pub max_component_bytes: usize,
+    /// Longest compiling one component may take, in milliseconds.
+    pub compile_timeout_ms: u64,
+    /// Most memory compiling one component may use, in bytes (the compiler
+    /// runs in a child process with this address-space limit).
+    pub compile_memory_bytes: u64,
 }
 
 impl Default for Limits {
@@ -59,6 +99,21 @@ impl Default for Limits {
             max_http_request_bytes: 8 << 20,
             http_request_timeout_ms: 30_000,
             max_instances: 64,
+            max_resources: 1_024,
+            max_http_fields_bytes: 64 << 10,
+            max_http_in_flight: 8,
+            max_label_bytes: 128,
+            max_text_bytes: 16 << 10,
+            max_schema_bytes: 256 << 10,
+            max_list_items: 256,
+            max_record_key_bytes: 1 << 10,
+            max_kv_keys: 250_000,
+            max_run_pages: 100_000,
+            max_run_records: 10_000_000,
+            max_run_seconds: 6 * 3600,
+            max_component_bytes: 64 << 20,
+            compile_timeout_ms: 300_000,
+            compile_memory_bytes: 4 << 30,
         }
     }
 }
@@ -91,6 +146,21 @@ impl Limits {
             self.max_records_per_call >= 1,
             "limits.max_records_per_call must be at least 1"
         );
+        for (name, value, least) in [
+            ("max_resources", self.max_resources as u64, 64),
+            ("max_http_in_flight", self.max_http_in_flight as u64, 1),
+            ("max_label_bytes", self.max_label_bytes as u64, 16),
+            ("max_text_bytes", self.max_text_bytes as u64, 256),
+            ("max_record_key_bytes", self.max_record_key_bytes as u64, 16),
+            ("max_kv_keys", self.max_kv_keys, 1),
+            ("max_run_pages", self.max_run_pages, 1),
+            ("max_run_records", self.max_run_records, 1),
+            ("max_run_seconds", self.max_run_seconds, 1),
+            ("compile_timeout_ms", self.compile_timeout_ms, 100),
+            ("compile_memory_bytes", self.compile_memory_bytes, 64 << 20),
+        ] {
+            anyhow::ensure!(value >= least, "limits.{name} must be at least {least}");
+        }
         Ok(())
     }
 }

@@ -275,7 +275,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Connectors {
             command: ConnectorsCommand::Inspect { file },
         } => {
-            let runtime = Runtime::new(HostConfig::default())?;
+            // The operator's limits when there is a configuration (the
+            // defaults otherwise), and no state is opened: inspect works
+            // beside a running `weft serve`.
+            let limits = if cli.config.exists() {
+                WeftConfig::load(&cli.config)?.limits
+            } else {
+                weft::Limits::default()
+            };
+            let runtime = Runtime::new(HostConfig {
+                limits,
+                ..HostConfig::default()
+            })?;
             let connector = runtime.load_file(file).await?;
             print_json(&serde_json::json!({
                 "file": file,

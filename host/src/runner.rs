@@ -324,6 +324,8 @@ impl Host {
         }
         let mut cursor = self.state.cursor(tenant, flow_name)?;
         let retry = &flow.retry;
+        let limits = self.runtime.limits().clone();
+        let started = std::time::Instant::now();
         loop {
             let source = pipeline
                 .source
@@ -370,6 +372,25 @@ impl Host {
             progress(run);
             if !page.has_more {
                 return Ok(());
+            }
+            // A source that never stops (empty pages with a new cursor and
+            // has-more, forever) ends here, its pages so far committed.
+            let over = if run.pages >= limits.max_run_pages {
+                Some(format!("{} pages (limits.max_run_pages)", run.pages))
+            } else if run.fetched >= limits.max_run_records {
+                Some(format!("{} records (limits.max_run_records)", run.fetched))
+            } else if started.elapsed().as_secs() >= limits.max_run_seconds {
+                Some(format!(
+                    "{} s (limits.max_run_seconds)",
+                    started.elapsed().as_secs()
+                ))
+            } else {
+                None
+            };
+            if let Some(what) = over {
+                return Err(Stop::Failed(format!(
+                    "stopped after {what} with the source still saying it has more; what was committed stays, and the next run goes on from there"
+                )));
             }
         }
     }
@@ -730,17 +751,31 @@ fn record_failure(stage: &'static str, label: &str, e: ConnectorError) -> Result
 }
 
 /// Runs every unpaused flow on its schedule until `stop` resolves: each
-/// flow runs once at start, then `schedule` after its previous run began.
-/// A flow that needs attention is skipped (a person must fix it; a manual
-/// `weft run` of it clears the flag when it succeeds). `report` gets every
+/// flow runs once at start, then `schedule` after its previous run was due.
+/// Flows run concurrently, at most `max_concurrent_runs` at once, and never
+/// two runs of one flow at once (a run still going when its next one is due
+/// makes that one wait), so a flow that runs long delays only itself. A flow
+/// that needs attention is skipped (a person must fix it; a manual `weft
+/// run` of it clears the flag when it succeeds). A run that fails is
+/// recorded and reported; the schedule goes on. `report` gets every
 /// finished run.
 pub async fn serve(
     host: &Host,
     stop: impl Future<Output = ()>,
     report: &(dyn Fn(&RunRecord) + Sync),
 ) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use futures::stream::FuturesUnordered;
     use tokio::time::Instant;
-    let mut due: Vec<(Instant, String, String, Duration)> = host
+
+    struct Due {
+        at: Instant,
+        tenant: String,
+        flow: String,
+        every: Duration,
+        running: bool,
+    }
+    let mut due: Vec<Due> = host
         .config
         .tenants
         .iter()
@@ -748,27 +783,71 @@ pub async fn serve(
             tc.flows
                 .iter()
                 .filter(|(_, f)| !f.paused)
-                .map(move |(f, fc)| (Instant::now(), t.clone(), f.clone(), fc.schedule))
+                .map(move |(f, fc)| Due {
+                    at: Instant::now(),
+                    tenant: t.clone(),
+                    flow: f.clone(),
+                    every: fc.schedule,
+                    running: false,
+                })
         })
         .collect();
     anyhow::ensure!(!due.is_empty(), "no unpaused flow to schedule");
+    let bound = host.config.max_concurrent_runs.max(1);
+    let mut running = FuturesUnordered::new();
     tokio::pin!(stop);
     loop {
-        due.sort_by_key(|d| d.0);
-        let (at, tenant, flow, every) = due[0].clone();
+        // Start what is due, oldest first, while there is room.
+        let now = Instant::now();
+        let mut ready: Vec<usize> = (0..due.len())
+            .filter(|&i| !due[i].running && due[i].at <= now)
+            .collect();
+        ready.sort_by_key(|&i| due[i].at);
+        for i in ready {
+            if running.len() >= bound {
+                break;
+            }
+            let d = &mut due[i];
+            // The next run is due one schedule after this one was; a flow
+            // that fell behind does not run back to back to catch up.
+            d.at = (d.at + d.every).max(now);
+            match host.state.attention(&d.tenant, &d.flow) {
+                Ok(Some(reason)) => {
+                    tracing::warn!(tenant = %d.tenant, flow = %d.flow, reason, "skipping a flow that needs attention");
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(tenant = %d.tenant, flow = %d.flow, error = %format!("{e:#}"), "reading the flow's state");
+                    continue;
+                }
+            }
+            d.running = true;
+            let (tenant, flow) = (d.tenant.clone(), d.flow.clone());
+            running.push(async move {
+                let r = host
+                    .run_flow(&tenant, &flow, Trigger::Schedule, &|_| {})
+                    .await;
+                (i, r)
+            });
+        }
+        let next = due
+            .iter()
+            .filter(|d| !d.running)
+            .map(|d| d.at)
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = &mut stop => return Ok(()),
-            _ = tokio::time::sleep_until(at) => {}
+            Some((i, result)) = running.next(), if !running.is_empty() => {
+                due[i].running = false;
+                match result {
+                    Ok(run) => report(&run),
+                    Err(e) => tracing::error!(tenant = %due[i].tenant, flow = %due[i].flow, error = %format!("{e:#}"), "a scheduled run could not start"),
+                }
+            }
+            _ = tokio::time::sleep_until(next), if running.len() < bound => {}
         }
-        due[0].0 = at + every;
-        if let Some(reason) = host.state.attention(&tenant, &flow)? {
-            tracing::warn!(tenant, flow, reason, "skipping a flow that needs attention");
-            continue;
-        }
-        let run = host
-            .run_flow(&tenant, &flow, Trigger::Schedule, &|_| {})
-            .await?;
-        report(&run);
     }
 }
 

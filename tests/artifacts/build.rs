@@ -37,6 +37,9 @@ fn main() {
         ("ACME_TOUCHPOINTS", "acme_touchpoints.wasm"),
         ("CALDAV", "caldav.wasm"),
         ("DASHBOARD", "dashboard.wasm"),
+        ("TEST_HOSTILE", "test_hostile.wasm"),
+        ("TEST_HOSTILE_START", "test_hostile_start.wasm"),
+        ("TEST_HOSTILE_DESCRIBE", "test_hostile_describe.wasm"),
     ] {
         let path = out_dir.join(file);
         assert!(path.exists(), "{} was not built", path.display());

@@ -18,7 +18,23 @@ impl From<kvstore::KvError> for KvError {
 }
 
 impl ConnectorCtx {
+    /// Refuses kv calls once the guest call's deadline has passed: a guest
+    /// looping over kv gets errors, and the epoch check stops it.
+    fn check_deadline(&self) -> Result<(), KvError> {
+        if self
+            .deadline
+            .get()
+            .is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            return Err(KvError::Unavailable(
+                "the call's deadline has passed (limits.call_timeout_ms)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_key(&self, key: &str) -> Result<(), KvError> {
+        self.check_deadline()?;
         if key.len() > self.limits.max_kv_key_bytes {
             return Err(self.refuse(KvError::TooLarge(format!(
                 "key of {} bytes; the limit is {}",
@@ -57,8 +73,12 @@ impl Host for ConnectorCtx {
                 self.limits.max_kv_value_bytes
             ))));
         }
+        let quota = kvstore::KvQuota {
+            max_bytes: self.limits.max_kv_total_bytes,
+            max_keys: self.limits.max_kv_keys,
+        };
         self.kv
-            .set(&self.kv_space, &key, &value, self.limits.max_kv_total_bytes)
+            .set(&self.kv_space, &key, &value, &quota)
             .map_err(|e| match e {
                 kvstore::KvError::QuotaExceeded(_) => self.refuse(e.into()),
                 other => other.into(),

@@ -48,4 +48,6 @@ pub struct ConnectorCtx {
     pub events: EventLog,
     /// Where the guest's log lines (and stdout/stderr) go.
     pub logs: log::GuestLog,
+    /// The deadline of the guest call in progress.
+    pub deadline: http::CallDeadline,
 }

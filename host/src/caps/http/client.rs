@@ -158,7 +158,7 @@ async fn attempt(
         return Err(SendError::Dns(origin.host.clone(), "no addresses".into()));
     }
     policy
-        .check_addrs(&origin.host, &addrs)
+        .check_addrs(origin, &addrs)
         .map_err(SendError::Denied)?;
 
     let mut last_err = None;
@@ -181,6 +181,28 @@ async fn attempt(
     };
     let _ = stream.set_nodelay(true);
 
+    // The `Host` header names the checked origin and nothing else (no user
+    // info, whatever the guest put in the URL or the header).
+    let host_header = match (
+        origin.host.contains(':'),
+        origin.port,
+        origin.scheme.as_str(),
+    ) {
+        (v6, 80, "http") | (v6, 443, "https") => {
+            if v6 {
+                format!("[{}]", origin.host)
+            } else {
+                origin.host.clone()
+            }
+        }
+        (true, port, _) => format!("[{}]:{port}", origin.host),
+        (false, port, _) => format!("{}:{port}", origin.host),
+    };
+    req.headers_mut().insert(
+        http::header::HOST,
+        http::HeaderValue::from_str(&host_header)
+            .map_err(|e| SendError::Protocol(format!("bad host {host_header:?}: {e}")))?,
+    );
     // hyper's connection-level client wants origin-form request targets.
     let path = req
         .uri()

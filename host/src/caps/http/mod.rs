@@ -110,6 +110,8 @@ struct Outbound {
     limits: Limits,
     deadline: CallDeadline,
     forbidden: Vec<HeaderName>,
+    /// Requests of this instance in flight (`limits.max_http_in_flight`).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl OutboundHttp {
@@ -162,6 +164,7 @@ impl OutboundHttp {
                 connector: connector.to_owned(),
                 policy,
                 credentials,
+                in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_http_in_flight)),
                 limits,
                 deadline,
                 forbidden,
@@ -193,7 +196,23 @@ impl WasiHttpHooks for OutboundHttp {
             > + Send,
     > {
         let inner = self.inner.clone();
+        // A guest that starts requests without finishing them holds their
+        // bodies in the host: only so many at once.
+        let permit = inner.in_flight.clone().try_acquire_owned();
         Box::new(async move {
+            let Ok(_permit) = permit else {
+                inner.record(EventKind::HttpDenied {
+                    origin: request.uri().to_string(),
+                    reason: format!(
+                        "more than {} requests in flight (limits.max_http_in_flight)",
+                        inner.limits.max_http_in_flight
+                    ),
+                });
+                return Err(HttpError::InternalError(Some(format!(
+                    "weft: more than {} requests of this connector in flight at once (limits.max_http_in_flight)",
+                    inner.limits.max_http_in_flight
+                ))));
+            };
             let response = inner.handle(request).await?;
             let response =
                 response.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync());
@@ -257,6 +276,26 @@ impl Outbound {
             .map(|(_, c)| c)
     }
 
+    /// Takes one request token of the (tenant, origin) quota, waiting only
+    /// as long as the call's deadline allows.
+    async fn acquire(&self, origin_str: &str, deadline: Instant) -> Result<(), HttpError> {
+        if let Err(e) = self
+            .shared
+            .quotas
+            .acquire(&self.tenant, origin_str, self.rate, deadline)
+            .await
+        {
+            self.record(EventKind::QuotaExhausted {
+                origin: origin_str.to_owned(),
+            });
+            return Err(HttpError::InternalError(Some(format!(
+                "weft: request quota for {origin_str} is spent; the next request could start in {} ms, after this call's deadline",
+                e.wait.as_millis()
+            ))));
+        }
+        Ok(())
+    }
+
     async fn handle(
         &self,
         request: http::Request<WasiBody>,
@@ -265,6 +304,19 @@ impl Outbound {
         let origin =
             Origin::from_uri(request.uri()).map_err(|_| HttpError::HttpRequestUriInvalid)?;
         let origin_str = origin.to_string();
+        // User info in the authority (`http://evil@granted-host/`) is
+        // refused: it is never sent, and a URL that carries it is a trick.
+        if request
+            .uri()
+            .authority()
+            .is_some_and(|a| a.as_str().contains('@'))
+        {
+            self.record(EventKind::HttpDenied {
+                origin: origin_str,
+                reason: "the URL carries user info (`user@`), which weft refuses".into(),
+            });
+            return Err(HttpError::HttpRequestUriInvalid);
+        }
         if let Err(denial) = self.policy.check_origin(&origin) {
             self.record(EventKind::HttpDenied {
                 origin: origin_str,
@@ -273,6 +325,9 @@ impl Outbound {
             return Err(HttpError::HttpRequestDenied);
         }
 
+        // The first request token is taken before the body is read: a guest
+        // over its quota does not get a body buffered in the host.
+        self.acquire(&origin_str, deadline).await?;
         let (parts, body) = request.into_parts();
         let remaining = deadline.saturating_duration_since(Instant::now());
         let body = match tokio::time::timeout(
@@ -309,19 +364,8 @@ impl Outbound {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            if let Err(e) = self
-                .shared
-                .quotas
-                .acquire(&self.tenant, &origin_str, self.rate, deadline)
-                .await
-            {
-                self.record(EventKind::QuotaExhausted {
-                    origin: origin_str.clone(),
-                });
-                return Err(HttpError::InternalError(Some(format!(
-                    "weft: request quota for {origin_str} is spent; the next request could start in {} ms, after this call's deadline",
-                    e.wait.as_millis()
-                ))));
+            if attempt > 1 {
+                self.acquire(&origin_str, deadline).await?;
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {

@@ -213,6 +213,60 @@ impl fmt::Display for Denial {
     }
 }
 
+/// Whether a `private_hosts` entry lets `origin` reach a non-public
+/// address: `host:port` (`[v6]:port` for IPv6) allows that port only; a bare
+/// `host` (or `[v6]`) allows every port of it. Names compare ignoring case.
+pub fn private_host_matches(entry: &str, origin: &Origin) -> bool {
+    let entry = entry.trim().to_ascii_lowercase();
+    let (host, port) = if let Some(v6) = entry.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, rest)) => (h.to_owned(), rest.strip_prefix(':')),
+            None => return false,
+        }
+    } else if entry.matches(':').count() > 1 {
+        // A bare IPv6 literal: every port.
+        (entry.clone(), None)
+    } else {
+        match entry.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (entry.clone(), None),
+        }
+    };
+    if host != origin.host {
+        return false;
+    }
+    match port {
+        None => true,
+        Some(p) => p.parse::<u16>().is_ok_and(|p| p == origin.port),
+    }
+}
+
+/// Checks a `private_hosts` entry when the configuration is loaded.
+pub fn validate_private_host(entry: &str) -> Result<(), String> {
+    let e = entry.trim();
+    if e.is_empty() || e.contains('/') || e.contains('@') || e.contains('*') {
+        return Err(format!(
+            "{entry:?}: expected `host`, `host:port` or `[ipv6]:port`"
+        ));
+    }
+    let port = if let Some(v6) = e.strip_prefix('[') {
+        let (_, rest) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{entry:?}: unclosed `[`"))?;
+        rest.strip_prefix(':')
+    } else if e.matches(':').count() > 1 {
+        None
+    } else {
+        e.rsplit_once(':').map(|(_, p)| p)
+    };
+    match port {
+        Some(p) if p.parse::<u16>().is_err() => {
+            Err(format!("{entry:?}: port {p:?} is not a number"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The outbound policy of one connector for one tenant.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -220,7 +274,8 @@ pub struct Policy {
     pub requested: Vec<OriginPattern>,
     /// What the tenant grants.
     pub granted: Vec<OriginPattern>,
-    /// Host names the operator lets reach non-public addresses.
+    /// Hosts (`host` or `host:port`) the operator lets reach non-public
+    /// addresses.
     pub private_hosts: Vec<String>,
 }
 
@@ -236,12 +291,12 @@ impl Policy {
         Ok(())
     }
 
-    /// Checks the addresses `host` resolved to.
-    pub fn check_addrs(&self, host: &str, addrs: &[IpAddr]) -> Result<(), Denial> {
+    /// Checks the addresses the host of `origin` resolved to.
+    pub fn check_addrs(&self, origin: &Origin, addrs: &[IpAddr]) -> Result<(), Denial> {
         if self
             .private_hosts
             .iter()
-            .any(|h| h.eq_ignore_ascii_case(host))
+            .any(|h| private_host_matches(h, origin))
         {
             return Ok(());
         }
@@ -252,40 +307,93 @@ impl Policy {
     }
 }
 
-/// Whether `ip` is a globally routable unicast address.
+/// Whether `ip` may be reached by a connector without the operator's say:
+/// a globally reachable unicast address by the IANA special-purpose address
+/// registries (IPv4 and IPv6), judging IPv6 forms that embed an IPv4 address
+/// by the address they embed.
+///
+/// IPv4: refused are `0/8`, `10/8`, `100.64/10`, `127/8`, `169.254/16`,
+/// `172.16/12`, `192.0.0/24`, `192.0.2/24`, `192.88.99/24`, `192.168/16`,
+/// `198.18/15`, `198.51.100/24`, `203.0.113/24`, multicast `224/4`, `240/4`
+/// and the broadcast address.
+///
+/// IPv6: `::ffff:a.b.c.d` (mapped) and `64:ff9b::a.b.c.d` (NAT64) are judged
+/// by `a.b.c.d`, and so is `2002:AABB:CCDD::/48` (6to4, `AA.BB.CC.DD`);
+/// refused are `::/128`, `::1`, the rest of `::/96` (IPv4-compatible,
+/// deprecated), `64:ff9b:1::/48` (local NAT64), everything outside global
+/// unicast `2000::/3` (so `100::/64` discard, `5f00::/16` SRv6, `fc00::/7`
+/// unique local, `fe80::/10` link-local, `fec0::/10` site-local, `ff00::/8`
+/// multicast), `2001::/23` (IETF protocol assignments, Teredo's
+/// `2001::/32` among them), `2001:db8::/32` and `3fff::/20`
+/// (documentation).
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            let seg0 = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg0 & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (seg0 & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || (seg0 == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
-                || v6 == Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0))
-        }
+        IpAddr::V6(v6) => is_public_v6(v6),
     }
+}
+
+/// The IPv4 address in the last 32 bits of `v6`.
+fn low_v4(v6: Ipv6Addr) -> Ipv4Addr {
+    let o = v6.octets();
+    Ipv4Addr::new(o[12], o[13], o[14], o[15])
+}
+
+fn is_public_v6(v6: Ipv6Addr) -> bool {
+    let seg = v6.segments();
+    let bits = u128::from(v6);
+    // ::ffff:0:0/96, IPv4-mapped.
+    if bits >> 32 == 0xffff {
+        return is_public_v4(low_v4(v6));
+    }
+    // ::/96: unspecified, loopback, and the deprecated IPv4-compatible form.
+    if bits >> 32 == 0 {
+        return false;
+    }
+    // 64:ff9b::/96, NAT64: reaches the IPv4 address it embeds.
+    if bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000 {
+        return is_public_v4(low_v4(v6));
+    }
+    // 64:ff9b:1::/48, local-use NAT64.
+    if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1 {
+        return false;
+    }
+    // Only global unicast, 2000::/3.
+    if seg[0] & 0xe000 != 0x2000 {
+        return false;
+    }
+    // 2001::/23, IETF protocol assignments (Teredo 2001::/32 among them).
+    if seg[0] == 0x2001 && seg[1] < 0x0200 {
+        return false;
+    }
+    // 2001:db8::/32 and 3fff::/20, documentation.
+    if (seg[0] == 0x2001 && seg[1] == 0x0db8) || (seg[0] == 0x3fff && seg[1] & 0xf000 == 0) {
+        return false;
+    }
+    // 2002::/16, 6to4: reaches the IPv4 address in bits 16..48.
+    if seg[0] == 0x2002 {
+        let o = v6.octets();
+        return is_public_v4(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    true
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
     let o = ip.octets();
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || o[0] == 0
+    !(o[0] == 0 // "this network" 0/8
+        || o[0] == 10 // private 10/8
         || (o[0] == 100 && (o[1] & 0xc0) == 64) // shared address space 100.64/10
-        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+        || o[0] == 127 // loopback 127/8
+        || (o[0] == 169 && o[1] == 254) // link-local 169.254/16
+        || (o[0] == 172 && (o[1] & 0xf0) == 16) // private 172.16/12
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments 192.0.0/24
+        || (o[0] == 192 && o[1] == 0 && o[2] == 2) // TEST-NET-1
+        || (o[0] == 192 && o[1] == 88 && o[2] == 99) // 6to4 relay anycast (deprecated)
+        || (o[0] == 192 && o[1] == 168) // private 192.168/16
         || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking 198.18/15
-        || o[0] >= 240)
+        || (o[0] == 198 && o[1] == 51 && o[2] == 100) // TEST-NET-2
+        || (o[0] == 203 && o[1] == 0 && o[2] == 113) // TEST-NET-3
+        || o[0] >= 224) // multicast 224/4, reserved 240/4, broadcast
 }
 
 #[cfg(test)]
@@ -380,13 +488,14 @@ mod tests {
         };
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let meta: IpAddr = "169.254.169.254".parse().unwrap();
-        assert_eq!(p.check_addrs("127.0.0.1", &[lo]), Ok(()));
+        let at = |h: &str| origin(&format!("http://{h}:8080/"));
+        assert_eq!(p.check_addrs(&at("127.0.0.1"), &[lo]), Ok(()));
         assert_eq!(
-            p.check_addrs("evil.test", &[lo]),
+            p.check_addrs(&at("evil.test"), &[lo]),
             Err(Denial::PrivateAddress(lo))
         );
         assert_eq!(
-            p.check_addrs("metadata.test", &[meta]),
+            p.check_addrs(&at("metadata.test"), &[meta]),
             Err(Denial::PrivateAddress(meta))
         );
         assert!(
@@ -397,10 +506,10 @@ mod tests {
         );
         let public: IpAddr = "93.184.216.34".parse().unwrap();
         assert_eq!(
-            p.check_addrs("example.com", &[public, lo]),
+            p.check_addrs(&at("example.com"), &[public, lo]),
             Err(Denial::PrivateAddress(lo))
         );
-        assert_eq!(p.check_addrs("example.com", &[public]), Ok(()));
+        assert_eq!(p.check_addrs(&at("example.com"), &[public]), Ok(()));
     }
 
     #[test]
@@ -422,5 +531,142 @@ mod tests {
         for public in ["8.8.8.8", "2606:4700::1111"] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
+    }
+
+    /// Every row of the IANA IPv4 and IPv6 special-purpose registries, and the
+    /// IPv6 forms that embed an IPv4 address.
+    #[test]
+    fn address_classes_follow_the_special_purpose_registries() {
+        let refused = [
+            // IPv4
+            "0.0.0.0",
+            "0.1.2.3",
+            "10.0.0.1",
+            "10.255.255.255",
+            "100.64.0.1",
+            "100.127.255.254",
+            "127.0.0.1",
+            "127.255.255.255",
+            "169.254.169.254",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.0.0.1",
+            "192.0.0.9",
+            "192.0.2.1",
+            "192.88.99.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "198.51.100.7",
+            "203.0.113.9",
+            "224.0.0.1",
+            "239.255.255.255",
+            "240.0.0.1",
+            "255.255.255.255",
+            // IPv6
+            "::",
+            "::1",
+            "::127.0.0.1",
+            "::8.8.8.8",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::1",
+            "100::1",
+            "100:0:0:1::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:2::1",
+            "2001:10::1",
+            "2001:1ff::1",
+            "2001:db8::1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+            "2002:c0a8:101::1",
+            "3fff::1",
+            "3fff:fff::1",
+            "5f00::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "febf::1",
+            "fec0::1",
+            "ff02::1",
+            "ff0e::1",
+        ];
+        for a in refused {
+            let ip: IpAddr = a.parse().unwrap();
+            assert!(!is_public(ip), "{a} must be refused");
+        }
+        let allowed = [
+            "1.1.1.1",
+            "8.8.8.8",
+            "93.184.216.34",
+            "100.63.255.255",
+            "100.128.0.1",
+            "172.15.255.255",
+            "172.32.0.1",
+            "192.0.1.1",
+            "192.88.98.1",
+            "192.169.0.1",
+            "198.17.255.255",
+            "198.20.0.1",
+            "223.255.255.255",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:200::1",
+            "2001:4860:4860::8888",
+            "2606:4700:4700::1111",
+            "2a00:1450::1",
+            "3ff0::1",
+            "3fff:1000::1",
+        ];
+        for a in allowed {
+            let ip: IpAddr = a.parse().unwrap();
+            assert!(is_public(ip), "{a} must be allowed");
+        }
+    }
+
+    #[test]
+    fn private_hosts_entries_name_a_port_or_every_port() {
+        let o = |s: &str| origin(s);
+        assert!(private_host_matches(
+            "127.0.0.1:8080",
+            &o("http://127.0.0.1:8080/")
+        ));
+        assert!(!private_host_matches(
+            "127.0.0.1:8080",
+            &o("http://127.0.0.1:8081/")
+        ));
+        assert!(private_host_matches("127.0.0.1", &o("http://127.0.0.1:9/")));
+        assert!(private_host_matches(
+            "CalDAV.local:443",
+            &o("https://caldav.local/")
+        ));
+        assert!(private_host_matches("[::1]:80", &o("http://[::1]/")));
+        assert!(!private_host_matches("[::1]:80", &o("http://[::1]:81/")));
+        assert!(private_host_matches("::1", &o("http://[::1]:81/")));
+        assert!(!private_host_matches("evil.test", &o("http://127.0.0.1/")));
+        for bad in ["", "host:port", "http://x", "a@b", "*.x", "[::1"] {
+            assert!(validate_private_host(bad).is_err(), "{bad:?}");
+        }
+        for good in ["x", "x:1", "[::1]:80", "::1", "127.0.0.1:8080"] {
+            assert!(validate_private_host(good).is_ok(), "{good:?}");
+        }
+        let p = Policy {
+            private_hosts: vec!["127.0.0.1:8080".into()],
+            ..Policy::default()
+        };
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(p.check_addrs(&o("http://127.0.0.1:8080/"), &[lo]), Ok(()));
+        assert_eq!(
+            p.check_addrs(&o("http://127.0.0.1:22/"), &[lo]),
+            Err(Denial::PrivateAddress(lo)),
+            "an unlisted port is refused"
+        );
     }
 }

@@ -1,0 +1,504 @@
+//! Hostile connectors against the sandbox: one test per break found by a
+//! suite of hostile components (issue 9), each driving a component of
+//! `tests/components/hostile*` the way a third party could.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+use weft::caps::http::StaticResolver;
+use weft::kvstore::SledKv;
+use weft::secrets::SecretStore;
+use weft::{HostConfig, HttpGrants, Limits, OriginPattern, Runtime, TenantGrant};
+use weft_test_artifacts as artifacts;
+
+/// A runtime with `limits` whose `private_hosts` are `private`.
+fn runtime_for(limits: Limits, private: &[&str]) -> Runtime {
+    Runtime::with_parts(
+        HostConfig {
+            limits,
+            cache_dir: Some(cache_dir()),
+            private_hosts: private.iter().map(|s| s.to_string()).collect(),
+            default_rate: Default::default(),
+            secrets_file: None,
+        },
+        SledKv::temporary().unwrap(),
+        std::sync::Arc::new(StaticResolver(Default::default())),
+        SecretStore::default(),
+    )
+    .unwrap()
+}
+
+fn grant(config: Value, allow: &[&str]) -> TenantGrant {
+    TenantGrant {
+        config,
+        http: HttpGrants {
+            allow: allow
+                .iter()
+                .map(|o| OriginPattern::parse(o).unwrap())
+                .collect(),
+            ..Default::default()
+        },
+        ..TenantGrant::new("t")
+    }
+}
+
+/// Runs `stream` of the hostile source and returns its one result record,
+/// or the call's error as text.
+async fn hostile(rt: &Runtime, stream: &str, g: &TenantGrant) -> Result<Value, String> {
+    let c = rt
+        .load_file(artifacts::TEST_HOSTILE.as_ref())
+        .await
+        .unwrap();
+    let mut i = rt.instantiate(&c, g).await.unwrap();
+    match i.fetch(stream, None).await {
+        Ok(p) => Ok(serde_json::from_str(&p.records[0].body).unwrap()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Fails the test instead of hanging it when something has no deadline.
+async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not end within 60 s"))
+}
+
+/// `test-hostile-start` with a start function added to its core module: the
+/// function it exports as `weft_block_at_start`, which blocks forever on a
+/// pollable. The Rust toolchain emits no start section; a hostile author
+/// can add one with any binary tool, as this does.
+fn with_blocking_start(component: &[u8]) -> Vec<u8> {
+    use wasm_encoder::reencode::{Error, Reencode, ReencodeComponent};
+
+    struct AddStart {
+        start: Option<u32>,
+    }
+    impl Reencode for AddStart {
+        type Error = std::convert::Infallible;
+        fn intersperse_section_hook(
+            &mut self,
+            module: &mut wasm_encoder::Module,
+            after: Option<wasm_encoder::SectionId>,
+            _before: Option<wasm_encoder::SectionId>,
+        ) -> Result<(), Error<Self::Error>> {
+            if after == Some(wasm_encoder::SectionId::Export)
+                && let Some(function_index) = self.start.take()
+            {
+                module.section(&wasm_encoder::StartSection { function_index });
+            }
+            Ok(())
+        }
+    }
+    impl ReencodeComponent for AddStart {
+        fn parse_component_submodule(
+            &mut self,
+            component: &mut wasm_encoder::Component,
+            parser: wasmparser::Parser,
+            module: &[u8],
+        ) -> Result<(), Error<Self::Error>> {
+            for payload in wasmparser::Parser::new(0).parse_all(module) {
+                if let Ok(wasmparser::Payload::ExportSection(exports)) = payload {
+                    for e in exports.into_iter().flatten() {
+                        if e.name == "weft_block_at_start" {
+                            self.start = Some(e.index);
+                        }
+                    }
+                }
+            }
+            wasm_encoder::reencode::component_utils::parse_component_submodule(
+                self, component, parser, module,
+            )
+        }
+    }
+    let mut out = wasm_encoder::Component::new();
+    AddStart { start: None }
+        .parse_component(&mut out, wasmparser::Parser::new(0), component)
+        .unwrap();
+    out.finish()
+}
+
+// 1. Instantiation has a deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_function_that_blocks_hits_the_deadline() {
+    let limits = Limits {
+        call_timeout_ms: 1_000,
+        ..test_limits()
+    };
+    let rt = runtime_for(limits, &[]);
+    let bytes = with_blocking_start(&std::fs::read(artifacts::TEST_HOSTILE_START).unwrap());
+    let e = within(
+        "loading a component whose start function blocks",
+        rt.load(&bytes),
+    )
+    .await
+    .err()
+    .expect("refused");
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("deadline of 1000 ms") && e.contains("call_timeout_ms"),
+        "{e}"
+    );
+}
+
+/// As built, the blocking function runs as a static constructor at the first
+/// export call: `describe`'s deadline stops it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_static_constructor_that_blocks_hits_describes_deadline() {
+    let limits = Limits {
+        call_timeout_ms: 1_000,
+        ..test_limits()
+    };
+    let rt = runtime_for(limits, &[]);
+    let e = within(
+        "loading a component whose constructor blocks",
+        rt.load_file(artifacts::TEST_HOSTILE_START.as_ref()),
+    )
+    .await
+    .err()
+    .expect("refused");
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("describe") && e.contains("deadline of 1000 ms"),
+        "{e}"
+    );
+}
+
+/// `weft connectors inspect` uses the configured limits, not its own.
+#[test]
+fn inspect_uses_the_configured_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weft.toml");
+    std::fs::write(&config, "[limits]\ncall_timeout_ms = 700\n").unwrap();
+    let file = dir.path().join("blocks.wasm");
+    std::fs::write(
+        &file,
+        with_blocking_start(&std::fs::read(artifacts::TEST_HOSTILE_START).unwrap()),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["--config"])
+        .arg(&config)
+        .args(["connectors", "inspect"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("inspect hung on a blocking constructor");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("deadline of 700 ms"), "{err}");
+}
+
+// 2. Host memory a guest can cause is bounded.
+#[tokio::test(flavor = "multi_thread")]
+async fn header_floods_stop_at_the_resource_and_field_limits() {
+    let limits = test_limits();
+    let rt = runtime_for(limits.clone(), &[]);
+    // 100,000 header sets of 120 KB: refused per set (over the field limit)...
+    let v = hostile(
+        &rt,
+        "fields-flood",
+        &grant(json!({ "count": 100_000, "size": 120_000 }), &[]),
+    )
+    .await;
+    match &v {
+        Ok(v) => {
+            assert_eq!(v["created"], 0, "{v}");
+            assert!(v["error"].as_str().unwrap().contains("append"), "{v}");
+        }
+        // wasmtime traps a guest whose header set goes over the limit.
+        Err(e) => assert!(e.contains("total size of fields exceeds limit"), "{e}"),
+    }
+    // ...and sets under it stop at the resource-table limit.
+    let v = hostile(
+        &rt,
+        "fields-flood",
+        &grant(json!({ "count": 100_000, "size": 1_000 }), &[]),
+    )
+    .await;
+    let created = match &v {
+        Ok(v) => v["created"].as_u64().unwrap(),
+        // Running out of table entries traps the guest: also fine.
+        Err(e) => {
+            assert!(e.contains("trap") || e.contains("resource"), "{e}");
+            0
+        }
+    };
+    assert!(created <= limits.max_resources as u64, "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unfinished_request_bodies_are_limited_in_flight() {
+    // A server that never answers: every request stays in flight.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let limits = test_limits();
+    let rt = runtime_for(limits.clone(), &["127.0.0.1"]);
+    let v = hostile(
+        &rt,
+        "pending-bodies",
+        &grant(
+            json!({ "count": 300, "size": 1 << 20, "authority": format!("127.0.0.1:{port}") }),
+            &[&format!("http://127.0.0.1:{port}")],
+        ),
+    )
+    .await;
+    let started = match &v {
+        Ok(v) => v["started"].as_u64().unwrap_or(0),
+        Err(_) => 0,
+    };
+    assert!(
+        started <= limits.max_http_in_flight as u64 + 1,
+        "at most max_http_in_flight bodies held: {v:?}"
+    );
+    drop(listener);
+}
+
+// 3. Runs end, and one tenant cannot starve another.
+fn endless_config(dir: &std::path::Path, extra_limits: &str) -> String {
+    format!(
+        r#"
+data_dir = {dir:?}
+[limits]
+call_timeout_ms = 5000
+{extra_limits}
+
+[tenants.loud.flows.endless]
+schedule = "1h"
+source = {{ connector = "test-hostile@*", stream = "endless" }}
+destination = {{ connector = "test-destination@^2", config = {{ url = "http://127.0.0.1:9" }} }}
+
+[tenants.quiet.flows.numbers]
+schedule = "1s"
+source = {{ connector = "test-source@^1", stream = "numbers", config = {{ total = 0 }} }}
+destination = {{ connector = "test-destination@^2", config = {{ url = "http://127.0.0.1:9" }} }}
+"#
+    )
+}
+
+async fn host_for(text: &str) -> weft::runner::Host {
+    let h = weft::runner::Host::open_with(
+        weft::config::WeftConfig::parse(text).unwrap(),
+        std::sync::Arc::new(weft::state::SledState::temporary().unwrap()),
+        std::sync::Arc::new(test_resolver()),
+        SecretStore::default(),
+    )
+    .unwrap();
+    for f in [
+        artifacts::TEST_HOSTILE,
+        artifacts::TEST_SOURCE,
+        artifacts::TEST_DESTINATION,
+    ] {
+        h.registry.add(&h.runtime, f.as_ref()).await.unwrap();
+    }
+    h
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_that_never_stops_is_stopped_by_the_run_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = host_for(&endless_config(dir.path(), "max_run_pages = 500")).await;
+    let r = within(
+        "an endless source",
+        h.run_flow("loud", "endless", weft::runner::Trigger::Manual, &|_| {}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.outcome, weft::state::RunOutcome::Failed);
+    assert_eq!(r.pages, 500);
+    let e = r.error.unwrap();
+    assert!(e.contains("limits.max_run_pages"), "{e}");
+    // The pages so far are committed: the next run goes on from there.
+    assert_eq!(
+        h.state.cursor("loud", "endless").unwrap().as_deref(),
+        Some("500")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_tenants_endless_flow_does_not_starve_another() {
+    let dir = tempfile::tempdir().unwrap();
+    // The endless run would go on for an hour: the other tenant must still
+    // run on its own schedule meanwhile.
+    let h = host_for(&endless_config(dir.path(), "max_run_seconds = 3600")).await;
+    let quiet = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let q2 = quiet.clone();
+    let done = std::sync::Arc::new(tokio::sync::Notify::new());
+    let d2 = done.clone();
+    let stop = async move { d2.notified().await };
+    let watcher = {
+        let quiet = quiet.clone();
+        let done = done.clone();
+        async move {
+            while quiet.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            done.notify_one();
+        }
+    };
+    let report = move |r: &weft::state::RunRecord| {
+        if r.tenant == "quiet" && r.outcome == weft::state::RunOutcome::Succeeded {
+            q2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    let serving = weft::runner::serve(&h, stop, &report);
+    within("two runs of the quiet tenant", async {
+        let (served, ()) = tokio::join!(serving, watcher);
+        served.unwrap();
+    })
+    .await;
+    assert!(quiet.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+}
+
+// 5. Address classes: IPv6 forms that embed a private IPv4 address.
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_ipv4_forms_of_private_addresses_are_refused() {
+    let rt = runtime_for(test_limits(), &["127.0.0.1"]);
+    for host in [
+        "[::127.0.0.1]:80",
+        "[::ffff:127.0.0.1]:80",
+        "[64:ff9b::7f00:1]:80",
+        "[64:ff9b::a9fe:a9fe]:80",
+        "[2002:7f00:1::1]:80",
+        "[2001:0:4136:e378:8000:63bf:80ff:fffe]:80",
+        "[fe80::1]:80",
+    ] {
+        let v = hostile(&rt, "raw-get", &grant(json!({ "authority": host }), &["*"]))
+            .await
+            .unwrap();
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("DestinationIpProhibited"),
+            "{host}: {v}"
+        );
+    }
+}
+
+// 6. Strings a guest hands back have length limits.
+#[tokio::test(flavor = "multi_thread")]
+async fn describe_with_huge_strings_is_refused_by_its_limits() {
+    let rt = runtime_for(test_limits(), &[]);
+    let e = rt
+        .load_file(artifacts::TEST_HOSTILE_DESCRIBE.as_ref())
+        .await
+        .err()
+        .expect("refused");
+    let e = format!("{e:#}");
+    assert!(e.contains("limits.max_label_bytes"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_keys_are_refused_and_long_errors_cut() {
+    let limits = test_limits();
+    let rt = runtime_for(limits.clone(), &[]);
+    let e = hostile(&rt, "long-key", &grant(json!({ "size": 1 << 20 }), &[]))
+        .await
+        .unwrap_err();
+    assert!(e.contains("limits.max_record_key_bytes"), "{e}");
+    let e = hostile(&rt, "long-error", &grant(json!({ "size": 1 << 20 }), &[]))
+        .await
+        .unwrap_err();
+    assert!(e.len() < limits.max_text_bytes + 512, "{} bytes", e.len());
+    assert!(
+        e.contains("limits.max_text_bytes"),
+        "{}",
+        &e[e.len() - 100..]
+    );
+}
+
+// 7. The kv quota counts what entries really cost, and keys are limited.
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_floods_of_tiny_entries_stop_at_the_quota() {
+    let limits = Limits {
+        max_kv_keys: 5_000,
+        ..test_limits()
+    };
+    let rt = runtime_for(limits, &[]);
+    let v = hostile(&rt, "kv-flood", &grant(json!({ "count": 1_000_000 }), &[]))
+        .await
+        .unwrap();
+    assert_eq!(v["set"], 5_000, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("max_kv_keys"), "{v}");
+}
+
+// 8. No user info in URLs, and `Host` is the checked origin's.
+#[tokio::test(flavor = "multi_thread")]
+async fn urls_with_user_info_are_refused_and_host_is_the_origins() {
+    let server = TestServer::start(|_, _| Reply::ok("hi")).await;
+    let port = server.addr.port();
+    let rt = runtime_for(test_limits(), &["127.0.0.1"]);
+    let allow = [format!("http://127.0.0.1:{port}")];
+    let allow: Vec<&str> = allow.iter().map(|s| s.as_str()).collect();
+    let v = hostile(
+        &rt,
+        "raw-get",
+        &grant(
+            json!({ "authority": format!("evil:18083@127.0.0.1:{port}") }),
+            &allow,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(v.get("status").is_none(), "refused: {v}");
+    assert!(server.seen().is_empty(), "nothing reached the server");
+    let v = hostile(
+        &rt,
+        "raw-get",
+        &grant(json!({ "authority": format!("127.0.0.1:{port}") }), &allow),
+    )
+    .await
+    .unwrap();
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(
+        server.seen()[0].header("host").as_deref(),
+        Some(format!("127.0.0.1:{port}").as_str())
+    );
+}
+
+// 9. `private_hosts` entries name ports.
+#[tokio::test(flavor = "multi_thread")]
+async fn private_hosts_with_a_port_allow_that_port_only() {
+    let listed = TestServer::start(|_, _| Reply::ok("listed")).await;
+    let other = TestServer::start(|_, _| Reply::ok("other")).await;
+    let entry = format!("127.0.0.1:{}", listed.addr.port());
+    let rt = runtime_for(test_limits(), &[&entry]);
+    let v = hostile(
+        &rt,
+        "raw-get",
+        &grant(json!({ "authority": entry }), &["*"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(v["status"], 200, "{v}");
+    let v = hostile(
+        &rt,
+        "raw-get",
+        &grant(
+            json!({ "authority": format!("127.0.0.1:{}", other.addr.port()) }),
+            &["*"],
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("DestinationIpProhibited"),
+        "an unlisted port is refused: {v}"
+    );
+    assert!(other.seen().is_empty());
+}
