@@ -3,6 +3,14 @@
 //! [`Limits`], and an on-disk cache of compiled components keyed by the
 //! component's SHA-256 and the engine's compatibility hash, so that a restart
 //! (or a second host process with the same build) does not recompile.
+//!
+//! Compiling is bounded: a component over `limits.max_component_bytes` is
+//! refused before it is parsed, and when a compiler process is set
+//! ([`use_compiler_process`], which the `weft` binary does with itself)
+//! compilation runs in a child process that is killed after
+//! `limits.compile_timeout_ms` and may not use more than
+//! `limits.compile_memory_bytes` of address space ([`compile_child_main`]).
+//! A library user that sets none compiles in-process, bounded by size only.
 
 use crate::limits::Limits;
 use anyhow::Context;
@@ -18,9 +26,73 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// How often the epoch advances. Deadlines are checked at this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// The executable that compiles components in a child process, if set.
+static COMPILER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes every engine of this process compile in a child process: `exe`
+/// must be a `weft` binary (it is run as `exe __compile IN OUT LIMITS`). The
+/// `weft` binary calls this with itself at start.
+pub fn use_compiler_process(exe: PathBuf) {
+    let _ = COMPILER.set(exe);
+}
+
+fn engine_config(limits: &Limits) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(limits.stack_bytes)
+        // Host functions run on the same fiber stack as the guest.
+        .async_stack_size(limits.stack_bytes + (2 << 20));
+    config
+}
+
+/// The child process's side of [`use_compiler_process`]: compiles the
+/// component in `input` for an engine configured from `limits` (JSON) and
+/// writes its serialized form to `output`, within `limits.compile_memory_bytes`
+/// of address space. Returns the process's exit status.
+pub fn compile_child_main(input: &Path, output: &Path, limits_json: &str) -> i32 {
+    let run = || -> anyhow::Result<()> {
+        let limits: Limits = serde_json::from_str(limits_json).context("reading the limits")?;
+        limit_address_space(limits.compile_memory_bytes)?;
+        let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+        // Same compilation settings as the host's engine, without the
+        // pooling allocator's reservations (they do not change the code).
+        let engine = Engine::new(&engine_config(&limits)).map_err(anyhow::Error::from)?;
+        let component = Component::new(&engine, &bytes).map_err(anyhow::Error::from)?;
+        let serialized = component.serialize().map_err(anyhow::Error::from)?;
+        std::fs::write(output, serialized).with_context(|| format!("writing {}", output.display()))
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e:#}");
+            1
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn limit_address_space(bytes: u64) -> anyhow::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    };
+    // SAFETY: setrlimit reads the struct we pass and changes only this
+    // process's limit.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+    anyhow::ensure!(
+        rc == 0,
+        "setting the compiler's memory limit: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
 /// The engine plus its ticker and compile cache.
 pub struct WeftEngine {
     engine: Engine,
+    limits: Limits,
     cache_dir: Option<PathBuf>,
     compat: String,
     ticker: Arc<AtomicBool>,
@@ -42,13 +114,7 @@ impl WeftEngine {
     /// Creates the engine. `cache_dir`, when given, holds compiled components.
     pub fn new(limits: &Limits, cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
         limits.validate()?;
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(limits.stack_bytes)
-            // Host functions run on the same fiber stack as the guest.
-            .async_stack_size(limits.stack_bytes + (2 << 20));
+        let mut config = engine_config(limits);
         let mut pool = PoolingAllocationConfig::new();
         let n = limits.max_instances;
         pool.total_component_instances(n)
@@ -84,6 +150,7 @@ impl WeftEngine {
         }
         Ok(WeftEngine {
             engine,
+            limits: limits.clone(),
             cache_dir,
             compat,
             ticker,
@@ -116,6 +183,18 @@ impl WeftEngine {
                 }
             }
         }
+        if bytes.len() > self.limits.max_component_bytes {
+            anyhow::bail!(
+                "the component is {} bytes; the limit is {} (limits.max_component_bytes)",
+                bytes.len(),
+                self.limits.max_component_bytes
+            );
+        }
+        if let Some(exe) = COMPILER.get() {
+            return self
+                .compile_in_child(exe, bytes, digest)
+                .map(|c| (c, false));
+        }
         let component = Component::new(&self.engine, bytes).map_err(anyhow::Error::from)?;
         if let Some(path) = self.cache_path(digest)
             && let Err(e) = write_cache(&component, &path)
@@ -127,10 +206,83 @@ impl WeftEngine {
         Ok((component, false))
     }
 
+    /// Compiles in a child process with the time and memory budget of the
+    /// limits, then loads what it wrote (and keeps it in the cache).
+    fn compile_in_child(
+        &self,
+        exe: &Path,
+        bytes: &[u8],
+        digest: &str,
+    ) -> anyhow::Result<Component> {
+        let work = tempfile::tempdir().context("creating a directory for the compiler")?;
+        let input = work.path().join("in.wasm");
+        let output = work.path().join("out.cwasm");
+        std::fs::write(&input, bytes).context("writing the component for the compiler")?;
+        let mut child = std::process::Command::new(exe)
+            .arg("__compile")
+            .arg(&input)
+            .arg(&output)
+            .arg(serde_json::to_string(&self.limits)?)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting the compiler {}", exe.display()))?;
+        let budget = Duration::from_millis(self.limits.compile_timeout_ms);
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().context("waiting for the compiler")? {
+                break status;
+            }
+            if started.elapsed() >= budget {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!(
+                    "compiling took longer than {} ms (limits.compile_timeout_ms); the component was refused",
+                    self.limits.compile_timeout_ms
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        if !status.success() {
+            let out_of_memory = stderr.contains("memory allocation")
+                || stderr.contains("out of memory")
+                || stderr.contains("Cannot allocate memory")
+                || {
+                    use std::os::unix::process::ExitStatusExt;
+                    status.signal() == Some(libc::SIGABRT) || status.signal() == Some(libc::SIGSEGV)
+                };
+            if out_of_memory {
+                anyhow::bail!(
+                    "compiling needed more than {} bytes of memory (limits.compile_memory_bytes); the component was refused",
+                    self.limits.compile_memory_bytes
+                );
+            }
+            anyhow::bail!("{}", stderr.trim());
+        }
+        let component = self.deserialize(&output)?;
+        if let Some(path) = self.cache_path(digest) {
+            // Moved into place whole; another process may have put the same
+            // entry there meanwhile, which is fine.
+            let tmp = path.with_extension(format!("tmp-child-{}", std::process::id()));
+            if let Err(e) = std::fs::copy(&output, &tmp).and_then(|_| std::fs::rename(&tmp, &path))
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not write compile cache");
+            }
+        }
+        Ok(component)
+    }
+
     #[allow(unsafe_code)]
     fn deserialize(&self, path: &Path) -> anyhow::Result<Component> {
         // SAFETY: files in the cache directory are written only by
-        // `compile` above, from components this engine compiled, and named by
+        // `compile` above, from components this engine (or the compiler
+        // child it started, with the same settings) compiled, and named by
         // the engine's compatibility hash; wasmtime also checks the header.
         // The cache directory must not be writable by anyone but the host's
         // operator.

@@ -65,6 +65,17 @@ enum Command {
         #[command(subcommand)]
         command: RunsCommand,
     },
+    /// Internal: compile a component in a child process with the time and
+    /// memory budget of the limits (weft runs itself this way).
+    #[command(name = "__compile", hide = true)]
+    Compile {
+        /// The component.
+        input: PathBuf,
+        /// Where the compiled form goes.
+        output: PathBuf,
+        /// The limits, as JSON.
+        limits: String,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -186,6 +197,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Compile {
+        input,
+        output,
+        limits,
+    } = &cli.command
+    {
+        return ExitCode::from(weft::engine::compile_child_main(input, output, limits) as u8);
+    }
+    // Compile components in a child process of this binary, bounded in time
+    // and memory (limits.compile_timeout_ms, limits.compile_memory_bytes).
+    if let Ok(exe) = std::env::current_exe() {
+        weft::engine::use_compiler_process(exe);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -322,6 +346,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 outln!("{}@{}\t{}\t{}", e.name, e.version, e.world, &e.digest[..12]);
             }
         }
+        Command::Compile { .. } => unreachable!("handled in main before the runtime starts"),
         Command::Serve => {
             let host = open(&cli)?;
             let stop = async {

@@ -502,3 +502,109 @@ async fn private_hosts_with_a_port_allow_that_port_only() {
     );
     assert!(other.seen().is_empty());
 }
+
+// 4. Compiling is bounded in size, time and memory.
+
+/// A component holding one core function of `depth` nested blocks: cheap to
+/// send, very expensive to compile.
+fn nested_blocks_component(depth: usize) -> Vec<u8> {
+    use wasm_encoder::{
+        BlockType, CodeSection, Component, Function, FunctionSection, Instruction, Module,
+        ModuleSection, TypeSection,
+    };
+    let mut module = Module::new();
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    module.section(&types);
+    let mut funcs = FunctionSection::new();
+    funcs.function(0);
+    module.section(&funcs);
+    let mut f = Function::new([]);
+    for _ in 0..depth {
+        f.instruction(&Instruction::Block(BlockType::Empty));
+    }
+    for _ in 0..depth {
+        f.instruction(&Instruction::End);
+    }
+    f.instruction(&Instruction::End);
+    let mut code = CodeSection::new();
+    code.function(&f);
+    module.section(&code);
+    let mut component = Component::new();
+    component.section(&ModuleSection(&module));
+    component.finish()
+}
+
+/// `weft` with a configuration of `limits` in a fresh directory.
+fn weft_with_limits(dir: &std::path::Path, limits: &str) -> std::process::Command {
+    let config = dir.join("weft.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n[limits]\n{limits}\n", dir.join("data")),
+    )
+    .unwrap();
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weft"));
+    c.arg("--config").arg(config);
+    c
+}
+
+fn run_bounded(mut c: std::process::Command) -> std::process::Output {
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("weft did not end within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_compile_bomb_is_stopped_by_the_time_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.wasm");
+    std::fs::write(&bomb, nested_blocks_component(1_000_000)).unwrap();
+    let mut c = weft_with_limits(dir.path(), "compile_timeout_ms = 2000");
+    c.args(["connectors", "add"]).arg(&bomb);
+    let out = run_bounded(c);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("limits.compile_timeout_ms"), "{err}");
+}
+
+#[test]
+fn compiling_is_bounded_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = weft_with_limits(dir.path(), "compile_memory_bytes = 67108864");
+    c.args(["connectors", "inspect", artifacts::ACME_CRM]);
+    let out = run_bounded(c);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("limits.compile_memory_bytes"), "{err}");
+    // With the default budget the same component compiles.
+    let mut c = weft_with_limits(dir.path(), "");
+    c.args(["connectors", "inspect", artifacts::ACME_CRM]);
+    let out = run_bounded(c);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn components_over_the_size_limit_are_refused_before_compiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = weft_with_limits(dir.path(), "max_component_bytes = 100000");
+    c.args(["connectors", "add", artifacts::ACME_CRM]);
+    let out = run_bounded(c);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("limits.max_component_bytes"), "{err}");
+}
