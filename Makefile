@@ -7,7 +7,7 @@ GUEST_DIR := target/guests
 VENV := .venv
 RADICALE_VERSION := 3.5.10
 
-.PHONY: setup toolchain connectors test lint demo clean
+.PHONY: setup toolchain connectors test lint demo fuzz clean
 
 ## setup: the Rust target for guests and a virtualenv with Radicale (pinned)
 setup: toolchain $(VENV)/bin/radicale
@@ -35,6 +35,13 @@ test: setup lint
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+## fuzz: the property tests of the outbound policy and the connector-output
+## checks, with many more cases than `make test` runs (FUZZ_CASES to change)
+FUZZ_CASES ?= 200000
+fuzz: toolchain
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p weft-host --test fuzz_policy
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p weft-host --lib connector::tests
 
 lint: toolchain
 	$(CARGO) fmt --all --check

@@ -1157,6 +1157,59 @@ impl From<wit::Error> for ConnectorError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn info(name: &str, description: &str, streams: usize, schema: &str) -> wit::ConnectorInfo {
+        wit::ConnectorInfo {
+            name: name.into(),
+            version: "1.0.0".into(),
+            description: description.into(),
+            streams: (0..streams)
+                .map(|i| wit::StreamInfo {
+                    name: format!("s{i}"),
+                    description: String::new(),
+                })
+                .collect(),
+            config_schema: schema.into(),
+            outbound_hosts: vec![],
+        }
+    }
+
+    proptest! {
+        /// A cut message is at most the limit plus its note, cut on a
+        /// character boundary, and says what it cut.
+        #[test]
+        fn cut_messages_stay_within_the_limit(m in "\\PC{0,600}", max in 1usize..300) {
+            let mut cut = m.clone();
+            cut_message(&mut cut, max);
+            if m.len() <= max {
+                prop_assert_eq!(cut, m);
+            } else {
+                prop_assert!(cut.len() <= max + 80, "{} > {}", cut.len(), max + 80);
+                prop_assert!(cut.contains("limits.max_text_bytes"));
+            }
+        }
+
+        /// `describe` output is accepted exactly when every part is within
+        /// its limit (and the name is well formed); nothing panics.
+        #[test]
+        fn describe_output_is_checked_against_every_limit(
+            name_len in 0usize..300,
+            desc_len in 0usize..40_000,
+            streams in 0usize..300,
+            schema_len in 0usize..300_000,
+        ) {
+            let limits = Limits::default();
+            let schema = format!("{{\"description\":\"{}\"}}", "x".repeat(schema_len));
+            let raw = info(&"a".repeat(name_len), &"d".repeat(desc_len), streams, &schema);
+            let ok = name_len >= 1
+                && name_len <= limits.max_label_bytes
+                && desc_len <= limits.max_text_bytes
+                && streams <= limits.max_list_items
+                && schema.len() <= limits.max_schema_bytes;
+            prop_assert_eq!(convert_info(raw, &limits).is_ok(), ok);
+        }
+    }
 
     #[test]
     fn header_check_explains() {

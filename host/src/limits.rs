@@ -24,7 +24,9 @@ pub struct Limits {
     pub max_kv_key_bytes: usize,
     /// Largest key-value value, in bytes.
     pub max_kv_value_bytes: usize,
-    /// Most bytes (keys plus values) one (tenant, connector) space may hold.
+    /// Most bytes one (tenant, connector) key-value space may hold; each
+    /// entry counts its key, its value, the space's prefix and 64 bytes of
+    /// overhead.
     pub max_kv_total_bytes: u64,
     /// Longest log line a guest may write; longer ones are truncated.
     pub max_log_line_bytes: usize,
@@ -162,5 +164,90 @@ impl Limits {
             anyhow::ensure!(value >= least, "limits.{name} must be at least {least}");
         }
         Ok(())
+    }
+}
+
+/// The README's table of limits, rendered from this file's doc comments and
+/// [`Limits::default`] (one row per field, in declaration order).
+pub fn readme_table() -> String {
+    let source = include_str!("limits.rs");
+    let defaults = serde_json::to_value(Limits::default()).unwrap_or_default();
+    let mut rows = vec![
+        "| limit (`[limits]` in weft.toml) | default | what it bounds |".to_owned(),
+        "|---|---|---|".to_owned(),
+    ];
+    let mut doc = Vec::new();
+    let mut in_struct = false;
+    for line in source.lines() {
+        let t = line.trim();
+        if t.starts_with("pub struct Limits") {
+            in_struct = true;
+            continue;
+        }
+        if !in_struct {
+            continue;
+        }
+        if t == "}" {
+            break;
+        }
+        if let Some(d) = t.strip_prefix("///") {
+            doc.push(d.trim().to_owned());
+        } else if let Some(rest) = t.strip_prefix("pub ") {
+            let name = rest.split(':').next().unwrap_or("").trim();
+            let value = &defaults[name];
+            rows.push(format!(
+                "| `{name}` | {} | {} |",
+                human(name, value),
+                doc.join(" ")
+            ));
+            doc.clear();
+        }
+    }
+    rows.join("\n")
+}
+
+/// A default as people read it: sizes in KiB/MiB/GiB, times with units.
+fn human(name: &str, v: &serde_json::Value) -> String {
+    let Some(n) = v.as_u64() else {
+        return v.to_string();
+    };
+    if name.ends_with("_bytes") && n >= 1024 {
+        for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if n % size == 0 {
+                return format!("{} {unit}", n / size);
+            }
+        }
+    }
+    if name.ends_with("_ms") {
+        return format!("{n} ms");
+    }
+    if name.ends_with("_seconds") {
+        return format!("{n} s");
+    }
+    n.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The README lists every limit with its default, as this file says.
+    /// After changing a limit, run with `WEFT_BLESS=1` to rewrite the table.
+    #[test]
+    fn readme_lists_every_limit_with_its_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let (begin, end) = ("<!-- limits:begin -->\n", "\n<!-- limits:end -->");
+        let start = readme.find(begin).expect("README has a limits table") + begin.len();
+        let stop = readme[start..].find(end).expect("the table ends") + start;
+        let want = super::readme_table();
+        if std::env::var_os("WEFT_BLESS").is_some() {
+            let text = format!("{}{want}{}", &readme[..start], &readme[stop..]);
+            std::fs::write(path, text).unwrap();
+            return;
+        }
+        assert_eq!(
+            readme[start..stop].trim(),
+            want.trim(),
+            "the README's limits table is out of date: run `WEFT_BLESS=1 cargo test -p weft-host readme_lists_every_limit`"
+        );
     }
 }
