@@ -255,26 +255,100 @@ async fn cut_short_answers_are_asked_again_and_named_when_they_persist() {
     assert_eq!(acme.requests().len(), 3, "asked three times");
 }
 
+/// The tenant's very first listing of activities asks for emails and calls
+/// only (nothing was delivered before it); every later one lists all types,
+/// so that an activity whose type changes away from email or call reaches
+/// the mapper and leaves the dashboard.
 #[tokio::test(flavor = "multi_thread")]
-async fn activities_of_every_type_come_and_only_emails_and_calls_are_enriched() {
+async fn activities_first_listing_is_touchpoints_then_every_type() {
     let acme = sandbox(5, Faults::default()).await;
     let rt = runtime();
     let mut src = instance(&rt, &acme, 200, false).await;
-    let page = src.fetch("activities", None).await.unwrap();
-    let types: std::collections::BTreeSet<String> = bodies(&page)
+    let first = src.fetch("activities", None).await.unwrap();
+    for b in bodies(&first) {
+        assert!(matches!(
+            b["activity"]["type"].as_str(),
+            Some("email") | Some("call")
+        ));
+    }
+    let lists: Vec<String> = acme
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/api/v1/activities?"))
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        lists.iter().all(|p| p.contains("types=email%2Ccall")),
+        "{lists:?}"
+    );
+    // The next listing from the beginning (a backfill) lists every type;
+    // the others come unenriched.
+    let mut src = instance(&rt, &acme, 200, false).await;
+    acme.clear_requests();
+    let again = src.fetch("activities", None).await.unwrap();
+    let types: std::collections::BTreeSet<String> = bodies(&again)
         .iter()
         .map(|b| b["activity"]["type"].as_str().unwrap().to_owned())
         .collect();
     assert!(
         types.contains("meeting") || types.contains("note"),
-        "a type change away from email or call must reach the mapper: {types:?}"
+        "{types:?}"
     );
-    for b in bodies(&page) {
+    for b in bodies(&again) {
         if !matches!(b["activity"]["type"].as_str(), Some("email") | Some("call")) {
             assert!(b["contact"].is_null(), "not looked up: {b}");
         }
     }
     assert!(acme.requests().iter().all(|r| !r.path.contains("types=")));
+}
+
+/// A run asks `/users` once, even when owners are missing from it, and a
+/// full sync lists the contacts (200 a page) instead of looking them up by
+/// ID page after page.
+#[tokio::test(flavor = "multi_thread")]
+async fn users_once_per_run_and_contacts_listed_once_in_a_full_sync() {
+    let acme = sandbox(
+        600,
+        Faults {
+            rate_burst: 500,
+            rate_per_second: 500.0,
+            ..Faults::default()
+        },
+    )
+    .await;
+    // Owners Acme does not list, on several pages.
+    for i in 0..5 {
+        weft_demo::http(
+            "POST",
+            &format!("{}/_sandbox/appointments", acme.root_url()),
+            &[],
+            Some((
+                "application/json",
+                json!({ "owner_id": format!("usr_gone{i}"), "contact_id": "con_1001", "starts_at": "2026-12-01T10:00:00Z" }).to_string(),
+            )),
+        )
+        .await
+        .unwrap();
+    }
+    let rt = runtime();
+    let mut src = instance(&rt, &acme, 50, false).await;
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let p = src.fetch("appointments", cursor.as_deref()).await.unwrap();
+        pages += 1;
+        cursor = p.next_cursor;
+        if !p.has_more {
+            break;
+        }
+    }
+    assert!(pages > 10);
+    let log = acme.requests();
+    let count = |f: &dyn Fn(&str) -> bool| log.iter().filter(|r| f(&r.path)).count();
+    assert_eq!(count(&|p| p == "/api/v1/users"), 1, "one /users per run");
+    assert_eq!(count(&|p| p.contains("ids=")), 0, "no lookups by ID");
+    // 120 contacts: one listing page of 200.
+    assert_eq!(count(&|p| p.starts_with("/api/v1/contacts?")), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

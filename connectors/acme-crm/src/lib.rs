@@ -32,6 +32,7 @@ use exports::weft::connector::metadata::Guest as Metadata;
 use exports::weft::connector::source::{Guest as Source, Page, Webhook};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use weft_sdk::http::{Request, Response};
 use weft_sdk::types::{ConnectorInfo, Error, Record, StreamInfo, TransientError};
@@ -59,6 +60,10 @@ fn default_page_size() -> u32 {
 fn default_reads_per_call() -> u32 {
     100
 }
+
+/// kv key set once the tenant's first activities listing started: every
+/// later one lists all types.
+const ACTIVITIES_LISTED: &str = "activities-listed";
 
 /// kv key of the instant the `contacts` stream starts from when it has no
 /// cursor: fixed once, when the tenant's first sync of any stream starts.
@@ -92,6 +97,12 @@ struct Cursor {
     since: Option<String>,
     /// Acme's cursor of the listing in progress.
     acme: Option<String>,
+    /// `activities`: this listing asks for emails and calls only. Only the
+    /// tenant's very first listing does (nothing was delivered before it, so
+    /// no activity can have left the touch-point types); every later one
+    /// lists all types.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    touchpoints_only: bool,
 }
 
 impl Cursor {
@@ -104,6 +115,7 @@ impl Cursor {
                 Ok(Cursor {
                     since: Some(since.to_owned()),
                     acme: None,
+                    touchpoints_only: false,
                 })
             }
             Some(s) => serde_json::from_str(s)
@@ -188,6 +200,9 @@ fn list_page(
 ) -> Result<(Vec<Value>, Cursor, bool), Error> {
     let fresh = |c: &Cursor| {
         let mut q = format!("{path}?limit={limit}");
+        if c.touchpoints_only {
+            q.push_str("&types=email%2Ccall");
+        }
         if let Some(s) = &c.since {
             q.push_str(&format!("&updated_since={}", enc(s)));
         }
@@ -237,7 +252,17 @@ fn list_page(
     }
     let acme = body["next_cursor"].as_str().map(str::to_owned);
     let more = acme.is_some();
-    Ok((data, Cursor { since, acme }, more))
+    // A filtered listing stays filtered until it ends; the next one lists all.
+    let touchpoints_only = cursor.touchpoints_only && more;
+    Ok((
+        data,
+        Cursor {
+            since,
+            acme,
+            touchpoints_only,
+        },
+        more,
+    ))
 }
 
 fn transient_shape(path: &str, what: &str) -> Error {
@@ -247,42 +272,132 @@ fn transient_shape(path: &str, what: &str) -> Error {
     })
 }
 
-/// Live (not deleted) contacts by ID, looked up at most 50 at a time.
+thread_local! {
+    /// Contacts known in this instance (one run): `None` for an ID Acme
+    /// does not list or lists as deleted. A run reads each contact once.
+    static CONTACTS: RefCell<HashMap<String, Option<Value>>> = RefCell::new(HashMap::new());
+    /// Whether this run listed every contact already.
+    static ALL_CONTACTS_LISTED: Cell<bool> = const { Cell::new(false) };
+    /// Acme's users, read once per run (an email may change in Acme).
+    static USERS: RefCell<Option<HashMap<String, Value>>> = const { RefCell::new(None) };
+}
+
+/// The most contacts kept in an instance's memory; past it the cache starts
+/// over (a run over a huge account reads some contacts twice, no more).
+const MAX_CACHED_CONTACTS: usize = 50_000;
+
+/// The most contacts listed up front in a full sync (pages of 200): past
+/// that, contacts are looked up by ID as pages need them.
+const MAX_LISTED_CONTACTS: usize = 20_000;
+
+fn remember_contact(id: &str, contact: Option<Value>) {
+    CONTACTS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= MAX_CACHED_CONTACTS {
+            c.clear();
+        }
+        c.insert(id.to_owned(), contact);
+    });
+}
+
+/// Lists every contact (200 a page) into this run's cache: a full sync
+/// needs most of them, and a listing costs one request per 200 where lookups
+/// by ID cost one per 50. Stops (and leaves the rest to lookups) past
+/// [`MAX_LISTED_CONTACTS`].
+fn list_all_contacts(client: &Client) -> Result<(), Error> {
+    if ALL_CONTACTS_LISTED.with(Cell::get) {
+        return Ok(());
+    }
+    let mut cursor: Option<String> = None;
+    let mut seen = 0usize;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("/contacts?cursor={}&limit=200", enc(c)),
+            None => "/contacts?limit=200".to_owned(),
+        };
+        let resp = client.get(&q)?;
+        if resp.status == 400 && error_code(&resp).as_deref() == Some("cursor_expired") {
+            // Lookups by ID will fill in what this listing did not.
+            break;
+        }
+        let body = match parse_body(&resp.error_for_status("GET /contacts")?, "GET /contacts") {
+            Ok(b) => b,
+            Err(_) => client.get_json(&q, MALFORMED_ATTEMPTS - 1)?,
+        };
+        for c in body["data"].as_array().into_iter().flatten() {
+            if let Some(id) = c["id"].as_str() {
+                let live = c["deleted_at"].is_null().then(|| c.clone());
+                remember_contact(id, live);
+                seen += 1;
+            }
+        }
+        cursor = body["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            ALL_CONTACTS_LISTED.with(|l| l.set(true));
+            break;
+        }
+        if seen >= MAX_LISTED_CONTACTS {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Live (not deleted) contacts by ID: from this run's cache, the rest looked
+/// up at most 50 at a time (and remembered, missing ones too).
 fn contacts_by_id(
     client: &Client,
     ids: &BTreeSet<String>,
 ) -> Result<HashMap<String, Value>, Error> {
     let mut out = HashMap::new();
-    let ids: Vec<&String> = ids.iter().filter(|i| !i.is_empty()).collect();
-    for chunk in ids.chunks(50) {
+    let mut missing = Vec::new();
+    CONTACTS.with(|c| {
+        let c = c.borrow();
+        for id in ids.iter().filter(|i| !i.is_empty()) {
+            match c.get(id) {
+                Some(Some(contact)) => {
+                    out.insert(id.clone(), contact.clone());
+                }
+                Some(None) => {}
+                None => missing.push(id.clone()),
+            }
+        }
+    });
+    if ALL_CONTACTS_LISTED.with(Cell::get) {
+        // Everything Acme lists is known: the rest does not exist.
+        return Ok(out);
+    }
+    for chunk in missing.chunks(50) {
         let list: Vec<String> = chunk.iter().map(|i| enc(i)).collect();
         let body = client.get_json(
             &format!("/contacts?ids={}", list.join(",")),
             MALFORMED_ATTEMPTS,
         )?;
+        let mut found = HashMap::new();
         for c in body["data"].as_array().into_iter().flatten() {
-            if c["deleted_at"].is_null()
-                && let Some(id) = c["id"].as_str()
-            {
-                out.insert(id.to_owned(), c.clone());
+            if let Some(id) = c["id"].as_str() {
+                found.insert(id.to_owned(), c.clone());
             }
+        }
+        for id in chunk {
+            let live = found.remove(id).filter(|c| c["deleted_at"].is_null());
+            if let Some(c) = &live {
+                out.insert(id.clone(), c.clone());
+            }
+            remember_contact(id, live);
         }
     }
     Ok(out)
 }
 
-/// Acme users by ID, from kv, refreshed from `/users` when one is missing.
+/// Acme users by ID: `/users` read once per run, whatever owners are
+/// missing from it (an owner Acme does not list stays unknown for the run).
 fn users(client: &Client, needed: &BTreeSet<String>) -> Result<HashMap<String, Value>, Error> {
-    let cached: HashMap<String, Value> = kv::get("users")
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    if needed
-        .iter()
-        .all(|id| id.is_empty() || cached.contains_key(id))
-    {
-        return Ok(cached);
+    if needed.iter().all(|id| id.is_empty()) {
+        return Ok(HashMap::new());
+    }
+    if let Some(u) = USERS.with(|u| u.borrow().clone()) {
+        return Ok(u);
     }
     let body = client.get_json("/users", MALFORMED_ATTEMPTS)?;
     let fresh: HashMap<String, Value> = body["data"]
@@ -291,15 +406,7 @@ fn users(client: &Client, needed: &BTreeSet<String>) -> Result<HashMap<String, V
         .flatten()
         .filter_map(|u| Some((u["id"].as_str()?.to_owned(), u.clone())))
         .collect();
-    if let Ok(bytes) = serde_json::to_vec(&fresh)
-        && let Err(e) = kv::set("users", &bytes)
-    {
-        weft_sdk::log_line(
-            log::Level::Warn,
-            "could not cache users",
-            &[("error", &format!("{e:?}"))],
-        );
-    }
+    USERS.with(|u| *u.borrow_mut() = Some(fresh.clone()));
     Ok(fresh)
 }
 
@@ -543,7 +650,8 @@ impl Source for AcmeCrm {
             "contacts" => "/contacts",
             other => return Err(Error::Config(format!("acme-crm has no stream {other:?}"))),
         };
-        if cursor.since.is_none() && cursor.acme.is_none() {
+        let full_sync = cursor.since.is_none() && cursor.acme.is_none();
+        if full_sync {
             // Appointments carry their contact as it is when they are read,
             // so the contacts stream needs the changes from the tenant's
             // first sync on: that instant is fixed by the first stream to
@@ -552,8 +660,21 @@ impl Source for AcmeCrm {
             if stream == "contacts" {
                 cursor.since = Some(start);
             }
+            if stream == "activities" && kv::get(ACTIVITIES_LISTED).ok().flatten().is_none() {
+                // The tenant's very first listing of activities: nothing was
+                // delivered yet, so emails and calls are all it needs.
+                cursor.touchpoints_only = true;
+                kv::set(ACTIVITIES_LISTED, b"1").map_err(|e| {
+                    weft_sdk::transient(format!("remembering the first activities listing: {e:?}"))
+                })?;
+            }
         }
         let (items, next, more) = list_page(&client, path, &cursor, cfg.page_size.clamp(1, 200))?;
+        if full_sync && stream != "contacts" && !items.is_empty() {
+            // A full sync touches most contacts: list them all (200 a page)
+            // rather than look them up 50 at a time.
+            list_all_contacts(&client)?;
+        }
         let page = |records, next: &Cursor, has_more| -> Result<Page, Error> {
             Ok(Page {
                 records,
@@ -587,6 +708,7 @@ impl Source for AcmeCrm {
                             let next = Cursor {
                                 since: Some(resume.to_owned()),
                                 acme: None,
+                                touchpoints_only: false,
                             };
                             return page(out, &next, true);
                         }

@@ -294,6 +294,11 @@ impl AcmeSandbox {
         lock(&self.state).requests.clone()
     }
 
+    /// Forgets the requests received so far.
+    pub fn clear_requests(&self) {
+        lock(&self.state).requests.clear();
+    }
+
     /// The webhook delivery attempts so far.
     pub fn deliveries(&self) -> Vec<DeliveryAttempt> {
         lock(&self.state).deliveries.clone()
