@@ -111,6 +111,12 @@ fn retract_reason(r: &Record) -> Option<String> {
 
 struct Pipeline {
     source: Option<ConnectorInstance>,
+    sink: Sink,
+}
+
+/// The stages after the source: what a page is delivered through while the
+/// source fetches the next one.
+struct Sink {
     mappers: Vec<ConnectorInstance>,
     destination: ConnectorInstance,
 }
@@ -265,8 +271,10 @@ impl Host {
             .await?;
         Ok(Pipeline {
             source,
-            mappers,
-            destination,
+            sink: Sink {
+                mappers,
+                destination,
+            },
         })
     }
 
@@ -322,32 +330,18 @@ impl Host {
             self.state
                 .set_flow_fingerprint(tenant, flow_name, &fingerprint)?;
         }
-        let mut cursor = self.state.cursor(tenant, flow_name)?;
+        let cursor = self.state.cursor(tenant, flow_name)?;
         let retry = &flow.retry;
         let limits = self.runtime.limits().clone();
         let started = std::time::Instant::now();
+        let Pipeline { source, sink } = &mut pipeline;
+        let source = source.as_mut().expect("run pipelines have a source");
+        let stream = flow.source.stream.as_str();
+        let (first, retries) = fetch_with_retry(source, stream, cursor.clone(), retry).await;
+        run.retries += retries;
+        let mut page = first?;
+        let mut cursor = cursor;
         loop {
-            let source = pipeline
-                .source
-                .as_mut()
-                .expect("run pipelines have a source");
-            let mut attempt = 0;
-            let page = loop {
-                attempt += 1;
-                match source.fetch(&flow.source.stream, cursor.as_deref()).await {
-                    Ok(p) => break p,
-                    Err(CallError::Connector(ConnectorError::Transient {
-                        message,
-                        retry_after,
-                    })) if attempt < retry.max_attempts => {
-                        run.retries += 1;
-                        let wait = backoff(retry, attempt, retry_after);
-                        tracing::info!(attempt, wait_ms = wait.as_millis() as u64, error = %message, "fetch failed, retrying");
-                        tokio::time::sleep(wait).await;
-                    }
-                    Err(e) => return Err(stop_for("fetch", source.label(), e)),
-                }
-            };
             if page.has_more && page.next_cursor.is_some() && page.next_cursor == cursor {
                 return Err(Stop::Failed(format!(
                     "{} returned the cursor it was given with has-more set; stopping to avoid a loop",
@@ -356,23 +350,40 @@ impl Host {
             }
             run.fetched += page.records.len() as u64;
             let next = page.next_cursor.clone();
-            self.process(
-                &mut pipeline,
+            let has_more = page.has_more;
+            // While this page is mapped, emitted and committed, the next one
+            // is already being fetched (pages still commit strictly in
+            // order: the next is only processed after this one committed,
+            // and is dropped if this one fails).
+            let delivering = self.process(
+                sink,
                 tenant,
                 flow_name,
                 page.records,
-                next,
+                next.clone(),
                 retry,
                 run,
-            )
-            .await?;
-            if let Some(c) = page.next_cursor {
+            );
+            let prefetching = async {
+                if has_more {
+                    Some(
+                        fetch_with_retry(source, stream, next.clone().or(cursor.clone()), retry)
+                            .await,
+                    )
+                } else {
+                    None
+                }
+            };
+            let (delivered, prefetched) = tokio::join!(delivering, prefetching);
+            delivered?;
+            if let Some(c) = next {
                 cursor = Some(c);
             }
             progress(run);
-            if !page.has_more {
+            let Some((fetched, retries)) = prefetched else {
                 return Ok(());
-            }
+            };
+            run.retries += retries;
             // A source that never stops (empty pages with a new cursor and
             // has-more, forever) ends here, its pages so far committed.
             let over = if run.pages >= limits.max_run_pages {
@@ -392,6 +403,7 @@ impl Host {
                     "stopped after {what} with the source still saying it has more; what was committed stays, and the next run goes on from there"
                 )));
             }
+            page = fetched?;
         }
     }
 
@@ -403,7 +415,7 @@ impl Host {
     )]
     async fn process(
         &self,
-        pipeline: &mut Pipeline,
+        sink: &mut Sink,
         tenant: &str,
         flow: &str,
         records: Vec<Record>,
@@ -413,7 +425,7 @@ impl Host {
     ) -> Result<(), Stop> {
         let scope = delivery_scope(self.config.flow(tenant, flow)?);
         let mut items = self.fresh_items(tenant, flow, &scope, records, run)?;
-        self.deliver(pipeline, &mut items, retry, run).await?;
+        self.deliver(sink, &mut items, retry, run).await?;
         let commit = commit_for(tenant, flow, &scope, &items, cursor, run);
         self.state
             .commit_page(tenant, flow, &commit)
@@ -469,8 +481,16 @@ impl Host {
             Err(e) => return Err(stop_for("on-webhook", source.label(), e)),
         };
         run.fetched += records.len() as u64;
-        self.process(&mut p, tenant, flow_name, records, None, &flow.retry, run)
-            .await
+        self.process(
+            &mut p.sink,
+            tenant,
+            flow_name,
+            records,
+            None,
+            &flow.retry,
+            run,
+        )
+        .await
     }
 
     /// Records how a run ended.
@@ -580,7 +600,7 @@ impl Host {
     /// marking invalid ones dead.
     async fn deliver(
         &self,
-        p: &mut Pipeline,
+        p: &mut Sink,
         items: &mut [Item],
         retry: &RetryPolicy,
         run: &mut RunRecord,
@@ -701,7 +721,7 @@ impl Host {
             &mut run,
         )?];
         let result = self
-            .deliver(&mut p, &mut items, &flow.retry, &mut run)
+            .deliver(&mut p.sink, &mut items, &flow.retry, &mut run)
             .await;
         run.ended_ms = Some(now_ms());
         if let Err(stop) = result {
@@ -723,6 +743,34 @@ impl Host {
         match &item.dead {
             None => Ok(Ok(())),
             Some(_) => Ok(Err(self.state.dead_letter(id)?.unwrap_or(dl))),
+        }
+    }
+}
+
+/// Fetches one page, retrying transient errors with backoff within the
+/// flow's budget. Returns the outcome and how many retries it took.
+async fn fetch_with_retry(
+    source: &mut ConnectorInstance,
+    stream: &str,
+    cursor: Option<String>,
+    retry: &RetryPolicy,
+) -> (Result<crate::model::Page, Stop>, u64) {
+    let mut attempt = 0;
+    let mut retries = 0;
+    loop {
+        attempt += 1;
+        match source.fetch(stream, cursor.as_deref()).await {
+            Ok(p) => return (Ok(p), retries),
+            Err(CallError::Connector(ConnectorError::Transient {
+                message,
+                retry_after,
+            })) if attempt < retry.max_attempts => {
+                retries += 1;
+                let wait = backoff(retry, attempt, retry_after);
+                tracing::info!(attempt, wait_ms = wait.as_millis() as u64, error = %message, "fetch failed, retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return (Err(stop_for("fetch", source.label(), e)), retries),
         }
     }
 }
