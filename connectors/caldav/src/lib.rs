@@ -12,7 +12,8 @@
 //! deleted after the new one is written, and a delete removes the event
 //! from where it was written even when the record no longer names an owner
 //! (`user_email` null). A delete is a `DELETE`; `404` means it was gone
-//! already. `429` and `5xx` are transient (with `Retry-After`); other `4xx`
+//! already. Upserts into known collections, to where the event already
+//! is, go out concurrently, at most 8 at a time. `429` and `5xx` are transient (with `Retry-After`); other `4xx`
 //! are invalid, with the server's answer.
 
 weft_sdk::connector_bindings!("destination-connector", "../../wit/v0.1.0");
@@ -23,7 +24,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::cell::RefCell;
 use std::collections::HashSet;
-use weft_sdk::http::{Request, Response};
+use weft_sdk::http::{Request, Response, send_all};
 use weft_sdk::invalid;
 use weft_sdk::types::{ConnectorInfo, Error, Operation, Record};
 
@@ -223,9 +224,70 @@ impl Metadata for CalDav {
     }
 }
 
+/// Requests of one batch in flight at once (the host's default
+/// `max_http_in_flight`).
+const IN_FLIGHT: usize = 8;
+
+/// Delivers a batch. Upserts into collections known to exist, to the same
+/// collection as before, go out concurrently (the bulk of a sync); the rest
+/// (a first write to a collection, a move, a delete) one by one.
+fn deliver_all(cfg: &Config, records: &[Record]) -> Vec<Result<(), Error>> {
+    let mut out: Vec<Option<Result<(), Error>>> = records.iter().map(|_| None).collect();
+    // (record index, request, what it is, the collection to remember if
+    // the event is new there).
+    let mut batch: Vec<(usize, Request, String, Option<String>)> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let simple = (|| -> Option<(Request, String, Option<String>)> {
+            if r.op != Operation::Upsert {
+                return None;
+            }
+            let body = r.json().ok()?;
+            let coll = collection(cfg, body["user_email"].as_str()?);
+            let previous = location(&r.key);
+            let moves = previous.as_ref().is_some_and(|p| *p != coll);
+            if moves || !READY.with(|s| s.borrow().contains(&coll)) {
+                return None;
+            }
+            let url = format!("{coll}{}.ics", segment(body["resource"].as_str()?));
+            let ics = body["ics"].as_str()?;
+            Some((
+                Request::new("PUT", &url)
+                    .body("text/calendar; charset=utf-8", ics.as_bytes().to_vec()),
+                format!("PUT {url}"),
+                previous.is_none().then_some(coll),
+            ))
+        })();
+        match simple {
+            Some((req, what, new)) => batch.push((i, req, what, new)),
+            None => out[i] = Some(deliver(cfg, r)),
+        }
+    }
+    let reqs: Vec<Request> = batch.iter().map(|(_, r, _, _)| r.clone()).collect();
+    for ((i, _, what, new), answer) in batch.into_iter().zip(send_all(&reqs, IN_FLIGHT)) {
+        out[i] = Some(match answer {
+            // The collection went away meanwhile: the careful path.
+            Ok(resp) if matches!(resp.status, 404 | 409) => {
+                READY.with(|s| s.borrow_mut().clear());
+                deliver(cfg, &records[i])
+            }
+            Ok(resp) => classify(resp, &what).and_then(|_| match &new {
+                Some(coll) => remember(&records[i].key, Some(coll)),
+                None => Ok(()),
+            }),
+            Err(e) => Err(e),
+        });
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(invalid("not delivered"))))
+        .collect()
+}
+
 impl Destination for CalDav {
     fn emit(records: Vec<Record>) -> Vec<Result<(), Error>> {
-        weft_sdk::each_record(&records, deliver)
+        match weft_sdk::tenant_config::<Config>() {
+            Ok(cfg) => deliver_all(&cfg, &records),
+            Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! `dashboard`: delivers touch-points to our dashboard's JSON API:
 //! `PUT /v1/touchpoints/{source}/{external_id}` for upserts (idempotent),
-//! `DELETE` for deletes (`404` means gone already). The bearer token is the
+//! `DELETE` for deletes (`404` means gone already). A batch's requests go
+//! out concurrently, at most 8 at a time. The bearer token is the
 //! tenant's credential, added by the host. `422` is invalid (with the
 //! dashboard's message); `429`/`503` are transient with `Retry-After`.
 
@@ -10,7 +11,7 @@ use exports::weft::connector::destination::Guest as Destination;
 use exports::weft::connector::metadata::Guest as Metadata;
 use serde::Deserialize;
 use serde_json::json;
-use weft_sdk::http::Request;
+use weft_sdk::http::{Request, send_all};
 use weft_sdk::invalid;
 use weft_sdk::types::{ConnectorInfo, Error, Operation, Record};
 
@@ -33,7 +34,12 @@ fn segment(s: &str) -> String {
         .collect()
 }
 
-fn deliver(cfg: &Config, r: &Record) -> Result<(), Error> {
+/// Requests of one batch in flight at once (the host's default
+/// `max_http_in_flight`).
+const IN_FLIGHT: usize = 8;
+
+/// The request that delivers `r`.
+fn request(cfg: &Config, r: &Record) -> Result<(Request, String), Error> {
     let body = r.json()?;
     let source = body["source"]
         .as_str()
@@ -47,21 +53,39 @@ fn deliver(cfg: &Config, r: &Record) -> Result<(), Error> {
         segment(source),
         segment(id)
     );
-    match r.op {
-        Operation::Upsert => {
-            Request::new("PUT", &url)
-                .json(&body["touchpoint"])
-                .send()?
-                .error_for_status(&format!("PUT {url}"))?;
-        }
-        Operation::Delete => {
-            let resp = Request::new("DELETE", &url).send()?;
-            if resp.status != 404 {
-                resp.error_for_status(&format!("DELETE {url}"))?;
+    Ok(match r.op {
+        Operation::Upsert => (
+            Request::new("PUT", &url).json(&body["touchpoint"]),
+            format!("PUT {url}"),
+        ),
+        Operation::Delete => (Request::new("DELETE", &url), format!("DELETE {url}")),
+    })
+}
+
+/// Delivers a batch, its requests concurrently; `404` on a delete means
+/// gone already.
+fn deliver_all(cfg: &Config, records: &[Record]) -> Vec<Result<(), Error>> {
+    let planned: Vec<Result<(Request, String), Error>> =
+        records.iter().map(|r| request(cfg, r)).collect();
+    let reqs: Vec<Request> = planned
+        .iter()
+        .filter_map(|p| p.as_ref().ok().map(|(r, _)| r.clone()))
+        .collect();
+    let mut answers = send_all(&reqs, IN_FLIGHT).into_iter();
+    planned
+        .into_iter()
+        .zip(records)
+        .map(|(plan, r)| {
+            let (_, what) = plan?;
+            let resp = answers
+                .next()
+                .unwrap_or_else(|| Err(invalid("no answer")))?;
+            if r.op == Operation::Delete && resp.status == 404 {
+                return Ok(());
             }
-        }
-    }
-    Ok(())
+            resp.error_for_status(&what).map(|_| ())
+        })
+        .collect()
 }
 
 impl Metadata for Dashboard {
@@ -86,7 +110,10 @@ impl Metadata for Dashboard {
 
 impl Destination for Dashboard {
     fn emit(records: Vec<Record>) -> Vec<Result<(), Error>> {
-        weft_sdk::each_record(&records, deliver)
+        match weft_sdk::tenant_config::<Config>() {
+            Ok(cfg) => deliver_all(&cfg, &records),
+            Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 }
 

@@ -145,6 +145,62 @@ impl Request {
 /// `transient` error naming the cause, except a refused origin, which is a
 /// `config` error: no retry will help until the tenant's grants change.
 pub fn send(req: &Request) -> Result<Response, Error> {
+    start(req)?.wait()
+}
+
+/// Sends every request of `reqs`, at most `in_flight` at once, and returns
+/// their answers in the same order. The host runs the requests concurrently
+/// (within the tenant's rate and its `max_http_in_flight` limit), so a
+/// destination that writes a batch this way takes about the time of the
+/// slowest `len / in_flight` requests instead of the sum of all.
+pub fn send_all(reqs: &[Request], in_flight: usize) -> Vec<Result<Response, Error>> {
+    let in_flight = in_flight.max(1);
+    let mut out: Vec<Option<Result<Response, Error>>> = (0..reqs.len()).map(|_| None).collect();
+    let mut pending: std::collections::VecDeque<(usize, Pending)> = Default::default();
+    let mut next = 0;
+    while next < reqs.len() || !pending.is_empty() {
+        while next < reqs.len() && pending.len() < in_flight {
+            match start(&reqs[next]) {
+                Ok(p) => pending.push_back((next, p)),
+                Err(e) => out[next] = Some(Err(e)),
+            }
+            next += 1;
+        }
+        if let Some((i, p)) = pending.pop_front() {
+            out[i] = Some(p.wait());
+        }
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(transient("request was not sent"))))
+        .collect()
+}
+
+/// A request on its way: started with its body sent, the answer not read.
+pub struct Pending {
+    url: String,
+    future: crate::wasi::http::types::FutureIncomingResponse,
+}
+
+impl Pending {
+    /// Waits for the answer and reads it whole.
+    pub fn wait(self) -> Result<Response, Error> {
+        let Pending { url, future } = self;
+        let incoming = loop {
+            match future.get() {
+                Some(result) => break result,
+                None => future.subscribe().block(),
+            }
+        };
+        let incoming = incoming
+            .map_err(|()| transient(format!("request to {url}: response already taken")))?
+            .map_err(|e| transport_error(&url, e))?;
+        read_response(&url, incoming)
+    }
+}
+
+/// Starts `req`: builds it, hands it to the host and sends its body; the
+/// answer is read by [`Pending::wait`].
+pub fn start(req: &Request) -> Result<Pending, Error> {
     let url =
         url::Url::parse(&req.url).map_err(|e| invalid(format!("bad URL {:?}: {e}", req.url)))?;
     let scheme = match url.scheme() {
@@ -213,17 +269,16 @@ pub fn send(req: &Request) -> Result<Response, Error> {
         }
     }
     OutgoingBody::finish(body, None).map_err(|e| transport_error(&req.url, e))?;
+    Ok(Pending {
+        url: req.url.clone(),
+        future,
+    })
+}
 
-    let incoming = loop {
-        match future.get() {
-            Some(result) => break result,
-            None => future.subscribe().block(),
-        }
-    };
-    let incoming = incoming
-        .map_err(|()| transient(format!("request to {}: response already taken", req.url)))?
-        .map_err(|e| transport_error(&req.url, e))?;
-
+fn read_response(
+    url: &str,
+    incoming: crate::wasi::http::types::IncomingResponse,
+) -> Result<Response, Error> {
     let status = incoming.status();
     let headers = incoming
         .headers()
@@ -238,20 +293,19 @@ pub fn send(req: &Request) -> Result<Response, Error> {
         .collect();
     let body = incoming
         .consume()
-        .map_err(|()| transient(format!("request to {}: body already taken", req.url)))?;
+        .map_err(|()| transient(format!("request to {url}: body already taken")))?;
     let mut bytes = Vec::new();
     {
-        let stream = body.stream().map_err(|()| {
-            transient(format!("request to {}: body stream already taken", req.url))
-        })?;
+        let stream = body
+            .stream()
+            .map_err(|()| transient(format!("request to {url}: body stream already taken")))?;
         loop {
             match stream.blocking_read(64 * 1024) {
                 Ok(chunk) => bytes.extend_from_slice(&chunk),
                 Err(StreamError::Closed) => break,
                 Err(StreamError::LastOperationFailed(e)) => {
                     return Err(transient(format!(
-                        "request to {}: reading body: {}",
-                        req.url,
+                        "request to {url}: reading body: {}",
                         e.to_debug_string()
                     )));
                 }
