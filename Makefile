@@ -7,7 +7,7 @@ GUEST_DIR := target/guests
 VENV := .venv
 RADICALE_VERSION := 3.5.10
 
-.PHONY: setup toolchain connectors test lint demo fuzz clean
+.PHONY: setup toolchain connectors test lint demo fuzz bench clean
 
 ## setup: the Rust target for guests and a virtualenv with Radicale (pinned)
 setup: toolchain $(VENV)/bin/radicale
@@ -35,6 +35,11 @@ test: setup lint
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+## bench: sync figures at the size of issue 10 (release build; prints, asserts nothing)
+bench: setup
+	$(CARGO) bench -p weft-demo --bench sync
+	$(CARGO) bench -p weft-host --bench runtime
 
 ## fuzz: the property tests of the outbound policy and the connector-output
 ## checks, with many more cases than `make test` runs (FUZZ_CASES to change)

@@ -32,7 +32,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run flows once: fetch, map, emit and commit until each source has no
-    /// more. Exits non-zero if any flow failed or needs attention.
+    /// more; the flows run concurrently (`max_concurrent_runs`). Exits
+    /// non-zero if any flow failed or needs attention.
     Run {
         #[command(flatten)]
         filter: Filter,
@@ -366,18 +367,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let tty = std::io::stderr().is_terminal();
             let mut failed = false;
-            for (tenant, flow) in flows(&host, filter)? {
-                let started = Instant::now();
-                let progress = |r: &RunRecord| {
-                    if tty {
-                        let rate = r.fetched as f64 / started.elapsed().as_secs_f64().max(0.001);
-                        eprint!(
-                            "\r{}/{}: {} pages, {} records fetched, {rate:.0} records/s   ",
-                            r.tenant, r.flow, r.pages, r.fetched
-                        );
-                    }
-                };
-                let r = host.run_flow(&tenant, &flow, trigger, &progress).await?;
+            // The selected flows run concurrently (never two runs of one
+            // flow), at most `max_concurrent_runs` at once; each prints its
+            // summary when it ends.
+            use futures::StreamExt;
+            let started = Instant::now();
+            let progress = |r: &RunRecord| {
+                if tty {
+                    let rate = r.fetched as f64 / started.elapsed().as_secs_f64().max(0.001);
+                    eprint!(
+                        "\r{}/{}: {} pages, {} records fetched, {rate:.0} records/s   ",
+                        r.tenant, r.flow, r.pages, r.fetched
+                    );
+                }
+            };
+            let host = &host;
+            let progress = &progress;
+            let mut runs = futures::stream::iter(flows(host, filter)?)
+                .map(|(tenant, flow)| async move {
+                    host.run_flow(&tenant, &flow, trigger, progress).await
+                })
+                .buffer_unordered(host.config.max_concurrent_runs.max(1));
+            while let Some(r) = runs.next().await {
+                let r = r?;
                 if tty {
                     eprint!("\r\x1b[2K");
                 }

@@ -431,7 +431,7 @@ impl Host {
             .commit_page(tenant, flow, &commit)
             .map_err(|e| Stop::Failed(format!("committing the page: {e:#}")))?;
         run.pages += 1;
-        self.state.save_run(run)?;
+        self.state.save_run_progress(run)?;
         Ok(())
     }
 
@@ -1058,8 +1058,14 @@ where
     let mut attempt = 0;
     while !pending.is_empty() {
         attempt += 1;
-        let batch: Vec<Record> = pending.iter().map(|&i| records[i].clone()).collect();
-        let outcomes = f(&batch).await?;
+        // The first attempt sends the records as they are; retries only the
+        // ones that failed.
+        let outcomes = if pending.len() == records.len() {
+            f(records).await?
+        } else {
+            let batch: Vec<Record> = pending.iter().map(|&i| records[i].clone()).collect();
+            f(&batch).await?
+        };
         let mut still = Vec::new();
         let mut wait_hint = None;
         for (&i, outcome) in pending.iter().zip(outcomes) {

@@ -216,6 +216,12 @@ pub trait StateStore: Send + Sync + 'static {
     fn remove_dead_letter(&self, id: &str) -> anyhow::Result<bool>;
     /// Saves (inserts or replaces) a run record, flushed.
     fn save_run(&self, run: &RunRecord) -> anyhow::Result<()>;
+    /// Saves a run's progress without flushing of its own: the next flushed
+    /// write (a page's commit) makes it durable. Losing it loses only
+    /// progress counts, never delivery state.
+    fn save_run_progress(&self, run: &RunRecord) -> anyhow::Result<()> {
+        self.save_run(run)
+    }
     /// Runs, newest first, optionally filtered.
     fn runs(
         &self,
@@ -274,15 +280,24 @@ fn unjson<T: for<'de> Deserialize<'de>>(v: &[u8]) -> anyhow::Result<T> {
     serde_json::from_slice(v).context("decoding state")
 }
 
+/// The state database's page cache, in bytes.
+pub const CACHE_BYTES: u64 = 16 << 20;
+
 impl SledState {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir`, with a page cache of
+    /// [`CACHE_BYTES`] (sled's default of 1 GiB would let the cache, not the
+    /// data, decide weft's memory).
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        let db = sled::open(dir).with_context(|| {
-            format!(
-                "opening the state database {} (is another weft process using it?)",
-                dir.display()
-            )
-        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .with_context(|| {
+                format!(
+                    "opening the state database {} (is another weft process using it?)",
+                    dir.display()
+                )
+            })?;
         Self::from_db(db)
     }
 
@@ -399,6 +414,17 @@ impl StateStore for SledState {
     fn commit_page(&self, tenant: &str, flow: &str, commit: &PageCommit) -> anyhow::Result<()> {
         use sled::Transactional;
         use sled::transaction::{ConflictableTransactionError, TransactionError};
+        // Most records settle no dead letter: only those that exist are
+        // removed in the transaction.
+        let resolved: Vec<&String> = if self.dead.is_empty() {
+            vec![]
+        } else {
+            commit
+                .resolved
+                .iter()
+                .filter(|id| self.dead.contains_key(id.as_bytes()).unwrap_or(true))
+                .collect()
+        };
         let encoded: Vec<(Vec<u8>, DeadLetter)> = commit
             .dead_letters
             .iter()
@@ -433,7 +459,7 @@ impl StateStore for SledState {
                     }
                     dead.insert(id.as_slice(), json(&d).map_err(abort)?)?;
                 }
-                for id in &commit.resolved {
+                for id in &resolved {
                     dead.remove(id.as_bytes())?;
                 }
                 for (scope, key, present) in &commit.presence {
@@ -482,6 +508,11 @@ impl StateStore for SledState {
     fn save_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         self.runs.insert(run.id.as_bytes(), json(run)?)?;
         self.flush()
+    }
+
+    fn save_run_progress(&self, run: &RunRecord) -> anyhow::Result<()> {
+        self.runs.insert(run.id.as_bytes(), json(run)?)?;
+        Ok(())
     }
 
     fn runs(

@@ -1,0 +1,326 @@
+//! `make bench`: the first sync of an Acme account at the size of issue 10
+//! (20 users, 2,000 contacts, 20,000 appointments, 50,000 activities) and an
+//! incremental one, with no rate limit and at Acme's 10 requests/s (burst
+//! 20), plus the demo's full integration. Prints wall time, CPU per record,
+//! requests, 429s and peak RSS; asserts nothing (these machines are shared
+//! and noisy: compare ratios within one run).
+//!
+//! The Acme sandbox runs in a child process (this binary with
+//! `WEFT_BENCH_ROLE=acme`), so that the CPU and memory measured are weft's
+//! alone. The destination accepts everything without a request
+//! (`test-destination` with `url = "discard:"`): what is measured is reading
+//! Acme, enriching and moving records through the host.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use weft::runner::{Host, Trigger};
+use weft::state::RunOutcome;
+use weft_sandbox::acme::data::Counts;
+use weft_sandbox::acme::{AcmeConfig, AcmeSandbox};
+use weft_test_artifacts as artifacts;
+
+const USERS: usize = 20;
+const CONTACTS: usize = 2_000;
+const APPOINTMENTS: usize = 20_000;
+const ACTIVITIES: usize = 50_000;
+
+fn main() {
+    if std::env::var("WEFT_BENCH_ROLE").as_deref() == Ok("acme") {
+        serve_acme();
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        println!(
+            "weft sync benchmark: {USERS} users, {CONTACTS} contacts, {APPOINTMENTS} appointments, {ACTIVITIES} activities"
+        );
+        println!(
+            "{:<34} {:>9} {:>12} {:>9} {:>6} {:>9} {:>12}",
+            "run", "wall s", "CPU µs/rec", "requests", "429s", "records", "peak RSS"
+        );
+        for (label, rate) in [
+            ("no rate limit", None),
+            ("10 req/s burst 20", Some((10.0, 20))),
+        ] {
+            bench_account(label, rate).await;
+        }
+        demo_integration().await;
+    });
+}
+
+/// The child: an Acme sandbox of the benchmark's size, until stdin closes.
+fn serve_acme() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let config = AcmeConfig {
+            counts: Counts {
+                users: USERS,
+                contacts: CONTACTS,
+                appointments: APPOINTMENTS,
+                activities: ACTIVITIES,
+            },
+            ..AcmeConfig::default()
+        };
+        let acme = AcmeSandbox::start(config, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        println!("{}", acme.addr());
+        tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin().read_line(&mut sink).unwrap_or(0) > 0 {}
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// The Acme sandbox in its child process.
+struct Acme {
+    child: Child,
+    root: String,
+}
+
+impl Acme {
+    fn start() -> Acme {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env("WEFT_BENCH_ROLE", "acme")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Acme {
+            child,
+            root: format!("http://{}", line.trim()),
+        }
+    }
+
+    async fn control(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let a = weft_demo::http(
+            method,
+            &format!("{}/_sandbox{path}", self.root),
+            &[],
+            body.map(|b| ("application/json", b.to_string())),
+        )
+        .await
+        .unwrap();
+        serde_json::from_str(&a.text).unwrap_or(Value::Null)
+    }
+
+    /// (requests, 429s) since the log was last cleared; clears it.
+    async fn requests(&self) -> (usize, usize) {
+        let log = self.control("GET", "/requests", None).await;
+        let all = log.as_array().cloned().unwrap_or_default();
+        self.control("DELETE", "/requests", None).await;
+        let limited = all.iter().filter(|r| r["status"] == 429).count();
+        (all.len(), limited)
+    }
+
+    /// The IDs of the first `n` records of an Acme list (waiting out the
+    /// rate limit the sync may have left).
+    async fn first_ids(&self, resource: &str, n: usize) -> Vec<String> {
+        let a = loop {
+            let a = weft_demo::http(
+                "GET",
+                &format!("{}/api/v1/{resource}?limit={n}", self.root),
+                &[("x-acme-api-key", "acme-demo-key")],
+                None,
+            )
+            .await
+            .unwrap();
+            if a.status != 429 {
+                break a;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let v: Value = serde_json::from_str(&a.text).unwrap_or(Value::Null);
+        v["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["id"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for Acme {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// This process's user + system CPU time (Linux `/proc/self/stat`, clock
+/// ticks of 10 ms).
+fn cpu() -> Duration {
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = text
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Resets the peak RSS (Linux: `clear_refs` 5).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak RSS since the last reset, in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn config(dir: &std::path::Path, acme_root: &str, rate: Option<(f64, u32)>) -> String {
+    let (per_second, burst) = rate.unwrap_or((1e9, 1_000_000_000));
+    let base = format!("{acme_root}/api/v1");
+    let flow = |stream: &str| {
+        format!(
+            r#"
+[tenants.bench.flows.{stream}]
+source = {{ connector = "acme-crm@^1", stream = "{stream}", config = {{ base_url = "{base}", page_size = 200 }}, http = {{ allow = ["{acme_root}"], credentials = [{{ origin = "{acme_root}", auth = {{ type = "api_key", header = "X-Acme-Api-Key", value = {{ secret = "key" }} }} }}] }} }}
+destination = {{ connector = "test-destination@^2", config = {{ url = "discard:" }} }}
+"#
+        )
+    };
+    format!(
+        "data_dir = {:?}\nsecrets_file = \"secrets.toml\"\nprivate_hosts = [\"127.0.0.1\"]\ndefault_rate = {{ per_second = {per_second:.1}, burst = {burst} }}\n[limits]\ncall_timeout_ms = 60000\n{}{}",
+        dir.join("data"),
+        flow("appointments"),
+        flow("activities"),
+    )
+}
+
+/// Both flows of the tenant, concurrently; returns (wall, CPU, records).
+async fn sync(host: &Host) -> (Duration, Duration, u64) {
+    reset_peak_rss();
+    let (t, c) = (Instant::now(), cpu());
+    let (a, b) = tokio::join!(
+        host.run_flow("bench", "appointments", Trigger::Manual, &|_| {}),
+        host.run_flow("bench", "activities", Trigger::Manual, &|_| {}),
+    );
+    let (wall, cpu_used) = (t.elapsed(), cpu() - c);
+    let mut records = 0;
+    for r in [a.unwrap(), b.unwrap()] {
+        assert_eq!(
+            r.outcome,
+            RunOutcome::Succeeded,
+            "{}: {:?}",
+            r.flow,
+            r.error
+        );
+        records += r.fetched;
+    }
+    (wall, cpu_used, records)
+}
+
+fn row(label: &str, measured: (Duration, Duration, u64), requests: (usize, usize)) {
+    let (wall, cpu_used, records) = measured;
+    let per_record = cpu_used.as_secs_f64() * 1e6 / records.max(1) as f64;
+    println!(
+        "{label:<34} {:>9.2} {per_record:>12.1} {:>9} {:>6} {records:>9} {:>8.1} MiB",
+        wall.as_secs_f64(),
+        requests.0,
+        requests.1,
+        peak_rss_mib()
+    );
+}
+
+async fn bench_account(label: &str, rate: Option<(f64, u32)>) {
+    let acme = Acme::start();
+    if rate.is_none() {
+        acme.control(
+            "PUT",
+            "/faults",
+            Some(json!({ "rate_per_second": 1e9, "rate_burst": 1_000_000_000u32 })),
+        )
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secrets.toml"), "key = \"acme-demo-key\"\n").unwrap();
+    let path = dir.path().join("weft.toml");
+    std::fs::write(&path, config(dir.path(), &acme.root, rate)).unwrap();
+    let host = Host::open(weft::config::WeftConfig::load(&path).unwrap()).unwrap();
+    for f in [artifacts::ACME_CRM, artifacts::TEST_DESTINATION] {
+        host.registry.add(&host.runtime, f.as_ref()).await.unwrap();
+    }
+    acme.requests().await;
+    let first = sync(&host).await;
+    row(
+        &format!("first sync, {label}"),
+        first,
+        acme.requests().await,
+    );
+    // An incremental sync after 50 appointments and 50 activities changed.
+    for id in acme.first_ids("appointments", 50).await {
+        acme.control(
+            "PATCH",
+            &format!("/appointments/{id}"),
+            Some(json!({ "title": "changed" })),
+        )
+        .await;
+    }
+    for id in acme.first_ids("activities", 50).await {
+        acme.control(
+            "PATCH",
+            &format!("/activities/{id}"),
+            Some(json!({ "subject": "changed" })),
+        )
+        .await;
+    }
+    acme.requests().await;
+    let again = sync(&host).await;
+    row(
+        &format!("incremental, {label}"),
+        again,
+        acme.requests().await,
+    );
+}
+
+/// The demo's integration (300 appointments, 500 activities, a flaky Acme,
+/// Radicale and the dashboard): the first sync of all three flows.
+async fn demo_integration() {
+    let acme = AcmeConfig {
+        counts: Counts {
+            users: 4,
+            contacts: 80,
+            appointments: 300,
+            activities: 500,
+        },
+        faults: weft_sandbox::acme::Faults {
+            error_503: 0.03,
+            malformed_json: 0.02,
+            ..Default::default()
+        },
+        ..AcmeConfig::default()
+    };
+    let env = weft_demo::DemoEnv::start(acme, vec![weft_demo::TenantSetup::new("northwind")])
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let runs = env.sync("northwind").await.unwrap();
+    let wall = t.elapsed();
+    let emitted: u64 = runs.iter().map(|r| r.emitted).sum();
+    println!(
+        "demo integration, first sync: {:.2} s for {emitted} events and touch-points into Radicale and the dashboard",
+        wall.as_secs_f64()
+    );
+}
