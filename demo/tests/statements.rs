@@ -734,6 +734,23 @@ async fn s11_caldav_credentials_come_from_the_tenant_and_the_host_adds_them() {
 // After the first sync: every field a user can change in Acme changes, tokens
 // die early, first runs fail. Each test pins one way the data went wrong.
 
+/// Gives appointment `id` to `owner` in Acme and syncs.
+async fn give_to(env: &DemoEnv, id: &str, owner: &Value) {
+    change(
+        env,
+        "PATCH",
+        &format!("/appointments/{id}"),
+        json!({ "owner_id": owner }),
+    )
+    .await;
+    sync_ok(env, "t1").await;
+}
+
+/// Changes Acme through its control API (`PATCH` or `DELETE` of `path`).
+async fn change(env: &DemoEnv, method: &str, path: &str, body: Value) {
+    env.acme_control(method, path, body).await.unwrap();
+}
+
 /// The lower-case emails of Acme's users, and their IDs by email.
 async fn users_by_email(env: &DemoEnv) -> Vec<(String, Value)> {
     env.acme_get("/users").await.unwrap()["data"]
@@ -801,14 +818,7 @@ async fn issue8_owner_reassigned_the_event_lives_only_with_the_current_owner() {
     );
 
     // Reassigned to a matched user: it moves, and is in one calendar only.
-    env.acme_control(
-        "PATCH",
-        &format!("/appointments/{id}"),
-        json!({ "owner_id": users[1].1 }),
-    )
-    .await
-    .unwrap();
-    sync_ok(&env, "t1").await;
+    give_to(&env, id, &users[1].1).await;
     assert_eq!(
         calendars_holding(&env, "t1", &apt).await,
         vec![users[1].0.clone()]
@@ -816,14 +826,7 @@ async fn issue8_owner_reassigned_the_event_lives_only_with_the_current_owner() {
 
     // Reassigned to an owner we cannot match: it leaves every calendar and is
     // dead-lettered, once, with a reason naming the owner.
-    env.acme_control(
-        "PATCH",
-        &format!("/appointments/{id}"),
-        json!({ "owner_id": users[2].1 }),
-    )
-    .await
-    .unwrap();
-    sync_ok(&env, "t1").await;
+    give_to(&env, id, &users[2].1).await;
     assert!(calendars_holding(&env, "t1", &apt).await.is_empty());
     let dead = dead_letters_of(&env, "t1", id);
     assert_eq!(dead.len(), 1, "{dead:?}");
@@ -834,14 +837,7 @@ async fn issue8_owner_reassigned_the_event_lives_only_with_the_current_owner() {
     );
 
     // Back to a matched owner: the event returns and the dead letter settles.
-    env.acme_control(
-        "PATCH",
-        &format!("/appointments/{id}"),
-        json!({ "owner_id": users[0].1 }),
-    )
-    .await
-    .unwrap();
-    sync_ok(&env, "t1").await;
+    give_to(&env, id, &users[0].1).await;
     assert_eq!(
         calendars_holding(&env, "t1", &apt).await,
         vec![users[0].0.clone()]
@@ -870,13 +866,13 @@ async fn issue8_an_activity_that_stops_being_an_email_or_call_leaves_the_dashboa
         (before.0 + 1, before.1 + 1)
     );
     for (act, to) in [(&mail, "meeting"), (&call, "note")] {
-        env.acme_control(
+        change(
+            &env,
             "PATCH",
             &format!("/activities/{}", act["id"].as_str().unwrap()),
             json!({ "type": to }),
         )
-        .await
-        .unwrap();
+        .await;
     }
     sync_ok(&env, "t1").await;
     assert_eq!(
@@ -885,13 +881,13 @@ async fn issue8_an_activity_that_stops_being_an_email_or_call_leaves_the_dashboa
         "neither counts once it is a meeting or a note"
     );
     // And back: counted again, once.
-    env.acme_control(
+    change(
+        &env,
         "PATCH",
         &format!("/activities/{}", mail["id"].as_str().unwrap()),
         json!({ "type": "email" }),
     )
-    .await
-    .unwrap();
+    .await;
     sync_ok(&env, "t1").await;
     assert_eq!(
         totals(&env.touchpoints("t1", &email).await.unwrap()),
@@ -983,13 +979,13 @@ async fn issue8_contacts_changed_before_the_first_contacts_sync_are_not_lost() {
     // A change just after that point, which the first sync did not see...
     let cid = contact["id"].as_str().unwrap();
     let changed_at = (start + chrono::Duration::seconds(1)).to_rfc3339();
-    env.acme_control(
+    change(
+        &env,
         "PATCH",
         &format!("/contacts/{cid}"),
         json!({ "phone": "+1 555 0100 early", "updated_at": changed_at }),
     )
-    .await
-    .unwrap();
+    .await;
     // ...and the contacts flow's first run fails (Acme down), so its first
     // success comes more than ten minutes (scaled: a few seconds) later.
     acme_faults(&env, json!({ "error_503": 1.0 })).await;
@@ -1022,16 +1018,14 @@ async fn issue8_a_contact_changed_then_deleted_leaves_its_last_known_details() {
     let (apt, contact, email) = new_appointment(&env, json!({ "title": "Last details" })).await;
     sync_ok(&env, "t1").await;
     let cid = contact["id"].as_str().unwrap();
-    env.acme_control(
+    change(
+        &env,
         "PATCH",
         &format!("/contacts/{cid}"),
         json!({ "phone": "+44 20 7946 0000", "email": "new@customer.example" }),
     )
-    .await
-    .unwrap();
-    env.acme_control("DELETE", &format!("/contacts/{cid}"), json!({}))
-        .await
-        .unwrap();
+    .await;
+    change(&env, "DELETE", &format!("/contacts/{cid}"), json!({})).await;
     sync_ok(&env, "t1").await;
     let ics = &env.calendar("t1", &email).await.unwrap()[&uid("t1", &apt)];
     let desc = property(ics, "DESCRIPTION").unwrap();
@@ -1053,37 +1047,37 @@ async fn issue8_one_dead_letter_per_record_and_none_for_deletes_of_unknown_owner
     let (gone, _, _) = new_appointment(&env, json!({ "owner_id": stranger })).await;
     let (cancelled, _, _) =
         new_appointment(&env, json!({ "owner_id": stranger, "status": "cancelled" })).await;
-    env.acme_control(
+    change(
+        &env,
         "DELETE",
         &format!("/appointments/{}", gone["id"].as_str().unwrap()),
         json!({}),
     )
-    .await
-    .unwrap();
+    .await;
     // Unmatched and live: one dead letter, even when the contacts flow
     // re-reads it after its customer changes.
     let (stuck, contact, _) = new_appointment(&env, json!({ "owner_id": stranger })).await;
     sync_ok(&env, "t1").await;
     assert!(dead_letters_of(&env, "t1", gone["id"].as_str().unwrap()).is_empty());
     assert!(dead_letters_of(&env, "t1", cancelled["id"].as_str().unwrap()).is_empty());
-    env.acme_control(
+    change(
+        &env,
         "PATCH",
         &format!("/contacts/{}", contact["id"].as_str().unwrap()),
         json!({ "phone": "+1 555 0199" }),
     )
-    .await
-    .unwrap();
+    .await;
     sync_ok(&env, "t1").await;
     let dead = dead_letters_of(&env, "t1", stuck["id"].as_str().unwrap());
     assert_eq!(dead.len(), 1, "one per record: {dead:?}");
     // Deleted in Acme: the dead letter settles, no new one appears.
-    env.acme_control(
+    change(
+        &env,
         "DELETE",
         &format!("/appointments/{}", stuck["id"].as_str().unwrap()),
         json!({}),
     )
-    .await
-    .unwrap();
+    .await;
     sync_ok(&env, "t1").await;
     assert!(dead_letters_of(&env, "t1", stuck["id"].as_str().unwrap()).is_empty());
     // No dead letter anywhere is a delete.
@@ -1194,9 +1188,7 @@ async fn issue8_storms_of_changes_end_exact() {
                     json!({ "starts_at": format!("2026-12-{:02}T09:00:00+02:00", 1 + rng.below(28)) })
                 }
                 _ => {
-                    env.acme_control("DELETE", &format!("/appointments/{id}"), json!({}))
-                        .await
-                        .unwrap();
+                    change(&env, "DELETE", &format!("/appointments/{id}"), json!({})).await;
                     continue;
                 }
             };
@@ -1218,9 +1210,7 @@ async fn issue8_storms_of_changes_end_exact() {
                 0 => json!({ "type": (["email", "call", "meeting", "note"][rng.below(4)]) }),
                 1 => json!({ "owner_id": users[rng.below(users.len())] }),
                 _ => {
-                    env.acme_control("DELETE", &format!("/activities/{id}"), json!({}))
-                        .await
-                        .unwrap();
+                    change(&env, "DELETE", &format!("/activities/{id}"), json!({})).await;
                     continue;
                 }
             };
@@ -1233,13 +1223,13 @@ async fn issue8_storms_of_changes_end_exact() {
             .as_str()
             .unwrap()
             .to_owned();
-        env.acme_control(
+        change(
+            &env,
             "PATCH",
             &format!("/contacts/{cid}"),
             json!({ "phone": format!("+1 555 01{storm:02}") }),
         )
-        .await
-        .unwrap();
+        .await;
         acme_faults(&env, json!({ "token_failures": 2 })).await;
         sync_ok(&env, "t1").await;
         let check = env.check_against_acme("t1").await.unwrap();

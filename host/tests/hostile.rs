@@ -177,24 +177,12 @@ fn inspect_uses_the_configured_deadline() {
         with_blocking_start(&std::fs::read(artifacts::TEST_HOSTILE_START).unwrap()),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["--config"])
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weft"));
+    c.arg("--config")
         .arg(&config)
         .args(["connectors", "inspect"])
-        .arg(&file)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("inspect hung on a blocking constructor");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
+        .arg(&file);
+    let out = run_bounded(c);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("deadline of 700 ms"), "{err}");
@@ -578,15 +566,25 @@ fn a_compile_bomb_is_stopped_by_the_time_budget() {
     assert!(err.contains("limits.compile_timeout_ms"), "{err}");
 }
 
-#[test]
-fn compiling_is_bounded_in_memory() {
+/// Runs `weft ARGS` with `limits`; it must fail saying `expected`.
+fn refused(limits: &str, args: &[&str], expected: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = weft_with_limits(dir.path(), "compile_memory_bytes = 67108864");
-    c.args(["connectors", "inspect", artifacts::ACME_CRM]);
+    let mut c = weft_with_limits(dir.path(), limits);
+    c.args(args);
     let out = run_bounded(c);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("limits.compile_memory_bytes"), "{err}");
+    assert!(err.contains(expected), "{err}");
+}
+
+#[test]
+fn compiling_is_bounded_in_memory() {
+    refused(
+        "compile_memory_bytes = 67108864",
+        &["connectors", "inspect", artifacts::ACME_CRM],
+        "limits.compile_memory_bytes",
+    );
+    let dir = tempfile::tempdir().unwrap();
     // With the default budget the same component compiles.
     let mut c = weft_with_limits(dir.path(), "");
     c.args(["connectors", "inspect", artifacts::ACME_CRM]);
@@ -600,11 +598,9 @@ fn compiling_is_bounded_in_memory() {
 
 #[test]
 fn components_over_the_size_limit_are_refused_before_compiling() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = weft_with_limits(dir.path(), "max_component_bytes = 100000");
-    c.args(["connectors", "add", artifacts::ACME_CRM]);
-    let out = run_bounded(c);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("limits.max_component_bytes"), "{err}");
+    refused(
+        "max_component_bytes = 100000",
+        &["connectors", "add", artifacts::ACME_CRM],
+        "limits.max_component_bytes",
+    );
 }
