@@ -22,6 +22,7 @@ use weft_test_artifacts as artifacts;
 struct Sink {
     records: Arc<Mutex<BTreeMap<String, Value>>>,
     puts: Arc<Mutex<BTreeMap<String, u32>>>,
+    deletes: Arc<Mutex<Vec<String>>>,
     down: Arc<AtomicBool>,
 }
 
@@ -40,10 +41,13 @@ impl Sink {
                     let existed = sink.records.lock().unwrap().insert(key, body).is_some();
                     Reply::new(if existed { 200 } else { 201 }, "")
                 }
-                "DELETE" => match sink.records.lock().unwrap().remove(&key) {
-                    Some(_) => Reply::new(204, ""),
-                    None => Reply::new(404, ""),
-                },
+                "DELETE" => {
+                    sink.deletes.lock().unwrap().push(key.clone());
+                    match sink.records.lock().unwrap().remove(&key) {
+                        Some(_) => Reply::new(204, ""),
+                        None => Reply::new(404, ""),
+                    }
+                }
                 _ => Reply::new(405, ""),
             }
         })
@@ -634,5 +638,87 @@ async fn state_show_tells_failed_runs_in_a_row() {
     assert!(
         text.starts_with("ok") && text.contains("last run succeeded"),
         "{text}"
+    );
+}
+
+/// A record that leaves a mapper's filter is removed where it was delivered;
+/// one that never got there costs no request; a mapper's retract removes and
+/// dead-letters; a change of a stage's config re-reads everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_leaving_a_filter_are_removed_and_retracts_dead_letter() {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = host(&config_text(
+        dir.path(),
+        "numbers",
+        "{ total = 6, page_size = 6 }",
+        MAPPER,
+        &server.url(""),
+        "",
+    ))
+    .await;
+    let mapper_config = |h: &mut Host, c: Value| {
+        h.config
+            .tenants
+            .get_mut("acme")
+            .unwrap()
+            .flows
+            .get_mut("sync")
+            .unwrap()
+            .mappers[0]
+            .config = c;
+    };
+    assert_eq!(run(&h).await.outcome, RunOutcome::Succeeded);
+    assert_eq!(sink.keys().len(), 6);
+
+    // The tenant now filters odd numbers out: the config change makes the
+    // next run read everything again, and the odd ones leave.
+    mapper_config(&mut h, json!({ "filter_odd": true }));
+    let r = run(&h).await;
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    assert_eq!(sink.keys(), vec!["n0", "n2", "n4"]);
+
+    // Retract: removed where it was, and dead-lettered by the mapper.
+    mapper_config(
+        &mut h,
+        json!({ "filter_odd": true, "retract_multiple_of": 4 }),
+    );
+    let r = run(&h).await;
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    assert_eq!(sink.keys(), vec!["n2"]);
+    let dead = h.state.dead_letters(Some("acme"), None).unwrap();
+    let keys: Vec<&str> = dead.iter().map(|d| d.record.key.as_str()).collect();
+    assert_eq!(keys, vec!["n0", "n4"]);
+    assert!(
+        dead.iter()
+            .all(|d| d.stage == "map" && d.connector.starts_with("test-mapper"))
+    );
+    assert!(
+        dead[0]
+            .error
+            .to_string()
+            .contains("cannot go there any more")
+    );
+
+    // A fresh flow with the filter from the start sends no delete at all for
+    // records that never reached the destination.
+    let sink2 = Sink::default();
+    let server2 = sink2.serve().await;
+    let dir2 = tempfile::tempdir().unwrap();
+    let h2 = host(&config_text(
+        dir2.path(),
+        "numbers",
+        "{ total = 6, page_size = 6 }",
+        r#"{ connector = "test-mapper@>=0.4", config = { filter_odd = true } }"#,
+        &server2.url(""),
+        "",
+    ))
+    .await;
+    assert_eq!(run(&h2).await.outcome, RunOutcome::Succeeded);
+    assert_eq!(sink2.keys(), vec!["n0", "n2", "n4"]);
+    assert!(
+        sink2.deletes.lock().unwrap().is_empty(),
+        "no delete of what never got there"
     );
 }

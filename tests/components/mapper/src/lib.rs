@@ -1,7 +1,10 @@
 //! Test mapper: doubles `n` in each record's body. Records whose `n` is a
 //! multiple of the config's `reject_multiple_of` are `invalid`; a body with
 //! `"transient": true` is a transient error; `fanout` makes several records of
-//! one; `wrong_count: true` breaks the contract (one outcome too few).
+//! one; `wrong_count: true` breaks the contract (one outcome too few);
+//! `filter_odd: true` turns records with an odd `n` into deletes (a filter
+//! they leave); `retract_multiple_of` turns records whose `n` is a multiple
+//! of it into deletes that ask the host to retract and dead-letter them.
 //! Built with the `fixed` feature (crate `test-mapper-v2`) it is version
 //! 0.5.0 and rejects nothing: the "fixed connector" of replay tests.
 
@@ -32,7 +35,9 @@ impl Metadata for TestMapper {
                 "properties": {
                     "reject_multiple_of": { "type": "integer", "minimum": 1 },
                     "fanout": { "type": "integer", "minimum": 0 },
-                    "wrong_count": { "type": "boolean" }
+                    "wrong_count": { "type": "boolean" },
+                    "filter_odd": { "type": "boolean" },
+                    "retract_multiple_of": { "type": "integer", "minimum": 1 }
                 },
                 "additionalProperties": false
             })
@@ -58,6 +63,30 @@ fn map_one(r: &Record, cfg: &Value) -> Result<Vec<Record>, Error> {
             "record {}: n={n} is a multiple of {m}",
             r.key
         )));
+    }
+    let delete = |extra: Value| {
+        let mut body = json!({ "n": n });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        Ok(vec![Record {
+            key: r.key.clone(),
+            kind: "mapped".into(),
+            version: r.version,
+            op: weft_sdk::Operation::Delete,
+            body: body.to_string(),
+        }])
+    };
+    if let Some(m) = cfg["retract_multiple_of"].as_i64()
+        && n % m == 0
+    {
+        let field = weft_sdk::DEAD_LETTER_FIELD;
+        return delete(
+            json!({ field: format!("record {}: n={n} cannot go there any more", r.key) }),
+        );
+    }
+    if cfg["filter_odd"] == json!(true) && n % 2 == 1 {
+        return delete(json!({}));
     }
     let fanout = cfg["fanout"].as_u64().unwrap_or(1);
     Ok((0..fanout)
