@@ -346,8 +346,8 @@ async fn users_once_per_run_and_contacts_listed_once_in_a_full_sync() {
     let log = acme.requests();
     let count = |f: &dyn Fn(&str) -> bool| log.iter().filter(|r| f(&r.path)).count();
     assert_eq!(count(&|p| p == "/api/v1/users"), 1, "one /users per run");
-    // Lookups by ID only for contacts the listing did not have (the data
-    // has appointments whose contact never existed), each at most once.
+    // After the full listing no contact is looked up by ID (the data has
+    // appointments whose contact never existed: those are not asked about).
     let looked_up: Vec<String> = log
         .iter()
         .filter_map(|r| r.path.split("ids=").nth(1))
