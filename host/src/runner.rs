@@ -527,10 +527,11 @@ impl Host {
     /// there has nothing to do: it gets no outputs, so no connector sees it,
     /// but its version is still committed (an older revision arriving later
     /// stays stale) and it settles an older dead letter of the record.
+    /// `delivered` is the version this flow last delivered of the record
+    /// (as `StateStore::delivered_version` says).
     fn item(
         &self,
         tenant: &str,
-        flow: &str,
         scope: &str,
         r: Record,
         delivered: Option<i64>,
@@ -539,13 +540,7 @@ impl Host {
         let maybe_present = match self.state.presence(tenant, scope, &r.key)? {
             Some(p) => p,
             // Unknown: delivered by this flow before weft kept presence.
-            None => {
-                delivered.is_some()
-                    || self
-                        .state
-                        .delivered_version(tenant, flow, &r.key)?
-                        .is_some()
-            }
+            None => delivered.is_some(),
         };
         let outputs = if r.op == Operation::Delete && !maybe_present {
             run.skipped_absent += 1;
@@ -591,7 +586,7 @@ impl Host {
                 tracing::debug!(key = %r.key, version = r.version, ?delivered, "skipping stale record");
                 continue;
             }
-            items.push(self.item(tenant, flow, scope, r, delivered, run)?);
+            items.push(self.item(tenant, scope, r, delivered, run)?);
         }
         Ok(items)
     }
@@ -712,14 +707,11 @@ impl Host {
             ..new_run(&dl.tenant, &dl.flow)
         };
         let scope = delivery_scope(&flow);
-        let mut items = vec![self.item(
-            &dl.tenant,
-            &dl.flow,
-            &scope,
-            dl.record.clone(),
-            None,
-            &mut run,
-        )?];
+        let delivered = self
+            .state
+            .delivered_version(&dl.tenant, &dl.flow, &dl.record.key)?;
+        let mut items =
+            vec![self.item(&dl.tenant, &scope, dl.record.clone(), delivered, &mut run)?];
         let result = self
             .deliver(&mut p.sink, &mut items, &flow.retry, &mut run)
             .await;

@@ -130,7 +130,7 @@ impl Source for Hostile {
             }
             "pending-bodies" => {
                 let mut kept = Vec::new();
-                let chunk = vec![b'y'; 64 << 10];
+                let chunk = vec![b'y'; 4096];
                 for i in 0..count {
                     let req = match request(&c) {
                         Ok(r) => r,
