@@ -43,11 +43,16 @@ fn main() {
             "{:<34} {:>9} {:>12} {:>9} {:>6} {:>9} {:>12}",
             "run", "wall s", "CPU µs/rec", "requests", "429s", "records", "peak RSS"
         );
+        // `WEFT_BENCH_ONLY=first`: the unlimited account alone (for profiling).
+        let only_first = std::env::var("WEFT_BENCH_ONLY").as_deref() == Ok("first");
         for (label, rate) in [
             ("no rate limit", None),
             ("10 req/s burst 20", Some((10.0, 20))),
         ] {
             bench_account(label, rate).await;
+            if only_first {
+                return;
+            }
         }
         demo_integration().await;
     });

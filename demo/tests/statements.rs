@@ -697,7 +697,7 @@ async fn s9_an_operator_can_backfill_one_tenant() {
             .contains_key(&first)
     );
     assert_eq!(
-        env.host.config.flow("t1", "appointments").unwrap().schedule,
+        env.host.flow("t1", "appointments").unwrap().schedule,
         std::time::Duration::from_secs(300)
     );
 }
@@ -897,7 +897,7 @@ async fn issue8_an_activity_that_stops_being_an_email_or_call_leaves_the_dashboa
 
 #[tokio::test(flavor = "multi_thread")]
 async fn issue8_records_leave_when_the_tenant_stops_syncing_them() {
-    let mut env = env().await;
+    let env = env().await;
     let (done, _, email) = new_appointment(
         &env,
         json!({ "status": "completed", "starts_at": "2026-11-20T10:00:00Z" }),
@@ -908,10 +908,11 @@ async fn issue8_records_leave_when_the_tenant_stops_syncing_them() {
     let cal = env.calendar("t1", &email).await.unwrap();
     assert!(cal.contains_key(&uid("t1", &done)) && cal.contains_key(&uid("t1", &open)));
     // The tenant changes its options: completed appointments are no longer synced.
-    let tenant = env.host.config.tenants.get_mut("t1").unwrap();
+    let mut tenant = env.host.tenant("t1").unwrap();
     for flow in ["appointments", "contacts"] {
         tenant.flows.get_mut(flow).unwrap().mappers[0].config["statuses"] = json!(["scheduled"]);
     }
+    env.host.put_tenant("t1", tenant).unwrap();
     sync_ok(&env, "t1").await;
     let cal = env.calendar("t1", &email).await.unwrap();
     assert!(

@@ -41,9 +41,80 @@ pub struct WeftConfig {
     /// Sandbox limits of every connector instance.
     #[serde(default)]
     pub limits: Limits,
+    /// `weft serve`: the HTTP server (webhooks, admin API, health, metrics).
+    #[serde(default)]
+    pub service: ServiceConfig,
+    /// Where alerts go and when they fire.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    /// A running `weft serve` (`http://host:port`) that the CLI's commands
+    /// go to instead of opening the state directly (also `--server`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// The tenants, by ID.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+/// The `[service]` table: `weft serve`'s HTTP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// The address the server listens on.
+    pub listen: String,
+    /// The URL at which the outside world reaches this server (for webhook
+    /// URLs given to sources); default `http://{listen}`.
+    pub public_url: Option<String>,
+    /// The file holding the key that seals tenant secrets (32 random bytes,
+    /// base64); `WEFT_SECRET_KEY` overrides it. Without either, the admin
+    /// API does not start. Relative to this file.
+    pub key_file: Option<PathBuf>,
+    /// Largest webhook body accepted, in bytes (larger: `413`).
+    pub max_webhook_bytes: usize,
+    /// How far a webhook's timestamp may be from our clock, in seconds.
+    pub webhook_tolerance_secs: u64,
+    /// How long a webhook ID is remembered to drop repeats, in hours
+    /// (at least 72).
+    pub webhook_id_hours: u64,
+    /// Scheduled runs start up to this fraction of their schedule late, at
+    /// random, so that many tenants on one schedule do not fire together.
+    pub schedule_jitter: f64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            listen: "127.0.0.1:8700".into(),
+            public_url: None,
+            key_file: None,
+            max_webhook_bytes: 1 << 20,
+            webhook_tolerance_secs: 300,
+            webhook_id_hours: 72,
+            schedule_jitter: 0.1,
+        }
+    }
+}
+
+/// The `[alerts]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// The operator's alert webhook (tenants may set their own `alert_url`).
+    pub url: Option<String>,
+    /// A flow that fails this many runs in a row raises an alert.
+    pub after_failures: u32,
+    /// A tenant whose open dead letters grow past this raises an alert.
+    pub dead_letters_over: usize,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            url: None,
+            after_failures: 3,
+            dead_letters_over: 100,
+        }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -57,6 +128,14 @@ pub struct TenantConfig {
     /// A display name for operators.
     #[serde(default)]
     pub name: Option<String>,
+    /// Whether the tenant is active: a deactivated tenant keeps its state
+    /// but runs nothing and accepts no webhooks. Default true.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub active: bool,
+    /// Where this tenant's alerts go (a URL that receives a JSON `POST`);
+    /// without one, the operator's `alerts.url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_url: Option<String>,
     /// The tenant's flows, by name.
     pub flows: BTreeMap<String, FlowConfig>,
 }
@@ -83,6 +162,14 @@ pub struct FlowConfig {
     pub paused: bool,
 }
 
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
 fn default_concurrency() -> usize {
     4
 }
@@ -105,6 +192,22 @@ pub struct SourceStage {
     /// Outbound HTTP grants and credentials.
     #[serde(default)]
     pub http: HttpGrants,
+    /// Webhooks this source takes at `POST /hooks/{tenant}/{flow}` of
+    /// `weft serve`; without this table the flow takes none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// How a flow's webhook deliveries are authenticated: Standard Webhooks
+/// signatures (`webhook-id`, `webhook-timestamp`, `webhook-signature`) with
+/// any of these secrets (`whsec_…`), so that a rotation can list the old and
+/// the new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The signing secrets: `{ secret = "name" }` (the tenant's secret, else
+    /// the secrets file) or `{ env = "VAR" }`.
+    pub secrets: Vec<crate::secrets::SecretRef>,
 }
 
 /// A mapper or destination stage.
@@ -224,7 +327,53 @@ mod humantime_serde_str {
     }
 }
 
-fn valid_id(s: &str) -> bool {
+/// Checks one tenant's configuration (what serde cannot): IDs, flows,
+/// schedules, retry policies, stage configs and rates.
+pub fn validate_tenant(tid: &str, tenant: &TenantConfig) -> anyhow::Result<()> {
+    if !valid_id(tid) {
+        bail!("tenants.{tid}: a tenant ID is 1-64 letters, digits, `-` or `_`");
+    }
+    if tenant.flows.is_empty() {
+        bail!("tenants.{tid}: has no flows; add a [tenants.{tid}.flows.NAME] table");
+    }
+    for (fid, flow) in &tenant.flows {
+        let at = format!("tenants.{tid}.flows.{fid}");
+        if !valid_id(fid) {
+            bail!("{at}: a flow name is 1-64 letters, digits, `-` or `_`");
+        }
+        if flow.source.stream.is_empty() {
+            bail!("{at}.source.stream: must name a stream of the source");
+        }
+        if flow.retry.max_attempts == 0 {
+            bail!("{at}.retry.max_attempts: must be at least 1");
+        }
+        if flow.schedule < Duration::from_secs(1) {
+            bail!("{at}.schedule: must be at least 1s");
+        }
+        let stages = std::iter::once(("source", &flow.source.config, &flow.source.http))
+            .chain(flow.mappers.iter().map(|m| ("mappers", &m.config, &m.http)))
+            .chain(std::iter::once((
+                "destination",
+                &flow.destination.config,
+                &flow.destination.http,
+            )));
+        for (stage, config, http) in stages {
+            if !config.is_object() {
+                bail!("{at}.{stage}.config: must be a table");
+            }
+            if let Some(r) = http.rate
+                && !(r.per_second > 0.0 && r.burst >= 1)
+            {
+                bail!("{at}.{stage}.http.rate: per_second must be > 0 and burst >= 1");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `s` is a valid tenant ID or flow name: 1-64 letters, digits,
+/// `-` or `_`.
+pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.chars()
@@ -247,6 +396,11 @@ impl WeftConfig {
         {
             config.secrets_file = Some(base.join(s));
         }
+        if let Some(k) = &config.service.key_file
+            && k.is_relative()
+        {
+            config.service.key_file = Some(base.join(k));
+        }
         Ok(config)
     }
 
@@ -268,45 +422,18 @@ impl WeftConfig {
                 .map_err(|e| anyhow::anyhow!("private_hosts[{i}]: {e}"))?;
         }
         for (tid, tenant) in &self.tenants {
-            if !valid_id(tid) {
-                bail!("tenants.{tid}: a tenant ID is 1-64 letters, digits, `-` or `_`");
-            }
-            if tenant.flows.is_empty() {
-                bail!("tenants.{tid}: has no flows; add a [tenants.{tid}.flows.NAME] table");
-            }
-            for (fid, flow) in &tenant.flows {
-                let at = format!("tenants.{tid}.flows.{fid}");
-                if !valid_id(fid) {
-                    bail!("{at}: a flow name is 1-64 letters, digits, `-` or `_`");
-                }
-                if flow.source.stream.is_empty() {
-                    bail!("{at}.source.stream: must name a stream of the source");
-                }
-                if flow.retry.max_attempts == 0 {
-                    bail!("{at}.retry.max_attempts: must be at least 1");
-                }
-                if flow.schedule < Duration::from_secs(1) {
-                    bail!("{at}.schedule: must be at least 1s");
-                }
-                let stages = std::iter::once(("source", &flow.source.config, &flow.source.http))
-                    .chain(flow.mappers.iter().map(|m| ("mappers", &m.config, &m.http)))
-                    .chain(std::iter::once((
-                        "destination",
-                        &flow.destination.config,
-                        &flow.destination.http,
-                    )));
-                for (stage, config, http) in stages {
-                    if !config.is_object() {
-                        bail!("{at}.{stage}.config: must be a table");
-                    }
-                    if let Some(r) = http.rate
-                        && !(r.per_second > 0.0 && r.burst >= 1)
-                    {
-                        bail!("{at}.{stage}.http.rate: per_second must be > 0 and burst >= 1");
-                    }
-                }
-            }
+            validate_tenant(tid, tenant)?;
         }
+        if self.service.webhook_id_hours < 72 {
+            bail!("service.webhook_id_hours: at least 72 (senders retry for days)");
+        }
+        if !(0.0..=1.0).contains(&self.service.schedule_jitter) {
+            bail!("service.schedule_jitter: a fraction from 0 to 1");
+        }
+        self.service
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| anyhow::anyhow!("service.listen: {e} (like \"127.0.0.1:8700\")"))?;
         Ok(())
     }
 

@@ -316,6 +316,12 @@ impl Runtime {
         Self::with_parts(config, kv, Arc::new(SystemResolver), secrets)
     }
 
+    /// The secrets the runtime resolves credentials with (the tenants'
+    /// vault among them, when the operator gave a key).
+    pub fn secrets(&self) -> &SecretStore {
+        &self.secrets
+    }
+
     /// A runtime with the given key-value backend, resolver and secrets.
     pub fn with_parts(
         config: HostConfig,
@@ -454,7 +460,7 @@ impl Runtime {
             &label,
             connector.inner.requested.clone(),
             &grant.http,
-            &self.secrets,
+            &self.secrets.for_tenant(&grant.tenant),
             self.limits.clone(),
             deadline.clone(),
         )?;
@@ -554,6 +560,7 @@ impl Runtime {
             events: self.events.clone(),
             logs,
             poisoned: None,
+            call_started: Instant::now(),
         })
     }
 }
@@ -575,6 +582,7 @@ pub struct ConnectorInstance {
     events: EventLog,
     logs: GuestLog,
     poisoned: Option<String>,
+    call_started: Instant,
 }
 
 impl ConnectorInstance {
@@ -597,6 +605,7 @@ impl ConnectorInstance {
             .deadline
             .set(Instant::now() + self.limits.call_timeout());
         self.logs.start_call();
+        self.call_started = Instant::now();
         Ok(())
     }
 
@@ -615,6 +624,14 @@ impl ConnectorInstance {
         call: &str,
         outcome: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
     ) -> Result<R, CallError> {
+        let m = crate::metrics::metrics();
+        let labels = crate::metrics::CallLabels {
+            connector: self.label.clone(),
+            call: call.to_owned(),
+        };
+        m.guest_call_seconds
+            .get_or_create(&labels)
+            .observe(self.call_started.elapsed().as_secs_f64());
         let err = match outcome {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => self.classify(call, e),
@@ -623,6 +640,7 @@ impl ConnectorInstance {
                 timeout_ms: self.limits.call_timeout_ms,
             },
         };
+        m.guest_traps.get_or_create(&labels).inc();
         Err(self.fail(call, err))
     }
 

@@ -42,10 +42,12 @@ pub mod engine;
 pub mod events;
 pub mod kvstore;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod runner;
 pub mod secrets;
+pub mod service;
 pub mod state;
 
 pub use caps::http::{Credential, HttpGrants, OriginPattern};

@@ -25,6 +25,12 @@ struct Cli {
         default_value = "weft.toml"
     )]
     config: PathBuf,
+    /// Send the command to this running `weft serve` (its admin API) instead
+    /// of opening the state directly; also `server` in weft.toml. The token
+    /// comes from `WEFT_TOKEN`. Works for `run`, `connectors add|list`,
+    /// `dlq`, `state` and `runs`.
+    #[arg(long, global = true, env = "WEFT_SERVER")]
+    server: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,9 +48,12 @@ enum Command {
         #[arg(long)]
         backfill: bool,
     },
-    /// Run every unpaused flow on its schedule (`schedule` in weft.toml,
-    /// default 5 minutes) until interrupted; flows needing attention are
-    /// skipped until a manual `weft run` of them succeeds.
+    /// Run as a service until SIGTERM or Ctrl-C: every active tenant's
+    /// unpaused flows on their schedules, webhook ingress at
+    /// `/hooks/{tenant}/{flow}`, the admin API under `/v1` (tokens:
+    /// `WEFT_ADMIN_TOKEN`), `/healthz`, `/readyz`, `/metrics`, on
+    /// `service.listen`. Flows needing attention are skipped until a manual
+    /// run of them succeeds.
     Serve,
     /// Work with connector components.
     Connectors {
@@ -190,13 +199,25 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| "warn".into())
+    };
+    // `WEFT_LOG_FORMAT=json`: one JSON object a line, with the span fields
+    // (tenant, flow, run, connector) on every line.
+    if std::env::var("WEFT_LOG_FORMAT").as_deref() == Ok("json") {
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let cli = Cli::parse();
     if let Command::Compile {
         input,
@@ -245,14 +266,17 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 fn flows<'a>(host: &'a Host, f: &'a Filter) -> anyhow::Result<Vec<(String, String)>> {
+    let tenants = host.tenants();
     if let Some(t) = &f.tenant {
-        host.config
-            .tenants
+        tenants
             .get(t)
             .with_context(|| format!("no tenant {t:?} in the configuration"))?;
     }
     let mut out = Vec::new();
-    for (tid, tenant) in &host.config.tenants {
+    for (tid, tenant) in &tenants {
+        if !tenant.active && f.tenant.is_none() {
+            continue;
+        }
         if f.tenant.as_ref().is_some_and(|t| t != tid) {
             continue;
         }
@@ -296,6 +320,21 @@ fn summary(r: &RunRecord) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let server = cli
+        .server
+        .clone()
+        .or_else(|| WeftConfig::load(&cli.config).ok().and_then(|c| c.server));
+    if let Some(server) = server
+        && !matches!(cli.command, Command::Serve | Command::Compile { .. })
+        && !matches!(
+            cli.command,
+            Command::Connectors {
+                command: ConnectorsCommand::Inspect { .. }
+            }
+        )
+    {
+        return remote::run(&server, &cli.command).await;
+    }
     match &cli.command {
         Command::Connectors {
             command: ConnectorsCommand::Inspect { file },
@@ -349,13 +388,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Compile { .. } => unreachable!("handled in main before the runtime starts"),
         Command::Serve => {
-            let host = open(&cli)?;
+            let host = std::sync::Arc::new(open(&cli)?);
+            let tokens = weft::service::admin::operator_tokens_from_env();
+            if tokens.is_empty() {
+                tracing::warn!(
+                    "WEFT_ADMIN_TOKEN is not set: the admin API accepts only tokens minted earlier"
+                );
+            }
+            let listen = host.config.service.listen.clone();
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("listening on {listen} (service.listen)"))?;
+            outln!("weft serve: listening on http://{}", listener.local_addr()?);
             let stop = async {
-                let _ = tokio::signal::ctrl_c().await;
+                use tokio::signal::unix::{SignalKind, signal};
+                let mut term = match signal(SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                        return;
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
             };
-            weft::runner::serve(&host, stop, &|r| {
-                let _ = writeln!(std::io::stdout().lock(), "{}", summary(r));
-            })
+            weft::service::run(
+                host,
+                listener,
+                stop,
+                |r| {
+                    let _ = writeln!(std::io::stdout().lock(), "{}", summary(r));
+                },
+                &tokens,
+            )
             .await?;
         }
         Command::Run { filter, backfill } => {
@@ -487,7 +554,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     flow,
                     since,
                 } => {
-                    host.config.flow(tenant, flow)?;
+                    host.flow(tenant, flow)?;
                     let cursor = match since {
                         Some(s) => {
                             humantime::parse_rfc3339_weak(s)
@@ -529,4 +596,186 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The CLI against a running `weft serve`: the same commands over the
+/// admin API.
+mod remote {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use serde_json::Value;
+
+    struct Api {
+        base: String,
+        token: String,
+    }
+
+    impl Api {
+        async fn call(&self, method: &str, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+            let url: http::Uri = format!("{}{path}", self.base.trim_end_matches('/')).parse()?;
+            let authority = url
+                .authority()
+                .context("--server must be http://host:port")?
+                .clone();
+            let stream = tokio::net::TcpStream::connect(authority.as_str())
+                .await
+                .with_context(|| format!("connecting to weft serve at {}", self.base))?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let req = http::Request::builder()
+                .method(method)
+                .uri(url.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+                .header("host", authority.as_str())
+                .header("authorization", format!("Bearer {}", self.token))
+                .body(Full::new(bytes::Bytes::from(body)))?;
+            let resp = send.send_request(req).await?;
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            let v: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+            if !status.is_success() {
+                anyhow::bail!(
+                    "{method} {path}: {status}: {}",
+                    v["error"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or(v.to_string())
+                );
+            }
+            Ok(v)
+        }
+    }
+
+    fn query(f: &Filter) -> String {
+        let mut q = Vec::new();
+        if let Some(t) = &f.tenant {
+            q.push(format!("tenant={t}"));
+        }
+        if let Some(x) = &f.flow {
+            q.push(format!("flow={x}"));
+        }
+        q.join("&")
+    }
+
+    pub async fn run(server: &str, command: &Command) -> anyhow::Result<ExitCode> {
+        let api = Api {
+            base: server.to_owned(),
+            token: std::env::var("WEFT_TOKEN")
+                .or_else(|_| std::env::var("WEFT_ADMIN_TOKEN"))
+                .context("set WEFT_TOKEN to an admin API token of the server")?,
+        };
+        match command {
+            Command::Run { filter, backfill } => {
+                let (Some(t), Some(f)) = (&filter.tenant, &filter.flow) else {
+                    anyhow::bail!("against a server, `run` needs --tenant and --flow");
+                };
+                let body = serde_json::json!({ "backfill": backfill }).to_string();
+                api.call(
+                    "POST",
+                    &format!("/v1/tenants/{t}/flows/{f}/runs"),
+                    body.into_bytes(),
+                )
+                .await?;
+                outln!("{t}/{f}: queued on {server} (see `weft runs list`)");
+            }
+            Command::Connectors { command } => match command {
+                ConnectorsCommand::Add { file } => {
+                    let bytes = std::fs::read(file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    let v = api.call("POST", "/v1/connectors", bytes).await?;
+                    print_json(&v)?;
+                }
+                ConnectorsCommand::List => {
+                    print_json(&api.call("GET", "/v1/connectors", vec![]).await?)?
+                }
+                ConnectorsCommand::Inspect { .. } => unreachable!("handled locally"),
+            },
+            Command::Dlq { command } => match command {
+                DlqCommand::List { filter } => print_json(
+                    &api.call(
+                        "GET",
+                        &format!("/v1/dead-letters?{}", query(filter)),
+                        vec![],
+                    )
+                    .await?,
+                )?,
+                DlqCommand::Show { id } => print_json(
+                    &api.call("GET", &format!("/v1/dead-letters/{id}"), vec![])
+                        .await?,
+                )?,
+                DlqCommand::Replay { id, filter } => {
+                    let path = if id == "all" {
+                        format!("/v1/dead-letters/replay?{}", query(filter))
+                    } else {
+                        format!("/v1/dead-letters/{id}/replay")
+                    };
+                    print_json(&api.call("POST", &path, vec![]).await?)?;
+                }
+                DlqCommand::Discard { id } => {
+                    api.call("DELETE", &format!("/v1/dead-letters/{id}"), vec![])
+                        .await?;
+                    outln!("discarded {id}");
+                }
+            },
+            Command::State { command } => match command {
+                StateCommand::Show { filter } => {
+                    let tenants = api.call("GET", "/v1/tenants", vec![]).await?;
+                    for (t, v) in tenants.as_object().into_iter().flatten() {
+                        if filter.tenant.as_ref().is_some_and(|x| x != t) {
+                            continue;
+                        }
+                        for f in v["flows"].as_array().into_iter().flatten() {
+                            let f = f.as_str().unwrap_or_default();
+                            if filter.flow.as_ref().is_some_and(|x| x != f) {
+                                continue;
+                            }
+                            let s = api
+                                .call("GET", &format!("/v1/tenants/{t}/flows/{f}/state"), vec![])
+                                .await?;
+                            outln!(
+                                "{t}/{f}\tcursor: {}\t{}",
+                                s["cursor"].as_str().unwrap_or("(beginning)"),
+                                s["health"].as_str().unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                StateCommand::Reset {
+                    tenant,
+                    flow,
+                    since,
+                } => {
+                    let body = serde_json::json!({ "since": since }).to_string();
+                    api.call(
+                        "POST",
+                        &format!("/v1/tenants/{tenant}/flows/{flow}/reset"),
+                        body.into_bytes(),
+                    )
+                    .await?;
+                    outln!("{tenant}/{flow}: reset");
+                }
+            },
+            Command::Runs { command } => match command {
+                RunsCommand::List { filter, limit } => {
+                    let v = api
+                        .call(
+                            "GET",
+                            &format!("/v1/runs?limit={limit}&{}", query(filter)),
+                            vec![],
+                        )
+                        .await?;
+                    for r in v.as_array().into_iter().flatten() {
+                        let r: RunRecord = serde_json::from_value(r.clone())?;
+                        outln!("{}", summary(&r));
+                    }
+                }
+                RunsCommand::Show { id } => {
+                    print_json(&api.call("GET", &format!("/v1/runs/{id}"), vec![]).await?)?
+                }
+            },
+            Command::Serve | Command::Compile { .. } => unreachable!("handled locally"),
+        }
+        Ok(ExitCode::SUCCESS)
+    }
 }

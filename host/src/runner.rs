@@ -12,7 +12,7 @@
 //! records are dead-lettered and the rest of the page goes on; config errors
 //! stop the flow and mark it as needing attention.
 
-use crate::config::{FlowConfig, RetryPolicy, Stage, WeftConfig};
+use crate::config::{FlowConfig, RetryPolicy, Stage, TenantConfig, WeftConfig};
 use crate::connector::{
     CallError, Connector, ConnectorInstance, HostConfig, Runtime, TenantGrant, WorldKind,
 };
@@ -48,8 +48,14 @@ impl Trigger {
 
 /// A weft host: configuration, runtime, state and registry together.
 pub struct Host {
-    /// The configuration.
+    /// The configuration file as loaded. Its tenants are where the live set
+    /// started: read tenants with [`Host::tenants`] and [`Host::flow`].
     pub config: WeftConfig,
+    /// The live tenants: `weft.toml`'s, overlaid with those written over the
+    /// admin API (kept in the state store, `tenant` documents).
+    tenants: std::sync::RwLock<std::collections::BTreeMap<String, TenantConfig>>,
+    /// Bumped whenever the live tenants change.
+    generation: std::sync::atomic::AtomicU64,
     /// The sandbox runtime.
     pub runtime: Runtime,
     /// Durable state.
@@ -100,6 +106,9 @@ struct Item {
 /// SDK's `DEAD_LETTER_FIELD`).
 pub const RETRACT_FIELD: &str = "weft_dead_letter";
 
+/// The state-store document kind of tenants written at runtime.
+pub const TENANT_DOC: &str = "tenant";
+
 /// The reason of a retract request in `r`, if it is one.
 fn retract_reason(r: &Record) -> Option<String> {
     if r.op != Operation::Delete || !r.body.contains(RETRACT_FIELD) {
@@ -130,10 +139,13 @@ impl Host {
         // The state directory is locked by this process: a run still marked
         // running was left by a process that ended without finishing it.
         mark_interrupted(&*state)?;
-        let secrets = match &config.secrets_file {
+        let mut secrets = match &config.secrets_file {
             Some(p) => crate::secrets::SecretStore::with_file(p)?,
             None => crate::secrets::SecretStore::from_env(),
         };
+        if let Some(key) = crate::secrets::Vault::key_from(config.service.key_file.as_deref())? {
+            secrets = secrets.with_vault(crate::secrets::Vault::new(&key, state.clone())?);
+        }
         Self::open_with(
             config,
             state,
@@ -158,12 +170,139 @@ impl Host {
         };
         let runtime = Runtime::with_parts(host_config, state.kv(), resolver, secrets)?;
         let registry = Registry::new(config.data_dir.join("connectors"), state.clone())?;
+        let mut tenants = config.tenants.clone();
+        for (id, doc) in state.doc_list(TENANT_DOC, "")? {
+            match serde_json::from_slice::<Option<TenantConfig>>(&doc)
+                .with_context(|| format!("reading tenant {id:?} from the state"))?
+            {
+                Some(t) => tenants.insert(id, t),
+                None => tenants.remove(&id),
+            };
+        }
         Ok(Host {
             config,
+            tenants: std::sync::RwLock::new(tenants),
+            generation: Default::default(),
             runtime,
             state,
             registry,
         })
+    }
+
+    /// A number that changes whenever the live tenants change.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A snapshot of the live tenants.
+    pub fn tenants(&self) -> std::collections::BTreeMap<String, TenantConfig> {
+        self.tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// One live tenant.
+    pub fn tenant(&self, id: &str) -> Option<TenantConfig> {
+        self.tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// The flow `tenant`/`flow` as configured now, or an error listing what
+    /// exists.
+    pub fn flow(&self, tenant: &str, flow: &str) -> anyhow::Result<FlowConfig> {
+        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        let t = tenants.get(tenant).with_context(|| {
+            format!(
+                "no tenant {tenant:?} (tenants: {})",
+                tenants.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        t.flows.get(flow).cloned().with_context(|| {
+            format!(
+                "tenant {tenant:?} has no flow {flow:?} (flows: {})",
+                t.flows.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
+    /// Creates or replaces a tenant at runtime: validated, kept in the state
+    /// store (it survives restarts and overrides `weft.toml`'s tenant of the
+    /// same ID), and used by the next run of each of its flows.
+    pub fn put_tenant(&self, id: &str, tenant: TenantConfig) -> anyhow::Result<()> {
+        crate::config::validate_tenant(id, &tenant)?;
+        self.state
+            .doc_put(TENANT_DOC, id, &serde_json::to_vec(&Some(&tenant))?)?;
+        self.tenants
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), tenant);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Checks a tenant's flows as a run would, without running them: each
+    /// stage's connector is registered, of the right world, offers the
+    /// stream, and its config passes the connector's JSON Schema. Errors
+    /// name the field (`tenants.T.flows.F.destination.config: ...`).
+    pub async fn check_tenant(&self, id: &str, tenant: &TenantConfig) -> anyhow::Result<()> {
+        for (name, flow) in &tenant.flows {
+            let at = format!("tenants.{id}.flows.{name}");
+            let src = Stage {
+                connector: flow.source.connector.clone(),
+                config: flow.source.config.clone(),
+                http: flow.source.http.clone(),
+            };
+            let c = self
+                .stage_connector(&src, WorldKind::Source, &format!("{at}.source"))
+                .await?;
+            let streams = &c.info().streams;
+            if !streams.is_empty() && !streams.iter().any(|s| s.name == flow.source.stream) {
+                bail!(
+                    "{at}.source.stream: {} offers no stream {:?}",
+                    c.label(),
+                    flow.source.stream
+                );
+            }
+            for (i, m) in flow.mappers.iter().enumerate() {
+                self.stage_connector(m, WorldKind::Mapper, &format!("{at}.mappers[{i}]"))
+                    .await?;
+            }
+            self.stage_connector(
+                &flow.destination,
+                WorldKind::Destination,
+                &format!("{at}.destination"),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The configuration with the live tenants, as `weft.toml` text
+    /// (secrets appear only as references).
+    pub fn export_config(&self) -> anyhow::Result<String> {
+        let mut config = self.config.clone();
+        config.tenants = self.tenants();
+        toml::to_string(&config).context("writing the configuration as TOML")
+    }
+
+    /// Deletes a tenant (its state stays until reset); whether it existed.
+    pub fn delete_tenant(&self, id: &str) -> anyhow::Result<bool> {
+        let existed = self.tenant(id).is_some();
+        // A tombstone, so that a tenant of `weft.toml` stays deleted.
+        self.state
+            .doc_put(TENANT_DOC, id, &serde_json::to_vec(&None::<TenantConfig>)?)?;
+        self.tenants
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(existed)
     }
 
     /// Resolves and loads a stage's connector, checking its world.
@@ -287,7 +426,7 @@ impl Host {
         trigger: Trigger,
         progress: &(dyn Fn(&RunRecord) + Sync),
     ) -> anyhow::Result<RunRecord> {
-        let flow = self.config.flow(tenant, flow_name)?.clone();
+        let flow = self.flow(tenant, flow_name)?;
         let mut run = RunRecord {
             trigger: trigger.as_str().to_owned(),
             ..new_run(tenant, flow_name)
@@ -423,7 +562,7 @@ impl Host {
         retry: &RetryPolicy,
         run: &mut RunRecord,
     ) -> Result<(), Stop> {
-        let scope = delivery_scope(self.config.flow(tenant, flow)?);
+        let scope = delivery_scope(&self.flow(tenant, flow)?);
         let mut items = self.fresh_items(tenant, flow, &scope, records, run)?;
         self.deliver(sink, &mut items, retry, run).await?;
         let commit = commit_for(tenant, flow, &scope, &items, cursor, run);
@@ -446,14 +585,28 @@ impl Host {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> anyhow::Result<RunRecord> {
-        let flow = self.config.flow(tenant, flow_name)?.clone();
+        self.deliver_webhooks(tenant, flow_name, vec![(headers, body)])
+            .await
+    }
+
+    /// Like [`Host::deliver_webhook`] for several deliveries of one flow, in
+    /// order, as one run: one instance of each stage, one commit.
+    pub async fn deliver_webhooks(
+        &self,
+        tenant: &str,
+        flow_name: &str,
+        deliveries: Vec<(Vec<(String, String)>, Vec<u8>)>,
+    ) -> anyhow::Result<RunRecord> {
+        let flow = self.flow(tenant, flow_name)?;
         let mut run = RunRecord {
             trigger: "webhook".into(),
             ..new_run(tenant, flow_name)
         };
-        self.state.save_run(&run)?;
+        self.state.save_run_progress(&run)?;
+        let span = tracing::info_span!("webhook", tenant, flow = flow_name, run_id = %run.id);
         let result = self
-            .webhook_pages(tenant, flow_name, &flow, headers, body, &mut run)
+            .webhook_pages(tenant, flow_name, &flow, deliveries, &mut run)
+            .instrument(span)
             .await;
         self.finish(tenant, flow_name, &mut run, result)?;
         Ok(run)
@@ -464,8 +617,7 @@ impl Host {
         tenant: &str,
         flow_name: &str,
         flow: &FlowConfig,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
+        deliveries: Vec<(Vec<(String, String)>, Vec<u8>)>,
         run: &mut RunRecord,
     ) -> Result<(), Stop> {
         let mut p = self
@@ -476,10 +628,13 @@ impl Host {
             .source
             .as_mut()
             .expect("pipelines built with_source have one");
-        let records = match source.on_webhook(headers, body).await {
-            Ok(r) => r,
-            Err(e) => return Err(stop_for("on-webhook", source.label(), e)),
-        };
+        let mut records = Vec::new();
+        for (headers, body) in deliveries {
+            match source.on_webhook(headers, body).await {
+                Ok(r) => records.extend(r),
+                Err(e) => return Err(stop_for("on-webhook", source.label(), e)),
+            }
+        }
         run.fetched += records.len() as u64;
         self.process(
             &mut p.sink,
@@ -519,6 +674,7 @@ impl Host {
                 run.error = Some(e);
             }
         }
+        crate::metrics::metrics().run_ended(run);
         self.state.save_run(run)
     }
 
@@ -603,11 +759,10 @@ impl Host {
         for mapper in &mut p.mappers {
             let label = mapper.label().to_owned();
             let (owners, records) = live_outputs(items);
-            let outcomes = call_with_retry(retry, run, &records, async |rs: &[Record]| {
-                mapper.map(rs).await
-            })
-            .await
-            .map_err(|e| stop_for("map", &label, e))?;
+            let outcomes =
+                call_with_retry(retry, run, &records, mapper, |m, rs| Box::pin(m.map(rs)))
+                    .await
+                    .map_err(|e| stop_for("map", &label, e))?;
             for it in items.iter_mut().filter(|it| it.dead.is_none()) {
                 it.outputs.clear();
             }
@@ -646,8 +801,8 @@ impl Host {
         let label = p.destination.label().to_owned();
         let (owners, records) = live_outputs(items);
         let destination = &mut p.destination;
-        let outcomes = call_with_retry(retry, run, &records, async |rs: &[Record]| {
-            destination.emit(rs).await
+        let outcomes = call_with_retry(retry, run, &records, destination, |d, rs| {
+            Box::pin(d.emit(rs))
         })
         .await
         .map_err(|e| stop_for("emit", &label, e))?;
@@ -681,7 +836,7 @@ impl Host {
         kind: &str,
         key: &str,
     ) -> anyhow::Result<String> {
-        let scope = delivery_scope(self.config.flow(tenant, flow)?);
+        let scope = delivery_scope(&self.flow(tenant, flow)?);
         Ok(DeadLetter::id_for(tenant, &scope, kind, key))
     }
 
@@ -693,7 +848,7 @@ impl Host {
             .state
             .dead_letter(id)?
             .with_context(|| format!("no dead letter {id}"))?;
-        let flow = self.config.flow(&dl.tenant, &dl.flow)?.clone();
+        let flow = self.flow(&dl.tenant, &dl.flow)?;
         let run_id = new_run_id();
         let mut labels = Vec::new();
         let mut p = self
@@ -790,103 +945,203 @@ fn record_failure(stage: &'static str, label: &str, e: ConnectorError) -> Result
     }
 }
 
-/// Runs every unpaused flow on its schedule until `stop` resolves: each
-/// flow runs once at start, then `schedule` after its previous run was due.
-/// Flows run concurrently, at most `max_concurrent_runs` at once, and never
-/// two runs of one flow at once (a run still going when its next one is due
-/// makes that one wait), so a flow that runs long delays only itself. A flow
-/// that needs attention is skipped (a person must fix it; a manual `weft
-/// run` of it clears the flag when it succeeds). A run that fails is
-/// recorded and reported; the schedule goes on. `report` gets every
-/// finished run.
+/// A request to run a flow now (from the admin API).
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The tenant.
+    pub tenant: String,
+    /// The flow.
+    pub flow: String,
+    /// Whether to start from the beginning.
+    pub backfill: bool,
+}
+
+/// Runs every active tenant's unpaused flows on their schedules until `stop`
+/// completes; see [`serve_with`].
 pub async fn serve(
     host: &Host,
     stop: impl Future<Output = ()>,
     report: &(dyn Fn(&RunRecord) + Sync),
 ) -> anyhow::Result<()> {
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    serve_with(host, stop, report, rx).await
+}
+
+/// The scheduler. Flows run concurrently, at most `max_concurrent_runs` at
+/// once, and never two runs of one flow at once (a run still going when its
+/// next one is due makes that one wait), so a flow that runs long delays
+/// only itself. Each flow runs on its own schedule: the first run at start
+/// (or when the flow appears) plus a random part of `schedule_jitter` ×
+/// schedule, each next one a schedule plus such a random part after the
+/// last was due, so that many tenants on one schedule spread out. Tenants
+/// and flows added, changed or removed at runtime ([`Host::put_tenant`]) are
+/// picked up at once. A flow that needs attention is skipped (a person must
+/// fix it; a manual run of it clears the flag when it succeeds). A run that
+/// fails is recorded and reported; the schedule goes on. `requests` start a
+/// flow now. `report` gets every finished run.
+///
+/// Memory: one entry per scheduled flow (its IDs, schedule and due time)
+/// and a heap of due times; everything else is in the state store.
+pub async fn serve_with(
+    host: &Host,
+    stop: impl Future<Output = ()>,
+    report: &(dyn Fn(&RunRecord) + Sync),
+    mut requests: tokio::sync::mpsc::Receiver<RunRequest>,
+) -> anyhow::Result<()> {
     use futures::StreamExt;
     use futures::stream::FuturesUnordered;
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, HashMap};
     use tokio::time::Instant;
 
     struct Due {
         at: Instant,
-        tenant: String,
-        flow: String,
         every: Duration,
         running: bool,
+        /// A run asked for while one was going: start it when that ends.
+        again: Option<Trigger>,
     }
-    let mut due: Vec<Due> = host
-        .config
-        .tenants
-        .iter()
-        .flat_map(|(t, tc)| {
-            tc.flows
-                .iter()
-                .filter(|(_, f)| !f.paused)
-                .map(move |(f, fc)| Due {
-                    at: Instant::now(),
-                    tenant: t.clone(),
-                    flow: f.clone(),
-                    every: fc.schedule,
-                    running: false,
-                })
-        })
-        .collect();
-    anyhow::ensure!(!due.is_empty(), "no unpaused flow to schedule");
+    type Key = (String, String);
+    let jitter = host.config.service.schedule_jitter;
+    let spread = move |every: Duration| every.mul_f64(jitter * rand::random::<f64>());
+    let mut due: HashMap<Key, Due> = HashMap::new();
+    let mut heap: BinaryHeap<Reverse<(Instant, Key)>> = BinaryHeap::new();
+    let mut seen_generation = u64::MAX;
     let bound = host.config.max_concurrent_runs.max(1);
     let mut running = FuturesUnordered::new();
+    let mut queued: std::collections::VecDeque<(Key, Trigger, Instant)> = Default::default();
     tokio::pin!(stop);
     loop {
-        // Start what is due, oldest first, while there is room.
+        // Pick up tenants and flows changed at runtime.
+        let generation = host.generation();
+        if generation != seen_generation {
+            seen_generation = generation;
+            let now = Instant::now();
+            let mut live = std::collections::HashSet::new();
+            for (t, tc) in host.tenants() {
+                if !tc.active {
+                    continue;
+                }
+                for (f, fc) in tc.flows {
+                    if fc.paused {
+                        continue;
+                    }
+                    let key = (t.clone(), f);
+                    live.insert(key.clone());
+                    match due.get_mut(&key) {
+                        Some(d) => {
+                            if d.every != fc.schedule {
+                                d.every = fc.schedule;
+                                d.at = d.at.min(now + fc.schedule);
+                                heap.push(Reverse((d.at, key)));
+                            }
+                        }
+                        None => {
+                            let at = now + spread(fc.schedule);
+                            heap.push(Reverse((at, key.clone())));
+                            due.insert(
+                                key,
+                                Due {
+                                    at,
+                                    every: fc.schedule,
+                                    running: false,
+                                    again: None,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            due.retain(|k, d| live.contains(k) || d.running);
+        }
+        // What is due goes to the queue, oldest first.
         let now = Instant::now();
-        let mut ready: Vec<usize> = (0..due.len())
-            .filter(|&i| !due[i].running && due[i].at <= now)
-            .collect();
-        ready.sort_by_key(|&i| due[i].at);
-        for i in ready {
-            if running.len() >= bound {
+        while let Some(Reverse((at, key))) = heap.peek().cloned() {
+            if at > now {
                 break;
             }
-            let d = &mut due[i];
-            // The next run is due one schedule after this one was; a flow
-            // that fell behind does not run back to back to catch up.
-            d.at = (d.at + d.every).max(now);
-            match host.state.attention(&d.tenant, &d.flow) {
-                Ok(Some(reason)) => {
-                    tracing::warn!(tenant = %d.tenant, flow = %d.flow, reason, "skipping a flow that needs attention");
-                    continue;
+            heap.pop();
+            let Some(d) = due.get_mut(&key) else { continue };
+            if d.at != at {
+                continue; // superseded
+            }
+            if d.running {
+                d.again.get_or_insert(Trigger::Schedule);
+            } else {
+                queued.push_back((key.clone(), Trigger::Schedule, at));
+            }
+            d.at = at + d.every + spread(d.every);
+            heap.push(Reverse((d.at, key)));
+        }
+        // Start queued runs while there is room.
+        while running.len() < bound {
+            let Some((key, trigger, due_at)) = queued.pop_front() else {
+                break;
+            };
+            let Some(d) = due.get_mut(&key) else { continue };
+            if d.running {
+                d.again.get_or_insert(trigger);
+                continue;
+            }
+            if trigger == Trigger::Schedule {
+                match host.state.attention(&key.0, &key.1) {
+                    Ok(Some(reason)) => {
+                        tracing::warn!(tenant = %key.0, flow = %key.1, reason, "skipping a flow that needs attention");
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(tenant = %key.0, flow = %key.1, error = %format!("{e:#}"), "reading the flow's state");
+                        continue;
+                    }
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(tenant = %d.tenant, flow = %d.flow, error = %format!("{e:#}"), "reading the flow's state");
-                    continue;
-                }
+                crate::metrics::metrics().schedule_lag_seconds.observe(
+                    Instant::now()
+                        .saturating_duration_since(due_at)
+                        .as_secs_f64(),
+                );
             }
             d.running = true;
-            let (tenant, flow) = (d.tenant.clone(), d.flow.clone());
             running.push(async move {
-                let r = host
-                    .run_flow(&tenant, &flow, Trigger::Schedule, &|_| {})
-                    .await;
-                (i, r)
+                let r = host.run_flow(&key.0, &key.1, trigger, &|_| {}).await;
+                (key, r)
             });
         }
-        let next = due
-            .iter()
-            .filter(|d| !d.running)
-            .map(|d| d.at)
-            .min()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let next = heap
+            .peek()
+            .map(|Reverse((at, _))| *at)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+            .min(Instant::now() + Duration::from_secs(1));
         tokio::select! {
-            _ = &mut stop => return Ok(()),
-            Some((i, result)) = running.next(), if !running.is_empty() => {
-                due[i].running = false;
+            _ = &mut stop => {
+                // Let the runs in flight finish their page commits.
+                while running.next().await.is_some() {}
+                return Ok(());
+            }
+            Some((key, result)) = running.next(), if !running.is_empty() => {
+                if let Some(d) = due.get_mut(&key) {
+                    d.running = false;
+                    if let Some(t) = d.again.take() {
+                        queued.push_front((key.clone(), t, Instant::now()));
+                    }
+                }
                 match result {
                     Ok(run) => report(&run),
-                    Err(e) => tracing::error!(tenant = %due[i].tenant, flow = %due[i].flow, error = %format!("{e:#}"), "a scheduled run could not start"),
+                    Err(e) => tracing::error!(tenant = %key.0, flow = %key.1, error = %format!("{e:#}"), "a run could not start"),
                 }
             }
-            _ = tokio::time::sleep_until(next), if running.len() < bound => {}
+            Some(req) = requests.recv() => {
+                let key = (req.tenant, req.flow);
+                let trigger = if req.backfill { Trigger::Backfill } else { Trigger::Manual };
+                due.entry(key.clone()).or_insert_with(|| Due {
+                    at: Instant::now() + Duration::from_secs(3600 * 24 * 365),
+                    every: Duration::from_secs(3600 * 24 * 365),
+                    running: false,
+                    again: None,
+                });
+                queued.push_back((key, trigger, Instant::now()));
+            }
+            _ = tokio::time::sleep_until(next) => {}
         }
     }
 }
@@ -1035,15 +1290,22 @@ fn commit_for(
 
 /// Calls `f` on `records`, then again on the ones that failed transiently,
 /// until none do or the budget is spent. Returns one outcome per record.
-async fn call_with_retry<T, F>(
+/// One batch call of an instance (`map` or `emit`), boxed so that the
+/// futures stay `Send` for the service's tasks.
+type BatchCall<T> =
+    for<'a> fn(
+        &'a mut ConnectorInstance,
+        &'a [Record],
+    )
+        -> futures::future::BoxFuture<'a, Result<Vec<Result<T, ConnectorError>>, CallError>>;
+
+async fn call_with_retry<T>(
     retry: &RetryPolicy,
     run: &mut RunRecord,
     records: &[Record],
-    mut f: F,
-) -> Result<Vec<Result<T, ConnectorError>>, CallError>
-where
-    F: AsyncFnMut(&[Record]) -> Result<Vec<Result<T, ConnectorError>>, CallError>,
-{
+    instance: &mut ConnectorInstance,
+    f: BatchCall<T>,
+) -> Result<Vec<Result<T, ConnectorError>>, CallError> {
     let mut results: Vec<Option<Result<T, ConnectorError>>> =
         records.iter().map(|_| None).collect();
     let mut pending: Vec<usize> = (0..records.len()).collect();
@@ -1053,10 +1315,10 @@ where
         // The first attempt sends the records as they are; retries only the
         // ones that failed.
         let outcomes = if pending.len() == records.len() {
-            f(records).await?
+            f(instance, records).await?
         } else {
             let batch: Vec<Record> = pending.iter().map(|&i| records[i].clone()).collect();
-            f(&batch).await?
+            f(instance, &batch).await?
         };
         let mut still = Vec::new();
         let mut wait_hint = None;

@@ -3,12 +3,17 @@
 //! `name = "value"` per secret, readable only by the operator). Secrets are
 //! resolved by the host when a tenant's grant is built and go only into
 //! outbound requests: they never enter a connector's sandbox.
+//!
+//! Tenants' own secrets, written over the admin API, are sealed at rest in
+//! the state store ([`Vault`]) under a key the operator supplies.
 
+use crate::state::StateStore;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// A reference to a secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,10 +47,140 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Resolves [`SecretRef`]s against the environment and a secrets file.
+/// Resolves [`SecretRef`]s against the environment, the tenant's sealed
+/// secrets (written over the admin API) and the secrets file.
 #[derive(Debug, Default, Clone)]
 pub struct SecretStore {
     file: BTreeMap<String, String>,
+    vault: Option<Vault>,
+    tenant: Option<String>,
+}
+
+/// The document kind of sealed tenant secrets in the state store.
+pub const SECRET_DOC: &str = "secret";
+
+/// Tenant secrets sealed at rest with XChaCha20-Poly1305 under the
+/// operator's key. A value is written once and never read back out of weft:
+/// only [`SecretStore::resolve`] opens it, to put it into a request.
+#[derive(Clone)]
+pub struct Vault {
+    cipher: Arc<chacha20poly1305::XChaCha20Poly1305>,
+    state: Arc<dyn StateStore>,
+}
+
+impl fmt::Debug for Vault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Vault(***)")
+    }
+}
+
+impl Vault {
+    /// A vault with `key` (32 bytes, base64) over `state`.
+    pub fn new(key_b64: &str, state: Arc<dyn StateStore>) -> anyhow::Result<Self> {
+        use base64::Engine;
+        use chacha20poly1305::KeyInit;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(key_b64.trim())
+            .context("the secret key is not base64")?;
+        if key.len() != 32 {
+            bail!(
+                "the secret key must be 32 bytes (base64 of `head -c 32 /dev/urandom`), not {}",
+                key.len()
+            );
+        }
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new_from_slice(&key)
+            .map_err(|_| anyhow::anyhow!("bad secret key"))?;
+        Ok(Vault {
+            cipher: Arc::new(cipher),
+            state,
+        })
+    }
+
+    /// The operator's key: `WEFT_SECRET_KEY`, else the key file, else none.
+    pub fn key_from(key_file: Option<&Path>) -> anyhow::Result<Option<String>> {
+        if let Ok(k) = std::env::var("WEFT_SECRET_KEY")
+            && !k.is_empty()
+        {
+            return Ok(Some(k));
+        }
+        match key_file {
+            Some(p) => Ok(Some(std::fs::read_to_string(p).with_context(|| {
+                format!("reading the secret key file {}", p.display())
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    fn id(tenant: &str, name: &str) -> String {
+        format!("{tenant}/{name}")
+    }
+
+    /// Seals and stores `value` as the tenant's secret `name`.
+    pub fn put(&self, tenant: &str, name: &str, value: &str) -> anyhow::Result<()> {
+        use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload};
+        let id = Self::id(tenant, name);
+        let nonce = chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        // The ID is authenticated: a sealed value moved to another tenant's
+        // key does not open.
+        let sealed = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: value.as_bytes(),
+                    aad: id.as_bytes(),
+                },
+            )
+            .map_err(|_| anyhow::anyhow!("sealing a secret"))?;
+        let mut doc = nonce.to_vec();
+        doc.extend_from_slice(&sealed);
+        self.state.doc_put(SECRET_DOC, &id, &doc)
+    }
+
+    /// Opens the tenant's secret `name`, if it has one.
+    pub fn get(&self, tenant: &str, name: &str) -> anyhow::Result<Option<Secret>> {
+        use chacha20poly1305::aead::{Aead, Payload};
+        let id = Self::id(tenant, name);
+        let Some(doc) = self.state.doc_get(SECRET_DOC, &id)? else {
+            return Ok(None);
+        };
+        if doc.len() < 24 {
+            bail!("secret {name:?} of tenant {tenant:?} is damaged");
+        }
+        let (nonce, sealed) = doc.split_at(24);
+        let plain = self
+            .cipher
+            .decrypt(
+                chacha20poly1305::XNonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: id.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "secret {name:?} of tenant {tenant:?} does not open with this key (was the key changed?)"
+                )
+            })?;
+        Ok(Some(Secret(
+            String::from_utf8(plain).context("secret is not UTF-8")?,
+        )))
+    }
+
+    /// The names of the tenant's secrets (never their values).
+    pub fn names(&self, tenant: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .state
+            .doc_list(SECRET_DOC, &format!("{tenant}/"))?
+            .into_iter()
+            .map(|(id, _)| id[tenant.len() + 1..].to_owned())
+            .collect())
+    }
+
+    /// Deletes the tenant's secret `name`; whether it existed.
+    pub fn delete(&self, tenant: &str, name: &str) -> anyhow::Result<bool> {
+        self.state.doc_delete(SECRET_DOC, &Self::id(tenant, name))
+    }
 }
 
 impl SecretStore {
@@ -64,12 +199,38 @@ impl SecretStore {
                 path.display()
             )
         })?;
-        Ok(SecretStore { file })
+        Ok(SecretStore {
+            file,
+            ..Default::default()
+        })
     }
 
     /// A store with the given file entries (for tests and embedding).
     pub fn from_map(file: BTreeMap<String, String>) -> Self {
-        SecretStore { file }
+        SecretStore {
+            file,
+            ..Default::default()
+        }
+    }
+
+    /// This store with tenants' sealed secrets.
+    pub fn with_vault(mut self, vault: Vault) -> Self {
+        self.vault = Some(vault);
+        self
+    }
+
+    /// The vault of tenant secrets, if the operator supplied a key.
+    pub fn vault(&self) -> Option<&Vault> {
+        self.vault.as_ref()
+    }
+
+    /// This store as `tenant` sees it: `{ secret = "name" }` is the
+    /// tenant's own sealed secret `name` if it has one, else the file's.
+    pub fn for_tenant(&self, tenant: &str) -> SecretStore {
+        SecretStore {
+            tenant: Some(tenant.to_owned()),
+            ..self.clone()
+        }
     }
 
     /// Resolves one reference, or says which variable or key is missing.
@@ -80,12 +241,21 @@ impl SecretStore {
                 Ok(_) => bail!("environment variable {name} is empty"),
                 Err(_) => bail!("environment variable {name} is not set"),
             },
-            SecretRef::Secret(key) => self
-                .file
-                .get(key)
-                .cloned()
-                .map(Secret)
-                .with_context(|| format!("secret {key:?} is not in the secrets file")),
+            SecretRef::Secret(key) => {
+                if let (Some(vault), Some(tenant)) = (&self.vault, &self.tenant)
+                    && let Some(s) = vault.get(tenant, key)?
+                {
+                    return Ok(s);
+                }
+                self.file.get(key).cloned().map(Secret).with_context(|| {
+                    match &self.tenant {
+                        Some(t) => format!(
+                            "secret {key:?} is neither a secret of tenant {t:?} nor in the secrets file"
+                        ),
+                        None => format!("secret {key:?} is not in the secrets file"),
+                    }
+                })
+            }
         }
     }
 }

@@ -84,6 +84,44 @@ pub struct PageCommit {
     pub presence: Vec<(String, String, bool)>,
 }
 
+/// One webhook delivery accepted by `weft serve`, kept in the durable inbox
+/// until the flow has processed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxEntry {
+    /// Order of arrival (assigned by [`StateStore::inbox_accept`]; increases
+    /// across restarts).
+    #[serde(default)]
+    pub seq: u64,
+    /// The tenant.
+    pub tenant: String,
+    /// The flow whose source receives it.
+    pub flow: String,
+    /// The sender's delivery ID (`webhook-id`), for dropping repeats.
+    pub webhook_id: String,
+    /// The request headers, names in lowercase.
+    pub headers: Vec<(String, String)>,
+    /// The raw body.
+    #[serde(with = "base64_bytes")]
+    pub body: Vec<u8>,
+    /// When it was accepted, ms since the epoch.
+    pub received_ms: u64,
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -241,6 +279,30 @@ pub trait StateStore: Send + Sync + 'static {
     fn connectors(&self) -> anyhow::Result<Vec<ConnectorEntry>>;
     /// The backend of the connectors' kv spaces.
     fn kv(&self) -> Arc<dyn KvStore>;
+    /// Makes every write so far durable.
+    fn flush(&self) -> anyhow::Result<()>;
+
+    /// Writes a document of the service (`kind`: tenants created over the
+    /// admin API, sealed secrets, hashed tokens, flow pauses, ...), flushed.
+    fn doc_put(&self, kind: &str, id: &str, value: &[u8]) -> anyhow::Result<()>;
+    /// One document.
+    fn doc_get(&self, kind: &str, id: &str) -> anyhow::Result<Option<Vec<u8>>>;
+    /// The documents of `kind` whose ID starts with `prefix`, by ID.
+    fn doc_list(&self, kind: &str, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>>;
+    /// Deletes a document, flushed; whether it existed.
+    fn doc_delete(&self, kind: &str, id: &str) -> anyhow::Result<bool>;
+
+    /// Appends webhook deliveries to the durable inbox with one flush for
+    /// the whole batch. A delivery whose (tenant, flow, webhook ID) was
+    /// accepted before (and not yet pruned) is not appended again. Returns,
+    /// per delivery, its sequence number if it was new.
+    fn inbox_accept(&self, deliveries: Vec<InboxEntry>) -> anyhow::Result<Vec<Option<u64>>>;
+    /// The deliveries not yet processed, in order of arrival.
+    fn inbox_pending(&self) -> anyhow::Result<Vec<InboxEntry>>;
+    /// Removes processed deliveries (their IDs stay known, for repeats).
+    fn inbox_done(&self, seqs: &[u64]) -> anyhow::Result<()>;
+    /// Forgets webhook IDs accepted before `before_ms`; how many.
+    fn prune_webhook_ids(&self, before_ms: u64) -> anyhow::Result<usize>;
 }
 
 /// [`StateStore`] on sled.
@@ -254,6 +316,9 @@ pub struct SledState {
     registry: sled::Tree,
     presence: sled::Tree,
     fingerprints: sled::Tree,
+    docs: sled::Tree,
+    inbox: sled::Tree,
+    webhook_ids: sled::Tree,
     kv: Arc<SledKv>,
 }
 
@@ -294,7 +359,8 @@ impl SledState {
             .open()
             .with_context(|| {
                 format!(
-                    "opening the state database {} (is another weft process using it?)",
+                    "opening the state database {} (is `weft serve` or another weft process using it? \
+                     While `weft serve` runs, send commands to it: `weft --server http://ADDRESS ...`)",
                     dir.display()
                 )
             })?;
@@ -316,14 +382,12 @@ impl SledState {
             registry: db.open_tree("connectors")?,
             presence: db.open_tree("presence")?,
             fingerprints: db.open_tree("fingerprints")?,
+            docs: db.open_tree("docs")?,
+            inbox: db.open_tree("inbox")?,
+            webhook_ids: db.open_tree("webhook_ids")?,
             kv: Arc::new(SledKv::open(&db)?),
             db,
         })
-    }
-
-    fn flush(&self) -> anyhow::Result<()> {
-        self.db.flush().context("flushing the state database")?;
-        Ok(())
     }
 }
 
@@ -575,6 +639,93 @@ impl StateStore for SledState {
 
     fn kv(&self) -> Arc<dyn KvStore> {
         self.kv.clone()
+    }
+
+    fn flush(&self) -> anyhow::Result<()> {
+        self.db.flush().context("flushing the state database")?;
+        Ok(())
+    }
+
+    fn doc_put(&self, kind: &str, id: &str, value: &[u8]) -> anyhow::Result<()> {
+        self.docs.insert(key2(kind, id), value)?;
+        self.flush()
+    }
+
+    fn doc_get(&self, kind: &str, id: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(self.docs.get(key2(kind, id))?.map(|v| v.to_vec()))
+    }
+
+    fn doc_list(&self, kind: &str, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let head = key2(kind, "").len();
+        self.docs
+            .scan_prefix(key2(kind, prefix))
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((String::from_utf8_lossy(&k[head..]).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn doc_delete(&self, kind: &str, id: &str) -> anyhow::Result<bool> {
+        let existed = self.docs.remove(key2(kind, id))?.is_some();
+        self.flush()?;
+        Ok(existed)
+    }
+
+    fn inbox_accept(&self, deliveries: Vec<InboxEntry>) -> anyhow::Result<Vec<Option<u64>>> {
+        // Callers serialize acceptance (one writer task), so check-then-insert
+        // cannot race; the batch is made durable by one flush.
+        let mut out = Vec::with_capacity(deliveries.len());
+        let mut inbox = sled::Batch::default();
+        let mut ids = sled::Batch::default();
+        let mut seen_here = std::collections::HashSet::new();
+        for mut d in deliveries {
+            let id_key = key3(&d.tenant, &d.flow, &d.webhook_id);
+            if self.webhook_ids.contains_key(&id_key)? || !seen_here.insert(id_key.clone()) {
+                out.push(None);
+                continue;
+            }
+            d.seq = self.db.generate_id()?;
+            inbox.insert(&d.seq.to_be_bytes(), json(&d)?);
+            ids.insert(id_key, &d.received_ms.to_be_bytes());
+            out.push(Some(d.seq));
+        }
+        if out.iter().any(Option::is_some) {
+            // The inbox entry goes first: a crash between the two batches
+            // leaves a delivery that may be accepted twice, never one lost.
+            self.inbox.apply_batch(inbox)?;
+            self.webhook_ids.apply_batch(ids)?;
+            self.flush()?;
+        }
+        Ok(out)
+    }
+
+    fn inbox_pending(&self) -> anyhow::Result<Vec<InboxEntry>> {
+        self.inbox.iter().values().map(|v| unjson(&v?)).collect()
+    }
+
+    fn inbox_done(&self, seqs: &[u64]) -> anyhow::Result<()> {
+        let mut batch = sled::Batch::default();
+        for s in seqs {
+            batch.remove(&s.to_be_bytes());
+        }
+        self.inbox.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn prune_webhook_ids(&self, before_ms: u64) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for item in self.webhook_ids.iter() {
+            let (k, v) = item?;
+            let at = <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if at < before_ms {
+                self.webhook_ids.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 }
 

@@ -440,6 +440,17 @@ impl Outbound {
                 status = result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
                 "outbound request"
             );
+            crate::metrics::metrics()
+                .http_requests
+                .get_or_create(&crate::metrics::HttpLabels {
+                    tenant: self.tenant.clone(),
+                    origin: origin_str.clone(),
+                    status: match &result {
+                        Ok(r) => r.status().as_u16().to_string(),
+                        Err(_) => "error".into(),
+                    },
+                })
+                .inc();
             let wait = match result {
                 Ok(resp) => {
                     let status = resp.status();

@@ -77,9 +77,25 @@ impl Quotas {
                 Duration::from_secs_f64((1.0 - b.tokens) / rate.per_second.max(1e-9))
             };
             if now + wait > deadline {
+                crate::metrics::metrics()
+                    .quota_waits
+                    .get_or_create(&crate::metrics::OriginLabels {
+                        tenant: tenant.to_owned(),
+                        origin: origin.to_owned(),
+                    })
+                    .inc();
                 return Err(Exhausted { wait });
             }
             b.tokens -= 1.0;
+            if !wait.is_zero() {
+                crate::metrics::metrics()
+                    .quota_waits
+                    .get_or_create(&crate::metrics::OriginLabels {
+                        tenant: tenant.to_owned(),
+                        origin: origin.to_owned(),
+                    })
+                    .inc();
+            }
             wait
         };
         if !wait.is_zero() {

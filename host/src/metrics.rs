@@ -1,0 +1,244 @@
+//! Process-wide metrics in the Prometheus text format (`GET /metrics` of
+//! `weft serve`), on `prometheus-client`. One registry per process, like
+//! Prometheus clients everywhere: the runner, the sandbox's HTTP capability
+//! and the service count into [`metrics()`]; [`encode`] renders them.
+//!
+//! Label values are tenant and flow IDs, connector labels and origins: all
+//! bounded by configuration, never by data.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
+
+/// (tenant, flow).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlowLabels {
+    /// The tenant.
+    pub tenant: String,
+    /// The flow.
+    pub flow: String,
+}
+
+/// (tenant, flow, outcome).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    /// The tenant.
+    pub tenant: String,
+    /// The flow.
+    pub flow: String,
+    /// `succeeded`, `failed`, `needs_attention`, ...
+    pub outcome: String,
+}
+
+/// (tenant, flow, what happened to records).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecordLabels {
+    /// The tenant.
+    pub tenant: String,
+    /// The flow.
+    pub flow: String,
+    /// `fetched`, `emitted`, `stale` or `dead_lettered`.
+    pub stage: String,
+}
+
+/// (tenant, origin, status).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The tenant.
+    pub tenant: String,
+    /// `scheme://host:port`.
+    pub origin: String,
+    /// The status code, or `error` when no answer came.
+    pub status: String,
+}
+
+/// (tenant, origin).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OriginLabels {
+    /// The tenant.
+    pub tenant: String,
+    /// `scheme://host:port`.
+    pub origin: String,
+}
+
+/// (tenant, flow, result) of a webhook delivery.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// The tenant (as in the URL).
+    pub tenant: String,
+    /// The flow (as in the URL).
+    pub flow: String,
+    /// `accepted`, `duplicate`, or why it was rejected.
+    pub result: String,
+}
+
+/// (connector, call).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// `name@version`.
+    pub connector: String,
+    /// The export called.
+    pub call: String,
+}
+
+/// (tenant).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    /// The tenant.
+    pub tenant: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric weft keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// Runs ended, by outcome.
+    pub runs: Family<RunLabels, Counter>,
+    /// Records by what happened to them.
+    pub records: Family<RecordLabels, Counter>,
+    /// Open dead letters per tenant (set when scraped).
+    pub dead_letters_open: Family<TenantLabels, Gauge>,
+    /// Outbound requests of connectors.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// Requests that had to wait for the (tenant, origin) quota, or found it
+    /// spent.
+    pub quota_waits: Family<OriginLabels, Counter>,
+    /// Webhook deliveries by result.
+    pub webhooks: Family<WebhookLabels, Counter>,
+    /// Seconds from a webhook's arrival to its durable `2xx`.
+    pub webhook_ack_seconds: Histogram,
+    /// Webhook deliveries accepted but not yet processed.
+    pub webhook_inbox: Gauge,
+    /// Guest call durations.
+    pub guest_call_seconds: HistogramFamily<CallLabels>,
+    /// Guest calls that trapped or hit a limit.
+    pub guest_traps: Family<CallLabels, Counter>,
+    /// How late scheduled runs started, in seconds.
+    pub schedule_lag_seconds: Histogram,
+    /// Alerts sent.
+    pub alerts: Family<TenantLabels, Counter>,
+}
+
+fn call_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("weft");
+        let m = Metrics {
+            runs: Family::default(),
+            records: Family::default(),
+            dead_letters_open: Family::default(),
+            http_requests: Family::default(),
+            quota_waits: Family::default(),
+            webhooks: Family::default(),
+            webhook_ack_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            webhook_inbox: Gauge::default(),
+            guest_call_seconds: Family::new_with_constructor(call_histogram),
+            guest_traps: Family::default(),
+            schedule_lag_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            alerts: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("runs", "Flow runs ended, by outcome", m.runs.clone());
+        registry.register(
+            "records",
+            "Records fetched, emitted, skipped as stale or dead-lettered",
+            m.records.clone(),
+        );
+        registry.register(
+            "dead_letters_open",
+            "Dead letters waiting for an operator",
+            m.dead_letters_open.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "Outbound requests of connectors, by status",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "quota_waits",
+            "Outbound requests held back by the (tenant, origin) quota",
+            m.quota_waits.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries, accepted or rejected (by reason)",
+            m.webhooks.clone(),
+        );
+        registry.register(
+            "webhook_ack_seconds",
+            "Seconds from a webhook's arrival to its durable 2xx",
+            m.webhook_ack_seconds.clone(),
+        );
+        registry.register(
+            "webhook_inbox",
+            "Webhook deliveries accepted and not yet processed",
+            m.webhook_inbox.clone(),
+        );
+        registry.register(
+            "guest_call_seconds",
+            "Duration of calls into connectors",
+            m.guest_call_seconds.clone(),
+        );
+        registry.register(
+            "guest_traps",
+            "Calls into connectors that trapped or hit a sandbox limit",
+            m.guest_traps.clone(),
+        );
+        registry.register(
+            "schedule_lag_seconds",
+            "How late scheduled runs started",
+            m.schedule_lag_seconds.clone(),
+        );
+        registry.register("alerts", "Alerts sent", m.alerts.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Counts a finished run and its records.
+    pub fn run_ended(&self, run: &crate::state::RunRecord) {
+        self.runs
+            .get_or_create(&RunLabels {
+                tenant: run.tenant.clone(),
+                flow: run.flow.clone(),
+                outcome: run.outcome.label().replace(' ', "_").to_lowercase(),
+            })
+            .inc();
+        for (stage, n) in [
+            ("fetched", run.fetched),
+            ("emitted", run.emitted),
+            ("stale", run.skipped_stale),
+            ("dead_lettered", run.dead_lettered),
+        ] {
+            if n > 0 {
+                self.records
+                    .get_or_create(&RecordLabels {
+                        tenant: run.tenant.clone(),
+                        flow: run.flow.clone(),
+                        stage: stage.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+/// The metrics in the Prometheus text format.
+pub fn encode() -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &metrics().registry);
+    out
+}

@@ -1,0 +1,208 @@
+//! Alerts: a JSON `POST` to the tenant's `alert_url` (else the operator's
+//! `alerts.url`) when a flow fails `alerts.after_failures` runs in a row,
+//! needs attention, is overdue by more than twice its schedule, or its
+//! tenant's open dead letters grow past `alerts.dead_letters_over`. Each
+//! alert is sent once per episode, and once more when it resolves. Open
+//! alerts are kept in the state store (`alert` documents), so a restart
+//! neither repeats nor forgets them.
+//!
+//! The body: `{"alert": "failing" | "needs_attention" | "overdue" |
+//! "dead_letters", "state": "firing" | "resolved", "tenant", "flow",
+//! "detail", "at_ms"}`.
+
+use crate::runner::Host;
+use crate::state::{RunOutcome, RunRecord, now_ms};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The document kind of open alerts.
+pub const ALERT_DOC: &str = "alert";
+
+/// Per flow: failures in a row and when it last ran.
+#[derive(Default, Clone, Copy)]
+struct FlowTrack {
+    failures: u32,
+    last_ended_ms: u64,
+}
+
+/// Decides and sends alerts.
+pub struct Alerter {
+    host: Arc<Host>,
+    started_ms: u64,
+    flows: Mutex<HashMap<(String, String), FlowTrack>>,
+}
+
+impl Alerter {
+    /// An alerter for `host`.
+    pub fn new(host: Arc<Host>) -> Self {
+        Alerter {
+            host,
+            started_ms: now_ms(),
+            flows: Mutex::default(),
+        }
+    }
+
+    /// Called with every finished run.
+    pub fn after_run(&self, run: &RunRecord) {
+        let after = self.host.config.alerts.after_failures.max(1);
+        let track = {
+            let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
+            let t = flows
+                .entry((run.tenant.clone(), run.flow.clone()))
+                .or_default();
+            t.last_ended_ms = run.ended_ms.unwrap_or_else(now_ms);
+            t.failures = match run.outcome {
+                RunOutcome::Succeeded => 0,
+                _ => t.failures + 1,
+            };
+            *t
+        };
+        let error = run.error.clone().unwrap_or_default();
+        self.set(
+            &run.tenant,
+            &run.flow,
+            "failing",
+            track.failures >= after,
+            &format!("{} runs in a row did not succeed: {error}", track.failures),
+        );
+        self.set(
+            &run.tenant,
+            &run.flow,
+            "needs_attention",
+            run.outcome == RunOutcome::NeedsAttention,
+            &error,
+        );
+        self.set(&run.tenant, &run.flow, "overdue", false, "ran");
+        self.check_dead_letters(&run.tenant);
+    }
+
+    /// Periodic checks: overdue flows.
+    pub fn sweep(&self) {
+        let now = now_ms();
+        let flows = self.flows.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (tid, tenant) in self.host.tenants() {
+            if !tenant.active {
+                continue;
+            }
+            for (fid, flow) in tenant.flows {
+                if flow.paused {
+                    continue;
+                }
+                let last = flows
+                    .get(&(tid.clone(), fid.clone()))
+                    .map(|t| t.last_ended_ms)
+                    .unwrap_or(self.started_ms);
+                let limit = 2 * flow.schedule.as_millis() as u64;
+                if now.saturating_sub(last) > limit {
+                    self.set(
+                        &tid,
+                        &fid,
+                        "overdue",
+                        true,
+                        &format!(
+                            "no run ended in {} s (schedule {} s)",
+                            now.saturating_sub(last) / 1000,
+                            flow.schedule.as_secs()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_dead_letters(&self, tenant: &str) {
+        let Ok(open) = self.host.state.dead_letters(Some(tenant), None) else {
+            return;
+        };
+        let over = self.host.config.alerts.dead_letters_over;
+        self.set(
+            tenant,
+            "",
+            "dead_letters",
+            open.len() > over,
+            &format!("{} open dead letters (threshold {over})", open.len()),
+        );
+    }
+
+    /// Fires or resolves one alert, sending only on a change.
+    fn set(&self, tenant: &str, flow: &str, alert: &str, firing: bool, detail: &str) {
+        let id = format!("{tenant}/{flow}/{alert}");
+        let open = matches!(self.host.state.doc_get(ALERT_DOC, &id), Ok(Some(_)));
+        if open == firing {
+            return;
+        }
+        let stored = if firing {
+            self.host.state.doc_put(ALERT_DOC, &id, detail.as_bytes())
+        } else {
+            self.host.state.doc_delete(ALERT_DOC, &id).map(|_| ())
+        };
+        if let Err(e) = stored {
+            tracing::warn!(error = %format!("{e:#}"), "recording an alert");
+        }
+        let url = self
+            .host
+            .tenant(tenant)
+            .and_then(|t| t.alert_url)
+            .or_else(|| self.host.config.alerts.url.clone());
+        let body = serde_json::json!({
+            "alert": alert,
+            "state": if firing { "firing" } else { "resolved" },
+            "tenant": tenant,
+            "flow": if flow.is_empty() { None } else { Some(flow) },
+            "detail": detail,
+            "at_ms": now_ms(),
+        });
+        if firing {
+            tracing::warn!(tenant, flow, alert, detail, "alert");
+        } else {
+            tracing::info!(tenant, flow, alert, "alert resolved");
+        }
+        crate::metrics::metrics()
+            .alerts
+            .get_or_create(&crate::metrics::TenantLabels {
+                tenant: tenant.to_owned(),
+            })
+            .inc();
+        if let Some(url) = url {
+            tokio::spawn(async move {
+                if let Err(e) = post_json(&url, &body).await {
+                    tracing::warn!(url, error = %e, "sending an alert");
+                }
+            });
+        }
+    }
+}
+
+/// POSTs `body` to `url` (the operator's own endpoint: no sandbox policy
+/// beyond a 10 s timeout).
+async fn post_json(url: &str, body: &serde_json::Value) -> Result<(), String> {
+    use crate::caps::http::policy::{Origin, Policy};
+    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    let origin = Origin::from_uri(&uri)?;
+    let policy = Policy {
+        requested: vec![],
+        granted: vec![],
+        private_hosts: vec![origin.host.clone()],
+    };
+    let req = http::Request::post(uri)
+        .header("content-type", "application/json")
+        .header("host", origin.host.as_str())
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .map_err(|e| e.to_string())?;
+    let resp = crate::caps::http::client::send_once(
+        &crate::caps::http::SystemResolver,
+        &policy,
+        &origin,
+        req,
+        std::time::Duration::from_secs(10),
+        64 << 10,
+    )
+    .await
+    .map_err(|e| format!("{e:?}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("answered {}", resp.status()));
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! `weft serve`: one long-running service around a [`Host`].
+//!
+//! One HTTP server (axum on hyper) on `service.listen` carries:
+//! - `GET /healthz` (the process is up), `GET /readyz` (state open,
+//!   scheduler running), `GET /metrics` (Prometheus text, see
+//!   [`crate::metrics`]; needs a token like the admin API);
+//! - webhook ingress, `POST /hooks/{tenant}/{flow}` ([`webhooks`]);
+//! - the admin API under `/v1` and its OpenAPI document at `/openapi.json`
+//!   ([`admin`]).
+//!
+//! Beside the server run the scheduler ([`crate::runner::serve_with`]), the
+//! webhook inbox writer and processor, and the alerter ([`alerts`]). On
+//! SIGTERM or Ctrl-C the server stops accepting, runs in flight finish their
+//! page commits, the state is flushed, and the process exits 0.
+//!
+//! In memory, besides the host's caches: the schedule (one small entry per
+//! flow), the queue of accepted webhook deliveries not yet processed (also
+//! in the durable inbox), and which alerts are open (also in the state
+//! store). Everything else is behind [`crate::state::StateStore`], so that
+//! several replicas can later share a networked store.
+
+pub mod admin;
+pub mod alerts;
+pub mod webhooks;
+
+use crate::runner::{Host, RunRequest};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::mpsc;
+
+/// What every handler shares.
+pub struct AppState {
+    /// The host.
+    pub host: Arc<Host>,
+    /// Deliveries on their way to the inbox writer.
+    pub(crate) inbox: mpsc::Sender<webhooks::Pending>,
+    /// Runs asked for over the API, to the scheduler.
+    pub(crate) run_requests: mpsc::Sender<RunRequest>,
+    /// Whether the scheduler is running.
+    pub(crate) scheduling: AtomicBool,
+    /// Hashed operator tokens from the environment.
+    pub(crate) operator_tokens: Vec<String>,
+}
+
+/// A JSON error answer: `{"error": why}`.
+pub(crate) fn problem(status: StatusCode, why: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": why }))).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    let store_ok = app.host.state.runs(None, None, 1).is_ok();
+    if store_ok && app.scheduling.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(_caller: admin::Caller, State(app): State<Arc<AppState>>) -> Response {
+    // Open dead letters per tenant, counted now.
+    if let Ok(all) = app.host.state.dead_letters(None, None) {
+        let m = crate::metrics::metrics();
+        m.dead_letters_open.clear();
+        for d in all {
+            m.dead_letters_open
+                .get_or_create(&crate::metrics::TenantLabels { tenant: d.tenant })
+                .inc();
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::encode(),
+    )
+        .into_response()
+}
+
+/// The service's router over `app`.
+pub fn router(app: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/hooks/{tenant}/{flow}", post(webhooks::receive))
+        .merge(admin::routes())
+        .with_state(app)
+}
+
+/// Serves until `stop` completes, on `listener` (bound by the caller, so
+/// that tests can ask the OS for a port). `report` gets every finished run.
+/// `operator_tokens` are accepted as operator tokens besides those minted
+/// over the API (the `weft` binary passes `WEFT_ADMIN_TOKEN`'s).
+pub async fn run(
+    host: Arc<Host>,
+    listener: tokio::net::TcpListener,
+    stop: impl Future<Output = ()> + Send + 'static,
+    report: impl Fn(&crate::state::RunRecord) + Send + Sync + 'static,
+    operator_tokens: &[String],
+) -> anyhow::Result<()> {
+    let (inbox_tx, inbox_rx) = mpsc::channel(4096);
+    let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
+    let (run_tx, run_rx) = mpsc::channel(1024);
+    let operator_tokens = operator_tokens
+        .iter()
+        .map(|t| admin::hash_token(t))
+        .collect();
+    let app = Arc::new(AppState {
+        host: host.clone(),
+        inbox: inbox_tx,
+        run_requests: run_tx,
+        scheduling: AtomicBool::new(false),
+        operator_tokens,
+    });
+    let writer = tokio::spawn(webhooks::writer(host.clone(), inbox_rx, accepted_tx));
+    let processor = tokio::spawn(webhooks::processor(host.clone(), accepted_rx));
+    let alerter = Arc::new(alerts::Alerter::new(host.clone()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = {
+        let (host, app, alerter) = (host.clone(), app.clone(), alerter.clone());
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            app.scheduling.store(true, Ordering::SeqCst);
+            let report = move |r: &crate::state::RunRecord| {
+                report(r);
+                alerter.after_run(r);
+            };
+            let result = crate::runner::serve_with(
+                &host,
+                async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                },
+                &report,
+                run_rx,
+            )
+            .await;
+            app.scheduling.store(false, Ordering::SeqCst);
+            result
+        })
+    };
+    let watchdog = {
+        let alerter = alerter.clone();
+        let host = host.clone();
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let hours = host.config.service.webhook_id_hours;
+            loop {
+                alerter.sweep();
+                let before = crate::state::now_ms().saturating_sub(hours * 3_600_000);
+                if let Err(e) = host.state.prune_webhook_ids(before) {
+                    tracing::warn!(error = %format!("{e:#}"), "pruning webhook IDs");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+                    _ = stop_rx.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    };
+    tracing::info!(listen = %listener.local_addr()?, "weft serve: listening");
+    axum::serve(listener, router(app.clone()))
+        .with_graceful_shutdown(async move {
+            stop.await;
+            tracing::info!("shutting down: finishing runs in flight");
+            let _ = stop_tx.send(true);
+        })
+        .await?;
+    // The server has stopped accepting: let the scheduler's runs finish,
+    // close the inbox (the writer drains, the processor finishes its
+    // batches), flush.
+    scheduler.await??;
+    watchdog.await?;
+    drop(app);
+    writer.await?;
+    processor.await?;
+    host.state.flush()?;
+    Ok(())
+}

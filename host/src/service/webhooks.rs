@@ -1,0 +1,494 @@
+//! Webhook ingress: `POST /hooks/{tenant}/{flow}`.
+//!
+//! A delivery is checked (tenant and flow known and taking webhooks, body
+//! within `max_webhook_bytes`, Standard Webhooks signature with one of the
+//! flow's secrets, timestamp within `webhook_tolerance_secs`), then handed
+//! to the **inbox writer**, one task that appends every delivery waiting at
+//! that moment to the durable inbox with one flush (group commit) and only
+//! then lets each request answer `2xx`. Repeats of a `webhook-id` already
+//! accepted are acknowledged and dropped. The **processor** takes accepted
+//! deliveries in order of arrival per (tenant, flow), a batch at a time,
+//! through [`Host::deliver_webhooks`], and removes them from the inbox when
+//! done; at start it resumes whatever a previous process accepted and did
+//! not finish.
+
+use super::{AppState, problem};
+use crate::runner::Host;
+use crate::state::{InboxEntry, now_ms};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a delivery was refused (also the metric's `result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// A header is missing or malformed.
+    Malformed,
+    /// The timestamp is too far from our clock.
+    StaleTimestamp,
+    /// No `v1` signature matches any secret.
+    BadSignature,
+}
+
+impl Rejection {
+    fn label(self) -> &'static str {
+        match self {
+            Rejection::Malformed => "malformed",
+            Rejection::StaleTimestamp => "stale_timestamp",
+            Rejection::BadSignature => "bad_signature",
+        }
+    }
+}
+
+/// Checks a Standard Webhooks delivery: `webhook-id`, `webhook-timestamp`
+/// within `tolerance` of `now_secs`, and a `v1,` entry of
+/// `webhook-signature` (space-separated; every entry is tried) that is the
+/// HMAC-SHA256 of `{id}.{timestamp}.{body}` under one of `secrets`
+/// (`whsec_` + base64 key, or a bare base64 key). Returns the webhook ID.
+pub fn verify(
+    headers: &HeaderMap,
+    body: &[u8],
+    secrets: &[String],
+    now_secs: u64,
+    tolerance: Duration,
+) -> Result<String, Rejection> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or(Rejection::Malformed)
+    };
+    let id = header("webhook-id")?;
+    let ts_text = header("webhook-timestamp")?;
+    let signatures = header("webhook-signature")?;
+    let ts: u64 = ts_text.parse().map_err(|_| Rejection::Malformed)?;
+    if ts.abs_diff(now_secs) > tolerance.as_secs() {
+        return Err(Rejection::StaleTimestamp);
+    }
+    let keys: Vec<Vec<u8>> = secrets
+        .iter()
+        .filter_map(|s| STANDARD.decode(s.trim().trim_start_matches("whsec_")).ok())
+        .collect();
+    for entry in signatures.split_whitespace() {
+        let Some(sig) = entry.strip_prefix("v1,") else {
+            continue;
+        };
+        let Ok(sig) = STANDARD.decode(sig) else {
+            continue;
+        };
+        for key in &keys {
+            let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+                continue;
+            };
+            mac.update(id.as_bytes());
+            mac.update(b".");
+            mac.update(ts_text.as_bytes());
+            mac.update(b".");
+            mac.update(body);
+            // Constant-time comparison.
+            if mac.verify_slice(&sig).is_ok() {
+                return Ok(id.to_owned());
+            }
+        }
+    }
+    Err(Rejection::BadSignature)
+}
+
+/// A delivery waiting for the inbox writer, with where its answer goes.
+pub(crate) type Pending = (InboxEntry, oneshot::Sender<anyhow::Result<Option<u64>>>);
+
+fn count(tenant: &str, flow: &str, result: &str) {
+    crate::metrics::metrics()
+        .webhooks
+        .get_or_create(&crate::metrics::WebhookLabels {
+            tenant: tenant.to_owned(),
+            flow: flow.to_owned(),
+            result: result.to_owned(),
+        })
+        .inc();
+}
+
+/// `POST /hooks/{tenant}/{flow}`.
+pub(crate) async fn receive(
+    State(app): State<Arc<AppState>>,
+    Path((tenant, flow)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let host = &app.host;
+    let secrets = match flow_secrets(host, &tenant, &flow) {
+        Ok(s) => s,
+        Err((status, why)) => {
+            // Unknown tenants and flows are not counted under their
+            // (caller-chosen) names.
+            count("", "", "unknown");
+            return problem(status, &why);
+        }
+    };
+    let max = host.config.service.max_webhook_bytes;
+    let body = match axum::body::to_bytes(body, max).await {
+        Ok(b) => b,
+        Err(_) => {
+            count(&tenant, &flow, "too_large");
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the body is larger than {max} bytes"),
+            );
+        }
+    };
+    let tolerance = Duration::from_secs(host.config.service.webhook_tolerance_secs);
+    let id = match verify(&headers, &body, &secrets, now_ms() / 1000, tolerance) {
+        Ok(id) => id,
+        Err(r) => {
+            count(&tenant, &flow, r.label());
+            let (status, why) = match r {
+                Rejection::Malformed => (
+                    StatusCode::BAD_REQUEST,
+                    "webhook-id, webhook-timestamp and webhook-signature are required",
+                ),
+                Rejection::StaleTimestamp => (
+                    StatusCode::UNAUTHORIZED,
+                    "webhook-timestamp is too far from our clock",
+                ),
+                Rejection::BadSignature => (
+                    StatusCode::UNAUTHORIZED,
+                    "no signature matches this flow's webhook secrets",
+                ),
+            };
+            return problem(status, why);
+        }
+    };
+    let entry = InboxEntry {
+        seq: 0,
+        tenant: tenant.clone(),
+        flow: flow.clone(),
+        webhook_id: id,
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect(),
+        body: body.to_vec(),
+        received_ms: now_ms(),
+    };
+    let (tx, rx) = oneshot::channel();
+    if app.inbox.send((entry, tx)).await.is_err() {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    let answer = match rx.await {
+        Ok(Ok(Some(_))) => {
+            count(&tenant, &flow, "accepted");
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(serde_json::json!({ "accepted": true })),
+            )
+                .into_response()
+        }
+        Ok(Ok(None)) => {
+            count(&tenant, &flow, "duplicate");
+            (
+                StatusCode::OK,
+                axum::Json(serde_json::json!({ "accepted": true, "duplicate": true })),
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %format!("{e:#}"), "writing the webhook inbox");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the delivery could not be stored; retry",
+            )
+        }
+        Err(_) => problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+    };
+    crate::metrics::metrics()
+        .webhook_ack_seconds
+        .observe(started.elapsed().as_secs_f64());
+    answer
+}
+
+/// The signing secrets of a flow that takes webhooks, or (404, why).
+fn flow_secrets(
+    host: &Host,
+    tenant: &str,
+    flow: &str,
+) -> Result<Vec<String>, (StatusCode, String)> {
+    let not_found = |why: String| (StatusCode::NOT_FOUND, why);
+    let t = host
+        .tenant(tenant)
+        .filter(|t| t.active)
+        .ok_or_else(|| not_found("no such tenant".into()))?;
+    let f = t
+        .flows
+        .get(flow)
+        .ok_or_else(|| not_found("no such flow".into()))?;
+    let hook = f
+        .source
+        .webhook
+        .as_ref()
+        .ok_or_else(|| not_found("this flow takes no webhooks".into()))?;
+    let store = host.runtime.secrets().for_tenant(tenant);
+    let secrets: Vec<String> = hook
+        .secrets
+        .iter()
+        .filter_map(|r| match store.resolve(r) {
+            Ok(s) => Some(s.expose().to_owned()),
+            Err(e) => {
+                tracing::error!(tenant, flow, error = %format!("{e:#}"), "a webhook secret cannot be resolved");
+                None
+            }
+        })
+        .collect();
+    if secrets.is_empty() {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this flow's webhook secrets are not available".into(),
+        ));
+    }
+    Ok(secrets)
+}
+
+/// The inbox writer: appends every delivery waiting at that moment with one
+/// flush, answers each, and passes the new ones to the processor.
+pub(crate) async fn writer(
+    host: Arc<Host>,
+    mut rx: mpsc::Receiver<Pending>,
+    accepted: mpsc::UnboundedSender<InboxEntry>,
+) {
+    const MAX_BATCH: usize = 512;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (entries, answers): (Vec<InboxEntry>, Vec<_>) = batch.into_iter().unzip();
+        let state = host.state.clone();
+        let for_store = entries.clone();
+        let result = tokio::task::spawn_blocking(move || state.inbox_accept(for_store))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+        match result {
+            Ok(seqs) => {
+                for ((mut entry, answer), seq) in entries.into_iter().zip(answers).zip(seqs) {
+                    if let Some(seq) = seq {
+                        entry.seq = seq;
+                        crate::metrics::metrics().webhook_inbox.inc();
+                        let _ = accepted.send(entry);
+                    }
+                    let _ = answer.send(Ok(seq));
+                }
+            }
+            Err(e) => {
+                let text = format!("{e:#}");
+                for answer in answers {
+                    let _ = answer.send(Err(anyhow::anyhow!("{text}")));
+                }
+            }
+        }
+    }
+}
+
+/// The processor: delivers accepted webhooks in order of arrival per
+/// (tenant, flow), up to `BATCH` at a time, flows concurrently. A batch
+/// whose run fails is retried with backoff; after `ATTEMPTS` the
+/// deliveries are dropped with an error (the scheduled poll is the safety
+/// net) so that one bad delivery cannot stall its flow.
+pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedReceiver<InboxEntry>) {
+    use futures::StreamExt;
+    const BATCH: usize = 100;
+    const ATTEMPTS: u32 = 5;
+    type Key = (String, String);
+    let mut queues: HashMap<Key, VecDeque<InboxEntry>> = HashMap::new();
+    let mut busy: std::collections::HashSet<Key> = Default::default();
+    // Resume what an earlier process accepted.
+    match host.state.inbox_pending() {
+        Ok(pending) => {
+            crate::metrics::metrics()
+                .webhook_inbox
+                .set(pending.len() as i64);
+            for e in pending {
+                queues
+                    .entry((e.tenant.clone(), e.flow.clone()))
+                    .or_default()
+                    .push_back(e);
+            }
+        }
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "reading the webhook inbox"),
+    }
+    let mut running = futures::stream::FuturesUnordered::new();
+    let bound = host.config.max_concurrent_runs.max(1);
+    loop {
+        // Start every idle flow that has deliveries, within the bound.
+        let ready: Vec<Key> = queues
+            .iter()
+            .filter(|(k, q)| !q.is_empty() && !busy.contains(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in ready {
+            if running.len() >= bound {
+                break;
+            }
+            let q = queues.get_mut(&key).expect("listed above");
+            let n = q.len().min(BATCH);
+            let batch: Vec<InboxEntry> = q.drain(..n).collect();
+            busy.insert(key.clone());
+            let host = host.clone();
+            running.push(async move {
+                let mut attempt = 0;
+                let outcome = loop {
+                    attempt += 1;
+                    let deliveries = batch
+                        .iter()
+                        .map(|e| (e.headers.clone(), e.body.clone()))
+                        .collect();
+                    match host.deliver_webhooks(&key.0, &key.1, deliveries).await {
+                        Ok(run) if run.outcome == crate::state::RunOutcome::Succeeded => break Ok(()),
+                        Ok(run) if attempt < ATTEMPTS => {
+                            tracing::warn!(tenant = %key.0, flow = %key.1, attempt, error = ?run.error, "webhook deliveries failed; retrying");
+                        }
+                        Ok(run) => break Err(run.error.unwrap_or_default()),
+                        Err(e) => break Err(format!("{e:#}")),
+                    }
+                    tokio::time::sleep(Duration::from_millis(500 << attempt.min(6))).await;
+                };
+                if let Err(e) = &outcome {
+                    tracing::error!(tenant = %key.0, flow = %key.1, deliveries = batch.len(), error = %e, "webhook deliveries dropped; the scheduled poll will pick up their changes");
+                }
+                let seqs: Vec<u64> = batch.iter().map(|e| e.seq).collect();
+                if let Err(e) = host.state.inbox_done(&seqs) {
+                    tracing::error!(error = %format!("{e:#}"), "updating the webhook inbox");
+                }
+                crate::metrics::metrics().webhook_inbox.dec_by(seqs.len() as i64);
+                key
+            });
+        }
+        tokio::select! {
+            Some(key) = running.next(), if !running.is_empty() => {
+                busy.remove(&key);
+                if queues.get(&key).is_some_and(VecDeque::is_empty) {
+                    queues.remove(&key);
+                }
+            }
+            e = accepted.recv() => match e {
+                Some(e) => queues.entry((e.tenant.clone(), e.flow.clone())).or_default().push_back(e),
+                None => {
+                    // Shutting down: finish what runs; the rest stays in the
+                    // inbox for the next start.
+                    while running.next().await.is_some() {}
+                    return;
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sign(secret_b64: &str, id: &str, ts: u64, body: &[u8]) -> String {
+        let key = STANDARD.decode(secret_b64).unwrap();
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{id}.{ts}.").as_bytes());
+        mac.update(body);
+        format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+    }
+
+    fn headers(id: &str, ts: u64, sig: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("webhook-id", id.parse().unwrap());
+        h.insert("webhook-timestamp", ts.to_string().parse().unwrap());
+        h.insert("webhook-signature", sig.parse().unwrap());
+        h
+    }
+
+    const OLD: &str = "b2xkLXNlY3JldC1vbGQtc2VjcmV0LW9sZC1zZWNyZXQh";
+    const NEW: &str = "bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldy1zZWNyZXQh";
+    const T: u64 = 1_800_000_000;
+    const TOL: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn a_signature_with_any_secret_and_any_entry_verifies() {
+        let body = b"{\"id\":\"evt_1\"}";
+        let during_rotation = format!(
+            "{} {}",
+            sign(OLD, "evt_1", T, body),
+            sign(NEW, "evt_1", T, body)
+        );
+        let secrets = vec![format!("whsec_{NEW}")];
+        assert_eq!(
+            verify(
+                &headers("evt_1", T, &during_rotation),
+                body,
+                &secrets,
+                T,
+                TOL
+            ),
+            Ok("evt_1".into())
+        );
+        // Only the old one signed, we hold only the new one: refused.
+        let old_only = sign(OLD, "evt_1", T, body);
+        assert_eq!(
+            verify(&headers("evt_1", T, &old_only), body, &secrets, T, TOL),
+            Err(Rejection::BadSignature)
+        );
+    }
+
+    #[test]
+    fn forged_changed_and_stale_deliveries_are_refused() {
+        let body = b"{}";
+        let secrets = vec![format!("whsec_{NEW}")];
+        let good = sign(NEW, "evt_1", T, body);
+        // Another body under the same signature.
+        assert_eq!(
+            verify(&headers("evt_1", T, &good), b"{ }", &secrets, T, TOL),
+            Err(Rejection::BadSignature)
+        );
+        // Another ID under the same signature.
+        assert_eq!(
+            verify(&headers("evt_2", T, &good), body, &secrets, T, TOL),
+            Err(Rejection::BadSignature)
+        );
+        // Replayed six minutes later.
+        assert_eq!(
+            verify(&headers("evt_1", T, &good), body, &secrets, T + 360, TOL),
+            Err(Rejection::StaleTimestamp)
+        );
+        // From the future.
+        assert_eq!(
+            verify(&headers("evt_1", T + 360, &good), body, &secrets, T, TOL),
+            Err(Rejection::StaleTimestamp)
+        );
+        // Missing headers.
+        assert_eq!(
+            verify(&HeaderMap::new(), body, &secrets, T, TOL),
+            Err(Rejection::Malformed)
+        );
+        // A v2 entry or garbage is skipped, not accepted.
+        assert_eq!(
+            verify(
+                &headers("evt_1", T, "v2,abc garbage"),
+                body,
+                &secrets,
+                T,
+                TOL
+            ),
+            Err(Rejection::BadSignature)
+        );
+    }
+}
