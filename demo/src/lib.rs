@@ -67,8 +67,9 @@ pub struct DemoEnv {
     pub dashboard: DashboardSandbox,
     /// CalDAV.
     pub radicale: Radicale,
-    /// The weft host.
-    pub host: Host,
+    /// The weft host (shared with `weft serve`'s tasks when a test runs the
+    /// service).
+    pub host: std::sync::Arc<Host>,
     /// Where `weft.toml`, the secrets file and the data live.
     pub dir: tempfile::TempDir,
     /// The tenants.
@@ -166,6 +167,10 @@ private_hosts = ["127.0.0.1"]
 
 [limits]
 call_timeout_ms = 30000
+
+[service]
+# Seals tenant secrets written over the admin API.
+key_file = "weft.key"
 "#
     );
     for t in tenants {
@@ -267,6 +272,14 @@ impl DemoEnv {
             ));
         }
         std::fs::write(dir.path().join("secrets.toml"), secrets)?;
+        {
+            use base64::Engine as _;
+            let key: [u8; 32] = rand::random();
+            std::fs::write(
+                dir.path().join("weft.key"),
+                base64::engine::general_purpose::STANDARD.encode(key),
+            )?;
+        }
         let text = config_toml(
             "data",
             &acme.base_url(),
@@ -277,7 +290,7 @@ impl DemoEnv {
         );
         let path = dir.path().join("weft.toml");
         std::fs::write(&path, &text)?;
-        let host = Host::open(WeftConfig::load(&path)?)?;
+        let host = std::sync::Arc::new(Host::open(WeftConfig::load(&path)?)?);
         for file in [
             artifacts::ACME_CRM,
             artifacts::ACME_CALENDAR,

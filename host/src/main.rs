@@ -421,7 +421,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 |r| {
                     let _ = writeln!(std::io::stdout().lock(), "{}", summary(r));
                 },
-                &tokens,
+                tokens,
             )
             .await?;
         }

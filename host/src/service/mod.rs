@@ -106,7 +106,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     stop: impl Future<Output = ()> + Send + 'static,
     report: impl Fn(&crate::state::RunRecord) + Send + Sync + 'static,
-    operator_tokens: &[String],
+    operator_tokens: Vec<String>,
 ) -> anyhow::Result<()> {
     let (inbox_tx, inbox_rx) = mpsc::channel(4096);
     let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();

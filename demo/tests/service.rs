@@ -1,0 +1,475 @@
+//! `weft serve` end to end: Acme's signed webhooks into a running service
+//! and on to Radicale without a poll; forged, replayed, oversized, repeated
+//! and unknown deliveries; the admin API's tokens, tenants and secrets.
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::time::{Duration, Instant};
+use weft::state::RunOutcome;
+use weft_demo::{DemoEnv, TenantSetup};
+use weft_sandbox::acme::data::Counts;
+use weft_sandbox::acme::{AcmeConfig, Faults};
+
+const OPERATOR: &str = "operator-token-for-tests";
+
+fn acme() -> AcmeConfig {
+    AcmeConfig {
+        counts: Counts {
+            users: 3,
+            contacts: 20,
+            appointments: 40,
+            activities: 40,
+        },
+        faults: Faults::default(),
+        webhook_time_scale: 0.01,
+        ..AcmeConfig::default()
+    }
+}
+
+/// A running service over the demo's host.
+struct Service {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Service {
+    async fn start(env: &DemoEnv) -> Service {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(weft::service::run(
+            env.host.clone(),
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+            |_| {},
+            vec![OPERATOR.to_owned()],
+        ));
+        Service {
+            url,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn call(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let a = weft_demo::http(
+            method,
+            &format!("{}{path}", self.url),
+            &headers,
+            body.map(|b| ("application/json", b.to_string())),
+        )
+        .await
+        .unwrap();
+        let v = serde_json::from_str(&a.text).unwrap_or(Value::String(a.text));
+        (a.status, v)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("the service stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn sign(secret: &str, id: &str, ts: u64, body: &str) -> String {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.{body}").as_bytes());
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn hook(svc: &Service, path: &str, id: &str, ts: u64, sig: &str, body: &str) -> u16 {
+    weft_demo::http(
+        "POST",
+        &format!("{}{path}", svc.url),
+        &[
+            ("webhook-id", id),
+            ("webhook-timestamp", &ts.to_string()),
+            ("webhook-signature", sig),
+        ],
+        Some(("application/json", body.to_owned())),
+    )
+    .await
+    .unwrap()
+    .status
+}
+
+/// Registers an Acme webhook for t1's appointments flow at the service and
+/// gives the flow its secret over the admin API; returns the secret.
+async fn connect_webhook(env: &DemoEnv, svc: &Service) -> String {
+    let reg = weft_demo::http(
+        "POST",
+        &format!("{}/webhooks", env.acme.base_url()),
+        &[("x-acme-api-key", "acme-demo-key")],
+        Some((
+            "application/json",
+            json!({
+                "url": format!("{}/hooks/t1/appointments", svc.url),
+                "events": ["appointment.created", "appointment.updated", "appointment.deleted"]
+            })
+            .to_string(),
+        )),
+    )
+    .await
+    .unwrap();
+    let secret = reg.json()["secret"].as_str().unwrap().to_owned();
+    let (s, _) = svc
+        .call(
+            Some(OPERATOR),
+            "PUT",
+            "/v1/tenants/t1/secrets/acme_webhook",
+            Some(json!({ "value": secret })),
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, mut tenant) = svc
+        .call(Some(OPERATOR), "GET", "/v1/tenants/t1", None)
+        .await;
+    assert_eq!(s, 200, "{tenant}");
+    tenant["flows"]["appointments"]["source"]["webhook"] =
+        json!({ "secrets": [{ "secret": "acme_webhook" }] });
+    let (s, v) = svc
+        .call(Some(OPERATOR), "PUT", "/v1/tenants/t1", Some(tenant))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    secret
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acme_change_reaches_radicale_by_webhook_without_a_poll() {
+    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
+        .await
+        .unwrap();
+    for r in env.sync("t1").await.unwrap() {
+        assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    }
+    let svc = Service::start(&env).await;
+    connect_webhook(&env, &svc).await;
+    let email = env.user_emails().await.unwrap()[0].clone();
+    let users = env.acme_get("/users").await.unwrap()["data"].clone();
+    let owner = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"].as_str().unwrap().eq_ignore_ascii_case(&email))
+        .unwrap()["id"]
+        .clone();
+    let contact = env.acme_get("/contacts?limit=200").await.unwrap()["data"][0]["id"].clone();
+    let changed = Instant::now();
+    let apt = env
+        .acme_control(
+            "POST",
+            "/appointments",
+            json!({
+                "owner_id": owner, "contact_id": contact, "title": "Booked by webhook",
+                "starts_at": "2026-12-03T10:00:00Z", "ends_at": "2026-12-03T10:30:00Z",
+                "timezone": "UTC",
+            }),
+        )
+        .await
+        .unwrap();
+    let uid = format!("acme-{}@t1", apt["id"].as_str().unwrap());
+    let mut arrived = None;
+    while changed.elapsed() < Duration::from_secs(20) {
+        if env.calendar("t1", &email).await.unwrap().contains_key(&uid) {
+            arrived = Some(changed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let arrived = arrived.expect("the new appointment reached the calendar");
+    eprintln!("created in Acme → in Radicale: {arrived:?}");
+    // It came by webhook: the run that carried it was a webhook run, and no
+    // scheduled or manual run of the flow happened since the first sync.
+    let runs = env
+        .host
+        .state
+        .runs(Some("t1"), Some("appointments"), 50)
+        .unwrap();
+    assert!(
+        runs.iter()
+            .any(|r| r.trigger == "webhook" && r.emitted >= 1),
+        "{runs:?}"
+    );
+    let since_sync: Vec<&str> = runs
+        .iter()
+        .take_while(|r| r.trigger != "manual")
+        .map(|r| r.trigger.as_str())
+        .collect();
+    assert!(since_sync.iter().all(|t| *t == "webhook"), "{since_sync:?}");
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_and_repeated_deliveries_are_answered_as_standard_webhooks_say() {
+    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
+        .await
+        .unwrap();
+    let svc = Service::start(&env).await;
+    let secret = connect_webhook(&env, &svc).await;
+    let apt = env.acme_get("/appointments?limit=1").await.unwrap()["data"][0].clone();
+    let body = json!({ "id": "evt_test_1", "type": "appointment.updated", "occurred_at": apt["updated_at"], "data": { "object": apt } }).to_string();
+    let path = "/hooks/t1/appointments";
+    let ts = now_secs();
+    let good = sign(&secret, "evt_test_1", ts, &body);
+    assert_eq!(hook(&svc, path, "evt_test_1", ts, &good, &body).await, 202);
+    // Acme's retry: same ID and body, fresh timestamp: acknowledged, not
+    // processed again.
+    let ts2 = ts + 1;
+    let again = sign(&secret, "evt_test_1", ts2, &body);
+    assert_eq!(
+        hook(&svc, path, "evt_test_1", ts2, &again, &body).await,
+        200
+    );
+    // Forged: signed with another secret.
+    let forged = sign(
+        "whsec_Zm9yZ2VkLWZvcmdlZC1mb3JnZWQtZm9yZ2VkLWZvcmdlZA==",
+        "evt_test_2",
+        ts,
+        &body,
+    );
+    assert_eq!(
+        hook(&svc, path, "evt_test_2", ts, &forged, &body).await,
+        401
+    );
+    // Replayed: a correct signature over a timestamp ten minutes old.
+    let old = ts - 600;
+    let replayed = sign(&secret, "evt_test_3", old, &body);
+    assert_eq!(
+        hook(&svc, path, "evt_test_3", old, &replayed, &body).await,
+        401
+    );
+    // Oversized.
+    let big = "x".repeat((1 << 20) + 1);
+    let sig = sign(&secret, "evt_test_4", ts, &big);
+    assert_eq!(hook(&svc, path, "evt_test_4", ts, &sig, &big).await, 413);
+    // Unknown tenant, unknown flow, a flow that takes no webhooks.
+    for p in [
+        "/hooks/nobody/appointments",
+        "/hooks/t1/nothing",
+        "/hooks/t1/touchpoints",
+    ] {
+        assert_eq!(
+            hook(&svc, p, "evt_test_5", ts, &good, &body).await,
+            404,
+            "{p}"
+        );
+    }
+    // The accepted one is processed once.
+    let mut webhook_runs = vec![];
+    for _ in 0..200 {
+        webhook_runs = env
+            .host
+            .state
+            .runs(Some("t1"), Some("appointments"), 50)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.trigger == "webhook")
+            .collect();
+        if webhook_runs
+            .iter()
+            .any(|r| r.outcome != RunOutcome::Running)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(webhook_runs.len(), 1, "{webhook_runs:?}");
+    assert_eq!(webhook_runs[0].outcome, RunOutcome::Succeeded);
+    assert_eq!(webhook_runs[0].fetched, 1, "{webhook_runs:?}");
+    assert!(env.host.state.inbox_pending().unwrap().is_empty());
+    // Metrics count each case.
+    let (s, text) = svc.call(Some(OPERATOR), "GET", "/metrics", None).await;
+    assert_eq!(s, 200);
+    let text = text.as_str().unwrap_or_default().to_owned();
+    for result in [
+        "accepted",
+        "duplicate",
+        "bad_signature",
+        "stale_timestamp",
+        "too_large",
+        "unknown",
+    ] {
+        assert!(
+            text.contains(&format!("result=\"{result}\"")),
+            "{result} missing from /metrics"
+        );
+    }
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_scope_tenants_and_secrets_stay_sealed() {
+    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1"), TenantSetup::new("t2")])
+        .await
+        .unwrap();
+    let svc = Service::start(&env).await;
+    // Health is open; everything else needs a token.
+    assert_eq!(svc.call(None, "GET", "/healthz", None).await.0, 200);
+    assert_eq!(svc.call(None, "GET", "/v1/tenants", None).await.0, 401);
+    assert_eq!(
+        svc.call(Some("wrong"), "GET", "/v1/tenants", None).await.0,
+        401
+    );
+    assert_eq!(svc.call(None, "GET", "/metrics", None).await.0, 401);
+    let (s, minted) = svc
+        .call(
+            Some(OPERATOR),
+            "POST",
+            "/v1/tokens",
+            Some(json!({ "name": "t1's console", "tenant": "t1" })),
+        )
+        .await;
+    assert_eq!(s, 201, "{minted}");
+    let t1 = minted["token"].as_str().unwrap().to_owned();
+    // t1's token sees t1 only; t2 is "not found", not "forbidden".
+    let (s, list) = svc.call(Some(&t1), "GET", "/v1/tenants", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        list.as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<String>>(),
+        vec!["t1".to_string()]
+    );
+    assert_eq!(
+        svc.call(Some(&t1), "GET", "/v1/tenants/t2", None).await.0,
+        404
+    );
+    assert_eq!(
+        svc.call(Some(&t1), "GET", "/v1/runs?tenant=t2", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        svc.call(
+            Some(&t1),
+            "GET",
+            "/v1/tenants/t2/flows/appointments/state",
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        svc.call(
+            Some(&t1),
+            "PUT",
+            "/v1/tenants/t2/secrets/x",
+            Some(json!({ "value": "v" }))
+        )
+        .await
+        .0,
+        404
+    );
+    // Operator-only endpoints.
+    assert_eq!(svc.call(Some(&t1), "GET", "/v1/tokens", None).await.0, 403);
+    assert_eq!(
+        svc.call(Some(&t1), "DELETE", "/v1/tenants/t1", None)
+            .await
+            .0,
+        403
+    );
+    // Runs of t2 never show up for t1.
+    env.sync("t2").await.unwrap();
+    let (_, runs) = svc.call(Some(&t1), "GET", "/v1/runs", None).await;
+    assert!(runs.as_array().unwrap().iter().all(|r| r["tenant"] == "t1"));
+
+    // A secret is write-only and sealed at rest.
+    let value = "s3cr3t-value-that-must-not-leak-4821";
+    let (s, _) = svc
+        .call(
+            Some(&t1),
+            "PUT",
+            "/v1/tenants/t1/secrets/crm_key",
+            Some(json!({ "value": value })),
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (_, names) = svc
+        .call(Some(&t1), "GET", "/v1/tenants/t1/secrets", None)
+        .await;
+    assert_eq!(names, json!(["crm_key"]));
+    for path in [
+        "/v1/tenants/t1",
+        "/v1/tenants/t1/secrets",
+        "/v1/config/export",
+    ] {
+        let (_, v) = svc.call(Some(OPERATOR), "GET", path, None).await;
+        assert!(!v.to_string().contains(value), "{path} shows the secret");
+    }
+    env.host.state.flush().unwrap();
+    let token_hex = t1.clone();
+    for entry in walk(env.dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        for needle in [value.as_bytes(), token_hex.as_bytes()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds a secret or token in clear",
+                entry.display()
+            );
+        }
+    }
+    // A config with an invalid stage is refused, naming the field.
+    let (_, mut tenant) = svc
+        .call(Some(OPERATOR), "GET", "/v1/tenants/t1", None)
+        .await;
+    tenant["flows"]["appointments"]["destination"]["config"] = json!({ "collection_url": 42 });
+    let (s, v) = svc
+        .call(Some(OPERATOR), "PUT", "/v1/tenants/t1", Some(tenant))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("flows.appointments.destination.config"),
+        "{v}"
+    );
+    svc.stop().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
