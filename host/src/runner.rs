@@ -106,6 +106,9 @@ struct Item {
 /// SDK's `DEAD_LETTER_FIELD`).
 pub const RETRACT_FIELD: &str = "weft_dead_letter";
 
+/// One webhook delivery: (headers with lowercase names, raw body).
+pub type WebhookDelivery = (Vec<(String, String)>, Vec<u8>);
+
 /// The state-store document kind of tenants written at runtime.
 pub const TENANT_DOC: &str = "tenant";
 
@@ -595,7 +598,7 @@ impl Host {
         &self,
         tenant: &str,
         flow_name: &str,
-        deliveries: Vec<(Vec<(String, String)>, Vec<u8>)>,
+        deliveries: Vec<WebhookDelivery>,
     ) -> anyhow::Result<RunRecord> {
         let flow = self.flow(tenant, flow_name)?;
         let mut run = RunRecord {
@@ -617,7 +620,7 @@ impl Host {
         tenant: &str,
         flow_name: &str,
         flow: &FlowConfig,
-        deliveries: Vec<(Vec<(String, String)>, Vec<u8>)>,
+        deliveries: Vec<WebhookDelivery>,
         run: &mut RunRecord,
     ) -> Result<(), Stop> {
         let mut p = self
