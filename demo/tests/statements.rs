@@ -350,8 +350,15 @@ async fn s5_webhooks_duplicated_and_out_of_order_leave_the_newest_version() {
                 .any(|s| s == format!("v1,{expected}"))
         );
     }
-    // Out of order: the newest first, then the older, then duplicates.
-    deliveries.reverse();
+    // Out of order: the newest first, then the older, duplicates among them
+    // (Acme's jitter decides the order they arrived in: sort, so that the
+    // newest is first whatever it was).
+    let instant = |body: &str| {
+        let v: Value = serde_json::from_str(body).unwrap();
+        chrono::DateTime::parse_from_rfc3339(v["data"]["object"]["updated_at"].as_str().unwrap())
+            .unwrap()
+    };
+    deliveries.sort_by_key(|(_, body)| std::cmp::Reverse(instant(body)));
     let mut stale = 0;
     for (headers, body) in deliveries {
         let r = env

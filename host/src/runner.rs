@@ -973,10 +973,12 @@ pub async fn serve(
 /// The scheduler. Flows run concurrently, at most `max_concurrent_runs` at
 /// once, and never two runs of one flow at once (a run still going when its
 /// next one is due makes that one wait), so a flow that runs long delays
-/// only itself. Each flow runs on its own schedule: the first run at start
-/// (or when the flow appears) plus a random part of `schedule_jitter` ×
-/// schedule, each next one a schedule plus such a random part after the
-/// last was due, so that many tenants on one schedule spread out. Tenants
+/// only itself. Each flow runs on its own schedule: the first run at a
+/// random point of a start-up window (25 ms per configured flow, between
+/// `schedule_jitter` × schedule and the schedule) or, for a flow that
+/// appears later, within its jitter; each next one a schedule plus a random
+/// part of `schedule_jitter` × schedule after the last was due, so that many
+/// tenants on one schedule spread out. Tenants
 /// and flows added, changed or removed at runtime ([`Host::put_tenant`]) are
 /// picked up at once. A flow that needs attention is skipped (a person must
 /// fix it; a manual run of it clears the flag when it succeeds). A run that
@@ -1018,10 +1020,26 @@ pub async fn serve_with(
         // Pick up tenants and flows changed at runtime.
         let generation = host.generation();
         if generation != seen_generation {
+            let first_sync = seen_generation == u64::MAX;
             seen_generation = generation;
             let now = Instant::now();
             let mut live = std::collections::HashSet::new();
-            for (t, tc) in host.tenants() {
+            let tenants = host.tenants();
+            // At start, the first runs spread over a window that grows with
+            // the number of flows (25 ms each, at most a schedule), so that
+            // 10,000 tenants do not all start in the first seconds; flows
+            // added later start within their jitter.
+            let flows = tenants.values().map(|t| t.flows.len()).sum::<usize>() as u32;
+            let startup = Duration::from_millis(25) * flows;
+            let first_at = |every: Duration| {
+                let window = if first_sync {
+                    startup.clamp(every.mul_f64(jitter), every)
+                } else {
+                    every.mul_f64(jitter)
+                };
+                window.mul_f64(rand::random::<f64>())
+            };
+            for (t, tc) in tenants {
                 if !tc.active {
                     continue;
                 }
@@ -1040,7 +1058,7 @@ pub async fn serve_with(
                             }
                         }
                         None => {
-                            let at = now + spread(fc.schedule);
+                            let at = now + first_at(fc.schedule);
                             heap.push(Reverse((at, key.clone())));
                             due.insert(
                                 key,

@@ -659,15 +659,9 @@ async fn records_leaving_a_filter_are_removed_and_retracts_dead_letter() {
     ))
     .await;
     let mapper_config = |h: &mut Host, c: Value| {
-        h.config
-            .tenants
-            .get_mut("acme")
-            .unwrap()
-            .flows
-            .get_mut("sync")
-            .unwrap()
-            .mappers[0]
-            .config = c;
+        let mut t = h.tenant("acme").unwrap();
+        t.flows.get_mut("sync").unwrap().mappers[0].config = c;
+        h.put_tenant("acme", t).unwrap();
     };
     assert_eq!(run(&h).await.outcome, RunOutcome::Succeeded);
     assert_eq!(sink.keys().len(), 6);

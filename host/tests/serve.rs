@@ -1,0 +1,404 @@
+//! The `weft serve` binary as an operator runs it: `kill -9` while signed
+//! webhooks arrive loses no acknowledged delivery; SIGTERM exits 0; a
+//! connector version uploaded through the API (`weft --server … connectors
+//! add`) is used by the next run while the service keeps running, and a pin
+//! rolls it back; local commands that cannot open the state say to use
+//! `--server`.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use weft_test_artifacts as artifacts;
+
+const SECRET: &str = "whsec_dGVzdC13ZWJob29rLXNlY3JldC10ZXN0LXdlYmhvb2stc2VjcmV0";
+const OPERATOR: &str = "op-token-for-serve-tests";
+
+fn weft(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weft"));
+    c.arg("--config")
+        .arg(config)
+        .env("WEFT_LOG", "warn")
+        .env("WEFT_ADMIN_TOKEN", OPERATOR)
+        .env_remove("WEFT_SERVER");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A destination that keeps the keys it was sent.
+async fn sink() -> (TestServer, Arc<Mutex<BTreeSet<String>>>) {
+    let keys: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let k = keys.clone();
+    let server = TestServer::start(move |s, _| {
+        let key = s.path.trim_start_matches("/records/").to_owned();
+        if s.method == "PUT" {
+            k.lock().unwrap().insert(key);
+        }
+        Reply::new(201, "")
+    })
+    .await;
+    (server, keys)
+}
+
+fn setup(dir: &Path, port: u16, dest: &str, mapper: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("secrets.toml"), format!("hook = \"{SECRET}\"\n")).unwrap();
+    let path = dir.join("weft.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+data_dir = "data"
+secrets_file = "secrets.toml"
+private_hosts = ["127.0.0.1"]
+
+[service]
+listen = "127.0.0.1:{port}"
+
+[tenants.acme.flows.sync]
+schedule = "1h"
+source = {{ connector = "test-source@^1", stream = "numbers", config = {{ total = 3, page_size = 3 }}, webhook = {{ secrets = [{{ secret = "hook" }}] }} }}
+mappers = [{mapper}]
+destination = {{ connector = "test-destination@^2", config = {{ url = "{dest}" }}, http = {{ allow = ["http://127.0.0.1:*"] }} }}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn add(path: &Path, file: &str) {
+    let out = weft(path)
+        .args(["connectors", "add", file])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<(u16, Value), String> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut b = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", format!("127.0.0.1:{port}"));
+    for (k, v) in headers {
+        b = b.header(*k, v);
+    }
+    let resp = send
+        .send_request(b.body(Full::new(bytes::Bytes::from(body))).unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+async fn api(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    request(
+        port,
+        method,
+        path,
+        &[("authorization", format!("Bearer {OPERATOR}"))],
+        body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
+    )
+    .await
+    .unwrap()
+}
+
+fn sign(id: &str, ts: u64, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(SECRET.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.{body}").as_bytes());
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+async fn deliver(port: u16, n: usize) -> Result<u16, String> {
+    let id = format!("evt_{n}");
+    let body = json!({ "id": format!("w{n}"), "version": 1 }).to_string();
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sig = sign(&id, ts, &body);
+    request(
+        port,
+        "POST",
+        "/hooks/acme/sync",
+        &[
+            ("webhook-id", id),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", sig),
+            ("content-type", "application/json".into()),
+        ],
+        body.into_bytes(),
+    )
+    .await
+    .map(|(s, _)| s)
+}
+
+/// A `weft serve` child, killed when dropped (a failing test must not leave
+/// it running).
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_serve(path: &Path, port: u16) -> Served {
+    let child = weft(path)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60) {
+        if let Ok((200, _)) = request(port, "GET", "/readyz", &[], vec![]).await {
+            return Served(child);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("weft serve did not become ready");
+}
+
+fn terminate(child: &mut Served) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    child.0.wait().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_while_webhooks_arrive_loses_no_acknowledged_delivery() {
+    let (server, keys) = sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = setup(dir.path(), port, &server.url(""), "");
+    for f in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
+        add(&path, f);
+    }
+    let mut child = start_serve(&path, port).await;
+    // Deliveries go out 8 at a time; after 150 acknowledgements the process
+    // is killed, and the deliveries in flight then get no answer.
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let pid = child.0.id();
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for lane in 0..8 {
+        let (acked, killed) = (acked.clone(), killed.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in (lane..400).step_by(8) {
+                if let Ok(s) = deliver(port, n).await
+                    && (200..300).contains(&s)
+                {
+                    let mut a = acked.lock().unwrap();
+                    a.push(format!("w{n}"));
+                    if a.len() >= 150 && !killed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        Command::new("kill")
+                            .args(["-9", &pid.to_string()])
+                            .status()
+                            .unwrap();
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let _ = child.0.wait();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 150 && acked.len() < 400, "{}", acked.len());
+    // Restart: the inbox is processed.
+    let mut child = start_serve(&path, port).await;
+    let t = Instant::now();
+    loop {
+        let got = keys.lock().unwrap().clone();
+        let lost: Vec<&String> = acked.iter().filter(|a| !got.contains(*a)).collect();
+        if lost.is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "acknowledged deliveries lost: {} of {} (e.g. {:?})",
+            lost.len(),
+            acked.len(),
+            &lost[..lost.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A repeat of an acknowledged delivery is acknowledged, not processed
+    // again, after the restart too.
+    assert_eq!(deliver(port, 0).await.unwrap(), 200);
+    // SIGTERM: a clean exit.
+    let status = terminate(&mut child);
+    assert!(status.success(), "{status:?}");
+}
+
+async fn run_now(port: u16) -> Value {
+    let (_, before) = api(port, "GET", "/v1/runs?tenant=acme&flow=sync&limit=1", None).await;
+    let before_id = before[0]["id"].clone();
+    let (s, v) = api(port, "POST", "/v1/tenants/acme/flows/sync/runs", None).await;
+    assert_eq!(s, 202, "{v}");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60) {
+        let (_, runs) = api(port, "GET", "/v1/runs?tenant=acme&flow=sync&limit=1", None).await;
+        let r = &runs[0];
+        if r["id"] != before_id && r["outcome"] != "running" && r["trigger"] == "manual" {
+            return r.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the run did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_uploaded_to_the_running_service_is_used_next_and_a_pin_rolls_it_back() {
+    let (server, _keys) = sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = setup(
+        dir.path(),
+        port,
+        &server.url(""),
+        r#"{ connector = "test-mapper@>=0.4", config = {} }"#,
+    );
+    for f in [
+        artifacts::TEST_SOURCE,
+        artifacts::TEST_MAPPER,
+        artifacts::TEST_DESTINATION,
+    ] {
+        add(&path, f);
+    }
+    let mut child = start_serve(&path, port).await;
+    // The state is the service's now: a local command says what to do.
+    let out = weft(&path).args(["runs", "list"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--server"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = run_now(port).await;
+    assert_eq!(r["connectors"][1], "test-mapper@0.4.0", "{r}");
+
+    // Upload 0.5.0 with the CLI against the server.
+    let server_url = format!("http://127.0.0.1:{port}");
+    let out = weft(&path)
+        .args([
+            "--server",
+            &server_url,
+            "connectors",
+            "add",
+            artifacts::TEST_MAPPER_V2,
+        ])
+        .env("WEFT_TOKEN", OPERATOR)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = run_now(port).await;
+    assert_eq!(r["connectors"][1], "test-mapper@0.5.0", "{r}");
+    let (_, list) = api(port, "GET", "/v1/connectors", None).await;
+    let v5 = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "test-mapper" && c["version"] == "0.5.0")
+        .unwrap();
+    assert_eq!(v5["used_by"], json!(["acme/sync"]));
+
+    // Roll back by pinning the flow to 0.4.0.
+    let (_, mut tenant) = api(port, "GET", "/v1/tenants/acme", None).await;
+    tenant["flows"]["sync"]["mappers"][0]["connector"] = json!("test-mapper@0.4.0");
+    let (s, v) = api(port, "PUT", "/v1/tenants/acme", Some(tenant)).await;
+    assert_eq!(s, 200, "{v}");
+    let r = run_now(port).await;
+    assert_eq!(r["connectors"][1], "test-mapper@0.4.0", "{r}");
+
+    // The CLI reads runs from the server too.
+    let out = weft(&path)
+        .args(["--server", &server_url, "runs", "list", "--tenant", "acme"])
+        .env("WEFT_TOKEN", OPERATOR)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("acme/sync: succeeded"));
+    assert!(terminate(&mut child).success());
+    // The pin survives a restart: tenants written over the API persist.
+    let out = weft(&path)
+        .args(["run", "--tenant", "acme", "--flow", "sync"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = weft(&path)
+        .args(["runs", "list", "--tenant", "acme"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let out = weft(&path)
+        .args([
+            "runs",
+            "show",
+            text.split('(').nth(1).unwrap().split(')').next().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["connectors"][1], "test-mapper@0.4.0");
+}
