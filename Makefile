@@ -36,10 +36,12 @@ test: setup lint
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-## bench: sync figures at the size of issue 10 (release build; prints, asserts nothing)
+## bench: sync figures at the size of issue 10, runtime figures, and weft
+## serve's webhook ingress and schedule lag (release build; prints, asserts nothing)
 bench: setup
 	$(CARGO) bench -p weft-demo --bench sync
 	$(CARGO) bench -p weft-host --bench runtime
+	$(CARGO) bench -p weft-host --bench service
 
 ## fuzz: the property tests of the outbound policy and the connector-output
 ## checks, with many more cases than `make test` runs (FUZZ_CASES to change)

@@ -473,3 +473,164 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Acme's webhooks as Acme lists them.
+async fn acme_webhooks(env: &DemoEnv) -> Vec<Value> {
+    let a = weft_demo::http(
+        "GET",
+        &format!("{}/webhooks", env.acme.base_url()),
+        &[("x-acme-api-key", "acme-demo-key")],
+        None,
+    )
+    .await
+    .unwrap();
+    a.json()["data"].as_array().cloned().unwrap_or_default()
+}
+
+/// Creates an appointment owned by the first user and waits until its event
+/// is in that user's calendar.
+async fn appointment_arrives(env: &DemoEnv, title: &str) -> Duration {
+    let email = env.user_emails().await.unwrap()[0].clone();
+    let users = env.acme_get("/users").await.unwrap()["data"].clone();
+    let owner = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"].as_str().unwrap().eq_ignore_ascii_case(&email))
+        .unwrap()["id"]
+        .clone();
+    let contact = env.acme_get("/contacts?limit=200").await.unwrap()["data"][0]["id"].clone();
+    let t = Instant::now();
+    let apt = env
+        .acme_control(
+            "POST",
+            "/appointments",
+            json!({
+                "owner_id": owner, "contact_id": contact, "title": title,
+                "starts_at": "2026-12-04T10:00:00Z", "ends_at": "2026-12-04T10:30:00Z",
+                "timezone": "UTC",
+            }),
+        )
+        .await
+        .unwrap();
+    let uid = format!("acme-{}@t1", apt["id"].as_str().unwrap());
+    while t.elapsed() < Duration::from_secs(20) {
+        if env.calendar("t1", &email).await.unwrap().contains_key(&uid) {
+            return t.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{title:?} did not reach the calendar by webhook");
+}
+
+/// The tenant asks for webhooks (`webhook.register`): weft subscribes at
+/// Acme through acme-crm's `weft:webhooks/registration` export, keeps the
+/// secret sealed (no answer shows it), rotates it on request (deliveries
+/// signed with the new one keep coming), and deactivation deletes the
+/// subscription at Acme.
+#[tokio::test(flavor = "multi_thread")]
+async fn activation_subscribes_at_acme_and_deactivation_unsubscribes() {
+    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
+        .await
+        .unwrap();
+    for r in env.sync("t1").await.unwrap() {
+        assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    }
+    let svc = Service::start(&env).await;
+    assert!(acme_webhooks(&env).await.is_empty());
+    let (_, mut tenant) = svc
+        .call(Some(OPERATOR), "GET", "/v1/tenants/t1", None)
+        .await;
+    tenant["flows"]["appointments"]["source"]["webhook"] = json!({ "register": true });
+    let (s, answer) = svc
+        .call(Some(OPERATOR), "PUT", "/v1/tenants/t1", Some(tenant))
+        .await;
+    assert_eq!(s, 200, "{answer}");
+    let hook_url = format!("{}/hooks/t1/appointments", svc.url);
+    assert_eq!(
+        answer["webhooks"]["appointments"]["url"],
+        json!(hook_url),
+        "{answer}"
+    );
+    let at_acme = acme_webhooks(&env).await;
+    assert_eq!(at_acme.len(), 1, "{at_acme:?}");
+    assert_eq!(at_acme[0]["url"], json!(hook_url));
+    let events: Vec<&str> = at_acme[0]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(events.contains(&"appointment.updated") && events.contains(&"contact.updated"));
+    assert!(
+        !events.iter().any(|e| e.starts_with("activity.")),
+        "{events:?}"
+    );
+    eprintln!(
+        "by webhook: {:?}",
+        appointment_arrives(&env, "After subscribing").await
+    );
+
+    let (s, sub) = svc
+        .call(
+            Some(OPERATOR),
+            "GET",
+            "/v1/tenants/t1/flows/appointments/webhook",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(sub["id"], at_acme[0]["id"]);
+    assert!(!sub.to_string().contains("whsec_"), "{sub}");
+
+    let (s, rotated) = svc
+        .call(
+            Some(OPERATOR),
+            "POST",
+            "/v1/tenants/t1/flows/appointments/webhook/rotate",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{rotated}");
+    assert!(!rotated.to_string().contains("whsec_"));
+    eprintln!(
+        "after rotation: {:?}",
+        appointment_arrives(&env, "After rotating").await
+    );
+    // No API answer and no file of weft's in clear holds a signing secret.
+    for path in [
+        "/v1/tenants/t1",
+        "/v1/config/export",
+        "/v1/tenants/t1/secrets",
+    ] {
+        let (_, v) = svc.call(Some(OPERATOR), "GET", path, None).await;
+        assert!(!v.to_string().contains("whsec_"), "{path}: {v}");
+    }
+    env.host.state.flush().unwrap();
+    for file in walk(&env.dir.path().join("data")) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(6).any(|w| w == b"whsec_"),
+            "{} holds a signing secret",
+            file.display()
+        );
+    }
+
+    let (s, v) = svc
+        .call(Some(OPERATOR), "POST", "/v1/tenants/t1/deactivate", None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(acme_webhooks(&env).await.is_empty(), "unsubscribed at Acme");
+    assert_eq!(
+        svc.call(
+            Some(OPERATOR),
+            "GET",
+            "/v1/tenants/t1/flows/appointments/webhook",
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    svc.stop().await;
+}

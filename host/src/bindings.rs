@@ -1,6 +1,7 @@
 //! The one place for generated bindings of the weft WIT contract.
 //!
-//! One `bindgen!` per world of `wit/v0.1.0`. The source world's generated
+//! One `bindgen!` per world of `wit/v0.1.0`, and one for the optional
+//! webhook-registration capability (`wit/webhooks-v0.1.0`). The source world's generated
 //! import interfaces are reused by the other two, so that `Record`, `Error`
 //! and the host traits exist once. Nothing outside `caps` and `connector`
 //! names these paths; the rest of weft uses [`crate::model`].
@@ -63,4 +64,15 @@ pub mod v0_1_0 {
     }
 
     pub use source::weft::connector::{config, kv, log, types};
+}
+
+/// The optional webhook-registration capability of sources
+/// (`wit/webhooks-v0.1.0`), a package of its own beside the contract.
+pub mod webhooks_v0_1_0 {
+    wasmtime::component::bindgen!({
+        path: "../wit/webhooks-v0.1.0",
+        world: "weft:webhooks/webhook-registration",
+        exports: { default: async },
+        require_store_data_send: true,
+    });
 }

@@ -198,16 +198,22 @@ pub struct SourceStage {
     pub webhook: Option<WebhookConfig>,
 }
 
-/// How a flow's webhook deliveries are authenticated: Standard Webhooks
-/// signatures (`webhook-id`, `webhook-timestamp`, `webhook-signature`) with
-/// any of these secrets (`whsec_…`), so that a rotation can list the old and
-/// the new one.
+/// A flow's webhooks: Standard Webhooks signatures (`webhook-id`,
+/// `webhook-timestamp`, `webhook-signature`) checked against any of these
+/// secrets (`whsec_…`) or those of the subscription weft made
+/// (`register`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// The signing secrets: `{ secret = "name" }` (the tenant's secret, else
-    /// the secrets file) or `{ env = "VAR" }`.
+    /// Signing secrets of a subscription made by hand: `{ secret = "name" }`
+    /// (the tenant's secret, else the secrets file) or `{ env = "VAR" }`.
+    #[serde(default)]
     pub secrets: Vec<crate::secrets::SecretRef>,
+    /// Subscribe with the vendor when the tenant is written or activated
+    /// (sources that export `weft:webhooks/registration`); the secret the
+    /// vendor returns is kept sealed by the host.
+    #[serde(default)]
+    pub register: bool,
 }
 
 /// A mapper or destination stage.

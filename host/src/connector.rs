@@ -509,11 +509,16 @@ impl Runtime {
         let world = connector.inner.world;
         let instantiating = async {
             Ok::<_, wasmtime::Error>(match world {
-                WorldKind::Source => Bound::Source(
-                    source::SourceConnectorPre::new(pre.clone())?
-                        .instantiate_async(&mut store)
-                        .await?,
-                ),
+                WorldKind::Source => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let bound = source::SourceConnector::new(&mut store, &instance)?;
+                    // The optional capability: absent in most sources.
+                    let hooks = crate::bindings::webhooks_v0_1_0::WebhookRegistration::new(
+                        &mut store, &instance,
+                    )
+                    .ok();
+                    Bound::Source(bound, hooks)
+                }
                 WorldKind::Mapper => Bound::Mapper(
                     mapper::MapperConnectorPre::new(pre.clone())?
                         .instantiate_async(&mut store)
@@ -566,7 +571,11 @@ impl Runtime {
 }
 
 enum Bound {
-    Source(source::SourceConnector),
+    /// A source, with its webhook-registration export if it has one.
+    Source(
+        source::SourceConnector,
+        Option<crate::bindings::webhooks_v0_1_0::WebhookRegistration>,
+    ),
     Mapper(mapper::MapperConnector),
     Destination(destination::DestinationConnector),
 }
@@ -761,7 +770,7 @@ impl ConnectorInstance {
         let timeout = self.call_timeout();
         let bound = self.bound.clone();
         let out = match &*bound {
-            Bound::Source(b) => {
+            Bound::Source(b, _) => {
                 tokio::time::timeout(
                     timeout,
                     b.weft_connector_metadata().call_describe(&mut self.store),
@@ -792,10 +801,58 @@ impl ConnectorInstance {
         convert_info(self.describe_raw().await?, &limits)
     }
 
+    /// How `stream`'s webhooks are registered with the vendor, when the
+    /// source exports the optional `weft:webhooks/registration` interface;
+    /// `None` when it does not, or the stream takes no webhooks.
+    pub async fn webhook_setup(
+        &mut self,
+        stream: &str,
+    ) -> Result<Option<crate::model::WebhookSetup>, CallError> {
+        let bound = self.bound.clone();
+        let Bound::Source(_, hooks) = &*bound else {
+            return Err(self.wrong_world("webhook-setup"));
+        };
+        let Some(hooks) = hooks else {
+            return Ok(None);
+        };
+        self.begin()?;
+        let out = tokio::time::timeout(
+            self.call_timeout(),
+            hooks
+                .weft_webhooks_registration()
+                .call_webhook_setup(&mut self.store, stream),
+        )
+        .await;
+        let setup = self
+            .settle("webhook-setup", out)?
+            .map_err(|e| CallError::Connector(ConnectorError::Config(e)))?;
+        use crate::bindings::webhooks_v0_1_0::exports::weft::webhooks::registration as wit;
+        let call = |c: wit::HttpCall| crate::model::HttpCall {
+            method: c.method,
+            url: c.url,
+            body: c.body,
+        };
+        Ok(setup.map(|s| crate::model::WebhookSetup {
+            create: call(s.create),
+            id_pointer: s.id_pointer,
+            secret_pointer: s.secret_pointer,
+            rotate: s.rotate.map(call),
+            delete: s.delete.map(call),
+            rotation_overlap_secs: s.rotation_overlap_secs,
+        }))
+    }
+
+    /// This instance's outbound HTTP (grants, policy, quota, credentials),
+    /// for requests the host makes on the tenant's behalf
+    /// ([`crate::caps::http::OutboundHttp::send_for_host`]).
+    pub fn host_http(&self) -> crate::caps::http::OutboundHttp {
+        self.store.data().hooks.clone()
+    }
+
     /// Fetches one page of `stream` after `cursor` (source connectors).
     pub async fn fetch(&mut self, stream: &str, cursor: Option<&str>) -> Result<Page, CallError> {
         let bound = self.bound.clone();
-        let Bound::Source(b) = &*bound else {
+        let Bound::Source(b, _) = &*bound else {
             return Err(self.wrong_world("fetch"));
         };
         self.begin()?;
@@ -840,7 +897,7 @@ impl ConnectorInstance {
         body: Vec<u8>,
     ) -> Result<Vec<Record>, CallError> {
         let bound = self.bound.clone();
-        let Bound::Source(b) = &*bound else {
+        let Bound::Source(b, _) = &*bound else {
             return Err(self.wrong_world("on-webhook"));
         };
         self.begin()?;

@@ -29,8 +29,10 @@
 //! backend), [`secrets`] (where credentials come from), [`events`] (what the
 //! sandbox refused or stopped, per tenant), [`config`] (`weft.toml`),
 //! [`state`] (durable state behind one trait, on sled), [`registry`]
-//! (registered connector versions) and [`runner`] (fetch → map → emit →
-//! commit).
+//! (registered connector versions), [`runner`] (fetch → map → emit →
+//! commit), [`metrics`] (Prometheus metrics), [`subscriptions`] (webhook
+//! subscriptions made for sources) and [`service`] (`weft serve`: HTTP
+//! server, webhook ingress, admin API, scheduler, alerts).
 
 #![deny(missing_docs)]
 
@@ -49,6 +51,7 @@ pub mod runner;
 pub mod secrets;
 pub mod service;
 pub mod state;
+pub mod subscriptions;
 
 pub use caps::http::{Credential, HttpGrants, OriginPattern};
 pub use connector::{

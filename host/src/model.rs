@@ -100,3 +100,34 @@ mod opt_millis {
         Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }
+
+/// One HTTP request the host makes for a connector's optional webhook
+/// registration (`wit/webhooks-v0.1.0`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpCall {
+    /// The method.
+    pub method: String,
+    /// The absolute URL (`{url}` / `{id}` placeholders).
+    pub url: String,
+    /// A JSON body (`{url}` placeholder).
+    pub body: Option<String>,
+}
+
+/// How a source's stream subscribes to the vendor's webhooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSetup {
+    /// Creates the subscription.
+    pub create: HttpCall,
+    /// JSON pointer to the subscription ID in the answer to `create`.
+    pub id_pointer: String,
+    /// JSON pointer to the signing secret in the answers to `create` and
+    /// `rotate`.
+    pub secret_pointer: String,
+    /// Rotates the secret.
+    pub rotate: Option<HttpCall>,
+    /// Deletes the subscription.
+    pub delete: Option<HttpCall>,
+    /// Seconds the vendor keeps signing with the old secret after a
+    /// rotation.
+    pub rotation_overlap_secs: u64,
+}

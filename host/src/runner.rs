@@ -56,6 +56,8 @@ pub struct Host {
     tenants: std::sync::RwLock<std::collections::BTreeMap<String, TenantConfig>>,
     /// Bumped whenever the live tenants change.
     generation: std::sync::atomic::AtomicU64,
+    /// Where the outside world reaches `weft serve` (for webhook URLs).
+    public_url: std::sync::RwLock<String>,
     /// The sandbox runtime.
     pub runtime: Runtime,
     /// Durable state.
@@ -182,14 +184,37 @@ impl Host {
                 None => tenants.remove(&id),
             };
         }
+        let public_url = config
+            .service
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.service.listen));
         Ok(Host {
             config,
             tenants: std::sync::RwLock::new(tenants),
             generation: Default::default(),
+            public_url: std::sync::RwLock::new(public_url),
             runtime,
             state,
             registry,
         })
+    }
+
+    /// Where the outside world reaches `weft serve`: `service.public_url`,
+    /// else the address it listens on.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets the address `weft serve` listens on as the public URL, unless
+    /// `service.public_url` names one.
+    pub fn set_listening_on(&self, addr: std::net::SocketAddr) {
+        if self.config.service.public_url.is_none() {
+            *self.public_url.write().unwrap_or_else(|e| e.into_inner()) = format!("http://{addr}");
+        }
     }
 
     /// A number that changes whenever the live tenants change.
@@ -309,7 +334,7 @@ impl Host {
     }
 
     /// Resolves and loads a stage's connector, checking its world.
-    async fn stage_connector(
+    pub(crate) async fn stage_connector(
         &self,
         stage: &Stage,
         world: WorldKind,
@@ -331,7 +356,7 @@ impl Host {
         Ok(c)
     }
 
-    async fn instantiate(
+    pub(crate) async fn instantiate(
         &self,
         c: &Connector,
         tenant: &str,

@@ -754,3 +754,65 @@ impl Source for AcmeCrm {
 }
 
 export!(AcmeCrm);
+
+/// The optional webhook-registration capability (`wit/webhooks-v0.1.0`):
+/// how the host subscribes a stream's flow to Acme's webhooks. Acme signs
+/// with the old and the new secret for 24 hours after a rotation.
+mod hooks {
+    wit_bindgen::generate!({
+        world: "webhook-registration",
+        path: "../../wit/webhooks-v0.1.0",
+    });
+
+    use super::{AcmeCrm, Config};
+    use exports::weft::webhooks::registration::{Guest, HttpCall, Setup};
+
+    /// The Acme events that change what each stream yields.
+    fn events(stream: &str) -> Option<&'static [&'static str]> {
+        match stream {
+            "appointments" => Some(&[
+                "appointment.created",
+                "appointment.updated",
+                "appointment.deleted",
+                "contact.updated",
+                "contact.deleted",
+            ]),
+            "activities" => Some(&["activity.created", "activity.updated", "activity.deleted"]),
+            "contacts" => Some(&["contact.updated", "contact.deleted"]),
+            _ => None,
+        }
+    }
+
+    impl Guest for AcmeCrm {
+        fn webhook_setup(stream: String) -> Result<Option<Setup>, String> {
+            let Some(events) = events(&stream) else {
+                return Ok(None);
+            };
+            let cfg: Config = weft_sdk::tenant_config().map_err(|e| format!("{e:?}"))?;
+            let base = cfg.base_url.trim_end_matches('/');
+            let body = serde_json::json!({ "url": "{url}", "events": events }).to_string();
+            Ok(Some(Setup {
+                create: HttpCall {
+                    method: "POST".into(),
+                    url: format!("{base}/webhooks"),
+                    body: Some(body),
+                },
+                id_pointer: "/id".into(),
+                secret_pointer: "/secret".into(),
+                rotate: Some(HttpCall {
+                    method: "POST".into(),
+                    url: format!("{base}/webhooks/{{id}}/rotate"),
+                    body: None,
+                }),
+                delete: Some(HttpCall {
+                    method: "DELETE".into(),
+                    url: format!("{base}/webhooks/{{id}}"),
+                    body: None,
+                }),
+                rotation_overlap_secs: 24 * 3600,
+            }))
+        }
+    }
+
+    export!(AcmeCrm);
+}

@@ -165,6 +165,14 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/tenants/{tenant}/flows/{flow}/pause", post(pause))
         .route("/v1/tenants/{tenant}/flows/{flow}/resume", post(resume))
         .route("/v1/tenants/{tenant}/flows/{flow}/runs", post(start_run))
+        .route(
+            "/v1/tenants/{tenant}/flows/{flow}/webhook",
+            get(show_subscription).post(subscribe).delete(unsubscribe),
+        )
+        .route(
+            "/v1/tenants/{tenant}/flows/{flow}/webhook/rotate",
+            post(rotate_secret),
+        )
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(show_run))
         .route("/v1/dead-letters", get(list_dead))
@@ -228,13 +236,23 @@ async fn put_tenant(
         .await
         .map_err(|e| bad(format!("{e:#}")))?;
     let existed = app.host.tenant(&tenant).is_some();
+    let active = config.active;
     app.host.put_tenant(&tenant, config).map_err(internal)?;
     let status = if existed {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(json!({ "tenant": tenant }))).into_response())
+    let webhooks = if active {
+        subscribe_all(&app, &tenant).await
+    } else {
+        json!({})
+    };
+    Ok((
+        status,
+        Json(json!({ "tenant": tenant, "webhooks": webhooks })),
+    )
+        .into_response())
 }
 
 async fn delete_tenant(
@@ -243,10 +261,54 @@ async fn delete_tenant(
     Path(tenant): Path<String>,
 ) -> ApiResult {
     c.operator()?;
+    unsubscribe_all(&app, &tenant).await;
     if !app.host.delete_tenant(&tenant).map_err(internal)? {
         return Err(not_found("no such tenant"));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Subscribes every flow of the tenant that asks for it (`webhook.register`)
+/// and has no subscription yet; what happened, per flow.
+async fn subscribe_all(app: &AppState, tenant: &str) -> Value {
+    let mut out = serde_json::Map::new();
+    let Some(t) = app.host.tenant(tenant) else {
+        return Value::Object(out);
+    };
+    for (flow, f) in &t.flows {
+        if !f.source.webhook.as_ref().is_some_and(|w| w.register) {
+            continue;
+        }
+        let v = match app.host.subscribe_webhooks(tenant, flow).await {
+            Ok(sub) => json!({ "subscribed": sub.id, "url": sub.url }),
+            Err(e) => {
+                tracing::warn!(tenant, flow, error = %format!("{e:#}"), "webhook subscription");
+                json!({ "error": format!("{e:#}") })
+            }
+        };
+        out.insert(flow.clone(), v);
+    }
+    Value::Object(out)
+}
+
+/// Deletes every subscription of the tenant's flows.
+async fn unsubscribe_all(app: &AppState, tenant: &str) -> Value {
+    let mut out = serde_json::Map::new();
+    let Some(t) = app.host.tenant(tenant) else {
+        return Value::Object(out);
+    };
+    for flow in t.flows.keys() {
+        match app.host.unsubscribe_webhooks(tenant, flow).await {
+            Ok(true) => {
+                out.insert(flow.clone(), json!({ "unsubscribed": true }));
+            }
+            Ok(false) => {}
+            Err(e) => {
+                out.insert(flow.clone(), json!({ "error": format!("{e:#}") }));
+            }
+        }
+    }
+    Value::Object(out)
 }
 
 async fn set_active(app: &AppState, tenant: &str, active: bool) -> ApiResult {
@@ -254,9 +316,18 @@ async fn set_active(app: &AppState, tenant: &str, active: bool) -> ApiResult {
         .host
         .tenant(tenant)
         .ok_or_else(|| not_found("no such tenant"))?;
+    // Deactivation ends the vendor's deliveries first.
+    let mut webhooks = if active {
+        json!({})
+    } else {
+        unsubscribe_all(app, tenant).await
+    };
     t.active = active;
     app.host.put_tenant(tenant, t).map_err(internal)?;
-    ok(json!({ "tenant": tenant, "active": active }))
+    if active {
+        webhooks = subscribe_all(app, tenant).await;
+    }
+    ok(json!({ "tenant": tenant, "active": active, "webhooks": webhooks }))
 }
 
 async fn activate(
@@ -419,6 +490,64 @@ async fn resume(
 ) -> ApiResult {
     known_flow(&app, &c, &tenant, &flow)?;
     set_paused(&app, &tenant, &flow, false).await
+}
+
+/// A subscription as the API shows it: never its secret.
+fn subscription_view(sub: &crate::subscriptions::Subscription) -> Value {
+    json!({ "id": sub.id, "url": sub.url, "created_ms": sub.created_ms, "rotated_ms": sub.rotated_ms })
+}
+
+async fn show_subscription(
+    c: Caller,
+    State(app): State<Arc<AppState>>,
+    Path((tenant, flow)): Path<(String, String)>,
+) -> ApiResult {
+    known_flow(&app, &c, &tenant, &flow)?;
+    match app.host.subscription(&tenant, &flow).map_err(internal)? {
+        Some(sub) => ok(subscription_view(&sub)),
+        None => Err(not_found("the flow has no webhook subscription")),
+    }
+}
+
+async fn subscribe(
+    c: Caller,
+    State(app): State<Arc<AppState>>,
+    Path((tenant, flow)): Path<(String, String)>,
+) -> ApiResult {
+    known_flow(&app, &c, &tenant, &flow)?;
+    let sub = app
+        .host
+        .subscribe_webhooks(&tenant, &flow)
+        .await
+        .map_err(|e| problem(StatusCode::BAD_GATEWAY, &format!("{e:#}")))?;
+    ok(subscription_view(&sub))
+}
+
+async fn rotate_secret(
+    c: Caller,
+    State(app): State<Arc<AppState>>,
+    Path((tenant, flow)): Path<(String, String)>,
+) -> ApiResult {
+    known_flow(&app, &c, &tenant, &flow)?;
+    let sub = app
+        .host
+        .rotate_webhook_secret(&tenant, &flow)
+        .await
+        .map_err(|e| problem(StatusCode::BAD_GATEWAY, &format!("{e:#}")))?;
+    ok(subscription_view(&sub))
+}
+
+async fn unsubscribe(
+    c: Caller,
+    State(app): State<Arc<AppState>>,
+    Path((tenant, flow)): Path<(String, String)>,
+) -> ApiResult {
+    known_flow(&app, &c, &tenant, &flow)?;
+    match app.host.unsubscribe_webhooks(&tenant, &flow).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(false) => Err(not_found("the flow has no webhook subscription")),
+        Err(e) => Err(problem(StatusCode::BAD_GATEWAY, &format!("{e:#}"))),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -722,6 +851,12 @@ pub fn openapi_document() -> Value {
         "/v1/tenants/{tenant}/flows/{flow}/pause": { "post": op("Pause a flow") },
         "/v1/tenants/{tenant}/flows/{flow}/resume": { "post": op("Resume a flow") },
         "/v1/tenants/{tenant}/flows/{flow}/runs": { "post": op("Start a run now: {\"backfill\": bool}") },
+        "/v1/tenants/{tenant}/flows/{flow}/webhook": {
+            "get": op("The flow's webhook subscription with the vendor (never its secret)"),
+            "post": op("Subscribe the flow to the vendor's webhooks (sources exporting weft:webhooks/registration); the secret stays sealed in weft"),
+            "delete": op("Delete the subscription at the vendor")
+        },
+        "/v1/tenants/{tenant}/flows/{flow}/webhook/rotate": { "post": op("Rotate the signing secret; the old one stays accepted for the vendor's overlap") },
         "/v1/runs": { "get": op("List runs (?tenant, ?flow, ?limit)") },
         "/v1/runs/{id}": { "get": op("Show a run") },
         "/v1/dead-letters": { "get": op("List dead letters (?tenant, ?flow)") },

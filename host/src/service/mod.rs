@@ -167,6 +167,7 @@ pub async fn run(
             }
         })
     };
+    host.set_listening_on(listener.local_addr()?);
     tracing::info!(listen = %listener.local_addr()?, "weft serve: listening");
     axum::serve(listener, router(app.clone()))
         .with_graceful_shutdown(async move {

@@ -224,32 +224,20 @@ fn flow_secrets(
     tenant: &str,
     flow: &str,
 ) -> Result<Vec<String>, (StatusCode, String)> {
-    let not_found = |why: String| (StatusCode::NOT_FOUND, why);
+    let not_found = |why: &str| (StatusCode::NOT_FOUND, why.to_owned());
     let t = host
         .tenant(tenant)
         .filter(|t| t.active)
-        .ok_or_else(|| not_found("no such tenant".into()))?;
-    let f = t
-        .flows
-        .get(flow)
-        .ok_or_else(|| not_found("no such flow".into()))?;
-    let hook = f
-        .source
-        .webhook
-        .as_ref()
-        .ok_or_else(|| not_found("this flow takes no webhooks".into()))?;
-    let store = host.runtime.secrets().for_tenant(tenant);
-    let secrets: Vec<String> = hook
-        .secrets
-        .iter()
-        .filter_map(|r| match store.resolve(r) {
-            Ok(s) => Some(s.expose().to_owned()),
-            Err(e) => {
-                tracing::error!(tenant, flow, error = %format!("{e:#}"), "a webhook secret cannot be resolved");
-                None
-            }
-        })
-        .collect();
+        .ok_or_else(|| not_found("no such tenant"))?;
+    let f = t.flows.get(flow).ok_or_else(|| not_found("no such flow"))?;
+    let subscribed = matches!(host.subscription(tenant, flow), Ok(Some(_)));
+    if f.source.webhook.is_none() && !subscribed {
+        return Err(not_found("this flow takes no webhooks"));
+    }
+    let secrets = host.webhook_secrets(tenant, flow).unwrap_or_else(|e| {
+        tracing::error!(tenant, flow, error = %format!("{e:#}"), "reading the webhook secrets");
+        vec![]
+    });
     if secrets.is_empty() {
         return Err((
             StatusCode::SERVICE_UNAVAILABLE,

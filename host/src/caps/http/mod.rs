@@ -96,6 +96,7 @@ impl CallDeadline {
 }
 
 /// Per-instance outbound HTTP: the hook wasmtime calls for each request.
+#[derive(Clone)]
 pub struct OutboundHttp {
     inner: Arc<Outbound>,
 }
@@ -170,6 +171,26 @@ impl OutboundHttp {
                 forbidden,
             }),
         })
+    }
+}
+
+impl OutboundHttp {
+    /// Makes one request on the tenant's behalf for the host itself (for
+    /// example registering a webhook): the same grants, address policy,
+    /// quota and credential injection as a guest's request, and the answer
+    /// goes to the host only.
+    pub async fn send_for_host(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, HttpError> {
+        use http_body_util::BodyExt;
+        let (parts, body) = request.into_parts();
+        let body: WasiBody = http_body_util::Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        self.inner
+            .handle(http::Request::from_parts(parts, body))
+            .await
     }
 }
 
