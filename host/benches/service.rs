@@ -45,11 +45,16 @@ fn main() {
 
 async fn host(config: &str, dir: &std::path::Path) -> Arc<Host> {
     let config = WeftConfig::parse(&format!("data_dir = {:?}\n{config}", dir)).unwrap();
+    let state: Arc<dyn weft::state::StateStore> =
+        Arc::new(SledState::open(&dir.join("state")).unwrap());
+    let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let secrets = SecretStore::from_map([("hook".to_string(), SECRET.to_string())].into())
+        .with_vault(weft::secrets::Vault::new(&key, state.clone()).unwrap());
     let h = Host::open_with(
         config,
-        Arc::new(SledState::open(&dir.join("state")).unwrap()),
+        state,
         Arc::new(weft::caps::http::SystemResolver),
-        SecretStore::from_map([("hook".to_string(), SECRET.to_string())].into()),
+        secrets,
     )
     .unwrap();
     for f in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
@@ -173,7 +178,8 @@ destination = { connector = "test-destination@^2", config = { url = "discard:" }
     );
     // How long the processor takes to deliver the backlog.
     let t = Instant::now();
-    while !h.state.inbox_pending().unwrap().is_empty() && t.elapsed() < Duration::from_secs(300) {
+    while weft::metrics::metrics().webhook_inbox.get() > 0 && t.elapsed() < Duration::from_secs(300)
+    {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!(

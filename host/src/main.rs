@@ -28,7 +28,7 @@ struct Cli {
     /// Send the command to this running `weft serve` (its admin API) instead
     /// of opening the state directly; also `server` in weft.toml. The token
     /// comes from `WEFT_TOKEN`. Works for `run`, `connectors add|list`,
-    /// `dlq`, `state` and `runs`.
+    /// `dlq`, `state`, `runs` and `config export`.
     #[arg(long, global = true, env = "WEFT_SERVER")]
     server: Option<String>,
     #[command(subcommand)]
@@ -74,6 +74,11 @@ enum Command {
     Runs {
         #[command(subcommand)]
         command: RunsCommand,
+    },
+    /// The configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Internal: compile a component in a child process with the time and
     /// memory budget of the limits (weft runs itself this way).
@@ -163,6 +168,14 @@ enum StateCommand {
         #[arg(long)]
         since: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the whole configuration as weft.toml: the file's settings with
+    /// every live tenant, those written over the admin API included
+    /// (secrets appear only as references).
+    Export,
 }
 
 #[derive(Subcommand)]
@@ -574,6 +587,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Config {
+            command: ConfigCommand::Export,
+        } => {
+            let host = open(&cli)?;
+            outln!("{}", host.export_config()?);
+        }
         Command::Runs { command } => {
             let host = open(&cli)?;
             match command {
@@ -774,6 +793,12 @@ mod remote {
                     print_json(&api.call("GET", &format!("/v1/runs/{id}"), vec![]).await?)?
                 }
             },
+            Command::Config {
+                command: ConfigCommand::Export,
+            } => {
+                let v = api.call("GET", "/v1/config/export", vec![]).await?;
+                outln!("{}", v.as_str().unwrap_or_default());
+            }
             Command::Serve | Command::Compile { .. } => unreachable!("handled locally"),
         }
         Ok(ExitCode::SUCCESS)

@@ -296,7 +296,7 @@ pub trait StateStore: Send + Sync + 'static {
     /// the whole batch. A delivery whose (tenant, flow, webhook ID) was
     /// accepted before (and not yet pruned) is not appended again. Returns,
     /// per delivery, its sequence number if it was new.
-    fn inbox_accept(&self, deliveries: Vec<InboxEntry>) -> anyhow::Result<Vec<Option<u64>>>;
+    fn inbox_accept(&self, deliveries: &[InboxEntry]) -> anyhow::Result<Vec<Option<u64>>>;
     /// The deliveries not yet processed, in order of arrival.
     fn inbox_pending(&self) -> anyhow::Result<Vec<InboxEntry>>;
     /// Removes processed deliveries (their IDs stay known, for repeats).
@@ -672,23 +672,24 @@ impl StateStore for SledState {
         Ok(existed)
     }
 
-    fn inbox_accept(&self, deliveries: Vec<InboxEntry>) -> anyhow::Result<Vec<Option<u64>>> {
+    fn inbox_accept(&self, deliveries: &[InboxEntry]) -> anyhow::Result<Vec<Option<u64>>> {
         // Callers serialize acceptance (one writer task), so check-then-insert
         // cannot race; the batch is made durable by one flush.
         let mut out = Vec::with_capacity(deliveries.len());
         let mut inbox = sled::Batch::default();
         let mut ids = sled::Batch::default();
         let mut seen_here = std::collections::HashSet::new();
-        for mut d in deliveries {
+        for d in deliveries {
             let id_key = key3(&d.tenant, &d.flow, &d.webhook_id);
             if self.webhook_ids.contains_key(&id_key)? || !seen_here.insert(id_key.clone()) {
                 out.push(None);
                 continue;
             }
-            d.seq = self.db.generate_id()?;
-            inbox.insert(&d.seq.to_be_bytes(), json(&d)?);
+            let seq = self.db.generate_id()?;
+            // The sequence number is the key (`seq` is filled in on reading).
+            inbox.insert(&seq.to_be_bytes(), json(d)?);
             ids.insert(id_key, &d.received_ms.to_be_bytes());
-            out.push(Some(d.seq));
+            out.push(Some(seq));
         }
         if out.iter().any(Option::is_some) {
             // The inbox entry goes first: a crash between the two batches
@@ -701,7 +702,17 @@ impl StateStore for SledState {
     }
 
     fn inbox_pending(&self) -> anyhow::Result<Vec<InboxEntry>> {
-        self.inbox.iter().values().map(|v| unjson(&v?)).collect()
+        self.inbox
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                let mut e: InboxEntry = unjson(&v)?;
+                e.seq = <[u8; 8]>::try_from(k.as_ref())
+                    .map(u64::from_be_bytes)
+                    .context("an inbox key")?;
+                Ok(e)
+            })
+            .collect()
     }
 
     fn inbox_done(&self, seqs: &[u64]) -> anyhow::Result<()> {
@@ -835,5 +846,39 @@ mod tests {
         assert_eq!(s.presence("t", "dest", "a").unwrap(), Some(true));
         s.reset_flow("t", "f2", None).unwrap();
         assert_eq!(s.cursor("t", "f2").unwrap(), None);
+    }
+
+    fn delivery(id: &str) -> InboxEntry {
+        InboxEntry {
+            seq: 0,
+            tenant: "t".into(),
+            flow: "f".into(),
+            webhook_id: id.into(),
+            headers: vec![("webhook-id".into(), id.into())],
+            body: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+            received_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn the_inbox_keeps_order_drops_repeats_and_forgets_old_ids() {
+        let s = SledState::temporary().unwrap();
+        let first = s
+            .inbox_accept(&[delivery("a"), delivery("b"), delivery("a")])
+            .unwrap();
+        assert!(first[0].is_some() && first[1].is_some());
+        assert_eq!(first[2], None, "a repeat within the batch");
+        assert_eq!(s.inbox_accept(&[delivery("b")]).unwrap(), vec![None]);
+        let pending = s.inbox_pending().unwrap();
+        let ids: Vec<&str> = pending.iter().map(|e| e.webhook_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(pending[0].seq, first[0].unwrap());
+        assert_eq!(pending[1].body, delivery("b").body);
+        s.inbox_done(&[pending[0].seq]).unwrap();
+        assert_eq!(s.inbox_pending().unwrap().len(), 1);
+        // Processed, but still known as a repeat until pruned.
+        assert_eq!(s.inbox_accept(&[delivery("a")]).unwrap(), vec![None]);
+        assert_eq!(s.prune_webhook_ids(2_000).unwrap(), 2);
+        assert!(s.inbox_accept(&[delivery("a")]).unwrap()[0].is_some());
     }
 }

@@ -55,7 +55,23 @@ async fn sink() -> (TestServer, Arc<Mutex<BTreeSet<String>>>) {
 }
 
 fn setup(dir: &Path, port: u16, dest: &str, mapper: &str) -> std::path::PathBuf {
+    setup_with(dir, port, dest, mapper, "", "1h")
+}
+
+fn setup_with(
+    dir: &Path,
+    port: u16,
+    dest: &str,
+    mapper: &str,
+    extra: &str,
+    schedule: &str,
+) -> std::path::PathBuf {
     std::fs::write(dir.join("secrets.toml"), format!("hook = \"{SECRET}\"\n")).unwrap();
+    std::fs::write(
+        dir.join("weft.key"),
+        base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+    )
+    .unwrap();
     let path = dir.join("weft.toml");
     std::fs::write(
         &path,
@@ -67,9 +83,10 @@ private_hosts = ["127.0.0.1"]
 
 [service]
 listen = "127.0.0.1:{port}"
-
+key_file = "weft.key"
+{extra}
 [tenants.acme.flows.sync]
-schedule = "1h"
+schedule = "{schedule}"
 source = {{ connector = "test-source@^1", stream = "numbers", config = {{ total = 3, page_size = 3 }}, webhook = {{ secrets = [{{ secret = "hook" }}] }} }}
 mappers = [{mapper}]
 destination = {{ connector = "test-destination@^2", config = {{ url = "{dest}" }}, http = {{ allow = ["http://127.0.0.1:*"] }} }}
@@ -192,10 +209,17 @@ impl Drop for Served {
 }
 
 async fn start_serve(path: &Path, port: u16) -> Served {
+    // Debug logs, kept to check that no secret reaches them.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path.with_file_name("serve.log"))
+        .unwrap();
     let child = weft(path)
         .arg("serve")
+        .env("WEFT_LOG", "debug")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let t = Instant::now();
@@ -206,6 +230,16 @@ async fn start_serve(path: &Path, port: u16) -> Served {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("weft serve did not become ready");
+}
+
+/// Neither the webhook secret nor the operator token is in the service's
+/// debug logs.
+fn assert_no_secrets_in_logs(path: &Path) {
+    let log = std::fs::read_to_string(path.with_file_name("serve.log")).unwrap();
+    assert!(log.len() > 100, "the service logged: {log}");
+    for secret in [SECRET, SECRET.trim_start_matches("whsec_"), OPERATOR] {
+        assert!(!log.contains(secret), "a secret is in the logs");
+    }
 }
 
 fn terminate(child: &mut Served) -> std::process::ExitStatus {
@@ -281,6 +315,7 @@ async fn kill_9_while_webhooks_arrive_loses_no_acknowledged_delivery() {
     // SIGTERM: a clean exit.
     let status = terminate(&mut child);
     assert!(status.success(), "{status:?}");
+    assert_no_secrets_in_logs(&path);
 }
 
 async fn run_now(port: u16) -> Value {
@@ -376,6 +411,7 @@ async fn a_version_uploaded_to_the_running_service_is_used_next_and_a_pin_rolls_
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("acme/sync: succeeded"));
     assert!(terminate(&mut child).success());
+    assert_no_secrets_in_logs(&path);
     // The pin survives a restart: tenants written over the API persist.
     let out = weft(&path)
         .args(["run", "--tenant", "acme", "--flow", "sync"])
@@ -401,4 +437,82 @@ async fn a_version_uploaded_to_the_running_service_is_used_next_and_a_pin_rolls_
         .unwrap();
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["connectors"][1], "test-mapper@0.4.0");
+}
+
+/// A flow that fails `after_failures` runs in a row raises one alert, and
+/// one more when it recovers; nothing in between.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_flow_alerts_once_and_once_more_when_it_recovers() {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let d2 = down.clone();
+    let dest = TestServer::start(move |_, _| {
+        if d2.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::new(503, "down")
+        } else {
+            Reply::new(201, "")
+        }
+    })
+    .await;
+    let alerts: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let a2 = alerts.clone();
+    let receiver = TestServer::start(move |s, _| {
+        a2.lock()
+            .unwrap()
+            .push(serde_json::from_slice(&s.body).unwrap());
+        Reply::new(204, "")
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = format!(
+        "[alerts]\nurl = \"{}\"\nafter_failures = 2\n",
+        receiver.url("/alerts")
+    );
+    let path = setup_with(dir.path(), port, &dest.url(""), "", &extra, "1s");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[tenants.acme.flows.sync]",
+        "[tenants.acme.flows.sync.retry]\nmax_attempts = 1\n\n[tenants.acme.flows.sync]",
+    );
+    std::fs::write(&path, text).unwrap();
+    for f in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
+        add(&path, f);
+    }
+    let mut child = start_serve(&path, port).await;
+    let failing = |a: &Vec<Value>, state: &str| {
+        a.iter()
+            .filter(|v| v["alert"] == "failing" && v["state"] == state)
+            .count()
+    };
+    let wait_for = |state: &'static str| {
+        let alerts = alerts.clone();
+        async move {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(30) {
+                if failing(&alerts.lock().unwrap(), state) > 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("no {state} alert: {:?}", alerts.lock().unwrap());
+        }
+    };
+    wait_for("firing").await;
+    // More failed runs: no second alert.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(failing(&alerts.lock().unwrap(), "firing"), 1);
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_for("resolved").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let a = alerts.lock().unwrap().clone();
+    assert_eq!(
+        (failing(&a, "firing"), failing(&a, "resolved")),
+        (1, 1),
+        "{a:?}"
+    );
+    let fired = a.iter().find(|v| v["alert"] == "failing").unwrap();
+    assert_eq!(
+        (fired["tenant"].as_str(), fired["flow"].as_str()),
+        (Some("acme"), Some("sync"))
+    );
+    assert!(terminate(&mut child).success());
 }

@@ -45,6 +45,43 @@ pub struct AppState {
     pub(crate) scheduling: AtomicBool,
     /// Hashed operator tokens from the environment.
     pub(crate) operator_tokens: Vec<String>,
+    /// Flows' webhook secrets as last resolved, for [`SECRETS_TTL`]: one
+    /// entry per flow that received a valid-looking delivery (unknown
+    /// tenants and flows are not cached, so callers cannot grow it).
+    secrets: std::sync::Mutex<
+        std::collections::HashMap<(String, String), (std::time::Instant, Vec<String>)>,
+    >,
+}
+
+/// How long resolved webhook secrets are reused: a secret written or
+/// rotated takes effect within this.
+pub const SECRETS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl AppState {
+    /// The flow's webhook secrets (see [`webhooks::flow_secrets`]), resolved
+    /// at most once per [`SECRETS_TTL`].
+    pub(crate) fn cached_secrets(
+        &self,
+        tenant: &str,
+        flow: &str,
+    ) -> Result<Vec<String>, (StatusCode, String)> {
+        let key = (tenant.to_owned(), flow.to_owned());
+        if let Some((at, s)) = self
+            .secrets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            && at.elapsed() < SECRETS_TTL
+        {
+            return Ok(s.clone());
+        }
+        let fresh = webhooks::flow_secrets(&self.host, tenant, flow)?;
+        self.secrets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (std::time::Instant::now(), fresh.clone()));
+        Ok(fresh)
+    }
 }
 
 /// A JSON error answer: `{"error": why}`.
@@ -108,6 +145,11 @@ pub async fn run(
     report: impl Fn(&crate::state::RunRecord) + Send + Sync + 'static,
     operator_tokens: Vec<String>,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        host.runtime.secrets().vault().is_some(),
+        "weft serve needs a key to seal tenant secrets: set WEFT_SECRET_KEY or service.key_file \
+         (make one with `head -c 32 /dev/urandom | base64 > weft.key`)"
+    );
     let (inbox_tx, inbox_rx) = mpsc::channel(4096);
     let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
     let (run_tx, run_rx) = mpsc::channel(1024);
@@ -121,6 +163,7 @@ pub async fn run(
         run_requests: run_tx,
         scheduling: AtomicBool::new(false),
         operator_tokens,
+        secrets: Default::default(),
     });
     let writer = tokio::spawn(webhooks::writer(host.clone(), inbox_rx, accepted_tx));
     let processor = tokio::spawn(webhooks::processor(host.clone(), accepted_rx));

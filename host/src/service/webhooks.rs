@@ -128,7 +128,7 @@ pub(crate) async fn receive(
 ) -> Response {
     let started = Instant::now();
     let host = &app.host;
-    let secrets = match flow_secrets(host, &tenant, &flow) {
+    let secrets = match app.cached_secrets(&tenant, &flow) {
         Ok(s) => s,
         Err((status, why)) => {
             // Unknown tenants and flows are not counted under their
@@ -219,7 +219,7 @@ pub(crate) async fn receive(
 }
 
 /// The signing secrets of a flow that takes webhooks, or (404, why).
-fn flow_secrets(
+pub(crate) fn flow_secrets(
     host: &Host,
     tenant: &str,
     flow: &str,
@@ -265,11 +265,21 @@ pub(crate) async fn writer(
         }
         let (entries, answers): (Vec<InboxEntry>, Vec<_>) = batch.into_iter().unzip();
         let state = host.state.clone();
-        let for_store = entries.clone();
-        let result = tokio::task::spawn_blocking(move || state.inbox_accept(for_store))
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r);
+        // The entries go to the store and come back for the processor.
+        let result = tokio::task::spawn_blocking(move || {
+            let seqs = state.inbox_accept(&entries);
+            (entries, seqs)
+        })
+        .await;
+        let (entries, result) = match result {
+            Ok((entries, seqs)) => (entries, seqs),
+            Err(e) => {
+                for answer in answers {
+                    let _ = answer.send(Err(anyhow::anyhow!("the inbox writer failed: {e}")));
+                }
+                continue;
+            }
+        };
         match result {
             Ok(seqs) => {
                 for ((mut entry, answer), seq) in entries.into_iter().zip(answers).zip(seqs) {
@@ -292,13 +302,14 @@ pub(crate) async fn writer(
 }
 
 /// The processor: delivers accepted webhooks in order of arrival per
-/// (tenant, flow), up to `BATCH` at a time, flows concurrently. A batch
+/// (tenant, flow), up to `BATCH` at a time, flows concurrently (a run's
+/// fixed costs, instances and commits, are shared by the batch). A batch
 /// whose run fails is retried with backoff; after `ATTEMPTS` the
 /// deliveries are dropped with an error (the scheduled poll is the safety
 /// net) so that one bad delivery cannot stall its flow.
 pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedReceiver<InboxEntry>) {
     use futures::StreamExt;
-    const BATCH: usize = 100;
+    const BATCH: usize = 500;
     const ATTEMPTS: u32 = 5;
     type Key = (String, String);
     let mut queues: HashMap<Key, VecDeque<InboxEntry>> = HashMap::new();
