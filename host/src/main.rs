@@ -212,6 +212,17 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Compile {
+        input,
+        output,
+        limits,
+    } = &cli.command
+    {
+        // The compiler child logs nothing: cranelift at `WEFT_LOG=debug`
+        // would write for minutes and miss the compile deadline.
+        return ExitCode::from(weft::engine::compile_child_main(input, output, limits) as u8);
+    }
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| "warn".into())
     };
@@ -231,15 +242,7 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
-    let cli = Cli::parse();
-    if let Command::Compile {
-        input,
-        output,
-        limits,
-    } = &cli.command
-    {
-        return ExitCode::from(weft::engine::compile_child_main(input, output, limits) as u8);
-    }
+
     // Compile components in a child process of this binary, bounded in time
     // and memory (limits.compile_timeout_ms, limits.compile_memory_bytes).
     if let Ok(exe) = std::env::current_exe() {

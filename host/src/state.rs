@@ -296,7 +296,15 @@ pub trait StateStore: Send + Sync + 'static {
     /// the whole batch. A delivery whose (tenant, flow, webhook ID) was
     /// accepted before (and not yet pruned) is not appended again. Returns,
     /// per delivery, its sequence number if it was new.
-    fn inbox_accept(&self, deliveries: &[InboxEntry]) -> anyhow::Result<Vec<Option<u64>>>;
+    fn inbox_accept(&self, deliveries: &[InboxEntry]) -> anyhow::Result<Vec<Option<u64>>> {
+        let seqs = self.inbox_append(deliveries)?;
+        self.flush()?;
+        Ok(seqs)
+    }
+    /// [`StateStore::inbox_accept`] without the flush: durable at the next
+    /// [`StateStore::flush`] (the service's flusher calls it before anyone
+    /// hears "accepted").
+    fn inbox_append(&self, deliveries: &[InboxEntry]) -> anyhow::Result<Vec<Option<u64>>>;
     /// The deliveries not yet processed, in order of arrival.
     fn inbox_pending(&self) -> anyhow::Result<Vec<InboxEntry>>;
     /// Removes processed deliveries (their IDs stay known, for repeats).
@@ -672,9 +680,9 @@ impl StateStore for SledState {
         Ok(existed)
     }
 
-    fn inbox_accept(&self, deliveries: &[InboxEntry]) -> anyhow::Result<Vec<Option<u64>>> {
+    fn inbox_append(&self, deliveries: &[InboxEntry]) -> anyhow::Result<Vec<Option<u64>>> {
         // Callers serialize acceptance (one writer task), so check-then-insert
-        // cannot race; the batch is made durable by one flush.
+        // cannot race.
         let mut out = Vec::with_capacity(deliveries.len());
         let mut inbox = sled::Batch::default();
         let mut ids = sled::Batch::default();
@@ -696,7 +704,6 @@ impl StateStore for SledState {
             // leaves a delivery that may be accepted twice, never one lost.
             self.inbox.apply_batch(inbox)?;
             self.webhook_ids.apply_batch(ids)?;
-            self.flush()?;
         }
         Ok(out)
     }

@@ -4,8 +4,10 @@
 //! within `max_webhook_bytes`, Standard Webhooks signature with one of the
 //! flow's secrets, timestamp within `webhook_tolerance_secs`), then handed
 //! to the **inbox writer**, one task that appends every delivery waiting at
-//! that moment to the durable inbox with one flush (group commit) and only
-//! then lets each request answer `2xx`. Repeats of a `webhook-id` already
+//! that moment to the inbox, and the **flusher**, which makes everything
+//! appended so far durable with one flush (group commit, pipelined: the
+//! next batch is appended while the last is flushed) and only then lets
+//! each request answer `2xx`. Repeats of a `webhook-id` already
 //! accepted are acknowledged and dropped. The **processor** takes accepted
 //! deliveries in order of arrival per (tenant, flow), a batch at a time,
 //! through [`Host::deliver_webhooks`], and removes them from the inbox when
@@ -247,14 +249,26 @@ pub(crate) fn flow_secrets(
     Ok(secrets)
 }
 
-/// The inbox writer: appends every delivery waiting at that moment with one
-/// flush, answers each, and passes the new ones to the processor.
+/// A batch appended to the inbox, waiting for the flush that makes it
+/// durable: (entries, their answers, sequence numbers or why it failed).
+type Appended = (
+    Vec<InboxEntry>,
+    Vec<oneshot::Sender<anyhow::Result<Option<u64>>>>,
+    Result<Vec<Option<u64>>, String>,
+);
+
+/// The inbox writer: appends every delivery waiting at that moment as one
+/// batch (dropping repeats of known webhook IDs; one task, so check and
+/// insert cannot race) and hands the batch to the flusher. It appends the
+/// next batch while the flusher flushes the last: group commit, pipelined.
 pub(crate) async fn writer(
     host: Arc<Host>,
     mut rx: mpsc::Receiver<Pending>,
     accepted: mpsc::UnboundedSender<InboxEntry>,
 ) {
-    const MAX_BATCH: usize = 512;
+    const MAX_BATCH: usize = 1024;
+    let (to_flusher, from_writer) = mpsc::unbounded_channel::<Appended>();
+    let flusher = tokio::spawn(flusher(host.clone(), from_writer, accepted));
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -266,35 +280,63 @@ pub(crate) async fn writer(
         let (entries, answers): (Vec<InboxEntry>, Vec<_>) = batch.into_iter().unzip();
         let state = host.state.clone();
         // The entries go to the store and come back for the processor.
-        let result = tokio::task::spawn_blocking(move || {
-            let seqs = state.inbox_accept(&entries);
+        let appended = tokio::task::spawn_blocking(move || {
+            let seqs = state.inbox_append(&entries);
             (entries, seqs)
         })
         .await;
-        let (entries, result) = match result {
-            Ok((entries, seqs)) => (entries, seqs),
-            Err(e) => {
-                for answer in answers {
-                    let _ = answer.send(Err(anyhow::anyhow!("the inbox writer failed: {e}")));
-                }
-                continue;
-            }
+        let item = match appended {
+            Ok((entries, seqs)) => (entries, answers, seqs.map_err(|e| format!("{e:#}"))),
+            Err(e) => (
+                vec![],
+                answers,
+                Err(format!("the inbox writer failed: {e}")),
+            ),
         };
-        match result {
-            Ok(seqs) => {
-                for ((mut entry, answer), seq) in entries.into_iter().zip(answers).zip(seqs) {
-                    if let Some(seq) = seq {
-                        entry.seq = seq;
-                        crate::metrics::metrics().webhook_inbox.inc();
-                        let _ = accepted.send(entry);
+        if to_flusher.send(item).is_err() {
+            break;
+        }
+    }
+    drop(to_flusher);
+    let _ = flusher.await;
+}
+
+/// Flushes what the writer appended (everything appended by then, in one
+/// flush), then answers each delivery and passes the new ones to the
+/// processor, in order of arrival.
+async fn flusher(
+    host: Arc<Host>,
+    mut rx: mpsc::UnboundedReceiver<Appended>,
+    accepted: mpsc::UnboundedSender<InboxEntry>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batches = vec![first];
+        while let Ok(b) = rx.try_recv() {
+            batches.push(b);
+        }
+        let state = host.state.clone();
+        let flushed = tokio::task::spawn_blocking(move || state.flush())
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r)
+            .map_err(|e| format!("{e:#}"));
+        for (entries, answers, seqs) in batches {
+            let outcome = flushed.clone().and(seqs);
+            match outcome {
+                Ok(seqs) => {
+                    for ((mut entry, answer), seq) in entries.into_iter().zip(answers).zip(seqs) {
+                        if let Some(seq) = seq {
+                            entry.seq = seq;
+                            crate::metrics::metrics().webhook_inbox.inc();
+                            let _ = accepted.send(entry);
+                        }
+                        let _ = answer.send(Ok(seq));
                     }
-                    let _ = answer.send(Ok(seq));
                 }
-            }
-            Err(e) => {
-                let text = format!("{e:#}");
-                for answer in answers {
-                    let _ = answer.send(Err(anyhow::anyhow!("{text}")));
+                Err(e) => {
+                    for answer in answers {
+                        let _ = answer.send(Err(anyhow::anyhow!("{e}")));
+                    }
                 }
             }
         }
@@ -302,7 +344,7 @@ pub(crate) async fn writer(
 }
 
 /// The processor: delivers accepted webhooks in order of arrival per
-/// (tenant, flow), up to `BATCH` at a time, flows concurrently (a run's
+/// (tenant, flow), up to `BATCH` at a time (gathered for up to `LINGER`), flows concurrently (a run's
 /// fixed costs, instances and commits, are shared by the batch). A batch
 /// whose run fails is retried with backoff; after `ATTEMPTS` the
 /// deliveries are dropped with an error (the scheduled poll is the safety
@@ -311,8 +353,11 @@ pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedRece
     use futures::StreamExt;
     const BATCH: usize = 500;
     const ATTEMPTS: u32 = 5;
+    const LINGER: Duration = Duration::from_millis(50);
     type Key = (String, String);
     let mut queues: HashMap<Key, VecDeque<InboxEntry>> = HashMap::new();
+    // When the oldest waiting delivery of each flow arrived.
+    let mut arrived: HashMap<Key, Instant> = HashMap::new();
     let mut busy: std::collections::HashSet<Key> = Default::default();
     // Resume what an earlier process accepted.
     match host.state.inbox_pending() {
@@ -332,10 +377,22 @@ pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedRece
     let mut running = futures::stream::FuturesUnordered::new();
     let bound = host.config.max_concurrent_runs.max(1);
     loop {
-        // Start every idle flow that has deliveries, within the bound.
+        // Start every idle flow that has deliveries, within the bound: at
+        // once when a full batch waits, else once its oldest delivery has
+        // waited `LINGER` (under load, runs carry many deliveries instead
+        // of paying a run's fixed costs for each few).
+        let now = Instant::now();
         let ready: Vec<Key> = queues
             .iter()
-            .filter(|(k, q)| !q.is_empty() && !busy.contains(*k))
+            .filter(|(k, q)| {
+                !busy.contains(*k)
+                    && q.front().is_some_and(|_| {
+                        q.len() >= BATCH
+                            || arrived
+                                .get(*k)
+                                .is_none_or(|t| now.duration_since(*t) >= LINGER)
+                    })
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for key in ready {
@@ -345,6 +402,11 @@ pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedRece
             let q = queues.get_mut(&key).expect("listed above");
             let n = q.len().min(BATCH);
             let batch: Vec<InboxEntry> = q.drain(..n).collect();
+            if q.is_empty() {
+                arrived.remove(&key);
+            } else {
+                arrived.insert(key.clone(), now);
+            }
             busy.insert(key.clone());
             let host = host.clone();
             running.push(async move {
@@ -376,7 +438,13 @@ pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedRece
                 key
             });
         }
+        let lingering = arrived
+            .iter()
+            .filter(|(k, _)| !busy.contains(*k))
+            .map(|(_, t)| *t + LINGER)
+            .min();
         tokio::select! {
+            _ = tokio::time::sleep_until(lingering.unwrap_or(now + Duration::from_secs(3600)).into()), if lingering.is_some() && running.len() < bound => {}
             Some(key) = running.next(), if !running.is_empty() => {
                 busy.remove(&key);
                 if queues.get(&key).is_some_and(VecDeque::is_empty) {
@@ -384,7 +452,11 @@ pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedRece
                 }
             }
             e = accepted.recv() => match e {
-                Some(e) => queues.entry((e.tenant.clone(), e.flow.clone())).or_default().push_back(e),
+                Some(e) => {
+                    let key = (e.tenant.clone(), e.flow.clone());
+                    arrived.entry(key.clone()).or_insert_with(Instant::now);
+                    queues.entry(key).or_default().push_back(e);
+                }
                 None => {
                     // Shutting down: finish what runs; the rest stays in the
                     // inbox for the next start.
