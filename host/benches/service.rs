@@ -37,9 +37,15 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // `WEFT_BENCH_ONLY=webhooks|lag`: one part alone (for profiling).
+    let only = std::env::var("WEFT_BENCH_ONLY").unwrap_or_default();
     rt.block_on(async {
-        webhooks().await;
-        schedule_lag().await;
+        if only != "lag" {
+            webhooks().await;
+        }
+        if only != "webhooks" {
+            schedule_lag().await;
+        }
     });
 }
 

@@ -107,6 +107,77 @@ pub struct InboxEntry {
     pub received_ms: u64,
 }
 
+impl InboxEntry {
+    /// A compact binary form for the store (no JSON, no base64: the inbox
+    /// is on the hot path of webhook ingress): `received_ms`, then
+    /// length-prefixed tenant, flow, webhook ID, header names and values,
+    /// and the body.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            64 + self.body.len()
+                + self
+                    .headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 8)
+                    .sum::<usize>(),
+        );
+        let put = |out: &mut Vec<u8>, b: &[u8]| {
+            out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+            out.extend_from_slice(b);
+        };
+        out.extend_from_slice(&self.received_ms.to_be_bytes());
+        put(&mut out, self.tenant.as_bytes());
+        put(&mut out, self.flow.as_bytes());
+        put(&mut out, self.webhook_id.as_bytes());
+        out.extend_from_slice(&(self.headers.len() as u32).to_be_bytes());
+        for (k, v) in &self.headers {
+            put(&mut out, k.as_bytes());
+            put(&mut out, v.as_bytes());
+        }
+        put(&mut out, &self.body);
+        out
+    }
+
+    /// Reads [`InboxEntry::encode`]'s form.
+    fn decode(seq: u64, mut b: &[u8]) -> anyhow::Result<Self> {
+        fn take<'a>(b: &mut &'a [u8], n: usize) -> anyhow::Result<&'a [u8]> {
+            anyhow::ensure!(b.len() >= n, "a damaged inbox entry");
+            let (head, rest) = b.split_at(n);
+            *b = rest;
+            Ok(head)
+        }
+        fn num(b: &mut &[u8]) -> anyhow::Result<usize> {
+            Ok(u32::from_be_bytes(take(b, 4)?.try_into()?) as usize)
+        }
+        fn bytes(b: &mut &[u8]) -> anyhow::Result<Vec<u8>> {
+            let n = num(b)?;
+            Ok(take(b, n)?.to_vec())
+        }
+        fn text(b: &mut &[u8]) -> anyhow::Result<String> {
+            String::from_utf8(bytes(b)?).context("a damaged inbox entry")
+        }
+        let received_ms = u64::from_be_bytes(take(&mut b, 8)?.try_into()?);
+        let tenant = text(&mut b)?;
+        let flow = text(&mut b)?;
+        let webhook_id = text(&mut b)?;
+        let n = num(&mut b)?;
+        let mut headers = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            headers.push((text(&mut b)?, text(&mut b)?));
+        }
+        let body = bytes(&mut b)?;
+        Ok(InboxEntry {
+            seq,
+            tenant,
+            flow,
+            webhook_id,
+            headers,
+            body,
+            received_ms,
+        })
+    }
+}
+
 mod base64_bytes {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
@@ -695,7 +766,7 @@ impl StateStore for SledState {
             }
             let seq = self.db.generate_id()?;
             // The sequence number is the key (`seq` is filled in on reading).
-            inbox.insert(&seq.to_be_bytes(), json(d)?);
+            inbox.insert(&seq.to_be_bytes(), d.encode());
             ids.insert(id_key, &d.received_ms.to_be_bytes());
             out.push(Some(seq));
         }
@@ -713,11 +784,10 @@ impl StateStore for SledState {
             .iter()
             .map(|item| {
                 let (k, v) = item?;
-                let mut e: InboxEntry = unjson(&v)?;
-                e.seq = <[u8; 8]>::try_from(k.as_ref())
+                let seq = <[u8; 8]>::try_from(k.as_ref())
                     .map(u64::from_be_bytes)
                     .context("an inbox key")?;
-                Ok(e)
+                InboxEntry::decode(seq, &v)
             })
             .collect()
     }

@@ -165,14 +165,23 @@ pub async fn run(
         operator_tokens,
         secrets: Default::default(),
     });
+    // Runs (scheduled ones and webhook processing) go on a runtime of their
+    // own whose threads the kernel schedules at a lower priority: a burst
+    // of work never slows the answers to webhooks and health checks.
+    let work = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("weft-work")
+        .on_thread_start(lower_priority)
+        .enable_all()
+        .build()?;
     let writer = tokio::spawn(webhooks::writer(host.clone(), inbox_rx, accepted_tx));
-    let processor = tokio::spawn(webhooks::processor(host.clone(), accepted_rx));
+    let processor = work.spawn(webhooks::processor(host.clone(), accepted_rx));
     let alerter = Arc::new(alerts::Alerter::new(host.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = {
         let (host, app, alerter) = (host.clone(), app.clone(), alerter.clone());
         let mut stop_rx = stop_rx.clone();
-        tokio::spawn(async move {
+        work.spawn(async move {
             app.scheduling.store(true, Ordering::SeqCst);
             let report = move |r: &crate::state::RunRecord| {
                 report(r);
@@ -227,6 +236,18 @@ pub async fn run(
     drop(app);
     writer.await?;
     processor.await?;
+    // A runtime may not be dropped on an async thread.
+    tokio::task::spawn_blocking(move || drop(work)).await?;
     host.state.flush()?;
     Ok(())
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10).
+#[allow(unsafe_code)]
+fn lower_priority() {
+    // SAFETY: `setpriority` on the calling thread's own ID touches no
+    // memory; failing (it cannot, for a lower priority) changes nothing.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+    }
 }
