@@ -215,17 +215,20 @@ async fn start_serve(path: &Path, port: u16) -> Served {
         .append(true)
         .open(path.with_file_name("serve.log"))
         .unwrap();
-    let child = weft(path)
-        .arg("serve")
-        .env("WEFT_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    // Killed and waited for on drop, should it not become ready.
+    let child = Served(
+        weft(path)
+            .arg("serve")
+            .env("WEFT_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(60) {
         if let Ok((200, _)) = request(port, "GET", "/readyz", &[], vec![]).await {
-            return Served(child);
+            return child;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -48,10 +48,11 @@ pub struct AppState {
     /// Flows' webhook secrets as last resolved, for [`SECRETS_TTL`]: one
     /// entry per flow that received a valid-looking delivery (unknown
     /// tenants and flows are not cached, so callers cannot grow it).
-    secrets: std::sync::Mutex<
-        std::collections::HashMap<(String, String), (std::time::Instant, Vec<String>)>,
-    >,
+    secrets: std::sync::Mutex<SecretsCache>,
 }
+
+/// (tenant, flow) → (when resolved, the flow's webhook secrets).
+type SecretsCache = std::collections::HashMap<(String, String), (std::time::Instant, Vec<String>)>;
 
 /// How long resolved webhook secrets are reused: a secret written or
 /// rotated takes effect within this.
