@@ -210,11 +210,20 @@ async fn an_acme_change_reaches_radicale_by_webhook_without_a_poll() {
     eprintln!("created in Acme → in Radicale: {arrived:?}");
     // It came by webhook: the run that carried it was a webhook run, and no
     // scheduled or manual run of the flow happened since the first sync.
-    let runs = env
-        .host
-        .state
-        .runs(Some("t1"), Some("appointments"), 50)
-        .unwrap();
+    // (The event can be in the calendar before the run has recorded its
+    // end: wait for that.)
+    let mut runs = vec![];
+    for _ in 0..200 {
+        runs = env
+            .host
+            .state
+            .runs(Some("t1"), Some("appointments"), 50)
+            .unwrap();
+        if runs.iter().all(|r| r.outcome != RunOutcome::Running) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         runs.iter()
             .any(|r| r.trigger == "webhook" && r.emitted >= 1),

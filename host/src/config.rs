@@ -216,6 +216,17 @@ pub struct WebhookConfig {
     pub register: bool,
 }
 
+impl SourceStage {
+    /// The stage part of the source (connector, config, grants).
+    pub fn stage(&self) -> Stage {
+        Stage {
+            connector: self.connector.clone(),
+            config: self.config.clone(),
+            http: self.http.clone(),
+        }
+    }
+}
+
 /// A mapper or destination stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -273,6 +273,33 @@ impl Host {
         Ok(())
     }
 
+    /// The flow's source stage and connector: registered, a source, its
+    /// config valid, and offering the flow's stream.
+    pub(crate) async fn source_connector(
+        &self,
+        flow: &FlowConfig,
+        at: &str,
+    ) -> anyhow::Result<(Stage, Connector)> {
+        let stage = flow.source.stage();
+        let c = self
+            .stage_connector(&stage, WorldKind::Source, &format!("{at}.source"))
+            .await?;
+        let streams = &c.info().streams;
+        if !streams.is_empty() && !streams.iter().any(|s| s.name == flow.source.stream) {
+            bail!(
+                "{at}.source.stream: {} offers no stream {:?} (streams: {})",
+                c.label(),
+                flow.source.stream,
+                streams
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Ok((stage, c))
+    }
+
     /// Checks a tenant's flows as a run would, without running them: each
     /// stage's connector is registered, of the right world, offers the
     /// stream, and its config passes the connector's JSON Schema. Errors
@@ -280,22 +307,7 @@ impl Host {
     pub async fn check_tenant(&self, id: &str, tenant: &TenantConfig) -> anyhow::Result<()> {
         for (name, flow) in &tenant.flows {
             let at = format!("tenants.{id}.flows.{name}");
-            let src = Stage {
-                connector: flow.source.connector.clone(),
-                config: flow.source.config.clone(),
-                http: flow.source.http.clone(),
-            };
-            let c = self
-                .stage_connector(&src, WorldKind::Source, &format!("{at}.source"))
-                .await?;
-            let streams = &c.info().streams;
-            if !streams.is_empty() && !streams.iter().any(|s| s.name == flow.source.stream) {
-                bail!(
-                    "{at}.source.stream: {} offers no stream {:?}",
-                    c.label(),
-                    flow.source.stream
-                );
-            }
+            self.source_connector(flow, &at).await?;
             for (i, m) in flow.mappers.iter().enumerate() {
                 self.stage_connector(m, WorldKind::Mapper, &format!("{at}.mappers[{i}]"))
                     .await?;
@@ -388,27 +400,7 @@ impl Host {
     ) -> anyhow::Result<Pipeline> {
         let at = format!("tenants.{tenant}.flows.{flow_name}");
         let source = if with_source {
-            let src_stage = Stage {
-                connector: flow.source.connector.clone(),
-                config: flow.source.config.clone(),
-                http: flow.source.http.clone(),
-            };
-            let c = self
-                .stage_connector(&src_stage, WorldKind::Source, &format!("{at}.source"))
-                .await?;
-            let streams = &c.info().streams;
-            if !streams.is_empty() && !streams.iter().any(|s| s.name == flow.source.stream) {
-                bail!(
-                    "{at}.source.stream: {} offers no stream {:?} (streams: {})",
-                    c.label(),
-                    flow.source.stream,
-                    streams
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
+            let (src_stage, c) = self.source_connector(flow, &at).await?;
             labels.push(c.label());
             Some(
                 self.instantiate(&c, tenant, flow_name, run_id, &src_stage)

@@ -11,8 +11,7 @@
 //! The connector never sees the answer, so it never sees the secret.
 //! Webhook ingress accepts signatures made with either secret.
 
-use crate::config::Stage;
-use crate::connector::{ConnectorInstance, WorldKind};
+use crate::connector::ConnectorInstance;
 use crate::model::{HttpCall, WebhookSetup};
 use crate::runner::Host;
 use crate::state::now_ms;
@@ -114,13 +113,9 @@ impl Host {
         flow: &str,
     ) -> anyhow::Result<(ConnectorInstance, String)> {
         let f = self.flow(tenant, flow)?;
-        let stage = Stage {
-            connector: f.source.connector.clone(),
-            config: f.source.config.clone(),
-            http: f.source.http.clone(),
-        };
-        let at = format!("tenants.{tenant}.flows.{flow}.source");
-        let c = self.stage_connector(&stage, WorldKind::Source, &at).await?;
+        let (stage, c) = self
+            .source_connector(&f, &format!("tenants.{tenant}.flows.{flow}"))
+            .await?;
         let inst = self
             .instantiate(&c, tenant, flow, "webhooks", &stage)
             .await?;

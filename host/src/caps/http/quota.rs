@@ -76,7 +76,8 @@ impl Quotas {
             } else {
                 Duration::from_secs_f64((1.0 - b.tokens) / rate.per_second.max(1e-9))
             };
-            if now + wait > deadline {
+            // A request that must wait, or cannot wait long enough.
+            let count_wait = || {
                 crate::metrics::metrics()
                     .quota_waits
                     .get_or_create(&crate::metrics::OriginLabels {
@@ -84,17 +85,14 @@ impl Quotas {
                         origin: origin.to_owned(),
                     })
                     .inc();
+            };
+            if now + wait > deadline {
+                count_wait();
                 return Err(Exhausted { wait });
             }
             b.tokens -= 1.0;
             if !wait.is_zero() {
-                crate::metrics::metrics()
-                    .quota_waits
-                    .get_or_create(&crate::metrics::OriginLabels {
-                        tenant: tenant.to_owned(),
-                        origin: origin.to_owned(),
-                    })
-                    .inc();
+                count_wait();
             }
             wait
         };
