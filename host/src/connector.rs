@@ -675,15 +675,22 @@ impl ConnectorInstance {
             },
             Some(trap) => {
                 let mut detail = trap.to_string();
-                // A Rust panic prints its message to stderr before trapping.
+                // A Rust panic prints where and why to stderr before
+                // trapping (a Python traceback, its lines): the panic's
+                // line and the two after it, else the last stderr line.
                 let lines = self.logs.lines();
-                let stderr = lines.iter().rev().filter(|l| l.level == "warn");
-                if let Some(line) = stderr
-                    .clone()
-                    .find(|l| l.message.contains("panicked"))
-                    .or(stderr.clone().next())
-                {
-                    detail = format!("{detail}; stderr: {}", line.message);
+                let stderr: Vec<&str> = lines
+                    .iter()
+                    .filter(|l| l.level == "warn")
+                    .map(|l| l.message.as_str())
+                    .collect();
+                let from = stderr
+                    .iter()
+                    .rposition(|l| l.contains("panicked"))
+                    .or(stderr.len().checked_sub(1));
+                if let Some(from) = from {
+                    let text = stderr[from..stderr.len().min(from + 3)].join(" | ");
+                    detail = format!("{detail}; stderr: {text}");
                 }
                 CallError::Trap { call, detail }
             }

@@ -133,6 +133,12 @@ struct Pipeline {
 struct Sink {
     mappers: Vec<ConnectorInstance>,
     destination: ConnectorInstance,
+    /// How to make a fresh instance of each mapper and of the destination
+    /// (after a trap poisoned one): the connector and its stage.
+    mapper_specs: Vec<(Connector, Stage)>,
+    destination_spec: (Connector, Stage),
+    /// (tenant, flow, run ID) the instances serve.
+    serving: (String, String, String),
 }
 
 impl Host {
@@ -410,12 +416,14 @@ impl Host {
             None
         };
         let mut mappers = Vec::new();
+        let mut mapper_specs = Vec::new();
         for (i, m) in flow.mappers.iter().enumerate() {
             let c = self
                 .stage_connector(m, WorldKind::Mapper, &format!("{at}.mappers[{i}]"))
                 .await?;
             labels.push(c.label());
             mappers.push(self.instantiate(&c, tenant, flow_name, run_id, m).await?);
+            mapper_specs.push((c, m.clone()));
         }
         let c = self
             .stage_connector(
@@ -433,6 +441,9 @@ impl Host {
             sink: Sink {
                 mappers,
                 destination,
+                mapper_specs,
+                destination_spec: (c, flow.destination.clone()),
+                serving: (tenant.to_owned(), flow_name.to_owned(), run_id.to_owned()),
             },
         })
     }
@@ -776,13 +787,19 @@ impl Host {
         retry: &RetryPolicy,
         run: &mut RunRecord,
     ) -> Result<(), Stop> {
-        for mapper in &mut p.mappers {
+        for (mapper, spec) in p.mappers.iter_mut().zip(&p.mapper_specs) {
             let label = mapper.label().to_owned();
             let (owners, records) = live_outputs(items);
-            let outcomes =
-                call_with_retry(retry, run, &records, mapper, |m, rs| Box::pin(m.map(rs)))
-                    .await
-                    .map_err(|e| stop_for("map", &label, e))?;
+            let fresh = Fresh {
+                host: self,
+                spec,
+                serving: &p.serving,
+            };
+            let outcomes = call_isolating_traps(retry, run, &records, mapper, &fresh, |m, rs| {
+                Box::pin(m.map(rs))
+            })
+            .await
+            .map_err(|e| stop_for("map", &label, e))?;
             for it in items.iter_mut().filter(|it| it.dead.is_none()) {
                 it.outputs.clear();
             }
@@ -821,7 +838,12 @@ impl Host {
         let label = p.destination.label().to_owned();
         let (owners, records) = live_outputs(items);
         let destination = &mut p.destination;
-        let outcomes = call_with_retry(retry, run, &records, destination, |d, rs| {
+        let fresh = Fresh {
+            host: self,
+            spec: &p.destination_spec,
+            serving: &p.serving,
+        };
+        let outcomes = call_isolating_traps(retry, run, &records, destination, &fresh, |d, rs| {
             Box::pin(d.emit(rs))
         })
         .await
@@ -1328,6 +1350,71 @@ fn commit_for(
 
 /// Calls `f` on `records`, then again on the ones that failed transiently,
 /// until none do or the budget is spent. Returns one outcome per record.
+/// What makes a fresh instance of one stage.
+struct Fresh<'a> {
+    host: &'a Host,
+    spec: &'a (Connector, Stage),
+    serving: &'a (String, String, String),
+}
+
+impl Fresh<'_> {
+    async fn instance(&self) -> Result<ConnectorInstance, CallError> {
+        let (tenant, flow, run_id) = self.serving;
+        self.host
+            .instantiate(&self.spec.0, tenant, flow, run_id, &self.spec.1)
+            .await
+            .map_err(|e| CallError::Poisoned(format!("a fresh instance after a trap: {e:#}")))
+    }
+}
+
+/// Whether a failed call says "this input breaks the guest" (a trap, a
+/// stack overflow, the memory limit) rather than "the guest is slow" or
+/// "the contract is broken".
+fn input_trap(e: &CallError) -> bool {
+    matches!(
+        e,
+        CallError::Trap { .. } | CallError::StackOverflow { .. } | CallError::MemoryLimit { .. }
+    )
+}
+
+/// [`call_with_retry`], and when the guest traps on the batch (which
+/// poisons the instance), finds the records that make it trap: the batch is
+/// split and each half called on a fresh instance, down to single records.
+/// A record that traps alone gets an `invalid` outcome carrying the trap
+/// (and the guest's last stderr line), so it is dead-lettered and the rest
+/// of the batch is delivered. The instance left in `instance` is usable.
+/// Costs about 2·log2(batch) extra calls per trapping record.
+async fn call_isolating_traps<T: Send>(
+    retry: &RetryPolicy,
+    run: &mut RunRecord,
+    records: &[Record],
+    instance: &mut ConnectorInstance,
+    fresh: &Fresh<'_>,
+    f: BatchCall<T>,
+) -> Result<Vec<Result<T, ConnectorError>>, CallError> {
+    match call_with_retry(retry, run, records, instance, f).await {
+        Err(e) if input_trap(&e) => {
+            *instance = fresh.instance().await?;
+            if records.len() <= 1 {
+                tracing::warn!(key = records.first().map(|r| r.key.as_str()), error = %e, "a record makes the connector trap: dead-lettered");
+                return Ok(records
+                    .iter()
+                    .map(|_| {
+                        Err(ConnectorError::Invalid(format!(
+                            "the connector trapped on this record: {e}"
+                        )))
+                    })
+                    .collect());
+            }
+            let (a, b) = records.split_at(records.len() / 2);
+            let mut out = Box::pin(call_isolating_traps(retry, run, a, instance, fresh, f)).await?;
+            out.extend(Box::pin(call_isolating_traps(retry, run, b, instance, fresh, f)).await?);
+            Ok(out)
+        }
+        other => other,
+    }
+}
+
 /// One batch call of an instance (`map` or `emit`), boxed so that the
 /// futures stay `Send` for the service's tasks.
 type BatchCall<T> =

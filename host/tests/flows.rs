@@ -716,3 +716,72 @@ async fn records_leaving_a_filter_are_removed_and_retracts_dead_letter() {
         "no delete of what never got there"
     );
 }
+
+/// A record that makes a stage trap does not fail its batch: the host
+/// splits the batch over fresh instances until it has the record(s) that
+/// trap, dead-letters those with the trap and the guest's panic message,
+/// and delivers the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_that_makes_a_stage_trap_is_dead_lettered_and_the_rest_delivered() {
+    // The mapper panics on n = 0 and n = 14 of 20.
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&config_text(
+        dir.path(),
+        "numbers",
+        "{ total = 20, page_size = 20 }",
+        r#"{ connector = "test-mapper@0.4.0", config = { panic_multiple_of = 14 } }"#,
+        &server.url(""),
+        "",
+    ))
+    .await;
+    let r = run(&h).await;
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    assert_eq!((r.emitted, r.dead_lettered), (18, 2));
+    assert_eq!(sink.keys().len(), 18);
+    let dead = h.state.dead_letters(Some("acme"), None).unwrap();
+    let keys: Vec<&str> = dead.iter().map(|d| d.record.key.as_str()).collect();
+    assert_eq!(keys, ["n0", "n14"]);
+    for d in &dead {
+        assert_eq!(d.stage, "map");
+        let text = d.error.to_string();
+        assert!(
+            text.contains("trapped") && text.contains("is a multiple of 14"),
+            "{text}"
+        );
+    }
+
+    // The destination traps on a batch that holds n7.
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        dir.path(),
+        "numbers",
+        "{ total = 20, page_size = 20 }",
+        "",
+        &server.url(""),
+        "",
+    )
+    .replace(
+        "config = { url = ",
+        "config = { panic_on_key = \"n7\", url = ",
+    );
+    let h = host(&text).await;
+    let r = run(&h).await;
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    assert_eq!((r.emitted, r.dead_lettered), (19, 1));
+    assert!(!sink.keys().contains(&"n7".to_string()));
+    let dead = h.state.dead_letters(Some("acme"), None).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].record.key.as_str(), dead[0].stage.as_str()),
+        ("n7", "emit")
+    );
+    assert!(
+        dead[0].error.to_string().contains("asked to panic"),
+        "{}",
+        dead[0].error
+    );
+}

@@ -1,7 +1,8 @@
 //! Test destination: delivers each record to `{url}/records/{key}` with
 //! `PUT` (upsert) or `DELETE` (delete); `404` on delete is success. HTTP
 //! answers map to weft's error classes through the SDK. A body with
-//! `"reject": true` is refused as `invalid` without a request. The url
+//! `"reject": true` is refused as `invalid` without a request; the config's
+//! `panic_on_key` makes a batch holding that key trap. The url
 //! `discard:` accepts everything without a request (benchmarks).
 
 weft_sdk::connector_bindings!("destination-connector", "../../../wit/v0.1.0");
@@ -25,7 +26,7 @@ impl Metadata for TestDestination {
             config_schema: json!({
                 "type": "object",
                 "required": ["url"],
-                "properties": { "url": { "type": "string" } },
+                "properties": { "url": { "type": "string" }, "panic_on_key": { "type": "string" } },
                 "additionalProperties": false
             })
             .to_string(),
@@ -69,6 +70,13 @@ impl Destination for TestDestination {
             }
             Err(e) => return records.iter().map(|_| Err(e.clone())).collect(),
         };
+        // `panic_on_key`: the destination traps when the batch holds it.
+        if let Ok(cfg) = tenant_config::<Value>()
+            && let Some(k) = cfg["panic_on_key"].as_str()
+            && records.iter().any(|r| r.key == k)
+        {
+            panic!("test destination: record {k} asked to panic");
+        }
         if base == "discard:" {
             return records.iter().map(|_| Ok(())).collect();
         }

@@ -4,7 +4,8 @@
 //! one; `wrong_count: true` breaks the contract (one outcome too few);
 //! `filter_odd: true` turns records with an odd `n` into deletes (a filter
 //! they leave); `retract_multiple_of` turns records whose `n` is a multiple
-//! of it into deletes that ask the host to retract and dead-letter them.
+//! of it into deletes that ask the host to retract and dead-letter them;
+//! `panic_multiple_of` makes the mapper panic (trap) on such a record.
 //! Built with the `fixed` feature (crate `test-mapper-v2`) it is version
 //! 0.5.0 and rejects nothing: the "fixed connector" of replay tests.
 
@@ -37,7 +38,8 @@ impl Metadata for TestMapper {
                     "fanout": { "type": "integer", "minimum": 0 },
                     "wrong_count": { "type": "boolean" },
                     "filter_odd": { "type": "boolean" },
-                    "retract_multiple_of": { "type": "integer", "minimum": 1 }
+                    "retract_multiple_of": { "type": "integer", "minimum": 1 },
+                    "panic_multiple_of": { "type": "integer", "minimum": 1 }
                 },
                 "additionalProperties": false
             })
@@ -55,6 +57,11 @@ fn map_one(r: &Record, cfg: &Value) -> Result<Vec<Record>, Error> {
     let n = body["n"]
         .as_i64()
         .ok_or_else(|| invalid(format!("record {} has no integer `n`", r.key)))?;
+    if let Some(m) = cfg["panic_multiple_of"].as_i64()
+        && n % m == 0
+    {
+        panic!("test mapper: n={n} is a multiple of {m}");
+    }
     if let Some(m) = cfg["reject_multiple_of"].as_i64()
         && n % m == 0
         && !cfg!(feature = "fixed")
