@@ -174,39 +174,7 @@ async fn an_acme_change_reaches_radicale_by_webhook_without_a_poll() {
     }
     let svc = Service::start(&env).await;
     connect_webhook(&env, &svc).await;
-    let email = env.user_emails().await.unwrap()[0].clone();
-    let users = env.acme_get("/users").await.unwrap()["data"].clone();
-    let owner = users
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["email"].as_str().unwrap().eq_ignore_ascii_case(&email))
-        .unwrap()["id"]
-        .clone();
-    let contact = env.acme_get("/contacts?limit=200").await.unwrap()["data"][0]["id"].clone();
-    let changed = Instant::now();
-    let apt = env
-        .acme_control(
-            "POST",
-            "/appointments",
-            json!({
-                "owner_id": owner, "contact_id": contact, "title": "Booked by webhook",
-                "starts_at": "2026-12-03T10:00:00Z", "ends_at": "2026-12-03T10:30:00Z",
-                "timezone": "UTC",
-            }),
-        )
-        .await
-        .unwrap();
-    let uid = format!("acme-{}@t1", apt["id"].as_str().unwrap());
-    let mut arrived = None;
-    while changed.elapsed() < Duration::from_secs(20) {
-        if env.calendar("t1", &email).await.unwrap().contains_key(&uid) {
-            arrived = Some(changed.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let arrived = arrived.expect("the new appointment reached the calendar");
+    let arrived = appointment_arrives(&env, "Booked by webhook").await;
     eprintln!("created in Acme → in Radicale: {arrived:?}");
     // It came by webhook: the run that carried it was a webhook run, and no
     // scheduled or manual run of the flow happened since the first sync.
