@@ -88,7 +88,7 @@ pub struct PageCommit {
 /// until the flow has processed it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InboxEntry {
-    /// Order of arrival (assigned by [`StateStore::inbox_accept`]; increases
+    /// Order of arrival (assigned by [`StateStore::inbox_append`]; increases
     /// across restarts).
     #[serde(default)]
     pub seq: u64,
@@ -363,18 +363,11 @@ pub trait StateStore: Send + Sync + 'static {
     /// Deletes a document, flushed; whether it existed.
     fn doc_delete(&self, kind: &str, id: &str) -> anyhow::Result<bool>;
 
-    /// Appends webhook deliveries to the durable inbox with one flush for
-    /// the whole batch. A delivery whose (tenant, flow, webhook ID) was
-    /// accepted before (and not yet pruned) is not appended again. Returns,
-    /// per delivery, its sequence number if it was new.
-    fn inbox_accept(&self, deliveries: &[InboxEntry]) -> anyhow::Result<Vec<Option<u64>>> {
-        let seqs = self.inbox_append(deliveries)?;
-        self.flush()?;
-        Ok(seqs)
-    }
-    /// [`StateStore::inbox_accept`] without the flush: durable at the next
-    /// [`StateStore::flush`] (the service's flusher calls it before anyone
-    /// hears "accepted").
+    /// Appends webhook deliveries to the inbox. A delivery whose (tenant,
+    /// flow, webhook ID) was accepted before (and not yet pruned) is not
+    /// appended again. Returns, per delivery, its sequence number if it was
+    /// new. Durable at the next [`StateStore::flush`] (the service's flusher
+    /// calls it before anyone hears "accepted").
     fn inbox_append(&self, deliveries: &[InboxEntry]) -> anyhow::Result<Vec<Option<u64>>>;
     /// The deliveries not yet processed, in order of arrival.
     fn inbox_pending(&self) -> anyhow::Result<Vec<InboxEntry>>;
@@ -941,11 +934,11 @@ mod tests {
     fn the_inbox_keeps_order_drops_repeats_and_forgets_old_ids() {
         let s = SledState::temporary().unwrap();
         let first = s
-            .inbox_accept(&[delivery("a"), delivery("b"), delivery("a")])
+            .inbox_append(&[delivery("a"), delivery("b"), delivery("a")])
             .unwrap();
         assert!(first[0].is_some() && first[1].is_some());
         assert_eq!(first[2], None, "a repeat within the batch");
-        assert_eq!(s.inbox_accept(&[delivery("b")]).unwrap(), vec![None]);
+        assert_eq!(s.inbox_append(&[delivery("b")]).unwrap(), vec![None]);
         let pending = s.inbox_pending().unwrap();
         let ids: Vec<&str> = pending.iter().map(|e| e.webhook_id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
@@ -954,8 +947,8 @@ mod tests {
         s.inbox_done(&[pending[0].seq]).unwrap();
         assert_eq!(s.inbox_pending().unwrap().len(), 1);
         // Processed, but still known as a repeat until pruned.
-        assert_eq!(s.inbox_accept(&[delivery("a")]).unwrap(), vec![None]);
+        assert_eq!(s.inbox_append(&[delivery("a")]).unwrap(), vec![None]);
         assert_eq!(s.prune_webhook_ids(2_000).unwrap(), 2);
-        assert!(s.inbox_accept(&[delivery("a")]).unwrap()[0].is_some());
+        assert!(s.inbox_append(&[delivery("a")]).unwrap()[0].is_some());
     }
 }
