@@ -351,6 +351,7 @@ impl Runtime {
             resolver,
             quotas: Default::default(),
             tokens: Default::default(),
+            outages: Default::default(),
             events: events.clone(),
             private_hosts: config.private_hosts.clone(),
             default_rate: config.default_rate,

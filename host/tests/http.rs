@@ -303,6 +303,56 @@ async fn host_retries_5xx_with_backoff_but_not_for_post() {
     );
 }
 
+/// An origin that is down costs one attempt per request once a request has
+/// run out of the host's retries: a batch against a dead destination fails
+/// in one pass, not after six backoffs per record. An answer that is not a
+/// server error ends the outage.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_origin_that_ran_out_of_retries_gets_single_attempts_until_it_answers() {
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let up2 = up.clone();
+    let server = TestServer::start(move |_, _| {
+        if up2.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::ok("back")
+        } else {
+            Reply::new(503, "down")
+        }
+    })
+    .await;
+    // Room for all six attempts and their backoff within one call.
+    let rt = runtime_with(
+        Limits {
+            call_timeout_ms: 30_000,
+            ..test_limits()
+        },
+        SecretStore::default(),
+        None,
+    );
+    let grants = || allow(&[&server.origin()]);
+    let v = call(&rt, "http", &server.url("/"), grants()).await;
+    assert_eq!(v["status"], 503, "{v}");
+    let first = server.seen().len();
+    assert_eq!(first, 6, "the first request gets the host's retries");
+    for _ in 0..3 {
+        let v = call(&rt, "http", &server.url("/"), grants()).await;
+        assert_eq!(v["status"], 503, "{v}");
+    }
+    assert_eq!(
+        server.seen().len(),
+        first + 3,
+        "one attempt per request while the origin is down"
+    );
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let v = call(&rt, "http", &server.url("/"), grants()).await;
+    assert_eq!(v["status"], 200, "{v}");
+    // Down again: a fresh outage gets the retries again.
+    up.store(false, std::sync::atomic::Ordering::SeqCst);
+    let before = server.seen().len();
+    let v = call(&rt, "http", &server.url("/"), grants()).await;
+    assert_eq!(v["status"], 503, "{v}");
+    assert_eq!(server.seen().len(), before + 6);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn retry_after_beyond_the_deadline_is_handed_to_the_guest() {
     let server =

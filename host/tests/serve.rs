@@ -199,12 +199,24 @@ async fn deliver(port: u16, n: usize) -> Result<u16, String> {
 
 /// A `weft serve` child, killed when dropped (a failing test must not leave
 /// it running).
-struct Served(Child);
+/// When the test fails, the end of the service's log is printed.
+struct Served(Child, std::path::PathBuf);
 
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if std::thread::panicking() || std::env::var_os("WEFT_TEST_SHOW_LOG").is_some() {
+            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains("DEBUG") && !l.contains("TRACE"))
+                .collect();
+            eprintln!("--- last lines above DEBUG of {} ---", self.1.display());
+            for l in &lines[lines.len().saturating_sub(80)..] {
+                eprintln!("{l}");
+            }
+        }
     }
 }
 
@@ -224,6 +236,7 @@ async fn start_serve(path: &Path, port: u16) -> Served {
             .stderr(log)
             .spawn()
             .unwrap(),
+        path.with_file_name("serve.log"),
     );
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(60) {

@@ -10,7 +10,10 @@
 //! ([`client`]) with a timeout cut to the call's remaining time. Idempotent
 //! requests are retried by the host: `429`/`503` after `Retry-After`, other
 //! `5xx` and transport failures with jittered exponential backoff, as long as
-//! the call's deadline allows. OAuth tokens are refreshed once on `401`.
+//! the call's deadline allows; once an origin has run out of those retries,
+//! its requests get one attempt for a while ([`Outages`]), so a destination
+//! that is down fails a batch in one pass instead of record by record.
+//! OAuth tokens are refreshed once on `401`.
 //! Redirects are never followed by the host: a guest that follows one makes a
 //! new request, which is checked again.
 
@@ -62,12 +65,61 @@ pub struct HttpShared {
     pub quotas: Quotas,
     /// OAuth tokens.
     pub tokens: TokenCache,
+    /// Origins that are down for a tenant: no host retries while marked.
+    pub outages: Outages,
     /// Where denials are recorded.
     pub events: EventLog,
     /// Host names the operator lets reach non-public addresses.
     pub private_hosts: Vec<String>,
     /// The quota when a tenant sets none.
     pub default_rate: Rate,
+}
+
+/// Origins whose last request ran out of the host's retries on a server
+/// error or a transport failure, per (tenant, origin).
+///
+/// Retrying each request of a batch for seconds against a destination that
+/// is down would hold a run for minutes (six attempts per record) when the
+/// runner's own retry of the whole batch, with its backoff, is the better
+/// judge. So while an origin is marked (at most [`OUTAGE_HOLD`] after the
+/// last exhausted request), its requests get one attempt; the first answer
+/// that is not a server error clears the mark.
+#[derive(Debug, Clone, Default)]
+pub struct Outages {
+    marks: Arc<Mutex<std::collections::HashMap<(String, String), Instant>>>,
+}
+
+/// How long an exhausted origin gets single attempts before the host
+/// retries its requests again.
+pub const OUTAGE_HOLD: Duration = Duration::from_secs(30);
+
+impl Outages {
+    fn is_down(&self, tenant: &str, origin: &str) -> bool {
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (tenant.to_owned(), origin.to_owned());
+        match marks.get(&key) {
+            Some(at) if at.elapsed() < OUTAGE_HOLD => true,
+            Some(_) => {
+                marks.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn mark(&self, tenant: &str, origin: &str) {
+        self.marks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((tenant.to_owned(), origin.to_owned()), Instant::now());
+    }
+
+    fn clear(&self, tenant: &str, origin: &str) {
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        if !marks.is_empty() {
+            marks.remove(&(tenant.to_owned(), origin.to_owned()));
+        }
+    }
 }
 
 /// The deadline of the guest call in progress, shared between the store and
@@ -378,6 +430,12 @@ impl Outbound {
         };
 
         let idempotent = is_idempotent(&parts.method);
+        let outages = &self.shared.outages;
+        let max_attempts = if outages.is_down(&self.tenant, &origin_str) {
+            1
+        } else {
+            MAX_ATTEMPTS
+        };
         let credential = self.credential_for(&origin);
         let mut stale_token = None;
         // How many tokens in a row the API refused with `401`.
@@ -500,7 +558,7 @@ impl Outbound {
                             "weft: {origin_str} refused {refusals} freshly issued tokens in a row (401); will retry later"
                         ))));
                     }
-                    let retry = idempotent && attempt < MAX_ATTEMPTS;
+                    let retry = idempotent && attempt < max_attempts;
                     let wait = match status {
                         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
                             if retry =>
@@ -513,7 +571,14 @@ impl Outbound {
                     };
                     match wait {
                         Some(w) if Instant::now() + w < deadline => w,
-                        _ => return Ok(resp),
+                        _ => {
+                            if status.is_server_error() {
+                                outages.mark(&self.tenant, &origin_str);
+                            } else {
+                                outages.clear(&self.tenant, &origin_str);
+                            }
+                            return Ok(resp);
+                        }
                     }
                 }
                 Err(SendError::Denied(d)) => {
@@ -538,11 +603,14 @@ impl Outbound {
                     let w = backoff(attempt);
                     if idempotent
                         && e.is_retryable()
-                        && attempt < MAX_ATTEMPTS
+                        && attempt < max_attempts
                         && Instant::now() + w < deadline
                     {
                         w
                     } else {
+                        if e.is_retryable() {
+                            outages.mark(&self.tenant, &origin_str);
+                        }
                         return Err(match e {
                             SendError::Dns(_, m) => HttpError::DnsError {
                                 rcode: Some(m),
