@@ -676,21 +676,15 @@ impl ConnectorInstance {
             },
             Some(trap) => {
                 let mut detail = trap.to_string();
-                // A Rust panic prints where and why to stderr before
-                // trapping (a Python traceback, its lines): the panic's
-                // line and the two after it, else the last stderr line.
+                // A guest says where and why on stderr before trapping: a
+                // Python traceback, a Rust panic (see `trap_excerpt`).
                 let lines = self.logs.lines();
                 let stderr: Vec<&str> = lines
                     .iter()
                     .filter(|l| l.level == "warn")
                     .map(|l| l.message.as_str())
                     .collect();
-                let from = stderr
-                    .iter()
-                    .rposition(|l| l.contains("panicked"))
-                    .or(stderr.len().checked_sub(1));
-                if let Some(from) = from {
-                    let text = stderr[from..stderr.len().min(from + 3)].join(" | ");
+                if let Some(text) = crate::caps::log::trap_excerpt(&stderr) {
                     detail = format!("{detail}; stderr: {text}");
                 }
                 CallError::Trap { call, detail }
@@ -1013,8 +1007,18 @@ impl ConnectorInstance {
 /// Checks the WebAssembly header, to tell "not wasm" and "a core module"
 /// apart from real components before compiling.
 fn check_header(bytes: &[u8]) -> anyhow::Result<()> {
+    if bytes.starts_with(b"!<arch>\n") {
+        bail!(
+            "not a WebAssembly file (no `\\0asm` header): this is a library archive (a Rust `.rlib`); \
+             set `crate-type = [\"cdylib\"]` under `[lib]` in Cargo.toml and build with \
+             `cargo build --release --target wasm32-wasip2`"
+        );
+    }
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        bail!("not a WebAssembly file (no `\\0asm` header)");
+        bail!(
+            "not a WebAssembly file (no `\\0asm` header); a Rust connector needs \
+             `crate-type = [\"cdylib\"]` under `[lib]` and `--target wasm32-wasip2`"
+        );
     }
     match bytes[4..8] {
         [1, 0, 0, 0] => bail!(
@@ -1069,7 +1073,7 @@ fn identify(
         );
     }
     bail!(
-        "wrong world: a weft connector exports weft:connector/source, mapper or destination; this component exports {}",
+        "wrong world: a weft connector exports weft:connector/source, mapper or destination (generate the bindings of `source-connector`, `mapper-connector` or `destination-connector` from the SDK's WIT and export your type); this component exports {}",
         if exports.is_empty() {
             "nothing".to_owned()
         } else {

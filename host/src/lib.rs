@@ -31,8 +31,9 @@
 //! [`state`] (durable state behind one trait, on sled), [`registry`]
 //! (registered connector versions), [`runner`] (fetch → map → emit →
 //! commit), [`metrics`] (Prometheus metrics), [`subscriptions`] (webhook
-//! subscriptions made for sources) and [`service`] (`weft serve`: HTTP
-//! server, webhook ingress, admin API, scheduler, alerts).
+//! subscriptions made for sources), [`service`] (`weft serve`: HTTP
+//! server, webhook ingress, admin API, scheduler, alerts) and [`scaffold`]
+//! (`weft new connector`).
 
 #![deny(missing_docs)]
 
@@ -48,6 +49,7 @@ pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod runner;
+pub mod scaffold;
 pub mod secrets;
 pub mod service;
 pub mod state;

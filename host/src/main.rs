@@ -80,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Write a new project.
+    New {
+        #[command(subcommand)]
+        command: NewCommand,
+    },
     /// Internal: compile a component in a child process with the time and
     /// memory budget of the limits (weft runs itself this way).
     #[command(name = "__compile", hide = true)]
@@ -90,6 +95,30 @@ enum Command {
         output: PathBuf,
         /// The limits, as JSON.
         limits: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum NewCommand {
+    /// Write a connector skeleton that builds, passes its own tests and
+    /// loads as it is: `weft new connector crm-notes --world mapper --lang rust`.
+    Connector {
+        /// The connector's name (lowercase letters, digits and `-`).
+        name: String,
+        /// The world it implements.
+        #[arg(long, value_enum)]
+        world: weft::scaffold::World,
+        /// The language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: weft::scaffold::Lang,
+        /// Where to write it (a new or empty directory); `./NAME` by default.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The SDK: a directory (weft's `connectors/sdk`, `sdk-python` or
+        /// `sdk-js`) or, for Rust, a git URL of weft. By default the SDK of
+        /// the checkout this weft was built from.
+        #[arg(long)]
+        sdk: Option<String>,
     },
 }
 
@@ -341,7 +370,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| WeftConfig::load(&cli.config).ok().and_then(|c| c.server));
     if let Some(server) = server
-        && !matches!(cli.command, Command::Serve | Command::Compile { .. })
+        && !matches!(
+            cli.command,
+            Command::Serve | Command::Compile { .. } | Command::New { .. }
+        )
         && !matches!(
             cli.command,
             Command::Connectors {
@@ -352,6 +384,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return remote::run(&server, &cli.command).await;
     }
     match &cli.command {
+        Command::New {
+            command:
+                NewCommand::Connector {
+                    name,
+                    world,
+                    lang,
+                    dir,
+                    sdk,
+                },
+        } => {
+            let sdk = match sdk {
+                Some(s) => weft::scaffold::SdkSource::parse(s),
+                None => weft::scaffold::SdkSource::from_checkout(*lang).context(
+                    "this weft was not built from a checkout that is still here: pass --sdk with the SDK's directory (or, for Rust, a git URL of weft)",
+                )?,
+            };
+            let dir = dir.clone().unwrap_or_else(|| PathBuf::from(name));
+            let files = weft::scaffold::new_connector(&dir, name, *world, *lang, &sdk)?;
+            for f in &files {
+                outln!("wrote {}", f.display());
+            }
+            outln!("next: see {}", dir.join("README.md").display());
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Connectors {
             command: ConnectorsCommand::Inspect { file },
         } => {
@@ -802,7 +858,9 @@ mod remote {
                 let v = api.call("GET", "/v1/config/export", vec![]).await?;
                 outln!("{}", v.as_str().unwrap_or_default());
             }
-            Command::Serve | Command::Compile { .. } => unreachable!("handled locally"),
+            Command::Serve | Command::Compile { .. } | Command::New { .. } => {
+                unreachable!("handled locally")
+            }
         }
         Ok(ExitCode::SUCCESS)
     }

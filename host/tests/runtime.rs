@@ -564,13 +564,23 @@ fn inspect_explains_what_is_not_a_connector() {
     std::fs::write(&text, "hello").unwrap();
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    // What a Rust crate without `crate-type = ["cdylib"]` leaves behind.
+    let rlib = dir.path().join("libmine.rlib");
+    std::fs::write(
+        &rlib,
+        b"!<arch>\n/               0           0     0     0       8         `\n",
+    )
+    .unwrap();
     let cases = [
         (text.to_str().unwrap(), "not a WebAssembly file"),
+        (text.to_str().unwrap(), "crate-type = [\"cdylib\"]"),
+        (rlib.to_str().unwrap(), "library archive (a Rust `.rlib`)"),
         (
             core.to_str().unwrap(),
             "core WebAssembly module, not a component",
         ),
         (artifacts::TEST_WRONG_WORLD, "wrong world"),
+        (artifacts::TEST_WRONG_WORLD, "mapper-connector"),
         (artifacts::TEST_FUTURE_VERSION, "incompatible WIT version"),
         ("/nonexistent/x.wasm", "reading /nonexistent/x.wasm"),
     ];

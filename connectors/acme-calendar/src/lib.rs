@@ -17,7 +17,7 @@
 //! [`weft_sdk::DEAD_LETTER_FIELD`]). Deletes, and appointments that leave
 //! the synced statuses, become deletes whatever their owner.
 
-weft_sdk::connector_bindings!("mapper-connector", "../../wit/v0.1.0");
+weft_sdk::connector_bindings!("mapper-connector");
 
 use acme_common::{UserMatching, instant, user_matching_properties};
 use chrono::{DateTime, Duration, Utc};

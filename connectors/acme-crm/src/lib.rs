@@ -25,7 +25,7 @@
 //! so newer-wins is right whatever offsets Acme writes. Deleted records
 //! become deletes. `on-webhook` turns Acme events into the same records.
 
-weft_sdk::connector_bindings!("source-connector", "../../wit/v0.1.0");
+weft_sdk::connector_bindings!("source-connector");
 
 use acme_common::{instant, newest, version_of};
 use exports::weft::connector::metadata::Guest as Metadata;
@@ -759,10 +759,7 @@ export!(AcmeCrm);
 /// how the host subscribes a stream's flow to Acme's webhooks. Acme signs
 /// with the old and the new secret for 24 hours after a rotation.
 mod hooks {
-    wit_bindgen::generate!({
-        world: "webhook-registration",
-        path: "../../wit/webhooks-v0.1.0",
-    });
+    weft_sdk::webhook_bindings!();
 
     use super::{AcmeCrm, Config};
     use exports::weft::webhooks::registration::{Guest, HttpCall, Setup};

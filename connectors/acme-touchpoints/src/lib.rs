@@ -6,7 +6,7 @@
 //! contact no longer exists still counts, with the contact's fields null. An
 //! owner with no user of ours is `invalid`, naming the owner.
 
-weft_sdk::connector_bindings!("mapper-connector", "../../wit/v0.1.0");
+weft_sdk::connector_bindings!("mapper-connector");
 
 use acme_common::{UserMatching, user_matching_properties};
 use exports::weft::connector::mapper::Guest as Mapper;

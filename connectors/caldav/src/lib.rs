@@ -16,7 +16,7 @@
 //! is, go out concurrently, at most 8 at a time. `429` and `5xx` are transient (with `Retry-After`); other `4xx`
 //! are invalid, with the server's answer.
 
-weft_sdk::connector_bindings!("destination-connector", "../../wit/v0.1.0");
+weft_sdk::connector_bindings!("destination-connector");
 
 use exports::weft::connector::destination::Guest as Destination;
 use exports::weft::connector::metadata::Guest as Metadata;

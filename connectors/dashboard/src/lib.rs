@@ -5,7 +5,7 @@
 //! tenant's credential, added by the host. `422` is invalid (with the
 //! dashboard's message); `429`/`503` are transient with `Retry-After`.
 
-weft_sdk::connector_bindings!("destination-connector", "../../wit/v0.1.0");
+weft_sdk::connector_bindings!("destination-connector");
 
 use exports::weft::connector::destination::Guest as Destination;
 use exports::weft::connector::metadata::Guest as Metadata;

@@ -8,14 +8,29 @@
 //! over `wasi:http/outgoing-handler`, typed configuration, and the mapping of
 //! HTTP answers onto weft's error classes.
 //!
-//! A connector crate generates only its exports and points the shared
-//! imports here, so that its types and this crate's are the same; the
-//! [`connector_bindings!`] macro does that (the crate also depends on
-//! `wit-bindgen`, whose runtime the generated code uses):
+//! The WIT is part of this crate (`wit/`, the repository's contract): a
+//! connector crate depends on `weft-sdk` alone (a git or path dependency;
+//! no WIT to copy, no `wit-bindgen` of its own) and generates the bindings
+//! of its world with [`connector_bindings!`], which maps every import onto
+//! this crate's bindings so that its types and this crate's are the same:
 //!
 //! ```ignore
-//! weft_sdk::connector_bindings!("source-connector", "../../wit/v0.1.0");
+//! weft_sdk::connector_bindings!("mapper-connector");
+//!
+//! use exports::weft::connector::mapper::Guest as Mapper;
+//! use exports::weft::connector::metadata::Guest as Metadata;
+//! use weft_sdk::types::{ConnectorInfo, Error, Record};
+//!
+//! struct Upper;
+//! impl Metadata for Upper { /* describe() */ }
+//! impl Mapper for Upper { /* map(records) */ }
+//! export!(Upper);
 //! ```
+//!
+//! The crate must be a `cdylib` (`[lib] crate-type = ["cdylib"]`) built with
+//! `cargo build --release --target wasm32-wasip2`; `weft new connector`
+//! writes such a crate. A source that registers its webhooks also calls
+//! [`webhook_bindings!`] in a module of its own.
 
 #![deny(missing_docs)]
 
@@ -24,7 +39,7 @@
 mod bindings {
     wit_bindgen::generate!({
         world: "host-imports",
-        path: "../../wit/v0.1.0",
+        path: "wit/v0.1.0",
         generate_all,
     });
 }
@@ -35,31 +50,18 @@ pub use types::{Error, Operation, Record, TransientError};
 
 pub mod http;
 
-/// Generates the bindings of one weft world for a connector crate: its
-/// exports, with every import mapped onto this crate's bindings. `$path` is
-/// the WIT directory relative to the connector crate's manifest. The crate
-/// must depend on this one under its own name, `weft-sdk`.
-#[macro_export]
-macro_rules! connector_bindings {
-    ($world:literal, $path:literal) => {
-        wit_bindgen::generate!({
-            world: $world,
-            path: $path,
-            with: {
-                "weft:connector/types@0.1.0": weft_sdk::types,
-                "weft:connector/config@0.1.0": weft_sdk::config,
-                "weft:connector/kv@0.1.0": weft_sdk::kv,
-                "weft:connector/log@0.1.0": weft_sdk::log,
-                "wasi:http/types@0.2.12": weft_sdk::wasi::http::types,
-                "wasi:http/outgoing-handler@0.2.12": weft_sdk::wasi::http::outgoing_handler,
-                "wasi:io/error@0.2.12": weft_sdk::wasi::io::error,
-                "wasi:io/poll@0.2.12": weft_sdk::wasi::io::poll,
-                "wasi:io/streams@0.2.12": weft_sdk::wasi::io::streams,
-                "wasi:clocks/monotonic-clock@0.2.12": weft_sdk::wasi::clocks::monotonic_clock,
-            },
-        });
-    };
+/// What the generated bindings of a connector crate use: `wit-bindgen`'s
+/// macro and runtime, so that the crate needs no dependency of its own.
+#[doc(hidden)]
+pub mod __private {
+    pub use wit_bindgen;
+    pub use wit_bindgen::rt;
 }
+
+// `connector_bindings!` and `webhook_bindings!`, written by `build.rs` with
+// the absolute path of this crate's `wit/` (a proc macro reads WIT relative
+// to the crate that calls it, so the path must be spelled out).
+include!(concat!(env!("OUT_DIR"), "/bindings_macros.rs"));
 
 use serde::de::DeserializeOwned;
 

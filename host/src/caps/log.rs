@@ -210,6 +210,75 @@ impl wasmtime_wasi::cli::StdoutStream for GuestOutput {
     }
 }
 
+/// Longest Python traceback a trap's detail quotes, in bytes.
+const MAX_TRACEBACK_BYTES: usize = 2048;
+
+/// What a trap's detail quotes of the guest's stderr lines (oldest first):
+/// the last Python traceback before the trap's panic line, from
+/// `Traceback (most recent call last):` to the exception line, at most
+/// [`MAX_TRACEBACK_BYTES`] (the header, then as many of the innermost lines
+/// as fit); else a Rust panic's line and the two after it; else the last
+/// line. Lines are trimmed and joined with ` | `.
+pub fn trap_excerpt(stderr: &[&str]) -> Option<String> {
+    let panic = stderr.iter().rposition(|l| l.contains("panicked"));
+    let before = &stderr[..panic.unwrap_or(stderr.len())];
+    let header = "Traceback (most recent call last):";
+    if let Some(start) = before
+        .iter()
+        .rposition(|l| l.trim_start().starts_with(header))
+    {
+        // The exception line is the first one after the header that is not
+        // indented (frames and source lines are).
+        let end = (start + 1..before.len())
+            .find(|&i| !before[i].is_empty() && !before[i].starts_with([' ', '\t']))
+            .unwrap_or(before.len() - 1);
+        let lines: Vec<&str> = before[start..=end]
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .collect();
+        return Some(bounded_traceback(&lines));
+    }
+    let from = panic.or(stderr.len().checked_sub(1))?;
+    Some(stderr[from..stderr.len().min(from + 3)].join(" | "))
+}
+
+/// `lines` (header first, exception last) joined with ` | `, cut to
+/// [`MAX_TRACEBACK_BYTES`] by leaving out the outermost frames.
+fn bounded_traceback(lines: &[&str]) -> String {
+    let joined = lines.join(" | ");
+    if joined.len() <= MAX_TRACEBACK_BYTES || lines.len() < 2 {
+        return cut(&joined, MAX_TRACEBACK_BYTES);
+    }
+    let head = format!("{} | …", lines[0]);
+    let mut tail: Vec<&str> = Vec::new();
+    let mut len = head.len();
+    for l in lines[1..].iter().rev() {
+        if len + 3 + l.len() > MAX_TRACEBACK_BYTES && !tail.is_empty() {
+            break;
+        }
+        len += 3 + l.len();
+        tail.push(l);
+    }
+    tail.reverse();
+    cut(
+        &format!("{head} | {}", tail.join(" | ")),
+        MAX_TRACEBACK_BYTES,
+    )
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, marked when cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut at = max;
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    format!("{} …", &s[..at])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +325,96 @@ mod tests {
         assert_eq!(
             msgs,
             vec![("warn".into(), "one".into()), ("warn".into(), "two".into())]
+        );
+    }
+
+    #[test]
+    fn trap_excerpt_quotes_a_python_traceback() {
+        // What a componentize-py guest prints when an export raises.
+        let stderr = [
+            "starting",
+            "Traceback (most recent call last):",
+            "  File \"/0/app.py\", line 51, in map",
+            "  File \"/1/weft_sdk/__init__.py\", line 174, in each_record",
+            "    out.append(Ok(f(cfg, r)))",
+            "               ^^^^^^^^^",
+            "ValueError: record n2 asked to explode",
+            "",
+            "thread '<unnamed>' (1) panicked at runtime/src/lib.rs:1280:25:",
+            "Python function threw an unexpected exception",
+            "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+        ];
+        assert_eq!(
+            trap_excerpt(&stderr).unwrap(),
+            "Traceback (most recent call last): | File \"/0/app.py\", line 51, in map | \
+             File \"/1/weft_sdk/__init__.py\", line 174, in each_record | \
+             out.append(Ok(f(cfg, r))) | ^^^^^^^^^ | ValueError: record n2 asked to explode"
+        );
+
+        // Chained exceptions: the last traceback, which ends in the one raised.
+        let chained = [
+            "Traceback (most recent call last):",
+            "  File \"/0/app.py\", line 3, in map",
+            "KeyError: 'n'",
+            "",
+            "During handling of the above exception, another exception occurred:",
+            "",
+            "Traceback (most recent call last):",
+            "  File \"/0/app.py\", line 5, in map",
+            "RuntimeError: no n",
+            "thread '<unnamed>' (1) panicked at runtime/src/lib.rs:1280:25:",
+        ];
+        assert_eq!(
+            trap_excerpt(&chained).unwrap(),
+            "Traceback (most recent call last): | File \"/0/app.py\", line 5, in map | RuntimeError: no n"
+        );
+
+        // A Rust panic: its line and the two after it.
+        let rust = [
+            "earlier",
+            "thread 'main' panicked at src/lib.rs:3:5:",
+            "test mapper: n=14 is a multiple of 14",
+            "note: run with `RUST_BACKTRACE=1`",
+            "more",
+        ];
+        assert_eq!(
+            trap_excerpt(&rust).unwrap(),
+            "thread 'main' panicked at src/lib.rs:3:5: | test mapper: n=14 is a multiple of 14 | note: run with `RUST_BACKTRACE=1`"
+        );
+        assert_eq!(trap_excerpt(&["just this"]).unwrap(), "just this");
+        assert_eq!(trap_excerpt(&[]), None);
+    }
+
+    #[test]
+    fn trap_excerpt_bounds_a_deep_traceback() {
+        let frames: Vec<String> = (0..500)
+            .map(|i| format!("  File \"/0/app.py\", line {i}, in recurse"))
+            .collect();
+        let mut stderr = vec!["Traceback (most recent call last):"];
+        stderr.extend(frames.iter().map(String::as_str));
+        let last = format!("RecursionError: {}", "é".repeat(3000));
+        stderr.push(&last);
+        stderr.push("thread '<unnamed>' (1) panicked at runtime/src/lib.rs:1280:25:");
+        let text = trap_excerpt(&stderr).unwrap();
+        assert!(
+            text.len() <= MAX_TRACEBACK_BYTES + "…".len() + 1,
+            "{}",
+            text.len()
+        );
+        assert!(text.starts_with("Traceback (most recent call last): | … | RecursionError: éé"));
+
+        let short = format!("RecursionError: {}", "x".repeat(100));
+        *stderr.get_mut(501).unwrap() = &short;
+        let text = trap_excerpt(&stderr).unwrap();
+        assert!(text.len() <= MAX_TRACEBACK_BYTES, "{}", text.len());
+        assert!(
+            text.starts_with("Traceback (most recent call last): | … | File"),
+            "{text}"
+        );
+        assert!(text.ends_with(&short), "{text}");
+        assert!(
+            text.contains("line 499, in recurse"),
+            "the innermost frames are kept"
         );
     }
 }

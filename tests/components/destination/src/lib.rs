@@ -5,7 +5,7 @@
 //! `panic_on_key` makes a batch holding that key trap. The url
 //! `discard:` accepts everything without a request (benchmarks).
 
-weft_sdk::connector_bindings!("destination-connector", "../../../wit/v0.1.0");
+weft_sdk::connector_bindings!("destination-connector");
 
 use exports::weft::connector::destination::Guest as Destination;
 use exports::weft::connector::metadata::Guest as Metadata;

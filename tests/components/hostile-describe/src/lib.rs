@@ -2,7 +2,7 @@
 //! name of 100,000 characters, which the host must refuse by its documented
 //! length limits instead of registering and printing them.
 
-weft_sdk::connector_bindings!("mapper-connector", "../../../wit/v0.1.0");
+weft_sdk::connector_bindings!("mapper-connector");
 
 use exports::weft::connector::mapper::Guest as Mapper;
 use exports::weft::connector::metadata::Guest as Metadata;

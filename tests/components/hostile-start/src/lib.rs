@@ -6,7 +6,7 @@
 //! same function also runs as a static constructor (at the first export
 //! call), which `describe`'s own deadline must stop.
 
-weft_sdk::connector_bindings!("mapper-connector", "../../../wit/v0.1.0");
+weft_sdk::connector_bindings!("mapper-connector");
 
 use exports::weft::connector::mapper::Guest as Mapper;
 use exports::weft::connector::metadata::Guest as Metadata;

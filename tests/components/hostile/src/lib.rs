@@ -13,7 +13,7 @@
 //! - `long-error`: an `invalid` error of `size` bytes.
 //! - `kv-flood`: sets `count` keys of 9 bytes with empty values.
 
-weft_sdk::connector_bindings!("source-connector", "../../../wit/v0.1.0");
+weft_sdk::connector_bindings!("source-connector");
 
 use exports::weft::connector::metadata::Guest as Metadata;
 use exports::weft::connector::source::{Guest as Source, Page, Webhook};

@@ -9,7 +9,7 @@
 //! Built with the `fixed` feature (crate `test-mapper-v2`) it is version
 //! 0.5.0 and rejects nothing: the "fixed connector" of replay tests.
 
-weft_sdk::connector_bindings!("mapper-connector", "../../../wit/v0.1.0");
+weft_sdk::connector_bindings!("mapper-connector");
 
 use exports::weft::connector::mapper::Guest as Mapper;
 use exports::weft::connector::metadata::Guest as Metadata;

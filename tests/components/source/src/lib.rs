@@ -13,7 +13,7 @@
 //! - `ambient`: reports what it can see of env, args, files and sockets.
 //! - `echo-config`: returns the tenant config.
 
-weft_sdk::connector_bindings!("source-connector", "../../../wit/v0.1.0");
+weft_sdk::connector_bindings!("source-connector");
 
 use exports::weft::connector::metadata::Guest as Metadata;
 use exports::weft::connector::source::{Guest as Source, Page, Webhook};

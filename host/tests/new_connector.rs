@@ -1,0 +1,235 @@
+//! `weft new connector`: the skeleton of each world, written outside the
+//! repository with the SDK as a path dependency (nothing copied), builds for
+//! `wasm32-wasip2`, passes its own `cargo test`, is a weft component for
+//! `weft connectors inspect`, and runs in a flow.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use weft::config::WeftConfig;
+use weft::runner::{Host, Trigger};
+use weft::secrets::SecretStore;
+use weft::state::{RunOutcome, SledState};
+use weft_test_artifacts as artifacts;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn weft() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+}
+
+/// A cargo for the skeleton, without the outer build's settings.
+fn cargo(dir: &Path) -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(dir);
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_TARGET_DIR",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
+fn check(out: std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes, tests and builds the skeleton of `world`; returns the component.
+fn skeleton(parent: &Path, world: &str) -> PathBuf {
+    let name = format!("my-{world}");
+    let dir = parent.join(&name);
+    check(
+        weft()
+            .args([
+                "new",
+                "connector",
+                &name,
+                "--world",
+                world,
+                "--lang",
+                "rust",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--sdk")
+            .arg(repo().join("connectors/sdk"))
+            .output()
+            .unwrap(),
+        "weft new connector",
+    );
+    // The skeleton's own tests, natively (the target directory `make test`
+    // uses for the connectors' unit tests, so dependencies are built once).
+    let out = check(
+        cargo(&dir)
+            .args(["test", "--target-dir"])
+            .arg(repo().join("target/guests-host"))
+            .output()
+            .unwrap(),
+        "cargo test of the skeleton",
+    );
+    assert!(!out.contains(" 0 passed"), "the skeleton has tests: {out}");
+    // The component, beside the test components (same dependencies).
+    let target = repo().join("target/guests");
+    check(
+        cargo(&dir)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .output()
+            .unwrap(),
+        "cargo build of the skeleton",
+    );
+    let wasm = target.join(format!(
+        "wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    ));
+    let shown: Value = serde_json::from_str(&check(
+        weft()
+            .args(["connectors", "inspect"])
+            .arg(&wasm)
+            .output()
+            .unwrap(),
+        "weft connectors inspect",
+    ))
+    .unwrap();
+    assert_eq!(shown["describe"]["name"], name.as_str(), "{shown}");
+    assert_eq!(shown["world"], world, "{shown}");
+    wasm
+}
+
+async fn host(text: &str, components: &[&Path]) -> Host {
+    let h = Host::open_with(
+        WeftConfig::parse(text).unwrap(),
+        Arc::new(SledState::temporary().unwrap()),
+        Arc::new(test_resolver()),
+        SecretStore::default(),
+    )
+    .unwrap();
+    for f in components {
+        h.registry.add(&h.runtime, f).await.unwrap();
+    }
+    h
+}
+
+async fn run(h: &Host) -> weft::state::RunRecord {
+    let r = h
+        .run_flow("acme", "sync", Trigger::Manual, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    r
+}
+
+/// The bodies a recording server was sent with `PUT`, by path.
+fn puts(server: &TestServer) -> Vec<(String, Value)> {
+    server
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "PUT")
+        .map(|s| (s.path, serde_json::from_slice(&s.body).unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_world_s_skeleton_builds_tests_loads_and_runs_in_a_flow() {
+    let parent = tempfile::tempdir().unwrap();
+    let source = skeleton(parent.path(), "source");
+    let mapper = skeleton(parent.path(), "mapper");
+    let destination = skeleton(parent.path(), "destination");
+
+    let api = TestServer::start(|s, _| {
+        let page = if s.path.contains("cursor=p2") {
+            json!({ "items": [{"id": 3, "updated_at": "2026-01-03T00:00:00Z", "title": "c"}], "next": null })
+        } else {
+            json!({ "items": [
+                {"id": 1, "updated_at": "2026-01-01T00:00:00Z", "title": "a"},
+                {"id": 2, "updated_at": "2026-01-02T00:00:00Z", "title": "b"}
+            ], "next": "p2" })
+        };
+        Reply::ok(page.to_string()).header("content-type", "application/json")
+    })
+    .await;
+    let sink = TestServer::start(|_, _| Reply::new(201, "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+data_dir = {data:?}
+private_hosts = ["127.0.0.1"]
+
+[tenants.acme.flows.sync]
+source = {{ connector = "my-source@0.1.0", stream = "items", config = {{ base_url = "{api}" }}, http = {{ allow = ["{api}"] }} }}
+mappers = [{{ connector = "my-mapper@0.1.0", config = {{ field = "title" }} }}]
+destination = {{ connector = "my-destination@0.1.0", config = {{ base_url = "{sink}/things" }}, http = {{ allow = ["{sink}"] }} }}
+"#,
+        data = dir.path(),
+        api = api.origin(),
+        sink = sink.origin(),
+    );
+    let h = host(&text, &[&source, &mapper, &destination]).await;
+    let r = run(&h).await;
+    assert_eq!(r.emitted, 3);
+    let mut got = puts(&sink);
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        [
+            (
+                "/things/1".to_string(),
+                json!({"id": 1, "updated_at": "2026-01-01T00:00:00Z", "title": "A"})
+            ),
+            (
+                "/things/2".to_string(),
+                json!({"id": 2, "updated_at": "2026-01-02T00:00:00Z", "title": "B"})
+            ),
+            (
+                "/things/3".to_string(),
+                json!({"id": 3, "updated_at": "2026-01-03T00:00:00Z", "title": "C"})
+            ),
+        ]
+    );
+    let asked: Vec<String> = api.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(asked, ["/items?limit=100", "/items?limit=100&cursor=p2"]);
+
+    // The destination skeleton behind the test source, alone.
+    let sink2 = TestServer::start(|_, _| Reply::new(201, "")).await;
+    let dir2 = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+data_dir = {data:?}
+private_hosts = ["127.0.0.1"]
+
+[tenants.acme.flows.sync]
+source = {{ connector = "test-source@^1", stream = "numbers", config = {{ total = 5, page_size = 5 }} }}
+destination = {{ connector = "my-destination@0.1.0", config = {{ base_url = "{sink}" }}, http = {{ allow = ["{sink}"] }} }}
+"#,
+        data = dir2.path(),
+        sink = sink2.origin(),
+    );
+    let h = host(&text, &[artifacts::TEST_SOURCE.as_ref(), &destination]).await;
+    run(&h).await;
+    assert_eq!(puts(&sink2).len(), 5);
+}
