@@ -297,6 +297,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// `$XDG_CACHE_HOME/weft/compiled` or `~/.cache/weft/compiled`.
+fn user_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("weft").join("compiled"))
+}
+
 fn open(cli: &Cli) -> anyhow::Result<Host> {
     let config = WeftConfig::load(&cli.config)?;
     Host::open(config)
@@ -413,14 +422,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             // The operator's limits when there is a configuration (the
             // defaults otherwise), and no state is opened: inspect works
-            // beside a running `weft serve`.
-            let limits = if cli.config.exists() {
-                WeftConfig::load(&cli.config)?.limits
+            // beside a running `weft serve`. The compile cache is the one
+            // `connectors add` and runs use (`{data_dir}/cache`), so a large
+            // component is compiled once for inspect, add and runs; without
+            // a configuration, the user's cache directory.
+            let (limits, cache_dir) = if cli.config.exists() {
+                let config = WeftConfig::load(&cli.config)?;
+                (config.limits, Some(config.data_dir.join("cache")))
             } else {
-                weft::Limits::default()
+                (weft::Limits::default(), user_cache_dir())
             };
             let runtime = Runtime::new(HostConfig {
                 limits,
+                cache_dir,
                 ..HostConfig::default()
             })?;
             let connector = runtime.load_file(file).await?;

@@ -557,6 +557,66 @@ fn inspect_prints_describe_as_json() {
     assert_eq!(v["describe"]["config_schema"]["required"], json!(["url"]));
 }
 
+/// `inspect` compiles into the cache that `connectors add` and runs use: a
+/// large component (Python, JS) is compiled once, not once per command.
+#[test]
+fn inspect_fills_the_compile_cache_that_add_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weft.toml");
+    std::fs::write(&config, "data_dir = \"data\"\n").unwrap();
+    let out = weft_bin()
+        .arg("-c")
+        .arg(&config)
+        .args(["connectors", "inspect", artifacts::TEST_MAPPER])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = serde_json::from_slice::<Value>(&out.stdout).unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cached = || -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+        std::fs::read_dir(dir.path().join("data/cache"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with(&digest)
+            })
+            .map(|p| {
+                let m = std::fs::metadata(&p).unwrap().modified().unwrap();
+                (p, m)
+            })
+            .collect()
+    };
+    let before = cached();
+    assert_eq!(before.len(), 1, "inspect left its compilation in the cache");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = weft_bin()
+        .arg("-c")
+        .arg(&config)
+        .args(["connectors", "add", artifacts::TEST_MAPPER])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        cached(),
+        before,
+        "add used the cached compilation as it was"
+    );
+}
+
 #[test]
 fn inspect_explains_what_is_not_a_connector() {
     let dir = tempfile::tempdir().unwrap();
