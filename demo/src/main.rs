@@ -25,6 +25,11 @@ struct Args {
     /// it prints can be opened.
     #[arg(long)]
     keep_running: bool,
+    /// Record every connector call (inputs, HTTP exchanges, outputs) into
+    /// this directory, one case file per connector and flow, for
+    /// `weft test` (see `make cassettes`).
+    #[arg(long, value_name = "DIR")]
+    record: Option<std::path::PathBuf>,
 }
 
 const TENANT: &str = "northwind";
@@ -124,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
+    let recording = args.record.as_ref().map(|dir| env.host.record_into(dir));
     let users = env.user_emails().await?;
     let runs = env.sync(TENANT).await?;
     print_runs("First sync", &runs);
@@ -320,6 +326,11 @@ async fn main() -> anyhow::Result<()> {
         sample.split('@').next().unwrap_or("")
     );
     println!("  Dashboard page: {}/", env.dashboard.url());
+    if let Some(rec) = recording {
+        for path in rec.write()? {
+            println!("  recorded {}", path.display());
+        }
+    }
     let failed = runs.iter().any(|r| r.outcome != RunOutcome::Succeeded);
     if args.keep_running {
         println!("\nServing until Ctrl-C...");

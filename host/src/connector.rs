@@ -94,6 +94,12 @@ pub struct TenantGrant {
     pub config: serde_json::Value,
     /// Outbound HTTP grants and credentials.
     pub http: HttpGrants,
+    /// Record or replay this instance's HTTP (the offline test kit).
+    pub http_tap: Option<crate::testkit::HttpTap>,
+    /// Record this instance's calls (`weft run --record`).
+    pub recorder: Option<crate::testkit::CallRecorder>,
+    /// The guest's wall clock, when a replay sets it (the host's otherwise).
+    pub clock: Option<crate::testkit::FrozenClock>,
 }
 
 impl TenantGrant {
@@ -464,7 +470,13 @@ impl Runtime {
             &self.secrets.for_tenant(&grant.tenant),
             self.limits.clone(),
             deadline.clone(),
-        )?;
+        )?
+        .with_tap(
+            grant
+                .http_tap
+                .clone()
+                .or_else(|| grant.recorder.as_ref().map(|r| r.tap())),
+        );
         // Host memory a guest can make the host hold is bounded: entries in
         // its resource table, and the size of each header set.
         let mut table = ResourceTable::new();
@@ -472,7 +484,7 @@ impl Runtime {
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(self.limits.max_http_fields_bytes);
         let state = StoreState {
-            wasi: crate::caps::wasi::restricted_ctx(&logs),
+            wasi: crate::caps::wasi::restricted_ctx(&logs, grant.clock.clone()),
             http,
             table,
             hooks,
@@ -567,6 +579,13 @@ impl Runtime {
             logs,
             poisoned: None,
             call_started: Instant::now(),
+            recorder: grant.recorder.clone(),
+            started_ms: 0,
+            recorded_instance: grant
+                .recorder
+                .as_ref()
+                .map(|r| r.next_instance())
+                .unwrap_or_default(),
         })
     }
 }
@@ -593,6 +612,11 @@ pub struct ConnectorInstance {
     logs: GuestLog,
     poisoned: Option<String>,
     call_started: Instant,
+    recorder: Option<crate::testkit::CallRecorder>,
+    /// Wall-clock start of the call in progress (Unix ms), for recordings.
+    started_ms: u64,
+    /// This instance's number in its recording.
+    recorded_instance: u32,
 }
 
 impl ConnectorInstance {
@@ -606,6 +630,12 @@ impl ConnectorInstance {
         &self.label
     }
 
+    /// The instance's key-value space, for recordings.
+    fn kv_dump(&self) -> std::collections::BTreeMap<String, String> {
+        let caps = &self.store.data().caps;
+        crate::testkit::dump_kv(&*caps.kv, &caps.kv_space)
+    }
+
     fn begin(&mut self) -> Result<(), CallError> {
         if let Some(p) = &self.poisoned {
             return Err(CallError::Poisoned(p.clone()));
@@ -616,6 +646,10 @@ impl ConnectorInstance {
             .set(Instant::now() + self.limits.call_timeout());
         self.logs.start_call();
         self.call_started = Instant::now();
+        if let Some(r) = &self.recorder {
+            self.started_ms = crate::testkit::now_ms();
+            r.begin(self.kv_dump());
+        }
         Ok(())
     }
 
@@ -853,6 +887,34 @@ impl ConnectorInstance {
 
     /// Fetches one page of `stream` after `cursor` (source connectors).
     pub async fn fetch(&mut self, stream: &str, cursor: Option<&str>) -> Result<Page, CallError> {
+        let out = self.fetch_now(stream, cursor).await;
+        self.record(
+            || crate::testkit::Call::Fetch {
+                stream: stream.to_owned(),
+                cursor: cursor.map(str::to_owned),
+            },
+            &out,
+        );
+        out
+    }
+
+    /// Keeps a finished call when the run is recorded.
+    fn record<T: serde::Serialize>(
+        &self,
+        call: impl FnOnce() -> crate::testkit::Call,
+        out: &Result<T, CallError>,
+    ) {
+        if let Some(r) = &self.recorder {
+            r.push(
+                call(),
+                (self.recorded_instance, self.started_ms),
+                crate::testkit::output_of(out),
+                self.kv_dump(),
+            );
+        }
+    }
+
+    async fn fetch_now(&mut self, stream: &str, cursor: Option<&str>) -> Result<Page, CallError> {
         let bound = self.bound.clone();
         let Bound::Source(b, _) = &*bound else {
             return Err(self.wrong_world("fetch"));
@@ -898,6 +960,25 @@ impl ConnectorInstance {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> Result<Vec<Record>, CallError> {
+        let call = self
+            .recorder
+            .as_ref()
+            .map(|_| crate::testkit::Call::Webhook {
+                headers: headers.clone(),
+                body: crate::testkit::Body::of(&body),
+            });
+        let out = self.on_webhook_now(headers, body).await;
+        if let Some(call) = call {
+            self.record(|| call, &out);
+        }
+        out
+    }
+
+    async fn on_webhook_now(
+        &mut self,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<Vec<Record>, CallError> {
         let bound = self.bound.clone();
         let Bound::Source(b, _) = &*bound else {
             return Err(self.wrong_world("on-webhook"));
@@ -927,6 +1008,20 @@ impl ConnectorInstance {
 
     /// Maps a batch (mapper connectors): one outcome per input record.
     pub async fn map(
+        &mut self,
+        records: &[Record],
+    ) -> Result<Vec<Result<Vec<Record>, ConnectorError>>, CallError> {
+        let out = self.map_now(records).await;
+        self.record(
+            || crate::testkit::Call::Map {
+                records: records.to_vec(),
+            },
+            &out,
+        );
+        out
+    }
+
+    async fn map_now(
         &mut self,
         records: &[Record],
     ) -> Result<Vec<Result<Vec<Record>, ConnectorError>>, CallError> {
@@ -961,6 +1056,20 @@ impl ConnectorInstance {
 
     /// Delivers a batch (destination connectors): one outcome per record.
     pub async fn emit(
+        &mut self,
+        records: &[Record],
+    ) -> Result<Vec<Result<(), ConnectorError>>, CallError> {
+        let out = self.emit_now(records).await;
+        self.record(
+            || crate::testkit::Call::Emit {
+                records: records.to_vec(),
+            },
+            &out,
+        );
+        out
+    }
+
+    async fn emit_now(
         &mut self,
         records: &[Record],
     ) -> Result<Vec<Result<(), ConnectorError>>, CallError> {

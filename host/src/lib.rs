@@ -32,8 +32,9 @@
 //! (registered connector versions), [`runner`] (fetch → map → emit →
 //! commit), [`metrics`] (Prometheus metrics), [`subscriptions`] (webhook
 //! subscriptions made for sources), [`service`] (`weft serve`: HTTP
-//! server, webhook ingress, admin API, scheduler, alerts) and [`scaffold`]
-//! (`weft new connector`).
+//! server, webhook ingress, admin API, scheduler, alerts), [`scaffold`]
+//! (`weft new connector`) and [`testkit`] (record calls in a run, replay
+//! them offline: `weft run --record`, `weft test`).
 
 #![deny(missing_docs)]
 
@@ -54,6 +55,7 @@ pub mod secrets;
 pub mod service;
 pub mod state;
 pub mod subscriptions;
+pub mod testkit;
 
 pub use caps::http::{Credential, HttpGrants, OriginPattern};
 pub use connector::{

@@ -47,6 +47,27 @@ enum Command {
         /// delivered, and re-deliver everything.
         #[arg(long)]
         backfill: bool,
+        /// Record every connector call of these runs (inputs, HTTP
+        /// exchanges with credentials scrubbed, outputs) into DIR, one case
+        /// file per connector and flow, for `weft test`.
+        #[arg(long, value_name = "DIR")]
+        record: Option<PathBuf>,
+    },
+    /// Replay recorded calls against a connector, offline: no network, no
+    /// state directory. Each case file (from `weft run --record`) gives the
+    /// configuration, the key-value space and the calls with their HTTP
+    /// exchanges; an output that differs from the recorded one is shown as
+    /// a diff and the command exits non-zero.
+    Test {
+        /// The component (`.wasm`).
+        connector: PathBuf,
+        /// Case files, or directories of them (`*.json` whose connector
+        /// has the component's name).
+        #[arg(required = true)]
+        cases: Vec<PathBuf>,
+        /// Write the new outputs into the case files instead of failing.
+        #[arg(long)]
+        update: bool,
     },
     /// Run as a service until SIGTERM or Ctrl-C: every active tenant's
     /// unpaused flows on their schedules, webhook ingress at
@@ -297,6 +318,96 @@ fn main() -> ExitCode {
     }
 }
 
+/// `weft test`: replays case files against a connector with no network and
+/// no state directory.
+async fn test_connector(
+    cli: &Cli,
+    connector: &std::path::Path,
+    cases: &[PathBuf],
+    update: bool,
+) -> anyhow::Result<ExitCode> {
+    let limits = if cli.config.exists() {
+        WeftConfig::load(&cli.config)?.limits
+    } else {
+        weft::Limits::default()
+    };
+    let kv = weft::kvstore::SledKv::temporary()?;
+    // A resolver that knows no host: nothing can leave, even by mistake.
+    let runtime = Runtime::with_parts(
+        HostConfig {
+            limits,
+            cache_dir: user_cache_dir(),
+            ..HostConfig::default()
+        },
+        kv.clone(),
+        std::sync::Arc::new(weft::caps::http::StaticResolver::default()),
+        weft::secrets::SecretStore::default(),
+    )?;
+    let name = runtime.load_file(connector).await?.info().name.clone();
+    let mut files = Vec::new();
+    for c in cases {
+        if c.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(c)
+                .with_context(|| format!("reading {}", c.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .filter(|p| {
+                    std::fs::read_to_string(p)
+                        .ok()
+                        .and_then(|t| serde_json::from_str::<weft::testkit::CaseFile>(&t).ok())
+                        .is_some_and(|case| case.connector.split('@').next() == Some(name.as_str()))
+                })
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(c.clone());
+        }
+    }
+    if files.is_empty() {
+        anyhow::bail!(
+            "no case files for {name} in {}",
+            cases
+                .iter()
+                .map(|c| c.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for f in &files {
+        let report = weft::testkit::run_case(&runtime, &*kv, connector, f, update).await?;
+        passed += report.passed;
+        if report.updated > 0 {
+            outln!(
+                "{}: {} call(s) passed, {} updated",
+                f.display(),
+                report.passed,
+                report.updated
+            );
+        } else if report.failures.is_empty() {
+            outln!("{}: {} call(s) passed", f.display(), report.passed);
+        } else {
+            outln!(
+                "{}: {} call(s) passed, {} differ",
+                f.display(),
+                report.passed,
+                report.failures.len()
+            );
+            for text in &report.failures {
+                outln!("{text}");
+            }
+            failed += report.failures.len();
+        }
+    }
+    outln!("{passed} passed, {failed} differ");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// `$XDG_CACHE_HOME/weft/compiled` or `~/.cache/weft/compiled`.
 fn user_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
@@ -381,7 +492,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(server) = server
         && !matches!(
             cli.command,
-            Command::Serve | Command::Compile { .. } | Command::New { .. }
+            Command::Serve | Command::Compile { .. } | Command::New { .. } | Command::Test { .. }
         )
         && !matches!(
             cli.command,
@@ -393,6 +504,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return remote::run(&server, &cli.command).await;
     }
     match &cli.command {
+        Command::Test {
+            connector,
+            cases,
+            update,
+        } => {
+            return test_connector(&cli, connector, cases, *update).await;
+        }
         Command::New {
             command:
                 NewCommand::Connector {
@@ -511,8 +629,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?;
         }
-        Command::Run { filter, backfill } => {
+        Command::Run {
+            filter,
+            backfill,
+            record,
+        } => {
             let host = open(&cli)?;
+            let recording = record.as_ref().map(|dir| host.record_into(dir));
             let trigger = if *backfill {
                 Trigger::Backfill
             } else {
@@ -548,6 +671,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 failed |= r.outcome != RunOutcome::Succeeded;
                 outln!("{}", summary(&r));
+            }
+            if let Some(rec) = recording {
+                for path in rec.write()? {
+                    outln!("recorded {}", path.display());
+                }
             }
             if failed {
                 return Ok(ExitCode::FAILURE);
@@ -758,7 +886,16 @@ mod remote {
                 .context("set WEFT_TOKEN to an admin API token of the server")?,
         };
         match command {
-            Command::Run { filter, backfill } => {
+            Command::Run {
+                filter,
+                backfill,
+                record,
+            } => {
+                if record.is_some() {
+                    anyhow::bail!(
+                        "--record records the calls of runs in this process; run without --server"
+                    );
+                }
                 let (Some(t), Some(f)) = (&filter.tenant, &filter.flow) else {
                     anyhow::bail!("against a server, `run` needs --tenant and --flow");
                 };
@@ -872,7 +1009,10 @@ mod remote {
                 let v = api.call("GET", "/v1/config/export", vec![]).await?;
                 outln!("{}", v.as_str().unwrap_or_default());
             }
-            Command::Serve | Command::Compile { .. } | Command::New { .. } => {
+            Command::Serve
+            | Command::Compile { .. }
+            | Command::New { .. }
+            | Command::Test { .. } => {
                 unreachable!("handled locally")
             }
         }

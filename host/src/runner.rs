@@ -64,6 +64,8 @@ pub struct Host {
     pub state: Arc<dyn StateStore>,
     /// Registered connectors.
     pub registry: Registry,
+    /// Where `weft run --record` keeps the calls of this process's runs.
+    recording: std::sync::OnceLock<Arc<crate::testkit::Recording>>,
 }
 
 /// Why a run stopped early.
@@ -203,7 +205,17 @@ impl Host {
             runtime,
             state,
             registry,
+            recording: Default::default(),
         })
+    }
+
+    /// Records every connector call of the runs this host makes from now on
+    /// (see [`crate::testkit`]); write the case files with
+    /// [`Recording::write`](crate::testkit::Recording::write).
+    pub fn record_into(&self, dir: &std::path::Path) -> Arc<crate::testkit::Recording> {
+        self.recording
+            .get_or_init(|| Arc::new(crate::testkit::Recording::new(dir)))
+            .clone()
     }
 
     /// Where the outside world reaches `weft serve`: `service.public_url`,
@@ -388,6 +400,12 @@ impl Host {
             run_id: Some(run_id.to_owned()),
             config: stage.config.clone(),
             http: stage.http.clone(),
+            http_tap: None,
+            clock: None,
+            recorder: self
+                .recording
+                .get()
+                .map(|r| r.recorder(tenant, flow, &c.label(), &stage.config)),
         };
         self.runtime.instantiate(c, &grant).await
     }

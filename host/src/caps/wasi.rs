@@ -9,8 +9,13 @@ use super::log::GuestLog;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
 /// Builds the WASI context of one instance.
-pub fn restricted_ctx(log: &GuestLog) -> WasiCtx {
+/// `clock`, when given, is the guest's wall clock (a replay of recorded
+/// calls); the host's otherwise.
+pub fn restricted_ctx(log: &GuestLog, clock: Option<crate::testkit::FrozenClock>) -> WasiCtx {
     let mut b = WasiCtxBuilder::new();
+    if let Some(clock) = clock {
+        b.wall_clock(clock);
+    }
     b.stdout(log.stream("info"))
         .stderr(log.stream("warn"))
         .allow_tcp(false)

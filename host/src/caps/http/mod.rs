@@ -165,6 +165,8 @@ struct Outbound {
     forbidden: Vec<HeaderName>,
     /// Requests of this instance in flight (`limits.max_http_in_flight`).
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Recording or replaying the guest's requests (the test kit).
+    tap: Option<crate::testkit::HttpTap>,
 }
 
 impl OutboundHttp {
@@ -221,8 +223,36 @@ impl OutboundHttp {
                 limits,
                 deadline,
                 forbidden,
+                tap: None,
             }),
         })
+    }
+
+    /// Records or replays the guest's requests (see [`crate::testkit`]).
+    /// A recording scrubs this instance's credential values.
+    pub fn with_tap(mut self, tap: Option<crate::testkit::HttpTap>) -> Self {
+        let inner = Arc::get_mut(&mut self.inner).expect("a new hook is not shared yet");
+        if let Some(crate::testkit::HttpTap::Record { scrub, .. }) = &tap {
+            let mut scrub = scrub.lock().unwrap_or_else(|e| e.into_inner());
+            for (_, c) in &inner.credentials {
+                match c {
+                    ResolvedAuth::Header(_, v) => {
+                        if let Ok(v) = v.to_str() {
+                            scrub.push(v.to_owned());
+                            // `Bearer xyz`, `Basic xyz`: the token alone too.
+                            if let Some((_, token)) = v.rsplit_once(' ') {
+                                scrub.push(token.to_owned());
+                            }
+                        }
+                    }
+                    ResolvedAuth::OAuth { client_secret, .. } => {
+                        scrub.push(client_secret.expose().to_owned());
+                    }
+                }
+            }
+        }
+        inner.tap = tap;
+        self
     }
 }
 
@@ -286,7 +316,10 @@ impl WasiHttpHooks for OutboundHttp {
                     inner.limits.max_http_in_flight
                 ))));
             };
-            let response = inner.handle(request).await?;
+            let response = match &inner.tap {
+                None => inner.handle(request).await?,
+                Some(tap) => inner.tapped(tap, request).await?,
+            };
             let response =
                 response.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync());
             Ok((
@@ -336,6 +369,95 @@ fn retry_after(resp: &http::Response<Bytes>) -> Option<Duration> {
 }
 
 impl Outbound {
+    /// A guest request under the test kit: recorded on its way through
+    /// [`Outbound::handle`], or answered from the cassette (after the origin
+    /// checks) without sending anything.
+    async fn tapped(
+        &self,
+        tap: &crate::testkit::HttpTap,
+        request: http::Request<WasiBody>,
+    ) -> Result<http::Response<Bytes>, HttpError> {
+        use crate::testkit::{Body, Exchange, HttpTap, RecordedRequest, RecordedResponse};
+        let (parts, body) = request.into_parts();
+        let body = Limited::new(body, self.limits.max_http_request_bytes)
+            .collect()
+            .await
+            .map_err(|e| HttpError::InternalError(Some(format!("reading request body: {e}"))))?
+            .to_bytes();
+        let headers = |h: &http::HeaderMap| -> Vec<(String, String)> {
+            h.iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect()
+        };
+        let recorded = RecordedRequest {
+            method: parts.method.to_string(),
+            url: parts.uri.to_string(),
+            headers: headers(&parts.headers),
+            body: Body::of(&body),
+        };
+        match tap {
+            HttpTap::Replay(cassette) => {
+                let origin =
+                    Origin::from_uri(&parts.uri).map_err(|_| HttpError::HttpRequestUriInvalid)?;
+                if let Err(denial) = self.policy.check_origin(&origin) {
+                    self.record(EventKind::HttpDenied {
+                        origin: origin.to_string(),
+                        reason: denial.to_string(),
+                    });
+                    return Err(HttpError::HttpRequestDenied);
+                }
+                let found = cassette
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .answer(&recorded);
+                match found {
+                    Some(Exchange {
+                        response: Some(r), ..
+                    }) => {
+                        let mut b = http::Response::builder().status(r.status);
+                        for (k, v) in &r.headers {
+                            b = b.header(k, v);
+                        }
+                        b.body(Bytes::from(r.body.bytes()))
+                            .map_err(|e| HttpError::InternalError(Some(e.to_string())))
+                    }
+                    Some(Exchange { error, .. }) => Err(HttpError::InternalError(Some(
+                        error.unwrap_or_else(|| "recorded without an answer".into()),
+                    ))),
+                    None => Err(HttpError::InternalError(Some(format!(
+                        "weft test: no recorded exchange for {} {}",
+                        recorded.method, recorded.url
+                    )))),
+                }
+            }
+            HttpTap::Record { exchanges, .. } => {
+                let full: WasiBody = Full::new(body)
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+                let result = self.handle(http::Request::from_parts(parts, full)).await;
+                let exchange = Exchange {
+                    request: recorded,
+                    response: result.as_ref().ok().map(|r| RecordedResponse {
+                        status: r.status().as_u16(),
+                        headers: headers(r.headers()),
+                        body: Body::of(r.body()),
+                    }),
+                    error: result.as_ref().err().map(|e| e.to_string()),
+                };
+                exchanges
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(exchange);
+                result
+            }
+        }
+    }
+
     fn record(&self, kind: EventKind) {
         self.shared
             .events
