@@ -7,7 +7,7 @@ GUEST_DIR := target/guests
 VENV := .venv
 RADICALE_VERSION := 3.5.10
 
-.PHONY: setup toolchain connectors test lint demo fuzz bench clean
+.PHONY: setup toolchain connectors test lint demo fuzz bench clean cassettes
 
 ## setup: the Rust target for guests and a virtualenv with Radicale (pinned)
 setup: toolchain $(VENV)/bin/radicale
@@ -24,8 +24,30 @@ toolchain:
 connectors: toolchain
 	cd connectors && $(CARGO) build --release --target $(GUEST_TARGET) --target-dir ../$(GUEST_DIR)
 
+## guests-js: the JavaScript components (connectors/*/ and tests/components-js/*/
+## with a "weft" world in package.json) into target/guests/js, with the
+## componentize-js pinned in js/package-lock.json (npm ci when the lock changed)
+.PHONY: guests-js
+guests-js: js/node_modules/.package-lock.json
+	cd js && node build.mjs
+
+js/node_modules/.package-lock.json: js/package-lock.json
+	cd js && npm ci --no-audit --no-fund
+	touch $@
+
+## guests-python: the Python components (connectors/*/app.py and
+## tests/components-python/*/app.py) into target/guests/python, with
+## componentize-py pinned in .venv
+COMPONENTIZE_PY_VERSION := 0.25.1
+.PHONY: guests-python
+guests-python:
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check componentize-py==$(COMPONENTIZE_PY_VERSION)
+	sh connectors/sdk-python/componentize.sh $(VENV)/bin/componentize-py $(GUEST_DIR)/python \
+		$(wildcard connectors/*/app.py tests/components-python/*/app.py)
+
 ## test: lint, then every test (unit, component, integration)
-test: setup lint
+test: setup lint guests-js guests-python
 	cd connectors && $(CARGO) test -p acme-common -p acme-calendar --target-dir ../target/guests-host
 	$(CARGO) test --workspace --doc
 	@# nextest (on the machine image) closes with one summary of every test;
@@ -42,6 +64,13 @@ bench: setup
 	$(CARGO) bench -p weft-demo --bench sync
 	$(CARGO) bench -p weft-host --bench runtime
 	$(CARGO) bench -p weft-host --bench service
+
+## cassettes: record the Acme connectors' calls against the sandboxes (the
+## demo at a small size) into connectors/cassettes, for `weft test`; run it
+## after changing what a connector asks or answers, and review the diff
+cassettes: setup
+	rm -rf connectors/cassettes
+	$(CARGO) run --quiet -p weft-demo -- --appointments 12 --activities 16 --record connectors/cassettes
 
 ## fuzz: the property tests of the outbound policy and the connector-output
 ## checks, with many more cases than `make test` runs (FUZZ_CASES to change)

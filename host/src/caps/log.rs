@@ -239,8 +239,41 @@ pub fn trap_excerpt(stderr: &[&str]) -> Option<String> {
             .collect();
         return Some(bounded_traceback(&lines));
     }
+    if panic.is_none()
+        && let Some(t) = js_exception_excerpt(stderr)
+    {
+        return Some(t);
+    }
     let from = panic.or(stderr.len().checked_sub(1))?;
     Some(stderr[from..stderr.len().min(from + 3)].join(" | "))
+}
+
+/// What a componentize-js guest printed about the exception that made it
+/// abort: the message and the innermost stack frame (SpiderMonkey prints the
+/// message, `Stack:`, indented frames, then the abort line), or the last
+/// line before the abort (a thrown string has no stack).
+fn js_exception_excerpt(stderr: &[&str]) -> Option<String> {
+    const JS_ABORT: &str = "Redirecting call to abort() to mozalloc_abort";
+    let abort = stderr.iter().rposition(|l| l.trim() == JS_ABORT)?;
+    let before = &stderr[..abort];
+    if let Some(stack) = before.iter().rposition(|l| l.trim() == "Stack:")
+        && stack > 0
+    {
+        let mut parts = vec![before[stack - 1].trim()];
+        parts.extend(
+            before
+                .get(stack + 1)
+                .map(|l| l.trim())
+                .filter(|l| !l.is_empty()),
+        );
+        return Some(bounded_traceback(&parts));
+    }
+    before
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| !l.is_empty())
+        .map(|l| cut(l, MAX_TRACEBACK_BYTES))
 }
 
 /// `lines` (header first, exception last) joined with ` | `, cut to
@@ -416,5 +449,28 @@ mod tests {
             text.contains("line 499, in recurse"),
             "the innermost frames are kept"
         );
+    }
+
+    #[test]
+    fn a_js_exception_is_quoted_with_its_innermost_frame() {
+        let stderr = [
+            "throwing-mapper: record r37 asked to explode",
+            "Stack:",
+            "  map/<@tests/components-js/throwing-mapper/index.js:28:15",
+            "  map@tests/components-js/throwing-mapper/index.js:25:20",
+            "",
+            "Redirecting call to abort() to mozalloc_abort",
+            "",
+        ];
+        assert_eq!(
+            trap_excerpt(&stderr).unwrap(),
+            "throwing-mapper: record r37 asked to explode | map/<@tests/components-js/throwing-mapper/index.js:28:15"
+        );
+        let thrown_string = [
+            "\"a plain string\"",
+            "Redirecting call to abort() to mozalloc_abort",
+            "",
+        ];
+        assert_eq!(trap_excerpt(&thrown_string).unwrap(), "\"a plain string\"");
     }
 }
