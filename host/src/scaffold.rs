@@ -72,23 +72,46 @@ impl SdkSource {
     }
 }
 
-/// The files of one skeleton: relative path and text.
-fn templates(lang: Lang, world: World) -> Vec<(&'static str, &'static str)> {
-    match lang {
-        Lang::Rust => vec![
-            ("Cargo.toml", include_str!("../templates/rust/Cargo.toml")),
-            ("README.md", include_str!("../templates/rust/README.md")),
-            (
-                "src/lib.rs",
-                match world {
-                    World::Source => include_str!("../templates/rust/source.rs"),
-                    World::Mapper => include_str!("../templates/rust/mapper.rs"),
-                    World::Destination => include_str!("../templates/rust/destination.rs"),
-                },
-            ),
-        ],
-        Lang::Python | Lang::Js => vec![],
+/// Every template, compiled in: `host/templates/{lang}/common/` for every
+/// world, then `host/templates/{lang}/{world}/` (a `.tmpl` suffix is
+/// dropped: it keeps tools from taking a template for a manifest).
+static TEMPLATES: include_dir::Dir<'static> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/templates");
+
+impl Lang {
+    fn dir(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::Python => "python",
+            Lang::Js => "js",
+        }
     }
+}
+
+/// The files of one skeleton: path relative to the skeleton, and text.
+fn templates(lang: Lang, world: World) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    for part in ["common", world.name()] {
+        let base = format!("{}/{part}", lang.dir());
+        let Some(dir) = TEMPLATES.get_dir(&base) else {
+            continue;
+        };
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            stack.extend(d.dirs());
+            for f in d.files() {
+                let rel = f
+                    .path()
+                    .strip_prefix(&base)
+                    .expect("under its base")
+                    .to_string_lossy()
+                    .into_owned();
+                let rel = rel.strip_suffix(".tmpl").map(str::to_owned).unwrap_or(rel);
+                out.push((rel, f.contents_utf8().expect("templates are UTF-8")));
+            }
+        }
+    }
+    out
 }
 
 /// Checks a connector name: lowercase ASCII letters, digits and `-`,
