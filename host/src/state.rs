@@ -18,6 +18,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod inbox_log;
+use inbox_log::InboxLog;
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -353,6 +356,13 @@ pub trait StateStore: Send + Sync + 'static {
     /// Makes every write so far durable.
     fn flush(&self) -> anyhow::Result<()>;
 
+    /// Makes every delivery appended to the inbox so far durable (what
+    /// webhook ingress waits for before answering `2xx`). The whole store
+    /// by default.
+    fn inbox_sync(&self) -> anyhow::Result<()> {
+        self.flush()
+    }
+
     /// Writes a document of the service (`kind`: tenants created over the
     /// admin API, sealed secrets, hashed tokens, flow pauses, ...), flushed.
     fn doc_put(&self, kind: &str, id: &str, value: &[u8]) -> anyhow::Result<()>;
@@ -366,8 +376,8 @@ pub trait StateStore: Send + Sync + 'static {
     /// Appends webhook deliveries to the inbox. A delivery whose (tenant,
     /// flow, webhook ID) was accepted before (and not yet pruned) is not
     /// appended again. Returns, per delivery, its sequence number if it was
-    /// new. Durable at the next [`StateStore::flush`] (the service's flusher
-    /// calls it before anyone hears "accepted").
+    /// new. Durable at the next [`StateStore::inbox_sync`] (the service's
+    /// flusher calls it before anyone hears "accepted").
     fn inbox_append(&self, deliveries: &[InboxEntry]) -> anyhow::Result<Vec<Option<u64>>>;
     /// The deliveries not yet processed, in order of arrival.
     fn inbox_pending(&self) -> anyhow::Result<Vec<InboxEntry>>;
@@ -389,9 +399,19 @@ pub struct SledState {
     presence: sled::Tree,
     fingerprints: sled::Tree,
     docs: sled::Tree,
+    /// The inbox of earlier versions, moved into `inbox_log` at open.
     inbox: sled::Tree,
     webhook_ids: sled::Tree,
     kv: Arc<SledKv>,
+    /// Webhook deliveries waiting to be processed (`{data_dir}/inbox`).
+    inbox_log: InboxLog,
+    /// Webhook IDs of deliveries appended but not yet synced: written to
+    /// `webhook_ids` only once their deliveries are durable (an ID known
+    /// before its delivery is would answer a retry of a delivery that a
+    /// crash lost "already accepted").
+    unsynced_ids: std::sync::Mutex<std::collections::HashMap<Vec<u8>, u64>>,
+    /// The temporary directory of [`SledState::temporary`]'s inbox.
+    _temp: Option<tempfile::TempDir>,
 }
 
 fn key2(a: &str, b: &str) -> Vec<u8> {
@@ -436,16 +456,29 @@ impl SledState {
                     dir.display()
                 )
             })?;
-        Self::from_db(db)
+        // Beside the database: `{data_dir}/inbox`.
+        let inbox = dir.parent().unwrap_or(Path::new(".")).join("inbox");
+        Self::from_db(db, &inbox, None)
     }
 
     /// A database that is deleted when dropped (tests).
     pub fn temporary() -> anyhow::Result<Self> {
-        Self::from_db(sled::Config::new().temporary(true).open()?)
+        let temp = tempfile::tempdir()?;
+        let inbox = temp.path().join("inbox");
+        Self::from_db(
+            sled::Config::new().temporary(true).open()?,
+            &inbox,
+            Some(temp),
+        )
     }
 
-    fn from_db(db: sled::Db) -> anyhow::Result<Self> {
-        Ok(SledState {
+    fn from_db(
+        db: sled::Db,
+        inbox_dir: &Path,
+        temp: Option<tempfile::TempDir>,
+    ) -> anyhow::Result<Self> {
+        let (inbox_log, _) = InboxLog::open(inbox_dir, 1)?;
+        let state = SledState {
             cursors: db.open_tree("cursors")?,
             versions: db.open_tree("versions")?,
             dead: db.open_tree("dead_letters")?,
@@ -459,7 +492,38 @@ impl SledState {
             webhook_ids: db.open_tree("webhook_ids")?,
             kv: Arc::new(SledKv::open(&db)?),
             db,
-        })
+            inbox_log,
+            unsynced_ids: Default::default(),
+            _temp: temp,
+        };
+        state.migrate_inbox()?;
+        Ok(state)
+    }
+
+    /// Moves the deliveries an earlier version kept in the `inbox` tree
+    /// into the inbox log, in their order, before anything else runs.
+    fn migrate_inbox(&self) -> anyhow::Result<()> {
+        if self.inbox.is_empty() {
+            return Ok(());
+        }
+        let mut old = Vec::new();
+        for item in self.inbox.iter() {
+            let (k, v) = item?;
+            let seq = <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .context("an inbox key")?;
+            old.push(InboxEntry::decode(seq, &v)?);
+        }
+        let refs: Vec<&InboxEntry> = old.iter().collect();
+        self.inbox_log.append(&refs);
+        self.inbox_log.sync()?;
+        self.inbox.clear()?;
+        self.db.flush()?;
+        tracing::info!(
+            deliveries = old.len(),
+            "moved the webhook inbox into its log"
+        );
+        Ok(())
     }
 }
 
@@ -714,7 +778,24 @@ impl StateStore for SledState {
     }
 
     fn flush(&self) -> anyhow::Result<()> {
+        self.inbox_sync()?;
         self.db.flush().context("flushing the state database")?;
+        Ok(())
+    }
+
+    fn inbox_sync(&self) -> anyhow::Result<()> {
+        // Which IDs this sync makes durable: taken before the log's sync,
+        // so that an ID never reaches the tree before its delivery is
+        // durable.
+        let ids = std::mem::take(&mut *self.unsynced_ids.lock().unwrap_or_else(|e| e.into_inner()));
+        self.inbox_log.sync()?;
+        if !ids.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (k, at) in ids {
+                batch.insert(k, &at.to_be_bytes());
+            }
+            self.webhook_ids.apply_batch(batch)?;
+        }
         Ok(())
     }
 
@@ -745,53 +826,35 @@ impl StateStore for SledState {
     }
 
     fn inbox_append(&self, deliveries: &[InboxEntry]) -> anyhow::Result<Vec<Option<u64>>> {
-        // Callers serialize acceptance (one writer task), so check-then-insert
-        // cannot race.
-        let mut out = Vec::with_capacity(deliveries.len());
-        let mut inbox = sled::Batch::default();
-        let mut ids = sled::Batch::default();
-        let mut seen_here = std::collections::HashSet::new();
+        // Callers serialize acceptance (one writer task), so check-then-
+        // append cannot race. An ID is known once in `webhook_ids` (synced)
+        // or `unsynced_ids` (appended, syncing).
+        let mut unsynced = self.unsynced_ids.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fresh = Vec::with_capacity(deliveries.len());
+        let mut is_new = Vec::with_capacity(deliveries.len());
         for d in deliveries {
             let id_key = key3(&d.tenant, &d.flow, &d.webhook_id);
-            if self.webhook_ids.contains_key(&id_key)? || !seen_here.insert(id_key.clone()) {
-                out.push(None);
-                continue;
+            let known = unsynced.contains_key(&id_key) || self.webhook_ids.contains_key(&id_key)?;
+            if !known {
+                unsynced.insert(id_key, d.received_ms);
+                fresh.push(d);
             }
-            let seq = self.db.generate_id()?;
-            // The sequence number is the key (`seq` is filled in on reading).
-            inbox.insert(&seq.to_be_bytes(), d.encode());
-            ids.insert(id_key, &d.received_ms.to_be_bytes());
-            out.push(Some(seq));
+            is_new.push(!known);
         }
-        if out.iter().any(Option::is_some) {
-            // The inbox entry goes first: a crash between the two batches
-            // leaves a delivery that may be accepted twice, never one lost.
-            self.inbox.apply_batch(inbox)?;
-            self.webhook_ids.apply_batch(ids)?;
-        }
-        Ok(out)
+        drop(unsynced);
+        let mut seqs = self.inbox_log.append(&fresh).into_iter();
+        Ok(is_new
+            .into_iter()
+            .map(|new| if new { seqs.next() } else { None })
+            .collect())
     }
 
     fn inbox_pending(&self) -> anyhow::Result<Vec<InboxEntry>> {
-        self.inbox
-            .iter()
-            .map(|item| {
-                let (k, v) = item?;
-                let seq = <[u8; 8]>::try_from(k.as_ref())
-                    .map(u64::from_be_bytes)
-                    .context("an inbox key")?;
-                InboxEntry::decode(seq, &v)
-            })
-            .collect()
+        self.inbox_log.pending()
     }
 
     fn inbox_done(&self, seqs: &[u64]) -> anyhow::Result<()> {
-        let mut batch = sled::Batch::default();
-        for s in seqs {
-            batch.remove(&s.to_be_bytes());
-        }
-        self.inbox.apply_batch(batch)?;
-        Ok(())
+        self.inbox_log.done(seqs)
     }
 
     fn prune_webhook_ids(&self, before_ms: u64) -> anyhow::Result<usize> {
@@ -931,6 +994,28 @@ mod tests {
     }
 
     #[test]
+    fn an_inbox_kept_by_an_earlier_version_moves_into_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        {
+            let s = SledState::open(&path).unwrap();
+            s.inbox
+                .insert(7u64.to_be_bytes(), delivery("old").encode())
+                .unwrap();
+            s.db.flush().unwrap();
+        }
+        let s = SledState::open(&path).unwrap();
+        let pending = s.inbox_pending().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].webhook_id, "old");
+        assert!(s.inbox.is_empty());
+        assert!(dir.path().join("inbox").is_dir());
+        drop(s);
+        let s = SledState::open(&path).unwrap();
+        assert_eq!(s.inbox_pending().unwrap().len(), 1, "moved once");
+    }
+
+    #[test]
     fn the_inbox_keeps_order_drops_repeats_and_forgets_old_ids() {
         let s = SledState::temporary().unwrap();
         let first = s
@@ -939,6 +1024,12 @@ mod tests {
         assert!(first[0].is_some() && first[1].is_some());
         assert_eq!(first[2], None, "a repeat within the batch");
         assert_eq!(s.inbox_append(&[delivery("b")]).unwrap(), vec![None]);
+        // An ID is written only once its delivery is durable: a crash before
+        // the sync must not leave a retry of a lost delivery taken for a
+        // repeat.
+        assert!(s.webhook_ids.is_empty());
+        s.inbox_sync().unwrap();
+        assert_eq!(s.webhook_ids.len(), 2);
         let pending = s.inbox_pending().unwrap();
         let ids: Vec<&str> = pending.iter().map(|e| e.webhook_id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);

@@ -315,7 +315,7 @@ async fn flusher(
             batches.push(b);
         }
         let state = host.state.clone();
-        let flushed = tokio::task::spawn_blocking(move || state.flush())
+        let flushed = tokio::task::spawn_blocking(move || state.inbox_sync())
             .await
             .map_err(anyhow::Error::from)
             .and_then(|r| r)
