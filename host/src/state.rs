@@ -405,13 +405,22 @@ pub struct SledState {
     kv: Arc<SledKv>,
     /// Webhook deliveries waiting to be processed (`{data_dir}/inbox`).
     inbox_log: InboxLog,
-    /// Webhook IDs of deliveries appended but not yet synced: written to
-    /// `webhook_ids` only once their deliveries are durable (an ID known
-    /// before its delivery is would answer a retry of a delivery that a
-    /// crash lost "already accepted").
-    unsynced_ids: std::sync::Mutex<std::collections::HashMap<Vec<u8>, u64>>,
+    /// Webhook IDs not yet in `webhook_ids`, where they go only once their
+    /// deliveries are durable (an ID known before its delivery is would
+    /// answer a retry of a delivery that a crash lost "already accepted").
+    unsynced_ids: std::sync::Mutex<PendingIds>,
     /// The temporary directory of [`SledState::temporary`]'s inbox.
     _temp: Option<tempfile::TempDir>,
+}
+
+/// Webhook IDs on their way to the `webhook_ids` tree (key → accepted at,
+/// ms): appended (their deliveries not yet durable), and synced (durable,
+/// written to the tree by the next append, off the path of the answers).
+/// An ID is in one of the two until it is in the tree.
+#[derive(Default)]
+struct PendingIds {
+    appended: std::collections::HashMap<Vec<u8>, u64>,
+    synced: std::collections::HashMap<Vec<u8>, u64>,
 }
 
 fn key2(a: &str, b: &str) -> Vec<u8> {
@@ -523,6 +532,34 @@ impl SledState {
             deliveries = old.len(),
             "moved the webhook inbox into its log"
         );
+        Ok(())
+    }
+
+    /// Writes the IDs of durable deliveries into the tree.
+    fn store_synced_ids(&self) -> anyhow::Result<()> {
+        let synced = std::mem::take(
+            &mut self
+                .unsynced_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .synced,
+        );
+        if synced.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (k, at) in &synced {
+            batch.insert(k.as_slice(), &at.to_be_bytes());
+        }
+        if let Err(e) = self.webhook_ids.apply_batch(batch) {
+            // Kept for the next attempt: an ID must not be forgotten.
+            self.unsynced_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .synced
+                .extend(synced);
+            return Err(e.into());
+        }
         Ok(())
     }
 }
@@ -779,22 +816,27 @@ impl StateStore for SledState {
 
     fn flush(&self) -> anyhow::Result<()> {
         self.inbox_sync()?;
+        self.store_synced_ids()?;
         self.db.flush().context("flushing the state database")?;
         Ok(())
     }
 
     fn inbox_sync(&self) -> anyhow::Result<()> {
-        // Which IDs this sync makes durable: taken before the log's sync,
-        // so that an ID never reaches the tree before its delivery is
-        // durable.
-        let ids = std::mem::take(&mut *self.unsynced_ids.lock().unwrap_or_else(|e| e.into_inner()));
+        // The IDs this sync makes durable are those appended before it.
+        let ids: Vec<Vec<u8>> = self
+            .unsynced_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .appended
+            .keys()
+            .cloned()
+            .collect();
         self.inbox_log.sync()?;
-        if !ids.is_empty() {
-            let mut batch = sled::Batch::default();
-            for (k, at) in ids {
-                batch.insert(k, &at.to_be_bytes());
+        let mut pending = self.unsynced_ids.lock().unwrap_or_else(|e| e.into_inner());
+        for k in ids {
+            if let Some(at) = pending.appended.remove(&k) {
+                pending.synced.insert(k, at);
             }
-            self.webhook_ids.apply_batch(batch)?;
         }
         Ok(())
     }
@@ -829,19 +871,24 @@ impl StateStore for SledState {
         // Callers serialize acceptance (one writer task), so check-then-
         // append cannot race. An ID is known once in `webhook_ids` (synced)
         // or `unsynced_ids` (appended, syncing).
-        let mut unsynced = self.unsynced_ids.lock().unwrap_or_else(|e| e.into_inner());
+        // The IDs the last sync made durable go to the tree now, while the
+        // flusher syncs the next group.
+        self.store_synced_ids()?;
+        let mut pending = self.unsynced_ids.lock().unwrap_or_else(|e| e.into_inner());
         let mut fresh = Vec::with_capacity(deliveries.len());
         let mut is_new = Vec::with_capacity(deliveries.len());
         for d in deliveries {
             let id_key = key3(&d.tenant, &d.flow, &d.webhook_id);
-            let known = unsynced.contains_key(&id_key) || self.webhook_ids.contains_key(&id_key)?;
+            let known = pending.appended.contains_key(&id_key)
+                || pending.synced.contains_key(&id_key)
+                || self.webhook_ids.contains_key(&id_key)?;
             if !known {
-                unsynced.insert(id_key, d.received_ms);
+                pending.appended.insert(id_key, d.received_ms);
                 fresh.push(d);
             }
             is_new.push(!known);
         }
-        drop(unsynced);
+        drop(pending);
         let mut seqs = self.inbox_log.append(&fresh).into_iter();
         Ok(is_new
             .into_iter()
@@ -858,6 +905,7 @@ impl StateStore for SledState {
     }
 
     fn prune_webhook_ids(&self, before_ms: u64) -> anyhow::Result<usize> {
+        self.store_synced_ids()?;
         let mut n = 0;
         for item in self.webhook_ids.iter() {
             let (k, v) = item?;
@@ -1029,6 +1077,7 @@ mod tests {
         // repeat.
         assert!(s.webhook_ids.is_empty());
         s.inbox_sync().unwrap();
+        s.store_synced_ids().unwrap();
         assert_eq!(s.webhook_ids.len(), 2);
         let pending = s.inbox_pending().unwrap();
         let ids: Vec<&str> = pending.iter().map(|e| e.webhook_id.as_str()).collect();
