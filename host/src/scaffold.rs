@@ -241,4 +241,69 @@ mod tests {
         assert!(lib.contains("connector_bindings!(\"mapper-connector\")"));
         assert!(!lib.contains("__"), "every placeholder is filled");
     }
+
+    /// The `__WORD__` placeholders left in `text` (Python's `__name__` is
+    /// lowercase, so it is not one).
+    fn placeholders(text: &str) -> Vec<&str> {
+        text.match_indices("__")
+            .filter_map(|(i, _)| {
+                let rest = &text[i + 2..];
+                let end = rest.find("__")?;
+                let word = &rest[..end];
+                (!word.is_empty() && word.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+                    .then(|| &text[i..i + end + 4])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_python_and_js_skeletons_name_the_connector_and_the_sdk() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sdk")).unwrap();
+        let sdk_dir = dir.path().join("sdk").canonicalize().unwrap();
+        let sdk = SdkSource::Path(sdk_dir.clone());
+        let sdk_text = sdk_dir.display().to_string();
+        for world in [World::Source, World::Mapper, World::Destination] {
+            let w = world.name();
+            let py = dir.path().join(format!("py-{w}"));
+            let files = new_connector(&py, "my-thing", world, Lang::Python, &sdk).unwrap();
+            for f in &files {
+                let text = std::fs::read_to_string(f).unwrap();
+                assert_eq!(placeholders(&text), [] as [&str; 0], "{}", f.display());
+            }
+            let app = std::fs::read_to_string(py.join("app.py")).unwrap();
+            assert!(
+                app.starts_with(&format!("# world: {w}-connector\n")),
+                "{app}"
+            );
+            assert!(app.contains("name=\"my-thing\""), "{app}");
+            for f in ["logic.py", "test_logic.py", "README.md"] {
+                assert!(py.join(f).exists(), "{f}");
+            }
+            let build = std::fs::read_to_string(py.join("build.sh")).unwrap();
+            assert!(build.contains(&format!("sdk=\"{sdk_text}\"")), "{build}");
+
+            let js = dir.path().join(format!("js-{w}"));
+            let files = new_connector(&js, "my-thing", world, Lang::Js, &sdk).unwrap();
+            for f in &files {
+                let text = std::fs::read_to_string(f).unwrap();
+                assert_eq!(placeholders(&text), [] as [&str; 0], "{}", f.display());
+            }
+            let pkg: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(js.join("package.json")).unwrap())
+                    .unwrap();
+            assert_eq!(pkg["name"], "my-thing");
+            assert_eq!(pkg["weft"]["world"], format!("{w}-connector"));
+            let index = std::fs::read_to_string(js.join("index.js")).unwrap();
+            assert!(
+                index.contains(&format!("from '{sdk_text}/index.js'")),
+                "{index}"
+            );
+            assert!(index.contains("name: 'my-thing'"), "{index}");
+            for f in ["logic.js", "logic.test.js", "build.mjs", "README.md"] {
+                assert!(js.join(f).exists(), "{f}");
+            }
+        }
+        assert!(placeholders("if __name__ == \"__main__\": __NAME__").contains(&"__NAME__"));
+    }
 }

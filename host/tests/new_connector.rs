@@ -1,7 +1,11 @@
 //! `weft new connector`: the skeleton of each world, written outside the
 //! repository with the SDK as a path dependency (nothing copied), builds for
 //! `wasm32-wasip2`, passes its own `cargo test`, is a weft component for
-//! `weft connectors inspect`, and runs in a flow.
+//! `weft connectors inspect`, and runs in a flow. The same for the Python
+//! skeletons (`python3 -m unittest`, `sh build.sh` with the componentize-py of
+//! `make guests-python`) and the JavaScript ones (`node --test`,
+//! `node build.mjs` with the componentize-js of `make guests-js`), against
+//! the same local servers.
 
 mod common;
 
@@ -160,7 +164,128 @@ async fn each_world_s_skeleton_builds_tests_loads_and_runs_in_a_flow() {
     let source = skeleton(parent.path(), "source");
     let mapper = skeleton(parent.path(), "mapper");
     let destination = skeleton(parent.path(), "destination");
+    let data = parent.path().join("data");
+    skeletons_run_in_flows(&data, &source, &mapper, &destination).await;
+}
 
+/// Writes the skeleton of `world` in `lang` with `weft new connector`, with
+/// the SDK at `sdk` (relative to the repository); returns its name and
+/// folder.
+fn new_skeleton(parent: &Path, world: &str, lang: &str, sdk: &str) -> (String, PathBuf) {
+    let name = format!("my-{world}");
+    let dir = parent.join(&name);
+    check(
+        weft()
+            .args(["new", "connector", &name, "--world", world, "--lang", lang])
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--sdk")
+            .arg(repo().join(sdk))
+            .output()
+            .unwrap(),
+        "weft new connector",
+    );
+    (name, dir)
+}
+
+/// `weft connectors inspect` of a skeleton's component, with a configuration
+/// whose `data_dir` is `data`: the large component is compiled once, into
+/// the cache that the flows' host (same `data_dir`) then finds.
+fn inspect(wasm: &Path, name: &str, world: &str, data: &Path) {
+    let config = data.with_extension("toml");
+    std::fs::write(&config, format!("data_dir = {data:?}\n")).unwrap();
+    let shown: Value = serde_json::from_str(&check(
+        weft()
+            .args(["connectors", "inspect"])
+            .arg(wasm)
+            .env("WEFT_CONFIG", &config)
+            .output()
+            .unwrap(),
+        "weft connectors inspect",
+    ))
+    .unwrap();
+    assert_eq!(shown["describe"]["name"], name, "{shown}");
+    assert_eq!(shown["describe"]["version"], "0.1.0", "{shown}");
+    assert_eq!(shown["world"], world, "{shown}");
+}
+
+/// Writes, tests and builds the Python skeleton of `world`; returns the
+/// component.
+fn python_skeleton(parent: &Path, world: &str, data: &Path) -> PathBuf {
+    let cpy = repo().join(".venv/bin/componentize-py");
+    assert!(
+        cpy.exists(),
+        "{} is missing: run `make guests-python` first",
+        cpy.display()
+    );
+    let (name, dir) = new_skeleton(parent, world, "python", "connectors/sdk-python");
+    // The logic's own tests, natively (unittest reports on stderr).
+    let out = Command::new("python3")
+        .args(["-m", "unittest", "-v"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "python3 -m unittest: {report}");
+    assert!(
+        report.contains("\nOK") && !report.contains("Ran 0 tests"),
+        "the skeleton has tests: {report}"
+    );
+    // build.sh as it is: it finds the checkout's componentize-py itself.
+    check(
+        Command::new("sh")
+            .arg("build.sh")
+            .env_remove("COMPONENTIZE_PY")
+            .current_dir(&dir)
+            .output()
+            .unwrap(),
+        "sh build.sh",
+    );
+    let wasm = dir.join(format!("target/{name}.wasm"));
+    inspect(&wasm, &name, world, data);
+    wasm
+}
+
+/// Writes, tests and builds the JavaScript skeleton of `world`; returns the
+/// component.
+fn js_skeleton(parent: &Path, world: &str, data: &Path) -> PathBuf {
+    let tool = repo().join("js/node_modules/@bytecodealliance/componentize-js");
+    assert!(
+        tool.exists(),
+        "{} is missing: run `make guests-js` first",
+        tool.display()
+    );
+    let (name, dir) = new_skeleton(parent, world, "js", "connectors/sdk-js");
+    let out = check(
+        Command::new("node")
+            .arg("--test")
+            .current_dir(&dir)
+            .output()
+            .unwrap(),
+        "node --test",
+    );
+    assert!(
+        out.contains("# fail 0") && !out.contains("# pass 0"),
+        "the skeleton has tests: {out}"
+    );
+    check(
+        Command::new("node")
+            .arg("build.mjs")
+            .current_dir(&dir)
+            .output()
+            .unwrap(),
+        "node build.mjs",
+    );
+    let wasm = dir.join(format!("target/{name}.wasm"));
+    inspect(&wasm, &name, world, data);
+    wasm
+}
+
+/// The flows of the Rust test, with the components of another language:
+/// source → mapper → destination against a paged API and a sink, then the
+/// destination behind the test source. Every host uses `data` (where
+/// `inspect` compiled the components already).
+async fn skeletons_run_in_flows(data: &Path, source: &Path, mapper: &Path, destination: &Path) {
     let api = TestServer::start(|s, _| {
         let page = if s.path.contains("cursor=p2") {
             json!({ "items": [{"id": 3, "updated_at": "2026-01-03T00:00:00Z", "title": "c"}], "next": null })
@@ -174,7 +299,6 @@ async fn each_world_s_skeleton_builds_tests_loads_and_runs_in_a_flow() {
     })
     .await;
     let sink = TestServer::start(|_, _| Reply::new(201, "")).await;
-    let dir = tempfile::tempdir().unwrap();
     let text = format!(
         r#"
 data_dir = {data:?}
@@ -185,11 +309,10 @@ source = {{ connector = "my-source@0.1.0", stream = "items", config = {{ base_ur
 mappers = [{{ connector = "my-mapper@0.1.0", config = {{ field = "title" }} }}]
 destination = {{ connector = "my-destination@0.1.0", config = {{ base_url = "{sink}/things" }}, http = {{ allow = ["{sink}"] }} }}
 "#,
-        data = dir.path(),
         api = api.origin(),
         sink = sink.origin(),
     );
-    let h = host(&text, &[&source, &mapper, &destination]).await;
+    let h = host(&text, &[source, mapper, destination]).await;
     let r = run(&h).await;
     assert_eq!(r.emitted, 3);
     let mut got = puts(&sink);
@@ -213,10 +336,11 @@ destination = {{ connector = "my-destination@0.1.0", config = {{ base_url = "{si
     );
     let asked: Vec<String> = api.seen().into_iter().map(|s| s.path).collect();
     assert_eq!(asked, ["/items?limit=100", "/items?limit=100&cursor=p2"]);
+    drop(h);
 
-    // The destination skeleton behind the test source, alone.
+    // The destination skeleton behind the test source, alone (a new state,
+    // the same compile cache).
     let sink2 = TestServer::start(|_, _| Reply::new(201, "")).await;
-    let dir2 = tempfile::tempdir().unwrap();
     let text = format!(
         r#"
 data_dir = {data:?}
@@ -226,10 +350,29 @@ private_hosts = ["127.0.0.1"]
 source = {{ connector = "test-source@^1", stream = "numbers", config = {{ total = 5, page_size = 5 }} }}
 destination = {{ connector = "my-destination@0.1.0", config = {{ base_url = "{sink}" }}, http = {{ allow = ["{sink}"] }} }}
 "#,
-        data = dir2.path(),
         sink = sink2.origin(),
     );
-    let h = host(&text, &[artifacts::TEST_SOURCE.as_ref(), &destination]).await;
+    let h = host(&text, &[artifacts::TEST_SOURCE.as_ref(), destination]).await;
     run(&h).await;
     assert_eq!(puts(&sink2).len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_world_s_python_skeleton_tests_builds_loads_and_runs_in_a_flow() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let source = python_skeleton(parent.path(), "source", &data);
+    let mapper = python_skeleton(parent.path(), "mapper", &data);
+    let destination = python_skeleton(parent.path(), "destination", &data);
+    skeletons_run_in_flows(&data, &source, &mapper, &destination).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_world_s_js_skeleton_tests_builds_loads_and_runs_in_a_flow() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let source = js_skeleton(parent.path(), "source", &data);
+    let mapper = js_skeleton(parent.path(), "mapper", &data);
+    let destination = js_skeleton(parent.path(), "destination", &data);
+    skeletons_run_in_flows(&data, &source, &mapper, &destination).await;
 }

@@ -1,0 +1,42 @@
+"""Tests of ``logic.py``, natively: ``python3 -m unittest``."""
+
+import unittest
+
+import logic
+
+
+class Logic(unittest.TestCase):
+    def test_items_become_versioned_changes_and_the_cursor_moves_on(self):
+        listing = {
+            "items": [
+                {"id": 1, "updated_at": "2026-01-02T03:04:05Z", "name": "a"},
+                {"id": "b", "updated_at": "2026-01-02T03:04:06Z", "deleted": True},
+            ],
+            "next": "p2",
+        }
+        page = logic.page_from(listing, None)
+        self.assertEqual([c.key for c in page.items], ["1", "b"])
+        self.assertEqual([c.deleted for c in page.items], [False, True])
+        self.assertGreater(page.items[1].version, page.items[0].version)
+        self.assertEqual(page.next_cursor, "p2")
+        self.assertTrue(page.has_more)
+
+    def test_the_last_page_keeps_the_cursor_it_was_given(self):
+        page = logic.page_from({"items": [], "next": None}, "p2")
+        self.assertEqual(page.next_cursor, "p2")
+        self.assertFalse(page.has_more)
+
+    def test_an_item_without_updated_at_is_invalid(self):
+        with self.assertRaises(logic.Invalid):
+            logic.page_from({"items": [{"id": 1}], "next": None}, None)
+
+    def test_the_url_carries_the_limit_and_the_cursor_encoded(self):
+        self.assertEqual(logic.list_url("https://api.example.com/", "items", None), "https://api.example.com/items?limit=100")
+        self.assertEqual(
+            logic.list_url("https://api.example.com", "items", "a b/c"),
+            "https://api.example.com/items?limit=100&cursor=a%20b%2Fc",
+        )
+
+
+if __name__ == "__main__":
+    unittest.main()
