@@ -61,6 +61,9 @@ test: setup lint guests-js guests-python
 ## bench: sync figures at the size of issue 10, runtime figures, and weft
 ## serve's webhook ingress and schedule lag (release build; prints, asserts nothing)
 bench: setup
+	@# wrk (Debian's package) is the webhook load generator; the bench falls
+	@# back to one in its own process without it.
+	command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk)) || true
 	$(CARGO) bench -p weft-demo --bench sync
 	$(CARGO) bench -p weft-host --bench runtime
 	$(CARGO) bench -p weft-host --bench service

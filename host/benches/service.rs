@@ -5,12 +5,16 @@
 //! `make bench`).
 //!
 //! - **Webhooks**: the service over one flow (test source → discarding
-//!   destination) on an OS-picked port; the load generator (hyper, in this
-//!   process) keeps 64 keep-alive connections busy with distinct, correctly
-//!   signed Standard Webhooks deliveries. Latency is measured by the client
-//!   from sending a request to its `202` (written to the inbox and flushed).
-//!   The processor delivers the accepted webhooks meanwhile, in the same
-//!   process: its CPU is part of the figure.
+//!   destination) on an OS-picked port; the load generator is `wrk`
+//!   (Debian's package, `make bench` installs it) in a process of its own,
+//!   2 threads (`WEFT_BENCH_WRK_THREADS`) keeping 64 keep-alive connections
+//!   busy for 10 s with distinct Standard Webhooks deliveries signed in
+//!   advance (`benches/webhooks.lua`); without wrk, or with
+//!   `WEFT_BENCH_GENERATOR=inprocess`, a hyper client in this process sends
+//!   50,000. Latency is measured by the client from sending a request to its
+//!   `202` (in the inbox and synced). The processor delivers the accepted
+//!   webhooks meanwhile, in the same process: its CPU is part of the figure.
+//!   This binary uses the `weft` binary's allocator (mimalloc).
 //! - **Schedule lag**: 10,000 tenants with one flow each on a 5-minute
 //!   schedule (test source with nothing to read); the scheduler runs for
 //!   `WEFT_BENCH_LAG_SECS` (default 60) and the lag of every scheduled start
@@ -27,6 +31,10 @@ use weft::runner::Host;
 use weft::secrets::SecretStore;
 use weft::state::SledState;
 use weft_test_artifacts as artifacts;
+
+/// The allocator of the `weft` binary (see `src/main.rs`).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SECRET: &str = "whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQtYmVuY2gtd2ViaG9vaw==";
 const DELIVERIES: usize = 50_000;
@@ -109,6 +117,12 @@ destination = { connector = "test-destination@^2", config = { url = "discard:" }
         |_| {},
         vec![],
     ));
+    let generator = std::env::var("WEFT_BENCH_GENERATOR").unwrap_or_default();
+    if generator != "inprocess" && wrk_available() {
+        wrk_load(addr, dir.path()).await;
+        drain_and_stop(stop_tx, service).await;
+        return;
+    }
     // Signed in advance: the generator only sends.
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -182,7 +196,26 @@ destination = { connector = "test-destination@^2", config = { url = "discard:" }
         percentile(&lat, 0.99).as_secs_f64() * 1e3,
         lat.last().unwrap().as_secs_f64() * 1e3,
     );
-    // How long the processor takes to deliver the backlog.
+    drain_and_stop(stop_tx, service).await;
+}
+
+/// The service's own view: its histogram of arrival → durable `2xx`
+/// (without the client's and the kernel's queues).
+fn print_server_side_ack() {
+    let (n, p50, p99) = histogram_quantiles(&weft::metrics::encode(), "weft_webhook_ack_seconds");
+    println!(
+        "webhook ingress, measured inside the service: {n} acknowledgements, arrival to durable 2xx p50 ≤ {:.1} ms, p99 ≤ {:.1} ms (histogram bucket bounds)",
+        p50 * 1e3,
+        p99 * 1e3
+    );
+}
+
+/// Waits for the processor to deliver the backlog, then stops the service.
+async fn drain_and_stop(
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    service: tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    print_server_side_ack();
     let t = Instant::now();
     while weft::metrics::metrics().webhook_inbox.get() > 0 && t.elapsed() < Duration::from_secs(300)
     {
@@ -194,6 +227,86 @@ destination = { connector = "test-destination@^2", config = { url = "discard:" }
     );
     let _ = stop_tx.send(());
     service.await.unwrap().unwrap();
+}
+
+fn wrk_available() -> bool {
+    std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok()
+}
+
+/// The load from `wrk` (Debian's package; `make bench` installs it), in a
+/// process of its own: 2 threads (`WEFT_BENCH_WRK_THREADS`), 64
+/// connections, 10 s, each request a
+/// distinct delivery signed in advance (`benches/webhooks.lua`).
+async fn wrk_load(addr: std::net::SocketAddr, dir: &std::path::Path) {
+    const SECS: u64 = 10;
+    const SIGNED: usize = 400_000;
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let file = dir.join("deliveries.tsv");
+    let mut text = String::with_capacity(SIGNED * 160);
+    for n in 0..SIGNED {
+        let id = format!("evt_{n}");
+        let body = format!(r#"{{"id":"w{n}","version":1}}"#);
+        let sig = sign(&id, ts, &body);
+        text.push_str(&format!("{id}\t{sig}\t{body}\n"));
+    }
+    std::fs::write(&file, text).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/webhooks.lua");
+    // `WEFT_BENCH_WRK_THREADS`: wrk's threads (2 by default, one a core).
+    let threads: usize = std::env::var("WEFT_BENCH_WRK_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
+    let out = tokio::process::Command::new("wrk")
+        .args([
+            &format!("-t{threads}"),
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{SECS}s"),
+            "--timeout",
+            "5s",
+            "-s",
+            script,
+        ])
+        .arg(format!("http://{addr}"))
+        .arg("--")
+        .arg(&file)
+        .arg(ts.to_string())
+        .arg(threads.to_string())
+        .output()
+        .await
+        .expect("running wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("WEFT "))
+        .unwrap_or_else(|| {
+            panic!(
+                "wrk printed no figures:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let field = |k: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let (requests, secs) = (field("requests"), field("duration_us") / 1e6);
+    let accepted = requests - field("not_202") - field("errors");
+    println!(
+        "webhook ingress (wrk {threads} threads, {CONNECTIONS} connections, {SECS} s): {accepted:.0} deliveries accepted = {:.0}/s; latency to the durable 202: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {:.0} not 202, {:.0} errors",
+        accepted / secs,
+        field("p50_us") / 1e3,
+        field("p99_us") / 1e3,
+        field("max_us") / 1e3,
+        field("not_202"),
+        field("errors"),
+    );
 }
 
 /// p50 and p99 (bucket upper bounds) of a histogram in the text format.

@@ -258,68 +258,77 @@ type Appended = (
 );
 
 /// The inbox writer: appends every delivery waiting at that moment as one
-/// batch (dropping repeats of known webhook IDs; one task, so check and
-/// insert cannot race) and hands the batch to the flusher. It appends the
-/// next batch while the flusher flushes the last: group commit, pipelined.
+/// batch (dropping repeats of known webhook IDs; one thread, so check and
+/// append cannot race) and hands the batch to the flusher. It appends the
+/// next batch while the flusher syncs the last: group commit, pipelined.
+///
+/// Writer and flusher are threads of their own, not tasks: a delivery then
+/// crosses three threads from its request to its answer (handler, writer,
+/// flusher) instead of twice as many hops through the async runtime and
+/// its blocking pool, each of which waits for a core when both are busy.
+/// Returns once the inbox is closed and everything in it answered.
 pub(crate) async fn writer(
     host: Arc<Host>,
     mut rx: mpsc::Receiver<Pending>,
     accepted: mpsc::UnboundedSender<InboxEntry>,
 ) {
     const MAX_BATCH: usize = 1024;
-    let (to_flusher, from_writer) = mpsc::unbounded_channel::<Appended>();
-    let flusher = tokio::spawn(flusher(host.clone(), from_writer, accepted));
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+    let (to_flusher, from_writer) = std::sync::mpsc::channel::<Appended>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let state = host.state.clone();
+    let flusher = std::thread::Builder::new()
+        .name("weft-inbox-flush".into())
+        .spawn(move || {
+            flusher(&*state, from_writer, accepted);
+            let _ = done_tx.send(());
+        });
+    let state = host.state.clone();
+    let writer = std::thread::Builder::new()
+        .name("weft-inbox-write".into())
+        .spawn(move || {
+            while let Some(first) = rx.blocking_recv() {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let (entries, answers): (Vec<InboxEntry>, Vec<_>) = batch.into_iter().unzip();
+                let seqs = state.inbox_append(&entries);
+                let item = (entries, answers, seqs.map_err(|e| format!("{e:#}")));
+                if to_flusher.send(item).is_err() {
+                    break;
+                }
             }
+        });
+    match (writer, flusher) {
+        (Ok(_), Ok(_)) => {
+            let _ = done_rx.await;
         }
-        let (entries, answers): (Vec<InboxEntry>, Vec<_>) = batch.into_iter().unzip();
-        let state = host.state.clone();
-        // The entries go to the store and come back for the processor.
-        let appended = tokio::task::spawn_blocking(move || {
-            let seqs = state.inbox_append(&entries);
-            (entries, seqs)
-        })
-        .await;
-        let item = match appended {
-            Ok((entries, seqs)) => (entries, answers, seqs.map_err(|e| format!("{e:#}"))),
-            Err(e) => (
-                vec![],
-                answers,
-                Err(format!("the inbox writer failed: {e}")),
-            ),
-        };
-        if to_flusher.send(item).is_err() {
-            break;
+        (w, f) => {
+            let e = w
+                .err()
+                .or(f.err())
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            tracing::error!(error = %e, "starting the webhook inbox threads; webhooks are not accepted");
         }
     }
-    drop(to_flusher);
-    let _ = flusher.await;
 }
 
-/// Flushes what the writer appended (everything appended by then, in one
-/// flush), then answers each delivery and passes the new ones to the
+/// Syncs what the writer appended (everything appended by then, with one
+/// sync), then answers each delivery and passes the new ones to the
 /// processor, in order of arrival.
-async fn flusher(
-    host: Arc<Host>,
-    mut rx: mpsc::UnboundedReceiver<Appended>,
+fn flusher(
+    state: &dyn crate::state::StateStore,
+    rx: std::sync::mpsc::Receiver<Appended>,
     accepted: mpsc::UnboundedSender<InboxEntry>,
 ) {
-    while let Some(first) = rx.recv().await {
+    while let Ok(first) = rx.recv() {
         let mut batches = vec![first];
-        while let Ok(b) = rx.try_recv() {
-            batches.push(b);
-        }
-        let state = host.state.clone();
-        let flushed = tokio::task::spawn_blocking(move || state.inbox_sync())
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r)
-            .map_err(|e| format!("{e:#}"));
+        batches.extend(rx.try_iter());
+        let flushed = state.inbox_sync().map_err(|e| format!("{e:#}"));
         for (entries, answers, seqs) in batches {
             let outcome = flushed.clone().and(seqs);
             match outcome {
