@@ -238,7 +238,7 @@ fn wrk_available() -> bool {
 
 /// The load from `wrk` (Debian's package; `make bench` installs it), in a
 /// process of its own: 2 threads (`WEFT_BENCH_WRK_THREADS`), 64
-/// connections, 10 s, each request a
+/// connections (`WEFT_BENCH_CONNECTIONS`), 10 s, each request a
 /// distinct delivery signed in advance (`benches/webhooks.lua`).
 async fn wrk_load(addr: std::net::SocketAddr, dir: &std::path::Path) {
     const SECS: u64 = 10;
@@ -262,10 +262,15 @@ async fn wrk_load(addr: std::net::SocketAddr, dir: &std::path::Path) {
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or(2);
+    // `WEFT_BENCH_CONNECTIONS`: wrk's connections (64 by default).
+    let connections: usize = std::env::var("WEFT_BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(CONNECTIONS);
     let out = tokio::process::Command::new("wrk")
         .args([
             &format!("-t{threads}"),
-            &format!("-c{CONNECTIONS}"),
+            &format!("-c{connections}"),
             &format!("-d{SECS}s"),
             "--timeout",
             "5s",
@@ -299,7 +304,7 @@ async fn wrk_load(addr: std::net::SocketAddr, dir: &std::path::Path) {
     let (requests, secs) = (field("requests"), field("duration_us") / 1e6);
     let accepted = requests - field("not_202") - field("errors");
     println!(
-        "webhook ingress (wrk {threads} threads, {CONNECTIONS} connections, {SECS} s): {accepted:.0} deliveries accepted = {:.0}/s; latency to the durable 202: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {:.0} not 202, {:.0} errors",
+        "webhook ingress (wrk {threads} threads, {connections} connections, {SECS} s): {accepted:.0} deliveries accepted = {:.0}/s; latency to the durable 202: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {:.0} not 202, {:.0} errors",
         accepted / secs,
         field("p50_us") / 1e3,
         field("p99_us") / 1e3,

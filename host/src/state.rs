@@ -535,6 +535,13 @@ impl SledState {
         Ok(())
     }
 
+    /// Makes the database's writes durable (not the inbox log's: commits
+    /// of runs must not wait for, nor hold up, webhook ingress's syncs).
+    fn flush_db(&self) -> anyhow::Result<()> {
+        self.db.flush().context("flushing the state database")?;
+        Ok(())
+    }
+
     /// Writes the IDs of durable deliveries into the tree.
     fn store_synced_ids(&self) -> anyhow::Result<()> {
         let synced = std::mem::take(
@@ -577,7 +584,7 @@ impl StateStore for SledState {
             Some(c) => self.cursors.insert(key2(tenant, flow), c.as_bytes())?,
             None => self.cursors.remove(key2(tenant, flow))?,
         };
-        self.flush()
+        self.flush_db()
     }
 
     fn reset_flow(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()> {
@@ -607,7 +614,7 @@ impl StateStore for SledState {
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(e).context("resetting a flow"),
         }
-        self.flush()
+        self.flush_db()
     }
 
     fn flow_fingerprint(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>> {
@@ -625,7 +632,7 @@ impl StateStore for SledState {
     ) -> anyhow::Result<()> {
         self.fingerprints
             .insert(key2(tenant, flow), fingerprint.as_bytes())?;
-        self.flush()
+        self.flush_db()
     }
 
     fn presence(&self, tenant: &str, scope: &str, key: &str) -> anyhow::Result<Option<bool>> {
@@ -710,7 +717,7 @@ impl StateStore for SledState {
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(e).context("committing a page"),
         }
-        self.flush()
+        self.flush_db()
     }
 
     fn dead_letters(
@@ -738,13 +745,13 @@ impl StateStore for SledState {
 
     fn remove_dead_letter(&self, id: &str) -> anyhow::Result<bool> {
         let existed = self.dead.remove(id.as_bytes())?.is_some();
-        self.flush()?;
+        self.flush_db()?;
         Ok(existed)
     }
 
     fn save_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         self.runs.insert(run.id.as_bytes(), json(run)?)?;
-        self.flush()
+        self.flush_db()
     }
 
     fn save_run_progress(&self, run: &RunRecord) -> anyhow::Result<()> {
@@ -783,7 +790,7 @@ impl StateStore for SledState {
             Some(r) => self.flows.insert(key2(tenant, flow), r.as_bytes())?,
             None => self.flows.remove(key2(tenant, flow))?,
         };
-        self.flush()
+        self.flush_db()
     }
 
     fn attention(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>> {
@@ -796,7 +803,7 @@ impl StateStore for SledState {
     fn register_connector(&self, entry: &ConnectorEntry) -> anyhow::Result<()> {
         self.registry
             .insert(key2(&entry.name, &entry.version.to_string()), json(entry)?)?;
-        self.flush()
+        self.flush_db()
     }
 
     fn connectors(&self) -> anyhow::Result<Vec<ConnectorEntry>> {
@@ -843,7 +850,7 @@ impl StateStore for SledState {
 
     fn doc_put(&self, kind: &str, id: &str, value: &[u8]) -> anyhow::Result<()> {
         self.docs.insert(key2(kind, id), value)?;
-        self.flush()
+        self.flush_db()
     }
 
     fn doc_get(&self, kind: &str, id: &str) -> anyhow::Result<Option<Vec<u8>>> {
@@ -863,7 +870,7 @@ impl StateStore for SledState {
 
     fn doc_delete(&self, kind: &str, id: &str) -> anyhow::Result<bool> {
         let existed = self.docs.remove(key2(kind, id))?.is_some();
-        self.flush()?;
+        self.flush_db()?;
         Ok(existed)
     }
 
