@@ -206,6 +206,95 @@ async fn an_acme_change_reaches_radicale_by_webhook_without_a_poll() {
     svc.stop().await;
 }
 
+/// A paused flow's webhook deliveries are accepted and kept, not processed;
+/// resuming the flow delivers them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_flow_keeps_its_webhooks_until_resumed() {
+    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
+        .await
+        .unwrap();
+    for r in env.sync("t1").await.unwrap() {
+        assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    }
+    let svc = Service::start(&env).await;
+    connect_webhook(&env, &svc).await;
+    let (s, v) = svc
+        .call(
+            Some(OPERATOR),
+            "POST",
+            "/v1/tenants/t1/flows/appointments/pause",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let webhook_runs = || {
+        env.host
+            .state
+            .runs(Some("t1"), Some("appointments"), 50)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.trigger == "webhook")
+            .count()
+    };
+    let email = env.user_emails().await.unwrap()[0].clone();
+    let users = env.acme_get("/users").await.unwrap()["data"].clone();
+    let owner = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"].as_str().unwrap().eq_ignore_ascii_case(&email))
+        .unwrap()["id"]
+        .clone();
+    let contact = env.acme_get("/contacts?limit=200").await.unwrap()["data"][0]["id"].clone();
+    let apt = env
+        .acme_control(
+            "POST",
+            "/appointments",
+            json!({
+                "owner_id": owner, "contact_id": contact, "title": "While paused",
+                "starts_at": "2026-12-05T10:00:00Z", "ends_at": "2026-12-05T10:30:00Z",
+                "timezone": "UTC",
+            }),
+        )
+        .await
+        .unwrap();
+    let uid = format!("acme-{}@t1", apt["id"].as_str().unwrap());
+    // Acme's delivery is accepted into the inbox...
+    let t = Instant::now();
+    while weft::metrics::metrics().webhook_inbox.get() == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no delivery reached the inbox"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and stays there: a second (twenty times the processor's linger)
+    // without a webhook run or the event.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(webhook_runs(), 0);
+    assert!(weft::metrics::metrics().webhook_inbox.get() >= 1);
+    assert!(!env.calendar("t1", &email).await.unwrap().contains_key(&uid));
+    let (s, v) = svc
+        .call(
+            Some(OPERATOR),
+            "POST",
+            "/v1/tenants/t1/flows/appointments/resume",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let t = Instant::now();
+    while !env.calendar("t1", &email).await.unwrap().contains_key(&uid) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "resuming did not deliver the kept webhook"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(webhook_runs() >= 1);
+    svc.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_and_repeated_deliveries_are_answered_as_standard_webhooks_say() {
     let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])

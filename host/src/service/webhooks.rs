@@ -355,7 +355,8 @@ fn flusher(
 /// The processor: delivers accepted webhooks in order of arrival per
 /// (tenant, flow), up to `BATCH` at a time (gathered for up to `LINGER`), flows concurrently (a run's
 /// fixed costs, instances and commits, are shared by the batch). A batch
-/// whose run fails is retried with backoff; after `ATTEMPTS` the
+/// whose run fails is retried with backoff; a paused flow's deliveries wait
+/// for its resume; after `ATTEMPTS` the
 /// deliveries are dropped with an error (the scheduled poll is the safety
 /// net) so that one bad delivery cannot stall its flow.
 pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedReceiver<InboxEntry>) {
@@ -363,6 +364,8 @@ pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedRece
     const BATCH: usize = 500;
     const ATTEMPTS: u32 = 5;
     const LINGER: Duration = Duration::from_millis(50);
+    // How often waiting deliveries of paused flows look for a resume.
+    const PAUSE_CHECK: Duration = Duration::from_millis(500);
     type Key = (String, String);
     let mut queues: HashMap<Key, VecDeque<InboxEntry>> = HashMap::new();
     // When the oldest waiting delivery of each flow arrived.
@@ -391,10 +394,14 @@ pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedRece
         // waited `LINGER` (under load, runs carry many deliveries instead
         // of paying a run's fixed costs for each few).
         let now = Instant::now();
+        // A paused flow's deliveries wait (accepted and durable) until it
+        // is resumed.
+        let paused = |k: &Key| host.flow(&k.0, &k.1).is_ok_and(|f| f.paused);
         let ready: Vec<Key> = queues
             .iter()
             .filter(|(k, q)| {
                 !busy.contains(*k)
+                    && !paused(k)
                     && q.front().is_some_and(|_| {
                         q.len() >= BATCH
                             || arrived
@@ -447,10 +454,12 @@ pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedRece
                 key
             });
         }
+        let held = queues.keys().any(|k| !busy.contains(k) && paused(k));
         let lingering = arrived
             .iter()
-            .filter(|(k, _)| !busy.contains(*k))
+            .filter(|(k, _)| !busy.contains(*k) && !paused(k))
             .map(|(_, t)| *t + LINGER)
+            .chain(held.then_some(now + PAUSE_CHECK))
             .min();
         tokio::select! {
             _ = tokio::time::sleep_until(lingering.unwrap_or(now + Duration::from_secs(3600)).into()), if lingering.is_some() && running.len() < bound => {}
