@@ -253,6 +253,10 @@ impl WeftEngine {
             let out_of_memory = stderr.contains("memory allocation")
                 || stderr.contains("out of memory")
                 || stderr.contains("Cannot allocate memory")
+                // The budget left no room for the compiler's threads' stacks
+                // (`EAGAIN` from `mmap`/`clone` under `RLIMIT_AS`).
+                || stderr.contains("Resource temporarily unavailable")
+                || stderr.contains("unable to allocate")
                 || {
                     use std::os::unix::process::ExitStatusExt;
                     status.signal() == Some(libc::SIGABRT) || status.signal() == Some(libc::SIGSEGV)
