@@ -14,7 +14,6 @@
 //!   50,000. Latency is measured by the client from sending a request to its
 //!   `202` (in the inbox and synced). The processor delivers the accepted
 //!   webhooks meanwhile, in the same process: its CPU is part of the figure.
-//!   This binary uses the `weft` binary's allocator (mimalloc).
 //! - **Schedule lag**: 10,000 tenants with one flow each on a 5-minute
 //!   schedule (test source with nothing to read); the scheduler runs for
 //!   `WEFT_BENCH_LAG_SECS` (default 60) and the lag of every scheduled start
@@ -31,10 +30,6 @@ use weft::runner::Host;
 use weft::secrets::SecretStore;
 use weft::state::SledState;
 use weft_test_artifacts as artifacts;
-
-/// The allocator of the `weft` binary (see `src/main.rs`).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SECRET: &str = "whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQtYmVuY2gtd2ViaG9vaw==";
 const DELIVERIES: usize = 50_000;

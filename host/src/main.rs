@@ -12,13 +12,6 @@ use weft::runner::{Host, Trigger};
 use weft::state::{RunOutcome, RunRecord};
 use weft::{HostConfig, Runtime};
 
-/// mimalloc instead of the system allocator: `weft serve` allocates per
-/// request from many threads, where glibc's malloc took a quarter of the
-/// CPU (perf, webhook ingress under wrk); with mimalloc the service
-/// accepts 17% more deliveries per second (`cargo bench --bench service`).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// weft: run SaaS-integration connectors (WebAssembly components) in a sandbox.
 #[derive(Parser)]
 #[command(name = "weft", version, about)]
