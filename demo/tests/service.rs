@@ -236,29 +236,7 @@ async fn a_paused_flow_keeps_its_webhooks_until_resumed() {
             .filter(|r| r.trigger == "webhook")
             .count()
     };
-    let email = env.user_emails().await.unwrap()[0].clone();
-    let users = env.acme_get("/users").await.unwrap()["data"].clone();
-    let owner = users
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["email"].as_str().unwrap().eq_ignore_ascii_case(&email))
-        .unwrap()["id"]
-        .clone();
-    let contact = env.acme_get("/contacts?limit=200").await.unwrap()["data"][0]["id"].clone();
-    let apt = env
-        .acme_control(
-            "POST",
-            "/appointments",
-            json!({
-                "owner_id": owner, "contact_id": contact, "title": "While paused",
-                "starts_at": "2026-12-05T10:00:00Z", "ends_at": "2026-12-05T10:30:00Z",
-                "timezone": "UTC",
-            }),
-        )
-        .await
-        .unwrap();
-    let uid = format!("acme-{}@t1", apt["id"].as_str().unwrap());
+    let (email, uid) = create_appointment(&env, "While paused").await;
     // Acme's delivery is accepted into the inbox...
     let t = Instant::now();
     while weft::metrics::metrics().webhook_inbox.get() == 0 {
@@ -555,9 +533,9 @@ async fn acme_webhooks(env: &DemoEnv) -> Vec<Value> {
     a.json()["data"].as_array().cloned().unwrap_or_default()
 }
 
-/// Creates an appointment owned by the first user and waits until its event
-/// is in that user's calendar.
-async fn appointment_arrives(env: &DemoEnv, title: &str) -> Duration {
+/// Creates an appointment titled `title` owned by the first user; returns
+/// that user's email and the event's UID.
+async fn create_appointment(env: &DemoEnv, title: &str) -> (String, String) {
     let email = env.user_emails().await.unwrap()[0].clone();
     let users = env.acme_get("/users").await.unwrap()["data"].clone();
     let owner = users
@@ -568,7 +546,6 @@ async fn appointment_arrives(env: &DemoEnv, title: &str) -> Duration {
         .unwrap()["id"]
         .clone();
     let contact = env.acme_get("/contacts?limit=200").await.unwrap()["data"][0]["id"].clone();
-    let t = Instant::now();
     let apt = env
         .acme_control(
             "POST",
@@ -582,6 +559,14 @@ async fn appointment_arrives(env: &DemoEnv, title: &str) -> Duration {
         .await
         .unwrap();
     let uid = format!("acme-{}@t1", apt["id"].as_str().unwrap());
+    (email, uid)
+}
+
+/// Creates an appointment owned by the first user and waits until its event
+/// is in that user's calendar.
+async fn appointment_arrives(env: &DemoEnv, title: &str) -> Duration {
+    let t = Instant::now();
+    let (email, uid) = create_appointment(env, title).await;
     while t.elapsed() < Duration::from_secs(20) {
         if env.calendar("t1", &email).await.unwrap().contains_key(&uid) {
             return t.elapsed();

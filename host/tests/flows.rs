@@ -7,57 +7,13 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use weft::config::WeftConfig;
 use weft::runner::{Host, Trigger};
-use weft::secrets::SecretStore;
-use weft::state::{RunOutcome, SledState};
+use weft::state::RunOutcome;
 use weft_test_artifacts as artifacts;
-
-/// A destination that keeps `key -> body` and counts PUTs per key.
-#[derive(Clone, Default)]
-struct Sink {
-    records: Arc<Mutex<BTreeMap<String, Value>>>,
-    puts: Arc<Mutex<BTreeMap<String, u32>>>,
-    deletes: Arc<Mutex<Vec<String>>>,
-    down: Arc<AtomicBool>,
-}
-
-impl Sink {
-    async fn serve(&self) -> TestServer {
-        let sink = self.clone();
-        TestServer::start(move |s, _| {
-            if sink.down.load(Ordering::SeqCst) {
-                return Reply::new(503, "down for maintenance").header("retry-after", "0");
-            }
-            let key = s.path.trim_start_matches("/records/").to_owned();
-            match s.method.as_str() {
-                "PUT" => {
-                    *sink.puts.lock().unwrap().entry(key.clone()).or_default() += 1;
-                    let body: Value = serde_json::from_slice(&s.body).unwrap();
-                    let existed = sink.records.lock().unwrap().insert(key, body).is_some();
-                    Reply::new(if existed { 200 } else { 201 }, "")
-                }
-                "DELETE" => {
-                    sink.deletes.lock().unwrap().push(key.clone());
-                    match sink.records.lock().unwrap().remove(&key) {
-                        Some(_) => Reply::new(204, ""),
-                        None => Reply::new(404, ""),
-                    }
-                }
-                _ => Reply::new(405, ""),
-            }
-        })
-        .await
-    }
-
-    fn keys(&self) -> Vec<String> {
-        self.records.lock().unwrap().keys().cloned().collect()
-    }
-}
 
 fn config_text(
     data_dir: &Path,
@@ -85,30 +41,21 @@ destination = {{ connector = "test-destination@^2", config = {{ url = "{dest_url
 }
 
 async fn host(text: &str) -> Host {
-    let config = WeftConfig::parse(text).unwrap();
-    let h = Host::open_with(
-        config,
-        Arc::new(SledState::temporary().unwrap()),
-        Arc::new(test_resolver()),
-        SecretStore::default(),
+    host_with(
+        text,
+        &[
+            artifacts::TEST_SOURCE.as_ref(),
+            artifacts::TEST_MAPPER.as_ref(),
+            artifacts::TEST_DESTINATION.as_ref(),
+        ],
     )
-    .unwrap();
-    for f in [
-        artifacts::TEST_SOURCE,
-        artifacts::TEST_MAPPER,
-        artifacts::TEST_DESTINATION,
-    ] {
-        h.registry.add(&h.runtime, f.as_ref()).await.unwrap();
-    }
-    h
+    .await
 }
 
 const MAPPER: &str = r#"{ connector = "test-mapper@>=0.4", config = {} }"#;
 
 async fn run(h: &Host) -> weft::state::RunRecord {
-    h.run_flow("acme", "sync", Trigger::Manual, &|_| {})
-        .await
-        .unwrap()
+    run_manual(h, "sync").await
 }
 
 #[tokio::test(flavor = "multi_thread")]

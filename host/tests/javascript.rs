@@ -11,10 +11,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use weft::config::WeftConfig;
-use weft::runner::{Host, Trigger};
-use weft::secrets::SecretStore;
-use weft::state::{RunOutcome, SledState};
+use weft::runner::Host;
+use weft::state::RunOutcome;
 use weft_test_artifacts as artifacts;
 
 /// The JavaScript component `name`, built by `make guests-js`.
@@ -34,38 +32,6 @@ fn js_component(name: &str) -> PathBuf {
 /// `{url}/records/{key}`.
 fn key_of(s: &Seen) -> String {
     s.path.rsplit('/').next().unwrap_or_default().to_owned()
-}
-
-/// A destination server that keeps `key -> body` of what was PUT.
-#[derive(Clone, Default)]
-struct Sink {
-    records: Arc<Mutex<BTreeMap<String, Value>>>,
-}
-
-impl Sink {
-    async fn serve(&self) -> TestServer {
-        let sink = self.clone();
-        TestServer::start(move |s, _| {
-            let key = key_of(s);
-            match s.method.as_str() {
-                "PUT" => {
-                    let body: Value = serde_json::from_slice(&s.body).unwrap();
-                    sink.records.lock().unwrap().insert(key, body);
-                    Reply::new(201, "")
-                }
-                "DELETE" => {
-                    sink.records.lock().unwrap().remove(&key);
-                    Reply::new(204, "")
-                }
-                _ => Reply::new(405, ""),
-            }
-        })
-        .await
-    }
-
-    fn records(&self) -> BTreeMap<String, Value> {
-        self.records.lock().unwrap().clone()
-    }
 }
 
 /// The table of flow `name` of tenant `acme`: the test source's `stream`,
@@ -106,35 +72,18 @@ call_timeout_ms = 20000
 /// A host with the test source, mapper and destination and the given
 /// JavaScript components registered.
 async fn host(text: &str, js: &[&str]) -> Host {
-    let h = Host::open_with(
-        WeftConfig::parse(text).unwrap(),
-        Arc::new(SledState::temporary().unwrap()),
-        Arc::new(test_resolver()),
-        SecretStore::default(),
-    )
-    .unwrap();
-    let mut files: Vec<PathBuf> = [
-        artifacts::TEST_SOURCE,
-        artifacts::TEST_MAPPER,
-        artifacts::TEST_DESTINATION,
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .collect();
-    files.extend(js.iter().map(|n| js_component(n)));
-    for f in files {
-        h.registry
-            .add(&h.runtime, &f)
-            .await
-            .unwrap_or_else(|e| panic!("registering {}: {e:#}", f.display()));
-    }
-    h
+    let js: Vec<PathBuf> = js.iter().map(|n| js_component(n)).collect();
+    let mut files: Vec<&Path> = vec![
+        artifacts::TEST_SOURCE.as_ref(),
+        artifacts::TEST_MAPPER.as_ref(),
+        artifacts::TEST_DESTINATION.as_ref(),
+    ];
+    files.extend(js.iter().map(PathBuf::as_path));
+    host_with(text, &files).await
 }
 
 async fn run(h: &Host, flow: &str) -> weft::state::RunRecord {
-    h.run_flow("acme", flow, Trigger::Manual, &|_| {})
-        .await
-        .unwrap()
+    run_manual(h, flow).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

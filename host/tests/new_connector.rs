@@ -13,11 +13,8 @@ use common::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use weft::config::WeftConfig;
-use weft::runner::{Host, Trigger};
-use weft::secrets::SecretStore;
-use weft::state::{RunOutcome, SledState};
+use weft::runner::Host;
+use weft::state::RunOutcome;
 use weft_test_artifacts as artifacts;
 
 fn repo() -> PathBuf {
@@ -125,25 +122,8 @@ fn skeleton(parent: &Path, world: &str) -> PathBuf {
     wasm
 }
 
-async fn host(text: &str, components: &[&Path]) -> Host {
-    let h = Host::open_with(
-        WeftConfig::parse(text).unwrap(),
-        Arc::new(SledState::temporary().unwrap()),
-        Arc::new(test_resolver()),
-        SecretStore::default(),
-    )
-    .unwrap();
-    for f in components {
-        h.registry.add(&h.runtime, f).await.unwrap();
-    }
-    h
-}
-
 async fn run(h: &Host) -> weft::state::RunRecord {
-    let r = h
-        .run_flow("acme", "sync", Trigger::Manual, &|_| {})
-        .await
-        .unwrap();
+    let r = run_manual(h, "sync").await;
     assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
     r
 }
@@ -312,7 +292,7 @@ destination = {{ connector = "my-destination@0.1.0", config = {{ base_url = "{si
         api = api.origin(),
         sink = sink.origin(),
     );
-    let h = host(&text, &[source, mapper, destination]).await;
+    let h = host_with(&text, &[source, mapper, destination]).await;
     let r = run(&h).await;
     assert_eq!(r.emitted, 3);
     let mut got = puts(&sink);
@@ -352,7 +332,7 @@ destination = {{ connector = "my-destination@0.1.0", config = {{ base_url = "{si
 "#,
         sink = sink2.origin(),
     );
-    let h = host(&text, &[artifacts::TEST_SOURCE.as_ref(), destination]).await;
+    let h = host_with(&text, &[artifacts::TEST_SOURCE.as_ref(), destination]).await;
     run(&h).await;
     assert_eq!(puts(&sink2).len(), 5);
 }

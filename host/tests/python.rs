@@ -10,14 +10,12 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use weft::config::WeftConfig;
-use weft::runner::{Host, Trigger};
-use weft::secrets::SecretStore;
-use weft::state::{RunOutcome, SledState};
+use weft::runner::Host;
+use weft::state::RunOutcome;
 use weft_test_artifacts as artifacts;
 
 /// The Python component `name`, built by `make guests-python`.
@@ -31,38 +29,6 @@ fn python_component(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A destination server that keeps `key -> body` of what was PUT.
-#[derive(Clone, Default)]
-struct Sink {
-    records: Arc<Mutex<BTreeMap<String, Value>>>,
-}
-
-impl Sink {
-    async fn serve(&self) -> TestServer {
-        let sink = self.clone();
-        TestServer::start(move |s, _| {
-            let key = s.path.trim_start_matches("/records/").to_owned();
-            match s.method.as_str() {
-                "PUT" => {
-                    let body: Value = serde_json::from_slice(&s.body).unwrap();
-                    sink.records.lock().unwrap().insert(key, body);
-                    Reply::new(201, "")
-                }
-                "DELETE" => {
-                    sink.records.lock().unwrap().remove(&key);
-                    Reply::new(204, "")
-                }
-                _ => Reply::new(405, ""),
-            }
-        })
-        .await
-    }
-
-    fn records(&self) -> BTreeMap<String, Value> {
-        self.records.lock().unwrap().clone()
-    }
 }
 
 /// One tenant `acme` with one flow `sync` from the test source's `numbers`
@@ -98,27 +64,17 @@ async fn host(text: &str, python: &[&str]) -> Host {
     let config = WeftConfig::parse(text).unwrap();
     std::fs::create_dir_all(cache_dir()).unwrap();
     std::os::unix::fs::symlink(cache_dir(), config.data_dir.join("cache")).unwrap();
-    let h = Host::open_with(
-        config,
-        Arc::new(SledState::temporary().unwrap()),
-        Arc::new(test_resolver()),
-        SecretStore::default(),
-    )
-    .unwrap();
     let python: Vec<PathBuf> = python.iter().map(|n| python_component(n)).collect();
-    for f in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
-        h.registry.add(&h.runtime, f.as_ref()).await.unwrap();
-    }
-    for f in &python {
-        h.registry.add(&h.runtime, f).await.unwrap();
-    }
-    h
+    let mut files: Vec<&Path> = vec![
+        artifacts::TEST_SOURCE.as_ref(),
+        artifacts::TEST_DESTINATION.as_ref(),
+    ];
+    files.extend(python.iter().map(PathBuf::as_path));
+    host_with(text, &files).await
 }
 
 async fn run(h: &Host) -> weft::state::RunRecord {
-    h.run_flow("acme", "sync", Trigger::Manual, &|_| {})
-        .await
-        .unwrap()
+    run_manual(h, "sync").await
 }
 
 /// A webhook delivery the test source turns into one record of kind

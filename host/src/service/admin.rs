@@ -509,6 +509,11 @@ async fn show_subscription(
     }
 }
 
+/// A vendor's API refused or failed a subscription request.
+fn vendor_failed(e: anyhow::Error) -> Response {
+    problem(StatusCode::BAD_GATEWAY, &format!("{e:#}"))
+}
+
 async fn subscribe(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -519,7 +524,7 @@ async fn subscribe(
         .host
         .subscribe_webhooks(&tenant, &flow)
         .await
-        .map_err(|e| problem(StatusCode::BAD_GATEWAY, &format!("{e:#}")))?;
+        .map_err(vendor_failed)?;
     ok(subscription_view(&sub))
 }
 
@@ -533,7 +538,7 @@ async fn rotate_secret(
         .host
         .rotate_webhook_secret(&tenant, &flow)
         .await
-        .map_err(|e| problem(StatusCode::BAD_GATEWAY, &format!("{e:#}")))?;
+        .map_err(vendor_failed)?;
     ok(subscription_view(&sub))
 }
 
@@ -546,7 +551,7 @@ async fn unsubscribe(
     match app.host.unsubscribe_webhooks(&tenant, &flow).await {
         Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
         Ok(false) => Err(not_found("the flow has no webhook subscription")),
-        Err(e) => Err(problem(StatusCode::BAD_GATEWAY, &format!("{e:#}"))),
+        Err(e) => Err(vendor_failed(e)),
     }
 }
 

@@ -203,3 +203,77 @@ pub fn runtime_with(
 pub fn runtime() -> Runtime {
     runtime_with(test_limits(), SecretStore::default(), None)
 }
+
+/// A destination for the test destination (`{url}/records/{key}`): keeps
+/// `key -> body`, counts PUTs per key, lists deletes (a missing key answers
+/// `404`), and answers `503` while `down` is set.
+#[derive(Clone, Default)]
+pub struct Sink {
+    pub records: Arc<Mutex<std::collections::BTreeMap<String, serde_json::Value>>>,
+    pub puts: Arc<Mutex<std::collections::BTreeMap<String, u32>>>,
+    pub deletes: Arc<Mutex<Vec<String>>>,
+    pub down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Sink {
+    pub async fn serve(&self) -> TestServer {
+        let sink = self.clone();
+        TestServer::start(move |s, _| {
+            if sink.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Reply::new(503, "down for maintenance").header("retry-after", "0");
+            }
+            let key = s.path.trim_start_matches("/records/").to_owned();
+            match s.method.as_str() {
+                "PUT" => {
+                    *sink.puts.lock().unwrap().entry(key.clone()).or_default() += 1;
+                    let body: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+                    let existed = sink.records.lock().unwrap().insert(key, body).is_some();
+                    Reply::new(if existed { 200 } else { 201 }, "")
+                }
+                "DELETE" => {
+                    sink.deletes.lock().unwrap().push(key.clone());
+                    match sink.records.lock().unwrap().remove(&key) {
+                        Some(_) => Reply::new(204, ""),
+                        None => Reply::new(404, ""),
+                    }
+                }
+                _ => Reply::new(405, ""),
+            }
+        })
+        .await
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.records.lock().unwrap().keys().cloned().collect()
+    }
+
+    pub fn records(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        self.records.lock().unwrap().clone()
+    }
+}
+
+/// A host of `weft.toml` text over temporary state, the test resolver and
+/// no secrets, with `components` registered.
+pub async fn host_with(text: &str, components: &[&std::path::Path]) -> weft::runner::Host {
+    let h = weft::runner::Host::open_with(
+        weft::config::WeftConfig::parse(text).unwrap(),
+        Arc::new(weft::state::SledState::temporary().unwrap()),
+        Arc::new(test_resolver()),
+        SecretStore::default(),
+    )
+    .unwrap();
+    for f in components {
+        h.registry
+            .add(&h.runtime, f)
+            .await
+            .unwrap_or_else(|e| panic!("registering {}: {e:#}", f.display()));
+    }
+    h
+}
+
+/// A manual run of tenant `acme`'s `flow`.
+pub async fn run_manual(h: &weft::runner::Host, flow: &str) -> weft::state::RunRecord {
+    h.run_flow("acme", flow, weft::runner::Trigger::Manual, &|_| {})
+        .await
+        .unwrap()
+}
