@@ -164,8 +164,9 @@ async fn connect_webhook(env: &DemoEnv, svc: &Service) -> String {
     secret
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_acme_change_reaches_radicale_by_webhook_without_a_poll() {
+/// Tenant `t1` after its first sync, with `weft serve` running and Acme's
+/// webhook pointed at it.
+async fn synced_with_webhooks() -> (DemoEnv, Service) {
     let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
         .await
         .unwrap();
@@ -174,6 +175,12 @@ async fn an_acme_change_reaches_radicale_by_webhook_without_a_poll() {
     }
     let svc = Service::start(&env).await;
     connect_webhook(&env, &svc).await;
+    (env, svc)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acme_change_reaches_radicale_by_webhook_without_a_poll() {
+    let (env, svc) = synced_with_webhooks().await;
     let arrived = appointment_arrives(&env, "Booked by webhook").await;
     eprintln!("created in Acme → in Radicale: {arrived:?}");
     // It came by webhook: the run that carried it was a webhook run, and no
@@ -210,14 +217,7 @@ async fn an_acme_change_reaches_radicale_by_webhook_without_a_poll() {
 /// resuming the flow delivers them.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_flow_keeps_its_webhooks_until_resumed() {
-    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
-        .await
-        .unwrap();
-    for r in env.sync("t1").await.unwrap() {
-        assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
-    }
-    let svc = Service::start(&env).await;
-    connect_webhook(&env, &svc).await;
+    let (env, svc) = synced_with_webhooks().await;
     let (s, v) = svc
         .call(
             Some(OPERATOR),
