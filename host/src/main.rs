@@ -343,7 +343,8 @@ async fn test_connector(
         std::sync::Arc::new(weft::caps::http::StaticResolver::default()),
         weft::secrets::SecretStore::default(),
     )?;
-    let name = runtime.load_file(connector).await?.info().name.clone();
+    let component = runtime.load_file(connector).await?;
+    let name = component.info().name.clone();
     let mut files = Vec::new();
     for c in cases {
         if c.is_dir() {
@@ -376,7 +377,7 @@ async fn test_connector(
     }
     let (mut passed, mut failed) = (0, 0);
     for f in &files {
-        let report = weft::testkit::run_case(&runtime, &*kv, connector, f, update).await?;
+        let report = weft::testkit::run_case(&runtime, &*kv, &component, f, update).await?;
         passed += report.passed;
         if report.updated > 0 {
             outln!(

@@ -21,7 +21,7 @@
 //! error and is reported.
 
 use crate::caps::http::OriginPattern;
-use crate::connector::{CallError, ConnectorInstance, Runtime, TenantGrant};
+use crate::connector::{CallError, Connector, ConnectorInstance, Runtime, TenantGrant};
 use crate::kvstore::{KvQuota, KvSpace, KvStore};
 use crate::model::Record;
 use anyhow::Context;
@@ -502,12 +502,12 @@ pub struct CaseReport {
 /// The tenant a replay runs as.
 pub const TEST_TENANT: &str = "weft-test";
 
-/// Replays the case file at `path` against the component at `wasm`.
+/// Replays the case file at `path` against `connector`.
 /// With `update`, rewrites the recorded outputs that differ.
 pub async fn run_case(
     runtime: &Runtime,
     kv: &dyn KvStore,
-    wasm: &Path,
+    connector: &Connector,
     path: &Path,
     update: bool,
 ) -> anyhow::Result<CaseReport> {
@@ -515,15 +515,13 @@ pub async fn run_case(
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut case: CaseFile = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a weft case file", path.display()))?;
-    let connector = runtime.load_file(wasm).await?;
     let name = connector.info().name.clone();
     let recorded_name = case.connector.split('@').next().unwrap_or_default();
     if recorded_name != name {
         anyhow::bail!(
-            "{} records {}, but {} is {}",
+            "{} records {}, but the component is {}",
             path.display(),
             case.connector,
-            wasm.display(),
             connector.label()
         );
     }
@@ -571,7 +569,7 @@ pub async fn run_case(
                 &mut instance
                     .insert((
                         recorded.instance,
-                        runtime.instantiate(&connector, &grant).await?,
+                        runtime.instantiate(connector, &grant).await?,
                     ))
                     .1
             }
