@@ -79,7 +79,7 @@ cassettes: setup
 ## checks, with many more cases than `make test` runs (FUZZ_CASES to change)
 FUZZ_CASES ?= 200000
 fuzz: toolchain
-	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p weft-host --test fuzz_policy
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p weft-host --test integration fuzz_policy::
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p weft-host --lib connector::tests
 
 lint: toolchain

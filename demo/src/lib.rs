@@ -2,7 +2,7 @@
 //! the Acme sandbox, the dashboard sandbox and a real Radicale, a weft host
 //! with the five connectors registered, and a `weft.toml` for one or more
 //! tenants. `make demo` runs it (`src/main.rs`); the integration tests
-//! (`tests/statements.rs`) use the same environment to check the eleven
+//! (`tests/integration/statements.rs`) use the same environment to check the eleven
 //! "when … then …" statements of `our-app.md`.
 
 #![deny(missing_docs)]

@@ -1,5 +1,5 @@
 //! Paths of the built connectors and test components (see `build.rs`).
 //! Every component listed here has a test that loads it:
-//! `host/tests/runtime.rs` checks `ALL`.
+//! `host/tests/integration/runtime.rs` checks `ALL`.
 
 include!(concat!(env!("OUT_DIR"), "/components.rs"));

@@ -2,9 +2,7 @@
 //! each world's happy path, each error class, each sandbox limit, kv, logs,
 //! the restricted WASI, the compile cache and `weft connectors inspect`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 use weft::events::EventKind;
@@ -51,7 +49,7 @@ async fn every_test_component_has_a_test_and_loads_or_is_rejected_clearly() {
                     "{e}"
                 );
             }
-            // The hostile components: host/tests/hostile.rs tests each break.
+            // The hostile components: host/tests/integration/hostile.rs tests each break.
             "TEST_HOSTILE" => assert_eq!(result.unwrap().world(), WorldKind::Source),
             "TEST_HOSTILE_START" => {
                 let e = format!("{:#}", result.err().unwrap());

@@ -3,9 +3,7 @@
 //! connectors pass the cassettes in `connectors/cassettes`, and a changed
 //! output fails with a readable diff (`--update` accepts it).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -4,9 +4,7 @@
 //! oversized answers), the host's own retries, and credential injection
 //! including an OAuth refresh after a `401`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;

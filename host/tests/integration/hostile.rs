@@ -2,9 +2,7 @@
 //! suite of hostile components (issue 9), each driving a component of
 //! `tests/components/hostile*` the way a third party could.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 use weft::caps::http::StaticResolver;

@@ -4,9 +4,7 @@
 //! Standard Webhooks implementation, including retries after a failing
 //! receiver.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -1,9 +1,7 @@
 //! The dashboard sandbox against `our-app.md` §2: idempotent upserts, deletes,
 //! per-day UTC counts, validation errors, tenant isolation, faults, the page.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use weft_sandbox::dashboard::DashboardSandbox;
 

@@ -1,6 +1,6 @@
 //! Property tests ("fuzzing" within `cargo test`) of the outbound policy:
 //! URL parsing into origins, origin patterns, private-host entries and the
-//! address classes, plus every input of `corpus/urls.txt`. `make fuzz`
+//! address classes, plus every input of `host/tests/corpus/urls.txt`. `make fuzz`
 //! runs them with many more cases (`PROPTEST_CASES`).
 
 use proptest::prelude::*;
@@ -106,7 +106,7 @@ proptest! {
 /// Every input of the corpus: no panic, and user info is never the host.
 #[test]
 fn corpus_inputs_hold_the_invariants() {
-    let corpus = include_str!("corpus/urls.txt");
+    let corpus = include_str!("../corpus/urls.txt");
     for line in corpus
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))

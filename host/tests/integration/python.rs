@@ -6,9 +6,7 @@
 //! The components come from `make guests-python`
 //! (`target/guests/python/<name>.wasm`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,9 +3,7 @@
 //! replay after a connector fix, a destination that is down, config errors,
 //! and a process killed between delivery and commit.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -5,10 +5,8 @@
 //! rolls it back; local commands that cannot open the state say to use
 //! `--server`.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;

@@ -2,10 +2,8 @@
 //! loopback port, takes a calendar and an event, and gives them back over
 //! CalDAV (`REPORT` and `GET`), with and without HTTP Basic auth.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use weft_sandbox::radicale::Radicale;
 
 const EVENT: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//weft//test//EN\r\nBEGIN:VEVENT\r\nUID:weft-test-apt_1\r\nDTSTAMP:20261101T000000Z\r\nDTSTART:20261102T203000Z\r\nDTEND:20261102T210000Z\r\nSUMMARY:Renewal review with Zoë\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";

@@ -7,9 +7,7 @@
 //! `node build.mjs` with the componentize-js of `make guests-js`), against
 //! the same local servers.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;

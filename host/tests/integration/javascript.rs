@@ -3,9 +3,7 @@
 //! uncaught exception on one record. The components come from
 //! `make guests-js` (`target/guests/js/<name>.wasm`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
