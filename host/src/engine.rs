@@ -124,6 +124,11 @@ impl WeftEngine {
             .total_stacks(n)
             .max_memory_size(limits.memory_bytes);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // `WEFT_PROFILE=perfmap`: guest functions named in `perf report`
+        // (wasmtime writes /tmp/perf-PID.map), for profiling the host.
+        if std::env::var("WEFT_PROFILE").as_deref() == Ok("perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)
             .map_err(|e| anyhow::Error::from(e).context("creating the wasmtime engine"))?;
 
