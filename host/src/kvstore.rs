@@ -89,8 +89,11 @@ pub const ENTRY_OVERHEAD: u64 = 64;
 #[derive(Clone)]
 pub struct SledKv {
     data: sled::Tree,
-    usage: Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, Arc<std::sync::Mutex<Usage>>>>>,
+    usage: Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, SpaceUsage>>>,
 }
+
+/// One space's counters, behind the lock its writes take.
+type SpaceUsage = Arc<std::sync::Mutex<Usage>>;
 
 /// What one space holds, as [`entry_cost`] counts it.
 #[derive(Debug, Default, Clone, Copy)]
@@ -121,7 +124,7 @@ impl SledKv {
 
     /// The lock and counters of `space`, counted from its entries the first
     /// time.
-    fn space_usage(&self, space: &KvSpace) -> Result<Arc<std::sync::Mutex<Usage>>, KvError> {
+    fn space_usage(&self, space: &KvSpace) -> Result<SpaceUsage, KvError> {
         let p = prefix(space);
         let mut spaces = self.usage.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(u) = spaces.get(&p) {
