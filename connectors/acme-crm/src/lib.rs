@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 use weft_sdk::http::{Request, Response};
 use weft_sdk::types::{ConnectorInfo, Error, Record, StreamInfo, TransientError};
 use weft_sdk::{invalid, kv, log, tenant_config};
@@ -272,14 +273,34 @@ fn transient_shape(path: &str, what: &str) -> Error {
     })
 }
 
+/// Acme's users by ID.
+type Users = HashMap<String, Value>;
+
+/// An appointment record's body, serialized from borrowed parts (no copy
+/// of the contact per record).
+#[derive(Serialize)]
+struct AppointmentBody<'a> {
+    appointment: &'a Value,
+    contact: Option<&'a Value>,
+    owner: &'a Value,
+}
+
+/// An activity record's body, like [`AppointmentBody`].
+#[derive(Serialize)]
+struct ActivityBody<'a> {
+    activity: &'a Value,
+    contact: Option<&'a Value>,
+    owner: &'a Value,
+}
+
 thread_local! {
     /// Contacts known in this instance (one run): `None` for an ID Acme
     /// does not list or lists as deleted. A run reads each contact once.
-    static CONTACTS: RefCell<HashMap<String, Option<Value>>> = RefCell::new(HashMap::new());
+    static CONTACTS: RefCell<HashMap<String, Option<Rc<Value>>>> = RefCell::new(HashMap::new());
     /// Whether this run listed every contact already.
     static ALL_CONTACTS_LISTED: Cell<bool> = const { Cell::new(false) };
     /// Acme's users, read once per run (an email may change in Acme).
-    static USERS: RefCell<Option<HashMap<String, Value>>> = const { RefCell::new(None) };
+    static USERS: RefCell<Option<Rc<Users>>> = const { RefCell::new(None) };
 }
 
 /// The most contacts kept in an instance's memory; past it the cache starts
@@ -290,7 +311,7 @@ const MAX_CACHED_CONTACTS: usize = 50_000;
 /// that, contacts are looked up by ID as pages need them.
 const MAX_LISTED_CONTACTS: usize = 20_000;
 
-fn remember_contact(id: &str, contact: Option<Value>) {
+fn remember_contact(id: &str, contact: Option<Rc<Value>>) {
     CONTACTS.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= MAX_CACHED_CONTACTS {
@@ -326,7 +347,7 @@ fn list_all_contacts(client: &Client) -> Result<(), Error> {
         };
         for c in body["data"].as_array().into_iter().flatten() {
             if let Some(id) = c["id"].as_str() {
-                let live = c["deleted_at"].is_null().then(|| c.clone());
+                let live = c["deleted_at"].is_null().then(|| Rc::new(c.clone()));
                 remember_contact(id, live);
                 seen += 1;
             }
@@ -350,7 +371,7 @@ fn list_all_contacts(client: &Client) -> Result<(), Error> {
 fn contacts_by_id(
     client: &Client,
     ids: &BTreeSet<String>,
-) -> Result<HashMap<String, Value>, Error> {
+) -> Result<HashMap<String, Rc<Value>>, Error> {
     let mut out = HashMap::new();
     let mut missing = Vec::new();
     CONTACTS.with(|c| {
@@ -386,7 +407,10 @@ fn contacts_by_id(
             }
         }
         for id in chunk {
-            let live = found.remove(id).filter(|c| c["deleted_at"].is_null());
+            let live = found
+                .remove(id)
+                .filter(|c| c["deleted_at"].is_null())
+                .map(Rc::new);
             if let Some(c) = &live {
                 out.insert(id.clone(), c.clone());
             }
@@ -398,25 +422,26 @@ fn contacts_by_id(
 
 /// Acme users by ID: `/users` read once per run, whatever owners are
 /// missing from it (an owner Acme does not list stays unknown for the run).
-fn users(client: &Client, needed: &BTreeSet<String>) -> Result<HashMap<String, Value>, Error> {
+fn users(client: &Client, needed: &BTreeSet<String>) -> Result<Rc<Users>, Error> {
     if needed.iter().all(|id| id.is_empty()) {
-        return Ok(HashMap::new());
+        return Ok(Rc::default());
     }
     if let Some(u) = USERS.with(|u| u.borrow().clone()) {
         return Ok(u);
     }
     let body = client.get_json("/users", MALFORMED_ATTEMPTS)?;
-    let fresh: HashMap<String, Value> = body["data"]
+    let fresh: Rc<Users> = body["data"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|u| Some((u["id"].as_str()?.to_owned(), u.clone())))
-        .collect();
+        .collect::<Users>()
+        .into();
     USERS.with(|u| *u.borrow_mut() = Some(fresh.clone()));
     Ok(fresh)
 }
 
-fn owner_of(users: &HashMap<String, Value>, id: &str) -> Value {
+fn owner_of(users: &Users, id: &str) -> Value {
     match users.get(id) {
         Some(u) => json!({ "id": id, "email": u["email"], "name": u["name"] }),
         None => json!({ "id": id, "email": null, "name": null }),
@@ -486,7 +511,7 @@ fn appointment_records(
     if let Some(c) = known_contact
         && let Some(id) = c["id"].as_str()
     {
-        contacts.insert(id.to_owned(), c.clone());
+        contacts.insert(id.to_owned(), Rc::new(c.clone()));
     }
     let owners: BTreeSet<String> = apts
         .iter()
@@ -497,10 +522,7 @@ fn appointment_records(
         .map(|a| {
             let id = str_field(&a, "id", "an appointment")?.to_owned();
             let updated = str_field(&a, "updated_at", &format!("appointment {id}"))?.to_owned();
-            let contact = a["contact_id"]
-                .as_str()
-                .and_then(|c| contacts.get(c))
-                .cloned();
+            let contact = a["contact_id"].as_str().and_then(|c| contacts.get(c));
             let version = newest(&[
                 Some(&updated),
                 contact.as_ref().and_then(|c| c["updated_at"].as_str()),
@@ -508,7 +530,11 @@ fn appointment_records(
             .map_err(|e| invalid(format!("appointment {id}: {e}")))?;
             let owner = owner_of(&users, a["owner_id"].as_str().unwrap_or(""));
             let deleted = !a["deleted_at"].is_null();
-            let body = json!({ "appointment": a, "contact": contact, "owner": owner });
+            let body = AppointmentBody {
+                appointment: &a,
+                contact: contact.map(|c| &**c),
+                owner: &owner,
+            };
             Ok(if deleted {
                 Record::delete(id, "appointment", version, &body)
             } else {
@@ -546,11 +572,14 @@ fn activity_records(client: &Client, acts: Vec<Value>) -> Result<Vec<Record>, Er
             let contact = a["contact_id"]
                 .as_str()
                 .filter(|_| is_touchpoint(&a))
-                .and_then(|c| contacts.get(c))
-                .cloned();
+                .and_then(|c| contacts.get(c));
             let owner = owner_of(&users, a["owner_id"].as_str().unwrap_or(""));
             let deleted = !a["deleted_at"].is_null();
-            let body = json!({ "activity": a, "contact": contact, "owner": owner });
+            let body = ActivityBody {
+                activity: &a,
+                contact: contact.map(|c| &**c),
+                owner: &owner,
+            };
             Ok(if deleted {
                 Record::delete(id, "activity", version, &body)
             } else {
