@@ -27,6 +27,8 @@ const APPOINTMENTS: usize = 20_000;
 const ACTIVITIES: usize = 50_000;
 
 fn main() {
+    // As the `weft` binary does for one-shot commands (`weft run`).
+    weft::limit_malloc_arenas(1);
     if std::env::var("WEFT_BENCH_ROLE").as_deref() == Ok("acme") {
         serve_acme();
         return;
