@@ -302,7 +302,9 @@ export function start(req) {
   } catch (e) {
     drop(stream);
     drop(outBody);
-    drop(future);
+    // The host closes the body when it refuses or fails the request (an
+    // origin not granted, no connection): the reason is in the answer.
+    new Pending(req.url, future).wait();
     throw transient(`request to ${req.url}: writing body: ${describe(e)}`);
   }
   drop(stream);

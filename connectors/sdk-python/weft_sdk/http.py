@@ -252,6 +252,10 @@ def start(req: Request) -> Pending:
             for i in range(0, len(data), 4096):
                 stream.blocking_write_and_flush(data[i : i + 4096])
     except Err as e:
+        body.__exit__(None, None, None)
+        # The host closes the body when it refuses or fails the request (an
+        # origin not granted, no connection): the reason is in the answer.
+        Pending(url, future).wait()
         raise Transient(f"request to {url}: writing body: {e.value}") from None
     try:
         _http.OutgoingBody.finish(body, None)

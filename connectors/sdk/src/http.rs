@@ -258,15 +258,24 @@ pub fn start(req: &Request) -> Result<Pending, Error> {
     let body = outgoing.body().map_err(|_| bad("body"))?;
     let future =
         outgoing_handler::handle(outgoing, None).map_err(|e| transport_error(&req.url, e))?;
-    {
+    let written = {
         let stream = body.write().map_err(|_| bad("body stream"))?;
-        if let Some(bytes) = &req.body {
-            for chunk in bytes.chunks(4096) {
-                stream.blocking_write_and_flush(chunk).map_err(|e| {
-                    transient(format!("request to {}: writing body: {e:?}", req.url))
-                })?;
-            }
-        }
+        req.body
+            .as_deref()
+            .unwrap_or_default()
+            .chunks(4096)
+            .try_for_each(|chunk| stream.blocking_write_and_flush(chunk))
+    };
+    if let Err(e) = written {
+        drop(body);
+        // The host closes the body when it refuses or fails the request (an
+        // origin not granted, no connection): the reason is in the answer.
+        let url = req.url.clone();
+        Pending { url, future }.wait()?;
+        return Err(transient(format!(
+            "request to {}: writing body: {e:?}",
+            req.url
+        )));
     }
     OutgoingBody::finish(body, None).map_err(|e| transport_error(&req.url, e))?;
     Ok(Pending {
