@@ -81,6 +81,27 @@ async fn origin_not_granted_is_denied_without_a_request() {
     );
 }
 
+/// The host refuses a request before reading its body and closes it: a
+/// guest writing a long body then fails on the write, and the SDK must
+/// report the refusal (config), not "writing body: closed" (transient).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_request_with_a_long_body_reports_the_refusal() {
+    let granted = TestServer::start(|_, _| Reply::ok("a")).await;
+    let other = TestServer::start(|_, _| Reply::ok("b")).await;
+    let rt = runtime();
+    let c = rt.load_file(artifacts::TEST_SOURCE.as_ref()).await.unwrap();
+    let grant = TenantGrant {
+        config: json!({ "url": other.url("/"), "post_bytes": 1_000_000 }),
+        http: allow(&[&granted.origin()]),
+        ..TenantGrant::new("t")
+    };
+    let mut i = rt.instantiate(&c, &grant).await.unwrap();
+    let page = i.fetch("http-post", None).await.unwrap();
+    let v: Value = serde_json::from_str(&page.records[0].body).unwrap();
+    assert!(error_of(&v).contains("denied by the host"), "{v}");
+    assert!(other.seen().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn origin_the_connector_did_not_declare_is_denied_even_if_granted() {
     let rt = runtime();

@@ -7,7 +7,8 @@
 //! - `loop`, `memory`, `recursion`, `panic`, `huge-batch`, `huge-body`,
 //!   `sleep-in-host`: misbehave so that a limit must stop them.
 //! - `http`: `GET` the config's `url` (following up to 3 redirects itself)
-//!   and return what happened as one record; `http-post` does a `POST`.
+//!   and return what happened as one record; `http-post` does a `POST`
+//!   (of `post_bytes` bytes, if configured).
 //! - `kv`: write, read back and list keys; `kv-big` writes an oversized value.
 //! - `log`: logs through the `log` import and prints to stdout and stderr.
 //! - `ambient`: reports what it can see of env, args, files and sockets.
@@ -232,7 +233,13 @@ impl Source for TestSource {
                     .as_str()
                     .unwrap_or("http://127.0.0.1:1/")
                     .to_owned();
-                http_record(Request::new("POST", &url).json(&json!({ "hello": "world" })))
+                // `post_bytes`: a body that long (the host refuses some
+                // requests while their body is being written).
+                let hello = match c["post_bytes"].as_u64() {
+                    Some(n) => "x".repeat(n as usize),
+                    None => "world".to_owned(),
+                };
+                http_record(Request::new("POST", &url).json(&json!({ "hello": hello })))
             }
             "kv" => {
                 kv::set("user:1", b"dana").map_err(|e| invalid(format!("{e:?}")))?;
