@@ -95,8 +95,12 @@ struct Item {
     outputs: Vec<Record>,
     dead: Option<Dead>,
     /// Whether something of this record may exist at the destination: a
-    /// delete of a record that is surely absent is not sent.
-    maybe_present: bool,
+    /// delete of a record that is surely absent is not sent. Read for a
+    /// source delete at once, for others only if a mapper turns them into
+    /// deletes (`None` until then: most records never need it).
+    maybe_present: Option<bool>,
+    /// Whether this flow delivered a version of the record before.
+    delivered_before: bool,
     /// A mapper asked to retract and dead-letter the record
     /// ([`RETRACT_FIELD`]): the dead letter it becomes once its deletes are
     /// delivered.
@@ -613,7 +617,7 @@ impl Host {
     ) -> Result<(), Stop> {
         let scope = delivery_scope(&self.flow(tenant, flow)?);
         let mut items = self.fresh_items(tenant, flow, &scope, records, run)?;
-        self.deliver(sink, &mut items, retry, run).await?;
+        self.deliver(sink, &scope, &mut items, retry, run).await?;
         let commit = commit_for(tenant, flow, &scope, &items, cursor, run);
         self.state
             .commit_page(tenant, flow, &commit)
@@ -742,12 +746,12 @@ impl Host {
         delivered: Option<i64>,
         run: &mut RunRecord,
     ) -> anyhow::Result<Item> {
-        let maybe_present = match self.state.presence(tenant, scope, &r.key)? {
-            Some(p) => p,
-            // Unknown: delivered by this flow before weft kept presence.
-            None => delivered.is_some(),
+        let maybe_present = if r.op == Operation::Delete {
+            Some(self.maybe_present(tenant, scope, &r.key, delivered.is_some())?)
+        } else {
+            None
         };
-        let outputs = if r.op == Operation::Delete && !maybe_present {
+        let outputs = if maybe_present == Some(false) {
             run.skipped_absent += 1;
             tracing::debug!(key = %r.key, "delete of a record the destination does not have");
             vec![]
@@ -759,8 +763,24 @@ impl Host {
             source: r,
             dead: None,
             maybe_present,
+            delivered_before: delivered.is_some(),
             retract: None,
             retracted: false,
+        })
+    }
+
+    /// Whether something of record `key` may exist at destination `scope`.
+    fn maybe_present(
+        &self,
+        tenant: &str,
+        scope: &str,
+        key: &str,
+        delivered_before: bool,
+    ) -> anyhow::Result<bool> {
+        Ok(match self.state.presence(tenant, scope, key)? {
+            Some(p) => p,
+            // Unknown: delivered by this flow before weft kept presence.
+            None => delivered_before,
         })
     }
 
@@ -801,6 +821,7 @@ impl Host {
     async fn deliver(
         &self,
         p: &mut Sink,
+        scope: &str,
         items: &mut [Item],
         retry: &RetryPolicy,
         run: &mut RunRecord,
@@ -849,7 +870,17 @@ impl Host {
         // Deletes of what the destination surely does not have are not sent
         // (a mapper's filter turning a never-delivered record into a delete).
         for it in items.iter_mut() {
-            if !it.maybe_present && it.outputs.iter().all(|o| o.op == Operation::Delete) {
+            if it.outputs.is_empty() || it.outputs.iter().any(|o| o.op != Operation::Delete) {
+                continue;
+            }
+            let maybe_present = match it.maybe_present {
+                Some(m) => m,
+                None => self
+                    .maybe_present(&p.serving.0, scope, &it.source.key, it.delivered_before)
+                    .map_err(|e| Stop::Failed(format!("reading the state: {e:#}")))?,
+            };
+            it.maybe_present = Some(maybe_present);
+            if !maybe_present {
                 it.outputs.clear();
             }
         }
@@ -928,7 +959,7 @@ impl Host {
         let mut items =
             vec![self.item(&dl.tenant, &scope, dl.record.clone(), delivered, &mut run)?];
         let result = self
-            .deliver(&mut p.sink, &mut items, &flow.retry, &mut run)
+            .deliver(&mut p.sink, &scope, &mut items, &flow.retry, &mut run)
             .await;
         run.ended_ms = Some(now_ms());
         if let Err(stop) = result {
