@@ -7,7 +7,8 @@
 //!
 //! The Acme sandbox runs in a child process (this binary with
 //! `WEFT_BENCH_ROLE=acme`), so that the CPU and memory measured are weft's
-//! alone. The destination accepts everything without a request
+//! alone; so does the compilation of the components into the data
+//! directory's cache (`WEFT_BENCH_ROLE=compile`), as with `weft`. The destination accepts everything without a request
 //! (`test-destination` with `url = "discard:"`): what is measured is reading
 //! Acme, enriching and moving records through the host.
 
@@ -29,9 +30,10 @@ const ACTIVITIES: usize = 50_000;
 fn main() {
     // As the `weft` binary does for one-shot commands (`weft run`).
     weft::limit_malloc_arenas(1);
-    if std::env::var("WEFT_BENCH_ROLE").as_deref() == Ok("acme") {
-        serve_acme();
-        return;
+    match std::env::var("WEFT_BENCH_ROLE").as_deref() {
+        Ok("acme") => return serve_acme(),
+        Ok("compile") => return compile_components(),
+        _ => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -83,6 +85,22 @@ fn serve_acme() {
         })
         .await
         .unwrap();
+    });
+}
+
+/// The child that registers the components in the data directory of
+/// `WEFT_BENCH_CONFIG`, compiling them into its cache, and exits: the
+/// measured process then loads them compiled, as `weft run` does after the
+/// first start (the `weft` binary also compiles in a child process), and
+/// neither the compiler's memory nor its code is in its RSS.
+fn compile_components() {
+    let path = std::env::var("WEFT_BENCH_CONFIG").expect("WEFT_BENCH_CONFIG");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let host = Host::open(weft::config::WeftConfig::load(path.as_ref()).unwrap()).unwrap();
+        for f in [artifacts::ACME_CRM, artifacts::TEST_DESTINATION] {
+            host.registry.add(&host.runtime, f.as_ref()).await.unwrap();
+        }
     });
 }
 
@@ -265,8 +283,15 @@ async fn bench_account(label: &str, rate: Option<(f64, u32)>) {
     std::fs::write(dir.path().join("secrets.toml"), "key = \"acme-demo-key\"\n").unwrap();
     let path = dir.path().join("weft.toml");
     std::fs::write(&path, config(dir.path(), &acme.root, rate)).unwrap();
+    let compiled = Command::new(std::env::current_exe().unwrap())
+        .env("WEFT_BENCH_ROLE", "compile")
+        .env("WEFT_BENCH_CONFIG", &path)
+        .status()
+        .unwrap();
+    assert!(compiled.success(), "compiling the components failed");
     let host = Host::open(weft::config::WeftConfig::load(&path).unwrap()).unwrap();
     for f in [artifacts::ACME_CRM, artifacts::TEST_DESTINATION] {
+        // Registered already, and compiled: loaded from the cache.
         host.registry.add(&host.runtime, f.as_ref()).await.unwrap();
     }
     acme.requests().await;
