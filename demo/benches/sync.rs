@@ -28,8 +28,6 @@ const APPOINTMENTS: usize = 20_000;
 const ACTIVITIES: usize = 50_000;
 
 fn main() {
-    // As the `weft` binary does for one-shot commands (`weft run`).
-    weft::limit_malloc_arenas(1);
     match std::env::var("WEFT_BENCH_ROLE").as_deref() {
         Ok("acme") => return serve_acme(),
         Ok("compile") => return compile_components(),

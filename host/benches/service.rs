@@ -36,8 +36,6 @@ const DELIVERIES: usize = 50_000;
 const CONNECTIONS: usize = 64;
 
 fn main() {
-    // As the `weft` binary does for `weft serve`.
-    weft::limit_malloc_arenas(std::thread::available_parallelism().map_or(2, |n| n.get()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -63,35 +63,3 @@ pub use connector::{
 };
 pub use limits::Limits;
 pub use model::{ConnectorError, ConnectorInfo, Operation, Page, Record, StreamInfo};
-
-/// Caps glibc's malloc at `arenas` arenas, unless `MALLOC_ARENA_MAX` says
-/// otherwise. Call it first thing, before any thread starts (the `weft`
-/// binary does: one arena for one-shot commands, one per core for `weft
-/// serve`).
-///
-/// glibc gives each thread that contends for the allocator an arena of its
-/// own, up to eight per core, and memory freed in one arena is not reused by
-/// another. Measured with `make bench` on 2 cores, two runs each:
-///
-/// - the first sync of issue 10's size peaked at 70-74 MiB of RSS with
-///   glibc's default, 65-70 MiB with 2 arenas and 60-62 MiB with one, at
-///   the same CPU per record;
-/// - under 64 connections of webhooks, ingress was the same with 1, 2 or 16
-///   arenas (17,000-19,000/s), but the processor drained the inbox 3.6 s
-///   after the last delivery with one arena, 2.0 s with two and 0.4-0.8 s
-///   with 16: a service wants its arenas.
-#[allow(unsafe_code)]
-pub fn limit_malloc_arenas(arenas: usize) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        let arenas = i32::try_from(arenas.max(1)).unwrap_or(i32::MAX);
-        // SAFETY: mallopt changes a tunable of glibc's allocator; called
-        // before other threads exist, and M_ARENA_MAX only bounds how many
-        // arenas later threads get.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, arenas);
-        }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = arenas;
-}

@@ -263,13 +263,6 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Before any thread: one arena keeps a one-shot sync's memory small; a
-    // service's concurrent work wants one per core (measurements at
-    // `limit_malloc_arenas`).
-    weft::limit_malloc_arenas(match cli.command {
-        Command::Serve => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        _ => 1,
-    });
     if let Command::Compile {
         input,
         output,
