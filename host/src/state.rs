@@ -682,16 +682,16 @@ impl StateStore for SledState {
                 }
                 for (key, version) in &commit.versions {
                     let k = key3(tenant, flow, key);
-                    // Never move a version backwards.
-                    let newer = match versions.get(&k)? {
-                        Some(old) => <[u8; 8]>::try_from(old.as_ref())
+                    // Never move a version backwards. The insert returns
+                    // what it replaced (a transaction's insert reads it
+                    // anyway): an older version is put back, which costs
+                    // less than reading every key twice.
+                    if let Some(old) = versions.insert(k.as_slice(), &version.to_be_bytes())?
+                        && <[u8; 8]>::try_from(old.as_ref())
                             .map(i64::from_be_bytes)
-                            .map(|old| *version > old)
-                            .unwrap_or(true),
-                        None => true,
-                    };
-                    if newer {
-                        versions.insert(k, &version.to_be_bytes())?;
+                            .is_ok_and(|old| old > *version)
+                    {
+                        versions.insert(k, old)?;
                     }
                 }
                 for (id, d) in &encoded {
