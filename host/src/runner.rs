@@ -875,9 +875,9 @@ impl Host {
             }
             let maybe_present = match it.maybe_present {
                 Some(m) => m,
-                None => self
-                    .maybe_present(&p.serving.0, scope, &it.source.key, it.delivered_before)
-                    .map_err(|e| Stop::Failed(format!("reading the state: {e:#}")))?,
+                None => {
+                    self.maybe_present(&p.serving.0, scope, &it.source.key, it.delivered_before)?
+                }
             };
             it.maybe_present = Some(maybe_present);
             if !maybe_present {

@@ -277,3 +277,20 @@ pub async fn run_manual(h: &weft::runner::Host, flow: &str) -> weft::state::RunR
         .await
         .unwrap()
 }
+
+/// The `weft` binary under test, reading `config`, logging warnings only.
+pub fn weft_cli(config: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weft"));
+    c.arg("--config").arg(config).env("WEFT_LOG", "warn");
+    c
+}
+
+/// Asserts that a command exited successfully, showing its stderr if not.
+#[track_caller]
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -347,12 +347,6 @@ fn example_config_is_valid() {
     WeftConfig::load(&path).unwrap();
 }
 
-fn weft(config: &Path) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weft"));
-    c.arg("--config").arg(config).env("WEFT_LOG", "warn");
-    c
-}
-
 #[test]
 fn cli_reports_config_errors_with_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -362,7 +356,7 @@ fn cli_reports_config_errors_with_file_and_key() {
         "[tenants.acme.flows.sync]\nsource = { connector = \"a@^1\", strem = \"x\" }\ndestination = { connector = \"b\" }\n",
     )
     .unwrap();
-    let out = weft(&path).arg("run").output().unwrap();
+    let out = weft_cli(&path).arg("run").output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -419,15 +413,14 @@ async fn crash_between_emit_and_commit_loses_and_doubles_nothing() {
         artifacts::TEST_MAPPER,
         artifacts::TEST_DESTINATION,
     ] {
-        let out = weft(&path).args(["connectors", "add", f]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = weft_cli(&path)
+            .args(["connectors", "add", f])
+            .output()
+            .unwrap();
+        assert_success(&out);
     }
 
-    let child = weft(&path).arg("run").spawn().unwrap();
+    let child = weft_cli(&path).arg("run").spawn().unwrap();
     *child_pid.lock().unwrap() = Some(child.id());
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
@@ -436,24 +429,20 @@ async fn crash_between_emit_and_commit_loses_and_doubles_nothing() {
     assert!(!out.status.success(), "the process was killed");
     assert!(killed.load(Ordering::SeqCst));
 
-    let state = weft(&path).args(["state", "show"]).output().unwrap();
+    let state = weft_cli(&path).args(["state", "show"]).output().unwrap();
     assert!(
         String::from_utf8_lossy(&state.stdout).contains("cursor: 3"),
         "only page 1 was committed"
     );
     // The killed run does not stay "running" forever: the next start marks
     // it interrupted.
-    let runs = weft(&path).args(["runs", "list"]).output().unwrap();
+    let runs = weft_cli(&path).args(["runs", "list"]).output().unwrap();
     let runs = String::from_utf8_lossy(&runs.stdout);
     assert!(runs.contains("acme/sync: INTERRUPTED"), "{runs}");
     assert!(!runs.contains("running"), "{runs}");
 
-    let out = weft(&path).arg("run").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = weft_cli(&path).arg("run").output().unwrap();
+    assert_success(&out);
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(
         summary.contains("acme/sync: succeeded") && summary.contains("6 fetched"),

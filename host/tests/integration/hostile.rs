@@ -175,11 +175,8 @@ fn inspect_uses_the_configured_deadline() {
         with_blocking_start(&std::fs::read(artifacts::TEST_HOSTILE_START).unwrap()),
     )
     .unwrap();
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weft"));
-    c.arg("--config")
-        .arg(&config)
-        .args(["connectors", "inspect"])
-        .arg(&file);
+    let mut c = weft_cli(&config);
+    c.args(["connectors", "inspect"]).arg(&file);
     let out = run_bounded(c);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -529,9 +526,7 @@ fn weft_with_limits(dir: &std::path::Path, limits: &str) -> std::process::Comman
         format!("data_dir = {:?}\n[limits]\n{limits}\n", dir.join("data")),
     )
     .unwrap();
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weft"));
-    c.arg("--config").arg(config);
-    c
+    weft_cli(&config)
 }
 
 fn run_bounded(mut c: std::process::Command) -> std::process::Output {
@@ -587,11 +582,7 @@ fn compiling_is_bounded_in_memory() {
     let mut c = weft_with_limits(dir.path(), "");
     c.args(["connectors", "inspect", artifacts::ACME_CRM]);
     let out = run_bounded(c);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 }
 
 #[test]

@@ -542,11 +542,7 @@ fn inspect_prints_describe_as_json() {
         .args(["connectors", "inspect", artifacts::TEST_DESTINATION])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["world"], "destination");
     assert_eq!(v["contract"], "weft:connector@0.1.0");
@@ -568,11 +564,7 @@ fn inspect_fills_the_compile_cache_that_add_uses() {
         .args(["connectors", "inspect", artifacts::TEST_MAPPER])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let digest = serde_json::from_slice::<Value>(&out.stdout).unwrap()["digest"]
         .as_str()
         .unwrap()
@@ -603,11 +595,7 @@ fn inspect_fills_the_compile_cache_that_add_uses() {
         .args(["connectors", "add", artifacts::TEST_MAPPER])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(
         cached(),
         before,

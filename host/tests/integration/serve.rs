@@ -20,11 +20,8 @@ const SECRET: &str = "whsec_dGVzdC13ZWJob29rLXNlY3JldC10ZXN0LXdlYmhvb2stc2VjcmV0
 const OPERATOR: &str = "op-token-for-serve-tests";
 
 fn weft(config: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_weft"));
-    c.arg("--config")
-        .arg(config)
-        .env("WEFT_LOG", "warn")
-        .env("WEFT_ADMIN_TOKEN", OPERATOR)
+    let mut c = weft_cli(config);
+    c.env("WEFT_ADMIN_TOKEN", OPERATOR)
         .env_remove("WEFT_SERVER");
     c
 }
@@ -100,11 +97,7 @@ fn add(path: &Path, file: &str) {
         .args(["connectors", "add", file])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 }
 
 async fn request(
@@ -392,11 +385,7 @@ async fn a_version_uploaded_to_the_running_service_is_used_next_and_a_pin_rolls_
         .env("WEFT_TOKEN", OPERATOR)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let r = run_now(port).await;
     assert_eq!(r["connectors"][1], "test-mapper@0.5.0", "{r}");
     let (_, list) = api(port, "GET", "/v1/connectors", None).await;
@@ -431,11 +420,7 @@ async fn a_version_uploaded_to_the_running_service_is_used_next_and_a_pin_rolls_
         .args(["run", "--tenant", "acme", "--flow", "sync"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let out = weft(&path)
         .args(["runs", "list", "--tenant", "acme"])
         .output()
