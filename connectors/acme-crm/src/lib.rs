@@ -30,7 +30,11 @@ weft_sdk::connector_bindings!("source-connector");
 use acme_common::{instant, newest, version_of};
 use exports::weft::connector::metadata::Guest as Metadata;
 use exports::weft::connector::source::{Guest as Source, Page, Webhook};
+mod obj;
+
+use obj::{Bad, Listing, Obj, Owner};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -149,11 +153,16 @@ impl Client {
             .send()
     }
 
-    /// GET and parse JSON, mapping HTTP errors to weft's classes. A body
-    /// that is not JSON is asked for again (a cut-short answer is usually a
-    /// one-off), `attempts` times in all, then reported as transient with
-    /// what was wrong.
-    fn get_json(&self, path_and_query: &str, attempts: u32) -> Result<Value, Error> {
+    /// GET and read the answer with `parse`, mapping HTTP errors to weft's
+    /// classes. A body that is not JSON is asked for again (a cut-short
+    /// answer is usually a one-off), `attempts` times in all, then reported
+    /// as transient with what was wrong.
+    fn get_parsed<T>(
+        &self,
+        path_and_query: &str,
+        attempts: u32,
+        parse: impl Fn(&[u8]) -> Result<T, Bad>,
+    ) -> Result<T, Error> {
         let what = format!(
             "GET {}",
             path_and_query.split('?').next().unwrap_or(path_and_query)
@@ -162,8 +171,8 @@ impl Client {
         loop {
             attempt += 1;
             let resp = self.get(path_and_query)?.error_for_status(&what)?;
-            match parse_body(&resp, &what) {
-                Err(e) if attempt < attempts => {
+            match parse(&resp.body) {
+                Err(Bad::Json(e)) if attempt < attempts => {
                     let e = format!("{e:?}");
                     weft_sdk::log_line(
                         log::Level::Warn,
@@ -171,18 +180,22 @@ impl Client {
                         &[("request", &what), ("error", &e)],
                     );
                 }
-                other => return other,
+                other => return other.map_err(|e| unreadable(e, &what)),
             }
         }
     }
 }
 
-fn parse_body(resp: &Response, what: &str) -> Result<Value, Error> {
-    serde_json::from_slice(&resp.body).map_err(|e| {
-        Error::Transient(TransientError {
-            message: format!("malformed JSON in the answer to {what}: {e}"),
-            retry_after_ms: None,
-        })
+/// The error for an answer to `what` that could not be read: both kinds
+/// are transient (Acme may answer properly next time).
+fn unreadable(e: Bad, what: &str) -> Error {
+    let message = match e {
+        Bad::Json(e) => format!("malformed JSON in the answer to {what}: {e}"),
+        Bad::Shape(s) => format!("unexpected answer to {what}: {s}"),
+    };
+    Error::Transient(TransientError {
+        message,
+        retry_after_ms: None,
     })
 }
 
@@ -192,13 +205,29 @@ fn error_code(resp: &Response) -> Option<String> {
         .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
 }
 
+/// Reads a GET's answer with `parse`; a body that is not JSON is asked for
+/// again (through [`Client::get_parsed`]), a wrong shape is an error.
+fn read_or_ask_again<T>(
+    client: &Client,
+    resp: &Response,
+    query: &str,
+    what: &str,
+    parse: impl Fn(&[u8]) -> Result<T, Bad> + Copy,
+) -> Result<T, Error> {
+    match parse(&resp.body) {
+        Ok(t) => Ok(t),
+        Err(Bad::Json(_)) => client.get_parsed(query, MALFORMED_ATTEMPTS - 1, parse),
+        Err(e) => Err(unreadable(e, what)),
+    }
+}
+
 /// One page of a listing, restarting from `since` when Acme's cursor expired.
 fn list_page(
     client: &Client,
     path: &str,
     cursor: &Cursor,
     limit: u32,
-) -> Result<(Vec<Value>, Cursor, bool), Error> {
+) -> Result<(Vec<Obj>, Cursor, bool), Error> {
     let fresh = |c: &Cursor| {
         let mut q = format!("{path}?limit={limit}");
         if c.touchpoints_only {
@@ -228,37 +257,32 @@ fn list_page(
         query = fresh(cursor);
         resp = client.get(&query)?;
     }
-    let resp = resp.error_for_status(&format!("GET {path}"))?;
-    let body = match parse_body(&resp, &format!("GET {path}")) {
-        Ok(b) => b,
-        // Ask again (through the retrying helper) when the answer was cut short.
-        Err(_) => client.get_json(&query, MALFORMED_ATTEMPTS - 1)?,
+    let what = format!("GET {path}");
+    let resp = resp.error_for_status(&what)?;
+    let listing = read_or_ask_again(client, &resp, &query, &what, Listing::parse)?;
+    let mut since = match &cursor.since {
+        Some(s) => Some((instant(s).map_err(invalid)?, s.clone())),
+        None => None,
     };
-    let data = body["data"]
-        .as_array()
-        .cloned()
-        .ok_or_else(|| transient_shape(path, "no `data` list"))?;
-    let mut since = cursor.since.clone();
-    for item in &data {
-        let u = item["updated_at"]
-            .as_str()
+    for item in &listing.items {
+        let u = item
+            .f
+            .updated_at
+            .as_deref()
             .ok_or_else(|| transient_shape(path, "a record without `updated_at`"))?;
-        let newer = match &since {
-            Some(s) => instant(u).map_err(invalid)? > instant(s).map_err(invalid)?,
-            None => true,
-        };
-        if newer {
-            since = Some(u.to_owned());
+        let t = instant(u).map_err(invalid)?;
+        if since.as_ref().is_none_or(|(s, _)| t > *s) {
+            since = Some((t, u.to_owned()));
         }
     }
-    let acme = body["next_cursor"].as_str().map(str::to_owned);
+    let acme = listing.next_cursor;
     let more = acme.is_some();
     // A filtered listing stays filtered until it ends; the next one lists all.
     let touchpoints_only = cursor.touchpoints_only && more;
     Ok((
-        data,
+        listing.items,
         Cursor {
-            since,
+            since: since.map(|(_, s)| s),
             acme,
             touchpoints_only,
         },
@@ -274,29 +298,29 @@ fn transient_shape(path: &str, what: &str) -> Error {
 }
 
 /// Acme's users by ID.
-type Users = HashMap<String, Value>;
+type Users = HashMap<String, Obj>;
 
-/// An appointment record's body, serialized from borrowed parts (no copy
-/// of the contact per record).
+/// An appointment record's body, serialized from borrowed parts: Acme's
+/// JSON of the appointment and its contact as Acme sent it.
 #[derive(Serialize)]
 struct AppointmentBody<'a> {
-    appointment: &'a Value,
-    contact: Option<&'a Value>,
-    owner: &'a Value,
+    appointment: &'a RawValue,
+    contact: Option<&'a RawValue>,
+    owner: Owner<'a>,
 }
 
 /// An activity record's body, like [`AppointmentBody`].
 #[derive(Serialize)]
 struct ActivityBody<'a> {
-    activity: &'a Value,
-    contact: Option<&'a Value>,
-    owner: &'a Value,
+    activity: &'a RawValue,
+    contact: Option<&'a RawValue>,
+    owner: Owner<'a>,
 }
 
 thread_local! {
     /// Contacts known in this instance (one run): `None` for an ID Acme
     /// does not list or lists as deleted. A run reads each contact once.
-    static CONTACTS: RefCell<HashMap<String, Option<Rc<Value>>>> = RefCell::new(HashMap::new());
+    static CONTACTS: RefCell<HashMap<String, Option<Rc<Obj>>>> = RefCell::new(HashMap::new());
     /// Whether this run listed every contact already.
     static ALL_CONTACTS_LISTED: Cell<bool> = const { Cell::new(false) };
     /// Acme's users, read once per run (an email may change in Acme).
@@ -311,7 +335,7 @@ const MAX_CACHED_CONTACTS: usize = 50_000;
 /// that, contacts are looked up by ID as pages need them.
 const MAX_LISTED_CONTACTS: usize = 20_000;
 
-fn remember_contact(id: &str, contact: Option<Rc<Value>>) {
+fn remember_contact(id: &str, contact: Option<Rc<Obj>>) {
     CONTACTS.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= MAX_CACHED_CONTACTS {
@@ -341,18 +365,17 @@ fn list_all_contacts(client: &Client) -> Result<(), Error> {
             // Lookups by ID will fill in what this listing did not.
             break;
         }
-        let body = match parse_body(&resp.error_for_status("GET /contacts")?, "GET /contacts") {
-            Ok(b) => b,
-            Err(_) => client.get_json(&q, MALFORMED_ATTEMPTS - 1)?,
-        };
-        for c in body["data"].as_array().into_iter().flatten() {
-            if let Some(id) = c["id"].as_str() {
-                let live = c["deleted_at"].is_null().then(|| Rc::new(c.clone()));
-                remember_contact(id, live);
+        let what = "GET /contacts";
+        let resp = resp.error_for_status(what)?;
+        let listing = read_or_ask_again(client, &resp, &q, what, Listing::parse)?;
+        for c in listing.items {
+            if let Some(id) = c.f.id.clone() {
+                let live = (!c.deleted()).then(|| Rc::new(c));
+                remember_contact(&id, live);
                 seen += 1;
             }
         }
-        cursor = body["next_cursor"].as_str().map(str::to_owned);
+        cursor = listing.next_cursor;
         if cursor.is_none() {
             ALL_CONTACTS_LISTED.with(|l| l.set(true));
             break;
@@ -371,7 +394,7 @@ fn list_all_contacts(client: &Client) -> Result<(), Error> {
 fn contacts_by_id(
     client: &Client,
     ids: &BTreeSet<String>,
-) -> Result<HashMap<String, Rc<Value>>, Error> {
+) -> Result<HashMap<String, Rc<Obj>>, Error> {
     let mut out = HashMap::new();
     let mut missing = Vec::new();
     CONTACTS.with(|c| {
@@ -396,21 +419,19 @@ fn contacts_by_id(
     }
     for chunk in missing.chunks(50) {
         let list: Vec<String> = chunk.iter().map(|i| enc(i)).collect();
-        let body = client.get_json(
+        let listing = client.get_parsed(
             &format!("/contacts?ids={}", list.join(",")),
             MALFORMED_ATTEMPTS,
+            Listing::parse,
         )?;
         let mut found = HashMap::new();
-        for c in body["data"].as_array().into_iter().flatten() {
-            if let Some(id) = c["id"].as_str() {
-                found.insert(id.to_owned(), c.clone());
+        for c in listing.items {
+            if let Some(id) = c.f.id.clone() {
+                found.insert(id, c);
             }
         }
         for id in chunk {
-            let live = found
-                .remove(id)
-                .filter(|c| c["deleted_at"].is_null())
-                .map(Rc::new);
+            let live = found.remove(id).filter(|c| !c.deleted()).map(Rc::new);
             if let Some(c) = &live {
                 out.insert(id.clone(), c.clone());
             }
@@ -429,47 +450,44 @@ fn users(client: &Client, needed: &BTreeSet<String>) -> Result<Rc<Users>, Error>
     if let Some(u) = USERS.with(|u| u.borrow().clone()) {
         return Ok(u);
     }
-    let body = client.get_json("/users", MALFORMED_ATTEMPTS)?;
-    let fresh: Rc<Users> = body["data"]
-        .as_array()
+    let listing = client.get_parsed("/users", MALFORMED_ATTEMPTS, Listing::parse)?;
+    let fresh: Rc<Users> = listing
+        .items
         .into_iter()
-        .flatten()
-        .filter_map(|u| Some((u["id"].as_str()?.to_owned(), u.clone())))
+        .filter_map(|u| Some((u.f.id.clone()?, u)))
         .collect::<Users>()
         .into();
     USERS.with(|u| *u.borrow_mut() = Some(fresh.clone()));
     Ok(fresh)
 }
 
-fn owner_of(users: &Users, id: &str) -> Value {
-    match users.get(id) {
-        Some(u) => json!({ "id": id, "email": u["email"], "name": u["name"] }),
-        None => json!({ "id": id, "email": null, "name": null }),
+fn owner_of<'a>(users: &'a Users, id: &'a str) -> Owner<'a> {
+    let user = users.get(id);
+    Owner {
+        email: user.and_then(|u| u.f.email.as_deref()),
+        id,
+        name: user.and_then(|u| u.f.name.as_deref()),
     }
 }
 
-fn str_field<'a>(v: &'a Value, field: &str, what: &str) -> Result<&'a str, Error> {
-    v[field].as_str().ok_or_else(|| {
-        invalid(format!(
-            "{what} has no string `{field}`: {}",
-            truncate(&v.to_string())
-        ))
-    })
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(200).collect()
+/// The string field `value` (named `field`) of `o`, or an `invalid` error.
+fn required<'a>(
+    o: &Obj,
+    value: &'a Option<String>,
+    field: &str,
+    what: &str,
+) -> Result<&'a str, Error> {
+    value
+        .as_deref()
+        .ok_or_else(|| invalid(format!("{what} has no string `{field}`: {}", o.excerpt())))
 }
 
 /// Remembers which appointments reference each contact.
-fn index_appointments(apts: &[Value]) {
-    let mut by_contact: BTreeMap<String, Vec<String>> = BTreeMap::new();
+fn index_appointments(apts: &[Obj]) {
+    let mut by_contact: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for a in apts {
-        if let (Some(c), Some(id)) = (a["contact_id"].as_str(), a["id"].as_str()) {
-            by_contact
-                .entry(c.to_owned())
-                .or_default()
-                .push(id.to_owned());
+        if let (Some(c), Some(id)) = (a.f.contact_id.as_deref(), a.f.id.as_deref()) {
+            by_contact.entry(c).or_default().push(id);
         }
     }
     for (contact, ids) in by_contact {
@@ -480,7 +498,7 @@ fn index_appointments(apts: &[Value]) {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         let before = known.len();
-        known.extend(ids);
+        known.extend(ids.into_iter().map(str::to_owned));
         if known.len() != before
             && let Ok(bytes) = serde_json::to_vec(&known)
             && let Err(e) = kv::set(&key, &bytes)
@@ -488,7 +506,7 @@ fn index_appointments(apts: &[Value]) {
             weft_sdk::log_line(
                 log::Level::Warn,
                 "could not index appointments",
-                &[("contact", &contact), ("error", &format!("{e:?}"))],
+                &[("contact", contact), ("error", &format!("{e:?}"))],
             );
         }
     }
@@ -498,44 +516,46 @@ fn index_appointments(apts: &[Value]) {
 /// the newest of the appointment and the contact.
 fn appointment_records(
     client: &Client,
-    apts: Vec<Value>,
-    known_contact: Option<&Value>,
+    apts: Vec<Obj>,
+    known_contact: Option<&Obj>,
 ) -> Result<Vec<Record>, Error> {
     index_appointments(&apts);
+    let known_id = known_contact.and_then(|c| c.f.id.as_deref());
     let contact_ids: BTreeSet<String> = apts
         .iter()
-        .filter_map(|a| a["contact_id"].as_str().map(str::to_owned))
-        .filter(|id| known_contact.is_none_or(|c| c["id"].as_str() != Some(id)))
+        .filter_map(|a| a.f.contact_id.as_deref())
+        .filter(|id| known_contact.is_none() || known_id != Some(id))
+        .map(str::to_owned)
         .collect();
     let mut contacts = contacts_by_id(client, &contact_ids)?;
     if let Some(c) = known_contact
-        && let Some(id) = c["id"].as_str()
+        && let Some(id) = known_id
     {
         contacts.insert(id.to_owned(), Rc::new(c.clone()));
     }
-    let owners: BTreeSet<String> = apts
-        .iter()
-        .filter_map(|a| a["owner_id"].as_str().map(str::to_owned))
-        .collect();
+    let owners: BTreeSet<String> = apts.iter().filter_map(|a| a.f.owner_id.clone()).collect();
     let users = users(client, &owners)?;
-    apts.into_iter()
+    apts.iter()
         .map(|a| {
-            let id = str_field(&a, "id", "an appointment")?.to_owned();
-            let updated = str_field(&a, "updated_at", &format!("appointment {id}"))?.to_owned();
-            let contact = a["contact_id"].as_str().and_then(|c| contacts.get(c));
+            let id = required(a, &a.f.id, "id", "an appointment")?;
+            let updated = required(
+                a,
+                &a.f.updated_at,
+                "updated_at",
+                &format!("appointment {id}"),
+            )?;
+            let contact = a.f.contact_id.as_deref().and_then(|c| contacts.get(c));
             let version = newest(&[
-                Some(&updated),
-                contact.as_ref().and_then(|c| c["updated_at"].as_str()),
+                Some(updated),
+                contact.and_then(|c| c.f.updated_at.as_deref()),
             ])
             .map_err(|e| invalid(format!("appointment {id}: {e}")))?;
-            let owner = owner_of(&users, a["owner_id"].as_str().unwrap_or(""));
-            let deleted = !a["deleted_at"].is_null();
             let body = AppointmentBody {
-                appointment: &a,
-                contact: contact.map(|c| &**c),
-                owner: &owner,
+                appointment: a.raw(),
+                contact: contact.map(|c| c.raw()),
+                owner: owner_of(&users, a.f.owner_id.as_deref().unwrap_or("")),
             };
-            Ok(if deleted {
+            Ok(if a.deleted() {
                 Record::delete(id, "appointment", version, &body)
             } else {
                 Record::upsert(id, "appointment", version, &body)
@@ -547,40 +567,40 @@ fn appointment_records(
 /// Whether an activity is a touch-point (an email or a call). Others are
 /// still emitted, unenriched: one that used to be an email or a call must
 /// leave the dashboard.
-fn is_touchpoint(a: &Value) -> bool {
-    matches!(a["type"].as_str(), Some("email") | Some("call"))
+fn is_touchpoint(a: &Obj) -> bool {
+    matches!(a.f.kind.as_deref(), Some("email") | Some("call"))
 }
 
-fn activity_records(client: &Client, acts: Vec<Value>) -> Result<Vec<Record>, Error> {
+fn activity_records(client: &Client, acts: Vec<Obj>) -> Result<Vec<Record>, Error> {
     let contact_ids: BTreeSet<String> = acts
         .iter()
-        .filter(|a| is_touchpoint(a) && a["deleted_at"].is_null())
-        .filter_map(|a| a["contact_id"].as_str().map(str::to_owned))
+        .filter(|a| is_touchpoint(a) && !a.deleted())
+        .filter_map(|a| a.f.contact_id.clone())
         .collect();
     let contacts = contacts_by_id(client, &contact_ids)?;
     let owners: BTreeSet<String> = acts
         .iter()
         .filter(|a| is_touchpoint(a))
-        .filter_map(|a| a["owner_id"].as_str().map(str::to_owned))
+        .filter_map(|a| a.f.owner_id.clone())
         .collect();
     let users = users(client, &owners)?;
-    acts.into_iter()
+    acts.iter()
         .map(|a| {
-            let id = str_field(&a, "id", "an activity")?.to_owned();
-            let version = version_of(str_field(&a, "updated_at", &format!("activity {id}"))?)
-                .map_err(|e| invalid(format!("activity {id}: {e}")))?;
-            let contact = a["contact_id"]
-                .as_str()
-                .filter(|_| is_touchpoint(&a))
-                .and_then(|c| contacts.get(c));
-            let owner = owner_of(&users, a["owner_id"].as_str().unwrap_or(""));
-            let deleted = !a["deleted_at"].is_null();
+            let id = required(a, &a.f.id, "id", "an activity")?;
+            let updated = required(a, &a.f.updated_at, "updated_at", &format!("activity {id}"))?;
+            let version =
+                version_of(updated).map_err(|e| invalid(format!("activity {id}: {e}")))?;
+            let contact =
+                a.f.contact_id
+                    .as_deref()
+                    .filter(|_| is_touchpoint(a))
+                    .and_then(|c| contacts.get(c));
             let body = ActivityBody {
-                activity: &a,
-                contact: contact.map(|c| &**c),
-                owner: &owner,
+                activity: a.raw(),
+                contact: contact.map(|c| c.raw()),
+                owner: owner_of(&users, a.f.owner_id.as_deref().unwrap_or("")),
             };
-            Ok(if deleted {
+            Ok(if a.deleted() {
                 Record::delete(id, "activity", version, &body)
             } else {
                 Record::upsert(id, "activity", version, &body)
@@ -605,38 +625,48 @@ fn indexed_appointments(cid: &str) -> Vec<String> {
 /// before the deletion still arrives). Appointments changed after the
 /// deletion are left to the `appointments` stream, which dead-letters them
 /// (their contact no longer exists).
-fn contact_changed(client: &Client, contact: &Value) -> Result<Vec<Record>, Error> {
-    let cid = str_field(contact, "id", "a contact")?;
-    let deleted_at = match contact["deleted_at"].as_str() {
+fn contact_changed(client: &Client, contact: &Obj) -> Result<Vec<Record>, Error> {
+    let cid = required(contact, &contact.f.id, "id", "a contact")?;
+    let deleted_at = match contact.f.deleted_at.as_ref().and_then(Value::as_str) {
         Some(d) => Some(instant(d).map_err(|e| invalid(format!("contact {cid}: {e}")))?),
         None => None,
     };
     let ids = indexed_appointments(cid);
     let mut apts = Vec::new();
     for id in ids {
-        let resp = client.get(&format!("/appointments/{}", enc(&id)))?;
+        let query = format!("/appointments/{}", enc(&id));
+        let resp = client.get(&query)?;
         if resp.status == 404 {
             continue;
         }
         let what = format!("GET /appointments/{id}");
         let resp = resp.error_for_status(&what)?;
-        let a = match parse_body(&resp, &what) {
-            Ok(a) => a,
-            Err(_) => client.get_json(
-                &format!("/appointments/{}", enc(&id)),
-                MALFORMED_ATTEMPTS - 1,
-            )?,
-        };
+        let a = read_or_ask_again(client, &resp, &query, &what, Obj::parse)?;
         // The index may be stale: keep only appointments still pointing here.
-        let before_deletion = match (deleted_at, a["updated_at"].as_str()) {
+        let before_deletion = match (deleted_at, a.f.updated_at.as_deref()) {
             (Some(d), Some(u)) => instant(u).is_ok_and(|u| u <= d),
             _ => true,
         };
-        if a["contact_id"].as_str() == Some(cid) && before_deletion {
+        if a.f.contact_id.as_deref() == Some(cid) && before_deletion {
             apts.push(a);
         }
     }
     appointment_records(client, apts, Some(contact))
+}
+
+/// A webhook event: `{"type": ..., "data": {"object": {...}}}`.
+#[derive(serde::Deserialize)]
+struct Event {
+    #[serde(default, rename = "type")]
+    kind: Option<Value>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+}
+
+#[derive(serde::Deserialize)]
+struct EventData {
+    #[serde(default)]
+    object: Option<Box<RawValue>>,
 }
 
 impl Metadata for AcmeCrm {
@@ -725,14 +755,15 @@ impl Source for AcmeCrm {
                 let mut reads = 0usize;
                 let budget = cfg.reads_per_call.max(1) as usize;
                 for (i, c) in items.iter().enumerate() {
-                    let n = c["id"]
-                        .as_str()
-                        .map_or(0, |id| indexed_appointments(id).len());
+                    let n =
+                        c.f.id
+                            .as_deref()
+                            .map_or(0, |id| indexed_appointments(id).len());
                     if i > 0 && reads + n > budget {
                         // Out of reads for this call: the next one lists
                         // again from this contact (`updated_since` is
                         // inclusive), unless that would not move forward.
-                        let resume = str_field(c, "updated_at", "a contact")?;
+                        let resume = required(c, &c.f.updated_at, "updated_at", "a contact")?;
                         let forward = match &cursor.since {
                             Some(s) => {
                                 instant(resume).map_err(invalid)? > instant(s).map_err(invalid)?
@@ -759,13 +790,23 @@ impl Source for AcmeCrm {
     fn on_webhook(delivery: Webhook) -> Result<Vec<Record>, Error> {
         let cfg: Config = tenant_config()?;
         let client = Client::new(&cfg);
-        let event: Value = serde_json::from_slice(&delivery.body)
+        let event: Event = serde_json::from_slice(&delivery.body)
             .map_err(|e| invalid(format!("webhook body is not JSON: {e}")))?;
-        let kind = str_field(&event, "type", "the webhook event")?;
-        let object = event["data"]["object"].clone();
-        if !object.is_object() {
-            return Err(invalid(format!("webhook event {kind} has no data.object")));
-        }
+        let Some(kind) = event.kind.as_ref().and_then(Value::as_str) else {
+            return Err(invalid(format!(
+                "the webhook event has no string `type`: {}",
+                obj::truncate(&String::from_utf8_lossy(&delivery.body))
+            )));
+        };
+        let object = event
+            .data
+            .filter(|d| d.get().starts_with('{'))
+            .and_then(|d| serde_json::from_str::<EventData>(d.get()).ok())
+            .and_then(|d| d.object)
+            .filter(|o| o.get().starts_with('{'))
+            .ok_or_else(|| invalid(format!("webhook event {kind} has no data.object")))?;
+        let object =
+            Obj::from_raw(object).map_err(|e| invalid(format!("webhook event {kind}: {e:?}")))?;
         match kind.split('.').next() {
             Some("appointment") => appointment_records(&client, vec![object], None),
             Some("activity") => activity_records(&client, vec![object]),
