@@ -616,9 +616,15 @@ impl Host {
         run: &mut RunRecord,
     ) -> Result<(), Stop> {
         let scope = delivery_scope(&self.flow(tenant, flow)?);
+        // Before the versions are read: the commit writes them without
+        // reading them again if no other commit of the flow came between.
+        let read_at = self.state.commit_stamp(tenant, flow)?;
         let mut items = self.fresh_items(tenant, flow, &scope, records, run)?;
         self.deliver(sink, &scope, &mut items, retry, run).await?;
-        let commit = commit_for(tenant, flow, &scope, &items, cursor, run);
+        let commit = PageCommit {
+            read_at: Some(read_at),
+            ..commit_for(tenant, flow, &scope, &items, cursor, run)
+        };
         self.state
             .commit_page(tenant, flow, &commit)
             .map_err(|e| Stop::Failed(format!("committing the page: {e:#}")))?;

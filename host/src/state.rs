@@ -6,8 +6,9 @@
 //! without touching it. [`SledState`] is the embedded backend.
 //!
 //! [`StateStore::commit_page`] is the heart of exactly-once-in-effect
-//! delivery: the cursor, the versions delivered and the page's dead letters
-//! are written in one transaction and flushed to disk before it returns.
+//! delivery: the page's dead letters, where its records now are, the
+//! versions delivered and, last, the cursor are written and flushed to disk
+//! before it returns.
 
 use crate::kvstore::{KvStore, SledKv};
 use crate::model::{ConnectorError, Record};
@@ -85,6 +86,11 @@ pub struct PageCommit {
     /// now exists at the destination (an upsert reached it: `true`; only
     /// deletes did: `false`). See [`StateStore::presence`].
     pub presence: Vec<(String, String, bool)>,
+    /// The flow's [`StateStore::commit_stamp`] read before the page's
+    /// delivered versions were: if no commit of the flow came in between,
+    /// the versions (each newer than the one read) are written without
+    /// being read again. `None`: each is compared with what is stored.
+    pub read_at: Option<u64>,
 }
 
 /// One webhook delivery accepted by `weft serve`, kept in the durable inbox
@@ -314,7 +320,14 @@ pub trait StateStore: Send + Sync + 'static {
     /// The last version delivered (or dead-lettered) of `key`.
     fn delivered_version(&self, tenant: &str, flow: &str, key: &str)
     -> anyhow::Result<Option<i64>>;
-    /// Writes one page's outcome in one transaction and flushes it.
+    /// A stamp of (tenant, flow)'s page commits, for
+    /// [`PageCommit::read_at`]: read it before the delivered versions of a
+    /// page.
+    fn commit_stamp(&self, tenant: &str, flow: &str) -> anyhow::Result<u64>;
+    /// Writes one page's outcome and flushes it. A version never moves
+    /// backwards. The cursor is written last: a crash part-way leaves the
+    /// cursor where it was, and the page is read again (what was written of
+    /// it only makes the repeat skip records as delivered).
     fn commit_page(&self, tenant: &str, flow: &str, commit: &PageCommit) -> anyhow::Result<()>;
     /// Dead letters, optionally filtered, oldest first.
     fn dead_letters(
@@ -409,6 +422,10 @@ pub struct SledState {
     /// deliveries are durable (an ID known before its delivery is would
     /// answer a retry of a delivery that a crash lost "already accepted").
     unsynced_ids: std::sync::Mutex<PendingIds>,
+    /// Per (tenant, flow) (`key2`): the page commits since the process
+    /// started ([`StateStore::commit_stamp`]). Its lock serializes commits.
+    /// In memory: one counter per flow committed since the start.
+    commits: std::sync::Mutex<std::collections::HashMap<Vec<u8>, u64>>,
     /// The temporary directory of [`SledState::temporary`]'s inbox.
     _temp: Option<tempfile::TempDir>,
 }
@@ -503,6 +520,7 @@ impl SledState {
             db,
             inbox_log,
             unsynced_ids: Default::default(),
+            commits: Default::default(),
             _temp: temp,
         };
         state.migrate_inbox()?;
@@ -655,11 +673,28 @@ impl StateStore for SledState {
             .map(i64::from_be_bytes))
     }
 
+    fn commit_stamp(&self, tenant: &str, flow: &str) -> anyhow::Result<u64> {
+        let commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(commits.get(&key2(tenant, flow)).copied().unwrap_or(0))
+    }
+
+    /// Plain inserts, no transaction: a sled transaction reads every key it
+    /// writes and writes its own log buffer, which made commits a fifth of a
+    /// sync's CPU (issue 10). Each write here is a fact that holds on its
+    /// own (a dead letter, where a record is, a version delivered), and the
+    /// cursor comes last: sled recovers a prefix of its log, so after a
+    /// crash the cursor has moved only if everything before it was written.
+    /// The dead letters of the page are one atomic batch (their attempts
+    /// are counted from what is stored). Commits are serialized by the lock
+    /// of `commits`, so the versions read before a page was delivered are
+    /// still the stored ones when its stamp has not moved.
     fn commit_page(&self, tenant: &str, flow: &str, commit: &PageCommit) -> anyhow::Result<()> {
-        use sled::Transactional;
-        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+        let stamp = commits.entry(key2(tenant, flow)).or_insert(0);
+        let unchanged = commit.read_at == Some(*stamp);
+        *stamp += 1;
         // Most records settle no dead letter: only those that exist are
-        // removed in the transaction.
+        // removed.
         let resolved: Vec<&String> = if self.dead.is_empty() {
             vec![]
         } else {
@@ -669,54 +704,43 @@ impl StateStore for SledState {
                 .filter(|id| self.dead.contains_key(id.as_bytes()).unwrap_or(true))
                 .collect()
         };
-        let encoded: Vec<(Vec<u8>, DeadLetter)> = commit
-            .dead_letters
-            .iter()
-            .map(|d| (d.id.as_bytes().to_vec(), d.clone()))
-            .collect();
-        let result = (&self.cursors, &self.versions, &self.dead, &self.presence).transaction(
-            |(cursors, versions, dead, presence)| {
-                let abort = |e: anyhow::Error| ConflictableTransactionError::Abort(e);
-                if let Some(c) = &commit.cursor {
-                    cursors.insert(key2(tenant, flow), c.as_bytes())?;
+        if !commit.dead_letters.is_empty() || !resolved.is_empty() {
+            let mut batch = sled::Batch::default();
+            for d in &commit.dead_letters {
+                let mut d = d.clone();
+                if let Some(old) = self.dead.get(d.id.as_bytes())? {
+                    let old: DeadLetter = unjson(&old)?;
+                    d.attempts = old.attempts + d.attempts.max(1);
+                    d.first_seen_ms = old.first_seen_ms;
                 }
-                for (key, version) in &commit.versions {
-                    let k = key3(tenant, flow, key);
-                    // Never move a version backwards. The insert returns
-                    // what it replaced (a transaction's insert reads it
-                    // anyway): an older version is put back, which costs
-                    // less than reading every key twice.
-                    if let Some(old) = versions.insert(k.as_slice(), &version.to_be_bytes())?
-                        && <[u8; 8]>::try_from(old.as_ref())
-                            .map(i64::from_be_bytes)
-                            .is_ok_and(|old| old > *version)
-                    {
-                        versions.insert(k, old)?;
-                    }
-                }
-                for (id, d) in &encoded {
-                    let mut d = d.clone();
-                    if let Some(old) = dead.get(id)? {
-                        let old: DeadLetter = unjson(&old).map_err(abort)?;
-                        d.attempts = old.attempts + d.attempts.max(1);
-                        d.first_seen_ms = old.first_seen_ms;
-                    }
-                    dead.insert(id.as_slice(), json(&d).map_err(abort)?)?;
-                }
-                for id in &resolved {
-                    dead.remove(id.as_bytes())?;
-                }
-                for (scope, key, present) in &commit.presence {
-                    presence.insert(key3(tenant, scope, key), &[u8::from(*present)])?;
-                }
-                Ok(())
-            },
-        );
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(e).context("committing a page"),
+                batch.insert(d.id.as_bytes(), json(&d)?);
+            }
+            for id in resolved {
+                batch.remove(id.as_bytes());
+            }
+            self.dead.apply_batch(batch)?;
         }
+        for (scope, key, present) in &commit.presence {
+            self.presence
+                .insert(key3(tenant, scope, key), &[u8::from(*present)])?;
+        }
+        for (key, version) in &commit.versions {
+            let k = key3(tenant, flow, key);
+            let newer = unchanged
+                || self
+                    .versions
+                    .get(&k)?
+                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                    .map(i64::from_be_bytes)
+                    .is_none_or(|old| old < *version);
+            if newer {
+                self.versions.insert(k, &version.to_be_bytes())?;
+            }
+        }
+        if let Some(c) = &commit.cursor {
+            self.cursors.insert(key2(tenant, flow), c.as_bytes())?;
+        }
+        drop(commits);
         self.flush_db()
     }
 
@@ -966,6 +990,7 @@ mod tests {
                 dead_letters: vec![dl("b", 1, 100)],
                 resolved: vec![],
                 presence: vec![("dest".into(), "a".into(), true)],
+                read_at: None,
             },
         )
         .unwrap();
@@ -982,6 +1007,7 @@ mod tests {
                 dead_letters: vec![dl("b", 1, 200)],
                 resolved: vec![],
                 presence: vec![],
+                read_at: None,
             },
         )
         .unwrap();
@@ -996,6 +1022,29 @@ mod tests {
         assert!(s.dead_letters(Some("u"), None).unwrap().is_empty());
         assert_eq!(s.presence("t", "dest", "a").unwrap(), Some(true));
         assert_eq!(s.presence("t", "dest", "b").unwrap(), None);
+    }
+
+    #[test]
+    fn a_version_read_before_another_commit_is_compared_again() {
+        let s = SledState::temporary().unwrap();
+        let page = |version: i64, read_at: Option<u64>| PageCommit {
+            versions: vec![("a".into(), version)],
+            read_at,
+            ..Default::default()
+        };
+        let before = s.commit_stamp("t", "f").unwrap();
+        s.commit_page("t", "f", &page(5, Some(before))).unwrap();
+        assert_eq!(s.delivered_version("t", "f", "a").unwrap(), Some(5));
+        // Read at `before`, committed after the page above: version 3 must
+        // not replace 5.
+        s.commit_page("t", "f", &page(3, Some(before))).unwrap();
+        assert_eq!(s.delivered_version("t", "f", "a").unwrap(), Some(5));
+        // Another flow's commits leave this flow's stamp as it was.
+        let now = s.commit_stamp("t", "f").unwrap();
+        s.commit_page("t", "g", &page(1, None)).unwrap();
+        assert_eq!(s.commit_stamp("t", "f").unwrap(), now);
+        s.commit_page("t", "f", &page(9, Some(now))).unwrap();
+        assert_eq!(s.delivered_version("t", "f", "a").unwrap(), Some(9));
     }
 
     #[test]
