@@ -198,6 +198,7 @@ async fn post_json(url: &str, body: &serde_json::Value) -> Result<(), String> {
         req,
         std::time::Duration::from_secs(10),
         64 << 10,
+        None,
     )
     .await
     .map_err(|e| format!("{e:?}"))?;

@@ -230,7 +230,7 @@ impl TokenCache {
             .body(Full::new(Bytes::from(form)))
             .map_err(|e| err(e.to_string()))?;
         let started = Instant::now();
-        let resp = send_once(resolver, policy, &origin, req, timeout, 1 << 20)
+        let resp = send_once(resolver, policy, &origin, req, timeout, 1 << 20, None)
             .await
             .map_err(|e| err(e.to_string()))?;
         if !resp.status().is_success() {

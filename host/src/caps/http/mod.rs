@@ -167,6 +167,8 @@ struct Outbound {
     in_flight: Arc<tokio::sync::Semaphore>,
     /// Recording or replaying the guest's requests (the test kit).
     tap: Option<crate::testkit::HttpTap>,
+    /// This instance's keep-alive connections.
+    pool: client::Pool,
 }
 
 impl OutboundHttp {
@@ -224,6 +226,7 @@ impl OutboundHttp {
                 deadline,
                 forbidden,
                 tap: None,
+                pool: Default::default(),
             }),
         })
     }
@@ -630,6 +633,7 @@ impl Outbound {
                 req,
                 timeout,
                 self.limits.max_http_response_bytes,
+                Some(&self.pool),
             )
             .await;
             tracing::debug!(
