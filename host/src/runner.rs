@@ -18,7 +18,9 @@ use crate::connector::{
 };
 use crate::model::{ConnectorError, Operation, Record};
 use crate::registry::Registry;
-use crate::state::{DeadLetter, PageCommit, RunOutcome, RunRecord, SledState, StateStore, now_ms};
+use crate::state::{
+    DeadLetter, Delivery, Handled, PageCommit, RunOutcome, RunRecord, SledState, StateStore, now_ms,
+};
 use anyhow::{Context, anyhow, bail};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -95,12 +97,11 @@ struct Item {
     outputs: Vec<Record>,
     dead: Option<Dead>,
     /// Whether something of this record may exist at the destination: a
-    /// delete of a record that is surely absent is not sent. Read for a
-    /// source delete at once, for others only if a mapper turns them into
-    /// deletes (`None` until then: most records never need it).
-    maybe_present: Option<bool>,
-    /// Whether this flow delivered a version of the record before.
-    delivered_before: bool,
+    /// delete of a record that is surely absent is not sent.
+    maybe_present: bool,
+    /// The record's entry at the destination scope as read before delivery
+    /// (the commit writes it back with the new version).
+    before: Delivery,
     /// A mapper asked to retract and dead-letter the record
     /// ([`RETRACT_FIELD`]): the dead letter it becomes once its deletes are
     /// delivered.
@@ -196,6 +197,14 @@ impl Host {
                 None => tenants.remove(&id),
             };
         }
+        // Versions and presence as earlier versions of weft kept them move
+        // into per-scope entries (once; nothing to do afterwards).
+        state.migrate_deliveries(&|tenant, flow| {
+            tenants
+                .get(tenant)
+                .and_then(|t| t.flows.get(flow))
+                .map(delivery_scope)
+        })?;
         let public_url = config
             .service
             .public_url
@@ -616,11 +625,11 @@ impl Host {
         run: &mut RunRecord,
     ) -> Result<(), Stop> {
         let scope = delivery_scope(&self.flow(tenant, flow)?);
-        // Before the versions are read: the commit writes them without
-        // reading them again if no other commit of the flow came between.
-        let read_at = self.state.commit_stamp(tenant, flow)?;
+        // Before the entries are read: the commit writes them without
+        // reading them again if no other commit to the scope came between.
+        let read_at = self.state.commit_stamp(tenant, &scope)?;
         let mut items = self.fresh_items(tenant, flow, &scope, records, run)?;
-        self.deliver(sink, &scope, &mut items, retry, run).await?;
+        self.deliver(sink, &mut items, retry, run).await?;
         let commit = PageCommit {
             read_at: Some(read_at),
             ..commit_for(tenant, flow, &scope, &items, cursor, run)
@@ -737,57 +746,31 @@ impl Host {
         self.state.save_run(run)
     }
 
-    /// A source record on its way to the destination `scope`, with whether
-    /// it may exist there. A delete of a record that surely does not exist
-    /// there has nothing to do: it gets no outputs, so no connector sees it,
-    /// but its version is still committed (an older revision arriving later
-    /// stays stale) and it settles an older dead letter of the record.
-    /// `delivered` is the version this flow last delivered of the record
-    /// (as `StateStore::delivered_version` says).
-    fn item(
-        &self,
-        tenant: &str,
-        scope: &str,
-        r: Record,
-        delivered: Option<i64>,
-        run: &mut RunRecord,
-    ) -> anyhow::Result<Item> {
-        let maybe_present = if r.op == Operation::Delete {
-            Some(self.maybe_present(tenant, scope, &r.key, delivered.is_some())?)
-        } else {
-            None
-        };
-        let outputs = if maybe_present == Some(false) {
+    /// A source record of `flow` on its way to the destination `scope`,
+    /// with whether it may exist there (from `before`, its entry there). A
+    /// delete of a record that surely does not exist there has nothing to
+    /// do: it gets no outputs, so no connector sees it, but its version is
+    /// still committed (an older revision arriving later stays stale) and
+    /// it settles an older dead letter of the record.
+    fn item(flow: &str, r: Record, before: Delivery, run: &mut RunRecord) -> Item {
+        // Unknown: delivered by this flow before weft kept presence.
+        let maybe_present = before.present.unwrap_or(before.version(flow).is_some());
+        let outputs = if r.op == Operation::Delete && !maybe_present {
             run.skipped_absent += 1;
             tracing::debug!(key = %r.key, "delete of a record the destination does not have");
             vec![]
         } else {
             vec![r.clone()]
         };
-        Ok(Item {
+        Item {
             outputs,
             source: r,
             dead: None,
             maybe_present,
-            delivered_before: delivered.is_some(),
+            before,
             retract: None,
             retracted: false,
-        })
-    }
-
-    /// Whether something of record `key` may exist at destination `scope`.
-    fn maybe_present(
-        &self,
-        tenant: &str,
-        scope: &str,
-        key: &str,
-        delivered_before: bool,
-    ) -> anyhow::Result<bool> {
-        Ok(match self.state.presence(tenant, scope, key)? {
-            Some(p) => p,
-            // Unknown: delivered by this flow before weft kept presence.
-            None => delivered_before,
-        })
+        }
     }
 
     /// Drops records that are not newer than what was delivered (and earlier
@@ -811,13 +794,14 @@ impl Host {
         }
         let mut items = Vec::new();
         for (i, r) in records.into_iter().enumerate() {
-            let delivered = self.state.delivered_version(tenant, flow, &r.key)?;
+            let before = self.state.delivery(tenant, scope, &r.key)?;
+            let delivered = before.version(flow);
             if newest.get(&r.key) != Some(&i) || delivered.is_some_and(|v| v >= r.version) {
                 run.skipped_stale += 1;
                 tracing::debug!(key = %r.key, version = r.version, ?delivered, "skipping stale record");
                 continue;
             }
-            items.push(self.item(tenant, scope, r, delivered, run)?);
+            items.push(Self::item(flow, r, before, run));
         }
         Ok(items)
     }
@@ -827,7 +811,6 @@ impl Host {
     async fn deliver(
         &self,
         p: &mut Sink,
-        scope: &str,
         items: &mut [Item],
         retry: &RetryPolicy,
         run: &mut RunRecord,
@@ -879,14 +862,7 @@ impl Host {
             if it.outputs.is_empty() || it.outputs.iter().any(|o| o.op != Operation::Delete) {
                 continue;
             }
-            let maybe_present = match it.maybe_present {
-                Some(m) => m,
-                None => {
-                    self.maybe_present(&p.serving.0, scope, &it.source.key, it.delivered_before)?
-                }
-            };
-            it.maybe_present = Some(maybe_present);
-            if !maybe_present {
+            if !it.maybe_present {
                 it.outputs.clear();
             }
         }
@@ -959,13 +935,10 @@ impl Host {
             ..new_run(&dl.tenant, &dl.flow)
         };
         let scope = delivery_scope(&flow);
-        let delivered = self
-            .state
-            .delivered_version(&dl.tenant, &dl.flow, &dl.record.key)?;
-        let mut items =
-            vec![self.item(&dl.tenant, &scope, dl.record.clone(), delivered, &mut run)?];
+        let before = self.state.delivery(&dl.tenant, &scope, &dl.record.key)?;
+        let mut items = vec![Self::item(&dl.flow, dl.record.clone(), before, &mut run)];
         let result = self
-            .deliver(&mut p.sink, &scope, &mut items, &flow.retry, &mut run)
+            .deliver(&mut p.sink, &mut items, &flow.retry, &mut run)
             .await;
         run.ended_ms = Some(now_ms());
         if let Err(stop) = result {
@@ -1361,28 +1334,28 @@ fn commit_for(
     let now = now_ms();
     let mut commit = PageCommit {
         cursor,
+        scope: scope.to_owned(),
         ..Default::default()
     };
     for it in items {
         let id = DeadLetter::id_for(tenant, scope, &it.source.kind, &it.source.key);
-        commit
-            .versions
-            .push((it.source.key.clone(), it.source.version));
+        let present = if it.retracted {
+            Some(false)
+        } else if it.dead.is_none() && !it.outputs.is_empty() {
+            Some(it.outputs.iter().any(|o| o.op == Operation::Upsert))
+        } else {
+            None
+        };
+        commit.records.push(Handled {
+            key: it.source.key.clone(),
+            version: it.source.version,
+            present,
+            before: it.before.clone(),
+        });
         if it.dead.is_none() {
             // A newer revision got through: an older dead letter of the same
             // record is settled.
             commit.resolved.push(id.clone());
-            if !it.outputs.is_empty() {
-                let present = it.outputs.iter().any(|o| o.op == Operation::Upsert);
-                commit
-                    .presence
-                    .push((scope.to_owned(), it.source.key.clone(), present));
-            }
-        }
-        if it.retracted {
-            commit
-                .presence
-                .push((scope.to_owned(), it.source.key.clone(), false));
         }
         if let Some(d) = &it.dead {
             run.dead_lettered += 1;

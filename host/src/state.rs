@@ -6,9 +6,9 @@
 //! without touching it. [`SledState`] is the embedded backend.
 //!
 //! [`StateStore::commit_page`] is the heart of exactly-once-in-effect
-//! delivery: the page's dead letters, where its records now are, the
-//! versions delivered and, last, the cursor are written and flushed to disk
-//! before it returns.
+//! delivery: the page's dead letters, each record's [`Delivery`] entry
+//! (the versions delivered, whether it exists at the destination) and,
+//! last, the cursor are written and flushed to disk before it returns.
 
 use crate::kvstore::{KvStore, SledKv};
 use crate::model::{ConnectorError, Record};
@@ -76,21 +76,119 @@ impl DeadLetter {
 pub struct PageCommit {
     /// The new cursor; `None` leaves it as it is.
     pub cursor: Option<String>,
-    /// (source record key, version) handled: delivered or dead-lettered.
-    pub versions: Vec<(String, i64)>,
+    /// The destination scope the flow delivers to
+    /// (`runner::delivery_scope`).
+    pub scope: String,
+    /// The source records handled: delivered or dead-lettered.
+    pub records: Vec<Handled>,
     /// Records that go to the dead-letter store.
     pub dead_letters: Vec<DeadLetter>,
     /// Dead letters that were delivered and can be removed (replays).
     pub resolved: Vec<String>,
-    /// (scope, source record key, present): whether what the record became
-    /// now exists at the destination (an upsert reached it: `true`; only
-    /// deletes did: `false`). See [`StateStore::presence`].
-    pub presence: Vec<(String, String, bool)>,
-    /// The flow's [`StateStore::commit_stamp`] read before the page's
-    /// delivered versions were: if no commit of the flow came in between,
-    /// the versions (each newer than the one read) are written without
-    /// being read again. `None`: each is compared with what is stored.
+    /// The scope's [`StateStore::commit_stamp`] read before the page's
+    /// [`Delivery`] entries were: if no commit to the scope came in
+    /// between, each record's entry is written from
+    /// [`Handled::before`] without being read again. `None`: each is read.
     pub read_at: Option<u64>,
+}
+
+/// One source record a page handled.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Handled {
+    /// The record's key.
+    pub key: String,
+    /// Its version, now delivered (or dead-lettered) by the flow.
+    pub version: i64,
+    /// Whether what the record became now exists at the destination (an
+    /// upsert reached it: `true`; only deletes did: `false`); `None` when
+    /// nothing was sent, which leaves it as it was.
+    pub present: Option<bool>,
+    /// Its entry as read before the page was delivered
+    /// ([`PageCommit::read_at`]).
+    pub before: Delivery,
+}
+
+/// What a destination scope knows of one source record: whether what the
+/// record became exists there, and the version each flow delivering there
+/// last delivered (or dead-lettered). One entry per (tenant, scope, key),
+/// read once before a record is delivered and written once after.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// `Some(true)`: exists at the destination in some form;
+    /// `Some(false)`: was removed from it; `None`: unknown (never
+    /// delivered, or delivered before weft kept this).
+    pub present: Option<bool>,
+    /// (flow, version).
+    pub versions: Vec<(String, i64)>,
+}
+
+impl Delivery {
+    /// The version `flow` last delivered.
+    pub fn version(&self, flow: &str) -> Option<i64> {
+        self.versions
+            .iter()
+            .find(|(f, _)| f == flow)
+            .map(|(_, v)| *v)
+    }
+
+    /// Sets `flow`'s version, never moving it backwards; whether it changed.
+    fn set_version(&mut self, flow: &str, version: i64) -> bool {
+        match self.versions.iter_mut().find(|(f, _)| f == flow) {
+            Some((_, v)) if *v >= version => false,
+            Some((_, v)) => {
+                *v = version;
+                true
+            }
+            None => {
+                self.versions.push((flow.to_owned(), version));
+                true
+            }
+        }
+    }
+
+    /// The stored form: presence (0 absent, 1 present, 2 unknown), then per
+    /// flow its name's length (u16), the name and the version (i64), big
+    /// endian.
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(
+            1 + self
+                .versions
+                .iter()
+                .map(|(f, _)| f.len() + 10)
+                .sum::<usize>(),
+        );
+        b.push(match self.present {
+            Some(false) => 0,
+            Some(true) => 1,
+            None => 2,
+        });
+        for (flow, version) in &self.versions {
+            b.extend_from_slice(&(flow.len() as u16).to_be_bytes());
+            b.extend_from_slice(flow.as_bytes());
+            b.extend_from_slice(&version.to_be_bytes());
+        }
+        b
+    }
+
+    fn decode(b: &[u8]) -> anyhow::Result<Delivery> {
+        let (&p, mut rest) = b.split_first().context("an empty delivery entry")?;
+        let present = match p {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        };
+        let mut versions = Vec::new();
+        while !rest.is_empty() {
+            anyhow::ensure!(rest.len() >= 2, "a truncated delivery entry");
+            let n = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            anyhow::ensure!(rest.len() >= 2 + n + 8, "a truncated delivery entry");
+            let flow = std::str::from_utf8(&rest[2..2 + n]).context("a delivery entry's flow")?;
+            let v = i64::from_be_bytes(rest[2 + n..2 + n + 8].try_into().expect("8 bytes"));
+            versions.push((flow.to_owned(), v));
+            rest = &rest[2 + n + 8..];
+        }
+        Ok(Delivery { present, versions })
+    }
 }
 
 /// One webhook delivery accepted by `weft serve`, kept in the durable inbox
@@ -297,16 +395,25 @@ pub trait StateStore: Send + Sync + 'static {
     fn cursor(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>>;
     /// Sets (or, with `None`, clears) the cursor, flushed.
     fn set_cursor(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()>;
-    /// Resets (tenant, flow) in one flushed transaction: the cursor becomes
-    /// `cursor` (`None`: the beginning) and every delivered version is
-    /// forgotten, so that the records read again are delivered again. What
-    /// exists at destinations ([`StateStore::presence`]) is kept.
+    /// Resets (tenant, flow), flushed: every version the flow delivered is
+    /// forgotten, so that the records read again are delivered again, then
+    /// the cursor becomes `cursor` (`None`: the beginning). What exists at
+    /// destinations ([`Delivery::present`]) is kept.
     fn reset_flow(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()>;
-    /// Whether the source record `key` currently exists at the destination
-    /// `scope` in some form (`Some(true)`), was removed from it
-    /// (`Some(false)`), or is unknown (`None`: never delivered, or
-    /// delivered before weft kept this).
-    fn presence(&self, tenant: &str, scope: &str, key: &str) -> anyhow::Result<Option<bool>>;
+    /// What the destination `scope` knows of source record `key`.
+    fn delivery(&self, tenant: &str, scope: &str, key: &str) -> anyhow::Result<Delivery>;
+    /// Moves what an earlier version kept per flow (versions) and per scope
+    /// (presence) into [`Delivery`] entries; `scope_of` names the scope of
+    /// each (tenant, flow) configured. Versions of flows no longer
+    /// configured are dropped (were such a flow configured again, its
+    /// records would be delivered once more). Returns how many entries were
+    /// moved.
+    fn migrate_deliveries(
+        &self,
+        _scope_of: &dyn Fn(&str, &str) -> Option<String>,
+    ) -> anyhow::Result<usize> {
+        Ok(0)
+    }
     /// The configuration fingerprint (`runner::flow_fingerprint`) of the
     /// flow's last run, if it ran.
     fn flow_fingerprint(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>>;
@@ -317,13 +424,9 @@ pub trait StateStore: Send + Sync + 'static {
         flow: &str,
         fingerprint: &str,
     ) -> anyhow::Result<()>;
-    /// The last version delivered (or dead-lettered) of `key`.
-    fn delivered_version(&self, tenant: &str, flow: &str, key: &str)
-    -> anyhow::Result<Option<i64>>;
-    /// A stamp of (tenant, flow)'s page commits, for
-    /// [`PageCommit::read_at`]: read it before the delivered versions of a
-    /// page.
-    fn commit_stamp(&self, tenant: &str, flow: &str) -> anyhow::Result<u64>;
+    /// A stamp of the page commits to (tenant, scope), for
+    /// [`PageCommit::read_at`]: read it before the entries of a page.
+    fn commit_stamp(&self, tenant: &str, scope: &str) -> anyhow::Result<u64>;
     /// Writes one page's outcome and flushes it. A version never moves
     /// backwards. The cursor is written last: a crash part-way leaves the
     /// cursor where it was, and the page is read again (what was written of
@@ -404,11 +507,16 @@ pub trait StateStore: Send + Sync + 'static {
 pub struct SledState {
     db: sled::Db,
     cursors: sled::Tree,
+    /// Per (tenant, scope, key): the record's [`Delivery`].
+    deliveries: sled::Tree,
+    /// Versions per (tenant, flow, key), as earlier versions kept them
+    /// (moved into `deliveries` by `migrate_deliveries`).
     versions: sled::Tree,
     dead: sled::Tree,
     runs: sled::Tree,
     flows: sled::Tree,
     registry: sled::Tree,
+    /// Presence per (tenant, scope, key), as earlier versions kept it.
     presence: sled::Tree,
     fingerprints: sled::Tree,
     docs: sled::Tree,
@@ -506,6 +614,7 @@ impl SledState {
         let (inbox_log, _) = InboxLog::open(inbox_dir, 1)?;
         let state = SledState {
             cursors: db.open_tree("cursors")?,
+            deliveries: db.open_tree("deliveries")?,
             versions: db.open_tree("versions")?,
             dead: db.open_tree("dead_letters")?,
             runs: db.open_tree("runs")?,
@@ -605,33 +714,27 @@ impl StateStore for SledState {
         self.flush_db()
     }
 
+    /// Scans the tenant's entries: a reset is rare, and an entry is kept
+    /// per scope, not per flow. A record delivered between the scan and
+    /// the writes is only delivered once more.
     fn reset_flow(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()> {
-        use sled::Transactional;
-        use sled::transaction::TransactionError;
-        let mut prefix = key2(tenant, flow);
+        let mut prefix = tenant.as_bytes().to_vec();
         prefix.push(0);
-        // The keys to forget are read first; a record delivered between the
-        // scan and the transaction is only delivered once more.
-        let keys: Vec<sled::IVec> = self
-            .versions
-            .scan_prefix(&prefix)
-            .keys()
-            .collect::<Result<_, _>>()?;
-        let result = (&self.cursors, &self.versions).transaction(|(cursors, versions)| {
-            match cursor {
-                Some(c) => cursors.insert(key2(tenant, flow), c.as_bytes())?,
-                None => cursors.remove(key2(tenant, flow))?,
-            };
-            for k in &keys {
-                versions.remove(k)?;
+        let mut batch = sled::Batch::default();
+        for item in self.deliveries.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let mut d = Delivery::decode(&v)?;
+            let before = d.versions.len();
+            d.versions.retain(|(f, _)| f != flow);
+            if d.versions.len() != before {
+                batch.insert(k, d.encode());
             }
-            Ok::<_, sled::transaction::ConflictableTransactionError<anyhow::Error>>(())
-        });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(e).context("resetting a flow"),
         }
+        self.deliveries.apply_batch(batch)?;
+        match cursor {
+            Some(c) => self.cursors.insert(key2(tenant, flow), c.as_bytes())?,
+            None => self.cursors.remove(key2(tenant, flow))?,
+        };
         self.flush_db()
     }
 
@@ -653,44 +756,98 @@ impl StateStore for SledState {
         self.flush_db()
     }
 
-    fn presence(&self, tenant: &str, scope: &str, key: &str) -> anyhow::Result<Option<bool>> {
-        Ok(self
-            .presence
-            .get(key3(tenant, scope, key))?
-            .map(|v| v.first() == Some(&1)))
+    fn delivery(&self, tenant: &str, scope: &str, key: &str) -> anyhow::Result<Delivery> {
+        match self.deliveries.get(key3(tenant, scope, key))? {
+            Some(v) => Delivery::decode(&v),
+            None => Ok(Delivery::default()),
+        }
     }
 
-    fn delivered_version(
+    fn migrate_deliveries(
         &self,
-        tenant: &str,
-        flow: &str,
-        key: &str,
-    ) -> anyhow::Result<Option<i64>> {
-        Ok(self
-            .versions
-            .get(key3(tenant, flow, key))?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(i64::from_be_bytes))
+        scope_of: &dyn Fn(&str, &str) -> Option<String>,
+    ) -> anyhow::Result<usize> {
+        if self.versions.is_empty() && self.presence.is_empty() {
+            return Ok(0);
+        }
+        // Idempotent: a crash part-way leaves the old trees, and the next
+        // open moves everything again (versions never move backwards).
+        let mut moved = 0;
+        for item in self.presence.iter() {
+            let (k, v) = item?;
+            let mut d = match self.deliveries.get(&k)? {
+                Some(old) => Delivery::decode(&old)?,
+                None => Delivery::default(),
+            };
+            d.present = Some(v.first() == Some(&1));
+            self.deliveries.insert(k, d.encode())?;
+            moved += 1;
+        }
+        let mut orphans = 0;
+        for item in self.versions.iter() {
+            let (k, v) = item?;
+            let mut parts = k.splitn(3, |b| *b == 0);
+            let (Some(tenant), Some(flow), Some(key)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let (tenant, flow) = (
+                String::from_utf8_lossy(tenant),
+                String::from_utf8_lossy(flow),
+            );
+            let (Some(scope), Ok(version)) =
+                (scope_of(&tenant, &flow), <[u8; 8]>::try_from(v.as_ref()))
+            else {
+                orphans += 1;
+                continue;
+            };
+            let mut nk = key2(&tenant, &scope);
+            nk.push(0);
+            nk.extend_from_slice(key);
+            let mut d = match self.deliveries.get(&nk)? {
+                Some(old) => Delivery::decode(&old)?,
+                None => Delivery::default(),
+            };
+            d.set_version(&flow, i64::from_be_bytes(version));
+            self.deliveries.insert(nk, d.encode())?;
+            moved += 1;
+        }
+        self.flush_db()?;
+        self.versions.clear()?;
+        self.presence.clear()?;
+        self.flush_db()?;
+        if orphans > 0 {
+            tracing::warn!(
+                orphans,
+                "dropped the delivered versions of flows no longer configured"
+            );
+        }
+        tracing::info!(
+            moved,
+            "moved delivered versions and presence into per-scope entries"
+        );
+        Ok(moved)
     }
 
-    fn commit_stamp(&self, tenant: &str, flow: &str) -> anyhow::Result<u64> {
+    fn commit_stamp(&self, tenant: &str, scope: &str) -> anyhow::Result<u64> {
         let commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(commits.get(&key2(tenant, flow)).copied().unwrap_or(0))
+        Ok(commits.get(&key2(tenant, scope)).copied().unwrap_or(0))
     }
 
     /// Plain inserts, no transaction: a sled transaction reads every key it
     /// writes and writes its own log buffer, which made commits a fifth of a
     /// sync's CPU (issue 10). Each write here is a fact that holds on its
-    /// own (a dead letter, where a record is, a version delivered), and the
-    /// cursor comes last: sled recovers a prefix of its log, so after a
-    /// crash the cursor has moved only if everything before it was written.
-    /// The dead letters of the page are one atomic batch (their attempts
-    /// are counted from what is stored). Commits are serialized by the lock
-    /// of `commits`, so the versions read before a page was delivered are
-    /// still the stored ones when its stamp has not moved.
+    /// own (a dead letter, a record's entry), and the cursor comes last:
+    /// sled recovers a prefix of its log, so after a crash the cursor has
+    /// moved only if everything before it was written. The dead letters of
+    /// the page are one atomic batch (their attempts are counted from what
+    /// is stored). Commits are serialized by the lock of `commits`, so the
+    /// entries read before a page was delivered are still the stored ones
+    /// when the scope's stamp has not moved: each record then costs one
+    /// insert and no read.
     fn commit_page(&self, tenant: &str, flow: &str, commit: &PageCommit) -> anyhow::Result<()> {
         let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
-        let stamp = commits.entry(key2(tenant, flow)).or_insert(0);
+        let stamp = commits.entry(key2(tenant, &commit.scope)).or_insert(0);
         let unchanged = commit.read_at == Some(*stamp);
         *stamp += 1;
         // Most records settle no dead letter: only those that exist are
@@ -720,21 +877,20 @@ impl StateStore for SledState {
             }
             self.dead.apply_batch(batch)?;
         }
-        for (scope, key, present) in &commit.presence {
-            self.presence
-                .insert(key3(tenant, scope, key), &[u8::from(*present)])?;
-        }
-        for (key, version) in &commit.versions {
-            let k = key3(tenant, flow, key);
-            let newer = unchanged
-                || self
-                    .versions
-                    .get(&k)?
-                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                    .map(i64::from_be_bytes)
-                    .is_none_or(|old| old < *version);
-            if newer {
-                self.versions.insert(k, &version.to_be_bytes())?;
+        for h in &commit.records {
+            let mut d = if unchanged {
+                h.before.clone()
+            } else {
+                self.delivery(tenant, &commit.scope, &h.key)?
+            };
+            let mut changed = d.set_version(flow, h.version);
+            if h.present.is_some() && h.present != d.present {
+                d.present = h.present;
+                changed = true;
+            }
+            if changed {
+                self.deliveries
+                    .insert(key3(tenant, &commit.scope, &h.key), d.encode())?;
             }
         }
         if let Some(c) = &commit.cursor {
@@ -978,6 +1134,28 @@ mod tests {
         }
     }
 
+    /// A page of `(key, version, present)` for `scope`, read with nothing
+    /// stored before.
+    fn page(scope: &str, records: &[(&str, i64, Option<bool>)]) -> PageCommit {
+        PageCommit {
+            scope: scope.into(),
+            records: records
+                .iter()
+                .map(|(key, version, present)| Handled {
+                    key: (*key).into(),
+                    version: *version,
+                    present: *present,
+                    before: Delivery::default(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn version(s: &SledState, scope: &str, flow: &str, key: &str) -> Option<i64> {
+        s.delivery("t", scope, key).unwrap().version(flow)
+    }
+
     #[test]
     fn commit_moves_cursor_versions_and_dead_letters_together() {
         let s = SledState::temporary().unwrap();
@@ -986,32 +1164,26 @@ mod tests {
             "f",
             &PageCommit {
                 cursor: Some("c1".into()),
-                versions: vec![("a".into(), 5), ("b".into(), 7)],
                 dead_letters: vec![dl("b", 1, 100)],
-                resolved: vec![],
-                presence: vec![("dest".into(), "a".into(), true)],
-                read_at: None,
+                ..page("dest", &[("a", 5, Some(true)), ("b", 7, None)])
             },
         )
         .unwrap();
         assert_eq!(s.cursor("t", "f").unwrap().as_deref(), Some("c1"));
-        assert_eq!(s.delivered_version("t", "f", "a").unwrap(), Some(5));
-        assert_eq!(s.delivered_version("t", "other", "a").unwrap(), None);
+        assert_eq!(version(&s, "dest", "f", "a"), Some(5));
+        assert_eq!(version(&s, "dest", "other", "a"), None);
+        assert_eq!(version(&s, "elsewhere", "f", "a"), None);
         // Versions never go backwards; a repeated dead letter counts attempts.
         s.commit_page(
             "t",
             "f",
             &PageCommit {
-                cursor: None,
-                versions: vec![("a".into(), 3)],
                 dead_letters: vec![dl("b", 1, 200)],
-                resolved: vec![],
-                presence: vec![],
-                read_at: None,
+                ..page("dest", &[("a", 3, None)])
             },
         )
         .unwrap();
-        assert_eq!(s.delivered_version("t", "f", "a").unwrap(), Some(5));
+        assert_eq!(version(&s, "dest", "f", "a"), Some(5));
         assert_eq!(s.cursor("t", "f").unwrap().as_deref(), Some("c1"));
         let d = s
             .dead_letter(&DeadLetter::id_for("t", "dest", "k", "b"))
@@ -1020,31 +1192,99 @@ mod tests {
         assert_eq!((d.attempts, d.first_seen_ms, d.last_seen_ms), (2, 100, 200));
         assert_eq!(s.dead_letters(Some("t"), None).unwrap().len(), 1);
         assert!(s.dead_letters(Some("u"), None).unwrap().is_empty());
-        assert_eq!(s.presence("t", "dest", "a").unwrap(), Some(true));
-        assert_eq!(s.presence("t", "dest", "b").unwrap(), None);
+        assert_eq!(s.delivery("t", "dest", "a").unwrap().present, Some(true));
+        assert_eq!(s.delivery("t", "dest", "b").unwrap().present, None);
+        // Another flow to the same scope keeps its own version, and the
+        // record's presence is the scope's.
+        s.commit_page("t", "g", &page("dest", &[("a", 1, Some(false))]))
+            .unwrap();
+        let a = s.delivery("t", "dest", "a").unwrap();
+        assert_eq!((a.version("f"), a.version("g")), (Some(5), Some(1)));
+        assert_eq!(a.present, Some(false));
     }
 
     #[test]
-    fn a_version_read_before_another_commit_is_compared_again() {
+    fn an_entry_read_before_another_commit_is_read_again() {
         let s = SledState::temporary().unwrap();
-        let page = |version: i64, read_at: Option<u64>| PageCommit {
-            versions: vec![("a".into(), version)],
+        let at = |version: i64, read_at: Option<u64>| PageCommit {
             read_at,
-            ..Default::default()
+            ..page("dest", &[("a", version, Some(true))])
         };
-        let before = s.commit_stamp("t", "f").unwrap();
-        s.commit_page("t", "f", &page(5, Some(before))).unwrap();
-        assert_eq!(s.delivered_version("t", "f", "a").unwrap(), Some(5));
-        // Read at `before`, committed after the page above: version 3 must
-        // not replace 5.
-        s.commit_page("t", "f", &page(3, Some(before))).unwrap();
-        assert_eq!(s.delivered_version("t", "f", "a").unwrap(), Some(5));
-        // Another flow's commits leave this flow's stamp as it was.
-        let now = s.commit_stamp("t", "f").unwrap();
-        s.commit_page("t", "g", &page(1, None)).unwrap();
-        assert_eq!(s.commit_stamp("t", "f").unwrap(), now);
-        s.commit_page("t", "f", &page(9, Some(now))).unwrap();
-        assert_eq!(s.delivered_version("t", "f", "a").unwrap(), Some(9));
+        let before = s.commit_stamp("t", "dest").unwrap();
+        s.commit_page("t", "f", &at(5, Some(before))).unwrap();
+        assert_eq!(version(&s, "dest", "f", "a"), Some(5));
+        // Read at `before` (nothing stored then), committed after the page
+        // above: version 3 must not replace 5.
+        s.commit_page("t", "f", &at(3, Some(before))).unwrap();
+        assert_eq!(version(&s, "dest", "f", "a"), Some(5));
+        // A stamp read before another flow's commit to the scope: that
+        // flow's version is kept.
+        let now = s.commit_stamp("t", "dest").unwrap();
+        s.commit_page("t", "g", &page("dest", &[("a", 1, None)]))
+            .unwrap();
+        let mut later = at(9, Some(now));
+        later.records[0].before = Delivery {
+            present: Some(true),
+            versions: vec![("f".into(), 5)],
+        };
+        s.commit_page("t", "f", &later).unwrap();
+        assert_eq!(version(&s, "dest", "f", "a"), Some(9));
+        assert_eq!(version(&s, "dest", "g", "a"), Some(1));
+        // Commits to another scope leave this scope's stamp as it was.
+        let now = s.commit_stamp("t", "dest").unwrap();
+        s.commit_page("t", "f", &page("other", &[("a", 1, None)]))
+            .unwrap();
+        assert_eq!(s.commit_stamp("t", "dest").unwrap(), now);
+    }
+
+    #[test]
+    fn entries_round_trip_and_refuse_garbage() {
+        let d = Delivery {
+            present: Some(false),
+            versions: vec![("appointments".into(), -3), ("contacts".into(), i64::MAX)],
+        };
+        assert_eq!(Delivery::decode(&d.encode()).unwrap(), d);
+        assert_eq!(
+            Delivery::decode(&Delivery::default().encode()).unwrap(),
+            Delivery::default()
+        );
+        assert!(Delivery::decode(&[]).is_err());
+        assert!(Delivery::decode(&[1, 0, 5, b'a']).is_err());
+    }
+
+    #[test]
+    fn versions_and_presence_of_earlier_versions_move_into_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        {
+            let s = SledState::open(&path).unwrap();
+            for (flow, key, v) in [
+                ("f", "a", 5i64),
+                ("g", "a", 2),
+                ("f", "b", 7),
+                ("gone", "c", 1),
+            ] {
+                s.versions
+                    .insert(key3("t", flow, key), &v.to_be_bytes())
+                    .unwrap();
+            }
+            s.presence.insert(key3("t", "dest", "a"), &[1]).unwrap();
+            s.presence.insert(key3("t", "dest", "z"), &[0]).unwrap();
+            s.db.flush().unwrap();
+        }
+        let s = SledState::open(&path).unwrap();
+        let scope_of = |_: &str, flow: &str| (flow != "gone").then(|| "dest".to_owned());
+        assert_eq!(s.migrate_deliveries(&scope_of).unwrap(), 5);
+        let a = s.delivery("t", "dest", "a").unwrap();
+        assert_eq!(
+            (a.present, a.version("f"), a.version("g")),
+            (Some(true), Some(5), Some(2))
+        );
+        assert_eq!(version(&s, "dest", "f", "b"), Some(7));
+        assert_eq!(s.delivery("t", "dest", "z").unwrap().present, Some(false));
+        assert_eq!(s.delivery("t", "dest", "c").unwrap(), Delivery::default());
+        assert!(s.versions.is_empty() && s.presence.is_empty());
+        assert_eq!(s.migrate_deliveries(&scope_of).unwrap(), 0, "once");
     }
 
     #[test]
@@ -1065,27 +1305,25 @@ mod tests {
         let s = SledState::temporary().unwrap();
         let commit = PageCommit {
             cursor: Some("c".into()),
-            versions: vec![("a".into(), 1)],
-            presence: vec![("dest".into(), "a".into(), true)],
-            ..Default::default()
+            ..page("dest", &[("a", 1, Some(true))])
         };
         s.commit_page("t", "f", &commit).unwrap();
         s.commit_page("t", "f2", &commit).unwrap();
         s.reset_flow("t", "f", Some("since:2026-01-01T00:00:00Z"))
             .unwrap();
-        assert_eq!(s.delivered_version("t", "f", "a").unwrap(), None);
+        assert_eq!(version(&s, "dest", "f", "a"), None);
         assert_eq!(
             s.cursor("t", "f").unwrap().as_deref(),
             Some("since:2026-01-01T00:00:00Z")
         );
-        assert_eq!(s.delivered_version("t", "f2", "a").unwrap(), Some(1));
+        assert_eq!(version(&s, "dest", "f2", "a"), Some(1));
         assert_eq!(s.cursor("t", "f2").unwrap().as_deref(), Some("c"));
-        assert_eq!(s.presence("t", "dest", "a").unwrap(), Some(true));
+        assert_eq!(s.delivery("t", "dest", "a").unwrap().present, Some(true));
         s.reset_flow("t", "f2", None).unwrap();
         assert_eq!(s.cursor("t", "f2").unwrap(), None);
     }
 
-    fn delivery(id: &str) -> InboxEntry {
+    fn inbox_delivery(id: &str) -> InboxEntry {
         InboxEntry {
             seq: 0,
             tenant: "t".into(),
@@ -1104,7 +1342,7 @@ mod tests {
         {
             let s = SledState::open(&path).unwrap();
             s.inbox
-                .insert(7u64.to_be_bytes(), delivery("old").encode())
+                .insert(7u64.to_be_bytes(), inbox_delivery("old").encode())
                 .unwrap();
             s.db.flush().unwrap();
         }
@@ -1123,11 +1361,15 @@ mod tests {
     fn the_inbox_keeps_order_drops_repeats_and_forgets_old_ids() {
         let s = SledState::temporary().unwrap();
         let first = s
-            .inbox_append(&[delivery("a"), delivery("b"), delivery("a")])
+            .inbox_append(&[
+                inbox_delivery("a"),
+                inbox_delivery("b"),
+                inbox_delivery("a"),
+            ])
             .unwrap();
         assert!(first[0].is_some() && first[1].is_some());
         assert_eq!(first[2], None, "a repeat within the batch");
-        assert_eq!(s.inbox_append(&[delivery("b")]).unwrap(), vec![None]);
+        assert_eq!(s.inbox_append(&[inbox_delivery("b")]).unwrap(), vec![None]);
         // An ID is written only once its delivery is durable: a crash before
         // the sync must not leave a retry of a lost delivery taken for a
         // repeat.
@@ -1139,12 +1381,12 @@ mod tests {
         let ids: Vec<&str> = pending.iter().map(|e| e.webhook_id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
         assert_eq!(pending[0].seq, first[0].unwrap());
-        assert_eq!(pending[1].body, delivery("b").body);
+        assert_eq!(pending[1].body, inbox_delivery("b").body);
         s.inbox_done(&[pending[0].seq]).unwrap();
         assert_eq!(s.inbox_pending().unwrap().len(), 1);
         // Processed, but still known as a repeat until pruned.
-        assert_eq!(s.inbox_append(&[delivery("a")]).unwrap(), vec![None]);
+        assert_eq!(s.inbox_append(&[inbox_delivery("a")]).unwrap(), vec![None]);
         assert_eq!(s.prune_webhook_ids(2_000).unwrap(), 2);
-        assert!(s.inbox_append(&[delivery("a")]).unwrap()[0].is_some());
+        assert!(s.inbox_append(&[inbox_delivery("a")]).unwrap()[0].is_some());
     }
 }

@@ -206,8 +206,12 @@ async fn bad_records_are_dead_lettered_and_replayed_after_a_fix() {
     }
     assert!(h.state.dead_letters(None, None).unwrap().is_empty());
     assert_eq!(sink.keys().len(), 10);
+    let scope = weft::runner::delivery_scope(&h.flow("acme", "sync").unwrap());
     assert_eq!(
-        h.state.delivered_version("acme", "sync", "n4").unwrap(),
+        h.state
+            .delivery("acme", &scope, "n4")
+            .unwrap()
+            .version("sync"),
         Some(4)
     );
 }
