@@ -765,22 +765,25 @@ impl ConnectorInstance {
         } else {
             let l = &self.limits;
             records.iter().find_map(|r| {
-                let key: String = r.key.chars().take(64).collect();
+                let key = || r.key.chars().take(64).collect::<String>();
                 if r.key.len() > l.max_record_key_bytes {
                     Some(format!(
-                        "record {key}… has a key of {} bytes; the limit is {} (limits.max_record_key_bytes)",
+                        "record {}… has a key of {} bytes; the limit is {} (limits.max_record_key_bytes)",
+                        key(),
                         r.key.len(),
                         l.max_record_key_bytes
                     ))
                 } else if r.kind.len() > l.max_label_bytes {
                     Some(format!(
-                        "record {key} has a kind of {} bytes; the limit is {} (limits.max_label_bytes)",
+                        "record {} has a kind of {} bytes; the limit is {} (limits.max_label_bytes)",
+                        key(),
                         r.kind.len(),
                         l.max_label_bytes
                     ))
                 } else if r.body.len() > l.max_record_body_bytes {
                     Some(format!(
-                        "record {key} has a body of {} bytes; the limit is {} (limits.max_record_body_bytes)",
+                        "record {} has a body of {} bytes; the limit is {} (limits.max_record_body_bytes)",
+                        key(),
                         r.body.len(),
                         l.max_record_body_bytes
                     ))

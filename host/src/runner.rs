@@ -94,7 +94,9 @@ struct Dead {
 /// One source record on its way through the pipeline.
 struct Item {
     source: Record,
-    outputs: Vec<Record>,
+    /// What the last stage made of it; `None`: the source record as it is
+    /// (no copy of its body until a connector is called).
+    outputs: Option<Vec<Record>>,
     dead: Option<Dead>,
     /// Whether something of this record may exist at the destination: a
     /// delete of a record that is surely absent is not sent.
@@ -108,6 +110,19 @@ struct Item {
     retract: Option<Dead>,
     /// Its deletes reached the destination: it no longer exists there.
     retracted: bool,
+}
+
+impl Item {
+    /// What goes to the next stage.
+    fn outputs(&self) -> &[Record] {
+        self.outputs
+            .as_deref()
+            .unwrap_or(std::slice::from_ref(&self.source))
+    }
+
+    fn clear_outputs(&mut self) {
+        self.outputs = Some(Vec::new());
+    }
 }
 
 /// The body field of a mapper's delete output that asks the host to retract
@@ -758,9 +773,9 @@ impl Host {
         let outputs = if r.op == Operation::Delete && !maybe_present {
             run.skipped_absent += 1;
             tracing::debug!(key = %r.key, "delete of a record the destination does not have");
-            vec![]
+            Some(vec![])
         } else {
-            vec![r.clone()]
+            None
         };
         Item {
             outputs,
@@ -783,20 +798,25 @@ impl Host {
         records: Vec<Record>,
         run: &mut RunRecord,
     ) -> anyhow::Result<Vec<Item>> {
-        let mut newest: HashMap<String, usize> = HashMap::new();
+        // The newest of each key within the page.
+        let mut newest: HashMap<&str, usize> = HashMap::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
-            match newest.get(&r.key) {
+            match newest.get(r.key.as_str()) {
                 Some(&j) if records[j].version >= r.version => {}
                 _ => {
-                    newest.insert(r.key.clone(), i);
+                    newest.insert(&r.key, i);
                 }
             }
         }
-        let mut items = Vec::new();
+        let mut kept = vec![false; records.len()];
+        for i in newest.into_values() {
+            kept[i] = true;
+        }
+        let mut items = Vec::with_capacity(records.len());
         for (i, r) in records.into_iter().enumerate() {
             let before = self.state.delivery(tenant, scope, &r.key)?;
             let delivered = before.version(flow);
-            if newest.get(&r.key) != Some(&i) || delivered.is_some_and(|v| v >= r.version) {
+            if !kept[i] || delivered.is_some_and(|v| v >= r.version) {
                 run.skipped_stale += 1;
                 tracing::debug!(key = %r.key, version = r.version, ?delivered, "skipping stale record");
                 continue;
@@ -829,7 +849,7 @@ impl Host {
             .await
             .map_err(|e| stop_for("map", &label, e))?;
             for it in items.iter_mut().filter(|it| it.dead.is_none()) {
-                it.outputs.clear();
+                it.clear_outputs();
             }
             for (i, outcome) in owners.into_iter().zip(outcomes) {
                 let it = &mut items[i];
@@ -846,11 +866,11 @@ impl Host {
                                 error: ConnectorError::Invalid(reason),
                             });
                         }
-                        it.outputs.extend(rs);
+                        it.outputs.get_or_insert_with(Vec::new).extend(rs);
                     }
 
                     Err(e) => {
-                        it.outputs.clear();
+                        it.clear_outputs();
                         it.dead = Some(record_failure("map", &label, e)?);
                     }
                 }
@@ -859,11 +879,11 @@ impl Host {
         // Deletes of what the destination surely does not have are not sent
         // (a mapper's filter turning a never-delivered record into a delete).
         for it in items.iter_mut() {
-            if it.outputs.is_empty() || it.outputs.iter().any(|o| o.op != Operation::Delete) {
+            if it.outputs().is_empty() || it.outputs().iter().any(|o| o.op != Operation::Delete) {
                 continue;
             }
             if !it.maybe_present {
-                it.outputs.clear();
+                it.clear_outputs();
             }
         }
         let label = p.destination.label().to_owned();
@@ -998,7 +1018,7 @@ fn live_outputs(items: &[Item]) -> (Vec<usize>, Vec<Record>) {
         .iter()
         .enumerate()
         .filter(|(_, it)| it.dead.is_none())
-        .flat_map(|(i, it)| it.outputs.iter().cloned().map(move |r| (i, r)))
+        .flat_map(|(i, it)| it.outputs().iter().cloned().map(move |r| (i, r)))
         .unzip()
 }
 
@@ -1341,8 +1361,8 @@ fn commit_for(
         let id = DeadLetter::id_for(tenant, scope, &it.source.kind, &it.source.key);
         let present = if it.retracted {
             Some(false)
-        } else if it.dead.is_none() && !it.outputs.is_empty() {
-            Some(it.outputs.iter().any(|o| o.op == Operation::Upsert))
+        } else if it.dead.is_none() && !it.outputs().is_empty() {
+            Some(it.outputs().iter().any(|o| o.op == Operation::Upsert))
         } else {
             None
         };
