@@ -537,9 +537,9 @@ pub struct SledState {
     /// Per (tenant, scope) (`key2`): which record keys may have an entry,
     /// built from the entries the first time the scope is read, so that a
     /// record that surely has none (every record of a first sync) costs no
-    /// read. In memory: a Bloom filter of 10 to 20 bits per entry (1%
-    /// false positives) for each scope read since the start, at least
-    /// 1.2 KB each: at most 2.4 MB per million records.
+    /// read. In memory, for each scope read since the start: Bloom filters
+    /// with under 2% false positives, 1.2 KB at least, about 3 MB for a
+    /// million entries and 13 MB for three million.
     scope_keys: std::sync::Mutex<std::collections::HashMap<Vec<u8>, ScopeKeys>>,
     /// The temporary directory of [`SledState::temporary`]'s inbox.
     _temp: Option<tempfile::TempDir>,
@@ -555,19 +555,42 @@ struct PendingIds {
     synced: std::collections::HashMap<Vec<u8>, u64>,
 }
 
-/// The record keys with an entry in one (tenant, scope), as a Bloom filter
-/// (a key it does not contain surely has none; one it contains may).
+/// The record keys with an entry in one (tenant, scope), as a scalable
+/// Bloom filter: a key none of its filters contains surely has no entry.
+/// When the last filter is full, a twice as large one with half the false
+/// positive rate is added (1% + 0.5% + ... stays under 2% in all), so the
+/// entries are read only once, when it is built.
+#[derive(Default)]
 struct ScopeKeys {
-    filter: fastbloom::BloomFilter,
-    /// Keys added since it was built, plus those it was built from.
+    filters: Vec<fastbloom::BloomFilter>,
+    /// Keys in the last filter.
     items: usize,
-    /// How many it was sized for; past that it is built again, twice as
-    /// large, from the entries.
+    /// How many the last filter was sized for.
     capacity: usize,
 }
 
-/// The least capacity of a [`ScopeKeys`].
+/// The capacity of the first filter of a [`ScopeKeys`].
 const MIN_SCOPE_KEYS: usize = 1024;
+
+impl ScopeKeys {
+    fn contains(&self, key: &[u8]) -> bool {
+        self.filters.iter().any(|f| f.contains(key))
+    }
+
+    fn insert(&mut self, key: &[u8]) {
+        if self.filters.is_empty() || self.items >= self.capacity {
+            let n = self.filters.len() as i32;
+            self.capacity = MIN_SCOPE_KEYS << self.filters.len().min(30);
+            self.filters.push(
+                fastbloom::BloomFilter::with_false_pos(0.01 * 0.5f64.powi(n))
+                    .expected_items(self.capacity),
+            );
+            self.items = 0;
+        }
+        self.filters.last_mut().expect("one was pushed").insert(key);
+        self.items += 1;
+    }
+}
 
 fn key2(a: &str, b: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(a.len() + b.len() + 1);
@@ -659,26 +682,15 @@ impl SledState {
     }
 
     /// The record keys with an entry under `scope_id` (`key2(tenant,
-    /// scope)`), read from the entries, sized for twice as many and at
-    /// least `at_least`.
-    fn build_scope_keys(&self, scope_id: &[u8], at_least: usize) -> anyhow::Result<ScopeKeys> {
+    /// scope)`), read from the entries.
+    fn build_scope_keys(&self, scope_id: &[u8]) -> anyhow::Result<ScopeKeys> {
         let mut prefix = scope_id.to_vec();
         prefix.push(0);
-        let mut count = 0;
+        let mut keys = ScopeKeys::default();
         for k in self.deliveries.scan_prefix(&prefix).keys() {
-            k?;
-            count += 1;
+            keys.insert(&k?[prefix.len()..]);
         }
-        let capacity = (2 * count).max(MIN_SCOPE_KEYS).max(at_least);
-        let mut filter = fastbloom::BloomFilter::with_false_pos(0.01).expected_items(capacity);
-        for k in self.deliveries.scan_prefix(&prefix).keys() {
-            filter.insert(&k?[prefix.len()..]);
-        }
-        Ok(ScopeKeys {
-            filter,
-            items: count,
-            capacity,
-        })
+        Ok(keys)
     }
 
     /// Whether record `key` may have an entry in (tenant, scope); `false`
@@ -686,7 +698,7 @@ impl SledState {
     fn may_have_entry(&self, tenant: &str, scope: &str, key: &str) -> anyhow::Result<bool> {
         let mut scopes = self.scope_keys.lock().unwrap_or_else(|p| p.into_inner());
         let keys = self.scope_keys_in(&mut scopes, key2(tenant, scope))?;
-        Ok(keys.filter.contains(key.as_bytes()))
+        Ok(keys.contains(key.as_bytes()))
     }
 
     /// The filter of `scope_id` in `scopes`, built if it is not there yet.
@@ -698,7 +710,7 @@ impl SledState {
         Ok(match scopes.entry(scope_id) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let built = self.build_scope_keys(v.key(), 0)?;
+                let built = self.build_scope_keys(v.key())?;
                 v.insert(built)
             }
         })
@@ -714,15 +726,8 @@ impl SledState {
     ) -> anyhow::Result<()> {
         let mut scopes = self.scope_keys.lock().unwrap_or_else(|p| p.into_inner());
         let known = self.scope_keys_in(&mut scopes, key2(tenant, scope))?;
-        let keys: Vec<&str> = keys.collect();
-        known.items += keys.len();
-        if known.items > known.capacity {
-            *known = self.build_scope_keys(&key2(tenant, scope), 2 * known.capacity)?;
-            known.items += keys.len();
-        }
-        // Also after a rebuild: these are not written yet.
         for k in keys {
-            known.filter.insert(k.as_bytes());
+            known.insert(k.as_bytes());
         }
         Ok(())
     }
