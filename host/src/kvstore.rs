@@ -179,6 +179,18 @@ impl KvStore for SledKv {
         let k = full_key(space, key);
         let lock = self.space_usage(space)?;
         let mut usage = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let cost = entry_cost(space, key, value.len());
+        if usage.bytes + cost <= quota.max_bytes && usage.keys < quota.max_keys {
+            // Fits even as a new key: written at once, and the value it
+            // replaced (which the insert returns) corrects the count.
+            let old = self.data.insert(k, value).map_err(unavailable)?;
+            let old_cost = old.map(|v| entry_cost(space, key, v.len()));
+            *usage = Usage {
+                bytes: usage.bytes - old_cost.unwrap_or(0).min(usage.bytes) + cost,
+                keys: usage.keys + u64::from(old_cost.is_none()),
+            };
+            return Ok(());
+        }
         let old = self
             .data
             .get(&k)

@@ -147,27 +147,25 @@ impl Delivery {
     }
 
     /// The stored form: presence (0 absent, 1 present, 2 unknown), then per
-    /// flow its name's length (u16), the name and the version (i64), big
-    /// endian.
-    fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(
-            1 + self
-                .versions
-                .iter()
-                .map(|(f, _)| f.len() + 10)
-                .sum::<usize>(),
-        );
+    /// flow its name's length (one byte), the name and the version (i64, big
+    /// endian). An entry of one flow whose name has at most 12 bytes fits
+    /// in 22 bytes, which sled keeps inline (no allocation of its own).
+    fn encode(&self) -> anyhow::Result<Vec<u8>> {
+        let size: usize = self.versions.iter().map(|(f, _)| f.len() + 9).sum();
+        let mut b = Vec::with_capacity(1 + size);
         b.push(match self.present {
             Some(false) => 0,
             Some(true) => 1,
             None => 2,
         });
         for (flow, version) in &self.versions {
-            b.extend_from_slice(&(flow.len() as u16).to_be_bytes());
+            let n = u8::try_from(flow.len())
+                .with_context(|| format!("a flow name of {} bytes", flow.len()))?;
+            b.push(n);
             b.extend_from_slice(flow.as_bytes());
             b.extend_from_slice(&version.to_be_bytes());
         }
-        b
+        Ok(b)
     }
 
     fn decode(b: &[u8]) -> anyhow::Result<Delivery> {
@@ -178,14 +176,13 @@ impl Delivery {
             _ => None,
         };
         let mut versions = Vec::new();
-        while !rest.is_empty() {
-            anyhow::ensure!(rest.len() >= 2, "a truncated delivery entry");
-            let n = u16::from_be_bytes([rest[0], rest[1]]) as usize;
-            anyhow::ensure!(rest.len() >= 2 + n + 8, "a truncated delivery entry");
-            let flow = std::str::from_utf8(&rest[2..2 + n]).context("a delivery entry's flow")?;
-            let v = i64::from_be_bytes(rest[2 + n..2 + n + 8].try_into().expect("8 bytes"));
+        while let Some((&n, tail)) = rest.split_first() {
+            let n = n as usize;
+            anyhow::ensure!(tail.len() >= n + 8, "a truncated delivery entry");
+            let flow = std::str::from_utf8(&tail[..n]).context("a delivery entry's flow")?;
+            let v = i64::from_be_bytes(tail[n..n + 8].try_into().expect("8 bytes"));
             versions.push((flow.to_owned(), v));
-            rest = &rest[2 + n + 8..];
+            rest = &tail[n + 8..];
         }
         Ok(Delivery { present, versions })
     }
@@ -823,7 +820,7 @@ impl StateStore for SledState {
             let before = d.versions.len();
             d.versions.retain(|(f, _)| f != flow);
             if d.versions.len() != before {
-                batch.insert(k, d.encode());
+                batch.insert(k, d.encode()?);
             }
         }
         self.deliveries.apply_batch(batch)?;
@@ -879,7 +876,7 @@ impl StateStore for SledState {
                 None => Delivery::default(),
             };
             d.present = Some(v.first() == Some(&1));
-            self.deliveries.insert(k, d.encode())?;
+            self.deliveries.insert(k, d.encode()?)?;
             moved += 1;
         }
         let mut orphans = 0;
@@ -908,7 +905,7 @@ impl StateStore for SledState {
                 None => Delivery::default(),
             };
             d.set_version(&flow, i64::from_be_bytes(version));
-            self.deliveries.insert(nk, d.encode())?;
+            self.deliveries.insert(nk, d.encode()?)?;
             moved += 1;
         }
         self.flush_db()?;
@@ -1000,7 +997,7 @@ impl StateStore for SledState {
             }
             if changed {
                 self.deliveries
-                    .insert(key3(tenant, &commit.scope, &h.key), d.encode())?;
+                    .insert(key3(tenant, &commit.scope, &h.key), d.encode()?)?;
             }
         }
         if let Some(c) = &commit.cursor {
@@ -1378,13 +1375,27 @@ mod tests {
             present: Some(false),
             versions: vec![("appointments".into(), -3), ("contacts".into(), i64::MAX)],
         };
-        assert_eq!(Delivery::decode(&d.encode()).unwrap(), d);
+        assert_eq!(Delivery::decode(&d.encode().unwrap()).unwrap(), d);
         assert_eq!(
-            Delivery::decode(&Delivery::default().encode()).unwrap(),
+            Delivery::decode(&Delivery::default().encode().unwrap()).unwrap(),
             Delivery::default()
         );
         assert!(Delivery::decode(&[]).is_err());
-        assert!(Delivery::decode(&[1, 0, 5, b'a']).is_err());
+        assert!(Delivery::decode(&[1, 5, b'a']).is_err());
+        let one = Delivery {
+            present: Some(true),
+            versions: vec![("appointments".into(), 1)],
+        };
+        assert_eq!(
+            one.encode().unwrap().len(),
+            22,
+            "sled keeps 22 bytes inline"
+        );
+        let long = Delivery {
+            present: None,
+            versions: vec![("f".repeat(256), 1)],
+        };
+        assert!(long.encode().is_err());
     }
 
     #[test]
