@@ -527,9 +527,10 @@ pub struct SledState {
     /// deliveries are durable (an ID known before its delivery is would
     /// answer a retry of a delivery that a crash lost "already accepted").
     unsynced_ids: std::sync::Mutex<PendingIds>,
-    /// Per (tenant, flow) (`key2`): the page commits since the process
-    /// started ([`StateStore::commit_stamp`]). Its lock serializes commits.
-    /// In memory: one counter per flow committed since the start.
+    /// Per (tenant, scope) (`key2`): the page commits to the scope since
+    /// the process started ([`StateStore::commit_stamp`]). Its lock
+    /// serializes commits. In memory: one counter per scope committed to
+    /// since the start.
     commits: std::sync::Mutex<std::collections::HashMap<Vec<u8>, u64>>,
     /// Per (tenant, scope) (`key2`): which record keys may have an entry,
     /// built from the entries the first time the scope is read, so that a
