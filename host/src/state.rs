@@ -814,17 +814,31 @@ impl StateStore for SledState {
     fn reset_flow(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()> {
         let mut prefix = tenant.as_bytes().to_vec();
         prefix.push(0);
+        // Under the commits' lock, and every scope it touches gets a new
+        // stamp: a page read before the reset must not write back the
+        // versions it removed.
+        let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = sled::Batch::default();
+        let mut scopes = std::collections::BTreeSet::new();
         for item in self.deliveries.scan_prefix(&prefix) {
             let (k, v) = item?;
             let mut d = Delivery::decode(&v)?;
             let before = d.versions.len();
             d.versions.retain(|(f, _)| f != flow);
             if d.versions.len() != before {
+                if let Some(scope) = k[prefix.len()..].split(|b| *b == 0).next() {
+                    scopes.insert(scope.to_vec());
+                }
                 batch.insert(k, d.encode()?);
             }
         }
         self.deliveries.apply_batch(batch)?;
+        for scope in scopes {
+            let mut id = prefix.clone();
+            id.extend_from_slice(&scope);
+            *commits.entry(id).or_insert(0) += 1;
+        }
+        drop(commits);
         match cursor {
             Some(c) => self.cursors.insert(key2(tenant, flow), c.as_bytes())?,
             None => self.cursors.remove(key2(tenant, flow))?,
@@ -1368,6 +1382,29 @@ mod tests {
         }
         let s = SledState::open(dir.path()).unwrap();
         assert!(keys.iter().all(|k| version(&s, "dest", "f", k) == Some(1)));
+    }
+
+    #[test]
+    fn a_page_read_before_a_reset_does_not_bring_back_what_it_removed() {
+        let s = SledState::temporary().unwrap();
+        s.commit_page("t", "f", &page("dest", &[("a", 1, Some(true))]))
+            .unwrap();
+        s.commit_page("t", "g", &page("dest", &[("a", 1, None)]))
+            .unwrap();
+        // A run of `f` reads the entry, then `g` is reset, then the run
+        // commits.
+        let read_at = s.commit_stamp("t", "dest").unwrap();
+        let before = s.delivery("t", "dest", "a").unwrap();
+        assert_eq!(before.version("g"), Some(1));
+        s.reset_flow("t", "g", None).unwrap();
+        let mut commit = PageCommit {
+            read_at: Some(read_at),
+            ..page("dest", &[("a", 2, Some(true))])
+        };
+        commit.records[0].before = before;
+        s.commit_page("t", "f", &commit).unwrap();
+        assert_eq!(version(&s, "dest", "f", "a"), Some(2));
+        assert_eq!(version(&s, "dest", "g", "a"), None);
     }
 
     #[test]
