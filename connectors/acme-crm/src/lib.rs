@@ -391,21 +391,21 @@ fn list_all_contacts(client: &Client) -> Result<(), Error> {
 /// up at most 50 at a time (and remembered, missing ones too, so each ID is
 /// asked about at most once per run); after a full listing, nothing more is
 /// asked.
-fn contacts_by_id(
+fn contacts_by_id<'a>(
     client: &Client,
-    ids: &BTreeSet<String>,
-) -> Result<HashMap<String, Rc<Obj>>, Error> {
+    ids: &BTreeSet<&'a str>,
+) -> Result<HashMap<&'a str, Rc<Obj>>, Error> {
     let mut out = HashMap::new();
     let mut missing = Vec::new();
     CONTACTS.with(|c| {
         let c = c.borrow();
-        for id in ids.iter().filter(|i| !i.is_empty()) {
+        for &id in ids.iter().filter(|i| !i.is_empty()) {
             match c.get(id) {
                 Some(Some(contact)) => {
-                    out.insert(id.clone(), contact.clone());
+                    out.insert(id, contact.clone());
                 }
                 Some(None) => {}
-                None => missing.push(id.clone()),
+                None => missing.push(id),
             }
         }
     });
@@ -430,10 +430,10 @@ fn contacts_by_id(
                 found.insert(id, c);
             }
         }
-        for id in chunk {
+        for &id in chunk {
             let live = found.remove(id).filter(|c| !c.deleted()).map(Rc::new);
             if let Some(c) = &live {
-                out.insert(id.clone(), c.clone());
+                out.insert(id, c.clone());
             }
             remember_contact(id, live);
         }
@@ -442,9 +442,10 @@ fn contacts_by_id(
 }
 
 /// Acme users by ID: `/users` read once per run, whatever owners are
-/// missing from it (an owner Acme does not list stays unknown for the run).
-fn users(client: &Client, needed: &BTreeSet<String>) -> Result<Rc<Users>, Error> {
-    if needed.iter().all(|id| id.is_empty()) {
+/// missing from it (an owner Acme does not list stays unknown for the run);
+/// not read at all while no record `needed` an owner.
+fn users(client: &Client, needed: bool) -> Result<Rc<Users>, Error> {
+    if !needed {
         return Ok(Rc::default());
     }
     if let Some(u) = USERS.with(|u| u.borrow().clone()) {
@@ -521,20 +522,18 @@ fn appointment_records(
 ) -> Result<Vec<Record>, Error> {
     index_appointments(&apts);
     let known_id = known_contact.and_then(|c| c.f.id.as_deref());
-    let contact_ids: BTreeSet<String> = apts
+    let contact_ids: BTreeSet<&str> = apts
         .iter()
         .filter_map(|a| a.f.contact_id.as_deref())
         .filter(|id| known_contact.is_none() || known_id != Some(id))
-        .map(str::to_owned)
         .collect();
     let mut contacts = contacts_by_id(client, &contact_ids)?;
     if let Some(c) = known_contact
         && let Some(id) = known_id
     {
-        contacts.insert(id.to_owned(), Rc::new(c.clone()));
+        contacts.insert(id, Rc::new(c.clone()));
     }
-    let owners: BTreeSet<String> = apts.iter().filter_map(|a| a.f.owner_id.clone()).collect();
-    let users = users(client, &owners)?;
+    let users = users(client, apts.iter().any(has_owner))?;
     apts.iter()
         .map(|a| {
             let id = required(a, &a.f.id, "id", "an appointment")?;
@@ -564,6 +563,11 @@ fn appointment_records(
         .collect()
 }
 
+/// Whether a record names an owner.
+fn has_owner(a: &Obj) -> bool {
+    a.f.owner_id.as_deref().is_some_and(|o| !o.is_empty())
+}
+
 /// Whether an activity is a touch-point (an email or a call). Others are
 /// still emitted, unenriched: one that used to be an email or a call must
 /// leave the dashboard.
@@ -572,18 +576,16 @@ fn is_touchpoint(a: &Obj) -> bool {
 }
 
 fn activity_records(client: &Client, acts: Vec<Obj>) -> Result<Vec<Record>, Error> {
-    let contact_ids: BTreeSet<String> = acts
+    let contact_ids: BTreeSet<&str> = acts
         .iter()
         .filter(|a| is_touchpoint(a) && !a.deleted())
-        .filter_map(|a| a.f.contact_id.clone())
+        .filter_map(|a| a.f.contact_id.as_deref())
         .collect();
     let contacts = contacts_by_id(client, &contact_ids)?;
-    let owners: BTreeSet<String> = acts
-        .iter()
-        .filter(|a| is_touchpoint(a))
-        .filter_map(|a| a.f.owner_id.clone())
-        .collect();
-    let users = users(client, &owners)?;
+    let users = users(
+        client,
+        acts.iter().any(|a| is_touchpoint(a) && has_owner(a)),
+    )?;
     acts.iter()
         .map(|a| {
             let id = required(a, &a.f.id, "id", "an activity")?;
