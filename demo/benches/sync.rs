@@ -257,9 +257,8 @@ async fn sync(host: &Host) -> (Duration, Duration, u64) {
     (wall, cpu_used, records)
 }
 
-/// One measured first sync: wall, CPU, records, peak RSS (MiB), (requests,
-/// 429s).
-type FirstSync = (Duration, Duration, u64, f64, (usize, usize));
+/// One measured first sync: (wall, CPU, records), (requests, 429s).
+type FirstSync = ((Duration, Duration, u64), (usize, usize));
 
 fn row(
     label: &str,
@@ -301,6 +300,10 @@ async fn bench_account(label: &str, rate: Option<(f64, u32)>) {
         1
     };
     let mut firsts: Vec<FirstSync> = Vec::new();
+    // Peak RSS of the first run only (the unlimited account's runs come
+    // first in the process): later ones start with what the allocator kept
+    // of the runs before.
+    let mut first_rss = None;
     let mut kept = None;
     for _ in 0..repeat {
         let cache = kept
@@ -309,32 +312,24 @@ async fn bench_account(label: &str, rate: Option<(f64, u32)>) {
         let (dir, host) = open_host(&acme.root, rate, cache.as_deref()).await;
         acme.requests().await;
         let first = sync(&host).await;
-        // Peak RSS of the first run (the unlimited account's runs come
-        // first in the process): later ones start with what the allocator
-        // kept of the runs before.
-        let rss = if firsts.is_empty() {
-            peak_rss_mib()
-        } else {
-            firsts[0].3
-        };
-        firsts.push((first.0, first.1, first.2, rss, acme.requests().await));
+        first_rss.get_or_insert_with(peak_rss_mib);
+        firsts.push((first, acme.requests().await));
         kept = Some((dir, host));
     }
     let (_dir, host) = kept.expect("at least one run");
-    let per_record = |f: &FirstSync| f.1.as_secs_f64() * 1e6 / f.2.max(1) as f64;
+    let per_record = |f: &FirstSync| f.0.1.as_secs_f64() * 1e6 / f.0.2.max(1) as f64;
     let mut order: Vec<usize> = (0..firsts.len()).collect();
     order.sort_by(|&a, &b| per_record(&firsts[a]).total_cmp(&per_record(&firsts[b])));
     let median = &firsts[order[order.len() / 2]];
     row(
         &format!("first sync, {label}"),
-        (median.0, median.1, median.2),
-        median.4,
-        // Only a process that ran nothing before shows its own peak: the
-        // allocator keeps some of what earlier runs freed.
-        rate.is_none().then_some(firsts[0].3),
+        median.0,
+        median.1,
+        // Only a process that ran nothing before shows its own peak.
+        first_rss.filter(|_| rate.is_none()),
     );
     if firsts.len() > 1 {
-        let walls = firsts.iter().map(|f| f.0.as_secs_f64());
+        let walls = firsts.iter().map(|f| f.0.0.as_secs_f64());
         let (wmin, wmax) = walls.fold((f64::MAX, 0f64), |(lo, hi), w| (lo.min(w), hi.max(w)));
         println!(
             "  (median of {} runs; CPU {:.1}–{:.1} µs/record, wall {wmin:.2}–{wmax:.2} s)",

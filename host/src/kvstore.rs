@@ -180,41 +180,37 @@ impl KvStore for SledKv {
         let lock = self.space_usage(space)?;
         let mut usage = lock.lock().unwrap_or_else(|e| e.into_inner());
         let cost = entry_cost(space, key, value.len());
-        if usage.bytes + cost <= quota.max_bytes && usage.keys < quota.max_keys {
-            // Fits even as a new key: written at once, and the value it
-            // replaced (which the insert returns) corrects the count.
-            let old = self.data.insert(k, value).map_err(unavailable)?;
-            let old_cost = old.map(|v| entry_cost(space, key, v.len()));
-            *usage = Usage {
-                bytes: usage.bytes - old_cost.unwrap_or(0).min(usage.bytes) + cost,
-                keys: usage.keys + u64::from(old_cost.is_none()),
-            };
-            return Ok(());
+        // A value that fits even as a new key needs no read first: the
+        // insert returns the value it replaced, which corrects the count.
+        if usage.bytes + cost > quota.max_bytes || usage.keys >= quota.max_keys {
+            let old = self
+                .data
+                .get(&k)
+                .map_err(unavailable)?
+                .map(|v| entry_cost(space, key, v.len()));
+            let new_bytes = usage.bytes - old.unwrap_or(0).min(usage.bytes) + cost;
+            let new_keys = usage.keys + u64::from(old.is_none());
+            if new_bytes > quota.max_bytes {
+                return Err(KvError::QuotaExceeded(format!(
+                    "space would hold {new_bytes} bytes (each entry counts its key, value and {ENTRY_OVERHEAD} bytes of overhead); the limit is {} (limits.max_kv_total_bytes)",
+                    quota.max_bytes
+                )));
+            }
+            if new_keys > quota.max_keys {
+                return Err(KvError::QuotaExceeded(format!(
+                    "space would hold {new_keys} keys; the limit is {} (limits.max_kv_keys)",
+                    quota.max_keys
+                )));
+            }
         }
-        let old = self
+        let old_cost = self
             .data
-            .get(&k)
+            .insert(k, value)
             .map_err(unavailable)?
             .map(|v| entry_cost(space, key, v.len()));
-        let new_bytes =
-            usage.bytes - old.unwrap_or(0).min(usage.bytes) + entry_cost(space, key, value.len());
-        let new_keys = usage.keys + u64::from(old.is_none());
-        if new_bytes > quota.max_bytes {
-            return Err(KvError::QuotaExceeded(format!(
-                "space would hold {new_bytes} bytes (each entry counts its key, value and {ENTRY_OVERHEAD} bytes of overhead); the limit is {} (limits.max_kv_total_bytes)",
-                quota.max_bytes
-            )));
-        }
-        if new_keys > quota.max_keys {
-            return Err(KvError::QuotaExceeded(format!(
-                "space would hold {new_keys} keys; the limit is {} (limits.max_kv_keys)",
-                quota.max_keys
-            )));
-        }
-        self.data.insert(k, value).map_err(unavailable)?;
         *usage = Usage {
-            bytes: new_bytes,
-            keys: new_keys,
+            bytes: usage.bytes - old_cost.unwrap_or(0).min(usage.bytes) + cost,
+            keys: usage.keys + u64::from(old_cost.is_none()),
         };
         Ok(())
     }

@@ -342,7 +342,7 @@ const MAX_ATTEMPTS: u32 = 6;
 /// `internal-error` is `transient`.
 pub const CREDENTIAL_REFUSED: &str = "weft: credential refused: ";
 
-fn is_idempotent(m: &Method) -> bool {
+pub(super) fn is_idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
