@@ -29,6 +29,10 @@ const CONTACTS: usize = 2_000;
 const APPOINTMENTS: usize = 20_000;
 const ACTIVITIES: usize = 50_000;
 
+/// jemalloc, as every weft binary (see [`weft::Allocator`]).
+#[global_allocator]
+static ALLOC: weft::Allocator = weft::Allocator;
+
 fn main() {
     match std::env::var("WEFT_BENCH_ROLE").as_deref() {
         Ok("acme") => return serve_acme(),

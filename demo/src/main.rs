@@ -86,6 +86,10 @@ fn print_changes(before: &Snapshot, after: &Snapshot) {
     }
 }
 
+/// jemalloc, as every weft binary (see [`weft::Allocator`]).
+#[global_allocator]
+static ALLOC: weft::Allocator = weft::Allocator;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

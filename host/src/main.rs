@@ -261,6 +261,10 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// jemalloc, as every weft binary (see [`weft::Allocator`]).
+#[global_allocator]
+static ALLOC: weft::Allocator = weft::Allocator;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Compile {
