@@ -48,7 +48,7 @@ guests-python:
 
 ## test: lint, then every test (unit, component, integration)
 test: setup lint guests-js guests-python
-	cd connectors && $(CARGO) test -p acme-common -p acme-calendar -p acme-crm --target-dir ../target/guests-host
+	cd connectors && $(CARGO) test -p weft-sdk -p acme-common -p acme-calendar -p acme-crm --target-dir ../target/guests-host
 	$(CARGO) test --workspace --doc
 	@# nextest (on the machine image) closes with one summary of every test;
 	@# plain cargo test is the fallback.

@@ -10,7 +10,8 @@
 //! - `contacts`: a changed contact re-emits the appointments that reference
 //!   it, so that a customer's new phone or email reaches their events. Acme
 //!   cannot list appointments by contact, so this connector keeps that index
-//!   in kv (`contact:{id}` → appointment IDs), filled as appointments pass.
+//!   in kv (`contact:{id}` → appointment IDs), filled as appointments pass
+//!   (a listing's pages through a journal: see the `index` module).
 //!   Without a cursor it starts at `contacts-start` in kv: ten minutes
 //!   before the first fetch of any of the tenant's streams, stored then and
 //!   never moved (appointments read after it carry their contact as it is).
@@ -27,9 +28,10 @@
 
 weft_sdk::connector_bindings!("source-connector");
 
-use acme_common::{instant, newest, version_of};
+use acme_common::instant;
 use exports::weft::connector::metadata::Guest as Metadata;
 use exports::weft::connector::source::{Guest as Source, Page, Webhook};
+mod index;
 mod obj;
 
 use obj::{Bad, Listing, Obj, Owner};
@@ -37,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use weft_sdk::http::{Request, Response};
 use weft_sdk::types::{ConnectorInfo, Error, Record, StreamInfo, TransientError};
@@ -265,14 +267,14 @@ fn list_page(
         None => None,
     };
     for item in &listing.items {
-        let u = item
-            .f
-            .updated_at
-            .as_deref()
-            .ok_or_else(|| transient_shape(path, "a record without `updated_at`"))?;
-        let t = instant(u).map_err(invalid)?;
-        if since.as_ref().is_none_or(|(s, _)| t > *s) {
-            since = Some((t, u.to_owned()));
+        let t = item
+            .updated()
+            .ok_or_else(|| transient_shape(path, "a record without `updated_at`"))?
+            .map_err(invalid)?;
+        if since.as_ref().is_none_or(|(s, _)| t > *s)
+            && let Some(u) = &item.f.updated_at
+        {
+            since = Some((t, u.clone()));
         }
     }
     let acme = listing.next_cursor;
@@ -483,36 +485,6 @@ fn required<'a>(
         .ok_or_else(|| invalid(format!("{what} has no string `{field}`: {}", o.excerpt())))
 }
 
-/// Remembers which appointments reference each contact.
-fn index_appointments(apts: &[Obj]) {
-    let mut by_contact: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for a in apts {
-        if let (Some(c), Some(id)) = (a.f.contact_id.as_deref(), a.f.id.as_deref()) {
-            by_contact.entry(c).or_default().push(id);
-        }
-    }
-    for (contact, ids) in by_contact {
-        let key = format!("contact:{contact}");
-        let mut known: BTreeSet<String> = kv::get(&key)
-            .ok()
-            .flatten()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        let before = known.len();
-        known.extend(ids.into_iter().map(str::to_owned));
-        if known.len() != before
-            && let Ok(bytes) = serde_json::to_vec(&known)
-            && let Err(e) = kv::set(&key, &bytes)
-        {
-            weft_sdk::log_line(
-                log::Level::Warn,
-                "could not index appointments",
-                &[("contact", contact), ("error", &format!("{e:?}"))],
-            );
-        }
-    }
-}
-
 /// Appointments as records: enriched with contact and owner, versioned by
 /// the newest of the appointment and the contact.
 fn appointment_records(
@@ -520,7 +492,6 @@ fn appointment_records(
     apts: Vec<Obj>,
     known_contact: Option<&Obj>,
 ) -> Result<Vec<Record>, Error> {
-    index_appointments(&apts);
     let known_id = known_contact.and_then(|c| c.f.id.as_deref());
     let contact_ids: BTreeSet<&str> = apts
         .iter()
@@ -537,18 +508,16 @@ fn appointment_records(
     apts.iter()
         .map(|a| {
             let id = required(a, &a.f.id, "id", "an appointment")?;
-            let updated = required(
+            required(
                 a,
                 &a.f.updated_at,
                 "updated_at",
                 &format!("appointment {id}"),
             )?;
             let contact = a.f.contact_id.as_deref().and_then(|c| contacts.get(c));
-            let version = newest(&[
-                Some(updated),
-                contact.and_then(|c| c.f.updated_at.as_deref()),
-            ])
-            .map_err(|e| invalid(format!("appointment {id}: {e}")))?;
+            let version =
+                obj::newest_version([Some(a), contact.map(|c| &**c)].into_iter().flatten())
+                    .map_err(|e| invalid(format!("appointment {id}: {e}")))?;
             let body = AppointmentBody {
                 appointment: a.raw(),
                 contact: contact.map(|c| c.raw()),
@@ -589,9 +558,9 @@ fn activity_records(client: &Client, acts: Vec<Obj>) -> Result<Vec<Record>, Erro
     acts.iter()
         .map(|a| {
             let id = required(a, &a.f.id, "id", "an activity")?;
-            let updated = required(a, &a.f.updated_at, "updated_at", &format!("activity {id}"))?;
+            required(a, &a.f.updated_at, "updated_at", &format!("activity {id}"))?;
             let version =
-                version_of(updated).map_err(|e| invalid(format!("activity {id}: {e}")))?;
+                obj::newest_version([a]).map_err(|e| invalid(format!("activity {id}: {e}")))?;
             let contact =
                 a.f.contact_id
                     .as_deref()
@@ -611,15 +580,6 @@ fn activity_records(client: &Client, acts: Vec<Obj>) -> Result<Vec<Record>, Erro
         .collect()
 }
 
-/// The appointments known to reference contact `cid`.
-fn indexed_appointments(cid: &str) -> Vec<String> {
-    kv::get(&format!("contact:{cid}"))
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
-}
-
 /// The appointments of a changed contact, re-read and enriched with it.
 ///
 /// A deleted contact is still listed by Acme with its fields: the events of
@@ -633,7 +593,7 @@ fn contact_changed(client: &Client, contact: &Obj) -> Result<Vec<Record>, Error>
         Some(d) => Some(instant(d).map_err(|e| invalid(format!("contact {cid}: {e}")))?),
         None => None,
     };
-    let ids = indexed_appointments(cid);
+    let ids = index::appointments(cid);
     let mut apts = Vec::new();
     for id in ids {
         let query = format!("/appointments/{}", enc(&id));
@@ -653,6 +613,7 @@ fn contact_changed(client: &Client, contact: &Obj) -> Result<Vec<Record>, Error>
             apts.push(a);
         }
     }
+    index::add(&apts);
     appointment_records(client, apts, Some(contact))
 }
 
@@ -706,6 +667,7 @@ impl Metadata for AcmeCrm {
 
 impl Source for AcmeCrm {
     fn fetch(stream: String, cursor: Option<String>) -> Result<Page, Error> {
+        index::new_call();
         let cfg: Config = tenant_config()?;
         let client = Client::new(&cfg);
         let mut cursor = Cursor::parse(cursor.as_deref())?;
@@ -750,7 +712,10 @@ impl Source for AcmeCrm {
             })
         };
         match stream.as_str() {
-            "appointments" => page(appointment_records(&client, items, None)?, &next, more),
+            "appointments" => {
+                index::page(&items, !more);
+                page(appointment_records(&client, items, None)?, &next, more)
+            }
             "activities" => page(activity_records(&client, items)?, &next, more),
             _ => {
                 let mut out = Vec::new();
@@ -760,7 +725,7 @@ impl Source for AcmeCrm {
                     let n =
                         c.f.id
                             .as_deref()
-                            .map_or(0, |id| indexed_appointments(id).len());
+                            .map_or(0, |id| index::appointments(id).len());
                     if i > 0 && reads + n > budget {
                         // Out of reads for this call: the next one lists
                         // again from this contact (`updated_since` is
@@ -790,6 +755,7 @@ impl Source for AcmeCrm {
     }
 
     fn on_webhook(delivery: Webhook) -> Result<Vec<Record>, Error> {
+        index::new_call();
         let cfg: Config = tenant_config()?;
         let client = Client::new(&cfg);
         let event: Event = serde_json::from_slice(&delivery.body)
@@ -810,7 +776,10 @@ impl Source for AcmeCrm {
         let object =
             Obj::from_raw(object).map_err(|e| invalid(format!("webhook event {kind}: {e:?}")))?;
         match kind.split('.').next() {
-            Some("appointment") => appointment_records(&client, vec![object], None),
+            Some("appointment") => {
+                index::add(std::slice::from_ref(&object));
+                appointment_records(&client, vec![object], None)
+            }
             Some("activity") => activity_records(&client, vec![object]),
             Some("contact") => contact_changed(&client, &object),
             _ => {

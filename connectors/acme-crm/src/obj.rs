@@ -3,9 +3,14 @@
 //! written out again: that was a third of a sync's CPU, issue 10), next to
 //! the few fields the connector reads.
 
+use acme_common::instant;
+use chrono::{DateTime, Utc};
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use std::cell::OnceCell;
+use std::fmt;
 
 /// One Acme object (appointment, activity, contact or user).
 #[derive(Debug, Clone)]
@@ -13,6 +18,9 @@ pub struct Obj {
     raw: Box<RawValue>,
     /// The fields the connector reads.
     pub f: Fields,
+    /// `updated_at` as an instant, read once (a contact's is read for each
+    /// of its appointments).
+    updated: OnceCell<Result<DateTime<Utc>, String>>,
 }
 
 /// The fields of an Acme object that the connector reads. A field that is
@@ -68,7 +76,11 @@ impl Obj {
             )));
         }
         let f = serde_json::from_str(raw.get()).map_err(|e| Bad::Shape(e.to_string()))?;
-        Ok(Obj { raw, f })
+        Ok(Obj {
+            raw,
+            f,
+            updated: OnceCell::new(),
+        })
     }
 
     /// An object from an answer's body.
@@ -87,10 +99,29 @@ impl Obj {
         truncate(self.raw.get())
     }
 
+    /// The instant `updated_at` names (`None` without a string
+    /// `updated_at`; an error for text that is not RFC 3339).
+    pub fn updated(&self) -> Option<Result<DateTime<Utc>, String>> {
+        let text = self.f.updated_at.as_deref()?;
+        Some(self.updated.get_or_init(|| instant(text)).clone())
+    }
+
     /// Whether Acme lists the object as deleted.
     pub fn deleted(&self) -> bool {
         self.f.deleted_at.as_ref().is_some_and(|d| !d.is_null())
     }
+}
+
+/// The newest `updated_at` of `objs` as a record version: microseconds
+/// since the epoch of the instant it names, as `acme_common::version_of`
+/// reads it. Objects without a string `updated_at` are passed over.
+pub fn newest_version<'a>(objs: impl IntoIterator<Item = &'a Obj>) -> Result<i64, String> {
+    let mut best = None;
+    for t in objs.into_iter().filter_map(Obj::updated) {
+        let v = t?.timestamp_micros();
+        best = Some(best.map_or(v, |b: i64| b.max(v)));
+    }
+    best.ok_or_else(|| "no timestamp to version the record by".to_owned())
 }
 
 /// A list answer: `{"data": [...], "next_cursor": ...}`.
@@ -102,20 +133,66 @@ pub struct Listing {
 #[derive(Deserialize)]
 struct ListBody<'a> {
     #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
+    data: Items<'a>,
     #[serde(default, deserialize_with = "text")]
     next_cursor: Option<String>,
+}
+
+/// A listing's `data`: the JSON text of each item, found in the one pass
+/// that reads the body; `None` when `data` is not a list.
+#[derive(Default)]
+struct Items<'a>(Option<Vec<&'a RawValue>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Items<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Any;
+        impl<'de> Visitor<'de> for Any {
+            type Value = Items<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Items<'de>, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                    items.push(item);
+                }
+                Ok(Items(Some(items)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Items<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Items(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Items<'de>, E> {
+                Ok(Items(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Items<'de>, E> {
+                Ok(Items(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Items<'de>, E> {
+                Ok(Items(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Items<'de>, E> {
+                Ok(Items(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Items<'de>, E> {
+                Ok(Items(None))
+            }
+            fn visit_unit<E>(self) -> Result<Items<'de>, E> {
+                Ok(Items(None))
+            }
+        }
+        d.deserialize_any(Any)
+    }
 }
 
 impl Listing {
     /// Reads a list answer's body.
     pub fn parse(body: &[u8]) -> Result<Listing, Bad> {
         let list: ListBody = serde_json::from_slice(body).map_err(Bad::Json)?;
-        let data = list
+        let raws = list
             .data
+            .0
             .ok_or_else(|| Bad::Shape("no `data` list".into()))?;
-        let raws: Vec<&RawValue> =
-            serde_json::from_str(data.get()).map_err(|_| Bad::Shape("no `data` list".into()))?;
         let items = raws
             .into_iter()
             .map(|r| Obj::from_raw(r.to_owned()))
@@ -161,6 +238,25 @@ mod tests {
     }
 
     #[test]
+    fn versions_are_the_newest_instant_whatever_the_offset() {
+        let a = Obj::parse(br#"{"updated_at":"2026-01-01T10:00:00+02:00"}"#).unwrap();
+        let b = Obj::parse(br#"{"updated_at":"2026-01-01T09:00:00Z"}"#).unwrap();
+        let none = Obj::parse(br#"{"updated_at":7}"#).unwrap();
+        let bad = Obj::parse(br#"{"updated_at":"yesterday"}"#).unwrap();
+        let v = |objs: &[&Obj]| newest_version(objs.iter().copied());
+        assert_eq!(
+            v(&[&a, &b, &none]),
+            acme_common::version_of("2026-01-01T09:00:00Z")
+        );
+        assert_eq!(v(&[&a]), acme_common::version_of("2026-01-01T08:00:00Z"));
+        assert!(v(&[&none]).is_err());
+        let e = v(&[&a, &bad]).unwrap_err();
+        assert!(e.contains("yesterday"), "{e}");
+        // Read once, the same answer every time.
+        assert_eq!(bad.updated(), bad.updated());
+    }
+
+    #[test]
     fn listings_keep_items_verbatim_and_refuse_other_shapes() {
         let l = Listing::parse(br#"{"data":[{"id":"b","n":1.50},{"id":"a"}],"next_cursor":"c2"}"#)
             .unwrap();
@@ -175,7 +271,22 @@ mod tests {
             Listing::parse(br#"{"data":[1]}"#),
             Err(Bad::Shape(_))
         ));
+        for other in ["null", "\"x\"", "1.5", "true", "{}"] {
+            let body = format!(r#"{{"data":{other},"next_cursor":null}}"#);
+            assert!(
+                matches!(Listing::parse(body.as_bytes()), Err(Bad::Shape(_))),
+                "{body}"
+            );
+        }
+        assert!(matches!(
+            Listing::parse(br#"{"next_cursor":null}"#),
+            Err(Bad::Shape(_))
+        ));
         assert!(matches!(Listing::parse(br#"{"data":["#), Err(Bad::Json(_))));
+        assert!(matches!(
+            Listing::parse(br#"{"data":[{"id":"a"},]}"#),
+            Err(Bad::Json(_))
+        ));
     }
 
     #[test]

@@ -496,3 +496,137 @@ async fn contacts_stream_rereads_at_most_reads_per_call() {
         expected.difference(&got).collect::<Vec<_>>()
     );
 }
+
+/// The contact → appointments index of a listing's pages goes through a
+/// journal (one kv key per page) that is folded into the per-contact keys
+/// every 64 pages and at the end of the listing: a changed contact finds
+/// its appointments from the journal before the fold (here: a run stopped
+/// after two pages), from the contacts' keys after it, and the fold leaves
+/// no journal behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn journaled_index_pages_are_found_before_and_after_their_fold() {
+    use weft::kvstore::{KvSpace, KvStore};
+    let acme = sandbox(
+        500,
+        Faults {
+            rate_burst: 500,
+            rate_per_second: 500.0,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let kv = SledKv::temporary().unwrap();
+    let rt = Runtime::with_parts(
+        HostConfig {
+            private_hosts: vec!["127.0.0.1".into()],
+            ..HostConfig::default()
+        },
+        kv.clone(),
+        Arc::new(weft::caps::http::SystemResolver),
+        SecretStore::from_map([("key".to_string(), "acme-demo-key".to_string())].into()),
+    )
+    .unwrap();
+    let space = KvSpace {
+        tenant: "t".into(),
+        connector: "acme-crm".into(),
+    };
+    let journal = || {
+        kv.list_keys(&space, "contact-journal:", 1000)
+            .unwrap()
+            .len()
+    };
+    let c = rt.load_file(artifacts::ACME_CRM.as_ref()).await.unwrap();
+    let grant = grant(&acme, 100, false);
+    // Changes each named contact, then reads the contacts stream with a
+    // fresh instance (another run): the appointment IDs it re-emits.
+    let change_and_reread = async |contacts: &[String]| {
+        for cid in contacts {
+            weft_demo::http(
+                "PATCH",
+                &format!("{}/_sandbox/contacts/{cid}", acme.root_url()),
+                &[],
+                Some((
+                    "application/json",
+                    json!({ "phone": "+1 555 0199" }).to_string(),
+                )),
+            )
+            .await
+            .unwrap();
+        }
+        let mut src = rt.instantiate(&c, &grant).await.unwrap();
+        let (mut cursor, mut got) = (None, std::collections::BTreeSet::new());
+        loop {
+            let p = src.fetch("contacts", cursor.as_deref()).await.unwrap();
+            for b in bodies(&p) {
+                got.insert(b["appointment"]["id"].as_str().unwrap().to_owned());
+            }
+            cursor = p.next_cursor;
+            if !p.has_more {
+                return got;
+            }
+        }
+    };
+    // The appointment IDs of `pages` whose contact is one of `contacts`.
+    let of = |pages: &[Value], contacts: &[String]| -> std::collections::BTreeSet<String> {
+        pages
+            .iter()
+            .filter(|b| {
+                b["contact"]["id"]
+                    .as_str()
+                    .is_some_and(|id| contacts.iter().any(|c| c == id))
+            })
+            .map(|b| b["appointment"]["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let contacts_of = |pages: &[Value], skip: usize| -> Vec<String> {
+        let mut ids: Vec<String> = pages
+            .iter()
+            .filter_map(|b| b["contact"]["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.dedup();
+        ids.into_iter().skip(skip).take(3).collect()
+    };
+
+    // Two pages of five, then the run stops: two journal keys, unfolded.
+    let mut src = rt.instantiate(&c, &grant).await.unwrap();
+    let mut first = Vec::new();
+    let mut cursor = None;
+    for _ in 0..2 {
+        let p = src.fetch("appointments", cursor.as_deref()).await.unwrap();
+        assert!(p.has_more);
+        first.extend(bodies(&p));
+        cursor = p.next_cursor;
+    }
+    assert_eq!(journal(), 2, "one journal key per page");
+    let changed = contacts_of(&first, 0);
+    let expected = of(&first, &changed);
+    assert!(!expected.is_empty());
+    let got = change_and_reread(&changed).await;
+    assert!(
+        expected.is_subset(&got),
+        "from the journal: missing {:?}",
+        expected.difference(&got).collect::<Vec<_>>()
+    );
+
+    // The next run lists to the end: the fold takes its pages and the
+    // stopped run's, and deletes the journal.
+    let mut src = rt.instantiate(&c, &grant).await.unwrap();
+    let mut all = first;
+    loop {
+        let p = src.fetch("appointments", cursor.as_deref()).await.unwrap();
+        all.extend(bodies(&p));
+        cursor = p.next_cursor;
+        if !p.has_more {
+            break;
+        }
+    }
+    assert_eq!(journal(), 0, "folded and deleted at the end of the listing");
+    let changed = contacts_of(&all, 5);
+    let expected = of(&all, &changed);
+    let got = change_and_reread(&changed).await;
+    assert!(
+        expected.is_subset(&got),
+        "from the folded keys: missing {:?}",
+        expected.difference(&got).collect::<Vec<_>>()
+    );
+}
