@@ -1014,10 +1014,19 @@ impl ConnectorInstance {
         &mut self,
         records: &[Record],
     ) -> Result<Vec<Result<Vec<Record>, ConnectorError>>, CallError> {
+        self.map_refs(&records.iter().collect::<Vec<_>>()).await
+    }
+
+    /// Like [`ConnectorInstance::map`], for records held elsewhere (the
+    /// runner's items): each is copied once, into the guest.
+    pub(crate) async fn map_refs(
+        &mut self,
+        records: &[&Record],
+    ) -> Result<Vec<Result<Vec<Record>, ConnectorError>>, CallError> {
         let out = self.map_now(records).await;
         self.record(
             || crate::testkit::Call::Map {
-                records: records.to_vec(),
+                records: records.iter().map(|r| (*r).clone()).collect(),
             },
             &out,
         );
@@ -1026,14 +1035,14 @@ impl ConnectorInstance {
 
     async fn map_now(
         &mut self,
-        records: &[Record],
+        records: &[&Record],
     ) -> Result<Vec<Result<Vec<Record>, ConnectorError>>, CallError> {
         let bound = self.bound.clone();
         let Bound::Mapper(b) = &*bound else {
             return Err(self.wrong_world("map"));
         };
         self.begin()?;
-        let input: Vec<wit::Record> = records.iter().cloned().map(wit::Record::from).collect();
+        let input: Vec<wit::Record> = records.iter().map(|r| wit::Record::from(*r)).collect();
         let out = tokio::time::timeout(
             self.call_timeout(),
             b.weft_connector_mapper().call_map(&mut self.store, &input),
@@ -1062,10 +1071,19 @@ impl ConnectorInstance {
         &mut self,
         records: &[Record],
     ) -> Result<Vec<Result<(), ConnectorError>>, CallError> {
+        self.emit_refs(&records.iter().collect::<Vec<_>>()).await
+    }
+
+    /// Like [`ConnectorInstance::emit`], for records held elsewhere (the
+    /// runner's items): each is copied once, into the guest.
+    pub(crate) async fn emit_refs(
+        &mut self,
+        records: &[&Record],
+    ) -> Result<Vec<Result<(), ConnectorError>>, CallError> {
         let out = self.emit_now(records).await;
         self.record(
             || crate::testkit::Call::Emit {
-                records: records.to_vec(),
+                records: records.iter().map(|r| (*r).clone()).collect(),
             },
             &out,
         );
@@ -1074,14 +1092,14 @@ impl ConnectorInstance {
 
     async fn emit_now(
         &mut self,
-        records: &[Record],
+        records: &[&Record],
     ) -> Result<Vec<Result<(), ConnectorError>>, CallError> {
         let bound = self.bound.clone();
         let Bound::Destination(b) = &*bound else {
             return Err(self.wrong_world("emit"));
         };
         self.begin()?;
-        let input: Vec<wit::Record> = records.iter().cloned().map(wit::Record::from).collect();
+        let input: Vec<wit::Record> = records.iter().map(|r| wit::Record::from(*r)).collect();
         let out = tokio::time::timeout(
             self.call_timeout(),
             b.weft_connector_destination()
@@ -1325,17 +1343,17 @@ impl From<wit::Record> for Record {
     }
 }
 
-impl From<Record> for wit::Record {
-    fn from(r: Record) -> Self {
+impl From<&Record> for wit::Record {
+    fn from(r: &Record) -> Self {
         wit::Record {
-            key: r.key,
-            kind: r.kind,
+            key: r.key.clone(),
+            kind: r.kind.clone(),
             version: r.version,
             op: match r.op {
                 Operation::Upsert => wit::Operation::Upsert,
                 Operation::Delete => wit::Operation::Delete,
             },
-            body: r.body,
+            body: r.body.clone(),
         }
     }
 }

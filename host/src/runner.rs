@@ -844,7 +844,7 @@ impl Host {
                 serving: &p.serving,
             };
             let outcomes = call_isolating_traps(retry, run, &records, mapper, &fresh, |m, rs| {
-                Box::pin(m.map(rs))
+                Box::pin(m.map_refs(rs))
             })
             .await
             .map_err(|e| stop_for("map", &label, e))?;
@@ -895,7 +895,7 @@ impl Host {
             serving: &p.serving,
         };
         let outcomes = call_isolating_traps(retry, run, &records, destination, &fresh, |d, rs| {
-            Box::pin(d.emit(rs))
+            Box::pin(d.emit_refs(rs))
         })
         .await
         .map_err(|e| stop_for("emit", &label, e))?;
@@ -1013,12 +1013,12 @@ async fn fetch_with_retry(
 }
 
 /// Every live item's outputs, with the index of the item each belongs to.
-fn live_outputs(items: &[Item]) -> (Vec<usize>, Vec<Record>) {
+fn live_outputs(items: &[Item]) -> (Vec<usize>, Vec<&Record>) {
     items
         .iter()
         .enumerate()
         .filter(|(_, it)| it.dead.is_none())
-        .flat_map(|(i, it)| it.outputs().iter().cloned().map(move |r| (i, r)))
+        .flat_map(|(i, it)| it.outputs().iter().map(move |r| (i, r)))
         .unzip()
 }
 
@@ -1358,7 +1358,6 @@ fn commit_for(
         ..Default::default()
     };
     for it in items {
-        let id = DeadLetter::id_for(tenant, scope, &it.source.kind, &it.source.key);
         let present = if it.retracted {
             Some(false)
         } else if it.dead.is_none() && !it.outputs().is_empty() {
@@ -1371,16 +1370,14 @@ fn commit_for(
             version: it.source.version,
             present,
             before: it.before.clone(),
+            // A newer revision got through: an older dead letter of the
+            // same record is settled.
+            settles: it.dead.is_none().then(|| it.source.kind.clone()),
         });
-        if it.dead.is_none() {
-            // A newer revision got through: an older dead letter of the same
-            // record is settled.
-            commit.resolved.push(id.clone());
-        }
         if let Some(d) = &it.dead {
             run.dead_lettered += 1;
             commit.dead_letters.push(DeadLetter {
-                id,
+                id: DeadLetter::id_for(tenant, scope, &it.source.kind, &it.source.key),
                 tenant: tenant.to_owned(),
                 flow: flow.to_owned(),
                 stage: d.stage.to_owned(),
@@ -1435,7 +1432,7 @@ fn input_trap(e: &CallError) -> bool {
 async fn call_isolating_traps<T: Send>(
     retry: &RetryPolicy,
     run: &mut RunRecord,
-    records: &[Record],
+    records: &[&Record],
     instance: &mut ConnectorInstance,
     fresh: &Fresh<'_>,
     f: BatchCall<T>,
@@ -1468,14 +1465,14 @@ async fn call_isolating_traps<T: Send>(
 type BatchCall<T> =
     for<'a> fn(
         &'a mut ConnectorInstance,
-        &'a [Record],
+        &'a [&'a Record],
     )
         -> futures::future::BoxFuture<'a, Result<Vec<Result<T, ConnectorError>>, CallError>>;
 
 async fn call_with_retry<T>(
     retry: &RetryPolicy,
     run: &mut RunRecord,
-    records: &[Record],
+    records: &[&Record],
     instance: &mut ConnectorInstance,
     f: BatchCall<T>,
 ) -> Result<Vec<Result<T, ConnectorError>>, CallError> {
@@ -1490,7 +1487,7 @@ async fn call_with_retry<T>(
         let outcomes = if pending.len() == records.len() {
             f(instance, records).await?
         } else {
-            let batch: Vec<Record> = pending.iter().map(|&i| records[i].clone()).collect();
+            let batch: Vec<&Record> = pending.iter().map(|&i| records[i]).collect();
             f(instance, &batch).await?
         };
         let mut still = Vec::new();

@@ -83,7 +83,9 @@ pub struct PageCommit {
     pub records: Vec<Handled>,
     /// Records that go to the dead-letter store.
     pub dead_letters: Vec<DeadLetter>,
-    /// Dead letters that were delivered and can be removed (replays).
+    /// Dead letters that were delivered and can be removed, by ID (a
+    /// replay's, which may be filed under an older ID scheme). A handled
+    /// record that got through ([`Handled::settles`]) also settles its own.
     pub resolved: Vec<String>,
     /// The scope's [`StateStore::commit_stamp`] read before the page's
     /// [`Delivery`] entries were: if no commit to the scope came in
@@ -106,6 +108,10 @@ pub struct Handled {
     /// Its entry as read before the page was delivered
     /// ([`PageCommit::read_at`]).
     pub before: Delivery,
+    /// The record's kind when it got through: it settles an older dead
+    /// letter of the record in the scope, if there is one
+    /// ([`DeadLetter::id_for`], computed only when dead letters exist).
+    pub settles: Option<String>,
 }
 
 /// What a destination scope knows of one source record: whether what the
@@ -962,13 +968,19 @@ impl StateStore for SledState {
         let unchanged = commit.read_at == Some(*stamp);
         *stamp += 1;
         // Most records settle no dead letter: only those that exist are
-        // removed.
-        let resolved: Vec<&String> = if self.dead.is_empty() {
+        // removed, and none are looked for while there are none.
+        let resolved: Vec<String> = if self.dead.is_empty() {
             vec![]
         } else {
+            let own = commit.records.iter().filter_map(|h| {
+                let kind = h.settles.as_deref()?;
+                Some(DeadLetter::id_for(tenant, &commit.scope, kind, &h.key))
+            });
             commit
                 .resolved
                 .iter()
+                .cloned()
+                .chain(own)
                 .filter(|id| self.dead.contains_key(id.as_bytes()).unwrap_or(true))
                 .collect()
         };
@@ -1268,6 +1280,7 @@ mod tests {
                     version: *version,
                     present: *present,
                     before: Delivery::default(),
+                    settles: None,
                 })
                 .collect(),
             ..Default::default()
@@ -1323,6 +1336,38 @@ mod tests {
         let a = s.delivery("t", "dest", "a").unwrap();
         assert_eq!((a.version("f"), a.version("g")), (Some(5), Some(1)));
         assert_eq!(a.present, Some(false));
+    }
+
+    /// A record that gets through settles its dead letter in the scope:
+    /// by its kind and key (the ID computed in the commit, only when dead
+    /// letters exist), or by an ID the commit names (a replay's).
+    #[test]
+    fn records_that_get_through_settle_their_dead_letters() {
+        let s = SledState::temporary().unwrap();
+        let commit = PageCommit {
+            dead_letters: vec![dl("a", 1, 1), dl("b", 1, 1), dl("c", 1, 1)],
+            ..page("dest", &[("a", 1, None), ("b", 1, None), ("c", 1, None)])
+        };
+        s.commit_page("t", "f", &commit).unwrap();
+        let mut next = page("dest", &[("a", 2, Some(true)), ("b", 2, None)]);
+        next.records[0].settles = Some("k".into());
+        next.resolved = vec![DeadLetter::id_for("t", "dest", "k", "c")];
+        s.commit_page("t", "f", &next).unwrap();
+        let left: Vec<String> = s
+            .dead_letters(None, None)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.record.key)
+            .collect();
+        assert_eq!(left, ["b"], "b was handled, but dead-lettered again");
+        // Another kind of record with the same key is another dead letter.
+        let mut other = page("dest", &[("b", 3, Some(true))]);
+        other.records[0].settles = Some("other-kind".into());
+        s.commit_page("t", "f", &other).unwrap();
+        assert_eq!(s.dead_letters(None, None).unwrap().len(), 1);
+        other.records[0].settles = Some("k".into());
+        s.commit_page("t", "f", &other).unwrap();
+        assert!(s.dead_letters(None, None).unwrap().is_empty());
     }
 
     #[test]

@@ -120,36 +120,12 @@ pub fn log_line(level: log::Level, message: &str, fields: &[(&str, &str)]) {
     log::log(level, message, &fields);
 }
 
-thread_local! {
-    /// Where bodies are written before they are copied out at their size:
-    /// it keeps the capacity of the largest so far, so a body is written
-    /// without growing (and copying) its buffer several times.
-    static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The largest body buffer kept between records.
-const MAX_KEPT_BODY_BUFFER: usize = 64 << 10;
-
 /// `body` as JSON text: straight into a string (`Value`'s `Display` goes
 /// through the formatting machinery, a quarter of a source's time in issue
 /// 10's profile). A map with non-string keys is the only failure: its body
 /// becomes `null`.
 fn body_json(body: &(impl serde::Serialize + ?Sized)) -> String {
-    BODY.with(|buf| {
-        let Ok(mut buf) = buf.try_borrow_mut() else {
-            // A body whose serialisation makes a record (never seen).
-            return serde_json::to_string(body).unwrap_or_else(|_| "null".to_owned());
-        };
-        buf.clear();
-        let json = match serde_json::to_writer(&mut *buf, body) {
-            Ok(()) => String::from_utf8(buf.to_vec()).unwrap_or_else(|_| "null".to_owned()),
-            Err(_) => "null".to_owned(),
-        };
-        if buf.capacity() > MAX_KEPT_BODY_BUFFER {
-            *buf = Vec::new();
-        }
-        json
-    })
+    serde_json::to_string(body).unwrap_or_else(|_| "null".to_owned())
 }
 
 impl Record {
@@ -195,10 +171,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     #[test]
-    fn bodies_are_json_whatever_came_before() {
-        let big = "x".repeat(MAX_KEPT_BODY_BUFFER + 1);
-        let r = Record::upsert("k", "thing", 1, &serde_json::json!({"a": big}));
-        assert_eq!(r.body.len(), big.len() + 8);
+    fn bodies_are_json_or_null() {
         let r = Record::upsert("k", "thing", 2, &serde_json::json!({"b": [1, "2"]}));
         assert_eq!(r.body, r#"{"b":[1,"2"]}"#);
         let d = Record::delete("k", "thing", 3, &serde_json::json!({"c": null}));
