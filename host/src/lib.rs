@@ -70,7 +70,8 @@ pub use std::alloc::System as Allocator;
 /// The memory allocator of weft's binaries: jemalloc, where it builds (not
 /// on MSVC). Measured in `make bench` (issue 10): glibc's `malloc` and
 /// `free` were a sixth of a sync's CPU, and jemalloc cut the CPU per record
-/// by about a tenth for a few MiB more peak RSS. A library does not choose
+/// by about a tenth for a few MiB more peak RSS (freed pages go back after
+/// 300 ms: `.cargo/config.toml`). A library does not choose
 /// the allocator of the program that embeds it: each binary declares
 /// `#[global_allocator] static ALLOC: weft::Allocator = weft::Allocator;`.
 #[cfg(not(target_env = "msvc"))]
