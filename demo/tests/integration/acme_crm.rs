@@ -499,7 +499,7 @@ async fn contacts_stream_rereads_at_most_reads_per_call() {
 
 /// The contact → appointments index of a listing's pages goes through a
 /// journal (one kv key per page) that is folded into the per-contact keys
-/// every 64 pages and at the end of the listing: a changed contact finds
+/// every 256 pages and at the end of the listing: a changed contact finds
 /// its appointments from the journal before the fold (here: a run stopped
 /// after two pages), from the contacts' keys after it, and the fold leaves
 /// no journal behind.
