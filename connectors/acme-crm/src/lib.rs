@@ -302,6 +302,9 @@ fn transient_shape(path: &str, what: &str) -> Error {
 /// Acme's users by ID.
 type Users = HashMap<String, Obj>;
 
+/// A map with a fast hash for IDs (looked up several times per record).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// An appointment record's body, serialized from borrowed parts: Acme's
 /// JSON of the appointment and its contact as Acme sent it.
 #[derive(Serialize)]
@@ -322,7 +325,7 @@ struct ActivityBody<'a> {
 thread_local! {
     /// Contacts known in this instance (one run): `None` for an ID Acme
     /// does not list or lists as deleted. A run reads each contact once.
-    static CONTACTS: RefCell<HashMap<String, Option<Rc<Obj>>>> = RefCell::new(HashMap::new());
+    static CONTACTS: RefCell<FastMap<String, Option<Rc<Obj>>>> = RefCell::new(FastMap::default());
     /// Whether this run listed every contact already.
     static ALL_CONTACTS_LISTED: Cell<bool> = const { Cell::new(false) };
     /// Acme's users, read once per run (an email may change in Acme).
@@ -395,22 +398,29 @@ fn list_all_contacts(client: &Client) -> Result<(), Error> {
 /// asked.
 fn contacts_by_id<'a>(
     client: &Client,
-    ids: &BTreeSet<&'a str>,
-) -> Result<HashMap<&'a str, Rc<Obj>>, Error> {
-    let mut out = HashMap::new();
-    let mut missing = Vec::new();
+    ids: impl IntoIterator<Item = &'a str>,
+) -> Result<FastMap<&'a str, Rc<Obj>>, Error> {
+    let mut out = FastMap::default();
+    // In order: the lookups ask for them sorted.
+    let mut missing = BTreeSet::new();
     CONTACTS.with(|c| {
         let c = c.borrow();
-        for &id in ids.iter().filter(|i| !i.is_empty()) {
+        for id in ids.into_iter().filter(|i| !i.is_empty()) {
+            if out.contains_key(id) {
+                continue;
+            }
             match c.get(id) {
                 Some(Some(contact)) => {
                     out.insert(id, contact.clone());
                 }
                 Some(None) => {}
-                None => missing.push(id),
+                None => {
+                    missing.insert(id);
+                }
             }
         }
     });
+    let missing: Vec<&str> = missing.into_iter().collect();
     if ALL_CONTACTS_LISTED.with(Cell::get) {
         // Everything Acme listed at the start of the run is known: the rest
         // does not exist (Acme data has many appointments whose contact
@@ -493,12 +503,11 @@ fn appointment_records(
     known_contact: Option<&Obj>,
 ) -> Result<Vec<Record>, Error> {
     let known_id = known_contact.and_then(|c| c.f.id.as_deref());
-    let contact_ids: BTreeSet<&str> = apts
+    let contact_ids = apts
         .iter()
         .filter_map(|a| a.f.contact_id.as_deref())
-        .filter(|id| known_contact.is_none() || known_id != Some(id))
-        .collect();
-    let mut contacts = contacts_by_id(client, &contact_ids)?;
+        .filter(|id| known_contact.is_none() || known_id != Some(id));
+    let mut contacts = contacts_by_id(client, contact_ids)?;
     if let Some(c) = known_contact
         && let Some(id) = known_id
     {
@@ -545,12 +554,11 @@ fn is_touchpoint(a: &Obj) -> bool {
 }
 
 fn activity_records(client: &Client, acts: Vec<Obj>) -> Result<Vec<Record>, Error> {
-    let contact_ids: BTreeSet<&str> = acts
+    let contact_ids = acts
         .iter()
         .filter(|a| is_touchpoint(a) && !a.deleted())
-        .filter_map(|a| a.f.contact_id.as_deref())
-        .collect();
-    let contacts = contacts_by_id(client, &contact_ids)?;
+        .filter_map(|a| a.f.contact_id.as_deref());
+    let contacts = contacts_by_id(client, contact_ids)?;
     let users = users(
         client,
         acts.iter().any(|a| is_touchpoint(a) && has_owner(a)),
