@@ -21,11 +21,14 @@ pub fn version_of(s: &str) -> Result<i64, String> {
     Ok(instant(s)?.timestamp_micros())
 }
 
-/// The newest of several optional timestamps, as a version.
-pub fn newest(stamps: &[Option<&str>]) -> Result<i64, String> {
+/// The newest of several instants (or the first error reading one), as a
+/// version like [`version_of`]'s.
+pub fn newest(
+    instants: impl IntoIterator<Item = Result<DateTime<Utc>, String>>,
+) -> Result<i64, String> {
     let mut best = None;
-    for s in stamps.iter().flatten() {
-        let v = version_of(s)?;
+    for t in instants {
+        let v = t?.timestamp_micros();
         best = Some(best.map_or(v, |b: i64| b.max(v)));
     }
     best.ok_or_else(|| "no timestamp to version the record by".to_owned())
@@ -93,11 +96,16 @@ mod tests {
             "20:30Z is later than 20:00Z although its text sorts first"
         );
         assert_eq!(
-            newest(&[
-                Some("2026-11-02T20:00:00Z"),
-                None,
-                Some("2026-11-02T21:00:00Z")
-            ])
+            newest(
+                [
+                    Some("2026-11-02T20:00:00Z"),
+                    None,
+                    Some("2026-11-02T21:00:00Z")
+                ]
+                .into_iter()
+                .flatten()
+                .map(instant)
+            )
             .unwrap(),
             version_of("2026-11-02T21:00:00Z").unwrap()
         );

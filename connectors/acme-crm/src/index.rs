@@ -67,21 +67,25 @@ fn warn(message: &str, error: impl std::fmt::Debug) {
     );
 }
 
-/// Adds `ids` to contact `contact`'s key.
-fn merge_into<'a>(contact: &str, ids: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
-    let key = format!("{CONTACT}{contact}");
-    let mut known: BTreeSet<String> = kv::get(&key)
+/// The appointments in contact `contact`'s key.
+fn known(contact: &str) -> BTreeSet<String> {
+    kv::get(&format!("{CONTACT}{contact}"))
         .ok()
         .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Adds `ids` to contact `contact`'s key.
+fn merge_into<'a>(contact: &str, ids: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    let mut known = known(contact);
     let before = known.len();
     known.extend(ids.into_iter().map(str::to_owned));
     if known.len() == before {
         return Ok(());
     }
     let bytes = serde_json::to_vec(&known).map_err(|e| e.to_string())?;
-    kv::set(&key, &bytes).map_err(|e| format!("contact {contact}: {e:?}"))
+    kv::set(&format!("{CONTACT}{contact}"), &bytes).map_err(|e| format!("contact {contact}: {e:?}"))
 }
 
 /// Remembers which appointments reference each contact, in the contacts'
@@ -181,11 +185,7 @@ fn fold() {
 
 /// The appointments known to reference contact `cid`.
 pub fn appointments(cid: &str) -> Vec<String> {
-    let mut ids: BTreeSet<String> = kv::get(&format!("{CONTACT}{cid}"))
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let mut ids = known(cid);
     let journal = VIEW.with(|v| {
         v.borrow_mut()
             .get_or_insert_with(|| Rc::new(read_journal().1))

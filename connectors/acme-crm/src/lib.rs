@@ -588,20 +588,30 @@ fn activity_records(client: &Client, acts: Vec<Obj>) -> Result<Vec<Record>, Erro
         .collect()
 }
 
-/// The appointments of a changed contact, re-read and enriched with it.
+/// The appointments the index holds for `contact`.
+fn indexed(contact: &Obj) -> Vec<String> {
+    contact
+        .f
+        .id
+        .as_deref()
+        .map(index::appointments)
+        .unwrap_or_default()
+}
+
+/// The appointments of a changed contact (`ids`, from [`indexed`]), re-read
+/// and enriched with it.
 ///
 /// A deleted contact is still listed by Acme with its fields: the events of
 /// its appointments keep those last known details (a change made just
 /// before the deletion still arrives). Appointments changed after the
 /// deletion are left to the `appointments` stream, which dead-letters them
 /// (their contact no longer exists).
-fn contact_changed(client: &Client, contact: &Obj) -> Result<Vec<Record>, Error> {
+fn contact_changed(client: &Client, contact: &Obj, ids: Vec<String>) -> Result<Vec<Record>, Error> {
     let cid = required(contact, &contact.f.id, "id", "a contact")?;
     let deleted_at = match contact.f.deleted_at.as_ref().and_then(Value::as_str) {
         Some(d) => Some(instant(d).map_err(|e| invalid(format!("contact {cid}: {e}")))?),
         None => None,
     };
-    let ids = index::appointments(cid);
     let mut apts = Vec::new();
     for id in ids {
         let query = format!("/appointments/{}", enc(&id));
@@ -730,10 +740,8 @@ impl Source for AcmeCrm {
                 let mut reads = 0usize;
                 let budget = cfg.reads_per_call.max(1) as usize;
                 for (i, c) in items.iter().enumerate() {
-                    let n =
-                        c.f.id
-                            .as_deref()
-                            .map_or(0, |id| index::appointments(id).len());
+                    let ids = indexed(c);
+                    let n = ids.len();
                     if i > 0 && reads + n > budget {
                         // Out of reads for this call: the next one lists
                         // again from this contact (`updated_since` is
@@ -755,7 +763,7 @@ impl Source for AcmeCrm {
                         }
                     }
                     reads += n;
-                    out.extend(contact_changed(&client, c)?);
+                    out.extend(contact_changed(&client, c, ids)?);
                 }
                 page(out, &next, more)
             }
@@ -789,7 +797,7 @@ impl Source for AcmeCrm {
                 appointment_records(&client, vec![object], None)
             }
             Some("activity") => activity_records(&client, vec![object]),
-            Some("contact") => contact_changed(&client, &object),
+            Some("contact") => contact_changed(&client, &object, indexed(&object)),
             _ => {
                 weft_sdk::log_line(
                     log::Level::Info,

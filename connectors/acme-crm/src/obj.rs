@@ -112,16 +112,11 @@ impl Obj {
     }
 }
 
-/// The newest `updated_at` of `objs` as a record version: microseconds
-/// since the epoch of the instant it names, as `acme_common::version_of`
-/// reads it. Objects without a string `updated_at` are passed over.
+/// The newest `updated_at` of `objs` as a record version
+/// (`acme_common::newest`). Objects without a string `updated_at` are
+/// passed over.
 pub fn newest_version<'a>(objs: impl IntoIterator<Item = &'a Obj>) -> Result<i64, String> {
-    let mut best = None;
-    for t in objs.into_iter().filter_map(Obj::updated) {
-        let v = t?.timestamp_micros();
-        best = Some(best.map_or(v, |b: i64| b.max(v)));
-    }
-    best.ok_or_else(|| "no timestamp to version the record by".to_owned())
+    acme_common::newest(objs.into_iter().filter_map(Obj::updated))
 }
 
 /// A list answer: `{"data": [...], "next_cursor": ...}`.

@@ -5,6 +5,7 @@
 //! instants (not text) as versions.
 
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use weft::caps::http::{Credential, CredentialGrant, HttpGrants, OriginPattern};
 use weft::kvstore::SledKv;
@@ -31,6 +32,12 @@ async fn sandbox(appointments: usize, faults: Faults) -> AcmeSandbox {
 }
 
 fn runtime() -> Runtime {
+    runtime_with(SledKv::temporary().unwrap())
+}
+
+/// The runtime of [`runtime`] on the kv store `kv` (a test that looks into
+/// the connector's kv space keeps a handle on it).
+fn runtime_with(kv: Arc<SledKv>) -> Runtime {
     let config = HostConfig {
         private_hosts: vec!["127.0.0.1".into()],
         ..HostConfig::default()
@@ -44,11 +51,37 @@ fn runtime() -> Runtime {
     );
     Runtime::with_parts(
         config,
-        SledKv::temporary().unwrap(),
+        kv,
         Arc::new(weft::caps::http::SystemResolver),
         secrets,
     )
     .unwrap()
+}
+
+/// Changes contact `cid`'s phone in the Acme sandbox.
+async fn change_contact(acme: &AcmeSandbox, cid: &str, phone: &str) {
+    weft_demo::http(
+        "PATCH",
+        &format!("{}/_sandbox/contacts/{cid}", acme.root_url()),
+        &[],
+        Some(("application/json", json!({ "phone": phone }).to_string())),
+    )
+    .await
+    .unwrap();
+}
+
+/// The appointment IDs of enriched appointment `bodies` whose contact is one
+/// of `contacts`.
+fn appointments_of(bodies: &[Value], contacts: &BTreeSet<String>) -> BTreeSet<String> {
+    bodies
+        .iter()
+        .filter(|b| {
+            b["contact"]["id"]
+                .as_str()
+                .is_some_and(|c| contacts.contains(c))
+        })
+        .map(|b| b["appointment"]["id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 async fn instance(
@@ -430,7 +463,7 @@ async fn contacts_stream_rereads_at_most_reads_per_call() {
         }
     }
     // Twelve customers with appointments change.
-    let mut changed = std::collections::BTreeSet::new();
+    let mut changed = BTreeSet::new();
     for b in &apts {
         if changed.len() == 12 {
             break;
@@ -438,28 +471,10 @@ async fn contacts_stream_rereads_at_most_reads_per_call() {
         if let Some(cid) = b["contact"]["id"].as_str()
             && changed.insert(cid.to_owned())
         {
-            weft_demo::http(
-                "PATCH",
-                &format!("{}/_sandbox/contacts/{cid}", acme.root_url()),
-                &[],
-                Some((
-                    "application/json",
-                    json!({ "phone": "+1 555 0123" }).to_string(),
-                )),
-            )
-            .await
-            .unwrap();
+            change_contact(&acme, cid, "+1 555 0123").await;
         }
     }
-    let expected: std::collections::BTreeSet<String> = apts
-        .iter()
-        .filter(|b| {
-            b["contact"]["id"]
-                .as_str()
-                .is_some_and(|c| changed.contains(c))
-        })
-        .map(|b| b["appointment"]["id"].as_str().unwrap().to_owned())
-        .collect();
+    let expected = appointments_of(&apts, &changed);
     let most_per_contact = changed
         .iter()
         .map(|c| {
@@ -516,16 +531,7 @@ async fn journaled_index_pages_are_found_before_and_after_their_fold() {
     )
     .await;
     let kv = SledKv::temporary().unwrap();
-    let rt = Runtime::with_parts(
-        HostConfig {
-            private_hosts: vec!["127.0.0.1".into()],
-            ..HostConfig::default()
-        },
-        kv.clone(),
-        Arc::new(weft::caps::http::SystemResolver),
-        SecretStore::from_map([("key".to_string(), "acme-demo-key".to_string())].into()),
-    )
-    .unwrap();
+    let rt = runtime_with(kv.clone());
     let space = KvSpace {
         tenant: "t".into(),
         connector: "acme-crm".into(),
@@ -539,22 +545,12 @@ async fn journaled_index_pages_are_found_before_and_after_their_fold() {
     let grant = grant(&acme, 100, false);
     // Changes each named contact, then reads the contacts stream with a
     // fresh instance (another run): the appointment IDs it re-emits.
-    let change_and_reread = async |contacts: &[String]| {
+    let change_and_reread = async |contacts: &BTreeSet<String>| {
         for cid in contacts {
-            weft_demo::http(
-                "PATCH",
-                &format!("{}/_sandbox/contacts/{cid}", acme.root_url()),
-                &[],
-                Some((
-                    "application/json",
-                    json!({ "phone": "+1 555 0199" }).to_string(),
-                )),
-            )
-            .await
-            .unwrap();
+            change_contact(&acme, cid, "+1 555 0199").await;
         }
         let mut src = rt.instantiate(&c, &grant).await.unwrap();
-        let (mut cursor, mut got) = (None, std::collections::BTreeSet::new());
+        let (mut cursor, mut got) = (None, BTreeSet::new());
         loop {
             let p = src.fetch("contacts", cursor.as_deref()).await.unwrap();
             for b in bodies(&p) {
@@ -566,25 +562,17 @@ async fn journaled_index_pages_are_found_before_and_after_their_fold() {
             }
         }
     };
-    // The appointment IDs of `pages` whose contact is one of `contacts`.
-    let of = |pages: &[Value], contacts: &[String]| -> std::collections::BTreeSet<String> {
-        pages
+    // Three contacts of `pages`, past the first `skip` (by ID).
+    let contacts_of = |pages: &[Value], skip: usize| -> BTreeSet<String> {
+        let ids: BTreeSet<&str> = pages
             .iter()
-            .filter(|b| {
-                b["contact"]["id"]
-                    .as_str()
-                    .is_some_and(|id| contacts.iter().any(|c| c == id))
-            })
-            .map(|b| b["appointment"]["id"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    let contacts_of = |pages: &[Value], skip: usize| -> Vec<String> {
-        let mut ids: Vec<String> = pages
-            .iter()
-            .filter_map(|b| b["contact"]["id"].as_str().map(str::to_owned))
+            .filter_map(|b| b["contact"]["id"].as_str())
             .collect();
-        ids.dedup();
-        ids.into_iter().skip(skip).take(3).collect()
+        ids.into_iter()
+            .skip(skip)
+            .take(3)
+            .map(str::to_owned)
+            .collect()
     };
 
     // Two pages of five, then the run stops: two journal keys, unfolded.
@@ -599,7 +587,7 @@ async fn journaled_index_pages_are_found_before_and_after_their_fold() {
     }
     assert_eq!(journal(), 2, "one journal key per page");
     let changed = contacts_of(&first, 0);
-    let expected = of(&first, &changed);
+    let expected = appointments_of(&first, &changed);
     assert!(!expected.is_empty());
     let got = change_and_reread(&changed).await;
     assert!(
@@ -622,7 +610,7 @@ async fn journaled_index_pages_are_found_before_and_after_their_fold() {
     }
     assert_eq!(journal(), 0, "folded and deleted at the end of the listing");
     let changed = contacts_of(&all, 5);
-    let expected = of(&all, &changed);
+    let expected = appointments_of(&all, &changed);
     let got = change_and_reread(&changed).await;
     assert!(
         expected.is_subset(&got),
