@@ -110,6 +110,14 @@ struct Cursor {
     /// lists all types.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     touchpoints_only: bool,
+    /// The ID of the last record handled at the instant of `since`: a
+    /// listing skips the records at that instant whose ID sorts at or before
+    /// it (Acme lists by `(updated_at, id)`). The contacts stream sets it
+    /// when a call runs out of re-reads in the middle of a page, so that the
+    /// next call goes on after that contact even when many share its
+    /// instant (a bulk change), instead of handling them all again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    after: Option<String>,
 }
 
 impl Cursor {
@@ -121,8 +129,7 @@ impl Cursor {
                 instant(since).map_err(invalid)?;
                 Ok(Cursor {
                     since: Some(since.to_owned()),
-                    acme: None,
-                    touchpoints_only: false,
+                    ..Cursor::default()
                 })
             }
             Some(s) => serde_json::from_str(s)
@@ -266,7 +273,17 @@ fn list_page(
         Some(s) => Some((instant(s).map_err(invalid)?, s.clone())),
         None => None,
     };
-    for item in &listing.items {
+    let start = since.as_ref().map(|(t, _)| *t);
+    let mut items = listing.items;
+    if let (Some(after), Some(start)) = (&cursor.after, start) {
+        // Handled by an earlier call: the records at `since`'s instant up
+        // to `after` in Acme's order.
+        items.retain(|item| {
+            !(item.updated().and_then(Result::ok) == Some(start)
+                && item.f.id.as_deref().is_some_and(|id| id <= after.as_str()))
+        });
+    }
+    for item in &items {
         let t = item
             .updated()
             .ok_or_else(|| transient_shape(path, "a record without `updated_at`"))?
@@ -281,12 +298,19 @@ fn list_page(
     let more = acme.is_some();
     // A filtered listing stays filtered until it ends; the next one lists all.
     let touchpoints_only = cursor.touchpoints_only && more;
+    // `after` names a position at `since`'s instant: it holds while `since`
+    // stays there.
+    let after = match (&since, start) {
+        (Some((t, _)), Some(s)) if *t == s => cursor.after.clone(),
+        _ => None,
+    };
     Ok((
-        listing.items,
+        items,
         Cursor {
             since: since.map(|(_, s)| s),
             acme,
             touchpoints_only,
+            after,
         },
         more,
     ))
@@ -744,23 +768,19 @@ impl Source for AcmeCrm {
                     let n = ids.len();
                     if i > 0 && reads + n > budget {
                         // Out of reads for this call: the next one lists
-                        // again from this contact (`updated_since` is
-                        // inclusive), unless that would not move forward.
-                        let resume = required(c, &c.f.updated_at, "updated_at", "a contact")?;
-                        let forward = match &cursor.since {
-                            Some(s) => {
-                                instant(resume).map_err(invalid)? > instant(s).map_err(invalid)?
-                            }
-                            None => true,
+                        // again from the last contact handled
+                        // (`updated_since` is inclusive) and skips up to
+                        // it, so it always moves forward, even through
+                        // many contacts changed at one instant.
+                        let last = &items[i - 1];
+                        let at = required(last, &last.f.updated_at, "updated_at", "a contact")?;
+                        let id = required(last, &last.f.id, "id", "a contact")?;
+                        let next = Cursor {
+                            since: Some(at.to_owned()),
+                            after: Some(id.to_owned()),
+                            ..Cursor::default()
                         };
-                        if forward {
-                            let next = Cursor {
-                                since: Some(resume.to_owned()),
-                                acme: None,
-                                touchpoints_only: false,
-                            };
-                            return page(out, &next, true);
-                        }
+                        return page(out, &next, true);
                     }
                     reads += n;
                     out.extend(contact_changed(&client, c, ids)?);
