@@ -79,6 +79,19 @@ pub struct ServiceConfig {
     /// Scheduled runs start up to this fraction of their schedule late, at
     /// random, so that many tenants on one schedule do not fire together.
     pub schedule_jitter: f64,
+    /// Seconds a request's headers may take to arrive; also how long a
+    /// kept-alive connection may sit idle (slow or idle clients are closed).
+    pub header_timeout_secs: u64,
+    /// Connections served at once (lowered at start below the process's
+    /// file-descriptor limit); past it, `503` with `Retry-After`.
+    pub max_connections: usize,
+    /// Connections served at once from one client address (0: no cap). Put
+    /// behind a load balancer, where every connection comes from its
+    /// address, raise it or set 0.
+    pub max_connections_per_ip: usize,
+    /// Largest admin API request body in bytes (connector uploads are
+    /// bounded by `limits.max_component_bytes` instead).
+    pub max_request_bytes: usize,
 }
 
 impl Default for ServiceConfig {
@@ -91,6 +104,10 @@ impl Default for ServiceConfig {
             webhook_tolerance_secs: 300,
             webhook_id_hours: 72,
             schedule_jitter: 0.1,
+            header_timeout_secs: 10,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            max_request_bytes: 1 << 20,
         }
     }
 }
@@ -443,6 +460,12 @@ impl WeftConfig {
         }
         if self.service.webhook_id_hours < 72 {
             bail!("service.webhook_id_hours: at least 72 (senders retry for days)");
+        }
+        if self.service.header_timeout_secs == 0 {
+            bail!("service.header_timeout_secs: at least 1");
+        }
+        if self.service.max_connections == 0 {
+            bail!("service.max_connections: at least 1");
         }
         if !(0.0..=1.0).contains(&self.service.schedule_jitter) {
             bail!("service.schedule_jitter: a fraction from 0 to 1");

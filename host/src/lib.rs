@@ -22,7 +22,8 @@
 //! # let _ = page; Ok(()) }
 //! ```
 //!
-//! Modules: [`engine`] (wasmtime engine, compile cache, epoch ticker),
+//! Modules: [`access`] (who may write what: principals and the tenant-write
+//! check), [`engine`] (wasmtime engine, compile cache, epoch ticker),
 //! [`connector`] (loading, identifying and calling components), [`caps`] (one
 //! module per granted capability), [`model`] (the host's view of the WIT
 //! types), [`limits`] (sandbox limits), [`kvstore`] (durable key-value
@@ -38,6 +39,7 @@
 
 #![deny(missing_docs)]
 
+pub mod access;
 mod bindings;
 pub mod caps;
 pub mod config;

@@ -249,15 +249,33 @@ enum RunsCommand {
 /// command quietly instead of panicking like `println!`.
 macro_rules! outln {
     ($($arg:tt)*) => {
-        writeln!(std::io::stdout().lock(), $($arg)*).context("writing to stdout")?
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(StdoutError)?
     };
+}
+
+/// A failed write to stdout: the only error whose broken pipe means "the
+/// reader went away" (`weft … | head`). A broken pipe anywhere else (a
+/// server closing an upload) is an error like any other.
+#[derive(Debug)]
+struct StdoutError(std::io::Error);
+
+impl std::fmt::Display for StdoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "writing to stdout: {}", self.0)
+    }
+}
+
+impl std::error::Error for StdoutError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
 }
 
 /// Whether `e` is stdout's reader having gone away.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<StdoutError>()
+            .is_some_and(|o| o.0.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
 
@@ -598,6 +616,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compile { .. } => unreachable!("handled in main before the runtime starts"),
         Command::Serve => {
             let host = std::sync::Arc::new(open(&cli)?);
+            weft::service::preflight(&host)?;
             let tokens = weft::service::admin::operator_tokens_from_env();
             if tokens.is_empty() {
                 tracing::warn!(
@@ -854,7 +873,9 @@ mod remote {
                 .header("host", authority.as_str())
                 .header("authorization", format!("Bearer {}", self.token))
                 .body(Full::new(bytes::Bytes::from(body)))?;
-            let resp = send.send_request(req).await?;
+            let resp = send.send_request(req).await.with_context(|| {
+                format!("{method} {path}: the server closed the connection before answering")
+            })?;
             let status = resp.status();
             let bytes = resp.into_body().collect().await?.to_bytes();
             let v: Value = serde_json::from_slice(&bytes)

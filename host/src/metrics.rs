@@ -122,6 +122,8 @@ pub struct Metrics {
     pub schedule_lag_seconds: Histogram,
     /// Alerts sent.
     pub alerts: Family<TenantLabels, Counter>,
+    /// Connections refused at the front door (a connection cap was full).
+    pub connections_refused: Counter,
 }
 
 fn call_histogram() -> Histogram {
@@ -144,6 +146,7 @@ impl Metrics {
             guest_traps: Family::default(),
             schedule_lag_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             alerts: Family::default(),
+            connections_refused: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("runs", "Flow runs ended, by outcome", m.runs.clone());
@@ -198,6 +201,11 @@ impl Metrics {
             m.schedule_lag_seconds.clone(),
         );
         registry.register("alerts", "Alerts sent", m.alerts.clone());
+        registry.register(
+            "connections_refused",
+            "Connections answered 503 because a connection cap was full",
+            m.connections_refused.clone(),
+        );
         Metrics { registry, ..m }
     }
 

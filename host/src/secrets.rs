@@ -21,8 +21,12 @@ use std::sync::Arc;
 pub enum SecretRef {
     /// The value of this environment variable.
     Env(String),
-    /// The value under this key in the secrets file.
+    /// The tenant's own sealed secret of this name if it has one, else the
+    /// value under this key in the secrets file.
     Secret(String),
+    /// The tenant's own sealed secret of this name (written over the admin
+    /// API), never the secrets file: the only kind a tenant may write.
+    Sealed(String),
 }
 
 /// A resolved secret. Its `Debug` and `Display` never show the value.
@@ -241,6 +245,14 @@ impl SecretStore {
                 Ok(_) => bail!("environment variable {name} is empty"),
                 Err(_) => bail!("environment variable {name} is not set"),
             },
+            SecretRef::Sealed(name) => {
+                let (Some(vault), Some(tenant)) = (&self.vault, &self.tenant) else {
+                    bail!("sealed secret {name:?}: only a tenant's flows have sealed secrets");
+                };
+                vault.get(tenant, name)?.with_context(|| {
+                    format!("tenant {tenant:?} has no secret {name:?} (write it with PUT /v1/tenants/{tenant}/secrets/{name})")
+                })
+            }
             SecretRef::Secret(key) => {
                 if let (Some(vault), Some(tenant)) = (&self.vault, &self.tenant)
                     && let Some(s) = vault.get(tenant, key)?

@@ -511,7 +511,8 @@ async fn contacts_stream_rereads_at_most_reads_per_call() {
             .count();
         assert!(
             reads <= 5.max(most_per_contact),
-            "{reads} re-reads in one call"
+            "{reads} re-reads in one call (WEFT_ACME_SEED={})",
+            AcmeConfig::default().seed
         );
         for b in bodies(&p) {
             got.insert(b["appointment"]["id"].as_str().unwrap().to_owned());
@@ -523,8 +524,9 @@ async fn contacts_stream_rereads_at_most_reads_per_call() {
     }
     assert!(
         expected.is_subset(&got),
-        "every appointment of a changed customer: missing {:?}",
-        expected.difference(&got).collect::<Vec<_>>()
+        "every appointment of a changed customer: missing {:?} (WEFT_ACME_SEED={})",
+        expected.difference(&got).collect::<Vec<_>>(),
+        AcmeConfig::default().seed
     );
 }
 

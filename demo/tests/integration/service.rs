@@ -2,126 +2,11 @@
 //! and on to Radicale without a poll; forged, replayed, oversized, repeated
 //! and unknown deliveries; the admin API's tokens, tenants and secrets.
 
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
+use crate::support::*;
 use serde_json::{Value, json};
-use sha2::Sha256;
 use std::time::{Duration, Instant};
 use weft::state::RunOutcome;
 use weft_demo::{DemoEnv, TenantSetup};
-use weft_sandbox::acme::data::Counts;
-use weft_sandbox::acme::{AcmeConfig, Faults};
-
-const OPERATOR: &str = "operator-token-for-tests";
-
-fn acme() -> AcmeConfig {
-    AcmeConfig {
-        counts: Counts {
-            users: 3,
-            contacts: 20,
-            appointments: 40,
-            activities: 40,
-        },
-        faults: Faults::default(),
-        webhook_time_scale: 0.01,
-        ..AcmeConfig::default()
-    }
-}
-
-/// A running service over the demo's host.
-struct Service {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Service {
-    async fn start(env: &DemoEnv) -> Service {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(weft::service::run(
-            env.host.clone(),
-            listener,
-            async move {
-                let _ = rx.await;
-            },
-            |_| {},
-            vec![OPERATOR.to_owned()],
-        ));
-        Service {
-            url,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    async fn call(
-        &self,
-        token: Option<&str>,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> =
-            auth.iter().map(|a| ("authorization", a.as_str())).collect();
-        let a = weft_demo::http(
-            method,
-            &format!("{}{path}", self.url),
-            &headers,
-            body.map(|b| ("application/json", b.to_string())),
-        )
-        .await
-        .unwrap();
-        let v = serde_json::from_str(&a.text).unwrap_or(Value::String(a.text));
-        (a.status, v)
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(60), self.task)
-            .await
-            .expect("the service stops")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-fn sign(secret: &str, id: &str, ts: u64, body: &str) -> String {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.trim_start_matches("whsec_"))
-        .unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{ts}.{body}").as_bytes());
-    format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-async fn hook(svc: &Service, path: &str, id: &str, ts: u64, sig: &str, body: &str) -> u16 {
-    weft_demo::http(
-        "POST",
-        &format!("{}{path}", svc.url),
-        &[
-            ("webhook-id", id),
-            ("webhook-timestamp", &ts.to_string()),
-            ("webhook-signature", sig),
-        ],
-        Some(("application/json", body.to_owned())),
-    )
-    .await
-    .unwrap()
-    .status
-}
 
 /// Registers an Acme webhook for t1's appointments flow at the service and
 /// gives the flow its secret over the admin API; returns the secret.
@@ -441,7 +326,17 @@ async fn tokens_scope_tenants_and_secrets_stay_sealed() {
         404
     );
     // Operator-only endpoints.
-    assert_eq!(svc.call(Some(&t1), "GET", "/v1/tokens", None).await.0, 403);
+    assert_eq!(
+        svc.call(
+            Some(&t1),
+            "POST",
+            "/v1/tokens",
+            Some(json!({ "name": "more", "tenant": "t1" }))
+        )
+        .await
+        .0,
+        403
+    );
     assert_eq!(
         svc.call(Some(&t1), "DELETE", "/v1/tenants/t1", None)
             .await
@@ -505,19 +400,6 @@ async fn tokens_scope_tenants_and_secrets_stay_sealed() {
         "{v}"
     );
     svc.stop().await;
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// Acme's webhooks as Acme lists them.

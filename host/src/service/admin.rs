@@ -6,13 +6,19 @@
 //! reach everything; tenant tokens (minted for one tenant) reach only that
 //! tenant's config, secrets, flows, runs and dead letters, and anything of
 //! another tenant answers 404. Tokens are stored as SHA-256 hashes
-//! (`token` documents); a minted token is shown once.
+//! (`token` documents); a minted token is shown once, may expire
+//! (`expires_in`), and dies with its tenant.
+//!
+//! Who may do what is decided in [`crate::access`]: each request resolves
+//! its token to a [`Principal`] once, and every tenant write goes through
+//! [`crate::access::admit_tenant`].
 
 // Handlers answer errors as ready responses (axum's idiom); their size does
 // not matter on this path.
 #![allow(clippy::result_large_err)]
 
 use super::{AppState, problem};
+use crate::access::Principal;
 use crate::config::TenantConfig;
 use crate::runner::RunRequest;
 use axum::Json;
@@ -40,6 +46,9 @@ pub struct TokenDoc {
     pub tenant: Option<String>,
     /// When it was minted.
     pub created_ms: u64,
+    /// When it stops working; none: when revoked (or its tenant deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
 }
 
 /// The SHA-256 of a token, hex.
@@ -58,22 +67,22 @@ pub fn operator_tokens_from_env() -> Vec<String> {
         .collect()
 }
 
-/// Who is calling.
+/// Who is calling: the principal its token resolved to.
 pub struct Caller {
-    /// `None`: an operator.
-    tenant: Option<String>,
+    principal: Principal,
 }
 
 impl Caller {
     /// Whether the caller may see `tenant`'s resources.
     fn sees(&self, tenant: &str) -> bool {
-        self.tenant.as_deref().is_none_or(|t| t == tenant)
+        self.principal.sees(tenant)
     }
 
-    fn operator(&self) -> Result<(), Response> {
-        match self.tenant {
-            None => Ok(()),
-            Some(_) => Err(problem(
+    /// `Ok` for an operator, else the `403` answer.
+    pub(crate) fn operator(&self) -> Result<(), Response> {
+        match self.principal {
+            Principal::Operator => Ok(()),
+            Principal::Tenant(_) => Err(problem(
                 StatusCode::FORBIDDEN,
                 "this needs an operator token",
             )),
@@ -124,17 +133,29 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             })?;
         let hash = hash_token(token);
         if app.operator_tokens.contains(&hash) {
-            return Ok(Caller { tenant: None });
+            return Ok(Caller {
+                principal: Principal::Operator,
+            });
         }
-        match app.host.state.doc_get(TOKEN_DOC, &hash) {
-            Ok(Some(doc)) => {
-                let doc: TokenDoc = serde_json::from_slice(&doc)
-                    .map_err(|e| internal(anyhow::anyhow!("reading a token: {e}")))?;
-                Ok(Caller { tenant: doc.tenant })
-            }
-            Ok(None) => Err(problem(StatusCode::UNAUTHORIZED, "unknown token")),
-            Err(e) => Err(internal(e)),
+        let unauthorized = |why: &str| problem(StatusCode::UNAUTHORIZED, why);
+        let doc = match app.host.state.doc_get(TOKEN_DOC, &hash) {
+            Ok(Some(doc)) => doc,
+            Ok(None) => return Err(unauthorized("unknown token")),
+            Err(e) => return Err(internal(e)),
+        };
+        let doc: TokenDoc = serde_json::from_slice(&doc)
+            .map_err(|e| internal(anyhow::anyhow!("reading a token: {e}")))?;
+        if doc.expires_ms.is_some_and(|t| crate::state::now_ms() >= t) {
+            return Err(unauthorized("the token has expired"));
         }
+        let principal = match doc.tenant {
+            None => Principal::Operator,
+            // A token dies with its tenant (deleting a tenant also deletes
+            // its tokens; this holds should that have been cut short).
+            Some(t) if app.host.tenant(&t).is_none() => return Err(unauthorized("unknown token")),
+            Some(t) => Principal::Tenant(t),
+        };
+        Ok(Caller { principal })
     }
 }
 
@@ -224,10 +245,17 @@ async fn put_tenant(
     body: Bytes,
 ) -> ApiResult {
     c.tenant(&tenant)?;
-    if app.host.tenant(&tenant).is_none() {
+    let stored = app.host.tenant(&tenant);
+    if stored.is_none() {
         c.operator()?;
     }
-    let config: TenantConfig = serde_json::from_slice(&body).map_err(bad)?;
+    let raw: Value = serde_json::from_slice(&body).map_err(bad)?;
+    let config: TenantConfig = serde_json::from_value(raw.clone()).map_err(bad)?;
+    // What only an operator may set (secrets beyond the tenant's own,
+    // limits, `active`, alert targets): refused, or kept as stored.
+    let config = crate::access::admit_tenant(&c.principal, &tenant, stored.as_ref(), &raw, config)
+        .map_err(|e| problem(StatusCode::FORBIDDEN, &e.to_string()))?;
+    check_webhook_secrets(&app, &tenant, &config)?;
     // The same checks as `weft.toml`, and each stage's config against its
     // connector's JSON Schema: the answer names the field.
     crate::config::validate_tenant(&tenant, &config).map_err(|e| bad(format!("{e:#}")))?;
@@ -260,8 +288,17 @@ async fn delete_tenant(
     State(app): State<Arc<AppState>>,
     Path(tenant): Path<String>,
 ) -> ApiResult {
+    // Another tenant's resource is "not found" before it is "forbidden".
+    c.tenant(&tenant)?;
     c.operator()?;
     unsubscribe_all(&app, &tenant).await;
+    // Its tokens first: a tenant created again under this ID gets none.
+    for (id, _) in tenant_tokens(&app, Some(&tenant))? {
+        app.host
+            .state
+            .doc_delete(TOKEN_DOC, &id)
+            .map_err(internal)?;
+    }
     if !app.host.delete_tenant(&tenant).map_err(internal)? {
         return Err(not_found("no such tenant"));
     }
@@ -335,6 +372,8 @@ async fn activate(
     State(app): State<Arc<AppState>>,
     Path(tenant): Path<String>,
 ) -> ApiResult {
+    // Another tenant's resource is "not found" before it is "forbidden".
+    c.tenant(&tenant)?;
     c.operator()?;
     set_active(&app, &tenant, true).await
 }
@@ -344,6 +383,8 @@ async fn deactivate(
     State(app): State<Arc<AppState>>,
     Path(tenant): Path<String>,
 ) -> ApiResult {
+    // Another tenant's resource is "not found" before it is "forbidden".
+    c.tenant(&tenant)?;
     c.operator()?;
     set_active(&app, &tenant, false).await
 }
@@ -384,6 +425,15 @@ async fn put_secret(
     if !crate::config::valid_id(&name) {
         return Err(bad("a secret name is 1-64 letters, digits, `-` or `_`"));
     }
+    if body.value.is_empty() {
+        return Err(unprocessable("a secret's value may not be empty"));
+    }
+    if let Some(t) = app.host.tenant(&tenant)
+        && webhook_secret_names(&t).any(|n| n == name)
+    {
+        super::webhooks::signing_key(&body.value)
+            .map_err(|e| unprocessable(&format!("secret {name:?} signs webhooks: {e}")))?;
+    }
     vault(&app)?
         .put(&tenant, &name, &body.value)
         .map_err(internal)?;
@@ -400,6 +450,44 @@ async fn delete_secret(
         return Err(not_found("no such secret"));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn unprocessable(why: &str) -> Response {
+    problem(StatusCode::UNPROCESSABLE_ENTITY, why)
+}
+
+/// The names of the tenant's own secrets that its flows' webhook configs
+/// name (`{ secret = … }` or `{ sealed = … }`).
+fn webhook_secret_names(t: &TenantConfig) -> impl Iterator<Item = &str> {
+    t.flows
+        .values()
+        .filter_map(|f| f.source.webhook.as_ref())
+        .flat_map(|w| &w.secrets)
+        .filter_map(|r| match r {
+            crate::secrets::SecretRef::Secret(n) | crate::secrets::SecretRef::Sealed(n) => {
+                Some(n.as_str())
+            }
+            crate::secrets::SecretRef::Env(_) => None,
+        })
+}
+
+/// A tenant config that names one of the tenant's stored secrets as a
+/// webhook secret: that secret must be a signing key (checked here too,
+/// for a secret written before the config named it).
+fn check_webhook_secrets(app: &AppState, tenant: &str, t: &TenantConfig) -> Result<(), Response> {
+    let Some(vault) = app.host.runtime.secrets().vault() else {
+        return Ok(());
+    };
+    for name in webhook_secret_names(t) {
+        if let Some(s) = vault.get(tenant, name).map_err(internal)? {
+            super::webhooks::signing_key(s.expose()).map_err(|e| {
+                unprocessable(&format!(
+                    "webhook secret {name:?}: {e}; write it again with PUT /v1/tenants/{tenant}/secrets/{name}"
+                ))
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn known_flow(app: &AppState, c: &Caller, tenant: &str, flow: &str) -> Result<(), Response> {
@@ -598,9 +686,9 @@ struct ListQuery {
 impl ListQuery {
     /// The tenant to filter by: the caller's own for a tenant token.
     fn tenant(&self, c: &Caller) -> Result<Option<String>, Response> {
-        match (&c.tenant, &self.tenant) {
+        match (c.principal.tenant(), &self.tenant) {
             (Some(own), Some(asked)) if own != asked => Err(not_found("no such tenant")),
-            (Some(own), _) => Ok(Some(own.clone())),
+            (Some(own), _) => Ok(Some(own.to_owned())),
             (None, asked) => Ok(asked.clone()),
         }
     }
@@ -702,10 +790,12 @@ async fn replay_all(
     ok(out)
 }
 
-async fn list_connectors(_c: Caller, State(app): State<Arc<AppState>>) -> ApiResult {
-    // Each version with the flows whose requirement picks it now.
+async fn list_connectors(c: Caller, State(app): State<Arc<AppState>>) -> ApiResult {
+    // Each version with the flows whose requirement picks it now (a
+    // tenant token sees its own flows only).
     let entries = app.host.registry.list().map_err(internal)?;
-    let tenants = app.host.tenants();
+    let mut tenants = app.host.tenants();
+    tenants.retain(|t, _| c.sees(t));
     let mut out = Vec::new();
     for e in entries {
         let mut used_by = Vec::new();
@@ -734,22 +824,55 @@ async fn list_connectors(_c: Caller, State(app): State<Arc<AppState>>) -> ApiRes
     ok(out)
 }
 
-async fn add_connector(c: Caller, State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+/// Registers an uploaded component. The body is streamed into a file in
+/// the data directory (never held whole in memory) and refused with `413`
+/// past `limits.max_component_bytes`.
+async fn add_connector(
+    c: Caller,
+    State(app): State<Arc<AppState>>,
+    body: axum::body::Body,
+) -> ApiResult {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
     c.operator()?;
-    // The registry reads a file: stage the upload in the data directory.
+    let max = app.host.config.limits.max_component_bytes;
     let dir = app.host.config.data_dir.join("uploads");
     std::fs::create_dir_all(&dir).map_err(|e| internal(e.into()))?;
     let file = tempfile::Builder::new()
         .suffix(".wasm")
         .tempfile_in(&dir)
         .map_err(|e| internal(e.into()))?;
-    std::fs::write(file.path(), &body).map_err(|e| internal(e.into()))?;
+    let mut out = tokio::fs::File::from_std(file.reopen().map_err(|e| internal(e.into()))?);
+    let mut stream = body.into_data_stream();
+    let mut len = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| bad(format!("reading the upload: {e}")))?;
+        len += chunk.len();
+        if len > max {
+            return Err(problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the component is larger than limits.max_component_bytes ({max} bytes)"),
+            ));
+        }
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| internal(e.into()))?;
+    }
+    out.flush().await.map_err(|e| internal(e.into()))?;
+    drop(out);
+    if len == 0 {
+        return Err(bad("the body is empty: send the component's .wasm bytes"));
+    }
     let (entry, added) = app
         .host
         .registry
         .add(&app.host.runtime, file.path())
         .await
-        .map_err(|e| bad(format!("{e:#}")))?;
+        .map_err(|e| {
+            // The staging file's path is the server's business.
+            let why = format!("{e:#}").replace(&file.path().display().to_string(), "the upload");
+            bad(why)
+        })?;
     let status = if added {
         StatusCode::CREATED
     } else {
@@ -759,9 +882,13 @@ async fn add_connector(c: Caller, State(app): State<Arc<AppState>>, body: Bytes)
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MintBody {
     name: String,
     tenant: Option<String>,
+    /// How long the token works (`90d`, `12h`); without it, until revoked.
+    #[serde(default)]
+    expires_in: Option<String>,
 }
 
 async fn mint_token(
@@ -775,11 +902,27 @@ async fn mint_token(
     {
         return Err(not_found("no such tenant"));
     }
+    let now = crate::state::now_ms();
+    let expires_ms = match &body.expires_in {
+        None => None,
+        Some(text) => {
+            let d = humantime::parse_duration(text).map_err(|e| {
+                unprocessable(&format!(
+                    "expires_in: {text:?} is not a duration like `90d` or `12h`: {e}"
+                ))
+            })?;
+            if d.is_zero() {
+                return Err(unprocessable("expires_in: must be longer than 0s"));
+            }
+            Some(now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+        }
+    };
     let token = format!("weft_{}", hex::encode(rand::random::<[u8; 24]>()));
     let doc = TokenDoc {
         name: body.name,
         tenant: body.tenant,
-        created_ms: crate::state::now_ms(),
+        created_ms: now,
+        expires_ms,
     };
     let id = hash_token(&token);
     app.host
@@ -792,35 +935,74 @@ async fn mint_token(
         .map_err(internal)?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": id, "token": token, "name": doc.name, "tenant": doc.tenant })),
+        Json(
+            json!({ "id": id, "token": token, "name": doc.name, "tenant": doc.tenant, "expires_ms": doc.expires_ms }),
+        ),
     )
         .into_response())
 }
 
-async fn list_tokens(c: Caller, State(app): State<Arc<AppState>>) -> ApiResult {
-    c.operator()?;
+/// The stored tokens (ID, what it grants), of one tenant or (`None`) all.
+fn tenant_tokens(
+    app: &AppState,
+    tenant: Option<&str>,
+) -> Result<Vec<(String, TokenDoc)>, Response> {
     let mut out = Vec::new();
     for (id, doc) in app.host.state.doc_list(TOKEN_DOC, "").map_err(internal)? {
         let doc: TokenDoc = serde_json::from_slice(&doc).map_err(|e| internal(e.into()))?;
-        out.push(json!({ "id": id, "name": doc.name, "tenant": doc.tenant, "created_ms": doc.created_ms }));
+        if tenant.is_none_or(|t| doc.tenant.as_deref() == Some(t)) {
+            out.push((id, doc));
+        }
     }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct TokensQuery {
+    tenant: Option<String>,
+}
+
+/// Operators list every token (or one tenant's: `?tenant=`); a tenant
+/// token lists its own tenant's.
+async fn list_tokens(
+    c: Caller,
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<TokensQuery>,
+) -> ApiResult {
+    let tenant = ListQuery {
+        tenant: q.tenant,
+        flow: None,
+        limit: None,
+    }
+    .tenant(&c)?;
+    let out: Vec<Value> = tenant_tokens(&app, tenant.as_deref())?
+        .into_iter()
+        .map(|(id, doc)| json!({ "id": id, "name": doc.name, "tenant": doc.tenant, "created_ms": doc.created_ms, "expires_ms": doc.expires_ms }))
+        .collect();
     ok(out)
 }
 
+/// Operators revoke any token; a tenant token revokes its own tenant's.
 async fn revoke_token(
     c: Caller,
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    c.operator()?;
-    if !app
-        .host
-        .state
-        .doc_delete(TOKEN_DOC, &id)
-        .map_err(internal)?
-    {
+    let doc = match app.host.state.doc_get(TOKEN_DOC, &id).map_err(internal)? {
+        Some(doc) => serde_json::from_slice::<TokenDoc>(&doc).map_err(|e| internal(e.into()))?,
+        None => return Err(not_found("no such token")),
+    };
+    let theirs = match &doc.tenant {
+        Some(t) => c.sees(t),
+        None => c.operator().is_ok(),
+    };
+    if !theirs {
         return Err(not_found("no such token"));
     }
+    app.host
+        .state
+        .doc_delete(TOKEN_DOC, &id)
+        .map_err(internal)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -164,8 +164,9 @@ impl Alerter {
             })
             .inc();
         if let Some(url) = url {
+            let private_hosts = self.host.config.private_hosts.clone();
             tokio::spawn(async move {
-                if let Err(e) = post_json(&url, &body).await {
+                if let Err(e) = post_json(&url, &body, private_hosts).await {
                     tracing::warn!(url, error = %e, "sending an alert");
                 }
             });
@@ -173,16 +174,22 @@ impl Alerter {
     }
 }
 
-/// POSTs `body` to `url` (the operator's own endpoint: no sandbox policy
-/// beyond a 10 s timeout).
-async fn post_json(url: &str, body: &serde_json::Value) -> Result<(), String> {
+/// POSTs `body` to `url` under the egress policy of connectors' requests:
+/// a loopback, private or link-local address only when `private_hosts`
+/// (the operator's `private_hosts`) allows it, never because it is an alert
+/// URL; a 10 s timeout.
+pub(crate) async fn post_json(
+    url: &str,
+    body: &serde_json::Value,
+    private_hosts: Vec<String>,
+) -> Result<(), String> {
     use crate::caps::http::policy::{Origin, Policy};
     let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
     let origin = Origin::from_uri(&uri)?;
     let policy = Policy {
         requested: vec![],
         granted: vec![],
-        private_hosts: vec![origin.host.clone()],
+        private_hosts,
     };
     let req = http::Request::post(uri)
         .header("content-type", "application/json")
@@ -206,4 +213,43 @@ async fn post_json(url: &str, body: &serde_json::Value) -> Result<(), String> {
         return Err(format!("answered {}", resp.status()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 18, item 2: the alert sender added the alert URL's host to
+    /// `private_hosts`, so an alert URL on loopback, a private network or
+    /// the cloud metadata address was posted to. Now an alert goes through
+    /// the connectors' egress policy: such an address only when the
+    /// operator's `private_hosts` lists it.
+    #[tokio::test]
+    async fn alerts_follow_the_egress_policy() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}/alert");
+        let body = serde_json::json!({ "alert": "test" });
+        let e = post_json(&url, &body, vec![]).await.unwrap_err();
+        assert!(e.contains("127.0.0.1"), "{e}");
+        let e = post_json("http://169.254.169.254/latest", &body, vec![])
+            .await
+            .unwrap_err();
+        assert!(e.contains("169.254.169.254"), "{e}");
+        // Listed by the operator: sent.
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        post_json(&url, &body, vec!["127.0.0.1".into()])
+            .await
+            .unwrap();
+        assert!(server.await.unwrap().starts_with("POST /alert"));
+    }
 }

@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod http;
 pub mod webhooks;
 
 use crate::runner::{Host, RunRequest};
@@ -103,7 +104,12 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn metrics(_caller: admin::Caller, State(app): State<Arc<AppState>>) -> Response {
+/// Prometheus metrics: an operator token only (the series name every
+/// tenant).
+async fn metrics(caller: admin::Caller, State(app): State<Arc<AppState>>) -> Response {
+    if let Err(refused) = caller.operator() {
+        return refused;
+    }
     // Open dead letters per tenant, counted now.
     if let Ok(all) = app.host.state.dead_letters(None, None) {
         let m = crate::metrics::metrics();
@@ -124,15 +130,31 @@ async fn metrics(_caller: admin::Caller, State(app): State<Arc<AppState>>) -> Re
         .into_response()
 }
 
-/// The service's router over `app`.
+/// The service's router over `app`. Request bodies are bounded per route:
+/// webhooks by `service.max_webhook_bytes` (read by the handler), uploads
+/// by `limits.max_component_bytes` (streamed to disk by the handler), and
+/// every other body by `service.max_request_bytes`.
 pub fn router(app: Arc<AppState>) -> Router {
+    let max_request = app.host.config.service.max_request_bytes;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/hooks/{tenant}/{flow}", post(webhooks::receive))
         .merge(admin::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(max_request))
         .with_state(app)
+}
+
+/// What `weft serve` needs before it listens: a key to seal tenant
+/// secrets.
+pub fn preflight(host: &Host) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        host.runtime.secrets().vault().is_some(),
+        "weft serve needs a key to seal tenant secrets: set WEFT_SECRET_KEY or service.key_file \
+         (make one with `head -c 32 /dev/urandom | base64 > weft.key`)"
+    );
+    Ok(())
 }
 
 /// Serves until `stop` completes, on `listener` (bound by the caller, so
@@ -146,11 +168,7 @@ pub async fn run(
     report: impl Fn(&crate::state::RunRecord) + Send + Sync + 'static,
     operator_tokens: Vec<String>,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        host.runtime.secrets().vault().is_some(),
-        "weft serve needs a key to seal tenant secrets: set WEFT_SECRET_KEY or service.key_file \
-         (make one with `head -c 32 /dev/urandom | base64 > weft.key`)"
-    );
+    preflight(&host)?;
     let (inbox_tx, inbox_rx) = mpsc::channel(4096);
     let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
     let (run_tx, run_rx) = mpsc::channel(1024);
@@ -221,14 +239,18 @@ pub async fn run(
         })
     };
     host.set_listening_on(listener.local_addr()?);
-    tracing::info!(listen = %listener.local_addr()?, "weft serve: listening");
-    axum::serve(listener, router(app.clone()))
-        .with_graceful_shutdown(async move {
-            stop.await;
-            tracing::info!("shutting down: finishing runs in flight");
-            let _ = stop_tx.send(true);
-        })
-        .await?;
+    let door = http::FrontDoor::from_config(&host.config.service);
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        max_connections = door.max_connections,
+        "weft serve: listening"
+    );
+    http::serve(listener, router(app.clone()), door, async move {
+        stop.await;
+        tracing::info!("shutting down: finishing runs in flight");
+        let _ = stop_tx.send(true);
+    })
+    .await?;
     // The server has stopped accepting: let the scheduler's runs finish,
     // close the inbox (the writer drains, the processor finishes its
     // batches), flush.

@@ -78,10 +78,9 @@ pub fn verify(
     if ts.abs_diff(now_secs) > tolerance.as_secs() {
         return Err(Rejection::StaleTimestamp);
     }
-    let keys: Vec<Vec<u8>> = secrets
-        .iter()
-        .filter_map(|s| STANDARD.decode(s.trim().trim_start_matches("whsec_")).ok())
-        .collect();
+    // A secret that is no proper key (empty, not base64, too short) signs
+    // nothing: an empty HMAC key would let anyone sign.
+    let keys: Vec<Vec<u8>> = secrets.iter().filter_map(|s| signing_key(s).ok()).collect();
     for entry in signatures.split_whitespace() {
         let Some(sig) = entry.strip_prefix("v1,") else {
             continue;
@@ -105,6 +104,31 @@ pub fn verify(
         }
     }
     Err(Rejection::BadSignature)
+}
+
+/// Shortest signing key accepted, in bytes (Standard Webhooks: 24 to 64).
+pub const MIN_KEY_BYTES: usize = 24;
+/// Longest signing key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 64;
+
+/// The HMAC key of a Standard Webhooks secret (`whsec_` + base64, or bare
+/// base64): 24 to 64 bytes, or why not.
+pub fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
+    let b64 = secret.trim();
+    let b64 = b64.strip_prefix("whsec_").unwrap_or(b64);
+    let key = STANDARD.decode(b64).map_err(|_| {
+        "a webhook signing secret is `whsec_` followed by base64 (or bare base64)".to_owned()
+    })?;
+    if !(MIN_KEY_BYTES..=MAX_KEY_BYTES).contains(&key.len()) {
+        return Err(format!(
+            "a webhook signing secret must decode to {MIN_KEY_BYTES}-{MAX_KEY_BYTES} random bytes, not {}",
+            key.len()
+        ));
+    }
+    if key.iter().all(|b| *b == key[0]) {
+        return Err("a webhook signing secret must be random, not one byte repeated".into());
+    }
+    Ok(key)
 }
 
 /// A delivery waiting for the inbox writer, with where its answer goes.
@@ -536,6 +560,38 @@ mod tests {
             verify(&headers("evt_1", T, &old_only), body, &secrets, T, TOL),
             Err(Rejection::BadSignature)
         );
+    }
+
+    /// Issue 18: `PUT …/secrets/hook {"value": ""}` was accepted, and a
+    /// delivery signed with HMAC under the empty key then got 202.
+    #[test]
+    fn an_empty_or_short_secret_signs_nothing() {
+        let body = b"{}";
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"").unwrap();
+        mac.update(format!("evt_1.{T}.").as_bytes());
+        mac.update(body);
+        let forged = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+        for secret in ["", "whsec_", "   ", "whsec_c2hvcnQ="] {
+            assert_eq!(
+                verify(
+                    &headers("evt_1", T, &forged),
+                    body,
+                    &[secret.to_owned()],
+                    T,
+                    TOL
+                ),
+                Err(Rejection::BadSignature),
+                "{secret:?}"
+            );
+        }
+        assert!(signing_key("").is_err());
+        assert!(signing_key("whsec_not base64!").is_err());
+        assert!(
+            signing_key(&STANDARD.encode([7u8; 32])).is_err(),
+            "one byte repeated"
+        );
+        assert!(signing_key(&STANDARD.encode([1u8; 23])).is_err());
+        assert_eq!(signing_key(&format!("whsec_{NEW}")).unwrap().len(), 33);
     }
 
     #[test]

@@ -515,3 +515,235 @@ async fn a_failing_flow_alerts_once_and_once_more_when_it_recovers() {
     );
     assert!(terminate(&mut child).success());
 }
+
+/// A connection from `from` (a loopback address) that sends the start of a
+/// request and never the rest.
+async fn half_sent(from: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().unwrap())?;
+    let mut s = socket
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
+        .await?;
+    s.write_all(b"POST /hooks/acme/sync HTTP/1.1\r\nhost: x\r\nx-slow: ")
+        .await?;
+    Ok(s)
+}
+
+/// What a connection gets within `wait`: `Some(first bytes)` (empty for a
+/// close), `None` if it is still held open.
+async fn answer_within(s: &mut tokio::net::TcpStream, wait: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 512];
+    match tokio::time::timeout(wait, s.read(&mut buf)).await {
+        Err(_) => None,
+        Ok(Ok(n)) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Ok(Err(e)) => Some(format!("error: {e}")),
+    }
+}
+
+/// `/healthz` answers, with its status, within `wait`.
+async fn health_within(port: u16, wait: Duration) -> Option<u16> {
+    tokio::time::timeout(wait, request(port, "GET", "/healthz", &[], vec![]))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|(s, _)| s)
+}
+
+/// Issue 18, item 6: half-sent requests were held forever (0 of 2,000 slow
+/// connections closed after 40 s), so enough of them made `/healthz` and
+/// webhooks unreachable. Now one client address holds at most
+/// `max_connections_per_ip` connections (the rest are answered 503 with
+/// `Retry-After`), and a request's headers must arrive within
+/// `header_timeout_secs`.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_cannot_keep_health_or_webhooks_from_answering() {
+    let (server, keys) = sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = "header_timeout_secs = 2\nmax_connections_per_ip = 40\n";
+    let path = setup_with(dir.path(), port, &server.url(""), "", extra, "1h");
+    for f in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
+        add(&path, f);
+    }
+    let _child = start_serve(&path, port).await;
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        slow.push(half_sent("127.0.0.2", port).await.unwrap());
+    }
+    // Past the per-address cap: told at once to come back later.
+    let mut held = Vec::new();
+    let mut refused = 0;
+    let answers = futures::future::join_all(slow.into_iter().map(|mut s| async move {
+        let a = answer_within(&mut s, Duration::from_millis(500)).await;
+        (s, a)
+    }))
+    .await;
+    for (s, a) in answers {
+        match a {
+            None => held.push(s),
+            Some(a) => {
+                assert!(
+                    a.starts_with("HTTP/1.1 503") && a.contains("retry-after: 1"),
+                    "{a:?}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(held.len(), 40, "{refused} refused");
+    // Everyone else is served meanwhile.
+    assert_eq!(health_within(port, Duration::from_secs(2)).await, Some(200));
+    assert_eq!(deliver(port, 1).await.unwrap(), 202);
+    // The half-sent requests are closed once their headers are late.
+    for s in &mut held {
+        let a = answer_within(s, Duration::from_secs(4)).await;
+        assert!(a.is_some(), "a slow connection is still open after 4 s");
+    }
+    let t = Instant::now();
+    while !keys.lock().unwrap().contains("w1") {
+        assert!(t.elapsed() < Duration::from_secs(30), "w1 not delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 18, item 6, with the process's file-descriptor limit low: the
+/// connection cap stays below it, so a full server answers `503` with
+/// `Retry-After` instead of failing to accept (and `/healthz` answers, if
+/// only to say so), and it serves again once the slow clients time out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_server_says_so_and_recovers() {
+    let (server, _keys) = sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = "header_timeout_secs = 2\nmax_connections_per_ip = 0\n";
+    let path = setup_with(dir.path(), port, &server.url(""), "", extra, "1h");
+    for f in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
+        add(&path, f);
+    }
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let exe = weft(&path).get_program().to_owned();
+    let cmd = weft(&path);
+    // `ulimit -n` in a shell that then becomes weft serve.
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let script = format!(
+        "ulimit -n 400 && exec \"$0\" {} serve",
+        args.iter()
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let envs: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)> = cmd
+        .get_envs()
+        .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+        .collect();
+    let mut sh = Command::new("sh");
+    sh.arg("-c").arg(script).arg(exe);
+    for (k, v) in envs {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        sh.current_dir(d);
+    }
+    let _child = Served(
+        sh.stdout(Stdio::null()).stderr(log).spawn().unwrap(),
+        dir.path().join("serve.log"),
+    );
+    let t = Instant::now();
+    while health_within(port, Duration::from_secs(1)).await != Some(200) {
+        assert!(t.elapsed() < Duration::from_secs(60), "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut slow = Vec::new();
+    for i in 0..500 {
+        let from = format!("127.0.0.{}", 2 + i % 50);
+        slow.push(half_sent(&from, port).await.unwrap());
+    }
+    // Full: an answer, not a hang.
+    let mut full = None;
+    for _ in 0..5 {
+        let a = tokio::time::timeout(
+            Duration::from_secs(2),
+            request(port, "GET", "/healthz", &[], vec![]),
+        )
+        .await;
+        match a {
+            Ok(Ok((503, _))) => {
+                full = Some(503);
+                break;
+            }
+            other => full = Some(other.ok().and_then(Result::ok).map_or(0, |(s, _)| s)),
+        }
+    }
+    assert_eq!(full, Some(503), "a full server answers 503");
+    // Serving again after the header timeout.
+    let t = Instant::now();
+    while health_within(port, Duration::from_secs(1)).await != Some(200) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "not serving again after the slow clients timed out"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(slow);
+}
+
+/// Issue 18, item 8: uploads were capped at 2 MiB (the framework's default
+/// body limit), so Python (18 MiB) and JavaScript (12.5 MiB) connectors
+/// could not be hot-loaded, and `weft --server … connectors add` of a
+/// refused upload printed nothing and exited 0. Now an upload streams up to
+/// `limits.max_component_bytes`, and the CLI reports a refusal with the
+/// server's reason and a non-zero exit.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_uploads_go_through_and_refusals_are_errors() {
+    let (server, _keys) = sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = setup(dir.path(), port, &server.url(""), "");
+    for f in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
+        add(&path, f);
+    }
+    let _child = start_serve(&path, port).await;
+    let remote = |file: &Path| {
+        weft(&path)
+            .args(["--server", &format!("http://127.0.0.1:{port}")])
+            .args(["connectors", "add"])
+            .arg(file)
+            .env("WEFT_TOKEN", OPERATOR)
+            .output()
+            .unwrap()
+    };
+    let python =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guests/python/http-post-py.wasm");
+    let size = std::fs::metadata(&python).unwrap().len();
+    assert!(size > 4 << 20, "{size} bytes");
+    let out = remote(&python);
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("http-post-py"), "{text}");
+    // Past max_component_bytes (64 MiB by default): refused, and said so.
+    let big = dir.path().join("big.wasm");
+    std::fs::write(&big, vec![0u8; 65 << 20]).unwrap();
+    let out = remote(&big);
+    assert!(!out.status.success(), "a refused upload exits non-zero");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("413") || err.contains("closed the connection"),
+        "{err}"
+    );
+    // Not a component: the reason, without the server's paths.
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").unwrap();
+    let out = remote(&junk);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("400"), "{err}");
+    assert!(!err.contains("uploads/"), "the server's path leaks: {err}");
+}

@@ -31,7 +31,9 @@ use std::time::Instant;
 /// How a sandbox starts.
 #[derive(Debug, Clone)]
 pub struct AcmeConfig {
-    /// Seed of the generated data and of the fault dice.
+    /// Seed of the generated data and of the fault dice: 42, or
+    /// `WEFT_ACME_SEED` when set (to replay a failing test's data, which
+    /// the tests print).
     pub seed: u64,
     /// How many records to generate.
     pub counts: data::Counts,
@@ -51,7 +53,10 @@ pub struct AcmeConfig {
 impl Default for AcmeConfig {
     fn default() -> Self {
         AcmeConfig {
-            seed: 42,
+            seed: std::env::var("WEFT_ACME_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(42),
             counts: data::Counts::default(),
             client_id: "weft-demo".into(),
             client_secret: "demo-secret".into(),

@@ -55,6 +55,18 @@ pub enum Credential {
     },
 }
 
+impl Credential {
+    /// The secrets this credential names.
+    pub fn secret_refs(&self) -> Vec<&SecretRef> {
+        match self {
+            Credential::Bearer { token } => vec![token],
+            Credential::Basic { password, .. } => vec![password],
+            Credential::ApiKey { value, .. } => vec![value],
+            Credential::OAuth2ClientCredentials { client_secret, .. } => vec![client_secret],
+        }
+    }
+}
+
 /// A credential bound to the origins it is sent to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,136 @@
+//! What the tests of `weft serve` share: a service running over a demo
+//! host, calls to its API and signed webhook deliveries.
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use std::time::Duration;
+use weft_demo::DemoEnv;
+use weft_sandbox::acme::data::Counts;
+use weft_sandbox::acme::{AcmeConfig, Faults};
+
+pub const OPERATOR: &str = "operator-token-for-tests";
+
+pub fn acme() -> AcmeConfig {
+    AcmeConfig {
+        counts: Counts {
+            users: 3,
+            contacts: 20,
+            appointments: 40,
+            activities: 40,
+        },
+        faults: Faults::default(),
+        webhook_time_scale: 0.01,
+        ..AcmeConfig::default()
+    }
+}
+
+/// A running service over the demo's host.
+pub struct Service {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Service {
+    pub async fn start(env: &DemoEnv) -> Service {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(weft::service::run(
+            env.host.clone(),
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+            |_| {},
+            vec![OPERATOR.to_owned()],
+        ));
+        Service {
+            url,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let a = weft_demo::http(
+            method,
+            &format!("{}{path}", self.url),
+            &headers,
+            body.map(|b| ("application/json", b.to_string())),
+        )
+        .await
+        .unwrap();
+        let v = serde_json::from_str(&a.text).unwrap_or(Value::String(a.text));
+        (a.status, v)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("the service stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+pub fn sign(secret: &str, id: &str, ts: u64, body: &str) -> String {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.{body}").as_bytes());
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub async fn hook(svc: &Service, path: &str, id: &str, ts: u64, sig: &str, body: &str) -> u16 {
+    weft_demo::http(
+        "POST",
+        &format!("{}{path}", svc.url),
+        &[
+            ("webhook-id", id),
+            ("webhook-timestamp", &ts.to_string()),
+            ("webhook-signature", sig),
+        ],
+        Some(("application/json", body.to_owned())),
+    )
+    .await
+    .unwrap()
+    .status
+}
+
+/// Every file under `dir`.
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
