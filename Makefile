@@ -6,15 +6,21 @@ GUEST_TARGET := wasm32-wasip2
 GUEST_DIR := target/guests
 VENV := .venv
 RADICALE_VERSION := 3.5.10
+SCHEMATHESIS_VERSION := 4.32.5
 
 .PHONY: setup toolchain connectors test lint demo fuzz bench clean cassettes
 
-## setup: the Rust target for guests and a virtualenv with Radicale (pinned)
-setup: toolchain $(VENV)/bin/radicale
+## setup: the Rust target for guests and a virtualenv with Radicale and
+## Schemathesis (the admin API's fuzzer), both pinned
+setup: toolchain $(VENV)/bin/radicale $(VENV)/bin/schemathesis
 
 $(VENV)/bin/radicale:
-	python3 -m venv $(VENV)
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check radicale==$(RADICALE_VERSION)
+
+$(VENV)/bin/schemathesis:
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check schemathesis==$(SCHEMATHESIS_VERSION)
 
 toolchain:
 	rustup target add $(GUEST_TARGET)

@@ -139,7 +139,7 @@ fn default_data_dir() -> PathBuf {
 }
 
 /// One tenant (one of our customers).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     /// A display name for operators.
@@ -158,7 +158,7 @@ pub struct TenantConfig {
 }
 
 /// One flow: a source stream, mappers, a destination.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowConfig {
     /// Where records come from.
@@ -170,6 +170,7 @@ pub struct FlowConfig {
     pub destination: Stage,
     /// How often the flow is polled (`5m`, `30s`); default 5 minutes.
     #[serde(default = "default_schedule", with = "humantime_serde_str")]
+    #[schema(value_type = String, example = "5m")]
     pub schedule: Duration,
     /// Retries of transient errors within one run.
     #[serde(default)]
@@ -196,15 +197,17 @@ fn default_schedule() -> Duration {
 }
 
 /// The source stage: a stage plus the stream to read.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceStage {
     /// `name@version-requirement` of a registered source connector.
+    #[schema(value_type = String, example = "acme-crm@^1")]
     pub connector: ConnectorRef,
     /// The stream to read, one the source's `describe` lists.
     pub stream: String,
     /// The connector's configuration for this tenant (no secrets).
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     pub config: serde_json::Value,
     /// Outbound HTTP grants and credentials.
     #[serde(default)]
@@ -219,7 +222,7 @@ pub struct SourceStage {
 /// `webhook-timestamp`, `webhook-signature`) checked against any of these
 /// secrets (`whsec_…`) or those of the subscription weft made
 /// (`register`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Signing secrets of a subscription made by hand: `{ secret = "name" }`
@@ -245,13 +248,15 @@ impl SourceStage {
 }
 
 /// A mapper or destination stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     /// `name@version-requirement` of a registered connector.
+    #[schema(value_type = String, example = "caldav@^1")]
     pub connector: ConnectorRef,
     /// The connector's configuration for this tenant (no secrets).
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     pub config: serde_json::Value,
     /// Outbound HTTP grants and credentials.
     #[serde(default)]
@@ -263,7 +268,7 @@ fn empty_object() -> serde_json::Value {
 }
 
 /// How transient errors are retried within a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
     /// Attempts per call before the run ends as failed (at least 1).

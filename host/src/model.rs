@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Whether a record upserts or deletes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
     /// Create or replace.
@@ -16,7 +16,7 @@ pub enum Operation {
 }
 
 /// One record moving through a flow (see `types.record` in the WIT).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Record {
     /// Identity in the source system.
     pub key: String,
@@ -31,7 +31,9 @@ pub struct Record {
 }
 
 /// The error classes a connector reports (see `types.error` in the WIT).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema,
+)]
 #[serde(tag = "class", content = "detail", rename_all = "lowercase")]
 pub enum ConnectorError {
     /// Retry later, after `retry_after` when given.
@@ -41,6 +43,7 @@ pub enum ConnectorError {
         message: String,
         /// The delay the remote side asked for.
         #[serde(with = "opt_millis", default)]
+        #[schema(value_type = Option<u64>)]
         retry_after: Option<Duration>,
     },
     /// This input can never succeed: dead-letter it.

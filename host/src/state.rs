@@ -31,7 +31,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// A record that could not be delivered, with what is needed to act on it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// Stable ID: one per source record and destination, whichever flow
     /// carried it there ([`DeadLetter::id_for`]).
@@ -304,7 +304,7 @@ mod base64_bytes {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
     /// Still running (or the process died while it ran).
@@ -336,7 +336,7 @@ impl RunOutcome {
 }
 
 /// One run of a flow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunRecord {
     /// `run_…`, sortable by start time.
     pub id: String,
@@ -378,11 +378,12 @@ pub struct RunRecord {
 }
 
 /// A registered connector version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnectorEntry {
     /// Its name.
     pub name: String,
     /// Its version.
+    #[schema(value_type = String, example = "1.2.0")]
     pub version: semver::Version,
     /// SHA-256 of the component; the file is `connectors/{digest}.wasm`.
     pub digest: String,

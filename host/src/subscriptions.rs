@@ -37,6 +37,22 @@ pub struct Subscription {
     pub rotated_ms: Option<u64>,
 }
 
+/// Why a subscription request cannot be made, whatever the vendor would
+/// say (the admin API answers these 404 and 409, and a vendor's failure
+/// 502).
+#[derive(Debug, thiserror::Error)]
+pub enum NotPossible {
+    /// There is no subscription to rotate or delete.
+    #[error("the flow has no webhook subscription")]
+    NoSubscription,
+    /// The source cannot subscribe the flow (the reason, in words).
+    #[error("{0}")]
+    CannotRegister(String),
+    /// The vendor offers no rotation.
+    #[error("the vendor's webhooks cannot be rotated")]
+    CannotRotate,
+}
+
 /// The tenant secret names of a flow's current and previous signing secret.
 pub fn secret_names(flow: &str) -> (String, String) {
     (
@@ -130,12 +146,13 @@ impl Host {
         flow: &str,
     ) -> anyhow::Result<WebhookSetup> {
         inst.webhook_setup(stream).await?.ok_or_else(|| {
-            anyhow!(
+            NotPossible::CannotRegister(format!(
                 "{} cannot register webhooks for stream {stream:?} (it does not export weft:webhooks/registration, or the stream has none): register {} with the vendor by hand and store its signing secret as tenant secret {:?}",
                 inst.label(),
                 self.webhook_url(tenant, flow),
                 secret_names(flow).0
-            )
+            ))
+            .into()
         })
     }
 
@@ -207,12 +224,8 @@ impl Host {
     ) -> anyhow::Result<Subscription> {
         let mut sub = self
             .subscription(tenant, flow)?
-            .context("the flow has no webhook subscription")?;
-        let rotate = sub
-            .setup
-            .rotate
-            .clone()
-            .context("the vendor's webhooks cannot be rotated")?;
+            .ok_or(NotPossible::NoSubscription)?;
+        let rotate = sub.setup.rotate.clone().ok_or(NotPossible::CannotRotate)?;
         let vault = self
             .runtime
             .secrets()

@@ -17,22 +17,25 @@
 // not matter on this path.
 #![allow(clippy::result_large_err)]
 
+use super::api::*;
 use super::{AppState, problem};
 use crate::access::Principal;
 use crate::config::TenantConfig;
 use crate::runner::RunRequest;
+use crate::state::{DeadLetter, RunRecord};
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The document kind of hashed API tokens.
 pub const TOKEN_DOC: &str = "token";
@@ -165,51 +168,36 @@ fn ok(v: impl Serialize) -> ApiResult {
     Ok(Json(v).into_response())
 }
 
-/// The admin routes.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/openapi.json", get(openapi))
-        .route("/v1/tenants", get(list_tenants))
-        .route(
-            "/v1/tenants/{tenant}",
-            get(show_tenant).put(put_tenant).delete(delete_tenant),
-        )
-        .route("/v1/tenants/{tenant}/activate", post(activate))
-        .route("/v1/tenants/{tenant}/deactivate", post(deactivate))
-        .route("/v1/tenants/{tenant}/secrets", get(list_secrets))
-        .route(
-            "/v1/tenants/{tenant}/secrets/{name}",
-            put(put_secret).delete(delete_secret),
-        )
-        .route("/v1/tenants/{tenant}/flows/{flow}/state", get(flow_state))
-        .route("/v1/tenants/{tenant}/flows/{flow}/reset", post(reset_flow))
-        .route("/v1/tenants/{tenant}/flows/{flow}/pause", post(pause))
-        .route("/v1/tenants/{tenant}/flows/{flow}/resume", post(resume))
-        .route("/v1/tenants/{tenant}/flows/{flow}/runs", post(start_run))
-        .route(
-            "/v1/tenants/{tenant}/flows/{flow}/webhook",
-            get(show_subscription).post(subscribe).delete(unsubscribe),
-        )
-        .route(
-            "/v1/tenants/{tenant}/flows/{flow}/webhook/rotate",
-            post(rotate_secret),
-        )
-        .route("/v1/runs", get(list_runs))
-        .route("/v1/runs/{id}", get(show_run))
-        .route("/v1/dead-letters", get(list_dead))
-        .route("/v1/dead-letters/replay", post(replay_all))
-        .route("/v1/dead-letters/{id}", get(show_dead).delete(discard_dead))
-        .route("/v1/dead-letters/{id}/replay", post(replay_one))
-        .route("/v1/connectors", get(list_connectors).post(add_connector))
-        .route("/v1/tokens", get(list_tokens).post(mint_token))
-        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
-        .route("/v1/config/export", get(export_config))
+/// The admin routes, with the OpenAPI description of each (the service's
+/// router collects them into the document at `/openapi.json`).
+pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tenants))
+        .routes(routes!(show_tenant, put_tenant, delete_tenant))
+        .routes(routes!(activate))
+        .routes(routes!(deactivate))
+        .routes(routes!(list_secrets))
+        .routes(routes!(put_secret, delete_secret))
+        .routes(routes!(flow_state))
+        .routes(routes!(reset_flow))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(start_run))
+        .routes(routes!(show_subscription, subscribe, unsubscribe))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(list_runs))
+        .routes(routes!(show_run))
+        .routes(routes!(list_dead))
+        .routes(routes!(replay_all))
+        .routes(routes!(show_dead, discard_dead))
+        .routes(routes!(replay_one))
+        .routes(routes!(list_connectors, add_connector))
+        .routes(routes!(list_tokens, mint_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(export_config))
 }
 
-async fn openapi(_c: Caller) -> ApiResult {
-    ok(openapi_document())
-}
-
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", summary = "List tenants (a tenant token sees its own)", responses((status = 200, body = BTreeMap<String, TenantSummary>)))]
 async fn list_tenants(c: Caller, State(app): State<Arc<AppState>>) -> ApiResult {
     let tenants: serde_json::Map<String, Value> = app
         .host
@@ -225,6 +213,7 @@ async fn list_tenants(c: Caller, State(app): State<Arc<AppState>>) -> ApiResult 
     ok(tenants)
 }
 
+#[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants", summary = "Show a tenant's configuration (the weft.toml schema, as JSON)", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 200, body = TenantConfig), (status = 404, body = Problem)))]
 async fn show_tenant(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -238,6 +227,7 @@ async fn show_tenant(
     ok(t)
 }
 
+#[utoipa::path(put, path = "/v1/tenants/{tenant}", tag = "tenants", summary = "Create (operator) or replace a tenant", description = "Stage configs are checked against their connectors' JSON Schemas. A tenant token may name only its own sealed secrets and may not change rates, retries, `active` or `alert_url` (403 naming the field).", params(("tenant" = String, Path, description = "The tenant's ID")), request_body = TenantConfig, responses((status = 200, body = TenantWritten), (status = 201, body = TenantWritten), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn put_tenant(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -283,6 +273,7 @@ async fn put_tenant(
         .into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants", summary = "Delete a tenant and its tokens (operator)", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn delete_tenant(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -367,6 +358,7 @@ async fn set_active(app: &AppState, tenant: &str, active: bool) -> ApiResult {
     ok(json!({ "tenant": tenant, "active": active, "webhooks": webhooks }))
 }
 
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/activate", tag = "tenants", summary = "Activate a tenant and subscribe its webhooks (operator)", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 200, body = Activation), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn activate(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -378,6 +370,7 @@ async fn activate(
     set_active(&app, &tenant, true).await
 }
 
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/deactivate", tag = "tenants", summary = "Deactivate a tenant: nothing runs, webhooks answer 404 (operator)", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 200, body = Activation), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn deactivate(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -398,6 +391,7 @@ fn vault(app: &AppState) -> Result<&crate::secrets::Vault, Response> {
     })
 }
 
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/secrets", tag = "secrets", summary = "List the names of a tenant's secrets", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 200, body = Vec<String>), (status = 404, body = Problem), (status = 503, body = Problem)))]
 async fn list_secrets(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -407,11 +401,7 @@ async fn list_secrets(
     ok(vault(&app)?.names(&tenant).map_err(internal)?)
 }
 
-#[derive(Deserialize)]
-struct SecretBody {
-    value: String,
-}
-
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/secrets/{name}", tag = "secrets", summary = "Write a secret; write-only, sealed at rest", params(("tenant" = String, Path, description = "The tenant's ID"), ("name" = String, Path, description = "The secret's name")), request_body = SecretBody, responses((status = 204), (status = 400, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
 async fn put_secret(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -440,6 +430,7 @@ async fn put_secret(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/secrets/{name}", tag = "secrets", summary = "Delete a secret", params(("tenant" = String, Path, description = "The tenant's ID"), ("name" = String, Path, description = "The secret's name")), responses((status = 204), (status = 404, body = Problem), (status = 503, body = Problem)))]
 async fn delete_secret(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -498,6 +489,7 @@ fn known_flow(app: &AppState, c: &Caller, tenant: &str, flow: &str) -> Result<()
         .map_err(|e| not_found(&format!("{e:#}")))
 }
 
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/flows/{flow}/state", tag = "flows", summary = "Cursor, attention and health of a flow", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = FlowState), (status = 404, body = Problem)))]
 async fn flow_state(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -515,11 +507,7 @@ async fn flow_state(
     }))
 }
 
-#[derive(Deserialize, Default)]
-struct ResetBody {
-    since: Option<String>,
-}
-
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/reset", tag = "flows", summary = "Reset a flow to the beginning, or to an instant", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), request_body(content = Option<ResetBody>, description = "Optional"), responses((status = 200, body = FlowReset), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn reset_flow(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -562,6 +550,7 @@ async fn set_paused(app: &AppState, tenant: &str, flow: &str, paused: bool) -> A
     ok(json!({ "tenant": tenant, "flow": flow, "paused": paused }))
 }
 
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/pause", tag = "flows", summary = "Pause a flow", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = FlowPaused), (status = 404, body = Problem)))]
 async fn pause(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -571,6 +560,7 @@ async fn pause(
     set_paused(&app, &tenant, &flow, true).await
 }
 
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/resume", tag = "flows", summary = "Resume a flow", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = FlowPaused), (status = 404, body = Problem)))]
 async fn resume(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -585,6 +575,7 @@ fn subscription_view(sub: &crate::subscriptions::Subscription) -> Value {
     json!({ "id": sub.id, "url": sub.url, "created_ms": sub.created_ms, "rotated_ms": sub.rotated_ms })
 }
 
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/flows/{flow}/webhook", tag = "webhooks", summary = "The flow's webhook subscription with the vendor (never its secret)", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = SubscriptionView), (status = 404, body = Problem)))]
 async fn show_subscription(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -597,11 +588,20 @@ async fn show_subscription(
     }
 }
 
-/// A vendor's API refused or failed a subscription request.
+/// A subscription request that failed: 404 when there is nothing to act
+/// on, 409 when the source cannot do it, else 502 (the vendor's API, or
+/// the source, failed).
 fn vendor_failed(e: anyhow::Error) -> Response {
-    problem(StatusCode::BAD_GATEWAY, &format!("{e:#}"))
+    use crate::subscriptions::NotPossible;
+    let status = match e.downcast_ref::<NotPossible>() {
+        Some(NotPossible::NoSubscription) => StatusCode::NOT_FOUND,
+        Some(_) => StatusCode::CONFLICT,
+        None => StatusCode::BAD_GATEWAY,
+    };
+    problem(status, &format!("{e:#}"))
 }
 
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/webhook", tag = "webhooks", summary = "Subscribe the flow to the vendor's webhooks", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = SubscriptionView), (status = 404, body = Problem), (status = 409, body = Problem, description = "The source cannot subscribe the flow"), (status = 502, body = Problem, description = "The vendor failed")))]
 async fn subscribe(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -616,6 +616,7 @@ async fn subscribe(
     ok(subscription_view(&sub))
 }
 
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/webhook/rotate", tag = "webhooks", summary = "Rotate the signing secret (the old one stays accepted for the vendor's overlap)", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = SubscriptionView), (status = 404, body = Problem), (status = 409, body = Problem, description = "The vendor offers no rotation"), (status = 502, body = Problem, description = "The vendor failed")))]
 async fn rotate_secret(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -630,6 +631,7 @@ async fn rotate_secret(
     ok(subscription_view(&sub))
 }
 
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/flows/{flow}/webhook", tag = "webhooks", summary = "Delete the subscription at the vendor", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 204), (status = 404, body = Problem), (status = 502, body = Problem)))]
 async fn unsubscribe(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -643,12 +645,7 @@ async fn unsubscribe(
     }
 }
 
-#[derive(Deserialize, Default)]
-struct RunBody {
-    #[serde(default)]
-    backfill: bool,
-}
-
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/runs", tag = "flows", summary = "Start a run now (queued until the flow is free)", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), request_body(content = Option<RunBody>, description = "Optional"), responses((status = 202, body = RunQueued), (status = 400, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
 async fn start_run(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -676,10 +673,15 @@ async fn start_run(
         .into_response())
 }
 
-#[derive(Deserialize)]
+/// Filters of a listing.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this tenant's (a tenant token: its own, whatever is asked).
     tenant: Option<String>,
+    /// Only this flow's.
     flow: Option<String>,
+    /// At most this many (runs; default 50).
     limit: Option<usize>,
 }
 
@@ -694,6 +696,7 @@ impl ListQuery {
     }
 }
 
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", summary = "List runs, newest first", params(ListQuery), responses((status = 200, body = Vec<RunRecord>), (status = 404, body = Problem)))]
 async fn list_runs(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -707,6 +710,7 @@ async fn list_runs(
         .map_err(internal)?)
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", summary = "Show a run", params(("id" = String, Path, description = "The run's ID (`run_…`)")), responses((status = 200, body = RunRecord), (status = 404, body = Problem)))]
 async fn show_run(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -718,6 +722,7 @@ async fn show_run(
     }
 }
 
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead-letters", summary = "List dead letters", params(ListQuery), responses((status = 200, body = Vec<DeadLetter>), (status = 404, body = Problem)))]
 async fn list_dead(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -738,6 +743,7 @@ fn own_dead(app: &AppState, c: &Caller, id: &str) -> Result<crate::state::DeadLe
     }
 }
 
+#[utoipa::path(get, path = "/v1/dead-letters/{id}", tag = "dead-letters", summary = "Show a dead letter", params(("id" = String, Path, description = "The dead letter's ID (`dl_…`)")), responses((status = 200, body = DeadLetter), (status = 404, body = Problem)))]
 async fn show_dead(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -746,6 +752,7 @@ async fn show_dead(
     ok(own_dead(&app, &c, &id)?)
 }
 
+#[utoipa::path(delete, path = "/v1/dead-letters/{id}", tag = "dead-letters", summary = "Discard a dead letter", params(("id" = String, Path, description = "The dead letter's ID (`dl_…`)")), responses((status = 204), (status = 404, body = Problem)))]
 async fn discard_dead(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -763,6 +770,7 @@ async fn replay(app: &AppState, id: &str) -> Result<Value, Response> {
     })
 }
 
+#[utoipa::path(post, path = "/v1/dead-letters/{id}/replay", tag = "dead-letters", summary = "Replay a dead letter", params(("id" = String, Path, description = "The dead letter's ID (`dl_…`)")), responses((status = 200, body = Replayed), (status = 404, body = Problem)))]
 async fn replay_one(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -772,6 +780,7 @@ async fn replay_one(
     ok(replay(&app, &id).await?)
 }
 
+#[utoipa::path(post, path = "/v1/dead-letters/replay", tag = "dead-letters", summary = "Replay every dead letter (of a tenant, of a flow)", params(ListQuery), responses((status = 200, body = Vec<Replayed>), (status = 404, body = Problem)))]
 async fn replay_all(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -790,6 +799,7 @@ async fn replay_all(
     ok(out)
 }
 
+#[utoipa::path(get, path = "/v1/connectors", tag = "connectors", summary = "List connector versions with the flows using each", responses((status = 200, body = Vec<ConnectorVersion>)))]
 async fn list_connectors(c: Caller, State(app): State<Arc<AppState>>) -> ApiResult {
     // Each version with the flows whose requirement picks it now (a
     // tenant token sees its own flows only).
@@ -827,6 +837,7 @@ async fn list_connectors(c: Caller, State(app): State<Arc<AppState>>) -> ApiResu
 /// Registers an uploaded component. The body is streamed into a file in
 /// the data directory (never held whole in memory) and refused with `413`
 /// past `limits.max_component_bytes`.
+#[utoipa::path(post, path = "/v1/connectors", tag = "connectors", summary = "Upload a component (operator); hot-loaded: the next run of every matching flow uses it", request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The component's bytes (the .wasm), up to limits.max_component_bytes"), responses((status = 200, body = ConnectorAdded), (status = 201, body = ConnectorAdded), (status = 400, body = Problem), (status = 403, body = Problem), (status = 413, body = Problem)))]
 async fn add_connector(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -881,16 +892,7 @@ async fn add_connector(
     Ok((status, Json(json!({ "connector": entry, "added": added }))).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MintBody {
-    name: String,
-    tenant: Option<String>,
-    /// How long the token works (`90d`, `12h`); without it, until revoked.
-    #[serde(default)]
-    expires_in: Option<String>,
-}
-
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", summary = "Mint a token, shown once (operator)", request_body = MintBody, responses((status = 201, body = MintedToken), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn mint_token(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -957,13 +959,17 @@ fn tenant_tokens(
     Ok(out)
 }
 
-#[derive(Deserialize)]
+/// Filters of the token listing.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TokensQuery {
+    /// Only this tenant's tokens.
     tenant: Option<String>,
 }
 
 /// Operators list every token (or one tenant's: `?tenant=`); a tenant
 /// token lists its own tenant's.
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", summary = "List tokens (a tenant token lists its own tenant's)", params(TokensQuery), responses((status = 200, body = Vec<TokenView>), (status = 404, body = Problem)))]
 async fn list_tokens(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -983,6 +989,7 @@ async fn list_tokens(
 }
 
 /// Operators revoke any token; a tenant token revokes its own tenant's.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", summary = "Revoke a token (a tenant token revokes its own tenant's)", params(("id" = String, Path, description = "The token's ID")), responses((status = 204), (status = 404, body = Problem)))]
 async fn revoke_token(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -1006,6 +1013,7 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(get, path = "/v1/config/export", tag = "config", summary = "All tenants as weft.toml (operator)", responses((status = 200, body = String, content_type = "application/toml"), (status = 403, body = Problem)))]
 async fn export_config(c: Caller, State(app): State<Arc<AppState>>) -> ApiResult {
     c.operator()?;
     let text = app.host.export_config().map_err(internal)?;
@@ -1014,59 +1022,4 @@ async fn export_config(c: Caller, State(app): State<Arc<AppState>>) -> ApiResult
         text,
     )
         .into_response())
-}
-
-/// The OpenAPI 3.1 document of the admin API.
-pub fn openapi_document() -> Value {
-    let op = |summary: &str| json!({ "summary": summary, "responses": { "200": { "description": "OK" } } });
-    let paths = json!({
-        "/v1/tenants": { "get": op("List tenants (a tenant token sees its own)") },
-        "/v1/tenants/{tenant}": {
-            "get": op("Show a tenant's configuration (the weft.toml schema, as JSON)"),
-            "put": op("Create (operator) or replace a tenant; stage configs are checked against their connectors' JSON Schemas"),
-            "delete": op("Delete a tenant (operator)")
-        },
-        "/v1/tenants/{tenant}/activate": { "post": op("Activate a tenant (operator)") },
-        "/v1/tenants/{tenant}/deactivate": { "post": op("Deactivate a tenant: nothing runs, webhooks answer 404 (operator)") },
-        "/v1/tenants/{tenant}/secrets": { "get": op("List the names of a tenant's secrets") },
-        "/v1/tenants/{tenant}/secrets/{name}": {
-            "put": op("Write a secret: {\"value\": \"...\"}; write-only, sealed at rest"),
-            "delete": op("Delete a secret")
-        },
-        "/v1/tenants/{tenant}/flows/{flow}/state": { "get": op("Cursor, attention and health of a flow") },
-        "/v1/tenants/{tenant}/flows/{flow}/reset": { "post": op("Reset a flow to the beginning, or {\"since\": RFC 3339}") },
-        "/v1/tenants/{tenant}/flows/{flow}/pause": { "post": op("Pause a flow") },
-        "/v1/tenants/{tenant}/flows/{flow}/resume": { "post": op("Resume a flow") },
-        "/v1/tenants/{tenant}/flows/{flow}/runs": { "post": op("Start a run now: {\"backfill\": bool}") },
-        "/v1/tenants/{tenant}/flows/{flow}/webhook": {
-            "get": op("The flow's webhook subscription with the vendor (never its secret)"),
-            "post": op("Subscribe the flow to the vendor's webhooks (sources exporting weft:webhooks/registration); the secret stays sealed in weft"),
-            "delete": op("Delete the subscription at the vendor")
-        },
-        "/v1/tenants/{tenant}/flows/{flow}/webhook/rotate": { "post": op("Rotate the signing secret; the old one stays accepted for the vendor's overlap") },
-        "/v1/runs": { "get": op("List runs (?tenant, ?flow, ?limit)") },
-        "/v1/runs/{id}": { "get": op("Show a run") },
-        "/v1/dead-letters": { "get": op("List dead letters (?tenant, ?flow)") },
-        "/v1/dead-letters/replay": { "post": op("Replay every dead letter (?tenant, ?flow)") },
-        "/v1/dead-letters/{id}": { "get": op("Show a dead letter"), "delete": op("Discard a dead letter") },
-        "/v1/dead-letters/{id}/replay": { "post": op("Replay a dead letter") },
-        "/v1/connectors": {
-            "get": op("List connector versions with the flows using each"),
-            "post": op("Upload a component (body: the .wasm); hot-loaded: the next run of every matching flow uses it (operator)")
-        },
-        "/v1/tokens": { "get": op("List tokens (operator)"), "post": op("Mint a token: {\"name\", \"tenant\"?}; shown once (operator)") },
-        "/v1/tokens/{id}": { "delete": op("Revoke a token (operator)") },
-        "/v1/config/export": { "get": op("All tenants as weft.toml (operator)") },
-        "/hooks/{tenant}/{flow}": { "post": op("Webhook ingress (Standard Webhooks signatures; no token)") },
-        "/healthz": { "get": op("The process is up (no token)") },
-        "/readyz": { "get": op("State open and scheduler running (no token)") },
-        "/metrics": { "get": op("Prometheus metrics") }
-    });
-    json!({
-        "openapi": "3.1.0",
-        "info": { "title": "weft admin API", "version": env!("CARGO_PKG_VERSION") },
-        "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } } },
-        "security": [ { "bearer": [] } ],
-        "paths": paths
-    })
 }

@@ -21,7 +21,9 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod api;
 pub mod http;
+mod openapi;
 pub mod webhooks;
 
 use crate::runner::{Host, RunRequest};
@@ -29,10 +31,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What every handler shares.
 pub struct AppState {
@@ -91,10 +95,14 @@ pub(crate) fn problem(status: StatusCode, why: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "error": why }))).into_response()
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "service", summary = "The process is up (no token)", security(()),
+    responses((status = 200, body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "service", summary = "State open and scheduler running (no token)", security(()),
+    responses((status = 200, body = String, content_type = "text/plain"), (status = 503, body = api::Problem)))]
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     let store_ok = app.host.state.runs(None, None, 1).is_ok();
     if store_ok && app.scheduling.load(Ordering::SeqCst) {
@@ -106,6 +114,8 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 
 /// Prometheus metrics: an operator token only (the series name every
 /// tenant).
+#[utoipa::path(get, path = "/metrics", tag = "service", summary = "Prometheus metrics (operator)",
+    responses((status = 200, body = String, content_type = "application/openmetrics-text"), (status = 403, body = api::Problem)))]
 async fn metrics(caller: admin::Caller, State(app): State<Arc<AppState>>) -> Response {
     if let Err(refused) = caller.operator() {
         return refused;
@@ -130,18 +140,49 @@ async fn metrics(caller: admin::Caller, State(app): State<Arc<AppState>>) -> Res
         .into_response()
 }
 
+/// Every route with its OpenAPI description.
+fn documented() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(webhooks::receive))
+        .merge(admin::routes())
+}
+
+/// The OpenAPI 3.1 document of the service, generated from the handlers'
+/// own types and annotations.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    openapi::finish(documented().split_for_parts().1)
+}
+
+/// The document as served, written once.
+static OPENAPI_JSON: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    openapi_document()
+        .to_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+});
+
+async fn openapi_json() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI_JSON.as_str(),
+    )
+        .into_response()
+}
+
 /// The service's router over `app`. Request bodies are bounded per route:
 /// webhooks by `service.max_webhook_bytes` (read by the handler), uploads
 /// by `limits.max_component_bytes` (streamed to disk by the handler), and
-/// every other body by `service.max_request_bytes`.
+/// every other body by `service.max_request_bytes`. Every error answer is
+/// JSON (`{"error": …}`), the framework's own rejections included.
 pub fn router(app: Arc<AppState>) -> Router {
     let max_request = app.host.config.service.max_request_bytes;
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/hooks/{tenant}/{flow}", post(webhooks::receive))
-        .merge(admin::routes())
+    let (routes, _) = documented().split_for_parts();
+    routes
+        .route("/openapi.json", get(openapi_json))
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such route") })
+        .layer(axum::middleware::map_response(openapi::json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(max_request))
         .with_state(app)
 }

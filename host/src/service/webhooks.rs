@@ -146,6 +146,19 @@ fn count(tenant: &str, flow: &str, result: &str) {
 }
 
 /// `POST /hooks/{tenant}/{flow}`.
+#[utoipa::path(post, path = "/hooks/{tenant}/{flow}", tag = "webhooks", security(()),
+    summary = "Webhook ingress: Standard Webhooks signatures, no token",
+    description = "Checked against the flow's signing secrets, written to the durable inbox, then answered.",
+    params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name"),
+        ("webhook-id" = String, Header, description = "The delivery's ID"),
+        ("webhook-timestamp" = String, Header, description = "Epoch seconds"),
+        ("webhook-signature" = String, Header, description = "`v1,<base64 HMAC-SHA256>` entries separated by spaces")),
+    request_body(content = Object, description = "The vendor's event, any content type"),
+    responses((status = 202, body = super::api::Accepted, description = "Accepted and durable"),
+        (status = 200, body = super::api::Accepted, description = "A repeat of an accepted delivery"),
+        (status = 400, body = super::api::Problem), (status = 401, body = super::api::Problem),
+        (status = 404, body = super::api::Problem), (status = 413, body = super::api::Problem),
+        (status = 503, body = super::api::Problem)))]
 pub(crate) async fn receive(
     State(app): State<Arc<AppState>>,
     Path((tenant, flow)): Path<(String, String)>,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How to authenticate to one origin, as configured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Credential {
     /// `Authorization: Bearer <token>`.
@@ -68,10 +68,11 @@ impl Credential {
 }
 
 /// A credential bound to the origins it is sent to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialGrant {
     /// The origins that receive this credential.
+    #[schema(value_type = String, example = "https://northwind.acme-crm.example")]
     pub origin: OriginPattern,
     /// The credential.
     pub auth: Credential,

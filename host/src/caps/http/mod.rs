@@ -43,11 +43,12 @@ use wasmtime_wasi_http::{
 };
 
 /// What a tenant grants one connector over HTTP.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpGrants {
     /// Origins the connector may call (`scheme://host[:port]`, `*.` host
     /// prefixes and `*` ports allowed). Empty means none.
+    #[schema(value_type = Vec<String>)]
     pub allow: Vec<OriginPattern>,
     /// Credentials the host adds, per origin. The first matching entry wins.
     pub credentials: Vec<CredentialGrant>,
