@@ -290,28 +290,17 @@ async fn webhook_secrets_are_checked_at_the_door() {
         .call(Some(&t1), "PUT", "/v1/tenants/t1", Some(t.clone()))
         .await;
     assert_eq!(s, 422, "{v}");
-    let good = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    let (s, _) = svc
-        .call(
-            Some(&t1),
-            "PUT",
-            "/v1/tenants/t1/secrets/hook",
-            Some(json!({ "value": good })),
-        )
-        .await;
-    assert_eq!(s, 204);
+    assert_eq!(
+        put("hook", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .await
+            .0,
+        204
+    );
     let (s, v) = svc.call(Some(&t1), "PUT", "/v1/tenants/t1", Some(t)).await;
     assert_eq!(s, 200, "{v}");
     // Now that it signs webhooks, it is checked as it is written.
     for bad in ["", "whsec_", "whsec_not*base64", "whsec_c2hvcnQ="] {
-        let (s, v) = svc
-            .call(
-                Some(&t1),
-                "PUT",
-                "/v1/tenants/t1/secrets/hook",
-                Some(json!({ "value": bad })),
-            )
-            .await;
+        let (s, v) = put("hook", bad).await;
         assert_eq!(s, 422, "{bad:?}: {v}");
     }
     // A delivery signed under the empty key is refused.

@@ -2,6 +2,7 @@
 //! the real connectors in the weft host, against the Acme and dashboard
 //! sandboxes and a real Radicale, reading calendars back over CalDAV.
 
+use crate::support::acme_with as acme;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -9,22 +10,7 @@ use sha2::Sha256;
 use weft::runner::Trigger;
 use weft::state::RunOutcome;
 use weft_demo::{DemoEnv, TenantSetup, property, totals};
-use weft_sandbox::acme::data::Counts;
-use weft_sandbox::acme::{AcmeConfig, Faults};
-
-fn acme(faults: Faults) -> AcmeConfig {
-    AcmeConfig {
-        counts: Counts {
-            users: 3,
-            contacts: 20,
-            appointments: 40,
-            activities: 40,
-        },
-        faults,
-        webhook_time_scale: 0.01,
-        ..AcmeConfig::default()
-    }
-}
+use weft_sandbox::acme::Faults;
 
 async fn env_with(faults: Faults, tenants: Vec<TenantSetup>) -> DemoEnv {
     DemoEnv::start(acme(faults), tenants).await.unwrap()

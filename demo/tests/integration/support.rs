@@ -12,7 +12,14 @@ use weft_sandbox::acme::{AcmeConfig, Faults};
 
 pub const OPERATOR: &str = "operator-token-for-tests";
 
+/// A small Acme (3 users, 20 contacts, 40 appointments, 40 activities)
+/// whose webhooks retry a hundred times sooner than the real one's.
 pub fn acme() -> AcmeConfig {
+    acme_with(Faults::default())
+}
+
+/// [`acme`] with the fault profile `faults`.
+pub fn acme_with(faults: Faults) -> AcmeConfig {
     AcmeConfig {
         counts: Counts {
             users: 3,
@@ -20,7 +27,7 @@ pub fn acme() -> AcmeConfig {
             appointments: 40,
             activities: 40,
         },
-        faults: Faults::default(),
+        faults,
         webhook_time_scale: 0.01,
         ..AcmeConfig::default()
     }

@@ -3,7 +3,9 @@
 //! connector version uploaded through the API (`weft --server … connectors
 //! add`) is used by the next run while the service keeps running, and a pin
 //! rolls it back; local commands that cannot open the state say to use
-//! `--server`.
+//! `--server`. And its front door as the internet meets it: slow and
+//! greedy clients, a low file-descriptor limit, large and refused uploads,
+//! and Schemathesis against the OpenAPI document.
 
 use crate::common::*;
 use base64::Engine as _;
@@ -90,6 +92,35 @@ destination = {{ connector = "test-destination@^2", config = {{ url = "{dest}" }
     )
     .unwrap();
     path
+}
+
+/// A service ready to start: a sink destination (with the keys it got), a
+/// data directory with `weft.toml` on `port` (`extra` in its `[service]`
+/// table) and the test source and destination registered.
+struct Ready {
+    /// The sink, serving while this lives.
+    _server: TestServer,
+    keys: Arc<Mutex<BTreeSet<String>>>,
+    dir: tempfile::TempDir,
+    port: u16,
+    path: std::path::PathBuf,
+}
+
+async fn ready(extra: &str) -> Ready {
+    let (server, keys) = sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = setup_with(dir.path(), port, &server.url(""), "", extra, "1h");
+    for f in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
+        add(&path, f);
+    }
+    Ready {
+        _server: server,
+        keys,
+        dir,
+        port,
+        path,
+    }
 }
 
 fn add(path: &Path, file: &str) {
@@ -562,14 +593,10 @@ async fn health_within(port: u16, wait: Duration) -> Option<u16> {
 /// `header_timeout_secs`.
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_clients_cannot_keep_health_or_webhooks_from_answering() {
-    let (server, keys) = sink().await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let extra = "header_timeout_secs = 2\nmax_connections_per_ip = 40\n";
-    let path = setup_with(dir.path(), port, &server.url(""), "", extra, "1h");
-    for f in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
-        add(&path, f);
-    }
+    let Ready {
+        keys, port, path, ..
+    } = &ready("header_timeout_secs = 2\nmax_connections_per_ip = 40\n").await;
+    let (port, path) = (*port, path.as_path());
     let _child = start_serve(&path, port).await;
     let mut slow = Vec::new();
     for _ in 0..300 {
@@ -617,14 +644,10 @@ async fn slow_clients_cannot_keep_health_or_webhooks_from_answering() {
 /// only to say so), and it serves again once the slow clients time out.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_server_says_so_and_recovers() {
-    let (server, _keys) = sink().await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let extra = "header_timeout_secs = 2\nmax_connections_per_ip = 0\n";
-    let path = setup_with(dir.path(), port, &server.url(""), "", extra, "1h");
-    for f in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
-        add(&path, f);
-    }
+    let Ready {
+        dir, port, path, ..
+    } = &ready("header_timeout_secs = 2\nmax_connections_per_ip = 0\n").await;
+    let (port, path) = (*port, path.as_path());
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
     let exe = weft(&path).get_program().to_owned();
     let cmd = weft(&path);
@@ -706,14 +729,11 @@ async fn a_full_server_says_so_and_recovers() {
 /// server's reason and a non-zero exit.
 #[tokio::test(flavor = "multi_thread")]
 async fn large_uploads_go_through_and_refusals_are_errors() {
-    let (server, _keys) = sink().await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let path = setup(dir.path(), port, &server.url(""), "");
-    for f in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
-        add(&path, f);
-    }
-    let _child = start_serve(&path, port).await;
+    let Ready {
+        dir, port, path, ..
+    } = &ready("").await;
+    let (port, path) = (*port, path.as_path());
+    let _child = start_serve(path, port).await;
     let remote = |file: &Path| {
         weft(&path)
             .args(["--server", &format!("http://127.0.0.1:{port}")])
@@ -766,14 +786,9 @@ async fn schemathesis_finds_nothing_the_document_does_not_declare() {
         "{} is missing: `make setup` installs it",
         st.display()
     );
-    let (server, _keys) = sink().await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let path = setup(dir.path(), port, &server.url(""), "");
-    for f in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
-        add(&path, f);
-    }
-    let _child = start_serve(&path, port).await;
+    let Ready { port, path, .. } = &ready("").await;
+    let (port, path) = (*port, path.as_path());
+    let _child = start_serve(path, port).await;
     let (s, minted) = api(
         port,
         "POST",
