@@ -597,7 +597,7 @@ async fn slow_clients_cannot_keep_health_or_webhooks_from_answering() {
         keys, port, path, ..
     } = &ready("header_timeout_secs = 2\nmax_connections_per_ip = 40\n").await;
     let (port, path) = (*port, path.as_path());
-    let _child = start_serve(&path, port).await;
+    let _child = start_serve(path, port).await;
     let mut slow = Vec::new();
     for _ in 0..300 {
         slow.push(half_sent("127.0.0.2", port).await.unwrap());
@@ -649,8 +649,8 @@ async fn a_full_server_says_so_and_recovers() {
     } = &ready("header_timeout_secs = 2\nmax_connections_per_ip = 0\n").await;
     let (port, path) = (*port, path.as_path());
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let exe = weft(&path).get_program().to_owned();
-    let cmd = weft(&path);
+    let exe = weft(path).get_program().to_owned();
+    let cmd = weft(path);
     // `ulimit -n` in a shell that then becomes weft serve.
     let args: Vec<String> = cmd
         .get_args()
@@ -735,7 +735,7 @@ async fn large_uploads_go_through_and_refusals_are_errors() {
     let (port, path) = (*port, path.as_path());
     let _child = start_serve(path, port).await;
     let remote = |file: &Path| {
-        weft(&path)
+        weft(path)
             .args(["--server", &format!("http://127.0.0.1:{port}")])
             .args(["connectors", "add"])
             .arg(file)
