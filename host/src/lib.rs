@@ -27,7 +27,8 @@
 //! [`connector`] (loading, identifying and calling components), [`caps`] (one
 //! module per granted capability), [`model`] (the host's view of the WIT
 //! types), [`limits`] (sandbox limits), [`kvstore`] (durable key-value
-//! backend), [`secrets`] (where credentials come from), [`events`] (what the
+//! backend), [`lease`] (who may run a flow: one lease per flow, for every
+//! trigger), [`secrets`] (where credentials come from), [`events`] (what the
 //! sandbox refused or stopped, per tenant), [`config`] (`weft.toml`),
 //! [`state`] (durable state behind one trait, on sled), [`registry`]
 //! (registered connector versions), [`runner`] (fetch → map → emit →
@@ -47,6 +48,7 @@ pub mod connector;
 pub mod engine;
 pub mod events;
 pub mod kvstore;
+pub mod lease;
 pub mod limits;
 pub mod metrics;
 pub mod model;

@@ -39,6 +39,21 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// A run asked for while one is pending: the pending one becomes the
+    /// stronger of the two (a backfill covers a manual run, and a manual
+    /// run a scheduled one), so that no request is lost by waiting.
+    fn merge(pending: Option<Trigger>, asked: Trigger) -> Trigger {
+        let rank = |t: Trigger| match t {
+            Trigger::Schedule => 0,
+            Trigger::Manual => 1,
+            Trigger::Backfill => 2,
+        };
+        match pending {
+            Some(p) if rank(p) >= rank(asked) => p,
+            _ => asked,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Trigger::Manual => "manual",
@@ -68,6 +83,9 @@ pub struct Host {
     pub registry: Registry,
     /// Where `weft run --record` keeps the calls of this process's runs.
     recording: std::sync::OnceLock<Arc<crate::testkit::Recording>>,
+    /// Who may run each flow: every trigger takes the flow's lease first
+    /// ([`crate::lease`]).
+    pub leases: Arc<dyn crate::lease::Leases>,
 }
 
 /// Why a run stopped early.
@@ -234,6 +252,7 @@ impl Host {
             state,
             registry,
             recording: Default::default(),
+            leases: Arc::new(crate::lease::MemoryLeases::default()),
         })
     }
 
@@ -504,6 +523,12 @@ impl Host {
         progress: &(dyn Fn(&RunRecord) + Sync),
     ) -> anyhow::Result<RunRecord> {
         let flow = self.flow(tenant, flow_name)?;
+        // The flow is this run's alone from before its record starts to
+        // after its last commit.
+        let _lease = self
+            .leases
+            .acquire(tenant, flow_name, trigger.as_str())
+            .await?;
         let mut run = RunRecord {
             trigger: trigger.as_str().to_owned(),
             ..new_run(tenant, flow_name)
@@ -681,6 +706,9 @@ impl Host {
         deliveries: Vec<WebhookDelivery>,
     ) -> anyhow::Result<RunRecord> {
         let flow = self.flow(tenant, flow_name)?;
+        // A batch waits for a poll of the flow in progress (and a poll for
+        // a batch): never beside it.
+        let _lease = self.leases.acquire(tenant, flow_name, "webhook").await?;
         let mut run = RunRecord {
             trigger: "webhook".into(),
             ..new_run(tenant, flow_name)
@@ -942,6 +970,7 @@ impl Host {
             .dead_letter(id)?
             .with_context(|| format!("no dead letter {id}"))?;
         let flow = self.flow(&dl.tenant, &dl.flow)?;
+        let _lease = self.leases.acquire(&dl.tenant, &dl.flow, "replay").await?;
         let run_id = new_run_id();
         let mut labels = Vec::new();
         let mut p = self
@@ -1174,7 +1203,7 @@ pub async fn serve_with(
                 continue; // superseded
             }
             if d.running {
-                d.again.get_or_insert(Trigger::Schedule);
+                d.again = Some(Trigger::merge(d.again, Trigger::Schedule));
             } else {
                 queued.push_back((key.clone(), Trigger::Schedule, at));
             }
@@ -1188,7 +1217,7 @@ pub async fn serve_with(
             };
             let Some(d) = due.get_mut(&key) else { continue };
             if d.running {
-                d.again.get_or_insert(trigger);
+                d.again = Some(Trigger::merge(d.again, trigger));
                 continue;
             }
             if trigger == Trigger::Schedule {

@@ -723,3 +723,110 @@ async fn a_record_that_makes_a_stage_trap_is_dead_lettered_and_the_rest_delivere
         dead[0].error
     );
 }
+
+/// Issue 19, item 1: the webhook processor delivered without asking the
+/// scheduler, so a webhook batch ran beside a scheduled or manual run of
+/// the same flow (45 overlapping pairs were counted) and an older version
+/// could land last. Every trigger now takes the flow's lease: under a storm
+/// of scheduled runs, manual runs, backfills and webhook batches, the run
+/// records of the flow never overlap.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_two_runs_of_a_flow_overlap_whatever_triggers_them() {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        dir.path(),
+        "numbers",
+        "{ total = 100, page_size = 20 }",
+        MAPPER,
+        &server.url(""),
+        "",
+    )
+    .replace(
+        "[tenants.acme.flows.sync]\n",
+        "[tenants.acme.flows.sync]\nschedule = \"1s\"\n",
+    );
+    let h = Arc::new(host(&text).await);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let scheduler = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            weft::runner::serve_with(
+                &h,
+                async move {
+                    let _ = stop_rx.await;
+                },
+                &|_| {},
+                rx,
+            )
+            .await
+        })
+    };
+    let hooks = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            for n in 0..40 {
+                let body = json!({ "id": format!("w{n}"), "version": n }).to_string();
+                h.deliver_webhook("acme", "sync", vec![], body.into_bytes())
+                    .await
+                    .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+            }
+        })
+    };
+    for n in 0..8 {
+        tx.send(weft::runner::RunRequest {
+            tenant: "acme".into(),
+            flow: "sync".into(),
+            backfill: n % 2 == 1,
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    hooks.await.unwrap();
+    // Scheduled runs merge into the manual ones asked for meanwhile: wait
+    // for one of their own.
+    let t = std::time::Instant::now();
+    while !h
+        .state
+        .runs(Some("acme"), Some("sync"), 10_000)
+        .unwrap()
+        .iter()
+        .any(|r| r.trigger == "schedule")
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "no scheduled run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(());
+    scheduler.await.unwrap().unwrap();
+    let mut runs = h.state.runs(Some("acme"), Some("sync"), 10_000).unwrap();
+    runs.sort_by_key(|r| r.started_ms);
+    let triggers: std::collections::BTreeSet<&str> =
+        runs.iter().map(|r| r.trigger.as_str()).collect();
+    for t in ["schedule", "manual", "backfill", "webhook"] {
+        assert!(triggers.contains(t), "no {t} run: {triggers:?}");
+    }
+    let overlaps: Vec<String> = runs
+        .windows(2)
+        .filter(|w| w[1].started_ms < w[0].ended_ms.unwrap_or(u64::MAX))
+        .map(|w| {
+            format!(
+                "{} {} / {} {}",
+                w[0].trigger, w[0].id, w[1].trigger, w[1].id
+            )
+        })
+        .collect();
+    assert!(
+        overlaps.is_empty(),
+        "{} of {} runs overlap the one before: {:?}",
+        overlaps.len(),
+        runs.len(),
+        &overlaps[..overlaps.len().min(5)]
+    );
+}
