@@ -602,6 +602,7 @@ impl Host {
                 flow_name,
                 page.records,
                 next.clone(),
+                vec![],
                 retry,
                 run,
             );
@@ -649,7 +650,8 @@ impl Host {
     }
 
     /// Delivers one batch of source records (a page, or a webhook's records)
-    /// and commits it with `cursor`.
+    /// and commits it with `cursor` and the `dead` letters found before
+    /// (webhook deliveries the source refused).
     #[allow(
         clippy::too_many_arguments,
         reason = "the pieces of one page's processing"
@@ -661,19 +663,24 @@ impl Host {
         flow: &str,
         records: Vec<Record>,
         cursor: Option<String>,
+        dead: Vec<DeadLetter>,
         retry: &RetryPolicy,
         run: &mut RunRecord,
     ) -> Result<(), Stop> {
-        let scope = delivery_scope(&self.flow(tenant, flow)?);
+        let config = self.flow(tenant, flow)?;
+        let scope = delivery_scope(&config);
+        let siblings = self.same_destination(tenant, flow, &config);
         // Before the entries are read: the commit writes them without
         // reading them again if no other commit to the scope came between.
         let read_at = self.state.commit_stamp(tenant, &scope)?;
-        let mut items = self.fresh_items(tenant, flow, &scope, records, run)?;
+        let mut items = self.fresh_items(tenant, flow, &siblings, &scope, records, run)?;
         self.deliver(sink, &mut items, retry, run).await?;
-        let commit = PageCommit {
+        let mut commit = PageCommit {
             read_at: Some(read_at),
             ..commit_for(tenant, flow, &scope, &items, cursor, run)
         };
+        run.dead_lettered += dead.len() as u64;
+        commit.dead_letters.extend(dead);
         self.state
             .commit_page(tenant, flow, &commit)
             .map_err(|e| Stop::Failed(format!("committing the page: {e:#}")))?;
@@ -735,15 +742,69 @@ impl Host {
             .pipeline(tenant, flow_name, flow, &run.id, true, &mut run.connectors)
             .await
             .map_err(|e| Stop::Attention(format!("{e:#}")))?;
-        let source = p
-            .source
-            .as_mut()
-            .expect("pipelines built with_source have one");
+        let scope = delivery_scope(flow);
         let mut records = Vec::new();
+        let mut dead = Vec::new();
+        // Each delivery is a call of its own, so each fails alone: one the
+        // source refuses (`invalid`) or that makes it trap becomes a dead
+        // letter of its own and the rest go on; a transient failure is
+        // retried for that delivery only.
         for (headers, body) in deliveries {
-            match source.on_webhook(headers, body).await {
-                Ok(r) => records.extend(r),
-                Err(e) => return Err(stop_for("on-webhook", source.label(), e)),
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let source = p
+                    .source
+                    .as_mut()
+                    .expect("pipelines built with_source have one");
+                let label = source.label().to_owned();
+                match source.on_webhook(headers.clone(), body.clone()).await {
+                    Ok(r) => records.extend(r),
+                    Err(CallError::Connector(ConnectorError::Transient {
+                        message,
+                        retry_after,
+                    })) if attempt < flow.retry.max_attempts => {
+                        run.retries += 1;
+                        let wait = backoff(&flow.retry, attempt, retry_after);
+                        tracing::info!(attempt, wait_ms = wait.as_millis() as u64, error = %message, "on-webhook failed, retrying this delivery");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    Err(e) if delivery_at_fault(&e) => {
+                        tracing::warn!(connector = %label, error = %e, "webhook delivery dead-lettered");
+                        let trapped = !matches!(e, CallError::Connector(_));
+                        let error = match e {
+                            CallError::Connector(c) => c,
+                            other => ConnectorError::Invalid(other.to_string()),
+                        };
+                        dead.push(DeadLetter {
+                            id: DeadLetter::id_for(
+                                tenant,
+                                &scope,
+                                WEBHOOK_KIND,
+                                &delivery_key(&headers, &body),
+                            ),
+                            tenant: tenant.to_owned(),
+                            flow: flow_name.to_owned(),
+                            stage: "on-webhook".into(),
+                            connector: label,
+                            record: delivery_record(&headers, &body),
+                            error,
+                            attempts: 1,
+                            first_seen_ms: now_ms(),
+                            last_seen_ms: now_ms(),
+                        });
+                        if trapped {
+                            // The instance is unusable after a trap.
+                            p = self
+                                .pipeline(tenant, flow_name, flow, &run.id, true, &mut Vec::new())
+                                .await
+                                .map_err(|e| Stop::Attention(format!("{e:#}")))?;
+                        }
+                    }
+                    Err(e) => return Err(stop_for("on-webhook", &label, e)),
+                }
+                break;
             }
         }
         run.fetched += records.len() as u64;
@@ -753,6 +814,7 @@ impl Host {
             flow_name,
             records,
             None,
+            dead,
             &flow.retry,
             run,
         )
@@ -816,12 +878,38 @@ impl Host {
         }
     }
 
+    /// The tenant's other flows that deliver to the same place as `flow`
+    /// (the same destination connector with the same config): a record
+    /// must be newer than what any of them delivered there.
+    fn same_destination(&self, tenant: &str, flow: &str, config: &FlowConfig) -> Vec<String> {
+        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        let Some(t) = tenants.get(tenant) else {
+            return vec![];
+        };
+        t.flows
+            .iter()
+            .filter(|(name, f)| {
+                name.as_str() != flow
+                    && f.destination.connector.name == config.destination.connector.name
+                    && f.destination.config == config.destination.config
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Drops records that are not newer than what was delivered (and earlier
-    /// duplicates of a key within the page).
+    /// duplicates of a key within the page). Newest wins at the destination,
+    /// not per flow: a version at or below what this flow delivered, or
+    /// below what a flow in `siblings` (the same destination) delivered, is
+    /// stale. An equal version from a sibling goes through: it carries the
+    /// same record seen another way (Acme's `contacts` flow re-emits an
+    /// appointment with a contact's change that its own timestamps cannot
+    /// order), and delivering it twice is harmless.
     fn fresh_items(
         &self,
         tenant: &str,
         flow: &str,
+        siblings: &[String],
         scope: &str,
         records: Vec<Record>,
         run: &mut RunRecord,
@@ -844,7 +932,16 @@ impl Host {
         for (i, r) in records.into_iter().enumerate() {
             let before = self.state.delivery(tenant, scope, &r.key)?;
             let delivered = before.version(flow);
-            if !kept[i] || delivered.is_some_and(|v| v >= r.version) {
+            let elsewhere = before
+                .versions
+                .iter()
+                .filter(|(f, _)| siblings.contains(f))
+                .map(|(_, v)| *v)
+                .max();
+            if !kept[i]
+                || delivered.is_some_and(|v| v >= r.version)
+                || elsewhere.is_some_and(|v| v > r.version)
+            {
                 run.skipped_stale += 1;
                 tracing::debug!(key = %r.key, version = r.version, ?delivered, "skipping stale record");
                 continue;
@@ -971,6 +1068,9 @@ impl Host {
             .with_context(|| format!("no dead letter {id}"))?;
         let flow = self.flow(&dl.tenant, &dl.flow)?;
         let _lease = self.leases.acquire(&dl.tenant, &dl.flow, "replay").await?;
+        if dl.stage == "on-webhook" {
+            return self.replay_delivery(dl, &flow).await;
+        }
         let run_id = new_run_id();
         let mut labels = Vec::new();
         let mut p = self
@@ -1010,6 +1110,39 @@ impl Host {
             None => Ok(Ok(())),
             Some(_) => Ok(Err(self.state.dead_letter(id)?.unwrap_or(dl))),
         }
+    }
+}
+
+impl Host {
+    /// Replays the dead letter of a webhook delivery: the source's
+    /// `on-webhook` again, then the records on through the flow.
+    async fn replay_delivery(
+        &self,
+        dl: DeadLetter,
+        flow: &FlowConfig,
+    ) -> anyhow::Result<Result<(), DeadLetter>> {
+        let delivery = delivery_of(&dl.record)?;
+        let mut run = RunRecord {
+            trigger: "replay".into(),
+            ..new_run(&dl.tenant, &dl.flow)
+        };
+        let result = self
+            .webhook_pages(&dl.tenant, &dl.flow, flow, vec![delivery], &mut run)
+            .await;
+        let refused_again = run.dead_lettered > 0;
+        self.finish(&dl.tenant, &dl.flow, &mut run, result)?;
+        if run.outcome != RunOutcome::Succeeded {
+            bail!(
+                "replay of {} could not finish: {}",
+                dl.id,
+                run.error.unwrap_or_default()
+            );
+        }
+        if refused_again {
+            return Ok(Err(self.state.dead_letter(&dl.id)?.unwrap_or(dl)));
+        }
+        self.state.remove_dead_letter(&dl.id)?;
+        Ok(Ok(()))
     }
 }
 
@@ -1573,6 +1706,96 @@ fn stop_for(stage: &str, label: &str, e: CallError) -> Stop {
         )),
         other => Stop::Failed(format!("{stage} ({label}): {other}")),
     }
+}
+
+/// The kind of the dead letter of a webhook delivery the source refused.
+pub const WEBHOOK_KIND: &str = "webhook-delivery";
+
+/// Whether an `on-webhook` failure is the delivery's own: the source
+/// refused it (`invalid`), or it made the guest trap, run out of memory or
+/// stack, or hand back what the contract rules out. Such a delivery is
+/// dead-lettered alone; anything else (config, a transient failure past
+/// its retries, a deadline) stops the run.
+fn delivery_at_fault(e: &CallError) -> bool {
+    matches!(
+        e,
+        CallError::Connector(ConnectorError::Invalid(_))
+            | CallError::Trap { .. }
+            | CallError::MemoryLimit { .. }
+            | CallError::StackOverflow { .. }
+            | CallError::BadOutput { .. }
+    )
+}
+
+/// The headers of a delivery kept with its dead letter: those that name,
+/// date, sign or type it (not cookies or proxies' additions).
+fn kept_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.starts_with("webhook-") || n.starts_with("x-") || n == "content-type" || n == "user-agent"
+}
+
+/// The key of a delivery's dead letter: its `webhook-id`, else the SHA-256
+/// of its body.
+fn delivery_key(headers: &[(String, String)], body: &[u8]) -> String {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("webhook-id"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| {
+            use sha2::Digest;
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)))
+        })
+}
+
+/// A refused delivery as the record of its dead letter: `{"headers":
+/// {...}, "body": "<text>"}` (or `"body_base64"` when it is not UTF-8).
+fn delivery_record(headers: &[(String, String)], body: &[u8]) -> Record {
+    let kept: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .filter(|(k, _)| kept_header(k))
+        .map(|(k, v)| (k.to_ascii_lowercase(), serde_json::Value::String(v.clone())))
+        .collect();
+    let mut v = serde_json::json!({ "headers": kept });
+    match std::str::from_utf8(body) {
+        Ok(text) => v["body"] = serde_json::Value::String(text.to_owned()),
+        Err(_) => {
+            use base64::Engine;
+            v["body_base64"] = base64::engine::general_purpose::STANDARD
+                .encode(body)
+                .into();
+        }
+    }
+    Record {
+        key: delivery_key(headers, body),
+        kind: WEBHOOK_KIND.to_owned(),
+        version: 0,
+        op: Operation::Upsert,
+        body: v.to_string(),
+    }
+}
+
+/// The delivery a webhook dead letter's record holds.
+fn delivery_of(r: &Record) -> anyhow::Result<WebhookDelivery> {
+    let v: serde_json::Value = serde_json::from_str(&r.body).context("a webhook dead letter")?;
+    let headers = v["headers"]
+        .as_object()
+        .map(|h| {
+            h.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = match (v["body"].as_str(), v["body_base64"].as_str()) {
+        (Some(text), _) => text.as_bytes().to_vec(),
+        (None, Some(b64)) => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .context("a webhook dead letter's body")?
+        }
+        (None, None) => bail!("a webhook dead letter without its body"),
+    };
+    Ok((headers, body))
 }
 
 /// A fresh run record, running since now.

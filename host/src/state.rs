@@ -673,7 +673,7 @@ impl SledState {
         inbox_dir: &Path,
         temp: Option<tempfile::TempDir>,
     ) -> anyhow::Result<Self> {
-        let (inbox_log, _) = InboxLog::open(inbox_dir, 1)?;
+        let (inbox_log, _, accepted) = InboxLog::open(inbox_dir, 1)?;
         let state = SledState {
             cursors: db.open_tree("cursors")?,
             deliveries: db.open_tree("deliveries")?,
@@ -696,6 +696,7 @@ impl SledState {
             _temp: temp,
         };
         state.migrate_inbox()?;
+        state.remember_ids(accepted)?;
         Ok(state)
     }
 
@@ -780,6 +781,27 @@ impl SledState {
     /// of runs must not wait for, nor hold up, webhook ingress's syncs).
     fn flush_db(&self) -> anyhow::Result<()> {
         self.db.flush().context("flushing the state database")?;
+        Ok(())
+    }
+
+    /// Rebuilds the memory of webhook IDs from the deliveries the inbox
+    /// still holds (processed or not): an ID acknowledged before a crash
+    /// whose tree write was not yet durable is known again.
+    fn remember_ids(&self, accepted: Vec<inbox_log::AcceptedId>) -> anyhow::Result<()> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for (tenant, flow, id, at) in accepted {
+            let key = key3(&tenant, &flow, &id);
+            if !self.webhook_ids.contains_key(&key)? {
+                batch.insert(key, &at.to_be_bytes());
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.webhook_ids.apply_batch(batch)?;
+            self.webhook_ids.flush()?;
+            tracing::info!(ids = n, "webhook IDs recovered from the inbox");
+        }
         Ok(())
     }
 
@@ -1236,7 +1258,13 @@ impl StateStore for SledState {
     }
 
     fn inbox_done(&self, seqs: &[u64]) -> anyhow::Result<()> {
-        self.inbox_log.done(seqs)
+        // A segment goes only once the IDs of its deliveries are durable in
+        // the tree: a repeat of any of them must still be recognised.
+        self.inbox_log.done(seqs, || {
+            self.store_synced_ids()?;
+            self.webhook_ids.flush()?;
+            Ok(())
+        })
     }
 
     fn prune_webhook_ids(&self, before_ms: u64) -> anyhow::Result<usize> {

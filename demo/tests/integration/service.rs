@@ -569,3 +569,36 @@ async fn activation_subscribes_at_acme_and_deactivation_unsubscribes() {
     );
     svc.stop().await;
 }
+
+/// Issue 19, item 7: a secret written over the API was refused for up to a
+/// second (the webhook secrets were cached). Writes through the admin API
+/// now forget the cache: the new secret is good for the very next
+/// delivery, and the old one no longer is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_written_is_good_for_the_next_delivery() {
+    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
+        .await
+        .unwrap();
+    let svc = Service::start(&env).await;
+    let old = connect_webhook(&env, &svc).await;
+    let path = "/hooks/t1/appointments";
+    let body = json!({ "id": "evt_ping", "type": "ping", "data": {} }).to_string();
+    let ts = now_secs();
+    let first = sign(&old, "evt_c1", ts, &body);
+    assert_eq!(hook(&svc, path, "evt_c1", ts, &first, &body).await, 202);
+    let new = "whsec_bmV3LXNlY3JldC1vZi10aGUtY2FjaGUtdGVzdC0xMjM0";
+    let (s, v) = svc
+        .call(
+            Some(OPERATOR),
+            "PUT",
+            "/v1/tenants/t1/secrets/acme_webhook",
+            Some(json!({ "value": new })),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let signed = sign(new, "evt_c2", ts, &body);
+    assert_eq!(hook(&svc, path, "evt_c2", ts, &signed, &body).await, 202);
+    let stale = sign(&old, "evt_c3", ts, &body);
+    assert_eq!(hook(&svc, path, "evt_c3", ts, &stale, &body).await, 401);
+    svc.stop().await;
+}

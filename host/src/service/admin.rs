@@ -256,6 +256,7 @@ async fn put_tenant(
     let existed = app.host.tenant(&tenant).is_some();
     let active = config.active;
     app.host.put_tenant(&tenant, config).map_err(internal)?;
+    app.forget_secrets(&tenant);
     let status = if existed {
         StatusCode::OK
     } else {
@@ -316,6 +317,7 @@ async fn subscribe_all(app: &AppState, tenant: &str) -> Value {
         };
         out.insert(flow.clone(), v);
     }
+    app.forget_secrets(tenant);
     Value::Object(out)
 }
 
@@ -336,6 +338,7 @@ async fn unsubscribe_all(app: &AppState, tenant: &str) -> Value {
             }
         }
     }
+    app.forget_secrets(tenant);
     Value::Object(out)
 }
 
@@ -427,6 +430,7 @@ async fn put_secret(
     vault(&app)?
         .put(&tenant, &name, &body.value)
         .map_err(internal)?;
+    app.forget_secrets(&tenant);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -440,6 +444,7 @@ async fn delete_secret(
     if !vault(&app)?.delete(&tenant, &name).map_err(internal)? {
         return Err(not_found("no such secret"));
     }
+    app.forget_secrets(&tenant);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -613,6 +618,7 @@ async fn subscribe(
         .subscribe_webhooks(&tenant, &flow)
         .await
         .map_err(vendor_failed)?;
+    app.forget_secrets(&tenant);
     ok(subscription_view(&sub))
 }
 
@@ -628,6 +634,7 @@ async fn rotate_secret(
         .rotate_webhook_secret(&tenant, &flow)
         .await
         .map_err(vendor_failed)?;
+    app.forget_secrets(&tenant);
     ok(subscription_view(&sub))
 }
 
@@ -638,7 +645,9 @@ async fn unsubscribe(
     Path((tenant, flow)): Path<(String, String)>,
 ) -> ApiResult {
     known_flow(&app, &c, &tenant, &flow)?;
-    match app.host.unsubscribe_webhooks(&tenant, &flow).await {
+    let done = app.host.unsubscribe_webhooks(&tenant, &flow).await;
+    app.forget_secrets(&tenant);
+    match done {
         Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
         Ok(false) => Err(not_found("the flow has no webhook subscription")),
         Err(e) => Err(vendor_failed(e)),

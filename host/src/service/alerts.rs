@@ -23,6 +23,20 @@ pub const ALERT_DOC: &str = "alert";
 struct FlowTrack {
     failures: u32,
     last_ended_ms: u64,
+    /// The flow's schedule when that run ended.
+    schedule_ms: u64,
+}
+
+/// How long after the last run ended a flow is overdue: twice its
+/// schedule, taking the longer of the schedule in force when that run
+/// ended and the one in force now. A schedule shortened at runtime is not
+/// overdue before a run of the new schedule had time to come (the
+/// scheduler moves the next run to within the new schedule), and a
+/// lengthened one not before its new due time.
+fn overdue_after_ms(schedule_at_last_end_ms: Option<u64>, schedule_now_ms: u64) -> u64 {
+    2 * schedule_at_last_end_ms
+        .unwrap_or(schedule_now_ms)
+        .max(schedule_now_ms)
 }
 
 /// Decides and sends alerts.
@@ -51,6 +65,11 @@ impl Alerter {
                 .entry((run.tenant.clone(), run.flow.clone()))
                 .or_default();
             t.last_ended_ms = run.ended_ms.unwrap_or_else(now_ms);
+            t.schedule_ms = self
+                .host
+                .flow(&run.tenant, &run.flow)
+                .map(|f| f.schedule.as_millis() as u64)
+                .unwrap_or(0);
             t.failures = match run.outcome {
                 RunOutcome::Succeeded => 0,
                 _ => t.failures + 1,
@@ -88,11 +107,12 @@ impl Alerter {
                 if flow.paused {
                     continue;
                 }
-                let last = flows
-                    .get(&(tid.clone(), fid.clone()))
-                    .map(|t| t.last_ended_ms)
-                    .unwrap_or(self.started_ms);
-                let limit = 2 * flow.schedule.as_millis() as u64;
+                let track = flows.get(&(tid.clone(), fid.clone()));
+                let last = track.map(|t| t.last_ended_ms).unwrap_or(self.started_ms);
+                let limit = overdue_after_ms(
+                    track.map(|t| t.schedule_ms),
+                    flow.schedule.as_millis() as u64,
+                );
                 if now.saturating_sub(last) > limit {
                     self.set(
                         &tid,
@@ -218,6 +238,20 @@ pub(crate) async fn post_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 19, item 7: shortening a schedule fired "overdue" alerts for
+    /// every flow at once (the time since the last run, due under the old
+    /// schedule, was measured against the new one).
+    #[test]
+    fn overdue_is_measured_from_the_schedule_in_force_at_the_last_run() {
+        let (hour, minute) = (3_600_000, 60_000);
+        // Shortened from an hour to a minute: 2 h, not 2 min.
+        assert_eq!(overdue_after_ms(Some(hour), minute), 2 * hour);
+        // Lengthened: the new schedule.
+        assert_eq!(overdue_after_ms(Some(minute), hour), 2 * hour);
+        // Never ran since the start: the schedule now.
+        assert_eq!(overdue_after_ms(None, minute), 2 * minute);
+    }
 
     /// Issue 18, item 2: the alert sender added the alert URL's host to
     /// `private_hosts`, so an alert URL on loopback, a private network or

@@ -59,8 +59,9 @@ pub struct AppState {
 /// (tenant, flow) → (when resolved, the flow's webhook secrets).
 type SecretsCache = std::collections::HashMap<(String, String), (std::time::Instant, Vec<String>)>;
 
-/// How long resolved webhook secrets are reused: a secret written or
-/// rotated takes effect within this.
+/// How long resolved webhook secrets are reused. Writes through the admin
+/// API (secrets, rotations, subscriptions, tenants) forget them at once;
+/// this bounds what changes outside it (the secrets file, the environment).
 pub const SECRETS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl AppState {
@@ -87,6 +88,17 @@ impl AppState {
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, (std::time::Instant::now(), fresh.clone()));
         Ok(fresh)
+    }
+}
+
+impl AppState {
+    /// Forgets the cached webhook secrets of `tenant`'s flows: a secret
+    /// written, rotated or deleted takes effect at the next delivery.
+    pub(crate) fn forget_secrets(&self, tenant: &str) {
+        self.secrets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(t, _), _| t != tenant);
     }
 }
 

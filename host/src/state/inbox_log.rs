@@ -90,11 +90,23 @@ fn read_frames(bytes: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-/// The entries of every segment in `dir` not marked done, by sequence
-/// number with their segment; the segments; the highest sequence number
-/// seen.
-#[allow(clippy::type_complexity, reason = "read once, destructured at once")]
-fn scan(dir: &Path) -> anyhow::Result<(Vec<u64>, BTreeMap<u64, (u64, InboxEntry)>, u64)> {
+/// What the segments in a directory hold.
+struct Scan {
+    /// The segments, oldest first.
+    segments: Vec<u64>,
+    /// The entries not marked done, by sequence number with their segment.
+    entries: BTreeMap<u64, (u64, InboxEntry)>,
+    /// The highest sequence number seen.
+    last_seq: u64,
+    /// Every entry's (tenant, flow, webhook ID, accepted at), done or not.
+    ids: Vec<AcceptedId>,
+}
+
+/// A delivery's identity as the ID memory keeps it: (tenant, flow,
+/// `webhook-id`, accepted at in ms).
+pub type AcceptedId = (String, String, String, u64);
+
+fn scan(dir: &Path) -> anyhow::Result<Scan> {
     let mut segments: Vec<u64> = std::fs::read_dir(dir)
         .with_context(|| format!("reading the inbox {}", dir.display()))?
         .filter_map(|e| e.ok())
@@ -107,6 +119,7 @@ fn scan(dir: &Path) -> anyhow::Result<(Vec<u64>, BTreeMap<u64, (u64, InboxEntry)
         .collect();
     segments.sort_unstable();
     let mut entries: BTreeMap<u64, (u64, InboxEntry)> = BTreeMap::new();
+    let mut ids = Vec::new();
     let mut last_seq = 0;
     for &n in &segments {
         let path = segment_path(dir, n);
@@ -119,6 +132,12 @@ fn scan(dir: &Path) -> anyhow::Result<(Vec<u64>, BTreeMap<u64, (u64, InboxEntry)
                     let entry = InboxEntry::decode(seq, &body[8..])
                         .with_context(|| format!("{}: entry {seq}", path.display()))?;
                     last_seq = last_seq.max(seq);
+                    ids.push((
+                        entry.tenant.clone(),
+                        entry.flow.clone(),
+                        entry.webhook_id.clone(),
+                        entry.received_ms,
+                    ));
                     entries.insert(seq, (n, entry));
                 }
                 DONE => {
@@ -130,18 +149,33 @@ fn scan(dir: &Path) -> anyhow::Result<(Vec<u64>, BTreeMap<u64, (u64, InboxEntry)
             }
         }
     }
-    Ok((segments, entries, last_seq))
+    Ok(Scan {
+        segments,
+        entries,
+        last_seq,
+        ids,
+    })
 }
 
 impl InboxLog {
     /// Opens (creating) the log in `dir` and returns it with the pending
-    /// deliveries, in order of arrival. `first_seq` is the lowest sequence
-    /// number a new delivery may get (numbers keep increasing across
-    /// restarts, and across the store the log replaced).
-    pub fn open(dir: &Path, first_seq: u64) -> anyhow::Result<(Self, Vec<InboxEntry>)> {
+    /// deliveries, in order of arrival, and the identity of every delivery
+    /// its segments still hold, processed or not (to rebuild the memory of
+    /// webhook IDs from). `first_seq` is the lowest sequence number a new
+    /// delivery may get (numbers keep increasing across restarts, and
+    /// across the store the log replaced).
+    pub fn open(
+        dir: &Path,
+        first_seq: u64,
+    ) -> anyhow::Result<(Self, Vec<InboxEntry>, Vec<AcceptedId>)> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the inbox {}", dir.display()))?;
-        let (segments, entries, last_seq) = scan(dir)?;
+        let Scan {
+            segments,
+            entries,
+            last_seq,
+            ids,
+        } = scan(dir)?;
         let next_seq = first_seq.max(last_seq + 1);
         // New appends go to a new segment: a torn tail of the last one is
         // never written after.
@@ -172,7 +206,7 @@ impl InboxLog {
             }),
             io: Mutex::new(Io { file: None }),
         };
-        Ok((log, entries.into_values().map(|(_, e)| e).collect()))
+        Ok((log, entries.into_values().map(|(_, e)| e).collect(), ids))
     }
 
     /// Appends deliveries (in memory until [`InboxLog::sync`]); returns
@@ -254,7 +288,14 @@ impl InboxLog {
 
     /// Marks deliveries processed and removes the oldest segments that
     /// hold nothing pending. Not synced: see the module documentation.
-    pub fn done(&self, seqs: &[u64]) -> anyhow::Result<()> {
+    /// `before_removing` runs before any segment is removed (and none is if
+    /// it fails): the IDs of the deliveries in them must be durable
+    /// elsewhere first.
+    pub fn done(
+        &self,
+        seqs: &[u64],
+        before_removing: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         if seqs.is_empty() {
             return Ok(());
         }
@@ -283,6 +324,9 @@ impl InboxLog {
         let buf = std::mem::take(&mut inner.buf);
         drop(inner);
         self.write(&mut io, buf, false)?;
+        if !removable.is_empty() {
+            before_removing()?;
+        }
         for n in removable {
             if io.file.as_ref().is_some_and(|(m, _)| *m == n) {
                 io.file = None;
@@ -299,7 +343,11 @@ impl InboxLog {
         let mut io = self.io.lock().unwrap_or_else(|e| e.into_inner());
         let buf = std::mem::take(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()).buf);
         self.write(&mut io, buf, false)?;
-        Ok(scan(&self.dir)?.1.into_values().map(|(_, e)| e).collect())
+        Ok(scan(&self.dir)?
+            .entries
+            .into_values()
+            .map(|(_, e)| e)
+            .collect())
     }
 
     /// Deliveries appended and not yet done.
@@ -334,15 +382,15 @@ mod tests {
     #[test]
     fn synced_entries_survive_a_reopen_until_done() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, pending) = InboxLog::open(dir.path(), 1).unwrap();
+        let (log, pending, _) = InboxLog::open(dir.path(), 1).unwrap();
         assert!(pending.is_empty());
         let (a, b, c) = (entry("a"), entry("b"), entry("c"));
         let seqs = log.append(&[&a, &b, &c]);
         assert_eq!(seqs, [1, 2, 3]);
         log.sync().unwrap();
-        log.done(&[2]).unwrap();
+        log.done(&[2], || Ok(())).unwrap();
         drop(log);
-        let (log, pending) = InboxLog::open(dir.path(), 1).unwrap();
+        let (log, pending, _) = InboxLog::open(dir.path(), 1).unwrap();
         let ids: Vec<(&str, u64)> = pending
             .iter()
             .map(|e| (e.webhook_id.as_str(), e.seq))
@@ -355,7 +403,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_ignored_and_never_written_after() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, _) = InboxLog::open(dir.path(), 1).unwrap();
+        let (log, _, _) = InboxLog::open(dir.path(), 1).unwrap();
         log.append(&[&entry("a"), &entry("b")]);
         log.sync().unwrap();
         drop(log);
@@ -365,12 +413,12 @@ mod tests {
         let whole = bytes.len();
         bytes.truncate(whole - 5);
         std::fs::write(&seg, &bytes).unwrap();
-        let (log, pending) = InboxLog::open(dir.path(), 1).unwrap();
+        let (log, pending, _) = InboxLog::open(dir.path(), 1).unwrap();
         assert_eq!(pending.len(), 1, "the torn entry was never acknowledged");
         log.append(&[&entry("c")]);
         log.sync().unwrap();
         drop(log);
-        let (_, pending) = InboxLog::open(dir.path(), 1).unwrap();
+        let (_, pending, _) = InboxLog::open(dir.path(), 1).unwrap();
         let ids: Vec<&str> = pending.iter().map(|e| e.webhook_id.as_str()).collect();
         assert_eq!(ids, ["a", "c"]);
     }
@@ -378,7 +426,7 @@ mod tests {
     #[test]
     fn segments_with_nothing_pending_are_removed_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, _) = InboxLog::open(dir.path(), 1).unwrap();
+        let (log, _, _) = InboxLog::open(dir.path(), 1).unwrap();
         let big = InboxEntry {
             body: vec![b'x'; 1 << 20],
             ..entry("big")
@@ -391,15 +439,15 @@ mod tests {
         let files = || std::fs::read_dir(dir.path()).unwrap().count();
         assert!(files() >= 3, "40 MiB span several segments");
         // Done out of order: the first segment stays while it holds one.
-        log.done(&seqs[1..20]).unwrap();
+        log.done(&seqs[1..20], || Ok(())).unwrap();
         assert!(segment_path(dir.path(), 0).exists());
-        log.done(&seqs[..1]).unwrap();
+        log.done(&seqs[..1], || Ok(())).unwrap();
         assert!(!segment_path(dir.path(), 0).exists());
-        log.done(&seqs[20..]).unwrap();
+        log.done(&seqs[20..], || Ok(())).unwrap();
         assert_eq!(log.pending_count(), 0);
         assert_eq!(files(), 1, "only the segment being written is left");
         drop(log);
-        let (_, pending) = InboxLog::open(dir.path(), 1).unwrap();
+        let (_, pending, _) = InboxLog::open(dir.path(), 1).unwrap();
         assert!(pending.is_empty());
     }
 }

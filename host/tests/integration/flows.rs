@@ -830,3 +830,123 @@ async fn no_two_runs_of_a_flow_overlap_whatever_triggers_them() {
         &overlaps[..overlaps.len().min(5)]
     );
 }
+
+/// Issue 19, item 2: a record was skipped as stale only when the same flow
+/// had delivered a newer version, so an older version carried by another
+/// flow to the same destination (Acme's `contacts` and `appointments` flows
+/// into one CalDAV event) overwrote the newer one for good. Now a record
+/// must be newer than the newest version any flow delivered there.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_version_from_another_flow_never_overwrites_a_newer_one() {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = config_text(
+        dir.path(),
+        "numbers",
+        "{ total = 0, page_size = 1 }",
+        "",
+        &server.url(""),
+        "",
+    );
+    // A second flow into the same destination connector.
+    let flow = one[one.find("[tenants.acme.flows.sync]").unwrap()..].to_owned();
+    let text = format!("{one}\n{}", flow.replace("flows.sync]", "flows.other]"));
+    let h = host(&text).await;
+    let deliver = |flow: &'static str, version: i64, name: &'static str| {
+        let h = &h;
+        async move {
+            let body = json!({ "id": "k1", "version": version, "name": name }).to_string();
+            h.deliver_webhook("acme", flow, vec![], body.into_bytes())
+                .await
+                .unwrap()
+        }
+    };
+    let newest = deliver("sync", 3, "newest").await;
+    assert_eq!(newest.emitted, 1, "{newest:?}");
+    // Late and out of order, through the other flow.
+    let older = deliver("other", 2, "older").await;
+    assert_eq!((older.emitted, older.skipped_stale), (0, 1), "{older:?}");
+    let records = sink.records();
+    assert_eq!(records.len(), 1);
+    let at_destination = records.values().next().unwrap().to_string();
+    assert!(at_destination.contains("newest"), "{at_destination}");
+    // Newer through the other flow: delivered.
+    let newer = deliver("other", 4, "newer still").await;
+    assert_eq!(newer.emitted, 1, "{newer:?}");
+    assert!(
+        sink.records()
+            .values()
+            .next()
+            .unwrap()
+            .to_string()
+            .contains("newer still")
+    );
+}
+
+/// Issue 19, item 3: a signed but malformed delivery made `on-webhook`
+/// answer `invalid`, the whole batch failed, was retried five times and
+/// dropped: a good delivery behind it was never delivered and no dead
+/// letter was kept. Now each delivery fails alone: the refused one becomes
+/// a dead letter of its own (its body and headers, the source's reason,
+/// replayable) and the rest of the batch is delivered at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_delivery_is_dead_lettered_alone_and_its_batch_goes_on() {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&config_text(
+        dir.path(),
+        "numbers",
+        "{ total = 0, page_size = 1 }",
+        "",
+        &server.url(""),
+        "",
+    ))
+    .await;
+    let delivery = |id: &str, body: Value| {
+        (
+            vec![
+                ("webhook-id".to_owned(), id.to_owned()),
+                ("cookie".to_owned(), "not kept".to_owned()),
+            ],
+            body.to_string().into_bytes(),
+        )
+    };
+    let run = h
+        .deliver_webhooks(
+            "acme",
+            "sync",
+            vec![
+                delivery("evt_1", json!({ "id": "w1", "version": 1 })),
+                delivery("evt_bad", json!({ "id": 42, "version": 1 })),
+                delivery("evt_2", json!({ "id": "w2", "version": 1 })),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:?}");
+    assert_eq!((run.emitted, run.dead_lettered), (2, 1), "{run:?}");
+    let keys: Vec<String> = sink.records().into_keys().collect();
+    assert_eq!(keys, ["w1", "w2"]);
+    let dead = h.state.dead_letters(Some("acme"), Some("sync")).unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let d = &dead[0];
+    assert_eq!(
+        (d.stage.as_str(), d.record.key.as_str()),
+        ("on-webhook", "evt_bad")
+    );
+    assert!(d.error.to_string().contains("id"), "{}", d.error);
+    let kept: Value = serde_json::from_str(&d.record.body).unwrap();
+    assert_eq!(kept["headers"]["webhook-id"], "evt_bad");
+    assert!(kept["headers"].get("cookie").is_none(), "{kept}");
+    assert_eq!(
+        serde_json::from_str::<Value>(kept["body"].as_str().unwrap()).unwrap()["id"],
+        42
+    );
+    // Replayable: still refused, so it stays (with the source's reason).
+    let again = h.replay(&d.id).await.unwrap();
+    let again = again.unwrap_err();
+    assert_eq!(again.id, d.id);
+    assert_eq!(h.state.dead_letters(Some("acme"), None).unwrap().len(), 1);
+}
