@@ -22,6 +22,22 @@ use serde_json::Value;
 /// The state-store document kind of subscriptions (`{tenant}/{flow}`).
 pub const SUBSCRIPTION_DOC: &str = "webhook";
 
+/// The document kind of subscriptions weft could not delete at the vendor
+/// (`{tenant}/{flow}/{id}`): kept, and listed, so that a person can remove
+/// them there, instead of forgotten while the vendor keeps delivering.
+pub const ORPHAN_DOC: &str = "webhook-orphan";
+
+/// A subscription as listed for a tenant: live, or orphaned at the vendor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listed {
+    /// The flow it was made for.
+    pub flow: String,
+    /// The subscription.
+    pub subscription: Subscription,
+    /// Why it could not be deleted at the vendor; none: live.
+    pub orphaned: Option<String>,
+}
+
 /// A flow's subscription to a vendor's webhooks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
@@ -113,6 +129,27 @@ impl Host {
             "{}/hooks/{tenant}/{flow}",
             self.public_url().trim_end_matches('/')
         )
+    }
+
+    /// The tenant's subscriptions: live ones, and orphans that could not be
+    /// deleted at the vendor (the tenant may have been deleted since).
+    pub fn subscriptions_of(&self, tenant: &str) -> anyhow::Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        for (id, doc) in self
+            .state
+            .doc_list(SUBSCRIPTION_DOC, &format!("{tenant}/"))?
+        {
+            let flow = id[tenant.len() + 1..].to_owned();
+            out.push(Listed {
+                flow,
+                subscription: serde_json::from_slice(&doc).context("reading a subscription")?,
+                orphaned: None,
+            });
+        }
+        for (_, doc) in self.state.doc_list(ORPHAN_DOC, &format!("{tenant}/"))? {
+            out.push(serde_json::from_slice(&doc).context("reading an orphaned subscription")?);
+        }
+        Ok(out)
     }
 
     /// The flow's subscription, if it has one.
@@ -249,24 +286,59 @@ impl Host {
         Ok(sub)
     }
 
-    /// Deletes the flow's subscription at the vendor and its secrets here;
-    /// whether there was one.
+    /// Deletes the flow's subscription at the vendor (with the flow's
+    /// grants as they are now: call it before changing them) and its
+    /// secrets here; whether there was one. When the vendor cannot be
+    /// reached or refuses, the subscription is kept as an orphan (listed by
+    /// [`Host::subscriptions_of`]) and the error returned; the flow itself
+    /// no longer has one, so a new subscription can be made.
     pub async fn unsubscribe_webhooks(&self, tenant: &str, flow: &str) -> anyhow::Result<bool> {
         let Some(sub) = self.subscription(tenant, flow)? else {
             return Ok(false);
         };
         if let Some(delete) = &sub.setup.delete {
-            let (inst, _) = self.source_instance(tenant, flow).await?;
-            Self::call_vendor(&inst.host_http(), delete, &sub.url, Some(&sub.id)).await?;
+            let deleted = async {
+                let (inst, _) = self.source_instance(tenant, flow).await?;
+                Self::call_vendor(&inst.host_http(), delete, &sub.url, Some(&sub.id)).await
+            }
+            .await;
+            if let Err(e) = deleted {
+                let why = format!("{e:#}");
+                let orphan = Listed {
+                    flow: flow.to_owned(),
+                    subscription: sub.clone(),
+                    orphaned: Some(why.clone()),
+                };
+                self.state.doc_put(
+                    ORPHAN_DOC,
+                    &format!("{}/{}", doc_id(tenant, flow), sub.id),
+                    &serde_json::to_vec(&orphan)?,
+                )?;
+                self.state
+                    .doc_delete(SUBSCRIPTION_DOC, &doc_id(tenant, flow))?;
+                self.forget_signing_secrets(tenant, flow)?;
+                tracing::warn!(tenant, flow, id = %sub.id, error = %why, "a webhook subscription could not be deleted at the vendor; kept as an orphan");
+                bail!(
+                    "{why} (the subscription {} is kept as orphaned: GET /v1/tenants/{tenant}/webhooks)",
+                    sub.id
+                );
+            }
         }
+        self.forget_signing_secrets(tenant, flow)?;
+        self.state
+            .doc_delete(SUBSCRIPTION_DOC, &doc_id(tenant, flow))?;
+        Ok(true)
+    }
+
+    /// Deletes the signing secrets weft keeps for the flow's subscription:
+    /// deliveries signed with them are refused from now on.
+    fn forget_signing_secrets(&self, tenant: &str, flow: &str) -> anyhow::Result<()> {
         if let Some(vault) = self.runtime.secrets().vault() {
             let (current, previous) = secret_names(flow);
             vault.delete(tenant, &current)?;
             vault.delete(tenant, &previous)?;
         }
-        self.state
-            .doc_delete(SUBSCRIPTION_DOC, &doc_id(tenant, flow))?;
-        Ok(true)
+        Ok(())
     }
 
     /// The signing secrets a delivery to the flow may be signed with: the

@@ -381,6 +381,7 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
         (("GET", "/v1/tenants/{tenant}/secrets"), NotFound),
         (("PUT", "/v1/tenants/{tenant}/secrets/{name}"), NotFound),
         (("DELETE", "/v1/tenants/{tenant}/secrets/{name}"), NotFound),
+        (("GET", "/v1/tenants/{tenant}/webhooks"), NotFound),
         (("GET", "/v1/tenants/{tenant}/flows/{flow}/state"), NotFound),
         (
             ("POST", "/v1/tenants/{tenant}/flows/{flow}/reset"),

@@ -404,9 +404,14 @@ async fn tokens_scope_tenants_and_secrets_stay_sealed() {
 
 /// Acme's webhooks as Acme lists them.
 async fn acme_webhooks(env: &DemoEnv) -> Vec<Value> {
+    webhooks_at(&env.acme).await
+}
+
+/// The webhooks an Acme lists.
+async fn webhooks_at(acme: &weft_sandbox::acme::AcmeSandbox) -> Vec<Value> {
     let a = weft_demo::http(
         "GET",
-        &format!("{}/webhooks", env.acme.base_url()),
+        &format!("{}/webhooks", acme.base_url()),
         &[("x-acme-api-key", "acme-demo-key")],
         None,
     )
@@ -600,5 +605,72 @@ async fn a_secret_written_is_good_for_the_next_delivery() {
     assert_eq!(hook(&svc, path, "evt_c2", ts, &signed, &body).await, 202);
     let stale = sign(&old, "evt_c3", ts, &body);
     assert_eq!(hook(&svc, path, "evt_c3", ts, &stale, &body).await, 401);
+    svc.stop().await;
+}
+
+/// Issue 19, item 4: a `PUT` with `"active": false` left the subscription
+/// at the vendor (which kept delivering to a hook that answers 404); a
+/// `PUT` that moved a flow to another Acme account kept the old
+/// subscription, so the new account's webhooks never came; and a `DELETE`
+/// that could not reach the vendor answered 204 and forgot the
+/// subscription. Now subscriptions follow the tenant's config, and one
+/// that cannot be deleted at the vendor is said and kept, listed as
+/// orphaned.
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_follow_the_tenants_config() {
+    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
+        .await
+        .unwrap();
+    let svc = Service::start(&env).await;
+    let put = |t: Value| {
+        let svc = &svc;
+        async move {
+            let (s, v) = svc
+                .call(Some(OPERATOR), "PUT", "/v1/tenants/t1", Some(t))
+                .await;
+            assert_eq!(s, 200, "{v}");
+            v
+        }
+    };
+    let (_, mut t) = svc
+        .call(Some(OPERATOR), "GET", "/v1/tenants/t1", None)
+        .await;
+    t["flows"]["appointments"]["source"]["webhook"] = json!({ "register": true });
+    put(t.clone()).await;
+    assert_eq!(acme_webhooks(&env).await.len(), 1);
+    // Deactivated by a PUT: unsubscribed.
+    let mut off = t.clone();
+    off["active"] = json!(false);
+    let v = put(off).await;
+    assert_eq!(acme_webhooks(&env).await.len(), 0, "{v}");
+    put(t.clone()).await;
+    assert_eq!(acme_webhooks(&env).await.len(), 1);
+    // Moved to another Acme account: unsubscribed there, subscribed here.
+    let other = weft_sandbox::acme::AcmeSandbox::start(acme(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let moved: Value = serde_json::from_str(
+        &t.to_string()
+            .replace(&env.acme.addr().to_string(), &other.addr().to_string()),
+    )
+    .unwrap();
+    let v = put(moved).await;
+    assert_eq!(acme_webhooks(&env).await.len(), 0, "{v}");
+    assert_eq!(webhooks_at(&other).await.len(), 1, "{v}");
+    // The vendor cannot be reached: the delete says so and keeps it listed.
+    other.stop().await;
+    let (s, v) = svc
+        .call(Some(OPERATOR), "DELETE", "/v1/tenants/t1", None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["webhooks"]["appointments"]["error"].is_string(), "{v}");
+    let (s, listed) = svc
+        .call(Some(OPERATOR), "GET", "/v1/tenants/t1/webhooks", None)
+        .await;
+    assert_eq!(s, 200, "{listed}");
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["flow"], "appointments");
+    assert!(listed[0]["orphaned"].is_string(), "{listed:?}");
     svc.stop().await;
 }

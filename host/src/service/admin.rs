@@ -185,6 +185,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(start_run))
         .routes(routes!(show_subscription, subscribe, unsubscribe))
         .routes(routes!(rotate_secret))
+        .routes(routes!(list_subscriptions))
         .routes(routes!(list_runs))
         .routes(routes!(show_run))
         .routes(routes!(list_dead))
@@ -255,6 +256,13 @@ async fn put_tenant(
         .map_err(|e| bad(format!("{e:#}")))?;
     let existed = app.host.tenant(&tenant).is_some();
     let active = config.active;
+    // Subscriptions follow the config: a flow that goes away, is
+    // deactivated or moves (another source, stream, config or grants) is
+    // unsubscribed at the old place, with the old grants, before they change.
+    let mut webhooks = match &stored {
+        Some(old) => unsubscribe_moved(&app, &tenant, old, &config).await,
+        None => serde_json::Map::new(),
+    };
     app.host.put_tenant(&tenant, config).map_err(internal)?;
     app.forget_secrets(&tenant);
     let status = if existed {
@@ -262,11 +270,10 @@ async fn put_tenant(
     } else {
         StatusCode::CREATED
     };
-    let webhooks = if active {
-        subscribe_all(&app, &tenant).await
-    } else {
-        json!({})
-    };
+    if active && let Value::Object(made) = subscribe_all(&app, &tenant).await {
+        webhooks.extend(made);
+    }
+    let webhooks = Value::Object(webhooks);
     Ok((
         status,
         Json(json!({ "tenant": tenant, "webhooks": webhooks })),
@@ -274,7 +281,7 @@ async fn put_tenant(
         .into_response())
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants", summary = "Delete a tenant and its tokens (operator)", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants", summary = "Delete a tenant and its tokens (operator)", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 204, description = "Deleted, with its subscriptions at the vendors"), (status = 200, body = TenantWritten, description = "Deleted; a subscription could not be deleted at its vendor and is listed as orphaned"), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn delete_tenant(
     c: Caller,
     State(app): State<Arc<AppState>>,
@@ -283,7 +290,7 @@ async fn delete_tenant(
     // Another tenant's resource is "not found" before it is "forbidden".
     c.tenant(&tenant)?;
     c.operator()?;
-    unsubscribe_all(&app, &tenant).await;
+    let webhooks = unsubscribe_all(&app, &tenant).await;
     // Its tokens first: a tenant created again under this ID gets none.
     for (id, _) in tenant_tokens(&app, Some(&tenant))? {
         app.host
@@ -294,7 +301,69 @@ async fn delete_tenant(
     if !app.host.delete_tenant(&tenant).map_err(internal)? {
         return Err(not_found("no such tenant"));
     }
+    // A subscription the vendor could not delete is said, not swallowed:
+    // it stays listed as orphaned (`GET /v1/tenants/{t}/webhooks`).
+    let failed = webhooks
+        .as_object()
+        .is_some_and(|m| m.values().any(|v| v.get("error").is_some()));
+    if failed {
+        return ok(TenantWritten {
+            tenant,
+            webhooks: serde_json::from_value(webhooks).unwrap_or_default(),
+        });
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Unsubscribes the flows of `old` whose subscription `new` no longer
+/// stands for: gone, deactivated, or moved (the source's connector,
+/// stream, config or grants changed). What happened, per flow.
+async fn unsubscribe_moved(
+    app: &AppState,
+    tenant: &str,
+    old: &TenantConfig,
+    new: &TenantConfig,
+) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for (flow, before) in &old.flows {
+        let stays = new.active
+            && new.flows.get(flow).is_some_and(|after| {
+                before.source.stage() == after.source.stage()
+                    && before.source.stream == after.source.stream
+            });
+        if stays {
+            continue;
+        }
+        match app.host.unsubscribe_webhooks(tenant, flow).await {
+            Ok(true) => {
+                out.insert(flow.clone(), json!({ "unsubscribed": true }));
+            }
+            Ok(false) => {}
+            Err(e) => {
+                out.insert(flow.clone(), json!({ "error": format!("{e:#}") }));
+            }
+        }
+    }
+    out
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/webhooks", tag = "webhooks", summary = "The tenant's webhook subscriptions: live, and orphaned ones weft could not delete at the vendor (also of a deleted tenant, for operators)", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 200, body = Vec<SubscriptionListed>), (status = 404, body = Problem)))]
+async fn list_subscriptions(
+    c: Caller,
+    State(app): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+) -> ApiResult {
+    c.tenant(&tenant)?;
+    let all = app.host.subscriptions_of(&tenant).map_err(internal)?;
+    let out: Vec<SubscriptionListed> = all
+        .iter()
+        .map(|l| SubscriptionListed {
+            flow: l.flow.clone(),
+            subscription: SubscriptionView::from(&l.subscription),
+            orphaned: l.orphaned.clone(),
+        })
+        .collect();
+    ok(out)
 }
 
 /// Subscribes every flow of the tenant that asks for it (`webhook.register`)

@@ -159,6 +159,19 @@ impl From<&crate::subscriptions::Subscription> for SubscriptionView {
     }
 }
 
+/// A subscription in a tenant's list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SubscriptionListed {
+    /// The flow it was made for.
+    pub flow: String,
+    /// The subscription.
+    #[serde(flatten)]
+    pub subscription: SubscriptionView,
+    /// Why weft could not delete it at the vendor (remove it there by
+    /// hand); none: live.
+    pub orphaned: Option<String>,
+}
+
 /// What replaying a dead letter did.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Replayed {
