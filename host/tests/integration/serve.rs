@@ -598,6 +598,20 @@ async fn slow_clients_cannot_keep_health_or_webhooks_from_answering() {
     } = &ready("header_timeout_secs = 2\nmax_connections_per_ip = 40\n").await;
     let (port, path) = (*port, path.as_path());
     let _child = start_serve(path, port).await;
+    // A kept-alive connection that sends no next request is closed too.
+    let mut idle = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        s
+    };
     let mut slow = Vec::new();
     for _ in 0..300 {
         slow.push(half_sent("127.0.0.2", port).await.unwrap());
@@ -626,7 +640,14 @@ async fn slow_clients_cannot_keep_health_or_webhooks_from_answering() {
     // Everyone else is served meanwhile.
     assert_eq!(health_within(port, Duration::from_secs(2)).await, Some(200));
     assert_eq!(deliver(port, 1).await.unwrap(), 202);
-    // The half-sent requests are closed once their headers are late.
+    // The half-sent requests are closed once their headers are late, and
+    // so is the idle kept-alive connection.
+    assert!(
+        answer_within(&mut idle, Duration::from_secs(4))
+            .await
+            .is_some(),
+        "an idle kept-alive connection is still open after 4 s"
+    );
     for s in &mut held {
         let a = answer_within(s, Duration::from_secs(4)).await;
         assert!(a.is_some(), "a slow connection is still open after 4 s");
