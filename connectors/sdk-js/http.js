@@ -184,7 +184,7 @@ export function sendAll(reqs, inFlight = 8) {
 /** @param {unknown} e */
 function asWeftError(e) {
   if (e instanceof WeftError) return e;
-  return transient(`HTTP request failed: ${e instanceof Error ? e.message : e}`);
+  return transient(`HTTP request failed: ${errorText(e)}`);
 }
 
 /** A request on its way: sent, its answer not read yet. */
@@ -230,6 +230,34 @@ const METHODS = ['get', 'head', 'post', 'put', 'delete', 'connect', 'options', '
  * @returns {Pending}
  */
 export function start(req) {
+  try {
+    return startChecked(req);
+  } catch (e) {
+    // Whatever fails before the request leaves the guest (a body that
+    // cannot be serialized, a header value that is not text, a bug in the
+    // caller's request) is this request's fault: `invalid`, never
+    // `transient`, so that one bad record cannot stall its flow.
+    if (e instanceof WeftError) throw e;
+    throw invalid(`request to ${req?.url}: ${errorText(e)}`);
+  }
+}
+
+/**
+ * An exception as text with its class: `TypeError: Do not know how to
+ * serialize a BigInt`.
+ * @param {unknown} e
+ */
+export function errorText(e) {
+  if (e instanceof Error) return `${e.name}: ${e.message}`;
+  return describe(e);
+}
+
+/**
+ * {@link start}, throwing whatever building the request throws.
+ * @param {Request} req
+ * @returns {Pending}
+ */
+function startChecked(req) {
   let url;
   try {
     url = new URL(req.url);

@@ -127,7 +127,7 @@ export async function eachRecord(records, f) {
       if (!(e instanceof WeftError)) {
         const stack = e instanceof Error && e.stack ? e.stack : '';
         log.error(`uncaught exception on record ${record.kind} ${record.key}`, {
-          error: String(e),
+          error: e instanceof Error ? `${e.name}: ${e.message}` : String(e),
           stack,
         });
       }

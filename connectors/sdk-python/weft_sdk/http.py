@@ -107,9 +107,17 @@ class Request:
         self.url = url
         self.headers: List[Tuple[str, str]] = list(headers)
         self.body: Optional[bytes] = body.encode() if isinstance(body, str) else body
+        # A body that cannot be serialized is this request's fault, found
+        # when it is sent (so that `send_all` fails it alone): `Invalid`.
+        self._unsendable: Optional[Invalid] = None
         if json is not _MISSING:
             self.header("content-type", "application/json")
-            self.body = _json.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
+            try:
+                self.body = _json.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
+            except (TypeError, ValueError) as e:
+                self._unsendable = Invalid(
+                    f"request to {url}: the JSON body cannot be serialized: {type(e).__name__}: {e}"
+                )
 
     def __repr__(self) -> str:
         return f"Request({self.method} {self.url})"
@@ -196,7 +204,22 @@ def _method(name: str) -> _http.Method:
 
 def start(req: Request) -> Pending:
     """Starts ``req``: builds it, hands it to the host and sends its body;
-    :meth:`Pending.wait` reads the answer."""
+    :meth:`Pending.wait` reads the answer. Whatever fails before the
+    request leaves the guest (a body that cannot be serialized, a header
+    that is not text, a bad URL) is this request's fault: ``Invalid``, never
+    ``Transient``, so that one bad record cannot stall its flow."""
+    try:
+        return _start(req)
+    except WeftError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the caller's request, whatever it holds
+        raise Invalid(f"request to {getattr(req, 'url', '?')}: {type(e).__name__}: {e}") from None
+
+
+def _start(req: Request) -> Pending:
+    unsendable = getattr(req, "_unsendable", None)
+    if unsendable is not None:
+        raise unsendable
     url = req.url
     try:
         parts = urlsplit(url)

@@ -335,3 +335,36 @@ async fn the_js_sdk_maps_http_answers_to_error_classes() {
     let error = r.error.unwrap_or_default();
     assert!(error.contains("denied by the host"), "{error}");
 }
+
+/// Issue 20, item 3: a record's `version` arrives in JavaScript as a
+/// `BigInt`; put into `http.sendAll`'s `json`, it made `JSON.stringify`
+/// throw, and the SDK reported that as *transient*: retries, a failed run,
+/// a cursor that never moved. What fails before a request leaves the guest
+/// is the record's fault: `invalid`, dead-lettered with the exception's
+/// class, and the run goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_the_js_sdk_cannot_build_is_invalid_not_transient() {
+    let server = TestServer::start(|_, _| Reply::new(201, "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let flows = [flow(
+        "bigint",
+        "numbers",
+        "{ total = 3, page_size = 3 }",
+        "",
+        &format!(
+            r#"{{ connector = "http-destination@0.1.0", config = {{ url = "{}", with_version = true }}, http = {{ allow = ["http://127.0.0.1:*"] }} }}"#,
+            server.url("")
+        ),
+    )];
+    let h = host(&config_text(dir.path(), &flows), &["http-destination"]).await;
+    let r = run(&h, "bigint").await;
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    assert_eq!((r.emitted, r.dead_lettered, r.retries), (0, 3, 0), "{r:?}");
+    let dead = h.state.dead_letters(Some("acme"), Some("bigint")).unwrap();
+    let why = dead[0].error.to_string();
+    assert!(
+        why.starts_with("invalid") && why.contains("TypeError"),
+        "{why}"
+    );
+    assert!(server.seen().is_empty(), "nothing left the guest");
+}

@@ -5,7 +5,10 @@
  * concurrently with `http.sendAll`; answers map to error classes with
  * `errorForStatus` (a `404` to a delete is success). It counts the records
  * it delivered in kv (`delivered`) and sends the count from before the
- * batch as `x-delivered-before`, and logs one line per batch.
+ * batch as `x-delivered-before`, and logs one line per batch. With
+ * `with_version: true` it sends `{ version, body }` through the SDK's
+ * `json`, where the version is a `BigInt` that JSON cannot hold: the SDK
+ * must fail that request as `invalid` before it leaves the guest.
  */
 
 import { WeftError, errorValue, http, kv, log, tenantConfig } from '../../../connectors/sdk-js/index.js';
@@ -20,7 +23,7 @@ export const metadata = {
       configSchema: JSON.stringify({
         type: 'object',
         required: ['url'],
-        properties: { url: { type: 'string' } },
+        properties: { url: { type: 'string' }, with_version: { type: 'boolean' } },
         additionalProperties: false,
       }),
       outboundHosts: ['*'],
@@ -42,6 +45,9 @@ export const destination = {
     }
     const requests = batch.map((r) => {
       const url = `${cfg.url}/records/${encodeURIComponent(r.key)}`;
+      if (r.op !== 'delete' && cfg.with_version) {
+        return { method: 'PUT', url, json: { version: r.version, body: r.body } };
+      }
       return r.op === 'delete'
         ? { method: 'DELETE', url }
         : {

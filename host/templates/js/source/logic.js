@@ -26,19 +26,26 @@ export function listUrl(baseUrl, stream, cursor) {
   return cursor === undefined || cursor === null ? url : `${url}&cursor=${encode(cursor)}`;
 }
 
+const RFC3339 = /^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$/;
+
 /**
- * The version of an item: its `updated_at` as a number, so that a later
- * change always wins (`YYYY-MM-DDTHH:MM:SSZ` compares as a number once the
- * separators go).
+ * The version of an item: the instant its `updated_at` names, in
+ * microseconds since 1970 (UTC), so that a later change always wins: two
+ * edits within one second keep their order (their fractions of a second
+ * count), and offsets count (`10:00+02:00` is before `09:00Z`).
  * @param {any} item
  * @returns {bigint}
  */
 export function versionOf(item) {
   const at = item.updated_at;
   if (typeof at !== 'string') throw invalid('an item has no updated_at');
-  const digits = at.replace(/[^0-9]/g, '').slice(0, 14);
-  if (!digits) throw invalid(`updated_at ${JSON.stringify(at)} is not an RFC 3339 instant`);
-  return BigInt(digits);
+  const m = RFC3339.exec(at);
+  // Whole seconds from Date (its fractions stop at milliseconds), the
+  // fraction's first six digits by hand.
+  const seconds = m ? Date.parse(`${m[1].replace(/[t ]/, 'T')}${m[3].toUpperCase()}`) : NaN;
+  if (!m || Number.isNaN(seconds)) throw invalid(`updated_at ${JSON.stringify(at)} is not an RFC 3339 instant`);
+  const micros = BigInt((m[2] ?? '').padEnd(6, '0').slice(0, 6));
+  return BigInt(seconds) * 1000n + micros;
 }
 
 /**

@@ -3,6 +3,8 @@ so that ``python3 -m unittest`` runs it natively: it imports nothing of weft.
 Adapt ``page_from`` to your API.
 """
 
+import re
+from datetime import datetime, timedelta, timezone
 from typing import Any, List, NamedTuple, Optional
 from urllib.parse import quote
 
@@ -39,16 +41,27 @@ def list_url(base_url: str, stream: str, cursor: Optional[str]) -> str:
 
 
 def version_of(item: dict) -> int:
-    """The version of an item: its ``updated_at`` as a number, so that a
-    later change always wins (``YYYY-MM-DDTHH:MM:SSZ`` compares as a number
-    once the separators go)."""
+    """The version of an item: the instant its ``updated_at`` names, in
+    microseconds since 1970 (UTC), so that a later change always wins: two
+    edits within one second keep their order (their fractions of a second
+    count), and offsets count (``10:00+02:00`` is before ``09:00Z``)."""
     at = item.get("updated_at")
     if not isinstance(at, str):
         raise Invalid("an item has no updated_at")
-    digits = "".join(c for c in at if c in "0123456789")[:14]
-    if not digits:
+    match = _RFC3339.fullmatch(at)
+    if match is None:
         raise Invalid(f"updated_at {at!r} is not an RFC 3339 instant")
-    return int(digits)
+    head, fraction, zone = match.groups()
+    try:
+        instant = datetime.fromisoformat(head + ("+00:00" if zone in "Zz" else zone))
+    except ValueError as e:
+        raise Invalid(f"updated_at {at!r} is not an RFC 3339 instant: {e}") from None
+    micros = int((fraction or "").ljust(6, "0")[:6])
+    return (instant - _EPOCH) // timedelta(microseconds=1) + micros
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|z|[+-]\d{2}:\d{2})")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def page_from(listing: Any, cursor: Optional[str]) -> Changes:

@@ -26,6 +26,17 @@ class Logic(unittest.TestCase):
         self.assertEqual(page.next_cursor, "p2")
         self.assertFalse(page.has_more)
 
+    def test_versions_are_instants_to_the_microsecond(self):
+        # Versions cut to whole seconds lost the second edit of a second.
+        v = lambda at: logic.version_of({"updated_at": at})
+        self.assertGreater(v("2026-01-02T03:04:05.250Z"), v("2026-01-02T03:04:05.100Z"))
+        self.assertGreater(v("2026-01-02T03:04:05.000001Z"), v("2026-01-02T03:04:05Z"))
+        self.assertLess(v("2026-01-02T10:00:00+02:00"), v("2026-01-02T09:00:00Z"))
+        self.assertEqual(v("2026-01-02T03:04:05Z"), 1_767_323_045_000_000)
+        for bad in ["2026-01-02", "2026-13-02T03:04:05Z", "yesterday", "2026-01-02T03:04:05"]:
+            with self.assertRaises(logic.Invalid):
+                v(bad)
+
     def test_an_item_without_updated_at_is_invalid(self):
         with self.assertRaises(logic.Invalid):
             logic.page_from({"items": [{"id": 1}], "next": None}, None)
