@@ -121,9 +121,15 @@ impl EventLog {
         }
     }
 
-    /// Records an event and logs it as a warning.
+    /// Records an event and logs it as a warning; a trap at `debug` (the
+    /// runner says what it meant for the run or the record, once, where
+    /// probing a batch for a bad record traps several times).
     pub fn record(&self, tenant: &str, connector: &str, kind: EventKind) {
-        tracing::warn!(tenant, connector, event = ?kind, "sandbox event");
+        if matches!(kind, EventKind::Trap { .. }) {
+            tracing::debug!(tenant, connector, event = ?kind, "sandbox event");
+        } else {
+            tracing::warn!(tenant, connector, event = ?kind, "sandbox event");
+        }
         let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if q.len() == self.capacity {
             q.pop_front();

@@ -76,6 +76,18 @@ impl GuestLog {
 
     /// Records one line.
     pub fn write(&self, level: &str, message: &str, fields: Vec<(String, String)>) {
+        self.write_traced(level, level, message, fields);
+    }
+
+    /// Records one line kept at `level` and traced at `traced` (the
+    /// guest's stderr is kept as `warn` but traced at `debug`).
+    fn write_traced(
+        &self,
+        level: &str,
+        traced: &str,
+        message: &str,
+        fields: Vec<(String, String)>,
+    ) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if s.this_call >= self.max_per_call {
             s.dropped += 1;
@@ -95,7 +107,7 @@ impl GuestLog {
         let flow = id.flow.as_deref().unwrap_or("");
         let run_id = id.run_id.as_deref().unwrap_or("");
         let f = format!("{fields:?}");
-        match level {
+        match traced {
             "error" => {
                 tracing::error!(target: "weft::guest", tenant = %id.tenant, flow, run_id, connector = %id.connector, fields = %f, "{message}")
             }
@@ -123,11 +135,16 @@ impl GuestLog {
     }
 
     /// A writer for the guest's stdout (`info`) or stderr (`warn`), split
-    /// into lines.
+    /// into lines. Stderr is kept at `warn` (a trap's detail names its last
+    /// line) but traced at `debug`: it is where a runtime prints a panic's
+    /// traceback, once for every probe that isolates a bad record, and the
+    /// record's dead letter already carries it. One line per dead-lettered
+    /// record is the runner's, at `warn`.
     pub fn stream(&self, level: &'static str) -> GuestOutput {
         GuestOutput {
             log: self.clone(),
             level,
+            traced: if level == "warn" { "debug" } else { level },
             pending: Arc::default(),
         }
     }
@@ -152,6 +169,7 @@ impl Host for ConnectorCtx {
 pub struct GuestOutput {
     log: GuestLog,
     level: &'static str,
+    traced: &'static str,
     pending: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -161,14 +179,22 @@ impl GuestOutput {
         pending.extend_from_slice(buf);
         while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=pos).collect();
-            self.log
-                .write(self.level, &String::from_utf8_lossy(&line), Vec::new());
+            self.log.write_traced(
+                self.level,
+                self.traced,
+                &String::from_utf8_lossy(&line),
+                Vec::new(),
+            );
         }
         // A line without a newline is flushed once it reaches the limit.
         if pending.len() > self.log.max_line {
             let line: Vec<u8> = std::mem::take(&mut *pending);
-            self.log
-                .write(self.level, &String::from_utf8_lossy(&line), Vec::new());
+            self.log.write_traced(
+                self.level,
+                self.traced,
+                &String::from_utf8_lossy(&line),
+                Vec::new(),
+            );
         }
     }
 }

@@ -297,3 +297,61 @@ async fn http_post_py_delivers_json_and_maps_answers_to_error_classes() {
         json!({"key": "n0", "kind": "number", "version": 0, "body": {"n": 0}})
     );
 }
+
+/// Issue 20, item 4: finding a bad record in a batch costs several trap
+/// probes, and each printed the guest's full traceback and the runtime's
+/// `panicked at …` lines at WARN: 82 lines for two bad records, without
+/// `WEFT_LOG` set. Now the guest's stderr and the trap events are traced at
+/// DEBUG, and each dead-lettered record is one WARN line.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_poison_records_are_two_warning_lines() {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let destination = format!(
+        r#"{{ connector = "test-destination@^2", config = {{ url = "{}" }}, http = {{ allow = ["http://127.0.0.1:*"], rate = {{ per_second = 1000.0, burst = 100 }} }} }}"#,
+        server.url("")
+    );
+    let text = config_text(
+        dir.path(),
+        "{ total = 40, page_size = 40 }",
+        r#"{ connector = "test-raising-mapper@^1", config = { explode_keys = ["n7", "n23"] } }"#,
+        &destination,
+    );
+    let path = dir.path().join("weft.toml");
+    std::fs::write(&path, text).unwrap();
+    std::fs::create_dir_all(cache_dir()).unwrap();
+    std::os::unix::fs::symlink(cache_dir(), dir.path().join("cache")).unwrap();
+    let mapper = python_component("raising-mapper");
+    for f in [
+        Path::new(artifacts::TEST_SOURCE),
+        Path::new(artifacts::TEST_DESTINATION),
+        mapper.as_path(),
+    ] {
+        assert_success(
+            &weft_cli(&path)
+                .args(["connectors", "add"])
+                .arg(f)
+                .output()
+                .unwrap(),
+        );
+    }
+    let out = weft_cli(&path)
+        .env_remove("WEFT_LOG")
+        .args(["run", "--tenant", "acme", "--flow", "sync"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(
+        warnings.len(),
+        2,
+        "one line per dead-lettered record:\n{stderr}"
+    );
+    // Nothing else: no traceback of a probe, no runtime panic line.
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    assert!(!stderr.contains("panicked at"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("2 dead-lettered"), "{stdout}");
+}
