@@ -358,14 +358,29 @@ async fn s5_webhooks_duplicated_and_out_of_order_leave_the_newest_version() {
     assert_eq!(stale, 3, "only the first-seen newest version is delivered");
     let cal = env.calendar("t1", &email).await.unwrap();
     assert_eq!(property(&cal[&uid("t1", &apt)], "SUMMARY").unwrap(), "v2");
-    // A body that is not an Acme event is refused with a reason.
+    // A body that is not an Acme event is refused with a reason: a dead
+    // letter of its own (issue 19: it no longer fails its batch).
     let bad = env
         .host
         .deliver_webhook("t1", "appointments", vec![], b"{not json".to_vec())
         .await
         .unwrap();
-    assert_eq!(bad.outcome, RunOutcome::Failed);
-    assert!(bad.error.unwrap().contains("not JSON"));
+    assert_eq!(bad.outcome, RunOutcome::Succeeded, "{:?}", bad.error);
+    assert_eq!(bad.dead_lettered, 1);
+    let refused: Vec<_> = env
+        .host
+        .state
+        .dead_letters(Some("t1"), Some("appointments"))
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.stage == "on-webhook")
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert!(
+        refused[0].error.to_string().contains("not JSON"),
+        "{}",
+        refused[0].error
+    );
 }
 
 /// A tiny HTTP receiver (hyper) that records headers and bodies.

@@ -134,7 +134,7 @@ const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncont
 
 /// How many "full" answers are written at once; past that a connection is
 /// closed without one.
-const FULL_ANSWERS: usize = 64;
+const FULL_ANSWERS: usize = 256;
 
 /// Serves `router` on `listener` until `stop` completes, then lets the
 /// connections finish what they serve.
@@ -209,11 +209,25 @@ fn connection(
 }
 
 async fn answer_full(mut stream: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
-    let write = async {
+    let answer = async {
         stream.write_all(FULL).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        // Take in what the client already sent: a socket closed with
+        // unread data is reset, and a reset can destroy the answer before
+        // the client reads it. Not more: a client that keeps sending is
+        // not waited for.
+        let mut sink = [0u8; 4096];
+        loop {
+            match stream.try_read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok::<_, std::io::Error>(())
     };
-    if tokio::time::timeout(Duration::from_secs(1), write)
+    if tokio::time::timeout(Duration::from_secs(1), answer)
         .await
         .is_err()
     {
