@@ -677,7 +677,15 @@ impl Host {
         self.deliver(sink, &mut items, retry, run).await?;
         let mut commit = PageCommit {
             read_at: Some(read_at),
-            ..commit_for(tenant, flow, &scope, &items, cursor, run)
+            ..commit_for(
+                tenant,
+                flow,
+                &scope,
+                sink.destination.label(),
+                &items,
+                cursor,
+                run,
+            )
         };
         run.dead_lettered += dead.len() as u64;
         commit.dead_letters.extend(dead);
@@ -788,6 +796,7 @@ impl Host {
                             flow: flow_name.to_owned(),
                             stage: "on-webhook".into(),
                             connector: label,
+                            destination: p.sink.destination.label().to_owned(),
                             record: delivery_record(&headers, &body),
                             error,
                             attempts: 1,
@@ -1098,7 +1107,16 @@ impl Host {
             bail!("replay of {id} could not finish: {e}");
         }
         let item = &items[0];
-        let mut commit = commit_for(&dl.tenant, &dl.flow, &scope, &items, None, &mut run);
+        let destination = p.sink.destination.label().to_owned();
+        let mut commit = commit_for(
+            &dl.tenant,
+            &dl.flow,
+            &scope,
+            &destination,
+            &items,
+            None,
+            &mut run,
+        );
         if item.dead.is_none() {
             // Also settles a dead letter filed under an older ID scheme.
             commit.resolved.push(dl.id.clone());
@@ -1509,6 +1527,7 @@ fn commit_for(
     tenant: &str,
     flow: &str,
     scope: &str,
+    destination: &str,
     items: &[Item],
     cursor: Option<String>,
     run: &mut RunRecord,
@@ -1544,6 +1563,7 @@ fn commit_for(
                 flow: flow.to_owned(),
                 stage: d.stage.to_owned(),
                 connector: d.connector.clone(),
+                destination: destination.to_owned(),
                 record: it.source.clone(),
                 error: d.error.clone(),
                 attempts: 1,

@@ -44,6 +44,10 @@ pub struct DeadLetter {
     pub stage: String,
     /// The connector that refused it, `name@version`.
     pub connector: String,
+    /// Where it was going: the flow's destination when it failed,
+    /// `name@version` (empty in dead letters kept by earlier versions).
+    #[serde(default)]
+    pub destination: String,
     /// The record as the source produced it.
     pub record: Record,
     /// Why.
@@ -1296,6 +1300,7 @@ mod tests {
             flow: "f".into(),
             stage: "map".into(),
             connector: "m@1.0.0".into(),
+            destination: "d@1.0.0".into(),
             record: Record {
                 key: key.into(),
                 kind: "k".into(),

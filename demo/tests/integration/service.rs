@@ -674,3 +674,59 @@ async fn subscriptions_follow_the_tenants_config() {
     assert!(listed[0]["orphaned"].is_string(), "{listed:?}");
     svc.stop().await;
 }
+
+/// Issue 20, item 5: after a flow's destination changed, a record had two
+/// identical-looking dead letters (from the old and the new destination),
+/// and nothing said which was which. A dead letter names the destination
+/// it was going to, and the API says when the flow delivers elsewhere now.
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_say_where_they_were_going() {
+    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
+        .await
+        .unwrap();
+    env.sync("t1").await.unwrap();
+    let svc = Service::start(&env).await;
+    let dead = || {
+        let svc = &svc;
+        async move {
+            let (s, v) = svc
+                .call(
+                    Some(OPERATOR),
+                    "GET",
+                    "/v1/dead-letters?tenant=t1&flow=appointments",
+                    None,
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            v.as_array().unwrap().clone()
+        }
+    };
+    let before = dead().await;
+    assert!(!before.is_empty(), "the demo data has bad appointments");
+    for d in &before {
+        assert!(
+            d["destination"].as_str().unwrap().starts_with("caldav@"),
+            "{d}"
+        );
+        assert_eq!(d["flow_destination"], "caldav@^1", "{d}");
+        assert_eq!(d["destination_changed"], false, "{d}");
+    }
+    // The flow now delivers to the dashboard.
+    let (_, mut t) = svc
+        .call(Some(OPERATOR), "GET", "/v1/tenants/t1", None)
+        .await;
+    t["flows"]["appointments"]["destination"] = t["flows"]["touchpoints"]["destination"].clone();
+    let (s, v) = svc
+        .call(Some(OPERATOR), "PUT", "/v1/tenants/t1", Some(t))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    for d in dead().await {
+        assert!(
+            d["destination"].as_str().unwrap().starts_with("caldav@"),
+            "{d}"
+        );
+        assert_eq!(d["flow_destination"], "dashboard@^1", "{d}");
+        assert_eq!(d["destination_changed"], true, "{d}");
+    }
+    svc.stop().await;
+}

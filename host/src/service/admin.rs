@@ -800,18 +800,39 @@ async fn show_run(
     }
 }
 
-#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead-letters", summary = "List dead letters", params(ListQuery), responses((status = 200, body = Vec<DeadLetter>), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead-letters", summary = "List dead letters", params(ListQuery), responses((status = 200, body = Vec<DeadLetterView>), (status = 404, body = Problem)))]
 async fn list_dead(
     c: Caller,
     State(app): State<Arc<AppState>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
     let tenant = q.tenant(&c)?;
-    ok(app
+    let all = app
         .host
         .state
         .dead_letters(tenant.as_deref(), q.flow.as_deref())
-        .map_err(internal)?)
+        .map_err(internal)?;
+    let out: Vec<DeadLetterView> = all.into_iter().map(|d| dead_view(&app, d)).collect();
+    ok(out)
+}
+
+/// A dead letter with where its flow delivers now.
+fn dead_view(app: &AppState, d: DeadLetter) -> DeadLetterView {
+    let now = app
+        .host
+        .flow(&d.tenant, &d.flow)
+        .ok()
+        .map(|f| f.destination.connector);
+    let was = d.destination.split('@').next().unwrap_or("");
+    let destination_changed = match &now {
+        Some(r) => !d.destination.is_empty() && r.name != was,
+        None => true,
+    };
+    DeadLetterView {
+        flow_destination: now.map(|r| r.to_string()),
+        destination_changed,
+        dead_letter: d,
+    }
 }
 
 fn own_dead(app: &AppState, c: &Caller, id: &str) -> Result<crate::state::DeadLetter, Response> {
@@ -821,13 +842,13 @@ fn own_dead(app: &AppState, c: &Caller, id: &str) -> Result<crate::state::DeadLe
     }
 }
 
-#[utoipa::path(get, path = "/v1/dead-letters/{id}", tag = "dead-letters", summary = "Show a dead letter", params(("id" = String, Path, description = "The dead letter's ID (`dl_…`)")), responses((status = 200, body = DeadLetter), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/v1/dead-letters/{id}", tag = "dead-letters", summary = "Show a dead letter", params(("id" = String, Path, description = "The dead letter's ID (`dl_…`)")), responses((status = 200, body = DeadLetterView), (status = 404, body = Problem)))]
 async fn show_dead(
     c: Caller,
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    ok(own_dead(&app, &c, &id)?)
+    ok(dead_view(&app, own_dead(&app, &c, &id)?))
 }
 
 #[utoipa::path(delete, path = "/v1/dead-letters/{id}", tag = "dead-letters", summary = "Discard a dead letter", params(("id" = String, Path, description = "The dead letter's ID (`dl_…`)")), responses((status = 204), (status = 404, body = Problem)))]

@@ -172,6 +172,21 @@ pub struct SubscriptionListed {
     pub orphaned: Option<String>,
 }
 
+/// A dead letter as the API shows it: with where its flow delivers now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterView {
+    /// The dead letter.
+    #[serde(flatten)]
+    pub dead_letter: DeadLetter,
+    /// The flow's destination now (`name@requirement`); none when the flow
+    /// is gone.
+    pub flow_destination: Option<String>,
+    /// The record was going to another destination than the flow's now
+    /// (or the flow is gone): a replay sends it to the new one, and the
+    /// old one may still hold what the record delivered before.
+    pub destination_changed: bool,
+}
+
 /// What replaying a dead letter did.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Replayed {
