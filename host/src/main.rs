@@ -126,8 +126,8 @@ enum NewCommand {
     Connector {
         /// The connector's name (lowercase letters, digits and `-`).
         name: String,
-        /// The world it implements.
-        #[arg(long, value_enum)]
+        /// The world it implements (a mapper by default).
+        #[arg(long, value_enum, default_value = "mapper")]
         world: weft::scaffold::World,
         /// The language.
         #[arg(long, value_enum, default_value = "rust")]
@@ -441,8 +441,20 @@ fn user_cache_dir() -> Option<PathBuf> {
 }
 
 fn open(cli: &Cli) -> anyhow::Result<Host> {
-    let config = WeftConfig::load(&cli.config)?;
-    Host::open(config)
+    Host::open(config_of(cli)?)
+}
+
+/// The configuration: `--config` (or `WEFT_CONFIG`), or, when neither was
+/// given and there is no `weft.toml` here, the defaults (state in `.weft`):
+/// `weft connectors add` works in any folder.
+fn config_of(cli: &Cli) -> anyhow::Result<WeftConfig> {
+    let defaulted = cli.config == std::path::Path::new("weft.toml")
+        && std::env::var_os("WEFT_CONFIG").is_none();
+    if defaulted && !cli.config.exists() {
+        eprintln!("no weft.toml here: using the defaults, with the state in .weft");
+        return WeftConfig::parse("");
+    }
+    WeftConfig::load(&cli.config)
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {

@@ -315,6 +315,25 @@ async fn delete_tenant(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Deletes the flow's subscription at the vendor, noting in `out` what
+/// happened (nothing when it had none).
+async fn unsubscribe_into(
+    app: &AppState,
+    tenant: &str,
+    flow: &str,
+    out: &mut serde_json::Map<String, Value>,
+) {
+    match app.host.unsubscribe_webhooks(tenant, flow).await {
+        Ok(true) => {
+            out.insert(flow.to_owned(), json!({ "unsubscribed": true }));
+        }
+        Ok(false) => {}
+        Err(e) => {
+            out.insert(flow.to_owned(), json!({ "error": format!("{e:#}") }));
+        }
+    }
+}
+
 /// Unsubscribes the flows of `old` whose subscription `new` no longer
 /// stands for: gone, deactivated, or moved (the source's connector,
 /// stream, config or grants changed). What happened, per flow.
@@ -334,15 +353,7 @@ async fn unsubscribe_moved(
         if stays {
             continue;
         }
-        match app.host.unsubscribe_webhooks(tenant, flow).await {
-            Ok(true) => {
-                out.insert(flow.clone(), json!({ "unsubscribed": true }));
-            }
-            Ok(false) => {}
-            Err(e) => {
-                out.insert(flow.clone(), json!({ "error": format!("{e:#}") }));
-            }
-        }
+        unsubscribe_into(app, tenant, flow, &mut out).await;
     }
     out
 }
@@ -397,15 +408,7 @@ async fn unsubscribe_all(app: &AppState, tenant: &str) -> Value {
         return Value::Object(out);
     };
     for flow in t.flows.keys() {
-        match app.host.unsubscribe_webhooks(tenant, flow).await {
-            Ok(true) => {
-                out.insert(flow.clone(), json!({ "unsubscribed": true }));
-            }
-            Ok(false) => {}
-            Err(e) => {
-                out.insert(flow.clone(), json!({ "error": format!("{e:#}") }));
-            }
-        }
+        unsubscribe_into(app, tenant, flow, &mut out).await;
     }
     app.forget_secrets(tenant);
     Value::Object(out)

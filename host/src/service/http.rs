@@ -53,6 +53,10 @@ pub struct FrontDoor {
     pub max_connections: usize,
     /// Connections served at once from one client address; 0: no cap.
     pub max_connections_per_ip: usize,
+    /// Refused connections answered at once (each holds a file descriptor
+    /// of the reserve for a moment); past it a refused connection is
+    /// closed without an answer.
+    pub max_refusals: usize,
 }
 
 impl FrontDoor {
@@ -74,6 +78,12 @@ impl FrontDoor {
             header_timeout: Duration::from_secs(service.header_timeout_secs),
             max_connections,
             max_connections_per_ip: service.max_connections_per_ip,
+            // What the descriptors left beside the served connections and
+            // half the reserve allow, between 8 and 4096.
+            max_refusals: fds
+                .saturating_sub(max_connections as u64)
+                .saturating_sub(fd_reserve(fds) / 2)
+                .clamp(8, 4096) as usize,
         }
     }
 }
@@ -132,10 +142,6 @@ impl Drop for IpSlot {
 /// The answer to a connection past a cap.
 const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: application/json\r\ncontent-length: 49\r\nconnection: close\r\n\r\n{\"error\":\"the server is at its connection limit\"}";
 
-/// How many "full" answers are written at once; past that a connection is
-/// closed without one.
-const FULL_ANSWERS: usize = 256;
-
 /// Serves `router` on `listener` until `stop` completes, then lets the
 /// connections finish what they serve.
 pub async fn serve(
@@ -146,7 +152,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_ip = Arc::new(PerIp::default());
-    let full_answers = Arc::new(Semaphore::new(FULL_ANSWERS));
+    let full_answers = Arc::new(Semaphore::new(limits.max_refusals));
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -209,20 +215,20 @@ fn connection(
 }
 
 async fn answer_full(mut stream: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
+    use tokio::io::AsyncReadExt;
     let answer = async {
         stream.write_all(FULL).await?;
         stream.shutdown().await?;
-        // Take in what the client already sent: a socket closed with
-        // unread data is reset, and a reset can destroy the answer before
-        // the client reads it. Not more: a client that keeps sending is
-        // not waited for.
+        // Take in what the client sends until it pauses for 20 ms (or
+        // closes): a socket closed with unread data is reset, and a reset
+        // can destroy the answer before the client reads it. A client that
+        // keeps sending is not waited for past the second below.
         let mut sink = [0u8; 4096];
-        loop {
-            match stream.try_read(&mut sink) {
-                Ok(0) => break,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+        while let Ok(read) =
+            tokio::time::timeout(Duration::from_millis(20), stream.read(&mut sink)).await
+        {
+            if read? == 0 {
+                break;
             }
         }
         Ok::<_, std::io::Error>(())

@@ -52,6 +52,13 @@ async fn host(text: &str) -> Host {
 
 const MAPPER: &str = r#"{ connector = "test-mapper@>=0.4", config = {} }"#;
 
+/// A sink destination serving on a local port, and a data directory.
+async fn sink_and_dir() -> (Sink, TestServer, tempfile::TempDir) {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    (sink, server, tempfile::tempdir().unwrap())
+}
+
 async fn run(h: &Host) -> weft::state::RunRecord {
     run_manual(h, "sync").await
 }
@@ -732,9 +739,7 @@ async fn a_record_that_makes_a_stage_trap_is_dead_lettered_and_the_rest_delivere
 /// records of the flow never overlap.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_two_runs_of_a_flow_overlap_whatever_triggers_them() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
+    let (_sink, server, dir) = sink_and_dir().await;
     let text = config_text(
         dir.path(),
         "numbers",
@@ -838,9 +843,7 @@ async fn no_two_runs_of_a_flow_overlap_whatever_triggers_them() {
 /// must be newer than the newest version any flow delivered there.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_older_version_from_another_flow_never_overwrites_a_newer_one() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
+    let (sink, server, dir) = sink_and_dir().await;
     let one = config_text(
         dir.path(),
         "numbers",
@@ -892,9 +895,7 @@ async fn an_older_version_from_another_flow_never_overwrites_a_newer_one() {
 /// replayable) and the rest of the batch is delivered at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_delivery_is_dead_lettered_alone_and_its_batch_goes_on() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
+    let (sink, server, dir) = sink_and_dir().await;
     let h = host(&config_text(
         dir.path(),
         "numbers",

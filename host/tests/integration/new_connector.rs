@@ -354,3 +354,47 @@ async fn each_world_s_js_skeleton_tests_builds_loads_and_runs_in_a_flow() {
     let destination = js_skeleton(parent.path(), "destination", &data);
     skeletons_run_in_flows(&data, &source, &mapper, &destination).await;
 }
+
+/// Issue 20, item 6: `weft new connector` required `--world` though the
+/// README calls the skeleton a mapper, and `weft connectors add` in a
+/// folder without `weft.toml` failed (`reading weft.toml: No such file`)
+/// where the default data directory would serve. Now the world defaults to
+/// `mapper`, and without a `weft.toml` (and no `--config`) the defaults are
+/// used, with the state in `.weft`.
+#[test]
+fn a_mapper_by_default_and_no_weft_toml_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = weft()
+        .current_dir(dir.path())
+        .args(["new", "connector", "plain", "--lang", "rust", "--sdk"])
+        .arg(repo().join("connectors/sdk"))
+        .env_remove("WEFT_CONFIG")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let lib = std::fs::read_to_string(dir.path().join("plain/src/lib.rs")).unwrap();
+    assert!(lib.contains("mapper-connector"), "{lib}");
+    let add = weft()
+        .current_dir(dir.path())
+        .args(["connectors", "add", artifacts::TEST_SOURCE])
+        .env_remove("WEFT_CONFIG")
+        .output()
+        .unwrap();
+    assert_success(&add);
+    assert!(dir.path().join(".weft").is_dir());
+    let list = weft()
+        .current_dir(dir.path())
+        .args(["connectors", "list"])
+        .env_remove("WEFT_CONFIG")
+        .output()
+        .unwrap();
+    assert_success(&list);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("test-source@"));
+    // An explicit --config that does not exist is still an error.
+    let missing = weft()
+        .current_dir(dir.path())
+        .args(["--config", "nope.toml", "connectors", "list"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+}

@@ -71,6 +71,14 @@ async fn host(text: &str, python: &[&str]) -> Host {
     host_with(text, &files).await
 }
 
+/// The test destination at `url`, with a rate of its own: at the default
+/// 10/s, 99 requests take 8 s.
+fn fast_destination(url: &str) -> String {
+    format!(
+        r#"{{ connector = "test-destination@^2", config = {{ url = "{url}" }}, http = {{ allow = ["http://127.0.0.1:*"], rate = {{ per_second = 1000.0, burst = 100 }} }} }}"#
+    )
+}
+
 async fn run(h: &Host) -> weft::state::RunRecord {
     run_manual(h, "sync").await
 }
@@ -96,11 +104,7 @@ async fn a_python_exception_dead_letters_its_record_with_the_traceback() {
     let sink = Sink::default();
     let server = sink.serve().await;
     let dir = tempfile::tempdir().unwrap();
-    let destination = format!(
-        // A rate of its own: at the default 10/s, 99 requests take 8 s.
-        r#"{{ connector = "test-destination@^2", config = {{ url = "{}" }}, http = {{ allow = ["http://127.0.0.1:*"], rate = {{ per_second = 1000.0, burst = 100 }} }} }}"#,
-        server.url("")
-    );
+    let destination = fast_destination(&server.url(""));
     let h = host(
         &config_text(
             dir.path(),
@@ -308,10 +312,7 @@ async fn two_poison_records_are_two_warning_lines() {
     let sink = Sink::default();
     let server = sink.serve().await;
     let dir = tempfile::tempdir().unwrap();
-    let destination = format!(
-        r#"{{ connector = "test-destination@^2", config = {{ url = "{}" }}, http = {{ allow = ["http://127.0.0.1:*"], rate = {{ per_second = 1000.0, burst = 100 }} }} }}"#,
-        server.url("")
-    );
+    let destination = fast_destination(&server.url(""));
     let text = config_text(
         dir.path(),
         "{ total = 40, page_size = 40 }",
