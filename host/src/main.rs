@@ -52,6 +52,11 @@ enum Command {
         /// file per connector and flow, for `weft test`.
         #[arg(long, value_name = "DIR")]
         record: Option<PathBuf>,
+        /// With `--server`: wait for the queued run to end, print its
+        /// summary line and exit with its outcome (without a server, `run`
+        /// always waits).
+        #[arg(long)]
+        wait: bool,
     },
     /// Replay recorded calls against a connector, offline: no network, no
     /// state directory. Each case file (from `weft run --record`) gives the
@@ -669,6 +674,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             filter,
             backfill,
             record,
+            wait: _,
         } => {
             let host = open(&cli)?;
             let recording = record.as_ref().map(|dir| host.record_into(dir));
@@ -928,6 +934,7 @@ mod remote {
                 filter,
                 backfill,
                 record,
+                wait,
             } => {
                 if record.is_some() {
                     anyhow::bail!(
@@ -937,6 +944,21 @@ mod remote {
                 let (Some(t), Some(f)) = (&filter.tenant, &filter.flow) else {
                     anyhow::bail!("against a server, `run` needs --tenant and --flow");
                 };
+                let runs = format!("/v1/runs?tenant={t}&flow={f}&limit=50");
+                let ids = |v: &Value| -> Vec<String> {
+                    v.as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|r| r["id"].as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                let before = if *wait {
+                    ids(&api.call("GET", &runs, vec![]).await?)
+                } else {
+                    vec![]
+                };
                 let body = serde_json::json!({ "backfill": backfill }).to_string();
                 api.call(
                     "POST",
@@ -944,7 +966,32 @@ mod remote {
                     body.into_bytes(),
                 )
                 .await?;
-                outln!("{t}/{f}: queued on {server} (see `weft runs list`)");
+                if !*wait {
+                    outln!("{t}/{f}: queued on {server} (see `weft runs list`)");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                // The first run of the flow that was not there before, once
+                // it has ended.
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    let list = api.call("GET", &runs, vec![]).await?;
+                    let ended = list.as_array().into_iter().flatten().find(|r| {
+                        r["id"]
+                            .as_str()
+                            .is_some_and(|id| !before.iter().any(|b| b == id))
+                            && r["outcome"] != "running"
+                    });
+                    if let Some(r) = ended {
+                        let r: RunRecord = serde_json::from_value(r.clone())
+                            .context("reading the run's record")?;
+                        outln!("{}", summary(&r));
+                        return Ok(if r.outcome == weft::state::RunOutcome::Succeeded {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::FAILURE
+                        });
+                    }
+                }
             }
             Command::Connectors { command } => match command {
                 ConnectorsCommand::Add { file } => {

@@ -947,3 +947,25 @@ async fn acknowledged_webhook_ids_are_remembered_after_kill_9() {
         "repeats not recognised after kill -9: {accepted_again:?}"
     );
 }
+
+/// Issue 20, item 6: `weft --server … run` only queued. With `--wait` it
+/// waits for the run to end, prints its summary line and exits with its
+/// outcome.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_against_a_server_can_wait_for_the_outcome() {
+    let Ready {
+        keys, port, path, ..
+    } = &ready("").await;
+    let _child = start_serve(path, *port).await;
+    let out = weft(path)
+        .args(["--server", &format!("http://127.0.0.1:{port}")])
+        .args(["run", "--tenant", "acme", "--flow", "sync", "--wait"])
+        .env("WEFT_TOKEN", OPERATOR)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("acme/sync: succeeded"), "{stdout}");
+    assert!(stdout.contains("3 emitted"), "{stdout}");
+    assert_eq!(keys.lock().unwrap().len(), 3);
+}
