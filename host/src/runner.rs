@@ -785,19 +785,15 @@ impl Host {
                             CallError::Connector(c) => c,
                             other => ConnectorError::Invalid(other.to_string()),
                         };
+                        let record = delivery_record(&headers, &body);
                         dead.push(DeadLetter {
-                            id: DeadLetter::id_for(
-                                tenant,
-                                &scope,
-                                WEBHOOK_KIND,
-                                &delivery_key(&headers, &body),
-                            ),
+                            id: DeadLetter::id_for(tenant, &scope, WEBHOOK_KIND, &record.key),
                             tenant: tenant.to_owned(),
                             flow: flow_name.to_owned(),
                             stage: "on-webhook".into(),
                             connector: label,
                             destination: p.sink.destination.label().to_owned(),
-                            record: delivery_record(&headers, &body),
+                            record,
                             error,
                             attempts: 1,
                             first_seen_ms: now_ms(),
@@ -1129,9 +1125,7 @@ impl Host {
             Some(_) => Ok(Err(self.state.dead_letter(id)?.unwrap_or(dl))),
         }
     }
-}
 
-impl Host {
     /// Replays the dead letter of a webhook delivery: the source's
     /// `on-webhook` again, then the records on through the flow.
     async fn replay_delivery(

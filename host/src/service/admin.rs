@@ -92,6 +92,17 @@ impl Caller {
         }
     }
 
+    /// The tenant a listing is limited to: `asked` for an operator (none:
+    /// every tenant), the caller's own for a tenant token (another asked
+    /// for is "not found").
+    fn scoped(&self, asked: Option<String>) -> Result<Option<String>, Response> {
+        match (self.principal.tenant(), asked) {
+            (Some(own), Some(asked)) if own != asked => Err(not_found("no such tenant")),
+            (Some(own), _) => Ok(Some(own.to_owned())),
+            (None, asked) => Ok(asked),
+        }
+    }
+
     fn tenant(&self, tenant: &str) -> Result<(), Response> {
         if self.sees(tenant) {
             Ok(())
@@ -200,15 +211,18 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
 
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", summary = "List tenants (a tenant token sees its own)", responses((status = 200, body = BTreeMap<String, TenantSummary>)))]
 async fn list_tenants(c: Caller, State(app): State<Arc<AppState>>) -> ApiResult {
-    let tenants: serde_json::Map<String, Value> = app
+    let tenants: Tenants = app
         .host
         .tenants()
         .into_iter()
         .filter(|(id, _)| c.sees(id))
         .map(|(id, t)| {
-            let flows: Vec<&String> = t.flows.keys().collect();
-            let v = json!({ "name": t.name, "active": t.active, "flows": flows });
-            (id, v)
+            let summary = TenantSummary {
+                flows: t.flows.keys().cloned().collect(),
+                name: t.name,
+                active: t.active,
+            };
+            (id, summary)
         })
         .collect();
     ok(tenants)
@@ -254,14 +268,14 @@ async fn put_tenant(
         .check_tenant(&tenant, &config)
         .await
         .map_err(|e| bad(format!("{e:#}")))?;
-    let existed = app.host.tenant(&tenant).is_some();
+    let existed = stored.is_some();
     let active = config.active;
     // Subscriptions follow the config: a flow that goes away, is
     // deactivated or moves (another source, stream, config or grants) is
     // unsubscribed at the old place, with the old grants, before they change.
     let mut webhooks = match &stored {
         Some(old) => unsubscribe_moved(&app, &tenant, old, &config).await,
-        None => serde_json::Map::new(),
+        None => WebhookOutcomes::new(),
     };
     app.host.put_tenant(&tenant, config).map_err(internal)?;
     app.forget_secrets(&tenant);
@@ -270,15 +284,10 @@ async fn put_tenant(
     } else {
         StatusCode::CREATED
     };
-    if active && let Value::Object(made) = subscribe_all(&app, &tenant).await {
-        webhooks.extend(made);
+    if active {
+        webhooks.extend(subscribe_all(&app, &tenant).await);
     }
-    let webhooks = Value::Object(webhooks);
-    Ok((
-        status,
-        Json(json!({ "tenant": tenant, "webhooks": webhooks })),
-    )
-        .into_response())
+    Ok((status, Json(TenantWritten { tenant, webhooks })).into_response())
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants", summary = "Delete a tenant and its tokens (operator)", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 204, description = "Deleted, with its subscriptions at the vendors"), (status = 200, body = TenantWritten, description = "Deleted; a subscription could not be deleted at its vendor and is listed as orphaned"), (status = 403, body = Problem), (status = 404, body = Problem)))]
@@ -303,26 +312,15 @@ async fn delete_tenant(
     }
     // A subscription the vendor could not delete is said, not swallowed:
     // it stays listed as orphaned (`GET /v1/tenants/{t}/webhooks`).
-    let failed = webhooks
-        .as_object()
-        .is_some_and(|m| m.values().any(|v| v.get("error").is_some()));
-    if failed {
-        return ok(TenantWritten {
-            tenant,
-            webhooks: serde_json::from_value(webhooks).unwrap_or_default(),
-        });
+    if webhooks.values().any(|v| v.get("error").is_some()) {
+        return ok(TenantWritten { tenant, webhooks });
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Deletes the flow's subscription at the vendor, noting in `out` what
 /// happened (nothing when it had none).
-async fn unsubscribe_into(
-    app: &AppState,
-    tenant: &str,
-    flow: &str,
-    out: &mut serde_json::Map<String, Value>,
-) {
+async fn unsubscribe_into(app: &AppState, tenant: &str, flow: &str, out: &mut WebhookOutcomes) {
     match app.host.unsubscribe_webhooks(tenant, flow).await {
         Ok(true) => {
             out.insert(flow.to_owned(), json!({ "unsubscribed": true }));
@@ -342,8 +340,8 @@ async fn unsubscribe_moved(
     tenant: &str,
     old: &TenantConfig,
     new: &TenantConfig,
-) -> serde_json::Map<String, Value> {
-    let mut out = serde_json::Map::new();
+) -> WebhookOutcomes {
+    let mut out = WebhookOutcomes::new();
     for (flow, before) in &old.flows {
         let stays = new.active
             && new.flows.get(flow).is_some_and(|after| {
@@ -379,10 +377,10 @@ async fn list_subscriptions(
 
 /// Subscribes every flow of the tenant that asks for it (`webhook.register`)
 /// and has no subscription yet; what happened, per flow.
-async fn subscribe_all(app: &AppState, tenant: &str) -> Value {
-    let mut out = serde_json::Map::new();
+async fn subscribe_all(app: &AppState, tenant: &str) -> WebhookOutcomes {
+    let mut out = WebhookOutcomes::new();
     let Some(t) = app.host.tenant(tenant) else {
-        return Value::Object(out);
+        return out;
     };
     for (flow, f) in &t.flows {
         if !f.source.webhook.as_ref().is_some_and(|w| w.register) {
@@ -398,20 +396,20 @@ async fn subscribe_all(app: &AppState, tenant: &str) -> Value {
         out.insert(flow.clone(), v);
     }
     app.forget_secrets(tenant);
-    Value::Object(out)
+    out
 }
 
 /// Deletes every subscription of the tenant's flows.
-async fn unsubscribe_all(app: &AppState, tenant: &str) -> Value {
-    let mut out = serde_json::Map::new();
+async fn unsubscribe_all(app: &AppState, tenant: &str) -> WebhookOutcomes {
+    let mut out = WebhookOutcomes::new();
     let Some(t) = app.host.tenant(tenant) else {
-        return Value::Object(out);
+        return out;
     };
     for flow in t.flows.keys() {
         unsubscribe_into(app, tenant, flow, &mut out).await;
     }
     app.forget_secrets(tenant);
-    Value::Object(out)
+    out
 }
 
 async fn set_active(app: &AppState, tenant: &str, active: bool) -> ApiResult {
@@ -421,7 +419,7 @@ async fn set_active(app: &AppState, tenant: &str, active: bool) -> ApiResult {
         .ok_or_else(|| not_found("no such tenant"))?;
     // Deactivation ends the vendor's deliveries first.
     let mut webhooks = if active {
-        json!({})
+        WebhookOutcomes::new()
     } else {
         unsubscribe_all(app, tenant).await
     };
@@ -430,7 +428,11 @@ async fn set_active(app: &AppState, tenant: &str, active: bool) -> ApiResult {
     if active {
         webhooks = subscribe_all(app, tenant).await;
     }
-    ok(json!({ "tenant": tenant, "active": active, "webhooks": webhooks }))
+    ok(Activation {
+        tenant: tenant.to_owned(),
+        active,
+        webhooks,
+    })
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/activate", tag = "tenants", summary = "Activate a tenant and subscribe its webhooks (operator)", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 200, body = Activation), (status = 403, body = Problem), (status = 404, body = Problem)))]
@@ -574,14 +576,14 @@ async fn flow_state(
 ) -> ApiResult {
     known_flow(&app, &c, &tenant, &flow)?;
     let st = &*app.host.state;
-    ok(json!({
-        "tenant": tenant,
-        "flow": flow,
-        "cursor": st.cursor(&tenant, &flow).map_err(internal)?,
-        "attention": st.attention(&tenant, &flow).map_err(internal)?,
-        "health": crate::runner::flow_health(st, &tenant, &flow).map_err(internal)?,
-        "paused": app.host.flow(&tenant, &flow).map(|f| f.paused).unwrap_or(false),
-    }))
+    ok(FlowState {
+        cursor: st.cursor(&tenant, &flow).map_err(internal)?,
+        attention: st.attention(&tenant, &flow).map_err(internal)?,
+        health: crate::runner::flow_health(st, &tenant, &flow).map_err(internal)?,
+        paused: app.host.flow(&tenant, &flow).is_ok_and(|f| f.paused),
+        tenant,
+        flow,
+    })
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/reset", tag = "flows", summary = "Reset a flow to the beginning, or to an instant", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), request_body(content = Option<ResetBody>, description = "Optional"), responses((status = 200, body = FlowReset), (status = 400, body = Problem), (status = 404, body = Problem)))]
@@ -610,7 +612,11 @@ async fn reset_flow(
         .state
         .reset_flow(&tenant, &flow, cursor.as_deref())
         .map_err(internal)?;
-    ok(json!({ "tenant": tenant, "flow": flow, "cursor": cursor }))
+    ok(FlowReset {
+        tenant,
+        flow,
+        cursor,
+    })
 }
 
 async fn set_paused(app: &AppState, tenant: &str, flow: &str, paused: bool) -> ApiResult {
@@ -624,7 +630,11 @@ async fn set_paused(app: &AppState, tenant: &str, flow: &str, paused: bool) -> A
         .ok_or_else(|| not_found("no such flow"))?;
     f.paused = paused;
     app.host.put_tenant(tenant, t).map_err(internal)?;
-    ok(json!({ "tenant": tenant, "flow": flow, "paused": paused }))
+    ok(FlowPaused {
+        tenant: tenant.to_owned(),
+        flow: flow.to_owned(),
+        paused,
+    })
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/pause", tag = "flows", summary = "Pause a flow", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = FlowPaused), (status = 404, body = Problem)))]
@@ -647,11 +657,6 @@ async fn resume(
     set_paused(&app, &tenant, &flow, false).await
 }
 
-/// A subscription as the API shows it: never its secret.
-fn subscription_view(sub: &crate::subscriptions::Subscription) -> Value {
-    json!({ "id": sub.id, "url": sub.url, "created_ms": sub.created_ms, "rotated_ms": sub.rotated_ms })
-}
-
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/flows/{flow}/webhook", tag = "webhooks", summary = "The flow's webhook subscription with the vendor (never its secret)", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = SubscriptionView), (status = 404, body = Problem)))]
 async fn show_subscription(
     c: Caller,
@@ -660,7 +665,7 @@ async fn show_subscription(
 ) -> ApiResult {
     known_flow(&app, &c, &tenant, &flow)?;
     match app.host.subscription(&tenant, &flow).map_err(internal)? {
-        Some(sub) => ok(subscription_view(&sub)),
+        Some(sub) => ok(SubscriptionView::from(&sub)),
         None => Err(not_found("the flow has no webhook subscription")),
     }
 }
@@ -691,7 +696,7 @@ async fn subscribe(
         .await
         .map_err(vendor_failed)?;
     app.forget_secrets(&tenant);
-    ok(subscription_view(&sub))
+    ok(SubscriptionView::from(&sub))
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/webhook/rotate", tag = "webhooks", summary = "Rotate the signing secret (the old one stays accepted for the vendor's overlap)", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = SubscriptionView), (status = 404, body = Problem), (status = 409, body = Problem, description = "The vendor offers no rotation"), (status = 502, body = Problem, description = "The vendor failed")))]
@@ -707,7 +712,7 @@ async fn rotate_secret(
         .await
         .map_err(vendor_failed)?;
     app.forget_secrets(&tenant);
-    ok(subscription_view(&sub))
+    ok(SubscriptionView::from(&sub))
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/flows/{flow}/webhook", tag = "webhooks", summary = "Delete the subscription at the vendor", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 204), (status = 404, body = Problem), (status = 502, body = Problem)))]
@@ -749,7 +754,12 @@ async fn start_run(
         .map_err(|_| problem(StatusCode::SERVICE_UNAVAILABLE, "the scheduler has stopped"))?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "tenant": tenant, "flow": flow, "queued": true, "backfill": body.backfill })),
+        Json(RunQueued {
+            tenant,
+            flow,
+            queued: true,
+            backfill: body.backfill,
+        }),
     )
         .into_response())
 }
@@ -769,11 +779,7 @@ struct ListQuery {
 impl ListQuery {
     /// The tenant to filter by: the caller's own for a tenant token.
     fn tenant(&self, c: &Caller) -> Result<Option<String>, Response> {
-        match (c.principal.tenant(), &self.tenant) {
-            (Some(own), Some(asked)) if own != asked => Err(not_found("no such tenant")),
-            (Some(own), _) => Ok(Some(own.to_owned())),
-            (None, asked) => Ok(asked.clone()),
-        }
+        c.scoped(self.tenant.clone())
     }
 }
 
@@ -865,10 +871,12 @@ async fn discard_dead(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn replay(app: &AppState, id: &str) -> Result<Value, Response> {
-    Ok(match app.host.replay(id).await.map_err(internal)? {
-        Ok(()) => json!({ "id": id, "delivered": true }),
-        Err(d) => json!({ "id": id, "delivered": false, "dead_letter": d }),
+async fn replay(app: &AppState, id: &str) -> Result<Replayed, Response> {
+    let outcome = app.host.replay(id).await.map_err(internal)?;
+    Ok(Replayed {
+        id: id.to_owned(),
+        delivered: outcome.is_ok(),
+        dead_letter: outcome.err(),
     })
 }
 
@@ -929,9 +937,7 @@ async fn list_connectors(c: Caller, State(app): State<Arc<AppState>>) -> ApiResu
                 }
             }
         }
-        let mut v = serde_json::to_value(&e).map_err(|e| internal(e.into()))?;
-        v["used_by"] = json!(used_by);
-        out.push(v);
+        out.push(ConnectorVersion { entry: e, used_by });
     }
     ok(out)
 }
@@ -991,7 +997,14 @@ async fn add_connector(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!({ "connector": entry, "added": added }))).into_response())
+    Ok((
+        status,
+        Json(ConnectorAdded {
+            connector: entry,
+            added,
+        }),
+    )
+        .into_response())
 }
 
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens", summary = "Mint a token, shown once (operator)", request_body = MintBody, responses((status = 201, body = MintedToken), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
@@ -1039,9 +1052,13 @@ async fn mint_token(
         .map_err(internal)?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({ "id": id, "token": token, "name": doc.name, "tenant": doc.tenant, "expires_ms": doc.expires_ms }),
-        ),
+        Json(MintedToken {
+            id,
+            token,
+            name: doc.name,
+            tenant: doc.tenant,
+            expires_ms: doc.expires_ms,
+        }),
     )
         .into_response())
 }
@@ -1077,15 +1094,16 @@ async fn list_tokens(
     State(app): State<Arc<AppState>>,
     Query(q): Query<TokensQuery>,
 ) -> ApiResult {
-    let tenant = ListQuery {
-        tenant: q.tenant,
-        flow: None,
-        limit: None,
-    }
-    .tenant(&c)?;
-    let out: Vec<Value> = tenant_tokens(&app, tenant.as_deref())?
+    let tenant = c.scoped(q.tenant)?;
+    let out: Vec<TokenView> = tenant_tokens(&app, tenant.as_deref())?
         .into_iter()
-        .map(|(id, doc)| json!({ "id": id, "name": doc.name, "tenant": doc.tenant, "created_ms": doc.created_ms, "expires_ms": doc.expires_ms }))
+        .map(|(id, doc)| TokenView {
+            id,
+            name: doc.name,
+            tenant: doc.tenant,
+            created_ms: doc.created_ms,
+            expires_ms: doc.expires_ms,
+        })
         .collect();
     ok(out)
 }

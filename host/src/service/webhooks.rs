@@ -230,7 +230,10 @@ pub(crate) async fn receive(
             count(&tenant, &flow, "accepted");
             (
                 StatusCode::ACCEPTED,
-                axum::Json(serde_json::json!({ "accepted": true })),
+                axum::Json(super::api::Accepted {
+                    accepted: true,
+                    duplicate: false,
+                }),
             )
                 .into_response()
         }
@@ -238,7 +241,10 @@ pub(crate) async fn receive(
             count(&tenant, &flow, "duplicate");
             (
                 StatusCode::OK,
-                axum::Json(serde_json::json!({ "accepted": true, "duplicate": true })),
+                axum::Json(super::api::Accepted {
+                    accepted: true,
+                    duplicate: true,
+                }),
             )
                 .into_response()
         }
