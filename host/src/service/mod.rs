@@ -89,9 +89,7 @@ impl AppState {
             .insert(key, (std::time::Instant::now(), fresh.clone()));
         Ok(fresh)
     }
-}
 
-impl AppState {
     /// Forgets the cached webhook secrets of `tenant`'s flows: a secret
     /// written, rotated or deleted takes effect at the next delivery.
     pub(crate) fn forget_secrets(&self, tenant: &str) {
