@@ -33,6 +33,9 @@ pub struct TenantSetup {
     pub id: String,
     /// Its dashboard token.
     pub dashboard_token: String,
+    /// Extra keys of the `acme-crm` config of its three flows (TOML
+    /// inline-table body, e.g. `deleted_contacts = "last-known"`).
+    pub source_options: String,
     /// Extra keys of the `acme-calendar` config (TOML inline-table body,
     /// e.g. `keep_cancelled = true`).
     pub calendar_options: String,
@@ -52,6 +55,7 @@ impl TenantSetup {
         TenantSetup {
             id: id.to_owned(),
             dashboard_token: format!("{id}-dashboard-token"),
+            source_options: String::new(),
             calendar_options: String::new(),
             touchpoint_options: String::new(),
             retry: "max_attempts = 8, base_delay_ms = 100, max_delay_ms = 2000".into(),
@@ -175,8 +179,9 @@ key_file = "weft.key"
     );
     for t in tenants {
         let id = &t.id;
+        let source_options = prefixed(&t.source_options);
         let acme = format!(
-            r#"{{ connector = "acme-crm@^1", stream = "STREAM", config = {{ base_url = "{acme_base}", page_size = 50 }}, http = {{ allow = ["{acme_o}"], credentials = [{{ origin = "{acme_o}", auth = {{ type = "oauth2_client_credentials", token_url = "{acme_base}/oauth/token", client_id = "{CLIENT_ID}", client_secret = {{ secret = "acme_client_secret" }} }} }}] }} }}"#
+            r#"{{ connector = "acme-crm@^1", stream = "STREAM", config = {{ base_url = "{acme_base}", page_size = 50{source_options} }}, http = {{ allow = ["{acme_o}"], credentials = [{{ origin = "{acme_o}", auth = {{ type = "oauth2_client_credentials", token_url = "{acme_base}/oauth/token", client_id = "{CLIENT_ID}", client_secret = {{ secret = "acme_client_secret" }} }} }}] }} }}"#
         );
         let calendar = format!(
             r#"{{ connector = "acme-calendar@^1", config = {{ uid_namespace = "{id}"{} }} }}"#,
@@ -547,6 +552,35 @@ impl DemoEnv {
             let unfolded = unfold(&ics);
             if let Some(uid) = unfolded.lines().find_map(|l| l.strip_prefix("UID:")) {
                 out.insert(uid.trim().to_owned(), unfolded);
+            }
+        }
+        Ok(out)
+    }
+
+    /// What `tenant`'s calendars show, comparable across tenants: for every
+    /// event, `owner email → Acme appointment ID`, to its content lines
+    /// without the ones that name the tenant (`UID`) or the moment of
+    /// writing (`DTSTAMP`). Two tenants over one Acme with the same options
+    /// must show the same view.
+    pub async fn calendar_view(
+        &self,
+        tenant: &str,
+    ) -> anyhow::Result<BTreeMap<(String, String), Vec<String>>> {
+        let suffix = format!("@{tenant}");
+        let mut out = BTreeMap::new();
+        for email in self.user_emails().await? {
+            for (uid, ics) in self.calendar(tenant, &email).await? {
+                let id = uid
+                    .strip_prefix("acme-")
+                    .and_then(|u| u.strip_suffix(&suffix))
+                    .with_context(|| format!("event {uid} is not one of {tenant}'s"))?
+                    .to_owned();
+                let lines = ics
+                    .lines()
+                    .filter(|l| !l.starts_with("UID:") && !l.starts_with("DTSTAMP:"))
+                    .map(str::to_owned)
+                    .collect();
+                out.insert((email.clone(), id), lines);
             }
         }
         Ok(out)

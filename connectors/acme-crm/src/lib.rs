@@ -16,7 +16,10 @@
 //!   before the first fetch of any of the tenant's streams, stored then and
 //!   never moved (appointments read after it carry their contact as it is).
 //!   A deleted contact re-emits its appointments with its last known
-//!   fields. One call re-reads at most `reads_per_call` appointments and
+//!   fields. What records read after a deletion carry is the tenant's
+//!   choice (`deleted_contacts`): nothing, as statement 10 of `our-app.md`
+//!   says (the default), or the contact's last fields while Acme lists it.
+//!   One call re-reads at most `reads_per_call` appointments and
 //!   then continues from the contact it stopped at.
 //!
 //! Incremental by `updated_since` plus Acme's page cursor; the weft cursor is
@@ -58,6 +61,26 @@ struct Config {
     /// Acme rate times the call deadline.
     #[serde(default = "default_reads_per_call")]
     reads_per_call: u32,
+    /// What an appointment or activity of a deleted contact carries.
+    #[serde(default)]
+    deleted_contacts: DeletedContacts,
+}
+
+/// What the records of a contact Acme lists as deleted carry.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum DeletedContacts {
+    /// As `our-app.md` statement 10 says: the contact no longer exists, so
+    /// an appointment read after the deletion is dead-lettered (its event
+    /// keeps what it had); an activity counts with the contact's fields
+    /// null.
+    #[default]
+    DeadLetter,
+    /// The contact's last fields, which Acme keeps listing for 30 days:
+    /// the calendar is then a function of what Acme lists, whenever the
+    /// tenant was activated (a time change is never held back by a deleted
+    /// customer). Past the 30 days, as `dead-letter`.
+    LastKnown,
 }
 
 fn default_page_size() -> u32 {
@@ -147,13 +170,21 @@ const MALFORMED_ATTEMPTS: u32 = 3;
 
 struct Client {
     base: String,
+    /// Whether deleted contacts enrich records (see [`DeletedContacts`]).
+    deleted_contacts: DeletedContacts,
 }
 
 impl Client {
     fn new(cfg: &Config) -> Self {
         Client {
             base: cfg.base_url.trim_end_matches('/').to_owned(),
+            deleted_contacts: cfg.deleted_contacts,
         }
+    }
+
+    /// Whether `contact` may enrich a record.
+    fn usable(&self, contact: &Obj) -> bool {
+        !contact.deleted() || self.deleted_contacts == DeletedContacts::LastKnown
     }
 
     fn get(&self, path_and_query: &str) -> Result<Response, Error> {
@@ -347,8 +378,8 @@ struct ActivityBody<'a> {
 }
 
 thread_local! {
-    /// Contacts known in this instance (one run): `None` for an ID Acme
-    /// does not list or lists as deleted. A run reads each contact once.
+    /// Contacts known in this instance (one run), deleted ones included:
+    /// `None` for an ID Acme does not list. A run reads each contact once.
     static CONTACTS: RefCell<FastMap<String, Option<Rc<Obj>>>> = RefCell::new(FastMap::default());
     /// Whether this run listed every contact already.
     static ALL_CONTACTS_LISTED: Cell<bool> = const { Cell::new(false) };
@@ -399,8 +430,7 @@ fn list_all_contacts(client: &Client) -> Result<(), Error> {
         let listing = read_or_ask_again(client, &resp, &q, what, Listing::parse)?;
         for c in listing.items {
             if let Some(id) = c.f.id.clone() {
-                let live = (!c.deleted()).then(|| Rc::new(c));
-                remember_contact(&id, live);
+                remember_contact(&id, Some(Rc::new(c)));
                 seen += 1;
             }
         }
@@ -416,7 +446,9 @@ fn list_all_contacts(client: &Client) -> Result<(), Error> {
     Ok(())
 }
 
-/// Live (not deleted) contacts by ID: from this run's cache, the rest looked
+/// Contacts by ID that may enrich records ([`Client::usable`]: live ones,
+/// and deleted ones with `deleted_contacts = "last-known"`): from this
+/// run's cache, the rest looked
 /// up at most 50 at a time (and remembered, missing ones too, so each ID is
 /// asked about at most once per run); after a full listing, nothing more is
 /// asked.
@@ -435,7 +467,9 @@ fn contacts_by_id<'a>(
             }
             match c.get(id) {
                 Some(Some(contact)) => {
-                    out.insert(id, contact.clone());
+                    if client.usable(contact) {
+                        out.insert(id, contact.clone());
+                    }
                 }
                 Some(None) => {}
                 None => {
@@ -467,11 +501,11 @@ fn contacts_by_id<'a>(
             }
         }
         for &id in chunk {
-            let live = found.remove(id).filter(|c| !c.deleted()).map(Rc::new);
-            if let Some(c) = &live {
+            let listed = found.remove(id).map(Rc::new);
+            if let Some(c) = listed.as_ref().filter(|c| client.usable(c)) {
                 out.insert(id, c.clone());
             }
-            remember_contact(id, live);
+            remember_contact(id, listed);
         }
     }
     Ok(out)
@@ -627,9 +661,10 @@ fn indexed(contact: &Obj) -> Vec<String> {
 ///
 /// A deleted contact is still listed by Acme with its fields: the events of
 /// its appointments keep those last known details (a change made just
-/// before the deletion still arrives). Appointments changed after the
-/// deletion are left to the `appointments` stream, which dead-letters them
-/// (their contact no longer exists).
+/// before the deletion still arrives). With `deleted_contacts =
+/// "dead-letter"`, appointments changed after the deletion are left to the
+/// `appointments` stream, which dead-letters them (their contact no longer
+/// exists); with `"last-known"` they are re-read with those details too.
 fn contact_changed(client: &Client, contact: &Obj, ids: Vec<String>) -> Result<Vec<Record>, Error> {
     let cid = required(contact, &contact.f.id, "id", "a contact")?;
     let deleted_at = match contact.f.deleted_at.as_ref().and_then(Value::as_str) {
@@ -648,6 +683,7 @@ fn contact_changed(client: &Client, contact: &Obj, ids: Vec<String>) -> Result<V
         let a = read_or_ask_again(client, &resp, &query, &what, Obj::parse)?;
         // The index may be stale: keep only appointments still pointing here.
         let before_deletion = match (deleted_at, a.f.updated_at.as_deref()) {
+            _ if client.deleted_contacts == DeletedContacts::LastKnown => true,
             (Some(d), Some(u)) => instant(u).is_ok_and(|u| u <= d),
             _ => true,
         };
@@ -696,7 +732,8 @@ impl Metadata for AcmeCrm {
                 "properties": {
                     "base_url": { "type": "string", "pattern": "^https?://", "description": "The tenant's Acme API base URL, ending in /api/v1" },
                     "page_size": { "type": "integer", "minimum": 1, "maximum": 200, "default": 100, "description": "Records per list page (Acme allows 1 to 200)" },
-                    "reads_per_call": { "type": "integer", "minimum": 1, "default": 100, "description": "contacts stream: at most this many appointment re-reads per call (keep below the Acme rate times the call deadline)" }
+                    "reads_per_call": { "type": "integer", "minimum": 1, "default": 100, "description": "contacts stream: at most this many appointment re-reads per call (keep below the Acme rate times the call deadline)" },
+                    "deleted_contacts": { "type": "string", "enum": ["dead-letter", "last-known"], "default": "dead-letter", "description": "Records of a contact Acme lists as deleted: dead-letter (statement 10: its appointments changed after the deletion are dead-lettered, its activities count without contact details) or last-known (they carry its last fields, which Acme lists for 30 days, so the calendar does not depend on when the tenant was activated)" }
                 },
                 "additionalProperties": false
             })

@@ -1249,3 +1249,97 @@ async fn issue8_storms_of_changes_end_exact() {
         );
     }
 }
+
+/// Issue 19, item 6: an appointment moved after its customer was deleted
+/// kept the event at the old time (dead-lettered, as statement 10 says),
+/// and a tenant activated after the deletion dead-lettered appointments a
+/// tenant that synced all along shows: history decided the calendar. With
+/// `deleted_contacts = "last-known"` the records of a deleted contact
+/// carry its last fields (Acme lists them for 30 days), so the move
+/// reaches the calendar and a tenant activated at the end shows exactly
+/// what one that lived through every change shows. The default stays
+/// statement 10's.
+#[tokio::test(flavor = "multi_thread")]
+async fn issue19_deleted_contacts_last_known_makes_the_calendar_a_function_of_acme() {
+    let last_known = |id: &str| {
+        let mut t = TenantSetup::new(id);
+        t.source_options = r#"deleted_contacts = "last-known""#.into();
+        t
+    };
+    let env = env_with(
+        Faults::default(),
+        vec![TenantSetup::new("t1"), last_known("t2"), last_known("t3")],
+    )
+    .await;
+    let (apt, contact, email) = new_appointment(&env, json!({ "title": "Deleted customer" })).await;
+    let other_contact = env.acme_get("/contacts?limit=200").await.unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["deleted_at"].is_null() && c["id"] != contact["id"])
+        .unwrap()
+        .clone();
+    let (other, _, _) = new_appointment(
+        &env,
+        json!({ "title": "Other", "contact_id": other_contact["id"] }),
+    )
+    .await;
+    sync_ok(&env, "t1").await;
+    sync_ok(&env, "t2").await;
+    let id = apt["id"].as_str().unwrap();
+    // The customer changes, is deleted, and then the appointment moves.
+    let cid = contact["id"].as_str().unwrap();
+    change(&env, "PATCH", &format!("/contacts/{cid}"), json!({ "phone": "+1 312 555 0199" })).await;
+    change(&env, "DELETE", &format!("/contacts/{cid}"), json!({})).await;
+    change(
+        &env,
+        "PATCH",
+        &format!("/appointments/{id}"),
+        json!({ "starts_at": "2026-12-09T16:00:00Z", "ends_at": "2026-12-09T17:00:00Z" }),
+    )
+    .await;
+    // Another customer is deleted, then their appointment is reassigned.
+    let ocid = other_contact["id"].as_str().unwrap();
+    change(&env, "DELETE", &format!("/contacts/{ocid}"), json!({})).await;
+    let users = users_by_email(&env).await;
+    let new_owner = users.iter().find(|(e, _)| *e != email).unwrap();
+    let oid = other["id"].as_str().unwrap();
+    change(&env, "PATCH", &format!("/appointments/{oid}"), json!({ "owner_id": new_owner.1 })).await;
+    sync_ok(&env, "t1").await;
+    sync_ok(&env, "t2").await;
+
+    // The default (statement 10): the event stays as it was, the move is
+    // dead-lettered.
+    let t1 = &env.calendar("t1", &email).await.unwrap()[&uid("t1", &apt)];
+    assert_eq!(property(t1, "DTSTART").unwrap(), "20261202T203000Z", "{t1}");
+    let dead = env.host.state.dead_letters(Some("t1"), Some("appointments")).unwrap();
+    assert!(
+        dead.iter().any(|d| d.record.key == id
+            && d.error.to_string().contains(&format!("contact {cid} does not exist"))),
+        "{dead:?}"
+    );
+    // last-known: the move reaches the calendar with the customer's last
+    // details, the reassignment moves the other event, nothing is dead.
+    let t2 = &env.calendar("t2", &email).await.unwrap()[&uid("t2", &apt)];
+    assert_eq!(property(t2, "DTSTART").unwrap(), "20261209T160000Z", "{t2}");
+    assert!(property(t2, "DESCRIPTION").unwrap().contains("+1 312 555 0199"), "{t2}");
+    assert!(env.calendar("t2", &new_owner.0).await.unwrap().contains_key(&uid("t2", &other)));
+    assert!(!env.calendar("t2", &email).await.unwrap().contains_key(&uid("t2", &other)));
+    let dead = env.host.state.dead_letters(Some("t2"), None).unwrap();
+    assert!(
+        !dead.iter().any(|d| d.record.key == id || d.record.key == oid),
+        "{dead:?}"
+    );
+
+    // A tenant activated now shows exactly what t2 shows.
+    sync_ok(&env, "t3").await;
+    let (lived, fresh) = (
+        env.calendar_view("t2").await.unwrap(),
+        env.calendar_view("t3").await.unwrap(),
+    );
+    assert!(lived.len() > 2, "{lived:?}");
+    for (k, v) in &lived {
+        assert_eq!(fresh.get(k), Some(v), "{k:?}");
+    }
+    assert_eq!(lived.len(), fresh.len());
+}
