@@ -24,9 +24,12 @@
 //!
 //! Incremental by `updated_since` plus Acme's page cursor; the weft cursor is
 //! JSON `{"since": …, "acme": …}` and an expired Acme cursor restarts from
-//! `since`. Versions are the instant of `updated_at` in microseconds (for an
-//! enriched appointment, the newest of the appointment's and the contact's),
-//! so newer-wins is right whatever offsets Acme writes. Deleted records
+//! `since`. Versions come from the instants of `updated_at` (never their
+//! text, whose offsets make it unsortable): for an enriched appointment,
+//! ordered by the newest of the appointment's and the contact's, then by
+//! the oldest (`acme_common::newest`), so that a read that saw a newer
+//! state of either is newer, and a late webhook of the appointment as it
+//! was never wins over the reassigned one read with the same contact. Deleted records
 //! become deletes. `on-webhook` turns Acme events into the same records.
 
 weft_sdk::connector_bindings!("source-connector");

@@ -241,7 +241,9 @@ mod tests {
         let v = |objs: &[&Obj]| newest_version(objs.iter().copied());
         assert_eq!(
             v(&[&a, &b, &none]),
-            acme_common::version_of("2026-01-01T09:00:00Z")
+            acme_common::newest(
+                ["2026-01-01T09:00:00Z", "2026-01-01T08:00:00Z"].map(acme_common::instant)
+            )
         );
         assert_eq!(v(&[&a]), acme_common::version_of("2026-01-01T08:00:00Z"));
         assert!(v(&[&none]).is_err());

@@ -233,12 +233,13 @@ async fn records_are_enriched_with_batched_contact_lookups_and_versioned_by_inst
         let contact_updated = b["contact"]["updated_at"].as_str().map(|c| {
             chrono::DateTime::parse_from_rfc3339(c)
                 .unwrap()
-                .timestamp_micros()
+                .timestamp_millis()
         });
+        // The newest instant in the high bits (the oldest breaks ties below).
         assert_eq!(
-            r.version,
+            r.version >> 21,
             updated
-                .timestamp_micros()
+                .timestamp_millis()
                 .max(contact_updated.unwrap_or(i64::MIN))
         );
         assert_eq!(r.key, apt["id"].as_str().unwrap());

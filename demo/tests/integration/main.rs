@@ -5,6 +5,7 @@
 //! or `cargo test -p weft-demo --test integration MODULE::`.
 
 mod acme_crm;
+mod chaos;
 mod exposed;
 mod service;
 mod statements;

@@ -1289,7 +1289,13 @@ async fn issue19_deleted_contacts_last_known_makes_the_calendar_a_function_of_ac
     let id = apt["id"].as_str().unwrap();
     // The customer changes, is deleted, and then the appointment moves.
     let cid = contact["id"].as_str().unwrap();
-    change(&env, "PATCH", &format!("/contacts/{cid}"), json!({ "phone": "+1 312 555 0199" })).await;
+    change(
+        &env,
+        "PATCH",
+        &format!("/contacts/{cid}"),
+        json!({ "phone": "+1 312 555 0199" }),
+    )
+    .await;
     change(&env, "DELETE", &format!("/contacts/{cid}"), json!({})).await;
     change(
         &env,
@@ -1304,7 +1310,13 @@ async fn issue19_deleted_contacts_last_known_makes_the_calendar_a_function_of_ac
     let users = users_by_email(&env).await;
     let new_owner = users.iter().find(|(e, _)| *e != email).unwrap();
     let oid = other["id"].as_str().unwrap();
-    change(&env, "PATCH", &format!("/appointments/{oid}"), json!({ "owner_id": new_owner.1 })).await;
+    change(
+        &env,
+        "PATCH",
+        &format!("/appointments/{oid}"),
+        json!({ "owner_id": new_owner.1 }),
+    )
+    .await;
     sync_ok(&env, "t1").await;
     sync_ok(&env, "t2").await;
 
@@ -1312,22 +1324,45 @@ async fn issue19_deleted_contacts_last_known_makes_the_calendar_a_function_of_ac
     // dead-lettered.
     let t1 = &env.calendar("t1", &email).await.unwrap()[&uid("t1", &apt)];
     assert_eq!(property(t1, "DTSTART").unwrap(), "20261202T203000Z", "{t1}");
-    let dead = env.host.state.dead_letters(Some("t1"), Some("appointments")).unwrap();
+    let dead = env
+        .host
+        .state
+        .dead_letters(Some("t1"), Some("appointments"))
+        .unwrap();
     assert!(
         dead.iter().any(|d| d.record.key == id
-            && d.error.to_string().contains(&format!("contact {cid} does not exist"))),
+            && d.error
+                .to_string()
+                .contains(&format!("contact {cid} does not exist"))),
         "{dead:?}"
     );
     // last-known: the move reaches the calendar with the customer's last
     // details, the reassignment moves the other event, nothing is dead.
     let t2 = &env.calendar("t2", &email).await.unwrap()[&uid("t2", &apt)];
     assert_eq!(property(t2, "DTSTART").unwrap(), "20261209T160000Z", "{t2}");
-    assert!(property(t2, "DESCRIPTION").unwrap().contains("+1 312 555 0199"), "{t2}");
-    assert!(env.calendar("t2", &new_owner.0).await.unwrap().contains_key(&uid("t2", &other)));
-    assert!(!env.calendar("t2", &email).await.unwrap().contains_key(&uid("t2", &other)));
+    assert!(
+        property(t2, "DESCRIPTION")
+            .unwrap()
+            .contains("+1 312 555 0199"),
+        "{t2}"
+    );
+    assert!(
+        env.calendar("t2", &new_owner.0)
+            .await
+            .unwrap()
+            .contains_key(&uid("t2", &other))
+    );
+    assert!(
+        !env.calendar("t2", &email)
+            .await
+            .unwrap()
+            .contains_key(&uid("t2", &other))
+    );
     let dead = env.host.state.dead_letters(Some("t2"), None).unwrap();
     assert!(
-        !dead.iter().any(|d| d.record.key == id || d.record.key == oid),
+        !dead
+            .iter()
+            .any(|d| d.record.key == id || d.record.key == oid),
         "{dead:?}"
     );
 

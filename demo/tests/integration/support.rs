@@ -68,19 +68,7 @@ impl Service {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> =
-            auth.iter().map(|a| ("authorization", a.as_str())).collect();
-        let a = weft_demo::http(
-            method,
-            &format!("{}{path}", self.url),
-            &headers,
-            body.map(|b| ("application/json", b.to_string())),
-        )
-        .await
-        .unwrap();
-        let v = serde_json::from_str(&a.text).unwrap_or(Value::String(a.text));
-        (a.status, v)
+        api(&self.url, token, method, path, body).await.unwrap()
     }
 
     pub async fn stop(mut self) {
@@ -91,6 +79,28 @@ impl Service {
             .unwrap()
             .unwrap();
     }
+}
+
+/// A call to the admin API of the service at `url`: the status and the
+/// body (JSON, or the text as a JSON string).
+pub async fn api(
+    url: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let a = weft_demo::http(
+        method,
+        &format!("{url}{path}"),
+        &headers,
+        body.map(|b| ("application/json", b.to_string())),
+    )
+    .await?;
+    let v = serde_json::from_str(&a.text).unwrap_or(Value::String(a.text));
+    Ok((a.status, v))
 }
 
 pub fn sign(secret: &str, id: &str, ts: u64, body: &str) -> String {

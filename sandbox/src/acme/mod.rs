@@ -98,6 +98,10 @@ pub struct Faults {
     /// dying before their `expires_in`, several in a row. Counts down.
     #[serde(default)]
     pub token_failures: u32,
+    /// Share of webhook events never delivered (the vendor's queue loses
+    /// them): only a poll finds those changes.
+    #[serde(default)]
+    pub dropped_webhooks: f64,
 }
 
 impl Default for Faults {
@@ -114,6 +118,7 @@ impl Default for Faults {
             duplicate_webhooks: 0.0,
             webhook_jitter_ms: 0,
             token_failures: 0,
+            dropped_webhooks: 0.0,
         }
     }
 }
@@ -190,6 +195,8 @@ pub(crate) struct State {
     requests: Vec<LoggedRequest>,
     webhooks: Vec<Webhook>,
     deliveries: Vec<DeliveryAttempt>,
+    /// Webhook events queued or being delivered (retries included).
+    pending_deliveries: usize,
     next_id: u64,
     events: tokio::sync::mpsc::UnboundedSender<webhooks::Outgoing>,
 }
@@ -251,6 +258,7 @@ impl AcmeSandbox {
             requests: Vec::new(),
             webhooks: Vec::new(),
             deliveries: Vec::new(),
+            pending_deliveries: 0,
             next_id: 0,
             events: tx,
             config,
@@ -307,6 +315,12 @@ impl AcmeSandbox {
     /// The webhook delivery attempts so far.
     pub fn deliveries(&self) -> Vec<DeliveryAttempt> {
         lock(&self.state).deliveries.clone()
+    }
+
+    /// Webhook events queued, waiting for their jitter or still being
+    /// (re)tried: `0` when Acme has nothing more to send.
+    pub fn pending_deliveries(&self) -> usize {
+        lock(&self.state).pending_deliveries
     }
 
     /// Stops serving and waits for the server to end.

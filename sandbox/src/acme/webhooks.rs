@@ -137,6 +137,7 @@ pub(crate) fn emit(s: &mut State, event_type: &str, object: Value) {
         .iter()
         .filter(|w| w.events.iter().any(|e| e == event_type))
     {
+        s.pending_deliveries += 1;
         let _ = s.events.send(Outgoing {
             webhook_id: w.id.clone(),
             url: w.url.clone(),
@@ -175,7 +176,7 @@ pub(crate) fn spawn_dispatcher(
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http::<Full<Bytes>>();
         while let Some(out) = rx.recv().await {
-            let (jitter, duplicate, scale) = {
+            let (jitter, duplicate, dropped, scale) = {
                 let mut s = lock(&state);
                 let max = s.faults.webhook_jitter_ms;
                 let jitter = if max > 0 {
@@ -183,16 +184,21 @@ pub(crate) fn spawn_dispatcher(
                 } else {
                     0
                 };
-                let share = s.faults.duplicate_webhooks;
-                (jitter, roll(&mut s.rng, share), s.config.webhook_time_scale)
+                let (dup, drop) = (s.faults.duplicate_webhooks, s.faults.dropped_webhooks);
+                let duplicate = roll(&mut s.rng, dup);
+                let dropped = roll(&mut s.rng, drop);
+                (jitter, duplicate, dropped, s.config.webhook_time_scale)
             };
             let (state, client) = (state.clone(), client.clone());
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(jitter)).await;
-                let delivered = deliver(&state, &client, &out, scale, false).await;
-                if delivered && duplicate {
-                    deliver(&state, &client, &out, scale, true).await;
+                if !dropped {
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    let delivered = deliver(&state, &client, &out, scale, false).await;
+                    if delivered && duplicate {
+                        deliver(&state, &client, &out, scale, true).await;
+                    }
                 }
+                lock(&state).pending_deliveries -= 1;
             });
         }
     });
