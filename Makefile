@@ -71,6 +71,7 @@ bench: setup
 	@# back to one in its own process without it.
 	command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk)) || true
 	$(CARGO) bench -p weft-demo --bench sync
+	$(CARGO) bench -p weft-demo --bench latency
 	$(CARGO) bench -p weft-host --bench runtime
 	$(CARGO) bench -p weft-host --bench service
 

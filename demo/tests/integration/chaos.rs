@@ -287,7 +287,7 @@ impl World {
                 "POST",
                 "/activities".to_owned(),
                 json!({
-                    "type": if n % 2 == 0 { "email" } else { "call" }, "direction": "outbound",
+                    "type": if n.is_multiple_of(2) { "email" } else { "call" }, "direction": "outbound",
                     "owner_id": user, "contact_id": contact,
                     "occurred_at": format!("2027-01-{day:02}T{hour:02}:10:00Z"),
                 }),
