@@ -12,7 +12,12 @@ cpy=$1
 out=$2
 shift 2
 sdk=$(cd "$(dirname "$0")" && pwd)
-wit=$(cd "$sdk/../../wit/v0.1.0" && pwd)
+# The WIT inside the SDK (as `weft sdk path` writes it), else the checkout's.
+if [ -d "$sdk/wit/v0.1.0" ]; then
+    wit=$(cd "$sdk/wit/v0.1.0" && pwd)
+else
+    wit=$(cd "$sdk/../../wit/v0.1.0" && pwd)
+fi
 mkdir -p "$out"
 for app in "$@"; do
     dir=$(dirname "$app")

@@ -111,6 +111,11 @@ enum Command {
         #[command(subcommand)]
         command: NewCommand,
     },
+    /// The SDKs this weft carries.
+    Sdk {
+        #[command(subcommand)]
+        command: SdkCommand,
+    },
     /// Internal: compile a component in a child process with the time and
     /// memory budget of the limits (weft runs itself this way).
     #[command(name = "__compile", hide = true)]
@@ -121,6 +126,18 @@ enum Command {
         output: PathBuf,
         /// The limits, as JSON.
         limits: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SdkCommand {
+    /// Writes the SDK of `--lang` (the Rust crate, the Python package or
+    /// the JavaScript module, with the WIT inside it) into the per-user
+    /// data directory, once per build of weft, and prints its path.
+    Path {
+        /// The language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: weft::scaffold::Lang,
     },
 }
 
@@ -140,9 +157,10 @@ enum NewCommand {
         /// Where to write it (a new or empty directory); `./NAME` by default.
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// The SDK: a directory (weft's `connectors/sdk`, `sdk-python` or
-        /// `sdk-js`) or, for Rust, a git URL of weft. By default the SDK of
-        /// the checkout this weft was built from.
+        /// The SDK: a directory (what `weft sdk path` prints, or weft's
+        /// `connectors/sdk`, `sdk-python` or `sdk-js`) or, for Rust, a git
+        /// URL of weft (`file://` too). By default the SDK this weft
+        /// carries, written where `weft sdk path` says.
         #[arg(long)]
         sdk: Option<String>,
     },
@@ -532,7 +550,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(server) = server
         && !matches!(
             cli.command,
-            Command::Serve | Command::Compile { .. } | Command::New { .. } | Command::Test { .. }
+            Command::Serve | Command::Compile { .. } | Command::New { .. } | Command::Test { .. } | Command::Sdk { .. }
         )
         && !matches!(
             cli.command,
@@ -551,6 +569,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             return test_connector(&cli, connector, cases, *update).await;
         }
+        Command::Sdk {
+            command: SdkCommand::Path { lang },
+        } => {
+            outln!("{}", weft::scaffold::install_sdk(*lang)?.display());
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::New {
             command:
                 NewCommand::Connector {
@@ -563,9 +587,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let sdk = match sdk {
                 Some(s) => weft::scaffold::SdkSource::parse(s),
-                None => weft::scaffold::SdkSource::from_checkout(*lang).context(
-                    "this weft was not built from a checkout that is still here: pass --sdk with the SDK's directory (or, for Rust, a git URL of weft)",
-                )?,
+                None => weft::scaffold::SdkSource::Path(weft::scaffold::install_sdk(*lang)?),
             };
             let dir = dir.clone().unwrap_or_else(|| PathBuf::from(name));
             let files = weft::scaffold::new_connector(&dir, name, *world, *lang, &sdk)?;
@@ -1097,7 +1119,8 @@ mod remote {
             Command::Serve
             | Command::Compile { .. }
             | Command::New { .. }
-            | Command::Test { .. } => {
+            | Command::Test { .. }
+            | Command::Sdk { .. } => {
                 unreachable!("handled locally")
             }
         }

@@ -2,6 +2,11 @@
 //! own tests and loads in the host as it is, in Rust, Python or JavaScript,
 //! for one world (source, mapper or destination). The templates live in
 //! `host/templates/<lang>/` and are compiled into the binary.
+//!
+//! `weft sdk path`: the binary carries its three SDKs too (the Rust crate,
+//! the Python package, the JavaScript module, each with the WIT inside it)
+//! and writes them, once per build, into a per-user data directory, which
+//! is where the skeletons point unless `--sdk` says otherwise.
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -49,27 +54,122 @@ pub enum SdkSource {
 }
 
 impl SdkSource {
-    /// Parses `--sdk`: a URL (`https://`, `ssh://`, `git@`) or a directory.
+    /// Parses `--sdk`: a git URL (`https://`, `ssh://`, `git://`, `file://`,
+    /// `git@`) or a directory.
     pub fn parse(s: &str) -> Self {
-        if s.starts_with("https://") || s.starts_with("ssh://") || s.starts_with("git@") {
+        if ["https://", "http://", "ssh://", "git://", "file://", "git@"]
+            .iter()
+            .any(|p| s.starts_with(p))
+        {
             SdkSource::Git(s.to_owned())
         } else {
             SdkSource::Path(PathBuf::from(s))
         }
     }
 
-    /// The SDK of `lang` in the checkout this binary was built from, when
-    /// that checkout is still there.
-    pub fn from_checkout(lang: Lang) -> Option<Self> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../connectors")
-            .join(match lang {
-                Lang::Rust => "sdk",
-                Lang::Python => "sdk-python",
-                Lang::Js => "sdk-js",
-            });
-        dir.canonicalize().ok().map(SdkSource::Path)
+}
+
+/// The SDKs and the WIT, compiled in (see [`install_sdk`]).
+static SDK_RUST: include_dir::Dir<'static> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/../connectors/sdk");
+static SDK_PYTHON: include_dir::Dir<'static> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/../connectors/sdk-python");
+static SDK_JS: include_dir::Dir<'static> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/../connectors/sdk-js");
+static WIT: include_dir::Dir<'static> = include_dir::include_dir!("$CARGO_MANIFEST_DIR/../wit");
+
+/// Where `weft sdk path` writes the SDKs: `WEFT_SDK_HOME`, else
+/// `$XDG_DATA_HOME/weft/sdk`, else `~/.local/share/weft/sdk`.
+pub fn sdk_home() -> anyhow::Result<PathBuf> {
+    if let Some(d) = std::env::var_os("WEFT_SDK_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d));
     }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("weft/sdk"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("neither WEFT_SDK_HOME, XDG_DATA_HOME nor HOME is set: set WEFT_SDK_HOME")?;
+    Ok(PathBuf::from(home).join(".local/share/weft/sdk"))
+}
+
+/// The files of `lang`'s SDK as this binary carries them: the SDK's own
+/// files (no caches, no link to the WIT) and the WIT under `wit/`.
+fn sdk_files(lang: Lang) -> Vec<(PathBuf, &'static [u8])> {
+    let sdk = match lang {
+        Lang::Rust => &SDK_RUST,
+        Lang::Python => &SDK_PYTHON,
+        Lang::Js => &SDK_JS,
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![(sdk, PathBuf::new()), (&WIT, PathBuf::from("wit"))];
+    while let Some((d, prefix)) = stack.pop() {
+        for f in d.files() {
+            let rel = f.path().strip_prefix(d.path()).expect("under its dir");
+            out.push((prefix.join(rel), f.contents()));
+        }
+        for sub in d.dirs() {
+            let name = sub.path().file_name().unwrap_or_default();
+            let skip = ["__pycache__", "node_modules", "target"].map(std::ffi::OsStr::new);
+            // The checkout's `wit` link is replaced by the WIT itself.
+            if skip.contains(&name) || (prefix.as_os_str().is_empty() && name == "wit") {
+                continue;
+            }
+            stack.push((sub, prefix.join(name)));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Writes `lang`'s SDK of this build under [`sdk_home`] (once: a directory
+/// named by weft's version and a digest of the files is never rewritten)
+/// and returns its path.
+pub fn install_sdk(lang: Lang) -> anyhow::Result<PathBuf> {
+    install_sdk_in(&sdk_home()?, lang)
+}
+
+/// [`install_sdk`] under `home`.
+pub fn install_sdk_in(home: &Path, lang: Lang) -> anyhow::Result<PathBuf> {
+    use sha2::Digest as _;
+    let files = sdk_files(lang);
+    let mut digest = sha2::Sha256::new();
+    for (path, bytes) in &files {
+        digest.update(path.to_string_lossy().as_bytes());
+        digest.update([0]);
+        digest.update(bytes);
+    }
+    let digest = hex::encode(digest.finalize());
+    let dir = home
+        .join(format!("{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]))
+        .join(lang.sdk_dir());
+    if dir.join(".complete").exists() {
+        return Ok(dir);
+    }
+    // Written beside, then renamed: a reader never sees half an SDK.
+    let parent = dir.parent().expect("a parent");
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".partial-")
+        .tempdir_in(parent)
+        .with_context(|| format!("writing under {}", parent.display()))?;
+    for (rel, bytes) in &files {
+        let path = tmp.path().join(rel);
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    std::fs::write(tmp.path().join(".complete"), b"")?;
+    let tmp = tmp.keep();
+    if let Err(e) = std::fs::rename(&tmp, &dir) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        // Another weft wrote it meanwhile.
+        if !dir.join(".complete").exists() {
+            return Err(e).with_context(|| format!("moving the SDK into {}", dir.display()));
+        }
+    }
+    Ok(dir)
 }
 
 /// Every template, compiled in: `host/templates/{lang}/common/` for every
@@ -84,6 +184,15 @@ impl Lang {
             Lang::Rust => "rust",
             Lang::Python => "python",
             Lang::Js => "js",
+        }
+    }
+
+    /// The SDK's directory name, as in weft's `connectors/`.
+    fn sdk_dir(self) -> &'static str {
+        match self {
+            Lang::Rust => "sdk",
+            Lang::Python => "sdk-python",
+            Lang::Js => "sdk-js",
         }
     }
 }
@@ -202,6 +311,44 @@ pub fn new_connector(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn git_urls_of_every_scheme_file_included_are_git() {
+        for url in ["file:///srv/weft", "https://x/weft.git", "ssh://git@x/weft", "git@x:weft"] {
+            assert!(matches!(SdkSource::parse(url), SdkSource::Git(_)), "{url}");
+        }
+        assert!(matches!(SdkSource::parse("/srv/weft/sdk"), SdkSource::Path(_)));
+    }
+
+    #[test]
+    fn each_sdk_is_written_once_self_contained_with_its_wit() {
+        let home = tempfile::tempdir().unwrap();
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+            let dir = install_sdk_in(home.path(), lang).unwrap();
+            assert!(dir.join("wit/v0.1.0/worlds.wit").is_file(), "{lang:?}");
+            assert!(dir.join("wit/webhooks-v0.1.0").is_dir(), "{lang:?}");
+            let mut stack = vec![dir.clone()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).unwrap().flatten() {
+                    let kind = e.file_type().unwrap();
+                    assert!(!kind.is_symlink(), "{}", e.path().display());
+                    assert_ne!(e.file_name(), "__pycache__");
+                    if kind.is_dir() {
+                        stack.push(e.path());
+                    }
+                }
+            }
+            // Once: the second call finds it.
+            let marker = dir.join("touched");
+            std::fs::write(&marker, "").unwrap();
+            assert_eq!(install_sdk_in(home.path(), lang).unwrap(), dir);
+            assert!(marker.exists());
+        }
+        let rust = install_sdk_in(home.path(), Lang::Rust).unwrap();
+        let manifest = std::fs::read_to_string(rust.join("Cargo.toml")).unwrap();
+        assert!(!manifest.contains("workspace"), "{manifest}");
+        assert!(install_sdk_in(home.path(), Lang::Python).unwrap().join("pyproject.toml").is_file());
+    }
     use super::*;
 
     #[test]

@@ -1,5 +1,6 @@
 //! `weft new connector`: the skeleton of each world, written outside the
-//! repository with the SDK as a path dependency (nothing copied), builds for
+//! repository with the SDK the `weft` binary carries (`weft sdk path`, the
+//! default), a copy of it, or a `file://` git URL of this repository, builds for
 //! `wasm32-wasip2`, passes its own `cargo test`, is a weft component for
 //! `weft connectors inspect`, and runs in a flow. The same for the Python
 //! skeletons (`python3 -m unittest`, `sh build.sh` with the componentize-py of
@@ -53,28 +54,25 @@ fn check(out: std::process::Output, what: &str) -> String {
 }
 
 /// Writes, tests and builds the skeleton of `world`; returns the component.
-fn skeleton(parent: &Path, world: &str) -> PathBuf {
+fn skeleton(parent: &Path, world: &str, sdk: Option<&str>) -> PathBuf {
     let name = format!("my-{world}");
     let dir = parent.join(&name);
-    check(
-        weft()
-            .args([
-                "new",
-                "connector",
-                &name,
-                "--world",
-                world,
-                "--lang",
-                "rust",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--sdk")
-            .arg(repo().join("connectors/sdk"))
-            .output()
-            .unwrap(),
-        "weft new connector",
-    );
+    let mut new = sdk_weft(parent);
+    new.args([
+        "new",
+        "connector",
+        &name,
+        "--world",
+        world,
+        "--lang",
+        "rust",
+    ])
+    .arg("--dir")
+    .arg(&dir);
+    if let Some(sdk) = sdk {
+        new.args(["--sdk", sdk]);
+    }
+    check(new.output().unwrap(), "weft new connector");
     // The skeleton's own tests, natively (the target directory `make test`
     // uses for the connectors' unit tests, so dependencies are built once).
     let out = check(
@@ -136,29 +134,71 @@ fn puts(server: &TestServer) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// `weft` with its SDKs written under `parent` (not the user's data
+/// directory).
+fn sdk_weft(parent: &Path) -> Command {
+    let mut c = weft();
+    c.env("WEFT_SDK_HOME", parent.join("sdk-home"));
+    c
+}
+
+/// `weft sdk path --lang lang`.
+fn sdk_path(parent: &Path, lang: &str) -> PathBuf {
+    let out = check(
+        sdk_weft(parent)
+            .args(["sdk", "path", "--lang", lang])
+            .output()
+            .unwrap(),
+        "weft sdk path",
+    );
+    PathBuf::from(out.trim())
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let kind = e.file_type().unwrap();
+        assert!(!kind.is_symlink(), "{} is a link", e.path().display());
+        if kind.is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The three skeletons with the Rust SDK from three places: the one the
+/// binary carries (the default), a copy of it elsewhere (self-contained:
+/// no workspace inheritance, no link into the tree, the WIT inside), and a
+/// `file://` git URL of this repository.
 #[tokio::test(flavor = "multi_thread")]
 async fn each_world_s_skeleton_builds_tests_loads_and_runs_in_a_flow() {
     let parent = tempfile::tempdir().unwrap();
-    let source = skeleton(parent.path(), "source");
-    let mapper = skeleton(parent.path(), "mapper");
-    let destination = skeleton(parent.path(), "destination");
+    let source = skeleton(parent.path(), "source", None);
+    let sdk = sdk_path(parent.path(), "rust");
+    assert!(sdk.starts_with(parent.path().join("sdk-home")), "{}", sdk.display());
+    let manifest = std::fs::read_to_string(sdk.join("Cargo.toml")).unwrap();
+    assert!(!manifest.contains("workspace"), "{manifest}");
+    assert!(sdk.join("wit/v0.1.0/worlds.wit").is_file());
+    let copy = parent.path().join("elsewhere/weft-sdk");
+    copy_dir(&sdk, &copy);
+    let mapper = skeleton(parent.path(), "mapper", Some(copy.to_str().unwrap()));
+    let url = format!("file://{}", repo().display());
+    let destination = skeleton(parent.path(), "destination", Some(&url));
     let data = parent.path().join("data");
     skeletons_run_in_flows(&data, &source, &mapper, &destination).await;
 }
 
 /// Writes the skeleton of `world` in `lang` with `weft new connector`, with
-/// the SDK at `sdk` (relative to the repository); returns its name and
-/// folder.
-fn new_skeleton(parent: &Path, world: &str, lang: &str, sdk: &str) -> (String, PathBuf) {
+/// the SDK the binary carries; returns its name and folder.
+fn new_skeleton(parent: &Path, world: &str, lang: &str) -> (String, PathBuf) {
     let name = format!("my-{world}");
     let dir = parent.join(&name);
     check(
-        weft()
+        sdk_weft(parent)
             .args(["new", "connector", &name, "--world", world, "--lang", lang])
             .arg("--dir")
             .arg(&dir)
-            .arg("--sdk")
-            .arg(repo().join(sdk))
             .output()
             .unwrap(),
         "weft new connector",
@@ -196,7 +236,7 @@ fn python_skeleton(parent: &Path, world: &str, data: &Path) -> PathBuf {
         "{} is missing: run `make guests-python` first",
         cpy.display()
     );
-    let (name, dir) = new_skeleton(parent, world, "python", "connectors/sdk-python");
+    let (name, dir) = new_skeleton(parent, world, "python");
     // The logic's own tests, natively (unittest reports on stderr).
     let out = Command::new("python3")
         .args(["-m", "unittest", "-v"])
@@ -209,11 +249,11 @@ fn python_skeleton(parent: &Path, world: &str, data: &Path) -> PathBuf {
         report.contains("\nOK") && !report.contains("Ran 0 tests"),
         "the skeleton has tests: {report}"
     );
-    // build.sh as it is: it finds the checkout's componentize-py itself.
+    // build.sh as it is, with the pinned componentize-py an author installs.
     check(
         Command::new("sh")
             .arg("build.sh")
-            .env_remove("COMPONENTIZE_PY")
+            .env("COMPONENTIZE_PY", &cpy)
             .current_dir(&dir)
             .output()
             .unwrap(),
@@ -233,7 +273,10 @@ fn js_skeleton(parent: &Path, world: &str, data: &Path) -> PathBuf {
         "{} is missing: run `make guests-js` first",
         tool.display()
     );
-    let (name, dir) = new_skeleton(parent, world, "js", "connectors/sdk-js");
+    let (name, dir) = new_skeleton(parent, world, "js");
+    // What `npm install` puts there (package.json pins componentize-js):
+    // the checkout's, installed by `make guests-js`.
+    std::os::unix::fs::symlink(repo().join("js/node_modules"), dir.join("node_modules")).unwrap();
     let out = check(
         Command::new("node")
             .arg("--test")

@@ -1,6 +1,6 @@
 // Builds this connector into target/NAME.wasm (NAME from package.json) with
-// the componentize-js that weft pins in its checkout (`make guests-js` there,
-// or `npm ci` in its js/ folder, installs it).
+// componentize-js: the one `npm install` puts in this folder (package.json
+// pins the version weft is tested with), else the one of weft's checkout.
 //
 // The sources import weft's JS SDK by its absolute path, which node and
 // editors follow. componentize-js runs the module in an engine that sees one
@@ -18,8 +18,13 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 const sdk = '__SDK_DIR__';
 const checkout = join(sdk, '../..');
-const wit = join(checkout, 'wit/v0.1.0');
-const tool = join(checkout, 'js/node_modules/@bytecodealliance/componentize-js/src/componentize.js');
+// The WIT inside the SDK (as `weft sdk path` writes it), else the checkout's.
+const wit = [join(sdk, 'wit/v0.1.0'), join(checkout, 'wit/v0.1.0')].find((d) => existsSync(d));
+// componentize-js from this connector's own node_modules (`npm install`
+// installs the version package.json pins), else from weft's checkout.
+const tool = [here, join(checkout, 'js')]
+  .map((d) => join(d, 'node_modules/@bytecodealliance/componentize-js/src/componentize.js'))
+  .find((t) => existsSync(t));
 const pkg = JSON.parse(readFileSync(join(here, 'package.json'), 'utf8'));
 const out = join(here, 'target', `${pkg.name}.wasm`);
 
@@ -50,8 +55,8 @@ function withRelativeImports(file) {
   );
 }
 
-if (!existsSync(tool)) {
-  console.error(`${tool} is missing: run \`make guests-js\` in weft's checkout (or \`npm ci\` in ${join(checkout, 'js')})`);
+if (!tool || !wit) {
+  console.error(!wit ? `no WIT in ${sdk}: pass the directory \`weft sdk path --lang js\` prints` : 'no componentize-js: run `npm install` here (package.json pins it), or `make guests-js` in weft\'s checkout');
   process.exit(1);
 }
 const { componentize } = await import(pathToFileURL(tool).href);

@@ -4,8 +4,8 @@
 # connectors/sdk-python/componentize.sh: componentize-py snapshots CPython
 # with app.py, logic.py and the SDK into a component of the world named on
 # app.py's first line. The componentize-py is $COMPONENTIZE_PY when set, else
-# the one `make guests-python` installs in weft's checkout (pinned), else the
-# one on PATH.
+# the one `make guests-python` installs in weft's checkout (pinned) when the
+# SDK is a checkout's, else the one on PATH.
 #
 #   sh build.sh
 set -eu
