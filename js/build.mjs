@@ -16,6 +16,7 @@
 //   node build.mjs NAME...    only these components
 
 import { componentize } from '@bytecodealliance/componentize-js';
+import { entryModule } from '../connectors/sdk-js/entry.mjs';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -83,8 +84,13 @@ for (const c of components) {
   }
   const started = Date.now();
   try {
+    // The entry names an escaping exception's class (see sdk-js/entry.mjs).
+    const entry = join(out, 'entries', `${c.name}.mjs`);
+    const main = relative(dirname(entry), join(c.dir, c.main));
+    await mkdir(dirname(entry), { recursive: true });
+    await writeFile(entry, entryModule(c.world, main.startsWith('.') ? main : `./${main}`));
     const { component } = await componentize({
-      sourcePath: join(c.dir, c.main),
+      sourcePath: entry,
       witPath: wit,
       worldName: c.world,
     });

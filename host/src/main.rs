@@ -420,10 +420,11 @@ async fn test_connector(
                 .join(", ")
         );
     }
-    let (mut passed, mut failed) = (0, 0);
+    let (mut passed, mut updated, mut failed) = (0, 0, 0);
     for f in &files {
         let report = weft::testkit::run_case(&runtime, &*kv, &component, f, update).await?;
         passed += report.passed;
+        updated += report.updated;
         if report.updated > 0 {
             outln!(
                 "{}: {} call(s) passed, {} updated",
@@ -446,7 +447,11 @@ async fn test_connector(
             failed += report.failures.len();
         }
     }
-    outln!("{passed} passed, {failed} differ");
+    if update {
+        outln!("{passed} passed, {updated} updated, {failed} differ");
+    } else {
+        outln!("{passed} passed, {failed} differ");
+    }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -550,7 +555,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(server) = server
         && !matches!(
             cli.command,
-            Command::Serve | Command::Compile { .. } | Command::New { .. } | Command::Test { .. } | Command::Sdk { .. }
+            Command::Serve
+                | Command::Compile { .. }
+                | Command::New { .. }
+                | Command::Test { .. }
+                | Command::Sdk { .. }
         )
         && !matches!(
             cli.command,
@@ -728,17 +737,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     host.run_flow(&tenant, &flow, trigger, progress).await
                 })
                 .buffer_unordered(host.config.max_concurrent_runs.max(1));
+            let mut up_to_date = Vec::new();
             while let Some(r) = runs.next().await {
                 let r = r?;
                 if tty {
                     eprint!("\r\x1b[2K");
                 }
                 failed |= r.outcome != RunOutcome::Succeeded;
+                if r.emitted == 0 && r.dead_lettered == 0 && r.outcome == RunOutcome::Succeeded {
+                    up_to_date.push(format!("{}/{}", r.tenant, r.flow));
+                }
                 outln!("{}", summary(&r));
             }
             if let Some(rec) = recording {
                 for path in rec.write()? {
                     outln!("recorded {}", path.display());
+                }
+                if !up_to_date.is_empty() && !*backfill {
+                    // Nothing new reached the mappers and the destination,
+                    // so only the source's calls are in the recording.
+                    outln!(
+                        "note: {} had nothing new, so only the source was recorded; add --backfill to record every stage on everything the source has",
+                        up_to_date.join(", ")
+                    );
                 }
             }
             if failed {

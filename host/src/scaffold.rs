@@ -66,7 +66,6 @@ impl SdkSource {
             SdkSource::Path(PathBuf::from(s))
         }
     }
-
 }
 
 /// The SDKs and the WIT, compiled in (see [`install_sdk`]).
@@ -314,10 +313,18 @@ mod tests {
 
     #[test]
     fn git_urls_of_every_scheme_file_included_are_git() {
-        for url in ["file:///srv/weft", "https://x/weft.git", "ssh://git@x/weft", "git@x:weft"] {
+        for url in [
+            "file:///srv/weft",
+            "https://x/weft.git",
+            "ssh://git@x/weft",
+            "git@x:weft",
+        ] {
             assert!(matches!(SdkSource::parse(url), SdkSource::Git(_)), "{url}");
         }
-        assert!(matches!(SdkSource::parse("/srv/weft/sdk"), SdkSource::Path(_)));
+        assert!(matches!(
+            SdkSource::parse("/srv/weft/sdk"),
+            SdkSource::Path(_)
+        ));
     }
 
     #[test]
@@ -346,8 +353,13 @@ mod tests {
         }
         let rust = install_sdk_in(home.path(), Lang::Rust).unwrap();
         let manifest = std::fs::read_to_string(rust.join("Cargo.toml")).unwrap();
-        assert!(!manifest.contains("workspace"), "{manifest}");
-        assert!(install_sdk_in(home.path(), Lang::Python).unwrap().join("pyproject.toml").is_file());
+        assert!(!manifest.contains(".workspace"), "{manifest}");
+        assert!(
+            install_sdk_in(home.path(), Lang::Python)
+                .unwrap()
+                .join("pyproject.toml")
+                .is_file()
+        );
     }
     use super::*;
 

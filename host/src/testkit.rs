@@ -462,8 +462,8 @@ impl Recording {
                 &rec.scrub.lock().unwrap_or_else(|e| e.into_inner()),
             );
             let path = self.dir.join(file);
-            let text = serde_json::to_string_pretty(&value)? + "\n";
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, case_text(value)?)
+                .with_context(|| format!("writing {}", path.display()))?;
             written.push(path);
         }
         Ok(written)
@@ -471,8 +471,30 @@ impl Recording {
 }
 
 fn write_case(path: &Path, case: &CaseFile) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(case)? + "\n";
+    let text = case_text(serde_json::to_value(case)?)?;
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A case file's text, the one form `weft run --record` and `weft test
+/// --update` both write: pretty JSON with every object's keys sorted, so
+/// that an update changes only the outputs that changed.
+fn case_text(mut value: Value) -> anyhow::Result<String> {
+    fn sort(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                let mut entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                for (k, mut v) in entries {
+                    sort(&mut v);
+                    map.insert(k, v);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(sort),
+            _ => {}
+        }
+    }
+    sort(&mut value);
+    Ok(serde_json::to_string_pretty(&value)? + "\n")
 }
 
 /// Reads a connector's whole key-value space (values in base64).

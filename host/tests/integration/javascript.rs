@@ -227,6 +227,8 @@ async fn an_uncaught_js_exception_dead_letters_only_its_record() {
         text.contains("trapped") && text.contains("record r37 asked to explode"),
         "the dead letter carries the exception's message: {text}"
     );
+    // Issue 20, item 6: and its class.
+    assert!(text.contains("TypeError"), "{text}");
 }
 
 /// The JavaScript SDK's HTTP client, kv and error mapping, through a test

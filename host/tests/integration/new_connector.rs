@@ -176,9 +176,13 @@ async fn each_world_s_skeleton_builds_tests_loads_and_runs_in_a_flow() {
     let parent = tempfile::tempdir().unwrap();
     let source = skeleton(parent.path(), "source", None);
     let sdk = sdk_path(parent.path(), "rust");
-    assert!(sdk.starts_with(parent.path().join("sdk-home")), "{}", sdk.display());
+    assert!(
+        sdk.starts_with(parent.path().join("sdk-home")),
+        "{}",
+        sdk.display()
+    );
     let manifest = std::fs::read_to_string(sdk.join("Cargo.toml")).unwrap();
-    assert!(!manifest.contains("workspace"), "{manifest}");
+    assert!(!manifest.contains(".workspace"), "{manifest}");
     assert!(sdk.join("wit/v0.1.0/worlds.wit").is_file());
     let copy = parent.path().join("elsewhere/weft-sdk");
     copy_dir(&sdk, &copy);

@@ -99,6 +99,15 @@ fn a_changed_output_fails_with_a_readable_diff_and_update_accepts_it() {
     let out = weft_test(home.path(), artifacts::ACME_CALENDAR, &file, true);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("1 updated"), "{}", text(&out));
+    // Issue 20, item 6: the summary counts what was updated, and the file is
+    // written as `weft run --record` wrote it (same keys, same order): only
+    // the changed output differs from the recording, here not at all.
+    let last = text(&out).lines().last().unwrap_or_default().to_owned();
+    assert!(
+        last.contains("1 updated") && last.contains("0 differ"),
+        "{last}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
     let out = weft_test(home.path(), artifacts::ACME_CALENDAR, &file, false);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -191,6 +200,20 @@ destination = {{ connector = "test-destination@^2", config = {{ url = "{sink}" }
         "the request is recorded as the guest made it, before the host added the credential"
     );
     assert!(cases.join("acme.sync.test-destination.json").exists());
+    // Issue 20, item 6: recorded again, the flow is up to date: only the
+    // source's call is recorded, and weft says how to record every stage.
+    let again = cases.with_file_name("again");
+    let out = weft(home.path())
+        .arg("-c")
+        .arg(&config)
+        .args(["run", "--record"])
+        .arg(&again)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(!again.join("acme.sync.test-destination.json").exists());
+    assert!(t.contains("nothing new") && t.contains("--backfill"), "{t}");
 
     // Offline, both connectors do again what they did.
     drop(api);

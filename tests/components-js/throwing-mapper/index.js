@@ -25,7 +25,7 @@ export const mapper = {
     return records.map((record) => {
       const body = JSON.parse(record.body);
       if (body && body.explode === true) {
-        throw new Error(`throwing-mapper: record ${record.key} asked to explode`);
+        throw new TypeError(`throwing-mapper: record ${record.key} asked to explode`);
       }
       return { tag: 'ok', val: [record] };
     });

@@ -68,10 +68,14 @@ try {
     writeFileSync(join(root, file), withRelativeImports(file));
   }
   cpSync(sdk, join(root, sdk), { recursive: true });
+  // The entry names an escaping exception's class (see the SDK's entry.mjs).
+  const { entryModule } = await import(pathToFileURL(join(sdk, 'entry.mjs')).href);
+  const entry = join(root, here, '.weft-entry.mjs');
+  writeFileSync(entry, entryModule(pkg.weft.world, `./${pkg.main ?? 'index.js'}`));
   process.chdir(root);
   const started = Date.now();
   const { component } = await componentize({
-    sourcePath: join(root, here, pkg.main ?? 'index.js'),
+    sourcePath: entry,
     witPath: wit,
     worldName: pkg.weft.world,
   });
