@@ -1,10 +1,13 @@
-//! Who may run a flow: one lease per (tenant, flow). Every trigger that
-//! reads a flow's cursor or delivers its records (a scheduled, manual or
-//! backfill run, a webhook batch, a replay) takes the flow's lease first and
-//! holds it until its last commit, so that two writers of one flow never
-//! interleave: an older version written by one cannot land after a newer
-//! one written by the other. A webhook batch that arrives during a poll
-//! waits for the poll to end, and the other way round.
+//! Who may write: one lease per (tenant, name). The runner names a lease
+//! after the place a flow writes (`runner::writer_lease`: its destination
+//! connector and config), so one lease covers a flow and every flow of the
+//! tenant that writes the same place. Every trigger that reads a flow's
+//! cursor or delivers its records (a scheduled, manual or backfill run, a
+//! webhook batch, a replay) takes it first and holds it until its last
+//! commit, so that two writers of one destination never interleave: an
+//! older version written by one cannot land after a newer one written by
+//! the other. A webhook batch that arrives during a poll waits for the poll
+//! to end, and the other way round.
 //!
 //! [`Leases`] is the interface; [`MemoryLeases`] serves one process. A
 //! store shared by several replicas implements the same interface with a
@@ -33,7 +36,7 @@ impl std::fmt::Debug for Lease {
 
 /// Grants flows' leases.
 pub trait Leases: Send + Sync + 'static {
-    /// Waits until (tenant, flow) is free, then takes it for `holder`.
+    /// Waits until (tenant, name) is free, then takes it for `holder`.
     fn acquire<'a>(
         &'a self,
         tenant: &'a str,
@@ -41,7 +44,7 @@ pub trait Leases: Send + Sync + 'static {
         holder: &'a str,
     ) -> BoxFuture<'a, anyhow::Result<Lease>>;
 
-    /// Who holds (tenant, flow) now, if anyone.
+    /// Who holds (tenant, name) now, if anyone.
     fn holder(&self, tenant: &str, flow: &str) -> Option<String>;
 }
 

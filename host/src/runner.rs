@@ -527,7 +527,7 @@ impl Host {
         // after its last commit.
         let _lease = self
             .leases
-            .acquire(tenant, flow_name, trigger.as_str())
+            .acquire(tenant, &writer_lease(&flow), trigger.as_str())
             .await?;
         let mut run = RunRecord {
             trigger: trigger.as_str().to_owned(),
@@ -723,7 +723,10 @@ impl Host {
         let flow = self.flow(tenant, flow_name)?;
         // A batch waits for a poll of the flow in progress (and a poll for
         // a batch): never beside it.
-        let _lease = self.leases.acquire(tenant, flow_name, "webhook").await?;
+        let _lease = self
+            .leases
+            .acquire(tenant, &writer_lease(&flow), "webhook")
+            .await?;
         let mut run = RunRecord {
             trigger: "webhook".into(),
             ..new_run(tenant, flow_name)
@@ -1072,7 +1075,10 @@ impl Host {
             .dead_letter(id)?
             .with_context(|| format!("no dead letter {id}"))?;
         let flow = self.flow(&dl.tenant, &dl.flow)?;
-        let _lease = self.leases.acquire(&dl.tenant, &dl.flow, "replay").await?;
+        let _lease = self
+            .leases
+            .acquire(&dl.tenant, &writer_lease(&flow), "replay")
+            .await?;
         if dl.stage == "on-webhook" {
             return self.replay_delivery(dl, &flow).await;
         }
@@ -1426,6 +1432,25 @@ pub async fn serve_with(
             _ = tokio::time::sleep_until(next) => {}
         }
     }
+}
+
+/// The lease a flow's writers take ([`crate::lease`]): one per destination
+/// (its connector and config), not per flow, so that two flows of a tenant
+/// that write the same place (Acme's `appointments` and `contacts` flows,
+/// one calendar) never write it at once. Per flow, a `contacts` run could
+/// read an appointment's entry, an `appointments` run deliver and commit
+/// its delete, and the `contacts` run's older upsert land after it: the
+/// version check happens before the write, so only one writer at a time
+/// makes it hold at the destination.
+pub fn writer_lease(flow: &FlowConfig) -> String {
+    use sha2::Digest;
+    let config = serde_json::to_string(&flow.destination.config).unwrap_or_default();
+    let digest = hex::encode(sha2::Sha256::digest(config.as_bytes()));
+    format!(
+        "destination {}#{}",
+        flow.destination.connector.name,
+        &digest[..12]
+    )
 }
 
 /// Where a flow delivers, as far as dead letters and presence go: the
@@ -1888,6 +1913,33 @@ mod tests {
             Duration::from_secs(1)
         );
         assert!(backoff(&p, 10, None) <= Duration::from_secs(1));
+    }
+
+    /// Flows that write one place share one lease; others do not.
+    #[test]
+    fn flows_writing_one_destination_share_a_lease() {
+        let config = crate::config::WeftConfig::parse(
+            r#"
+[tenants.t.flows.appointments]
+source = { connector = "s@^1", stream = "appointments" }
+destination = { connector = "caldav@^1", config = { collection_url = "http://c/{email}/" } }
+[tenants.t.flows.contacts]
+source = { connector = "s@^1", stream = "contacts" }
+destination = { connector = "caldav@^1", config = { collection_url = "http://c/{email}/" } }
+[tenants.t.flows.other]
+source = { connector = "s@^1", stream = "contacts" }
+destination = { connector = "caldav@^1", config = { collection_url = "http://elsewhere/{email}/" } }
+[tenants.t.flows.touchpoints]
+source = { connector = "s@^1", stream = "activities" }
+destination = { connector = "dashboard@^1" }
+"#,
+        )
+        .unwrap();
+        let flows = &config.tenants["t"].flows;
+        let lease = |f: &str| writer_lease(&flows[f]);
+        assert_eq!(lease("appointments"), lease("contacts"));
+        assert_ne!(lease("appointments"), lease("other"));
+        assert_ne!(lease("appointments"), lease("touchpoints"));
     }
 
     #[test]
