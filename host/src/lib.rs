@@ -26,7 +26,7 @@
 //! check), [`engine`] (wasmtime engine, compile cache, epoch ticker),
 //! [`connector`] (loading, identifying and calling components), [`caps`] (one
 //! module per granted capability), [`model`] (the host's view of the WIT
-//! types), [`limits`] (sandbox limits), [`kvstore`] (durable key-value
+//! types), [`limits`] (sandbox limits), [`state::kv`] (durable key-value
 //! backend), [`lease`] (who may run a flow: one lease per flow, for every
 //! trigger), [`secrets`] (where credentials come from), [`events`] (what the
 //! sandbox refused or stopped, per tenant), [`config`] (`weft.toml`),
@@ -47,7 +47,6 @@ pub mod config;
 pub mod connector;
 pub mod engine;
 pub mod events;
-pub mod kvstore;
 pub mod lease;
 pub mod limits;
 pub mod metrics;

@@ -376,7 +376,7 @@ async fn test_connector(
     } else {
         weft::Limits::default()
     };
-    let kv = weft::kvstore::SledKv::temporary()?;
+    let kv = weft::state::kv::SledKv::temporary()?;
     // A resolver that knows no host: nothing can leave, even by mistake.
     let runtime = Runtime::with_parts(
         HostConfig {

@@ -22,8 +22,8 @@
 
 use crate::caps::http::OriginPattern;
 use crate::connector::{CallError, Connector, ConnectorInstance, Runtime, TenantGrant};
-use crate::kvstore::{KvQuota, KvSpace, KvStore};
 use crate::model::Record;
+use crate::state::kv::{KvQuota, KvSpace, KvStore};
 use anyhow::Context;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use weft::caps::http::{Credential, CredentialGrant, HttpGrants, OriginPattern};
-use weft::kvstore::SledKv;
 use weft::secrets::{SecretRef, SecretStore};
+use weft::state::kv::SledKv;
 use weft::{ConnectorInstance, HostConfig, Page, Runtime, TenantGrant};
 use weft_sandbox::acme::data::Counts;
 use weft_sandbox::acme::{AcmeConfig, AcmeSandbox, Faults};
@@ -539,7 +539,7 @@ async fn contacts_stream_rereads_at_most_reads_per_call() {
 /// no journal behind.
 #[tokio::test(flavor = "multi_thread")]
 async fn journaled_index_pages_are_found_before_and_after_their_fold() {
-    use weft::kvstore::{KvSpace, KvStore};
+    use weft::state::kv::{KvSpace, KvStore};
     let acme = sandbox(
         500,
         Faults {

@@ -973,7 +973,7 @@ async fn issue8_contacts_changed_before_the_first_contacts_sync_are_not_lost() {
         .unwrap();
     assert_eq!(first.outcome, RunOutcome::Succeeded, "{:?}", first.error);
     // The contacts stream's starting point was fixed by that first sync.
-    let space = weft::kvstore::KvSpace {
+    let space = weft::state::kv::KvSpace {
         tenant: "t1".into(),
         connector: "acme-crm".into(),
     };

@@ -5,7 +5,7 @@
 use super::ConnectorCtx;
 use crate::bindings::v0_1_0::kv::{Host, KvError};
 use crate::events::EventKind;
-use crate::kvstore;
+use crate::state::kv as kvstore;
 
 impl From<kvstore::KvError> for KvError {
     fn from(e: kvstore::KvError) -> Self {

@@ -15,8 +15,8 @@ pub mod log;
 pub mod wasi;
 
 use crate::events::EventLog;
-use crate::kvstore::{KvSpace, KvStore};
 use crate::limits::Limits;
+use crate::state::kv::{KvSpace, KvStore};
 use std::sync::Arc;
 
 /// Who an instance works for, carried into every log line and event.

@@ -13,8 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use weft::caps::http::StaticResolver;
-use weft::kvstore::SledKv;
 use weft::secrets::SecretStore;
+use weft::state::kv::SledKv;
 use weft::{HostConfig, Limits, Runtime};
 
 /// One request the server received.

@@ -6,8 +6,8 @@ use crate::common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 use weft::caps::http::StaticResolver;
-use weft::kvstore::SledKv;
 use weft::secrets::SecretStore;
+use weft::state::kv::SledKv;
 use weft::{HostConfig, HttpGrants, Limits, OriginPattern, Runtime, TenantGrant};
 use weft_test_artifacts as artifacts;
 

@@ -1,536 +1,34 @@
-//! Durable state behind one small trait, [`StateStore`]: cursors, the last
-//! version delivered per record, dead letters, runs, flows needing
-//! attention, the connector registry's index and the connectors' kv spaces.
-//! The runner talks only to the trait, so another backend (another embedded
-//! store, or a networked one when weft runs on several machines) can be added
-//! without touching it. [`SledState`] is the embedded backend.
-//!
-//! [`StateStore::commit_page`] is the heart of exactly-once-in-effect
-//! delivery: the page's dead letters, each record's [`Delivery`] entry
-//! (the versions delivered, whether it exists at the destination) and,
-//! last, the cursor are written and flushed to disk before it returns.
+//! [`StateStore`] on sled, the embedded default: one tree per kind of
+//! state, the webhook inbox in its own append-only log (`inbox_log`),
+//! every commit flushed before it returns.
 
-use crate::kvstore::{KvStore, SledKv};
-use crate::model::{ConnectorError, Record};
+use super::inbox_log::InboxLog;
+use super::*;
+use crate::state::kv::{KvStore, SledKv};
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-mod inbox_log;
-use inbox_log::InboxLog;
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// A record that could not be delivered, with what is needed to act on it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct DeadLetter {
-    /// Stable ID: one per source record and destination, whichever flow
-    /// carried it there ([`DeadLetter::id_for`]).
-    pub id: String,
-    /// The tenant.
-    pub tenant: String,
-    /// The flow.
-    pub flow: String,
-    /// Where it failed: `fetch`, `map` or `emit`.
-    pub stage: String,
-    /// The connector that refused it, `name@version`.
-    pub connector: String,
-    /// Where it was going: the flow's destination when it failed,
-    /// `name@version` (empty in dead letters kept by earlier versions).
-    #[serde(default)]
-    pub destination: String,
-    /// The record as the source produced it.
-    pub record: Record,
-    /// Why.
-    pub error: ConnectorError,
-    /// How many times it has failed (each sync or replay that failed).
-    pub attempts: u32,
-    /// When it first failed (ms since epoch).
-    pub first_seen_ms: u64,
-    /// When it last failed (ms since epoch).
-    pub last_seen_ms: u64,
-}
-
-impl DeadLetter {
-    /// The ID of the dead letter of the source record `key` of `kind` on its
-    /// way to the destination `scope` (see `runner::delivery_scope`). Two
-    /// flows that carry the same record to the same destination (Acme's
-    /// `appointments` and `contacts` flows) share one dead letter.
-    pub fn id_for(tenant: &str, scope: &str, kind: &str, key: &str) -> String {
-        let mut h = Sha256::new();
-        for part in [tenant, scope, kind, key] {
-            h.update(part.as_bytes());
-            h.update([0]);
-        }
-        format!("dl_{}", &hex::encode(h.finalize())[..16])
-    }
-}
-
-/// What one page's commit writes.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PageCommit {
-    /// The new cursor; `None` leaves it as it is.
-    pub cursor: Option<String>,
-    /// The destination scope the flow delivers to
-    /// (`runner::delivery_scope`).
-    pub scope: String,
-    /// The source records handled: delivered or dead-lettered.
-    pub records: Vec<Handled>,
-    /// Records that go to the dead-letter store.
-    pub dead_letters: Vec<DeadLetter>,
-    /// Dead letters that were delivered and can be removed, by ID (a
-    /// replay's, which may be filed under an older ID scheme). A handled
-    /// record that got through ([`Handled::settles`]) also settles its own.
-    pub resolved: Vec<String>,
-    /// The scope's [`StateStore::commit_stamp`] read before the page's
-    /// [`Delivery`] entries were: if no commit to the scope came in
-    /// between, each record's entry is written from
-    /// [`Handled::before`] without being read again. `None`: each is read.
-    pub read_at: Option<u64>,
-}
-
-/// One source record a page handled.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Handled {
-    /// The record's key.
-    pub key: String,
-    /// Its version, now delivered (or dead-lettered) by the flow.
-    pub version: i64,
-    /// Whether what the record became now exists at the destination (an
-    /// upsert reached it: `true`; only deletes did: `false`); `None` when
-    /// nothing was sent, which leaves it as it was.
-    pub present: Option<bool>,
-    /// Its entry as read before the page was delivered
-    /// ([`PageCommit::read_at`]).
-    pub before: Delivery,
-    /// The record's kind when it got through: it settles an older dead
-    /// letter of the record in the scope, if there is one
-    /// ([`DeadLetter::id_for`], computed only when dead letters exist).
-    pub settles: Option<String>,
-}
-
-/// What a destination scope knows of one source record: whether what the
-/// record became exists there, and the version each flow delivering there
-/// last delivered (or dead-lettered). One entry per (tenant, scope, key),
-/// read once before a record is delivered and written once after.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Delivery {
-    /// `Some(true)`: exists at the destination in some form;
-    /// `Some(false)`: was removed from it; `None`: unknown (never
-    /// delivered, or delivered before weft kept this).
-    pub present: Option<bool>,
-    /// (flow, version).
-    pub versions: Vec<(String, i64)>,
-}
-
-impl Delivery {
-    /// The version `flow` last delivered.
-    pub fn version(&self, flow: &str) -> Option<i64> {
-        self.versions
-            .iter()
-            .find(|(f, _)| f == flow)
-            .map(|(_, v)| *v)
-    }
-
-    /// Sets `flow`'s version, never moving it backwards; whether it changed.
-    fn set_version(&mut self, flow: &str, version: i64) -> bool {
-        match self.versions.iter_mut().find(|(f, _)| f == flow) {
-            Some((_, v)) if *v >= version => false,
-            Some((_, v)) => {
-                *v = version;
-                true
-            }
-            None => {
-                self.versions.push((flow.to_owned(), version));
-                true
-            }
-        }
-    }
-
-    /// The stored form: presence (0 absent, 1 present, 2 unknown), then per
-    /// flow its name's length (one byte), the name and the version (i64, big
-    /// endian). An entry of one flow whose name has at most 12 bytes fits
-    /// in 22 bytes, which sled keeps inline (no allocation of its own).
-    fn encode(&self) -> anyhow::Result<Vec<u8>> {
-        let size: usize = self.versions.iter().map(|(f, _)| f.len() + 9).sum();
-        let mut b = Vec::with_capacity(1 + size);
-        b.push(match self.present {
-            Some(false) => 0,
-            Some(true) => 1,
-            None => 2,
-        });
-        for (flow, version) in &self.versions {
-            let n = u8::try_from(flow.len())
-                .with_context(|| format!("a flow name of {} bytes", flow.len()))?;
-            b.push(n);
-            b.extend_from_slice(flow.as_bytes());
-            b.extend_from_slice(&version.to_be_bytes());
-        }
-        Ok(b)
-    }
-
-    fn decode(b: &[u8]) -> anyhow::Result<Delivery> {
-        let (&p, mut rest) = b.split_first().context("an empty delivery entry")?;
-        let present = match p {
-            0 => Some(false),
-            1 => Some(true),
-            _ => None,
-        };
-        let mut versions = Vec::new();
-        while let Some((&n, tail)) = rest.split_first() {
-            let n = n as usize;
-            anyhow::ensure!(tail.len() >= n + 8, "a truncated delivery entry");
-            let flow = std::str::from_utf8(&tail[..n]).context("a delivery entry's flow")?;
-            let v = i64::from_be_bytes(tail[n..n + 8].try_into().expect("8 bytes"));
-            versions.push((flow.to_owned(), v));
-            rest = &tail[n + 8..];
-        }
-        Ok(Delivery { present, versions })
-    }
-}
-
-/// One webhook delivery accepted by `weft serve`, kept in the durable inbox
-/// until the flow has processed it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InboxEntry {
-    /// Order of arrival (assigned by [`StateStore::inbox_append`]; increases
-    /// across restarts).
-    #[serde(default)]
-    pub seq: u64,
-    /// The tenant.
-    pub tenant: String,
-    /// The flow whose source receives it.
-    pub flow: String,
-    /// The sender's delivery ID (`webhook-id`), for dropping repeats.
-    pub webhook_id: String,
-    /// The request headers, names in lowercase.
-    pub headers: Vec<(String, String)>,
-    /// The raw body.
-    #[serde(with = "base64_bytes")]
-    pub body: Vec<u8>,
-    /// When it was accepted, ms since the epoch.
-    pub received_ms: u64,
-}
-
-impl InboxEntry {
-    /// A compact binary form for the store (no JSON, no base64: the inbox
-    /// is on the hot path of webhook ingress): `received_ms`, then
-    /// length-prefixed tenant, flow, webhook ID, header names and values,
-    /// and the body.
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            64 + self.body.len()
-                + self
-                    .headers
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len() + 8)
-                    .sum::<usize>(),
-        );
-        let put = |out: &mut Vec<u8>, b: &[u8]| {
-            out.extend_from_slice(&(b.len() as u32).to_be_bytes());
-            out.extend_from_slice(b);
-        };
-        out.extend_from_slice(&self.received_ms.to_be_bytes());
-        put(&mut out, self.tenant.as_bytes());
-        put(&mut out, self.flow.as_bytes());
-        put(&mut out, self.webhook_id.as_bytes());
-        out.extend_from_slice(&(self.headers.len() as u32).to_be_bytes());
-        for (k, v) in &self.headers {
-            put(&mut out, k.as_bytes());
-            put(&mut out, v.as_bytes());
-        }
-        put(&mut out, &self.body);
-        out
-    }
-
-    /// Reads [`InboxEntry::encode`]'s form.
-    fn decode(seq: u64, mut b: &[u8]) -> anyhow::Result<Self> {
-        fn take<'a>(b: &mut &'a [u8], n: usize) -> anyhow::Result<&'a [u8]> {
-            anyhow::ensure!(b.len() >= n, "a damaged inbox entry");
-            let (head, rest) = b.split_at(n);
-            *b = rest;
-            Ok(head)
-        }
-        fn num(b: &mut &[u8]) -> anyhow::Result<usize> {
-            Ok(u32::from_be_bytes(take(b, 4)?.try_into()?) as usize)
-        }
-        fn bytes(b: &mut &[u8]) -> anyhow::Result<Vec<u8>> {
-            let n = num(b)?;
-            Ok(take(b, n)?.to_vec())
-        }
-        fn text(b: &mut &[u8]) -> anyhow::Result<String> {
-            String::from_utf8(bytes(b)?).context("a damaged inbox entry")
-        }
-        let received_ms = u64::from_be_bytes(take(&mut b, 8)?.try_into()?);
-        let tenant = text(&mut b)?;
-        let flow = text(&mut b)?;
-        let webhook_id = text(&mut b)?;
-        let n = num(&mut b)?;
-        let mut headers = Vec::with_capacity(n.min(1024));
-        for _ in 0..n {
-            headers.push((text(&mut b)?, text(&mut b)?));
-        }
-        let body = bytes(&mut b)?;
-        Ok(InboxEntry {
-            seq,
-            tenant,
-            flow,
-            webhook_id,
-            headers,
-            body,
-            received_ms,
-        })
-    }
-}
-
-mod base64_bytes {
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        STANDARD.decode(text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RunOutcome {
-    /// Still running (or the process died while it ran).
-    Running,
-    /// Every page was committed.
-    Succeeded,
-    /// A transient failure outlasted the retry budget, or the sandbox
-    /// stopped a connector; the cursor is where it was.
-    Failed,
-    /// A `config` error: the flow needs a person.
-    NeedsAttention,
-    /// The process ended while the run was going (killed, crashed, power
-    /// lost); found and marked at the next start. Nothing past the last
-    /// committed page counted.
-    Interrupted,
-}
-
-impl RunOutcome {
-    /// How the outcome is shown to people.
-    pub fn label(self) -> &'static str {
-        match self {
-            RunOutcome::Running => "running",
-            RunOutcome::Succeeded => "succeeded",
-            RunOutcome::Failed => "FAILED",
-            RunOutcome::NeedsAttention => "NEEDS ATTENTION",
-            RunOutcome::Interrupted => "INTERRUPTED",
-        }
-    }
-}
-
-/// One run of a flow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RunRecord {
-    /// `run_…`, sortable by start time.
-    pub id: String,
-    /// The tenant.
-    pub tenant: String,
-    /// The flow.
-    pub flow: String,
-    /// What started it: `manual`, `backfill`, `schedule`, `webhook`, `replay`.
-    pub trigger: String,
-    /// Start, ms since epoch.
-    pub started_ms: u64,
-    /// End, ms since epoch.
-    pub ended_ms: Option<u64>,
-    /// Connectors used, `name@version`.
-    pub connectors: Vec<String>,
-    /// Pages committed.
-    pub pages: u64,
-    /// Records the source returned.
-    pub fetched: u64,
-    /// Records the mappers produced.
-    pub mapped: u64,
-    /// Records the destination accepted.
-    pub emitted: u64,
-    /// Records dropped because a newer or equal version was delivered.
-    pub skipped_stale: u64,
-    /// Deletes with nothing to delete: the record never reached the
-    /// destination (or was removed from it already), so no connector was
-    /// called for it.
-    #[serde(default)]
-    pub skipped_absent: u64,
-    /// Records dead-lettered.
-    pub dead_lettered: u64,
-    /// Transient failures retried.
-    pub retries: u64,
-    /// How it ended.
-    pub outcome: RunOutcome,
-    /// Why it failed.
-    pub error: Option<String>,
-}
-
-/// A registered connector version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ConnectorEntry {
-    /// Its name.
-    pub name: String,
-    /// Its version.
-    #[schema(value_type = String, example = "1.2.0")]
-    pub version: semver::Version,
-    /// SHA-256 of the component; the file is `connectors/{digest}.wasm`.
-    pub digest: String,
-    /// `source`, `mapper` or `destination`.
-    pub world: String,
-    /// When it was added, ms since epoch.
-    pub added_ms: u64,
-}
-
-/// The durable state of a weft host.
-pub trait StateStore: Send + Sync + 'static {
-    /// The cursor of (tenant, flow).
-    fn cursor(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>>;
-    /// Sets (or, with `None`, clears) the cursor, flushed.
-    fn set_cursor(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()>;
-    /// Resets (tenant, flow), flushed: every version the flow delivered is
-    /// forgotten, so that the records read again are delivered again, then
-    /// the cursor becomes `cursor` (`None`: the beginning). What exists at
-    /// destinations ([`Delivery::present`]) is kept.
-    fn reset_flow(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()>;
-    /// What the destination `scope` knows of source record `key`.
-    fn delivery(&self, tenant: &str, scope: &str, key: &str) -> anyhow::Result<Delivery>;
-    /// Moves what an earlier version kept per flow (versions) and per scope
-    /// (presence) into [`Delivery`] entries; `scope_of` names the scope of
-    /// each (tenant, flow) configured. Versions of flows no longer
-    /// configured are dropped (were such a flow configured again, its
-    /// records would be delivered once more). Returns how many entries were
-    /// moved.
-    fn migrate_deliveries(
-        &self,
-        _scope_of: &dyn Fn(&str, &str) -> Option<String>,
-    ) -> anyhow::Result<usize> {
-        Ok(0)
-    }
-    /// The configuration fingerprint (`runner::flow_fingerprint`) of the
-    /// flow's last run, if it ran.
-    fn flow_fingerprint(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>>;
-    /// Records the configuration fingerprint of the flow, flushed.
-    fn set_flow_fingerprint(
-        &self,
-        tenant: &str,
-        flow: &str,
-        fingerprint: &str,
-    ) -> anyhow::Result<()>;
-    /// A stamp of the page commits to (tenant, scope), for
-    /// [`PageCommit::read_at`]: read it before the entries of a page.
-    fn commit_stamp(&self, tenant: &str, scope: &str) -> anyhow::Result<u64>;
-    /// Writes one page's outcome and flushes it. A version never moves
-    /// backwards. The cursor is written last: a crash part-way leaves the
-    /// cursor where it was, and the page is read again (what was written of
-    /// it only makes the repeat skip records as delivered).
-    fn commit_page(&self, tenant: &str, flow: &str, commit: &PageCommit) -> anyhow::Result<()>;
-    /// Dead letters, optionally filtered, oldest first.
-    fn dead_letters(
-        &self,
-        tenant: Option<&str>,
-        flow: Option<&str>,
-    ) -> anyhow::Result<Vec<DeadLetter>>;
-    /// One dead letter.
-    fn dead_letter(&self, id: &str) -> anyhow::Result<Option<DeadLetter>>;
-    /// Removes a dead letter, flushed; whether it existed.
-    fn remove_dead_letter(&self, id: &str) -> anyhow::Result<bool>;
-    /// Saves (inserts or replaces) a run record, flushed.
-    fn save_run(&self, run: &RunRecord) -> anyhow::Result<()>;
-    /// Saves a run's progress without flushing of its own: the next flushed
-    /// write (a page's commit) makes it durable. Losing it loses only
-    /// progress counts, never delivery state.
-    fn save_run_progress(&self, run: &RunRecord) -> anyhow::Result<()> {
-        self.save_run(run)
-    }
-    /// Runs, newest first, optionally filtered.
-    fn runs(
-        &self,
-        tenant: Option<&str>,
-        flow: Option<&str>,
-        limit: usize,
-    ) -> anyhow::Result<Vec<RunRecord>>;
-    /// One run.
-    fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>>;
-    /// Marks a flow as needing attention (or clears it with `None`).
-    fn set_attention(&self, tenant: &str, flow: &str, reason: Option<&str>) -> anyhow::Result<()>;
-    /// Why a flow needs attention, if it does.
-    fn attention(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>>;
-    /// Registers a connector version, flushed.
-    fn register_connector(&self, entry: &ConnectorEntry) -> anyhow::Result<()>;
-    /// Every registered connector version.
-    fn connectors(&self) -> anyhow::Result<Vec<ConnectorEntry>>;
-    /// The backend of the connectors' kv spaces.
-    fn kv(&self) -> Arc<dyn KvStore>;
-    /// Makes every write so far durable.
-    fn flush(&self) -> anyhow::Result<()>;
-
-    /// Makes every delivery appended to the inbox so far durable (what
-    /// webhook ingress waits for before answering `2xx`). The whole store
-    /// by default.
-    fn inbox_sync(&self) -> anyhow::Result<()> {
-        self.flush()
-    }
-
-    /// Writes a document of the service (`kind`: tenants created over the
-    /// admin API, sealed secrets, hashed tokens, flow pauses, ...), flushed.
-    fn doc_put(&self, kind: &str, id: &str, value: &[u8]) -> anyhow::Result<()>;
-    /// One document.
-    fn doc_get(&self, kind: &str, id: &str) -> anyhow::Result<Option<Vec<u8>>>;
-    /// The documents of `kind` whose ID starts with `prefix`, by ID.
-    fn doc_list(&self, kind: &str, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>>;
-    /// Deletes a document, flushed; whether it existed.
-    fn doc_delete(&self, kind: &str, id: &str) -> anyhow::Result<bool>;
-
-    /// Appends webhook deliveries to the inbox. A delivery whose (tenant,
-    /// flow, webhook ID) was accepted before (and not yet pruned) is not
-    /// appended again. Returns, per delivery, its sequence number if it was
-    /// new. Durable at the next [`StateStore::inbox_sync`] (the service's
-    /// flusher calls it before anyone hears "accepted").
-    fn inbox_append(&self, deliveries: &[InboxEntry]) -> anyhow::Result<Vec<Option<u64>>>;
-    /// The deliveries not yet processed, in order of arrival.
-    fn inbox_pending(&self) -> anyhow::Result<Vec<InboxEntry>>;
-    /// Removes processed deliveries (their IDs stay known, for repeats).
-    fn inbox_done(&self, seqs: &[u64]) -> anyhow::Result<()>;
-    /// Forgets webhook IDs accepted before `before_ms`; how many.
-    fn prune_webhook_ids(&self, before_ms: u64) -> anyhow::Result<usize>;
-}
 
 /// [`StateStore`] on sled.
 pub struct SledState {
-    db: sled::Db,
-    cursors: sled::Tree,
+    db: ::sled::Db,
+    cursors: ::sled::Tree,
     /// Per (tenant, scope, key): the record's [`Delivery`].
-    deliveries: sled::Tree,
+    deliveries: ::sled::Tree,
     /// Versions per (tenant, flow, key), as earlier versions kept them
     /// (moved into `deliveries` by `migrate_deliveries`).
-    versions: sled::Tree,
-    dead: sled::Tree,
-    runs: sled::Tree,
-    flows: sled::Tree,
-    registry: sled::Tree,
+    versions: ::sled::Tree,
+    dead: ::sled::Tree,
+    runs: ::sled::Tree,
+    flows: ::sled::Tree,
+    registry: ::sled::Tree,
     /// Presence per (tenant, scope, key), as earlier versions kept it.
-    presence: sled::Tree,
-    fingerprints: sled::Tree,
-    docs: sled::Tree,
+    presence: ::sled::Tree,
+    fingerprints: ::sled::Tree,
+    docs: ::sled::Tree,
     /// The inbox of earlier versions, moved into `inbox_log` at open.
-    inbox: sled::Tree,
-    webhook_ids: sled::Tree,
+    inbox: ::sled::Tree,
+    webhook_ids: ::sled::Tree,
     kv: Arc<SledKv>,
     /// Webhook deliveries waiting to be processed (`{data_dir}/inbox`).
     inbox_log: InboxLog,
@@ -644,7 +142,7 @@ impl SledState {
     /// data, decide weft's memory) and sled's flusher every
     /// [`CLEAN_EVERY_MS`].
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        let db = sled::Config::new()
+        let db = ::sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
             .flush_every_ms(Some(CLEAN_EVERY_MS))
@@ -666,14 +164,14 @@ impl SledState {
         let temp = tempfile::tempdir()?;
         let inbox = temp.path().join("inbox");
         Self::from_db(
-            sled::Config::new().temporary(true).open()?,
+            ::sled::Config::new().temporary(true).open()?,
             &inbox,
             Some(temp),
         )
     }
 
     fn from_db(
-        db: sled::Db,
+        db: ::sled::Db,
         inbox_dir: &Path,
         temp: Option<tempfile::TempDir>,
     ) -> anyhow::Result<Self> {
@@ -792,7 +290,7 @@ impl SledState {
     /// still holds (processed or not): an ID acknowledged before a crash
     /// whose tree write was not yet durable is known again.
     fn remember_ids(&self, accepted: Vec<inbox_log::AcceptedId>) -> anyhow::Result<()> {
-        let mut batch = sled::Batch::default();
+        let mut batch = ::sled::Batch::default();
         let mut n = 0;
         for (tenant, flow, id, at) in accepted {
             let key = key3(&tenant, &flow, &id);
@@ -821,7 +319,7 @@ impl SledState {
         if synced.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = ::sled::Batch::default();
         for (k, at) in &synced {
             batch.insert(k.as_slice(), &at.to_be_bytes());
         }
@@ -864,7 +362,7 @@ impl StateStore for SledState {
         // stamp: a page read before the reset must not write back the
         // versions it removed.
         let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
-        let mut batch = sled::Batch::default();
+        let mut batch = ::sled::Batch::default();
         let mut scopes = std::collections::BTreeSet::new();
         for item in self.deliveries.scan_prefix(&prefix) {
             let (k, v) = item?;
@@ -1025,7 +523,7 @@ impl StateStore for SledState {
                 .collect()
         };
         if !commit.dead_letters.is_empty() || !resolved.is_empty() {
-            let mut batch = sled::Batch::default();
+            let mut batch = ::sled::Batch::default();
             for d in &commit.dead_letters {
                 let mut d = d.clone();
                 if let Some(old) = self.dead.get(d.id.as_bytes())? {
@@ -1291,164 +789,20 @@ impl StateStore for SledState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Operation;
+    use crate::state::behaviour::{page, version};
 
-    fn dl(key: &str, attempts: u32, at: u64) -> DeadLetter {
-        DeadLetter {
-            id: DeadLetter::id_for("t", "dest", "k", key),
+    crate::state::behaviour::state_behaviour_tests!(SledState::temporary().unwrap());
+
+    fn inbox_delivery(id: &str) -> InboxEntry {
+        InboxEntry {
+            seq: 0,
             tenant: "t".into(),
             flow: "f".into(),
-            stage: "map".into(),
-            connector: "m@1.0.0".into(),
-            destination: "d@1.0.0".into(),
-            record: Record {
-                key: key.into(),
-                kind: "k".into(),
-                version: 1,
-                op: Operation::Upsert,
-                body: "{}".into(),
-            },
-            error: ConnectorError::Invalid("bad".into()),
-            attempts,
-            first_seen_ms: at,
-            last_seen_ms: at,
+            webhook_id: id.into(),
+            headers: vec![("webhook-id".into(), id.into())],
+            body: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+            received_ms: 1_000,
         }
-    }
-
-    /// A page of `(key, version, present)` for `scope`, read with nothing
-    /// stored before.
-    fn page(scope: &str, records: &[(&str, i64, Option<bool>)]) -> PageCommit {
-        PageCommit {
-            scope: scope.into(),
-            records: records
-                .iter()
-                .map(|(key, version, present)| Handled {
-                    key: (*key).into(),
-                    version: *version,
-                    present: *present,
-                    before: Delivery::default(),
-                    settles: None,
-                })
-                .collect(),
-            ..Default::default()
-        }
-    }
-
-    fn version(s: &SledState, scope: &str, flow: &str, key: &str) -> Option<i64> {
-        s.delivery("t", scope, key).unwrap().version(flow)
-    }
-
-    #[test]
-    fn commit_moves_cursor_versions_and_dead_letters_together() {
-        let s = SledState::temporary().unwrap();
-        s.commit_page(
-            "t",
-            "f",
-            &PageCommit {
-                cursor: Some("c1".into()),
-                dead_letters: vec![dl("b", 1, 100)],
-                ..page("dest", &[("a", 5, Some(true)), ("b", 7, None)])
-            },
-        )
-        .unwrap();
-        assert_eq!(s.cursor("t", "f").unwrap().as_deref(), Some("c1"));
-        assert_eq!(version(&s, "dest", "f", "a"), Some(5));
-        assert_eq!(version(&s, "dest", "other", "a"), None);
-        assert_eq!(version(&s, "elsewhere", "f", "a"), None);
-        // Versions never go backwards; a repeated dead letter counts attempts.
-        s.commit_page(
-            "t",
-            "f",
-            &PageCommit {
-                dead_letters: vec![dl("b", 1, 200)],
-                ..page("dest", &[("a", 3, None)])
-            },
-        )
-        .unwrap();
-        assert_eq!(version(&s, "dest", "f", "a"), Some(5));
-        assert_eq!(s.cursor("t", "f").unwrap().as_deref(), Some("c1"));
-        let d = s
-            .dead_letter(&DeadLetter::id_for("t", "dest", "k", "b"))
-            .unwrap()
-            .unwrap();
-        assert_eq!((d.attempts, d.first_seen_ms, d.last_seen_ms), (2, 100, 200));
-        assert_eq!(s.dead_letters(Some("t"), None).unwrap().len(), 1);
-        assert!(s.dead_letters(Some("u"), None).unwrap().is_empty());
-        assert_eq!(s.delivery("t", "dest", "a").unwrap().present, Some(true));
-        assert_eq!(s.delivery("t", "dest", "b").unwrap().present, None);
-        // Another flow to the same scope keeps its own version, and the
-        // record's presence is the scope's.
-        s.commit_page("t", "g", &page("dest", &[("a", 1, Some(false))]))
-            .unwrap();
-        let a = s.delivery("t", "dest", "a").unwrap();
-        assert_eq!((a.version("f"), a.version("g")), (Some(5), Some(1)));
-        assert_eq!(a.present, Some(false));
-    }
-
-    /// A record that gets through settles its dead letter in the scope:
-    /// by its kind and key (the ID computed in the commit, only when dead
-    /// letters exist), or by an ID the commit names (a replay's).
-    #[test]
-    fn records_that_get_through_settle_their_dead_letters() {
-        let s = SledState::temporary().unwrap();
-        let commit = PageCommit {
-            dead_letters: vec![dl("a", 1, 1), dl("b", 1, 1), dl("c", 1, 1)],
-            ..page("dest", &[("a", 1, None), ("b", 1, None), ("c", 1, None)])
-        };
-        s.commit_page("t", "f", &commit).unwrap();
-        let mut next = page("dest", &[("a", 2, Some(true)), ("b", 2, None)]);
-        next.records[0].settles = Some("k".into());
-        next.resolved = vec![DeadLetter::id_for("t", "dest", "k", "c")];
-        s.commit_page("t", "f", &next).unwrap();
-        let left: Vec<String> = s
-            .dead_letters(None, None)
-            .unwrap()
-            .into_iter()
-            .map(|d| d.record.key)
-            .collect();
-        assert_eq!(left, ["b"], "b was handled, but dead-lettered again");
-        // Another kind of record with the same key is another dead letter.
-        let mut other = page("dest", &[("b", 3, Some(true))]);
-        other.records[0].settles = Some("other-kind".into());
-        s.commit_page("t", "f", &other).unwrap();
-        assert_eq!(s.dead_letters(None, None).unwrap().len(), 1);
-        other.records[0].settles = Some("k".into());
-        s.commit_page("t", "f", &other).unwrap();
-        assert!(s.dead_letters(None, None).unwrap().is_empty());
-    }
-
-    #[test]
-    fn an_entry_read_before_another_commit_is_read_again() {
-        let s = SledState::temporary().unwrap();
-        let at = |version: i64, read_at: Option<u64>| PageCommit {
-            read_at,
-            ..page("dest", &[("a", version, Some(true))])
-        };
-        let before = s.commit_stamp("t", "dest").unwrap();
-        s.commit_page("t", "f", &at(5, Some(before))).unwrap();
-        assert_eq!(version(&s, "dest", "f", "a"), Some(5));
-        // Read at `before` (nothing stored then), committed after the page
-        // above: version 3 must not replace 5.
-        s.commit_page("t", "f", &at(3, Some(before))).unwrap();
-        assert_eq!(version(&s, "dest", "f", "a"), Some(5));
-        // A stamp read before another flow's commit to the scope: that
-        // flow's version is kept.
-        let now = s.commit_stamp("t", "dest").unwrap();
-        s.commit_page("t", "g", &page("dest", &[("a", 1, None)]))
-            .unwrap();
-        let mut later = at(9, Some(now));
-        later.records[0].before = Delivery {
-            present: Some(true),
-            versions: vec![("f".into(), 5)],
-        };
-        s.commit_page("t", "f", &later).unwrap();
-        assert_eq!(version(&s, "dest", "f", "a"), Some(9));
-        assert_eq!(version(&s, "dest", "g", "a"), Some(1));
-        // Commits to another scope leave this scope's stamp as it was.
-        let now = s.commit_stamp("t", "dest").unwrap();
-        s.commit_page("t", "f", &page("other", &[("a", 1, None)]))
-            .unwrap();
-        assert_eq!(s.commit_stamp("t", "dest").unwrap(), now);
     }
 
     #[test]
@@ -1474,58 +828,6 @@ mod tests {
         }
         let s = SledState::open(dir.path()).unwrap();
         assert!(keys.iter().all(|k| version(&s, "dest", "f", k) == Some(1)));
-    }
-
-    #[test]
-    fn a_page_read_before_a_reset_does_not_bring_back_what_it_removed() {
-        let s = SledState::temporary().unwrap();
-        s.commit_page("t", "f", &page("dest", &[("a", 1, Some(true))]))
-            .unwrap();
-        s.commit_page("t", "g", &page("dest", &[("a", 1, None)]))
-            .unwrap();
-        // A run of `f` reads the entry, then `g` is reset, then the run
-        // commits.
-        let read_at = s.commit_stamp("t", "dest").unwrap();
-        let before = s.delivery("t", "dest", "a").unwrap();
-        assert_eq!(before.version("g"), Some(1));
-        s.reset_flow("t", "g", None).unwrap();
-        let mut commit = PageCommit {
-            read_at: Some(read_at),
-            ..page("dest", &[("a", 2, Some(true))])
-        };
-        commit.records[0].before = before;
-        s.commit_page("t", "f", &commit).unwrap();
-        assert_eq!(version(&s, "dest", "f", "a"), Some(2));
-        assert_eq!(version(&s, "dest", "g", "a"), None);
-    }
-
-    #[test]
-    fn entries_round_trip_and_refuse_garbage() {
-        let d = Delivery {
-            present: Some(false),
-            versions: vec![("appointments".into(), -3), ("contacts".into(), i64::MAX)],
-        };
-        assert_eq!(Delivery::decode(&d.encode().unwrap()).unwrap(), d);
-        assert_eq!(
-            Delivery::decode(&Delivery::default().encode().unwrap()).unwrap(),
-            Delivery::default()
-        );
-        assert!(Delivery::decode(&[]).is_err());
-        assert!(Delivery::decode(&[1, 5, b'a']).is_err());
-        let one = Delivery {
-            present: Some(true),
-            versions: vec![("appointments".into(), 1)],
-        };
-        assert_eq!(
-            one.encode().unwrap().len(),
-            22,
-            "sled keeps 22 bytes inline"
-        );
-        let long = Delivery {
-            present: None,
-            versions: vec![("f".repeat(256), 1)],
-        };
-        assert!(long.encode().is_err());
     }
 
     #[test]
@@ -1574,41 +876,6 @@ mod tests {
         let s = SledState::open(dir.path()).unwrap();
         assert_eq!(s.cursor("t", "f").unwrap().as_deref(), Some("c9"));
         assert_eq!(s.attention("t", "f").unwrap().as_deref(), Some("bad key"));
-    }
-
-    #[test]
-    fn reset_is_scoped_to_the_flow_and_keeps_presence() {
-        let s = SledState::temporary().unwrap();
-        let commit = PageCommit {
-            cursor: Some("c".into()),
-            ..page("dest", &[("a", 1, Some(true))])
-        };
-        s.commit_page("t", "f", &commit).unwrap();
-        s.commit_page("t", "f2", &commit).unwrap();
-        s.reset_flow("t", "f", Some("since:2026-01-01T00:00:00Z"))
-            .unwrap();
-        assert_eq!(version(&s, "dest", "f", "a"), None);
-        assert_eq!(
-            s.cursor("t", "f").unwrap().as_deref(),
-            Some("since:2026-01-01T00:00:00Z")
-        );
-        assert_eq!(version(&s, "dest", "f2", "a"), Some(1));
-        assert_eq!(s.cursor("t", "f2").unwrap().as_deref(), Some("c"));
-        assert_eq!(s.delivery("t", "dest", "a").unwrap().present, Some(true));
-        s.reset_flow("t", "f2", None).unwrap();
-        assert_eq!(s.cursor("t", "f2").unwrap(), None);
-    }
-
-    fn inbox_delivery(id: &str) -> InboxEntry {
-        InboxEntry {
-            seq: 0,
-            tenant: "t".into(),
-            flow: "f".into(),
-            webhook_id: id.into(),
-            headers: vec![("webhook-id".into(), id.into())],
-            body: format!("{{\"id\":\"{id}\"}}").into_bytes(),
-            received_ms: 1_000,
-        }
     }
 
     #[test]
