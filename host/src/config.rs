@@ -6,7 +6,7 @@
 //! secrets file. `examples/weft.toml` is the commented reference.
 
 use crate::caps::http::{HttpGrants, Rate};
-use crate::limits::Limits;
+use crate::runtime::limits::Limits;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

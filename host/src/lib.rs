@@ -41,17 +41,13 @@
 #![deny(missing_docs)]
 
 pub mod access;
-mod bindings;
 pub mod caps;
 pub mod config;
-pub mod connector;
-pub mod engine;
 pub mod events;
 pub mod lease;
-pub mod limits;
 pub mod metrics;
 pub mod model;
-pub mod registry;
+pub mod runtime;
 pub mod runner;
 pub mod scaffold;
 pub mod secrets;
@@ -61,10 +57,10 @@ pub mod subscriptions;
 pub mod testkit;
 
 pub use caps::http::{Credential, HttpGrants, OriginPattern};
-pub use connector::{
+pub use runtime::connector::{
     CallError, Connector, ConnectorInstance, HostConfig, Runtime, TenantGrant, WorldKind,
 };
-pub use limits::Limits;
+pub use runtime::limits::Limits;
 
 pub use model::{ConnectorError, ConnectorInfo, Operation, Page, Record, StreamInfo};
 /// The memory allocator of weft's binaries: the system's on MSVC.

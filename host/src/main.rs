@@ -316,7 +316,7 @@ fn main() -> ExitCode {
     {
         // The compiler child logs nothing: cranelift at `WEFT_LOG=debug`
         // would write for minutes and miss the compile deadline.
-        return ExitCode::from(weft::engine::compile_child_main(input, output, limits) as u8);
+        return ExitCode::from(weft::runtime::engine::compile_child_main(input, output, limits) as u8);
     }
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| "warn".into())
@@ -341,7 +341,7 @@ fn main() -> ExitCode {
     // Compile components in a child process of this binary, bounded in time
     // and memory (limits.compile_timeout_ms, limits.compile_memory_bytes).
     if let Ok(exe) = std::env::current_exe() {
-        weft::engine::use_compiler_process(exe);
+        weft::runtime::engine::use_compiler_process(exe);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

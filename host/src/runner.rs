@@ -13,11 +13,11 @@
 //! stop the flow and mark it as needing attention.
 
 use crate::config::{FlowConfig, RetryPolicy, Stage, TenantConfig, WeftConfig};
-use crate::connector::{
+use crate::runtime::connector::{
     CallError, Connector, ConnectorInstance, HostConfig, Runtime, TenantGrant, WorldKind,
 };
 use crate::model::{ConnectorError, Operation, Record};
-use crate::registry::Registry;
+use crate::runtime::registry::Registry;
 use crate::state::{
     DeadLetter, Delivery, Handled, PageCommit, RunOutcome, RunRecord, SledState, StateStore, now_ms,
 };

@@ -11,7 +11,7 @@
 //! The connector never sees the answer, so it never sees the secret.
 //! Webhook ingress accepts signatures made with either secret.
 
-use crate::connector::ConnectorInstance;
+use crate::runtime::connector::ConnectorInstance;
 use crate::model::{HttpCall, WebhookSetup};
 use crate::runner::Host;
 use crate::state::now_ms;

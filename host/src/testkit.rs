@@ -21,7 +21,7 @@
 //! error and is reported.
 
 use crate::caps::http::OriginPattern;
-use crate::connector::{CallError, Connector, ConnectorInstance, Runtime, TenantGrant};
+use crate::runtime::connector::{CallError, Connector, ConnectorInstance, Runtime, TenantGrant};
 use crate::model::Record;
 use crate::state::kv::{KvQuota, KvSpace, KvStore};
 use anyhow::Context;

@@ -3,7 +3,7 @@
 //! are never part of it.
 
 use super::ConnectorCtx;
-use crate::bindings::v0_1_0::config::Host;
+use crate::runtime::bindings::v0_1_0::config::Host;
 
 impl Host for ConnectorCtx {
     fn get_json(&mut self) -> String {

@@ -3,7 +3,7 @@
 //! before the backend is touched.
 
 use super::ConnectorCtx;
-use crate::bindings::v0_1_0::kv::{Host, KvError};
+use crate::runtime::bindings::v0_1_0::kv::{Host, KvError};
 use crate::events::EventKind;
 use crate::state::kv as kvstore;
 

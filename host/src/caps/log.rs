@@ -7,7 +7,7 @@
 //! dropped, so a chatty or hostile guest cannot flood the host's logs.
 
 use super::{ConnectorCtx, Identity};
-use crate::bindings::v0_1_0::log::{Host, Level};
+use crate::runtime::bindings::v0_1_0::log::{Host, Level};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::pin::Pin;

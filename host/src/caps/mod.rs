@@ -15,7 +15,7 @@ pub mod log;
 pub mod wasi;
 
 use crate::events::EventLog;
-use crate::limits::Limits;
+use crate::runtime::limits::Limits;
 use crate::state::kv::{KvSpace, KvStore};
 use std::sync::Arc;
 

@@ -28,7 +28,7 @@ pub use policy::{Origin, OriginPattern, Policy};
 pub use quota::{Quotas, Rate};
 
 use crate::events::{EventKind, EventLog};
-use crate::limits::Limits;
+use crate::runtime::limits::Limits;
 use crate::secrets::SecretStore;
 use bytes::Bytes;
 use client::SendError;

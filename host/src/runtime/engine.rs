@@ -12,7 +12,7 @@
 //! `limits.compile_memory_bytes` of address space ([`compile_child_main`]).
 //! A library user that sets none compiles in-process, bounded by size only.
 
-use crate::limits::Limits;
+use crate::runtime::limits::Limits;
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};

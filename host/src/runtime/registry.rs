@@ -9,7 +9,7 @@
 //! version rolls flows forward and pinning an exact version rolls back.
 
 use crate::config::ConnectorRef;
-use crate::connector::{Connector, Runtime};
+use crate::runtime::connector::{Connector, Runtime};
 use crate::state::{ConnectorEntry, StateStore, now_ms};
 use anyhow::{Context, bail};
 use std::collections::HashMap;

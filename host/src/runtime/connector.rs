@@ -11,16 +11,16 @@
 //! whole call (epochs cannot interrupt a host call in progress); a call that
 //! traps leaves the instance unusable, and the runner makes a new one.
 
-use crate::bindings::v0_1_0::{destination, mapper, source, types as wit};
+use crate::runtime::bindings::v0_1_0::{destination, mapper, source, types as wit};
 use crate::caps::http::{
     CallDeadline, HttpGrants, HttpShared, OriginPattern, OutboundHttp, Rate, Resolver,
     SystemResolver,
 };
 use crate::caps::log::{GuestLog, LogLine};
 use crate::caps::{ConnectorCtx, Identity};
-use crate::engine::{WeftEngine, digest};
+use crate::runtime::engine::{WeftEngine, digest};
 use crate::events::{EventKind, EventLog};
-use crate::limits::Limits;
+use crate::runtime::limits::Limits;
 use crate::model::{ConnectorError, ConnectorInfo, Operation, Page, Record, StreamInfo};
 use crate::secrets::SecretStore;
 use crate::state::kv::{KvSpace, KvStore, SledKv};
@@ -526,7 +526,7 @@ impl Runtime {
                     let instance = pre.instantiate_async(&mut store).await?;
                     let bound = source::SourceConnector::new(&mut store, &instance)?;
                     // The optional capability: absent in most sources.
-                    let hooks = crate::bindings::webhooks_v0_1_0::WebhookRegistration::new(
+                    let hooks = crate::runtime::bindings::webhooks_v0_1_0::WebhookRegistration::new(
                         &mut store, &instance,
                     )
                     .ok();
@@ -594,7 +594,7 @@ enum Bound {
     /// A source, with its webhook-registration export if it has one.
     Source(
         source::SourceConnector,
-        Option<crate::bindings::webhooks_v0_1_0::WebhookRegistration>,
+        Option<crate::runtime::bindings::webhooks_v0_1_0::WebhookRegistration>,
     ),
     Mapper(mapper::MapperConnector),
     Destination(destination::DestinationConnector),
@@ -865,7 +865,7 @@ impl ConnectorInstance {
         let setup = self
             .settle("webhook-setup", out)?
             .map_err(|e| CallError::Connector(ConnectorError::Config(e)))?;
-        use crate::bindings::webhooks_v0_1_0::exports::weft::webhooks::registration as wit;
+        use crate::runtime::bindings::webhooks_v0_1_0::exports::weft::webhooks::registration as wit;
         let call = |c: wit::HttpCall| crate::model::HttpCall {
             method: c.method,
             url: c.url,
