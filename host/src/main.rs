@@ -316,7 +316,9 @@ fn main() -> ExitCode {
     {
         // The compiler child logs nothing: cranelift at `WEFT_LOG=debug`
         // would write for minutes and miss the compile deadline.
-        return ExitCode::from(weft::runtime::engine::compile_child_main(input, output, limits) as u8);
+        return ExitCode::from(
+            weft::runtime::engine::compile_child_main(input, output, limits) as u8,
+        );
     }
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| "warn".into())

@@ -13,10 +13,10 @@
 //! stop the flow and mark it as needing attention.
 
 use crate::config::{FlowConfig, RetryPolicy, Stage, TenantConfig, WeftConfig};
+use crate::model::{ConnectorError, Operation, Record};
 use crate::runtime::connector::{
     CallError, Connector, ConnectorInstance, HostConfig, Runtime, TenantGrant, WorldKind,
 };
-use crate::model::{ConnectorError, Operation, Record};
 use crate::runtime::registry::Registry;
 use crate::state::{
     DeadLetter, Delivery, Handled, PageCommit, RunOutcome, RunRecord, SledState, StateStore, now_ms,
@@ -82,7 +82,7 @@ pub struct Host {
     /// Registered connectors.
     pub registry: Registry,
     /// Where `weft run --record` keeps the calls of this process's runs.
-    recording: std::sync::OnceLock<Arc<crate::testkit::Recording>>,
+    recording: std::sync::OnceLock<Arc<crate::runtime::record::Recording>>,
     /// Who may run each flow: every trigger takes the flow's lease first
     /// ([`crate::lease`]).
     pub leases: Arc<dyn crate::lease::Leases>,
@@ -258,10 +258,10 @@ impl Host {
 
     /// Records every connector call of the runs this host makes from now on
     /// (see [`crate::testkit`]); write the case files with
-    /// [`Recording::write`](crate::testkit::Recording::write).
-    pub fn record_into(&self, dir: &std::path::Path) -> Arc<crate::testkit::Recording> {
+    /// [`Recording::write`](crate::runtime::record::Recording::write).
+    pub fn record_into(&self, dir: &std::path::Path) -> Arc<crate::runtime::record::Recording> {
         self.recording
-            .get_or_init(|| Arc::new(crate::testkit::Recording::new(dir)))
+            .get_or_init(|| Arc::new(crate::runtime::record::Recording::new(dir)))
             .clone()
     }
 

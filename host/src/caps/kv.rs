@@ -3,8 +3,8 @@
 //! before the backend is touched.
 
 use super::ConnectorCtx;
-use crate::runtime::bindings::v0_1_0::kv::{Host, KvError};
 use crate::events::EventKind;
+use crate::runtime::bindings::v0_1_0::kv::{Host, KvError};
 use crate::state::kv as kvstore;
 
 impl From<kvstore::KvError> for KvError {

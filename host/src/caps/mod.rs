@@ -8,6 +8,7 @@
 //! - [`http`]: outbound HTTP policy, quotas, credentials and retries.
 //! - [`wasi`]: the restricted WASI context (no files, env, sockets, stdio).
 
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod kv;

@@ -11,7 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 /// Builds the WASI context of one instance.
 /// `clock`, when given, is the guest's wall clock (a replay of recorded
 /// calls); the host's otherwise.
-pub fn restricted_ctx(log: &GuestLog, clock: Option<crate::testkit::FrozenClock>) -> WasiCtx {
+pub fn restricted_ctx(log: &GuestLog, clock: Option<crate::caps::clock::FrozenClock>) -> WasiCtx {
     let mut b = WasiCtxBuilder::new();
     if let Some(clock) = clock {
         b.wall_clock(clock);

@@ -11,17 +11,17 @@
 //! whole call (epochs cannot interrupt a host call in progress); a call that
 //! traps leaves the instance unusable, and the runner makes a new one.
 
-use crate::runtime::bindings::v0_1_0::{destination, mapper, source, types as wit};
 use crate::caps::http::{
     CallDeadline, HttpGrants, HttpShared, OriginPattern, OutboundHttp, Rate, Resolver,
     SystemResolver,
 };
 use crate::caps::log::{GuestLog, LogLine};
 use crate::caps::{ConnectorCtx, Identity};
-use crate::runtime::engine::{WeftEngine, digest};
 use crate::events::{EventKind, EventLog};
-use crate::runtime::limits::Limits;
 use crate::model::{ConnectorError, ConnectorInfo, Operation, Page, Record, StreamInfo};
+use crate::runtime::bindings::v0_1_0::{destination, mapper, source, types as wit};
+use crate::runtime::engine::{WeftEngine, digest};
+use crate::runtime::limits::Limits;
 use crate::secrets::SecretStore;
 use crate::state::kv::{KvSpace, KvStore, SledKv};
 use anyhow::{Context, anyhow, bail};
@@ -95,11 +95,11 @@ pub struct TenantGrant {
     /// Outbound HTTP grants and credentials.
     pub http: HttpGrants,
     /// Record or replay this instance's HTTP (the offline test kit).
-    pub http_tap: Option<crate::testkit::HttpTap>,
+    pub http_tap: Option<crate::caps::http::tap::HttpTap>,
     /// Record this instance's calls (`weft run --record`).
-    pub recorder: Option<crate::testkit::CallRecorder>,
+    pub recorder: Option<crate::runtime::record::CallRecorder>,
     /// The guest's wall clock, when a replay sets it (the host's otherwise).
-    pub clock: Option<crate::testkit::FrozenClock>,
+    pub clock: Option<crate::caps::clock::FrozenClock>,
 }
 
 impl TenantGrant {
@@ -526,10 +526,11 @@ impl Runtime {
                     let instance = pre.instantiate_async(&mut store).await?;
                     let bound = source::SourceConnector::new(&mut store, &instance)?;
                     // The optional capability: absent in most sources.
-                    let hooks = crate::runtime::bindings::webhooks_v0_1_0::WebhookRegistration::new(
-                        &mut store, &instance,
-                    )
-                    .ok();
+                    let hooks =
+                        crate::runtime::bindings::webhooks_v0_1_0::WebhookRegistration::new(
+                            &mut store, &instance,
+                        )
+                        .ok();
                     Bound::Source(bound, hooks)
                 }
                 WorldKind::Mapper => Bound::Mapper(
@@ -612,7 +613,7 @@ pub struct ConnectorInstance {
     logs: GuestLog,
     poisoned: Option<String>,
     call_started: Instant,
-    recorder: Option<crate::testkit::CallRecorder>,
+    recorder: Option<crate::runtime::record::CallRecorder>,
     /// Wall-clock start of the call in progress (Unix ms), for recordings.
     started_ms: u64,
     /// This instance's number in its recording.
@@ -633,7 +634,7 @@ impl ConnectorInstance {
     /// The instance's key-value space, for recordings.
     fn kv_dump(&self) -> std::collections::BTreeMap<String, String> {
         let caps = &self.store.data().caps;
-        crate::testkit::dump_kv(&*caps.kv, &caps.kv_space)
+        crate::runtime::record::dump_kv(&*caps.kv, &caps.kv_space)
     }
 
     fn begin(&mut self) -> Result<(), CallError> {
@@ -647,7 +648,7 @@ impl ConnectorInstance {
         self.logs.start_call();
         self.call_started = Instant::now();
         if let Some(r) = &self.recorder {
-            self.started_ms = crate::testkit::now_ms();
+            self.started_ms = crate::runtime::record::now_ms();
             r.begin(self.kv_dump());
         }
         Ok(())
@@ -892,7 +893,7 @@ impl ConnectorInstance {
     pub async fn fetch(&mut self, stream: &str, cursor: Option<&str>) -> Result<Page, CallError> {
         let out = self.fetch_now(stream, cursor).await;
         self.record(
-            || crate::testkit::Call::Fetch {
+            || crate::runtime::record::Call::Fetch {
                 stream: stream.to_owned(),
                 cursor: cursor.map(str::to_owned),
             },
@@ -904,14 +905,14 @@ impl ConnectorInstance {
     /// Keeps a finished call when the run is recorded.
     fn record<T: serde::Serialize>(
         &self,
-        call: impl FnOnce() -> crate::testkit::Call,
+        call: impl FnOnce() -> crate::runtime::record::Call,
         out: &Result<T, CallError>,
     ) {
         if let Some(r) = &self.recorder {
             r.push(
                 call(),
                 (self.recorded_instance, self.started_ms),
-                crate::testkit::output_of(out),
+                crate::runtime::record::output_of(out),
                 self.kv_dump(),
             );
         }
@@ -966,9 +967,9 @@ impl ConnectorInstance {
         let call = self
             .recorder
             .as_ref()
-            .map(|_| crate::testkit::Call::Webhook {
+            .map(|_| crate::runtime::record::Call::Webhook {
                 headers: headers.clone(),
-                body: crate::testkit::Body::of(&body),
+                body: crate::caps::http::tap::Body::of(&body),
             });
         let out = self.on_webhook_now(headers, body).await;
         if let Some(call) = call {
@@ -1025,7 +1026,7 @@ impl ConnectorInstance {
     ) -> Result<Vec<Result<Vec<Record>, ConnectorError>>, CallError> {
         let out = self.map_now(records).await;
         self.record(
-            || crate::testkit::Call::Map {
+            || crate::runtime::record::Call::Map {
                 records: records.iter().map(|r| (*r).clone()).collect(),
             },
             &out,
@@ -1082,7 +1083,7 @@ impl ConnectorInstance {
     ) -> Result<Vec<Result<(), ConnectorError>>, CallError> {
         let out = self.emit_now(records).await;
         self.record(
-            || crate::testkit::Call::Emit {
+            || crate::runtime::record::Call::Emit {
                 records: records.iter().map(|r| (*r).clone()).collect(),
             },
             &out,

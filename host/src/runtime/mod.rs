@@ -11,4 +11,5 @@ pub(crate) mod bindings;
 pub mod connector;
 pub mod engine;
 pub mod limits;
+pub mod record;
 pub mod registry;

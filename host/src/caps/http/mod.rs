@@ -21,6 +21,7 @@ pub mod auth;
 pub mod client;
 pub mod policy;
 pub mod quota;
+pub mod tap;
 
 pub use auth::{Credential, CredentialGrant, ResolvedAuth, TokenCache};
 pub use client::{Resolver, StaticResolver, SystemResolver};
@@ -167,7 +168,7 @@ struct Outbound {
     /// Requests of this instance in flight (`limits.max_http_in_flight`).
     in_flight: Arc<tokio::sync::Semaphore>,
     /// Recording or replaying the guest's requests (the test kit).
-    tap: Option<crate::testkit::HttpTap>,
+    tap: Option<crate::caps::http::tap::HttpTap>,
     /// This instance's keep-alive connections.
     pool: client::Pool,
 }
@@ -232,11 +233,11 @@ impl OutboundHttp {
         })
     }
 
-    /// Records or replays the guest's requests (see [`crate::testkit`]).
+    /// Records or replays the guest's requests (see [`tap`]).
     /// A recording scrubs this instance's credential values.
-    pub fn with_tap(mut self, tap: Option<crate::testkit::HttpTap>) -> Self {
+    pub fn with_tap(mut self, tap: Option<crate::caps::http::tap::HttpTap>) -> Self {
         let inner = Arc::get_mut(&mut self.inner).expect("a new hook is not shared yet");
-        if let Some(crate::testkit::HttpTap::Record { scrub, .. }) = &tap {
+        if let Some(crate::caps::http::tap::HttpTap::Record { scrub, .. }) = &tap {
             let mut scrub = scrub.lock().unwrap_or_else(|e| e.into_inner());
             for (_, c) in &inner.credentials {
                 match c {
@@ -378,10 +379,10 @@ impl Outbound {
     /// checks) without sending anything.
     async fn tapped(
         &self,
-        tap: &crate::testkit::HttpTap,
+        tap: &crate::caps::http::tap::HttpTap,
         request: http::Request<WasiBody>,
     ) -> Result<http::Response<Bytes>, HttpError> {
-        use crate::testkit::{Body, Exchange, HttpTap, RecordedRequest, RecordedResponse};
+        use crate::caps::http::tap::{Body, Exchange, HttpTap, RecordedRequest, RecordedResponse};
         let (parts, body) = request.into_parts();
         let body = Limited::new(body, self.limits.max_http_request_bytes)
             .collect()
