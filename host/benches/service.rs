@@ -25,8 +25,8 @@ use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use weft::Host;
 use weft::config::WeftConfig;
-use weft::runner::Host;
 use weft::secrets::SecretStore;
 use weft::state::SledState;
 use weft_test_artifacts as artifacts;
@@ -351,7 +351,7 @@ async fn schedule_lag() {
     let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let r2 = runs.clone();
     let before = histogram_quantiles(&weft::metrics::encode(), "weft_schedule_lag_seconds").0;
-    weft::runner::serve(
+    weft::service::scheduler::serve(
         &h,
         tokio::time::sleep(Duration::from_secs(secs)),
         &move |_| {

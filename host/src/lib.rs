@@ -40,23 +40,24 @@
 
 #![deny(missing_docs)]
 
-pub mod access;
 pub mod caps;
 pub mod config;
 pub mod events;
-pub mod lease;
+pub mod flow;
+mod host;
 pub mod metrics;
 pub mod model;
-pub mod runner;
 pub mod runtime;
 pub mod scaffold;
 pub mod secrets;
 pub mod service;
 pub mod state;
 pub mod subscriptions;
+pub mod tenants;
 pub mod testkit;
 
 pub use caps::http::{Credential, HttpGrants, OriginPattern};
+pub use host::Host;
 pub use runtime::connector::{
     CallError, Connector, ConnectorInstance, HostConfig, Runtime, TenantGrant, WorldKind,
 };

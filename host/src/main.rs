@@ -7,8 +7,9 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
+use weft::Host;
 use weft::config::WeftConfig;
-use weft::runner::{Host, Trigger};
+use weft::flow::Trigger;
 use weft::state::{RunOutcome, RunRecord};
 use weft::{HostConfig, Runtime};
 
@@ -843,7 +844,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 StateCommand::Show { filter } => {
                     for (tenant, flow) in flows(&host, filter)? {
                         let cursor = host.state.cursor(&tenant, &flow)?;
-                        let health = weft::runner::flow_health(&*host.state, &tenant, &flow)?;
+                        let health = weft::flow::flow_health(&*host.state, &tenant, &flow)?;
                         outln!(
                             "{tenant}/{flow}\tcursor: {}\t{health}",
                             cursor.as_deref().unwrap_or("(beginning)"),

@@ -11,8 +11,8 @@
 //! The connector never sees the answer, so it never sees the secret.
 //! Webhook ingress accepts signatures made with either secret.
 
+use crate::Host;
 use crate::model::{HttpCall, WebhookSetup};
-use crate::runner::Host;
 use crate::runtime::connector::ConnectorInstance;
 use crate::state::now_ms;
 use anyhow::{Context, anyhow, bail};

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use weft::runner::Trigger;
+use weft::flow::Trigger;
 use weft::state::RunOutcome;
 use weft_demo::{DemoEnv, TenantSetup, property, totals};
 use weft_sandbox::acme::Faults;

@@ -9,9 +9,9 @@
 //! (`token` documents); a minted token is shown once, may expire
 //! (`expires_in`), and dies with its tenant.
 //!
-//! Who may do what is decided in [`crate::access`]: each request resolves
+//! Who may do what is decided in [`crate::tenants::access`]: each request resolves
 //! its token to a [`Principal`] once, and every tenant write goes through
-//! [`crate::access::admit_tenant`].
+//! [`crate::tenants::access::admit_tenant`].
 
 // Handlers answer errors as ready responses (axum's idiom); their size does
 // not matter on this path.
@@ -19,10 +19,10 @@
 
 use super::api::*;
 use super::{AppState, problem};
-use crate::access::Principal;
 use crate::config::TenantConfig;
-use crate::runner::RunRequest;
+use crate::service::scheduler::RunRequest;
 use crate::state::{DeadLetter, RunRecord};
+use crate::tenants::access::Principal;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -258,8 +258,9 @@ async fn put_tenant(
     let config: TenantConfig = serde_json::from_value(raw.clone()).map_err(bad)?;
     // What only an operator may set (secrets beyond the tenant's own,
     // limits, `active`, alert targets): refused, or kept as stored.
-    let config = crate::access::admit_tenant(&c.principal, &tenant, stored.as_ref(), &raw, config)
-        .map_err(|e| problem(StatusCode::FORBIDDEN, &e.to_string()))?;
+    let config =
+        crate::tenants::access::admit_tenant(&c.principal, &tenant, stored.as_ref(), &raw, config)
+            .map_err(|e| problem(StatusCode::FORBIDDEN, &e.to_string()))?;
     check_webhook_secrets(&app, &tenant, &config)?;
     // The same checks as `weft.toml`, and each stage's config against its
     // connector's JSON Schema: the answer names the field.
@@ -579,7 +580,7 @@ async fn flow_state(
     ok(FlowState {
         cursor: st.cursor(&tenant, &flow).map_err(internal)?,
         attention: st.attention(&tenant, &flow).map_err(internal)?,
-        health: crate::runner::flow_health(st, &tenant, &flow).map_err(internal)?,
+        health: crate::flow::flow_health(st, &tenant, &flow).map_err(internal)?,
         paused: app.host.flow(&tenant, &flow).is_ok_and(|f| f.paused),
         tenant,
         flow,

@@ -10,7 +10,7 @@
 //! "dead_letters", "state": "firing" | "resolved", "tenant", "flow",
 //! "detail", "at_ms"}`.
 
-use crate::runner::Host;
+use crate::Host;
 use crate::state::{RunOutcome, RunRecord, now_ms};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

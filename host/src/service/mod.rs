@@ -8,7 +8,7 @@
 //! - the admin API under `/v1` and its OpenAPI document at `/openapi.json`
 //!   ([`admin`]).
 //!
-//! Beside the server run the scheduler ([`crate::runner::serve_with`]), the
+//! Beside the server run the scheduler ([`crate::service::scheduler::serve_with`]), the
 //! webhook inbox writer and processor, and the alerter ([`alerts`]). On
 //! SIGTERM or Ctrl-C the server stops accepting, runs in flight finish their
 //! page commits, the state is flushed, and the process exits 0.
@@ -24,9 +24,11 @@ pub mod alerts;
 pub mod api;
 pub mod http;
 mod openapi;
+pub mod scheduler;
 pub mod webhooks;
 
-use crate::runner::{Host, RunRequest};
+use crate::Host;
+use crate::service::scheduler::RunRequest;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -257,7 +259,7 @@ pub async fn run(
                 report(r);
                 alerter.after_run(r);
             };
-            let result = crate::runner::serve_with(
+            let result = crate::service::scheduler::serve_with(
                 &host,
                 async move {
                     let _ = stop_rx.wait_for(|s| *s).await;

@@ -15,7 +15,7 @@
 //! not finish.
 
 use super::{AppState, problem};
-use crate::runner::Host;
+use crate::Host;
 use crate::state::{InboxEntry, now_ms};
 use axum::body::Body;
 use axum::extract::{Path, State};

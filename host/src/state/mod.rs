@@ -72,7 +72,7 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// The ID of the dead letter of the source record `key` of `kind` on its
-    /// way to the destination `scope` (see `runner::delivery_scope`). Two
+    /// way to the destination `scope` (see `flow::delivery_scope`). Two
     /// flows that carry the same record to the same destination (Acme's
     /// `appointments` and `contacts` flows) share one dead letter.
     pub fn id_for(tenant: &str, scope: &str, kind: &str, key: &str) -> String {
@@ -91,7 +91,7 @@ pub struct PageCommit {
     /// The new cursor; `None` leaves it as it is.
     pub cursor: Option<String>,
     /// The destination scope the flow delivers to
-    /// (`runner::delivery_scope`).
+    /// (`flow::delivery_scope`).
     pub scope: String,
     /// The source records handled: delivered or dead-lettered.
     pub records: Vec<Handled>,
@@ -432,7 +432,7 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> anyhow::Result<usize> {
         Ok(0)
     }
-    /// The configuration fingerprint (`runner::flow_fingerprint`) of the
+    /// The configuration fingerprint (`flow::flow_fingerprint`) of the
     /// flow's last run, if it ran.
     fn flow_fingerprint(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>>;
     /// Records the configuration fingerprint of the flow, flushed.

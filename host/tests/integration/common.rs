@@ -254,8 +254,8 @@ impl Sink {
 
 /// A host of `weft.toml` text over temporary state, the test resolver and
 /// no secrets, with `components` registered.
-pub async fn host_with(text: &str, components: &[&std::path::Path]) -> weft::runner::Host {
-    let h = weft::runner::Host::open_with(
+pub async fn host_with(text: &str, components: &[&std::path::Path]) -> weft::Host {
+    let h = weft::Host::open_with(
         weft::config::WeftConfig::parse(text).unwrap(),
         Arc::new(weft::state::SledState::temporary().unwrap()),
         Arc::new(test_resolver()),
@@ -272,8 +272,8 @@ pub async fn host_with(text: &str, components: &[&std::path::Path]) -> weft::run
 }
 
 /// A manual run of tenant `acme`'s `flow`.
-pub async fn run_manual(h: &weft::runner::Host, flow: &str) -> weft::state::RunRecord {
-    h.run_flow("acme", flow, weft::runner::Trigger::Manual, &|_| {})
+pub async fn run_manual(h: &weft::Host, flow: &str) -> weft::state::RunRecord {
+    h.run_flow("acme", flow, weft::flow::Trigger::Manual, &|_| {})
         .await
         .unwrap()
 }

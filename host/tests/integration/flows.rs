@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use weft::Host;
 use weft::config::WeftConfig;
-use weft::runner::{Host, Trigger};
+use weft::flow::Trigger;
 use weft::state::RunOutcome;
 use weft_test_artifacts as artifacts;
 
@@ -213,7 +214,7 @@ async fn bad_records_are_dead_lettered_and_replayed_after_a_fix() {
     }
     assert!(h.state.dead_letters(None, None).unwrap().is_empty());
     assert_eq!(sink.keys().len(), 10);
-    let scope = weft::runner::delivery_scope(&h.flow("acme", "sync").unwrap());
+    let scope = weft::flow::delivery_scope(&h.flow("acme", "sync").unwrap());
     assert_eq!(
         h.state
             .delivery("acme", &scope, "n4")
@@ -503,7 +504,7 @@ async fn serve_runs_flows_on_their_schedule_and_skips_those_needing_attention() 
     let stop = async move {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(30), t2.notified()).await;
     };
-    weft::runner::serve(&h, stop, &move |r| {
+    weft::service::scheduler::serve(&h, stop, &move |r| {
         let mut v = r2.lock().unwrap();
         v.push(r.clone());
         if v.len() == 3 {
@@ -532,7 +533,7 @@ async fn serve_runs_flows_on_their_schedule_and_skips_those_needing_attention() 
         .unwrap();
     let runs = Arc::new(Mutex::new(0));
     let r2 = runs.clone();
-    weft::runner::serve(
+    weft::service::scheduler::serve(
         &h,
         tokio::time::sleep(std::time::Duration::from_millis(1200)),
         &move |_| *r2.lock().unwrap() += 1,
@@ -563,7 +564,7 @@ async fn state_show_tells_failed_runs_in_a_row() {
         "[tenants.acme.flows.sync.retry]\nmax_attempts = 2\nbase_delay_ms = 10\nmax_delay_ms = 20\n",
     ))
     .await;
-    let health = || weft::runner::flow_health(&*h.state, "acme", "sync").unwrap();
+    let health = || weft::flow::flow_health(&*h.state, "acme", "sync").unwrap();
     assert!(health().contains("no run yet"), "{}", health());
     sink.down.store(true, Ordering::SeqCst);
     for _ in 0..2 {
@@ -758,7 +759,7 @@ async fn no_two_runs_of_a_flow_overlap_whatever_triggers_them() {
     let scheduler = {
         let h = h.clone();
         tokio::spawn(async move {
-            weft::runner::serve_with(
+            weft::service::scheduler::serve_with(
                 &h,
                 async move {
                     let _ = stop_rx.await;
@@ -782,7 +783,7 @@ async fn no_two_runs_of_a_flow_overlap_whatever_triggers_them() {
         })
     };
     for n in 0..8 {
-        tx.send(weft::runner::RunRequest {
+        tx.send(weft::service::scheduler::RunRequest {
             tenant: "acme".into(),
             flow: "sync".into(),
             backfill: n % 2 == 1,

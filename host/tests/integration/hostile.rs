@@ -270,8 +270,8 @@ destination = {{ connector = "test-destination@^2", config = {{ url = "http://12
     )
 }
 
-async fn host_for(text: &str) -> weft::runner::Host {
-    let h = weft::runner::Host::open_with(
+async fn host_for(text: &str) -> weft::Host {
+    let h = weft::Host::open_with(
         weft::config::WeftConfig::parse(text).unwrap(),
         std::sync::Arc::new(weft::state::SledState::temporary().unwrap()),
         std::sync::Arc::new(test_resolver()),
@@ -294,7 +294,7 @@ async fn a_source_that_never_stops_is_stopped_by_the_run_limits() {
     let h = host_for(&endless_config(dir.path(), "max_run_pages = 500")).await;
     let r = within(
         "an endless source",
-        h.run_flow("loud", "endless", weft::runner::Trigger::Manual, &|_| {}),
+        h.run_flow("loud", "endless", weft::flow::Trigger::Manual, &|_| {}),
     )
     .await
     .unwrap();
@@ -335,7 +335,7 @@ async fn one_tenants_endless_flow_does_not_starve_another() {
             q2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     };
-    let serving = weft::runner::serve(&h, stop, &report);
+    let serving = weft::service::scheduler::serve(&h, stop, &report);
     within("two runs of the quiet tenant", async {
         let (served, ()) = tokio::join!(serving, watcher);
         served.unwrap();

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use weft::runner::Host;
+use weft::Host;
 use weft::state::RunOutcome;
 use weft_test_artifacts as artifacts;
 

@@ -12,7 +12,7 @@ use crate::common::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use weft::runner::Host;
+use weft::Host;
 use weft::state::RunOutcome;
 use weft_test_artifacts as artifacts;
 

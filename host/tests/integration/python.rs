@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use weft::Host;
 use weft::config::WeftConfig;
-use weft::runner::Host;
 use weft::state::RunOutcome;
 use weft_test_artifacts as artifacts;
 

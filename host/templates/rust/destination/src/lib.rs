@@ -7,8 +7,8 @@
 
 weft_sdk::connector_bindings!("destination-connector");
 
-use exports::weft::runtime::connector::destination::Guest as Destination;
-use exports::weft::runtime::connector::metadata::Guest as Metadata;
+use exports::weft::connector::destination::Guest as Destination;
+use exports::weft::connector::metadata::Guest as Metadata;
 use serde::Deserialize;
 use serde_json::json;
 use weft_sdk::http::{Request, send_all};

@@ -5,8 +5,8 @@
 
 weft_sdk::connector_bindings!("mapper-connector");
 
-use exports::weft::runtime::connector::mapper::Guest as Mapper;
-use exports::weft::runtime::connector::metadata::Guest as Metadata;
+use exports::weft::connector::mapper::Guest as Mapper;
+use exports::weft::connector::metadata::Guest as Metadata;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use weft_sdk::types::{ConnectorInfo, Error, Operation, Record};

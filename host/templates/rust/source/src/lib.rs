@@ -10,8 +10,8 @@
 
 weft_sdk::connector_bindings!("source-connector");
 
-use exports::weft::runtime::connector::metadata::Guest as Metadata;
-use exports::weft::runtime::connector::source::{Guest as Source, Page, Webhook};
+use exports::weft::connector::metadata::Guest as Metadata;
+use exports::weft::connector::source::{Guest as Source, Page, Webhook};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use weft_sdk::http::Request;

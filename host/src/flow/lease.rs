@@ -1,5 +1,5 @@
 //! Who may write: one lease per (tenant, name). The runner names a lease
-//! after the place a flow writes (`runner::writer_lease`: its destination
+//! after the place a flow writes (`flow::writer_lease`: its destination
 //! connector and config), so one lease covers a flow and every flow of the
 //! tenant that writes the same place. Every trigger that reads a flow's
 //! cursor or delivers its records (a scheduled, manual or backfill run, a

@@ -1,0 +1,169 @@
+//! The host: configuration, runtime, state, registry, leases and the live
+//! tenants together ([`Host`]), opened once per process. The flows
+//! (`flow/`) and the tenant store (`tenants/`) add to it.
+
+use crate::config::{TenantConfig, WeftConfig};
+use crate::flow::*;
+use crate::runtime::connector::{HostConfig, Runtime};
+use crate::runtime::registry::Registry;
+use crate::state::{RunOutcome, SledState, StateStore, now_ms};
+use crate::tenants::TENANT_DOC;
+use anyhow::Context;
+use std::sync::Arc;
+
+/// A weft host: configuration, runtime, state and registry together.
+pub struct Host {
+    /// The configuration file as loaded. Its tenants are where the live set
+    /// started: read tenants with [`Host::tenants`] and [`Host::flow`].
+    pub config: WeftConfig,
+    /// The live tenants: `weft.toml`'s, overlaid with those written over the
+    /// admin API (kept in the state store, `tenant` documents).
+    pub(crate) tenants: std::sync::RwLock<std::collections::BTreeMap<String, TenantConfig>>,
+    /// Bumped whenever the live tenants change.
+    pub(crate) generation: std::sync::atomic::AtomicU64,
+    /// Where the outside world reaches `weft serve` (for webhook URLs).
+    pub(crate) public_url: std::sync::RwLock<String>,
+    /// The sandbox runtime.
+    pub runtime: Runtime,
+    /// Durable state.
+    pub state: Arc<dyn StateStore>,
+    /// Registered connectors.
+    pub registry: Registry,
+    /// Where `weft run --record` keeps the calls of this process's runs.
+    pub(crate) recording: std::sync::OnceLock<Arc<crate::runtime::record::Recording>>,
+    /// Who may run each flow: every trigger takes the flow's lease first
+    /// ([`crate::flow::lease`]).
+    pub leases: Arc<dyn crate::flow::lease::Leases>,
+}
+
+impl Host {
+    /// Opens the host described by `config`: the sled database in
+    /// `{data_dir}/state`, the registry in `{data_dir}/connectors`, the
+    /// compile cache in `{data_dir}/cache`.
+    pub fn open(config: WeftConfig) -> anyhow::Result<Self> {
+        let state: Arc<dyn StateStore> = Arc::new(SledState::open(&config.data_dir.join("state"))?);
+        // The state directory is locked by this process: a run still marked
+        // running was left by a process that ended without finishing it.
+        mark_interrupted(&*state)?;
+        let mut secrets = match &config.secrets_file {
+            Some(p) => crate::secrets::SecretStore::with_file(p)?,
+            None => crate::secrets::SecretStore::from_env(),
+        };
+        if let Some(key) = crate::secrets::Vault::key_from(config.service.key_file.as_deref())? {
+            secrets = secrets.with_vault(crate::secrets::Vault::new(&key, state.clone())?);
+        }
+        Self::open_with(
+            config,
+            state,
+            Arc::new(crate::caps::http::SystemResolver),
+            secrets,
+        )
+    }
+
+    /// Opens a host with the given state, resolver and secrets.
+    pub fn open_with(
+        config: WeftConfig,
+        state: Arc<dyn StateStore>,
+        resolver: Arc<dyn crate::caps::http::Resolver>,
+        secrets: crate::secrets::SecretStore,
+    ) -> anyhow::Result<Self> {
+        let host_config = HostConfig {
+            limits: config.limits.clone(),
+            cache_dir: Some(config.data_dir.join("cache")),
+            private_hosts: config.private_hosts.clone(),
+            default_rate: config.default_rate,
+            secrets_file: None,
+        };
+        let runtime = Runtime::with_parts(host_config, state.kv(), resolver, secrets)?;
+        let registry = Registry::new(config.data_dir.join("connectors"), state.clone())?;
+        let mut tenants = config.tenants.clone();
+        for (id, doc) in state.doc_list(TENANT_DOC, "")? {
+            match serde_json::from_slice::<Option<TenantConfig>>(&doc)
+                .with_context(|| format!("reading tenant {id:?} from the state"))?
+            {
+                Some(t) => tenants.insert(id, t),
+                None => tenants.remove(&id),
+            };
+        }
+        // Versions and presence as earlier versions of weft kept them move
+        // into per-scope entries (once; nothing to do afterwards).
+        state.migrate_deliveries(&|tenant, flow| {
+            tenants
+                .get(tenant)
+                .and_then(|t| t.flows.get(flow))
+                .map(delivery_scope)
+        })?;
+        let public_url = config
+            .service
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.service.listen));
+        Ok(Host {
+            config,
+            tenants: std::sync::RwLock::new(tenants),
+            generation: Default::default(),
+            public_url: std::sync::RwLock::new(public_url),
+            runtime,
+            state,
+            registry,
+            recording: Default::default(),
+            leases: Arc::new(crate::flow::lease::MemoryLeases::default()),
+        })
+    }
+
+    /// Records every connector call of the runs this host makes from now on
+    /// (see [`crate::testkit`]); write the case files with
+    /// [`Recording::write`](crate::runtime::record::Recording::write).
+    pub fn record_into(&self, dir: &std::path::Path) -> Arc<crate::runtime::record::Recording> {
+        self.recording
+            .get_or_init(|| Arc::new(crate::runtime::record::Recording::new(dir)))
+            .clone()
+    }
+
+    /// Where the outside world reaches `weft serve`: `service.public_url`,
+    /// else the address it listens on.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets the address `weft serve` listens on as the public URL, unless
+    /// `service.public_url` names one.
+    pub fn set_listening_on(&self, addr: std::net::SocketAddr) {
+        if self.config.service.public_url.is_none() {
+            *self.public_url.write().unwrap_or_else(|e| e.into_inner()) = format!("http://{addr}");
+        }
+    }
+
+    /// A number that changes whenever the live tenants change.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Marks every run still recorded as running as interrupted: called when the
+/// state is opened by the one process that may write it, so such a run
+/// belonged to a process that ended without finishing it.
+pub fn mark_interrupted(state: &dyn StateStore) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for mut r in state.runs(None, None, usize::MAX)? {
+        if r.outcome == RunOutcome::Running {
+            r.outcome = RunOutcome::Interrupted;
+            r.error = Some(
+                "the weft process ended while this run was going; pages after the last commit will be read again".into(),
+            );
+            r.ended_ms = Some(now_ms());
+            state.save_run(&r)?;
+            n += 1;
+        }
+    }
+    if n > 0 {
+        tracing::warn!(
+            runs = n,
+            "marked runs left running by an earlier process as interrupted"
+        );
+    }
+    Ok(n)
+}
