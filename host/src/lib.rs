@@ -22,21 +22,22 @@
 //! # let _ = page; Ok(()) }
 //! ```
 //!
-//! Modules: [`access`] (who may write what: principals and the tenant-write
-//! check), [`engine`] (wasmtime engine, compile cache, epoch ticker),
-//! [`connector`] (loading, identifying and calling components), [`caps`] (one
-//! module per granted capability), [`model`] (the host's view of the WIT
-//! types), [`limits`] (sandbox limits), [`state::kv`] (durable key-value
-//! backend), [`lease`] (who may run a flow: one lease per flow, for every
-//! trigger), [`secrets`] (where credentials come from), [`events`] (what the
-//! sandbox refused or stopped, per tenant), [`config`] (`weft.toml`),
-//! [`state`] (durable state behind one trait, on sled), [`registry`]
-//! (registered connector versions), [`runner`] (fetch → map → emit →
-//! commit), [`metrics`] (Prometheus metrics), [`subscriptions`] (webhook
-//! subscriptions made for sources), [`service`] (`weft serve`: HTTP
-//! server, webhook ingress, admin API, scheduler, alerts), [`scaffold`]
-//! (`weft new connector`) and [`testkit`] (record calls in a run, replay
-//! them offline: `weft run --record`, `weft test`).
+//! The rooms, lowest first (each imports only rooms below it; the
+//! integration test `layers` checks it): [`model`], [`config`],
+//! [`secrets`], [`events`], [`metrics`] (shared vocabulary); [`state`] (the
+//! durable state behind one trait: sled, the inbox log, the connectors'
+//! kv); [`caps`] (one module per capability granted to a guest, the
+//! recording tap of outbound HTTP among them); [`runtime`] (engine,
+//! connector loading and calling, limits, the WIT bindings, call
+//! recording, the registry of versions); [`Host`] (the parts together);
+//! [`flow`] (one run: fetch → map → emit → commit, the version check,
+//! webhook batches, replay, and the lease that decides who may write);
+//! [`tenants`] (the tenant store and its checks, [`tenants::access`]: who
+//! may write what); [`subscriptions`] (webhook subscriptions made for
+//! sources); [`service`] (`weft serve`: front door, admin API, webhook
+//! intake, scheduler, alerts); [`scaffold`] (`weft new connector`, the
+//! SDKs the binary carries) and [`testkit`] (replaying recorded calls
+//! offline: `weft test`).
 
 #![deny(missing_docs)]
 

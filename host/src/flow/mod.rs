@@ -28,7 +28,6 @@ use crate::runtime::connector::{CallError, Connector, ConnectorInstance, TenantG
 use crate::state::{
     DeadLetter, Delivery, Handled, PageCommit, RunOutcome, RunRecord, StateStore, now_ms,
 };
-use crate::tenants::validate_config;
 use anyhow::{Context, anyhow, bail};
 use std::collections::HashMap;
 use std::time::Duration;

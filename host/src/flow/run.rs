@@ -23,7 +23,8 @@ impl Host {
                 c.world()
             );
         }
-        validate_config(&c, &stage.config).map_err(|e| anyhow!("{at}.config: {e}"))?;
+        c.validate_config(&stage.config)
+            .map_err(|e| anyhow!("{at}.config: {e}"))?;
         Ok(c)
     }
 

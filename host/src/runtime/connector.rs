@@ -1372,6 +1372,36 @@ impl From<wit::Error> for ConnectorError {
     }
 }
 
+impl Connector {
+    /// Checks a stage's `config` against this connector's JSON Schema.
+    pub fn validate_config(&self, config: &serde_json::Value) -> Result<(), String> {
+        let c = self;
+        let schema = &c.info().config_schema;
+        let validator = jsonschema::validator_for(schema)
+            .map_err(|e| format!("{} publishes an unusable config schema: {e}", c.label()))?;
+        let errors: Vec<String> = validator
+            .iter_errors(config)
+            .map(|e| {
+                let path = e.instance_path().to_string();
+                if path.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{path}: {e}")
+                }
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "does not match the schema of {}: {}",
+                c.label(),
+                errors.join("; ")
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

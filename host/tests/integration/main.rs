@@ -10,6 +10,7 @@ mod fuzz_policy;
 mod hostile;
 mod http;
 mod javascript;
+mod layers;
 mod new_connector;
 mod python;
 mod runtime;

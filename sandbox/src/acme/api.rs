@@ -3,6 +3,7 @@
 //! profile's latency, authenticated, rate-limited per credential, maybe
 //! failed by the fault profile, answered, and maybe cut short.
 
+use super::answer::{Answer, error};
 use super::model::Kind;
 use super::{CursorState, LoggedRequest, Shared, State, TokenInfo, lock, webhooks};
 use crate::{Bucket, roll};
@@ -15,31 +16,6 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// An answer before headers: status, JSON body, extra headers.
-pub(crate) struct Answer {
-    status: StatusCode,
-    body: Value,
-    headers: Vec<(&'static str, String)>,
-}
-
-impl Answer {
-    pub(crate) fn with_body(status: StatusCode, body: Value) -> Self {
-        Answer {
-            status,
-            body,
-            headers: vec![],
-        }
-    }
-}
-
-pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Answer {
-    Answer {
-        status,
-        body: json!({ "error": { "code": code, "message": message.into() } }),
-        headers: vec![],
-    }
-}
 
 fn ok(body: Value) -> Answer {
     Answer::with_body(StatusCode::OK, body)

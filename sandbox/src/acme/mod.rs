@@ -10,6 +10,7 @@
 //! Start it in-process with [`AcmeSandbox::start`] or run the
 //! `acme-sandbox` binary.
 
+mod answer;
 mod api;
 mod control;
 pub mod data;

@@ -7,7 +7,7 @@
 //! signature, then dropped. The fault profile can deliver events twice, and
 //! delay first attempts at random so that events arrive out of order.
 
-use super::api::{Answer, error};
+use super::answer::{Answer, error};
 use super::{DeliveryAttempt, Shared, State, Webhook, lock};
 use crate::roll;
 use base64::Engine as _;
