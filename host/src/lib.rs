@@ -48,6 +48,7 @@ pub mod flow;
 mod host;
 pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod runtime;
 pub mod scaffold;
 pub mod secrets;

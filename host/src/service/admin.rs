@@ -17,11 +17,12 @@
 // not matter on this path.
 #![allow(clippy::result_large_err)]
 
-use super::api::*;
 use super::{AppState, problem};
 use crate::config::TenantConfig;
+use crate::ops::api::*;
+use crate::ops::{Local, OpError, Ops, Scope};
 use crate::service::scheduler::RunRequest;
-use crate::state::{DeadLetter, RunRecord};
+use crate::state::RunRecord;
 use crate::tenants::access::Principal;
 use axum::Json;
 use axum::body::Bytes;
@@ -118,6 +119,15 @@ fn not_found(why: &str) -> Response {
 
 fn bad(e: impl std::fmt::Display) -> Response {
     problem(StatusCode::BAD_REQUEST, &e.to_string())
+}
+
+/// An operation's failure as an answer.
+fn op(e: OpError) -> Response {
+    match e {
+        OpError::NotFound(why) => not_found(&why),
+        OpError::Invalid(why) => bad(why),
+        OpError::Other(e) => internal(e),
+    }
 }
 
 fn internal(e: anyhow::Error) -> Response {
@@ -575,16 +585,11 @@ async fn flow_state(
     State(app): State<Arc<AppState>>,
     Path((tenant, flow)): Path<(String, String)>,
 ) -> ApiResult {
-    known_flow(&app, &c, &tenant, &flow)?;
-    let st = &*app.host.state;
-    ok(FlowState {
-        cursor: st.cursor(&tenant, &flow).map_err(internal)?,
-        attention: st.attention(&tenant, &flow).map_err(internal)?,
-        health: crate::flow::flow_health(st, &tenant, &flow).map_err(internal)?,
-        paused: app.host.flow(&tenant, &flow).is_ok_and(|f| f.paused),
-        tenant,
-        flow,
-    })
+    c.tenant(&tenant)?;
+    ok(Local::new(&app.host)
+        .flow_state(&tenant, &flow)
+        .await
+        .map_err(op)?)
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/reset", tag = "flows", summary = "Reset a flow to the beginning, or to an instant", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), request_body(content = Option<ResetBody>, description = "Optional"), responses((status = 200, body = FlowReset), (status = 400, body = Problem), (status = 404, body = Problem)))]
@@ -594,30 +599,16 @@ async fn reset_flow(
     Path((tenant, flow)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
-    known_flow(&app, &c, &tenant, &flow)?;
+    c.tenant(&tenant)?;
     let body: ResetBody = if body.is_empty() {
         ResetBody::default()
     } else {
         serde_json::from_slice(&body).map_err(bad)?
     };
-    let cursor = match &body.since {
-        Some(s) => {
-            humantime::parse_rfc3339_weak(s)
-                .or_else(|_| humantime::parse_rfc3339(s))
-                .map_err(|_| bad(format!("since: {s:?} is not an RFC 3339 instant")))?;
-            Some(format!("since:{s}"))
-        }
-        None => None,
-    };
-    app.host
-        .state
-        .reset_flow(&tenant, &flow, cursor.as_deref())
-        .map_err(internal)?;
-    ok(FlowReset {
-        tenant,
-        flow,
-        cursor,
-    })
+    ok(Local::new(&app.host)
+        .reset_flow(&tenant, &flow, body.since.as_deref())
+        .await
+        .map_err(op)?)
 }
 
 async fn set_paused(app: &AppState, tenant: &str, flow: &str, paused: bool) -> ApiResult {
@@ -790,12 +781,14 @@ async fn list_runs(
     State(app): State<Arc<AppState>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
-    let tenant = q.tenant(&c)?;
-    ok(app
-        .host
-        .state
-        .runs(tenant.as_deref(), q.flow.as_deref(), q.limit.unwrap_or(50))
-        .map_err(internal)?)
+    let scope = Scope {
+        tenant: q.tenant(&c)?,
+        flow: q.flow,
+    };
+    ok(Local::new(&app.host)
+        .runs(&scope, q.limit.unwrap_or(50))
+        .await
+        .map_err(op)?)
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", summary = "Show a run", params(("id" = String, Path, description = "The run's ID (`run_…`)")), responses((status = 200, body = RunRecord), (status = 404, body = Problem)))]
@@ -804,9 +797,10 @@ async fn show_run(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    match app.host.state.run(&id).map_err(internal)? {
-        Some(r) if c.sees(&r.tenant) => ok(r),
-        _ => Err(not_found("no such run")),
+    match Local::new(&app.host).run_record(&id).await {
+        Ok(r) if c.sees(&r.tenant) => ok(r),
+        Ok(_) | Err(OpError::NotFound(_)) => Err(not_found("no such run")),
+        Err(e) => Err(op(e)),
     }
 }
 
@@ -816,39 +810,22 @@ async fn list_dead(
     State(app): State<Arc<AppState>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
-    let tenant = q.tenant(&c)?;
-    let all = app
-        .host
-        .state
-        .dead_letters(tenant.as_deref(), q.flow.as_deref())
-        .map_err(internal)?;
-    let out: Vec<DeadLetterView> = all.into_iter().map(|d| dead_view(&app, d)).collect();
-    ok(out)
-}
-
-/// A dead letter with where its flow delivers now.
-fn dead_view(app: &AppState, d: DeadLetter) -> DeadLetterView {
-    let now = app
-        .host
-        .flow(&d.tenant, &d.flow)
-        .ok()
-        .map(|f| f.destination.connector);
-    let was = d.destination.split('@').next().unwrap_or("");
-    let destination_changed = match &now {
-        Some(r) => !d.destination.is_empty() && r.name != was,
-        None => true,
+    let scope = Scope {
+        tenant: q.tenant(&c)?,
+        flow: q.flow,
     };
-    DeadLetterView {
-        flow_destination: now.map(|r| r.to_string()),
-        destination_changed,
-        dead_letter: d,
-    }
+    ok(Local::new(&app.host)
+        .dead_letters(&scope)
+        .await
+        .map_err(op)?)
 }
 
-fn own_dead(app: &AppState, c: &Caller, id: &str) -> Result<crate::state::DeadLetter, Response> {
-    match app.host.state.dead_letter(id).map_err(internal)? {
-        Some(d) if c.sees(&d.tenant) => Ok(d),
-        _ => Err(not_found("no such dead letter")),
+/// The dead letter `id`, when the caller may see it.
+async fn own_dead(app: &AppState, c: &Caller, id: &str) -> Result<DeadLetterView, Response> {
+    match Local::new(&app.host).dead_letter(id).await {
+        Ok(d) if c.sees(&d.dead_letter.tenant) => Ok(d),
+        Ok(_) | Err(OpError::NotFound(_)) => Err(not_found("no such dead letter")),
+        Err(e) => Err(op(e)),
     }
 }
 
@@ -858,7 +835,7 @@ async fn show_dead(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    ok(dead_view(&app, own_dead(&app, &c, &id)?))
+    ok(own_dead(&app, &c, &id).await?)
 }
 
 #[utoipa::path(delete, path = "/v1/dead-letters/{id}", tag = "dead-letters", summary = "Discard a dead letter", params(("id" = String, Path, description = "The dead letter's ID (`dl_…`)")), responses((status = 204), (status = 404, body = Problem)))]
@@ -867,18 +844,12 @@ async fn discard_dead(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    own_dead(&app, &c, &id)?;
-    app.host.state.remove_dead_letter(&id).map_err(internal)?;
+    own_dead(&app, &c, &id).await?;
+    Local::new(&app.host)
+        .discard_dead_letter(&id)
+        .await
+        .map_err(op)?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn replay(app: &AppState, id: &str) -> Result<Replayed, Response> {
-    let outcome = app.host.replay(id).await.map_err(internal)?;
-    Ok(Replayed {
-        id: id.to_owned(),
-        delivered: outcome.is_ok(),
-        dead_letter: outcome.err(),
-    })
 }
 
 #[utoipa::path(post, path = "/v1/dead-letters/{id}/replay", tag = "dead-letters", summary = "Replay a dead letter", params(("id" = String, Path, description = "The dead letter's ID (`dl_…`)")), responses((status = 200, body = Replayed), (status = 404, body = Problem)))]
@@ -887,8 +858,8 @@ async fn replay_one(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    own_dead(&app, &c, &id)?;
-    ok(replay(&app, &id).await?)
+    own_dead(&app, &c, &id).await?;
+    ok(Local::new(&app.host).replay(&id).await.map_err(op)?)
 }
 
 #[utoipa::path(post, path = "/v1/dead-letters/replay", tag = "dead-letters", summary = "Replay every dead letter (of a tenant, of a flow)", params(ListQuery), responses((status = 200, body = Vec<Replayed>), (status = 404, body = Problem)))]
@@ -897,50 +868,21 @@ async fn replay_all(
     State(app): State<Arc<AppState>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
-    let tenant = q.tenant(&c)?;
-    let all = app
-        .host
-        .state
-        .dead_letters(tenant.as_deref(), q.flow.as_deref())
-        .map_err(internal)?;
-    let mut out = Vec::new();
-    for d in all {
-        out.push(replay(&app, &d.id).await?);
-    }
-    ok(out)
+    let scope = Scope {
+        tenant: q.tenant(&c)?,
+        flow: q.flow,
+    };
+    ok(Local::new(&app.host).replay_all(&scope).await.map_err(op)?)
 }
 
 #[utoipa::path(get, path = "/v1/connectors", tag = "connectors", summary = "List connector versions with the flows using each", responses((status = 200, body = Vec<ConnectorVersion>)))]
 async fn list_connectors(c: Caller, State(app): State<Arc<AppState>>) -> ApiResult {
-    // Each version with the flows whose requirement picks it now (a
-    // tenant token sees its own flows only).
-    let entries = app.host.registry.list().map_err(internal)?;
-    let mut tenants = app.host.tenants();
-    tenants.retain(|t, _| c.sees(t));
-    let mut out = Vec::new();
-    for e in entries {
-        let mut used_by = Vec::new();
-        for (tid, t) in &tenants {
-            for (fid, f) in &t.flows {
-                let refs = std::iter::once(&f.source.connector)
-                    .chain(f.mappers.iter().map(|m| &m.connector))
-                    .chain(std::iter::once(&f.destination.connector));
-                for r in refs {
-                    if r.name == e.name
-                        && app
-                            .host
-                            .registry
-                            .resolve(r)
-                            .is_ok_and(|picked| picked.version == e.version)
-                    {
-                        used_by.push(format!("{tid}/{fid}"));
-                    }
-                }
-            }
-        }
-        out.push(ConnectorVersion { entry: e, used_by });
-    }
-    ok(out)
+    // A tenant token sees its own flows only.
+    let own = c.scoped(None)?;
+    ok(Local::new(&app.host)
+        .connectors(own.as_deref())
+        .await
+        .map_err(op)?)
 }
 
 /// Registers an uploaded component. The body is streamed into a file in
@@ -983,29 +925,24 @@ async fn add_connector(
     if len == 0 {
         return Err(bad("the body is empty: send the component's .wasm bytes"));
     }
-    let (entry, added) = app
-        .host
-        .registry
-        .add(&app.host.runtime, file.path())
+    let answer = Local::new(&app.host)
+        .add_connector(file.path())
         .await
         .map_err(|e| {
             // The staging file's path is the server's business.
-            let why = format!("{e:#}").replace(&file.path().display().to_string(), "the upload");
-            bad(why)
+            let staged = file.path().display().to_string();
+            match e {
+                OpError::Invalid(why) => bad(why.replace(&staged, "the upload")),
+                other => op(other),
+            }
         })?;
+    let added = answer.added;
     let status = if added {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((
-        status,
-        Json(ConnectorAdded {
-            connector: entry,
-            added,
-        }),
-    )
-        .into_response())
+    Ok((status, Json(answer)).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens", summary = "Mint a token, shown once (operator)", request_body = MintBody, responses((status = 201, body = MintedToken), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
@@ -1137,7 +1074,7 @@ async fn revoke_token(
 #[utoipa::path(get, path = "/v1/config/export", tag = "config", summary = "All tenants as weft.toml (operator)", responses((status = 200, body = String, content_type = "application/toml"), (status = 403, body = Problem)))]
 async fn export_config(c: Caller, State(app): State<Arc<AppState>>) -> ApiResult {
     c.operator()?;
-    let text = app.host.export_config().map_err(internal)?;
+    let text = Local::new(&app.host).export_config().await.map_err(op)?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/toml")],
         text,

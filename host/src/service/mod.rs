@@ -21,7 +21,6 @@
 
 pub mod admin;
 pub mod alerts;
-pub mod api;
 pub mod http;
 mod openapi;
 pub mod scheduler;
@@ -114,7 +113,7 @@ async fn healthz() -> &'static str {
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "service", summary = "State open and scheduler running (no token)", security(()),
-    responses((status = 200, body = String, content_type = "text/plain"), (status = 503, body = api::Problem)))]
+    responses((status = 200, body = String, content_type = "text/plain"), (status = 503, body = crate::ops::api::Problem)))]
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     let store_ok = app.host.state.runs(None, None, 1).is_ok();
     if store_ok && app.scheduling.load(Ordering::SeqCst) {
@@ -127,7 +126,7 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 /// Prometheus metrics: an operator token only (the series name every
 /// tenant).
 #[utoipa::path(get, path = "/metrics", tag = "service", summary = "Prometheus metrics (operator)",
-    responses((status = 200, body = String, content_type = "application/openmetrics-text"), (status = 403, body = api::Problem)))]
+    responses((status = 200, body = String, content_type = "application/openmetrics-text"), (status = 403, body = crate::ops::api::Problem)))]
 async fn metrics(caller: admin::Caller, State(app): State<Arc<AppState>>) -> Response {
     if let Err(refused) = caller.operator() {
         return refused;

@@ -21,7 +21,7 @@ use utoipa::{OpenApi as _, ToSchema};
         title = "weft admin API",
         description = "Tenants, secrets, flows, runs, dead letters, connectors and tokens of a `weft serve`, and its webhook ingress. Operator tokens reach everything; tenant tokens reach only their tenant, and another tenant's resources answer 404."
     ),
-    components(schemas(super::api::Problem))
+    components(schemas(crate::ops::api::Problem))
 )]
 struct Frame;
 
@@ -54,7 +54,9 @@ fn problem_response(why: &str) -> RefOr<utoipa::openapi::Response> {
             .content(
                 "application/json",
                 ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name(super::api::Problem::name())))
+                    .schema(Some(
+                        Ref::from_schema_name(crate::ops::api::Problem::name()),
+                    ))
                     .build(),
             )
             .build(),

@@ -154,11 +154,11 @@ fn count(tenant: &str, flow: &str, result: &str) {
         ("webhook-timestamp" = String, Header, description = "Epoch seconds"),
         ("webhook-signature" = String, Header, description = "`v1,<base64 HMAC-SHA256>` entries separated by spaces")),
     request_body(content = Object, description = "The vendor's event, any content type"),
-    responses((status = 202, body = super::api::Accepted, description = "Accepted and durable"),
-        (status = 200, body = super::api::Accepted, description = "A repeat of an accepted delivery"),
-        (status = 400, body = super::api::Problem), (status = 401, body = super::api::Problem),
-        (status = 404, body = super::api::Problem), (status = 413, body = super::api::Problem),
-        (status = 503, body = super::api::Problem)))]
+    responses((status = 202, body = crate::ops::api::Accepted, description = "Accepted and durable"),
+        (status = 200, body = crate::ops::api::Accepted, description = "A repeat of an accepted delivery"),
+        (status = 400, body = crate::ops::api::Problem), (status = 401, body = crate::ops::api::Problem),
+        (status = 404, body = crate::ops::api::Problem), (status = 413, body = crate::ops::api::Problem),
+        (status = 503, body = crate::ops::api::Problem)))]
 pub(crate) async fn receive(
     State(app): State<Arc<AppState>>,
     Path((tenant, flow)): Path<(String, String)>,
@@ -230,7 +230,7 @@ pub(crate) async fn receive(
             count(&tenant, &flow, "accepted");
             (
                 StatusCode::ACCEPTED,
-                axum::Json(super::api::Accepted {
+                axum::Json(crate::ops::api::Accepted {
                     accepted: true,
                     duplicate: false,
                 }),
@@ -241,7 +241,7 @@ pub(crate) async fn receive(
             count(&tenant, &flow, "duplicate");
             (
                 StatusCode::OK,
-                axum::Json(super::api::Accepted {
+                axum::Json(crate::ops::api::Accepted {
                     accepted: true,
                     duplicate: true,
                 }),

@@ -26,9 +26,13 @@ const ROOMS: &[(&str, u32)] = &[
     ("tenants", 7),
     ("host", 8),
     ("subscriptions", 9),
-    ("service", 10),
-    ("scaffold", 11),
-    ("testkit", 11),
+    ("ops", 10),
+    ("service", 11),
+    ("scaffold", 12),
+    ("testkit", 12),
+    // The binary (`main.rs` and `cli/`): its `crate::` is itself.
+    ("cli", 13),
+    ("outln", 13),
 ];
 
 fn rank(module: &str) -> Option<(&'static str, u32)> {
@@ -126,6 +130,7 @@ fn the_check_sees_a_room_that_names_a_higher_one() {
         paths("use crate::flow::lease::Leases; x crate::Host"),
         ["flow::lease", "Host"]
     );
+    assert_eq!(module_of(Path::new("/s"), Path::new("/s/flow/mod.rs")), "flow");
     let (_, state) = rank("state::sled").unwrap();
     let (_, service) = rank("service").unwrap();
     assert!(service > state);

@@ -1,7 +1,8 @@
-//! The admin API's request and answer types. The handlers in
-//! [`super::admin`] take and return these, and the OpenAPI document at
-//! `/openapi.json` is generated from them (`utoipa`), so the document
-//! cannot drift from what the handlers do.
+//! The operations' request and answer types: what [`super::Ops`] returns
+//! and the admin API sends. The handlers in `service::admin` take and
+//! return these, the OpenAPI document at `/openapi.json` is generated from
+//! them (`utoipa`), and the remote implementation reads them back, so the
+//! document, the server and the CLI cannot drift apart.
 
 use crate::state::{ConnectorEntry, DeadLetter};
 use serde::{Deserialize, Serialize};
@@ -83,7 +84,7 @@ pub struct FlowState {
 }
 
 /// Where a reset starts the flow again.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetBody {
     /// An RFC 3339 instant to read changes from; without it, the beginning.
