@@ -20,7 +20,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use weft::Host;
 use weft::flow::Trigger;
-use weft::state::RunOutcome;
 use weft_sandbox::acme::data::Counts;
 use weft_sandbox::acme::{AcmeConfig, AcmeSandbox};
 use weft_test_artifacts as artifacts;
@@ -250,13 +249,7 @@ async fn sync(host: &Host) -> (Duration, Duration, u64) {
     let (wall, cpu_used) = (t.elapsed(), cpu() - c);
     let mut records = 0;
     for r in [a.unwrap(), b.unwrap()] {
-        assert_eq!(
-            r.outcome,
-            RunOutcome::Succeeded,
-            "{}: {:?}",
-            r.flow,
-            r.error
-        );
+        weft_demo::assert_succeeded(&r);
         records += r.fetched;
     }
     (wall, cpu_used, records)

@@ -46,6 +46,27 @@ pub struct TenantSetup {
     pub retry: String,
 }
 
+/// The integration's components (built by `tests/artifacts`), as the
+/// demo's host registers them.
+pub const COMPONENTS: [&str; 5] = [
+    artifacts::ACME_CRM,
+    artifacts::ACME_CALENDAR,
+    artifacts::ACME_TOUCHPOINTS,
+    artifacts::CALDAV,
+    artifacts::DASHBOARD,
+];
+
+/// Panics, naming the flow and its error, unless `r` succeeded.
+pub fn assert_succeeded(r: &RunRecord) {
+    assert_eq!(
+        r.outcome,
+        weft::state::RunOutcome::Succeeded,
+        "{}: {:?}",
+        r.flow,
+        r.error
+    );
+}
+
 /// The CalDAV service account of the demo world when Radicale requires
 /// HTTP Basic (see [`DemoEnv::start_with_caldav_auth`]).
 pub const CALDAV_USER: &str = "weft-sync";
@@ -297,13 +318,7 @@ impl DemoEnv {
         let path = dir.path().join("weft.toml");
         std::fs::write(&path, &text)?;
         let host = std::sync::Arc::new(Host::open(WeftConfig::load(&path)?)?);
-        for file in [
-            artifacts::ACME_CRM,
-            artifacts::ACME_CALENDAR,
-            artifacts::ACME_TOUCHPOINTS,
-            artifacts::CALDAV,
-            artifacts::DASHBOARD,
-        ] {
+        for file in COMPONENTS {
             host.registry.add(&host.runtime, file.as_ref()).await?;
         }
         Ok(DemoEnv {

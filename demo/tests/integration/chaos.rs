@@ -26,7 +26,6 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use weft_demo::{DemoEnv, TenantSetup};
 use weft_sandbox::acme::Faults;
-use weft_test_artifacts as artifacts;
 
 const FLOWS: [&str; 3] = ["appointments", "contacts", "touchpoints"];
 
@@ -165,13 +164,7 @@ fn prepare_state(env: &DemoEnv, config: &Path) {
     for e in std::fs::read_dir(&from).unwrap().flatten() {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
-    for file in [
-        artifacts::ACME_CRM,
-        artifacts::ACME_CALENDAR,
-        artifacts::ACME_TOUCHPOINTS,
-        artifacts::CALDAV,
-        artifacts::DASHBOARD,
-    ] {
+    for file in weft_demo::COMPONENTS {
         let out = Weft::command(config)
             .args(["connectors", "add"])
             .arg(file)

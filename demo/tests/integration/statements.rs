@@ -23,13 +23,7 @@ async fn env() -> DemoEnv {
 async fn sync_ok(env: &DemoEnv, tenant: &str) {
     for r in env.sync(tenant).await.unwrap() {
         eprintln!("{tenant}: {}", weft_demo::run_line(&r));
-        assert_eq!(
-            r.outcome,
-            RunOutcome::Succeeded,
-            "{}: {:?}",
-            r.flow,
-            r.error
-        );
+        weft_demo::assert_succeeded(&r);
     }
 }
 

@@ -3,7 +3,7 @@
 use super::api::{
     ConnectorAdded, ConnectorVersion, DeadLetterView, FlowReset, FlowState, Replayed,
 };
-use super::{OpError, OpResult, Ops, Scope, reset_cursor};
+use super::{OpError, OpResult, Ops, Scope, reset_cursor, select_flows};
 use crate::Host;
 use crate::state::{DeadLetter, RunRecord};
 use std::path::Path;
@@ -95,39 +95,15 @@ impl Ops for Local<'_> {
         Ok(out)
     }
 
-    /// Active tenants' flows that are not paused, unless the scope names
-    /// the tenant (or the flow) itself.
     async fn flows(&self, scope: &Scope) -> OpResult<Vec<(String, String)>> {
         let tenants = self.host.tenants();
-        if let Some(t) = &scope.tenant
-            && !tenants.contains_key(t)
-        {
-            return Err(OpError::NotFound(format!(
-                "no tenant {t:?} in the configuration"
-            )));
-        }
-        let mut out = Vec::new();
-        for (tid, tenant) in &tenants {
-            if (!tenant.active && scope.tenant.is_none())
-                || scope.tenant.as_ref().is_some_and(|t| t != tid)
-            {
-                continue;
-            }
-            for (fid, flow) in &tenant.flows {
-                if scope.flow.as_ref().is_some_and(|x| x != fid)
-                    || (flow.paused && scope.flow.is_none())
-                {
-                    continue;
-                }
-                out.push((tid.clone(), fid.clone()));
-            }
-        }
-        if out.is_empty() {
-            return Err(OpError::NotFound(
-                "no flow matches (check --tenant and --flow)".into(),
-            ));
-        }
-        Ok(out)
+        select_flows(
+            tenants.iter().map(|(id, t)| {
+                let flows = t.flows.iter().map(|(f, c)| (f.as_str(), c.paused));
+                (id.as_str(), t.active, flows.collect())
+            }),
+            scope,
+        )
     }
 
     async fn flow_state(&self, tenant: &str, flow: &str) -> OpResult<FlowState> {

@@ -86,6 +86,45 @@ pub trait Ops {
     async fn export_config(&self) -> OpResult<String>;
 }
 
+/// The flows of `tenants` (`(id, active, [(flow, paused)])`) that `scope`
+/// selects: active tenants' flows that are not paused, unless the scope
+/// names the tenant (or the flow) itself. `NotFound` for an unknown tenant
+/// or when nothing matches.
+pub fn select_flows<'a>(
+    tenants: impl IntoIterator<Item = (&'a str, bool, Vec<(&'a str, bool)>)>,
+    scope: &Scope,
+) -> OpResult<Vec<(String, String)>> {
+    let mut known = false;
+    let mut out = Vec::new();
+    for (tid, active, flows) in tenants {
+        let named = scope.tenant.as_deref() == Some(tid);
+        known |= named;
+        if (!active && scope.tenant.is_none()) || (scope.tenant.is_some() && !named) {
+            continue;
+        }
+        for (fid, paused) in flows {
+            let wanted = match scope.flow.as_deref() {
+                Some(f) => f == fid,
+                None => !paused,
+            };
+            if wanted {
+                out.push((tid.to_owned(), fid.to_owned()));
+            }
+        }
+    }
+    if let Some(t) = &scope.tenant
+        && !known
+    {
+        return Err(OpError::NotFound(format!("no tenant {t:?}")));
+    }
+    if out.is_empty() {
+        return Err(OpError::NotFound(
+            "no flow matches (check --tenant and --flow)".into(),
+        ));
+    }
+    Ok(out)
+}
+
 /// `since` as a reset cursor: `since:{since}` once it reads as an RFC 3339
 /// instant.
 pub fn reset_cursor(since: Option<&str>) -> OpResult<Option<String>> {

@@ -5,7 +5,7 @@ use super::api::{
     ConnectorAdded, ConnectorVersion, DeadLetterView, FlowReset, FlowState, Replayed, ResetBody,
     TenantSummary,
 };
-use super::{OpError, OpResult, Ops, Scope};
+use super::{OpError, OpResult, Ops, Scope, select_flows};
 use crate::state::RunRecord;
 use anyhow::Context;
 use bytes::Bytes;
@@ -147,30 +147,12 @@ impl Ops for Remote {
     async fn flows(&self, scope: &Scope) -> OpResult<Vec<(String, String)>> {
         let tenants: BTreeMap<String, TenantSummary> =
             self.call("GET", "/v1/tenants", None).await?;
-        if let Some(t) = &scope.tenant
-            && !tenants.contains_key(t)
-        {
-            return Err(OpError::NotFound(format!("no tenant {t:?} on the server")));
-        }
-        let mut out = Vec::new();
-        for (tid, t) in &tenants {
-            if (!t.active && scope.tenant.is_none())
-                || scope.tenant.as_ref().is_some_and(|x| x != tid)
-            {
-                continue;
-            }
-            for f in &t.flows {
-                if scope.flow.as_ref().is_none_or(|x| x == f) {
-                    out.push((tid.clone(), f.clone()));
-                }
-            }
-        }
-        if out.is_empty() {
-            return Err(OpError::NotFound(
-                "no flow matches (check --tenant and --flow)".into(),
-            ));
-        }
-        Ok(out)
+        // The listing does not say which flows are paused.
+        let listed = tenants.iter().map(|(id, t)| {
+            let unpaused = t.flows.iter().map(|f| (f.as_str(), false)).collect();
+            (id.as_str(), t.active, unpaused)
+        });
+        select_flows(listed, scope)
     }
 
     async fn flow_state(&self, tenant: &str, flow: &str) -> OpResult<FlowState> {

@@ -579,6 +579,35 @@ fn known_flow(app: &AppState, c: &Caller, tenant: &str, flow: &str) -> Result<()
         .map_err(|e| not_found(&format!("{e:#}")))
 }
 
+/// The `{tenant}/{flow}` of the path, checked: the caller may see the
+/// tenant and the flow exists (404 otherwise). Every flow-scoped handler
+/// takes it instead of the caller, the state and the path.
+struct KnownFlow {
+    app: Arc<AppState>,
+    tenant: String,
+    flow: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for KnownFlow {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, app).await?;
+        let Path((tenant, flow)) = Path::<(String, String)>::from_request_parts(parts, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        known_flow(app, &caller, &tenant, &flow)?;
+        Ok(KnownFlow {
+            app: app.clone(),
+            tenant,
+            flow,
+        })
+    }
+}
+
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/flows/{flow}/state", tag = "flows", summary = "Cursor, attention and health of a flow", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = FlowState), (status = 404, body = Problem)))]
 async fn flow_state(
     c: Caller,
@@ -630,32 +659,17 @@ async fn set_paused(app: &AppState, tenant: &str, flow: &str, paused: bool) -> A
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/pause", tag = "flows", summary = "Pause a flow", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = FlowPaused), (status = 404, body = Problem)))]
-async fn pause(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path((tenant, flow)): Path<(String, String)>,
-) -> ApiResult {
-    known_flow(&app, &c, &tenant, &flow)?;
+async fn pause(KnownFlow { app, tenant, flow }: KnownFlow) -> ApiResult {
     set_paused(&app, &tenant, &flow, true).await
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/resume", tag = "flows", summary = "Resume a flow", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = FlowPaused), (status = 404, body = Problem)))]
-async fn resume(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path((tenant, flow)): Path<(String, String)>,
-) -> ApiResult {
-    known_flow(&app, &c, &tenant, &flow)?;
+async fn resume(KnownFlow { app, tenant, flow }: KnownFlow) -> ApiResult {
     set_paused(&app, &tenant, &flow, false).await
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/flows/{flow}/webhook", tag = "webhooks", summary = "The flow's webhook subscription with the vendor (never its secret)", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = SubscriptionView), (status = 404, body = Problem)))]
-async fn show_subscription(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path((tenant, flow)): Path<(String, String)>,
-) -> ApiResult {
-    known_flow(&app, &c, &tenant, &flow)?;
+async fn show_subscription(KnownFlow { app, tenant, flow }: KnownFlow) -> ApiResult {
     match app.host.subscription(&tenant, &flow).map_err(internal)? {
         Some(sub) => ok(SubscriptionView::from(&sub)),
         None => Err(not_found("the flow has no webhook subscription")),
@@ -676,12 +690,7 @@ fn vendor_failed(e: anyhow::Error) -> Response {
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/webhook", tag = "webhooks", summary = "Subscribe the flow to the vendor's webhooks", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = SubscriptionView), (status = 404, body = Problem), (status = 409, body = Problem, description = "The source cannot subscribe the flow"), (status = 502, body = Problem, description = "The vendor failed")))]
-async fn subscribe(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path((tenant, flow)): Path<(String, String)>,
-) -> ApiResult {
-    known_flow(&app, &c, &tenant, &flow)?;
+async fn subscribe(KnownFlow { app, tenant, flow }: KnownFlow) -> ApiResult {
     let sub = app
         .host
         .subscribe_webhooks(&tenant, &flow)
@@ -692,12 +701,7 @@ async fn subscribe(
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/webhook/rotate", tag = "webhooks", summary = "Rotate the signing secret (the old one stays accepted for the vendor's overlap)", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = SubscriptionView), (status = 404, body = Problem), (status = 409, body = Problem, description = "The vendor offers no rotation"), (status = 502, body = Problem, description = "The vendor failed")))]
-async fn rotate_secret(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path((tenant, flow)): Path<(String, String)>,
-) -> ApiResult {
-    known_flow(&app, &c, &tenant, &flow)?;
+async fn rotate_secret(KnownFlow { app, tenant, flow }: KnownFlow) -> ApiResult {
     let sub = app
         .host
         .rotate_webhook_secret(&tenant, &flow)
@@ -708,12 +712,7 @@ async fn rotate_secret(
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/flows/{flow}/webhook", tag = "webhooks", summary = "Delete the subscription at the vendor", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 204), (status = 404, body = Problem), (status = 502, body = Problem)))]
-async fn unsubscribe(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path((tenant, flow)): Path<(String, String)>,
-) -> ApiResult {
-    known_flow(&app, &c, &tenant, &flow)?;
+async fn unsubscribe(KnownFlow { app, tenant, flow }: KnownFlow) -> ApiResult {
     let done = app.host.unsubscribe_webhooks(&tenant, &flow).await;
     app.forget_secrets(&tenant);
     match done {
@@ -724,13 +723,7 @@ async fn unsubscribe(
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/runs", tag = "flows", summary = "Start a run now (queued until the flow is free)", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), request_body(content = Option<RunBody>, description = "Optional"), responses((status = 202, body = RunQueued), (status = 400, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
-async fn start_run(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path((tenant, flow)): Path<(String, String)>,
-    body: Bytes,
-) -> ApiResult {
-    known_flow(&app, &c, &tenant, &flow)?;
+async fn start_run(KnownFlow { app, tenant, flow }: KnownFlow, body: Bytes) -> ApiResult {
     let body: RunBody = if body.is_empty() {
         RunBody::default()
     } else {

@@ -53,6 +53,38 @@ async fn host(text: &str) -> Host {
 
 const MAPPER: &str = r#"{ connector = "test-mapper@>=0.4", config = {} }"#;
 
+/// A sink serving as the destination, a data directory and a host over
+/// them: what most tests here start from.
+struct Setup {
+    sink: Sink,
+    server: TestServer,
+    dir: tempfile::TempDir,
+    h: Host,
+}
+
+/// [`Setup`] with the test source's `stream` and `source_cfg`, `mapper`
+/// and `extra` configuration.
+async fn setup(stream: &str, source_cfg: &str, mapper: &str, extra: &str) -> Setup {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&config_text(
+        dir.path(),
+        stream,
+        source_cfg,
+        mapper,
+        &server.url(""),
+        extra,
+    ))
+    .await;
+    Setup {
+        sink,
+        server,
+        dir,
+        h,
+    }
+}
+
 /// A sink destination serving on a local port, and a data directory.
 async fn sink_and_dir() -> (Sink, TestServer, tempfile::TempDir) {
     let sink = Sink::default();
@@ -66,18 +98,12 @@ async fn run(h: &Host) -> weft::state::RunRecord {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn multi_page_sync_delivers_everything_and_moves_the_cursor() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
-    let h = host(&config_text(
-        dir.path(),
-        "numbers",
-        "{ total = 10, page_size = 3 }",
-        MAPPER,
-        &server.url(""),
-        "",
-    ))
-    .await;
+    let Setup {
+        sink,
+        server: _server,
+        dir: _dir,
+        h,
+    } = setup("numbers", "{ total = 10, page_size = 3 }", MAPPER, "").await;
     let pages = Arc::new(Mutex::new(Vec::new()));
     let p2 = pages.clone();
     let r = h
@@ -127,18 +153,12 @@ async fn multi_page_sync_delivers_everything_and_moves_the_cursor() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stale_and_duplicate_records_are_skipped() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
-    let h = host(&config_text(
-        dir.path(),
-        "dupes",
-        "{}",
-        MAPPER,
-        &server.url(""),
-        "",
-    ))
-    .await;
+    let Setup {
+        sink,
+        server: _server,
+        dir: _dir,
+        h,
+    } = setup("dupes", "{}", MAPPER, "").await;
     let r = run(&h).await;
     assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
     // a@1 within page 0 (older than a@2), and a@1 again on page 1.
@@ -167,19 +187,13 @@ async fn stale_and_duplicate_records_are_skipped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_records_are_dead_lettered_and_replayed_after_a_fix() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
     let mapper = r#"{ connector = "test-mapper@>=0.4", config = { reject_multiple_of = 4 } }"#;
-    let h = host(&config_text(
-        dir.path(),
-        "numbers",
-        "{ total = 10, page_size = 5 }",
-        mapper,
-        &server.url(""),
-        "",
-    ))
-    .await;
+    let Setup {
+        sink,
+        server: _server,
+        dir: _dir,
+        h,
+    } = setup("numbers", "{ total = 10, page_size = 5 }", mapper, "").await;
     let r = run(&h).await;
     assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
     assert_eq!((r.emitted, r.dead_lettered), (7, 3));
@@ -226,19 +240,13 @@ async fn bad_records_are_dead_lettered_and_replayed_after_a_fix() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pinning_an_exact_version_rolls_back() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
     let pinned = r#"{ connector = "test-mapper@0.4.0", config = { reject_multiple_of = 4 } }"#;
-    let h = host(&config_text(
-        dir.path(),
-        "numbers",
-        "{ total = 5, page_size = 5 }",
-        pinned,
-        &server.url(""),
-        "",
-    ))
-    .await;
+    let Setup {
+        sink: _sink,
+        server: _server,
+        dir: _dir,
+        h,
+    } = setup("numbers", "{ total = 5, page_size = 5 }", pinned, "").await;
     h.registry
         .add(&h.runtime, artifacts::TEST_MAPPER_V2.as_ref())
         .await
@@ -250,19 +258,13 @@ async fn pinning_an_exact_version_rolls_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_destination_that_is_down_is_retried_without_moving_the_cursor() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
     let retry = "[tenants.acme.flows.sync.retry]\nmax_attempts = 3\nbase_delay_ms = 10\nmax_delay_ms = 50\n";
-    let h = host(&config_text(
-        dir.path(),
-        "numbers",
-        "{ total = 6, page_size = 3 }",
-        MAPPER,
-        &server.url(""),
-        retry,
-    ))
-    .await;
+    let Setup {
+        sink,
+        server: _server,
+        dir: _dir,
+        h,
+    } = setup("numbers", "{ total = 6, page_size = 3 }", MAPPER, retry).await;
     sink.down.store(true, Ordering::SeqCst);
     let r = run(&h).await;
     assert_eq!(r.outcome, RunOutcome::Failed);
@@ -485,17 +487,17 @@ async fn crash_between_emit_and_commit_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_runs_flows_on_their_schedule_and_skips_those_needing_attention() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
-    let h = host(&config_text(
-        dir.path(),
+    let Setup {
+        sink,
+        server: _server,
+        dir: _dir,
+        h,
+    } = setup(
         "numbers",
         "{ total = 3, page_size = 3 }",
         MAPPER,
-        &server.url(""),
         "schedule = \"1s\"",
-    ))
+    )
     .await;
     // Serve until three runs have been reported (or a generous timeout).
     let runs = Arc::new(Mutex::new(Vec::new()));
@@ -552,18 +554,7 @@ async fn serve_runs_flows_on_their_schedule_and_skips_those_needing_attention() 
 /// happened.
 #[tokio::test(flavor = "multi_thread")]
 async fn state_show_tells_failed_runs_in_a_row() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
-    let h = host(&config_text(
-        dir.path(),
-        "numbers",
-        "{ total = 3, page_size = 3 }",
-        MAPPER,
-        &server.url(""),
-        "[tenants.acme.flows.sync.retry]\nmax_attempts = 2\nbase_delay_ms = 10\nmax_delay_ms = 20\n",
-    ))
-    .await;
+    let Setup { sink, server: _server, dir: _dir, h } = setup("numbers", "{ total = 3, page_size = 3 }", MAPPER, "[tenants.acme.flows.sync.retry]\nmax_attempts = 2\nbase_delay_ms = 10\nmax_delay_ms = 20\n").await;
     let health = || weft::flow::flow_health(&*h.state, "acme", "sync").unwrap();
     assert!(health().contains("no run yet"), "{}", health());
     sink.down.store(true, Ordering::SeqCst);

@@ -15,15 +15,7 @@ use weft_test_artifacts as artifacts;
 
 /// The JavaScript component `name`, built by `make guests-js`.
 fn js_component(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/guests/js")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `make guests-js` (npm ci and componentize-js) first",
-        path.display()
-    );
-    path
+    guest_component("js", name, "guests-js")
 }
 
 /// The last segment of a request's path: the record key of

@@ -130,7 +130,10 @@ fn the_check_sees_a_room_that_names_a_higher_one() {
         paths("use crate::flow::lease::Leases; x crate::Host"),
         ["flow::lease", "Host"]
     );
-    assert_eq!(module_of(Path::new("/s"), Path::new("/s/flow/mod.rs")), "flow");
+    assert_eq!(
+        module_of(Path::new("/s"), Path::new("/s/flow/mod.rs")),
+        "flow"
+    );
     let (_, state) = rank("state::sled").unwrap();
     let (_, service) = rank("service").unwrap();
     assert!(service > state);

@@ -18,15 +18,7 @@ use weft_test_artifacts as artifacts;
 
 /// The Python component `name`, built by `make guests-python`.
 fn python_component(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/guests/python")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `make guests-python` (componentize-py) first",
-        path.display()
-    );
-    path
+    guest_component("python", name, "guests-python")
 }
 
 /// One tenant `acme` with one flow `sync` from the test source's `numbers`
