@@ -19,6 +19,11 @@
 //!   `WEFT_BENCH_LAG_SECS` (default 60) and the lag of every scheduled start
 //!   (start − due) is read from the `weft_schedule_lag_seconds` histogram
 //!   (p99 as the upper bound of its bucket).
+//! - **Alert check**: what the alerter asks the state after every run, a
+//!   tenant's count of dead letters, with 3,000 tenants of 6 dead letters
+//!   each in sled: the count kept per tenant against reading and decoding
+//!   every dead letter (what it did before; issue 22 found it was three
+//!   quarters of the service's CPU at 3,000 tenants).
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -40,16 +45,19 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // `WEFT_BENCH_ONLY=webhooks|lag`: one part alone (for profiling).
+    // `WEFT_BENCH_ONLY=webhooks|lag|alerts`: one part alone (for profiling).
     let only = std::env::var("WEFT_BENCH_ONLY").unwrap_or_default();
     rt.block_on(async {
-        if only != "lag" {
+        if only.is_empty() || only == "webhooks" {
             webhooks().await;
         }
-        if only != "webhooks" {
+        if only.is_empty() || only == "lag" {
             schedule_lag().await;
         }
     });
+    if only.is_empty() || only == "alerts" {
+        alert_check();
+    }
 }
 
 async fn host(config: &str, dir: &std::path::Path) -> Arc<Host> {
@@ -365,5 +373,81 @@ async fn schedule_lag() {
         "schedule lag, {TENANTS} tenants on 5-minute schedules, {secs} s: {} scheduled starts, {} runs ended; lag p50 ≤ {p50} s, p99 ≤ {p99} s (histogram bucket bounds)",
         n - before,
         runs.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
+
+/// The alerter's question after a run, `StateStore::dead_letter_count`,
+/// against what answered it before (`dead_letters` of the tenant, which
+/// reads every dead letter of every tenant).
+fn alert_check() {
+    use weft::model::{ConnectorError, Operation, Record};
+    use weft::state::{DeadLetter, Handled, PageCommit, StateStore};
+    const TENANTS: usize = 3_000;
+    const PER_TENANT: usize = 6;
+    let state = SledState::temporary().unwrap();
+    for t in 0..TENANTS {
+        let tenant = format!("t{t}");
+        let dead: Vec<DeadLetter> = (0..PER_TENANT)
+            .map(|i| {
+                let key = format!("k{i}");
+                DeadLetter {
+                    id: DeadLetter::id_for(&tenant, "dest", "k", &key),
+                    tenant: tenant.clone(),
+                    flow: "f".into(),
+                    stage: "map".into(),
+                    connector: "m@1.0.0".into(),
+                    destination: "d@1.0.0".into(),
+                    record: Record {
+                        key,
+                        kind: "k".into(),
+                        version: 1,
+                        op: Operation::Upsert,
+                        body: r#"{"appointment":{"id":"apt_1","title":"A meeting"}}"#.into(),
+                    },
+                    error: ConnectorError::Invalid("contact con_1 does not exist".into()),
+                    attempts: 1,
+                    first_seen_ms: 1,
+                    last_seen_ms: 1,
+                }
+            })
+            .collect();
+        let records = dead
+            .iter()
+            .map(|d| Handled {
+                key: d.record.key.clone(),
+                version: 1,
+                present: None,
+                settles: None,
+                before: Default::default(),
+            })
+            .collect();
+        state
+            .commit_page(
+                &tenant,
+                "f",
+                &PageCommit {
+                    scope: "dest".into(),
+                    cursor: None,
+                    records,
+                    dead_letters: dead,
+                    resolved: vec![],
+                    read_at: None,
+                },
+            )
+            .unwrap();
+    }
+    let time = |f: &dyn Fn(&str) -> usize| {
+        let calls = 200;
+        let t = Instant::now();
+        for i in 0..calls {
+            assert_eq!(f(&format!("t{}", i * 7 % TENANTS)), PER_TENANT);
+        }
+        t.elapsed() / calls as u32
+    };
+    let kept = time(&|t| state.dead_letter_count(t).unwrap());
+    let scanned = time(&|t| state.dead_letters(Some(t), None).unwrap().len());
+    println!(
+        "alert check after a run, {TENANTS} tenants x {PER_TENANT} dead letters: count kept {kept:.1?}, reading every dead letter {scanned:.1?} ({:.0}x)",
+        scanned.as_secs_f64() / kept.as_secs_f64().max(1e-9)
     );
 }

@@ -131,7 +131,7 @@ impl Alerter {
     }
 
     fn check_dead_letters(&self, tenant: &str) {
-        let Ok(open) = self.host.state.dead_letters(Some(tenant), None) else {
+        let Ok(open) = self.host.state.dead_letter_count(tenant) else {
             return;
         };
         let over = self.host.config.alerts.dead_letters_over;
@@ -139,8 +139,8 @@ impl Alerter {
             tenant,
             "",
             "dead_letters",
-            open.len() > over,
-            &format!("{} open dead letters (threshold {over})", open.len()),
+            open > over,
+            &format!("{open} open dead letters (threshold {over})"),
         );
     }
 

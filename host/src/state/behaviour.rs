@@ -124,6 +124,48 @@ pub(crate) fn records_that_get_through_settle_their_dead_letters(s: &dyn StateSt
     assert!(s.dead_letters(None, None).unwrap().is_empty());
 }
 
+/// A tenant's count of dead letters follows every change: new ones,
+/// repeats of one (not counted twice), settled ones, removed ones, and it
+/// is the tenant's alone.
+pub(crate) fn dead_letter_counts_follow_every_change(s: &dyn StateStore) {
+    let count = |t: &str| s.dead_letter_count(t).unwrap();
+    let listed = |t: &str| s.dead_letters(Some(t), None).unwrap().len();
+    s.commit_page(
+        "t",
+        "f",
+        &PageCommit {
+            dead_letters: vec![dl("a", 1, 1), dl("b", 1, 1), dl("c", 1, 1)],
+            ..page("dest", &[("a", 1, None), ("b", 1, None), ("c", 1, None)])
+        },
+    )
+    .unwrap();
+    assert_eq!((count("t"), count("u")), (3, 0));
+    // The same record dead again is the same dead letter.
+    s.commit_page(
+        "t",
+        "f",
+        &PageCommit {
+            dead_letters: vec![dl("a", 1, 2)],
+            ..page("dest", &[("a", 2, None)])
+        },
+    )
+    .unwrap();
+    assert_eq!(count("t"), 3);
+    let mut settle = page("dest", &[("b", 3, Some(true))]);
+    settle.records[0].settles = Some("k".into());
+    s.commit_page("t", "f", &settle).unwrap();
+    assert_eq!(count("t"), 2);
+    assert!(
+        s.remove_dead_letter(&DeadLetter::id_for("t", "dest", "k", "c"))
+            .unwrap()
+    );
+    assert!(
+        !s.remove_dead_letter(&DeadLetter::id_for("t", "dest", "k", "c"))
+            .unwrap()
+    );
+    assert_eq!((count("t"), listed("t")), (1, 1));
+}
+
 pub(crate) fn an_entry_read_before_another_commit_is_read_again(s: &dyn StateStore) {
     let at = |version: i64, read_at: Option<u64>| PageCommit {
         read_at,
@@ -211,6 +253,11 @@ macro_rules! state_behaviour_tests {
         fn records_that_get_through_settle_their_dead_letters() {
             let store = $make;
             $crate::state::behaviour::records_that_get_through_settle_their_dead_letters(&store);
+        }
+        #[test]
+        fn dead_letter_counts_follow_every_change() {
+            let store = $make;
+            $crate::state::behaviour::dead_letter_counts_follow_every_change(&store);
         }
         #[test]
         fn an_entry_read_before_another_commit_is_read_again() {

@@ -450,6 +450,12 @@ pub trait StateStore: Send + Sync + 'static {
     /// cursor where it was, and the page is read again (what was written of
     /// it only makes the repeat skip records as delivered).
     fn commit_page(&self, tenant: &str, flow: &str, commit: &PageCommit) -> anyhow::Result<()>;
+    /// How many dead letters `tenant` has: what the alert check asks after
+    /// every run, so a backend keeps it at hand instead of reading every
+    /// dead letter (the default reads them).
+    fn dead_letter_count(&self, tenant: &str) -> anyhow::Result<usize> {
+        Ok(self.dead_letters(Some(tenant), None)?.len())
+    }
     /// Dead letters, optionally filtered, oldest first.
     fn dead_letters(
         &self,

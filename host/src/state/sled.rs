@@ -41,6 +41,10 @@ pub struct SledState {
     /// serializes commits. In memory: one counter per scope committed to
     /// since the start.
     commits: std::sync::Mutex<std::collections::HashMap<Vec<u8>, u64>>,
+    /// Dead letters per tenant: counted once at open, kept as they change
+    /// (the alert check asks after every run; reading every dead letter
+    /// of every tenant for it made the service quadratic in tenants).
+    dead_counts: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// Per (tenant, scope) (`key2`): which record keys may have an entry,
     /// built from the entries the first time the scope is read, so that a
     /// record that surely has none (every record of a first sync) costs no
@@ -194,12 +198,35 @@ impl SledState {
             inbox_log,
             unsynced_ids: Default::default(),
             commits: Default::default(),
+            dead_counts: Default::default(),
             scope_keys: Default::default(),
             _temp: temp,
         };
         state.migrate_inbox()?;
         state.remember_ids(accepted)?;
+        state.count_dead_letters()?;
         Ok(state)
+    }
+
+    /// Counts the dead letters per tenant (at open).
+    fn count_dead_letters(&self) -> anyhow::Result<()> {
+        let mut counts = std::collections::HashMap::new();
+        for item in self.dead.iter().values() {
+            let d: DeadLetter = unjson(&item?)?;
+            *counts.entry(d.tenant).or_insert(0) += 1;
+        }
+        *self.dead_counts.lock().unwrap_or_else(|p| p.into_inner()) = counts;
+        Ok(())
+    }
+
+    /// Adds `delta` to `tenant`'s count of dead letters.
+    fn count_dead(&self, tenant: &str, delta: isize) {
+        if delta == 0 {
+            return;
+        }
+        let mut counts = self.dead_counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(tenant.to_owned()).or_insert(0);
+        *n = n.saturating_add_signed(delta);
     }
 
     /// The record keys with an entry under `scope_id` (`key2(tenant,
@@ -524,19 +551,26 @@ impl StateStore for SledState {
         };
         if !commit.dead_letters.is_empty() || !resolved.is_empty() {
             let mut batch = ::sled::Batch::default();
-            for d in &commit.dead_letters {
-                let mut d = d.clone();
+            let mut added: Vec<&str> = Vec::new();
+            for src in &commit.dead_letters {
+                let mut d = src.clone();
                 if let Some(old) = self.dead.get(d.id.as_bytes())? {
                     let old: DeadLetter = unjson(&old)?;
                     d.attempts = old.attempts + d.attempts.max(1);
                     d.first_seen_ms = old.first_seen_ms;
+                } else if !added.contains(&src.id.as_str()) {
+                    added.push(&src.id);
                 }
                 batch.insert(d.id.as_bytes(), json(&d)?);
             }
+            let removed = resolved.len();
             for id in resolved {
                 batch.remove(id.as_bytes());
             }
             self.dead.apply_batch(batch)?;
+            // The page's dead letters and the ones it settled are `tenant`'s
+            // (their IDs are made from it).
+            self.count_dead(tenant, added.len() as isize - removed as isize);
         }
         // Into the scope's filter before the entries are written (a key in
         // it that has no entry yet only costs a read).
@@ -596,9 +630,23 @@ impl StateStore for SledState {
     }
 
     fn remove_dead_letter(&self, id: &str) -> anyhow::Result<bool> {
-        let existed = self.dead.remove(id.as_bytes())?.is_some();
+        let old = self.dead.remove(id.as_bytes())?;
+        if let Some(old) = &old {
+            let d: DeadLetter = unjson(old)?;
+            self.count_dead(&d.tenant, -1);
+        }
         self.flush_db()?;
-        Ok(existed)
+        Ok(old.is_some())
+    }
+
+    fn dead_letter_count(&self, tenant: &str) -> anyhow::Result<usize> {
+        Ok(self
+            .dead_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant)
+            .copied()
+            .unwrap_or(0))
     }
 
     fn save_run(&self, run: &RunRecord) -> anyhow::Result<()> {
@@ -872,10 +920,17 @@ mod tests {
             let s = SledState::open(dir.path()).unwrap();
             s.set_cursor("t", "f", Some("c9")).unwrap();
             s.set_attention("t", "f", Some("bad key")).unwrap();
+            let commit = PageCommit {
+                dead_letters: vec![crate::state::behaviour::dl("a", 1, 1)],
+                ..page("dest", &[("a", 1, None)])
+            };
+            s.commit_page("t", "f", &commit).unwrap();
         }
         let s = SledState::open(dir.path()).unwrap();
         assert_eq!(s.cursor("t", "f").unwrap().as_deref(), Some("c9"));
         assert_eq!(s.attention("t", "f").unwrap().as_deref(), Some("bad key"));
+        // Dead letters are counted again at open.
+        assert_eq!(s.dead_letter_count("t").unwrap(), 1);
     }
 
     #[test]
