@@ -128,7 +128,7 @@ pub(crate) async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             record,
             wait: _,
         } => {
-            let host = open(cli)?;
+            let host = std::sync::Arc::new(open(cli)?);
             let recording = record.as_ref().map(|dir| host.record_into(dir));
             let trigger = if *backfill {
                 Trigger::Backfill
@@ -137,35 +137,39 @@ pub(crate) async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             };
             let tty = std::io::stderr().is_terminal();
             let mut failed = false;
-            // The selected flows run concurrently (never two runs of one
-            // flow), at most `max_concurrent_runs` at once; each prints its
-            // summary when it ends.
-            use futures::StreamExt;
             let started = Instant::now();
-            let progress = |r: &RunRecord| {
-                if tty {
-                    let rate = r.fetched as f64 / started.elapsed().as_secs_f64().max(0.001);
-                    eprint!(
-                        "\r{}/{}: {} pages, {} records fetched, {rate:.0} records/s   ",
-                        r.tenant, r.flow, r.pages, r.fetched
-                    );
-                }
-            };
-            let host = &host;
-            let progress = &progress;
-            let mut runs =
-                futures::stream::iter(
-                    weft::ops::Local::new(host)
-                        .flows(&super::scope(filter))
-                        .await?,
-                )
-                .map(|(tenant, flow)| async move {
-                    host.run_flow(&tenant, &flow, trigger, progress).await
-                })
-                .buffer_unordered(host.config.max_concurrent_runs.max(1));
+            let progress: std::sync::Arc<dyn Fn(&RunRecord) + Send + Sync> =
+                std::sync::Arc::new(move |r: &RunRecord| {
+                    if tty {
+                        let rate = r.fetched as f64 / started.elapsed().as_secs_f64().max(0.001);
+                        eprint!(
+                            "\r{}/{}: {} pages, {} records fetched, {rate:.0} records/s   ",
+                            r.tenant, r.flow, r.pages, r.fetched
+                        );
+                    }
+                });
+            // The selected flows run concurrently, each a task of its own
+            // on the multi-threaded runtime (driven from one task, they kept
+            // to one core), at most `max_concurrent_runs` at once, never two
+            // writers of one destination (the runs take its lease); each
+            // prints its summary when it ends.
+            let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(
+                host.config.max_concurrent_runs.max(1),
+            ));
+            let mut runs = tokio::task::JoinSet::new();
+            for (tenant, flow) in weft::ops::Local::new(&host)
+                .flows(&super::scope(filter))
+                .await?
+            {
+                let (host, progress, slots) = (host.clone(), progress.clone(), slots.clone());
+                runs.spawn(async move {
+                    let _slot = slots.acquire_owned().await?;
+                    host.run_flow(&tenant, &flow, trigger, &*progress).await
+                });
+            }
             let mut up_to_date = Vec::new();
-            while let Some(r) = runs.next().await {
-                let r = r?;
+            while let Some(r) = runs.join_next().await {
+                let r = r??;
                 if tty {
                     eprint!("\r\x1b[2K");
                 }
