@@ -47,6 +47,9 @@ pub struct WeftConfig {
     /// Where alerts go and when they fire.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// What `/metrics` keeps per tenant.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// A running `weft serve` (`http://host:port`) that the CLI's commands
     /// go to instead of opening the state directly (also `--server`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,6 +134,21 @@ impl Default for AlertsConfig {
             after_failures: 3,
             dead_letters_over: 100,
         }
+    }
+}
+
+/// The `[metrics]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// How many tenants get series of their own; the rest are counted
+    /// together as `_other` (`metrics::tenant_label`).
+    pub max_tenants: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { max_tenants: 100 }
     }
 }
 

@@ -67,6 +67,7 @@ impl Host {
         resolver: Arc<dyn crate::caps::http::Resolver>,
         secrets: crate::secrets::SecretStore,
     ) -> anyhow::Result<Self> {
+        crate::metrics::set_max_tenants(config.metrics.max_tenants);
         let host_config = HostConfig {
             limits: config.limits.clone(),
             cache_dir: Some(config.data_dir.join("cache")),

@@ -4,7 +4,11 @@
 //! and the service count into [`metrics()`]; [`encode`] renders them.
 //!
 //! Label values are tenant and flow IDs, connector labels and origins: all
-//! bounded by configuration, never by data.
+//! bounded by configuration, never by data. Tenants are bounded too: the
+//! first `metrics.max_tenants` tenants seen (100 by default) get series of
+//! their own, the rest are counted together under [`OTHER`] (their flows
+//! too), so a platform with thousands of tenants scrapes a bounded page and
+//! the totals (the sum over `tenant`) stay exact. See [`tenant_label`].
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,7 +16,72 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// The `tenant` (and `flow`) label of the tenants past the bound.
+pub const OTHER: &str = "_other";
+
+/// Which tenants have series of their own: the first `max` seen.
+#[derive(Default)]
+struct TenantBound {
+    max: AtomicUsize,
+    labelled: Mutex<HashSet<String>>,
+}
+
+impl TenantBound {
+    fn label(&self, tenant: &str) -> String {
+        let mut labelled = self.labelled.lock().unwrap_or_else(|p| p.into_inner());
+        if labelled.contains(tenant) {
+            return tenant.to_owned();
+        }
+        if labelled.len() < self.max.load(Ordering::Relaxed) {
+            labelled.insert(tenant.to_owned());
+            return tenant.to_owned();
+        }
+        OTHER.to_owned()
+    }
+
+    fn flow_labels(&self, tenant: &str, flow: &str) -> (String, String) {
+        let t = self.label(tenant);
+        let f = if t == OTHER {
+            OTHER.to_owned()
+        } else {
+            flow.to_owned()
+        };
+        (t, f)
+    }
+}
+
+/// The process's bound (`metrics.max_tenants`, 100 by default).
+fn bound() -> &'static TenantBound {
+    static B: OnceLock<TenantBound> = OnceLock::new();
+    B.get_or_init(|| TenantBound {
+        max: AtomicUsize::new(100),
+        labelled: Mutex::default(),
+    })
+}
+
+/// Sets how many tenants get series of their own (from the configuration,
+/// when the host opens).
+pub fn set_max_tenants(n: usize) {
+    bound().max.store(n, Ordering::Relaxed);
+}
+
+/// The `tenant` label of `tenant`: itself while fewer than the bound have
+/// series (or it has one already), [`OTHER`] past it. A tenant named in a
+/// webhook URL that does not exist counts like any other, so no request
+/// can add series without bound.
+pub fn tenant_label(tenant: &str) -> String {
+    bound().label(tenant)
+}
+
+/// The `(tenant, flow)` labels of a flow: [`OTHER`] for both past the
+/// bound.
+pub fn flow_labels(tenant: &str, flow: &str) -> (String, String) {
+    bound().flow_labels(tenant, flow)
+}
 
 /// (tenant, flow).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -211,10 +280,11 @@ impl Metrics {
 
     /// Counts a finished run and its records.
     pub fn run_ended(&self, run: &crate::state::RunRecord) {
+        let (tenant, flow) = flow_labels(&run.tenant, &run.flow);
         self.runs
             .get_or_create(&RunLabels {
-                tenant: run.tenant.clone(),
-                flow: run.flow.clone(),
+                tenant: tenant.clone(),
+                flow: flow.clone(),
                 outcome: run.outcome.label().replace(' ', "_").to_lowercase(),
             })
             .inc();
@@ -227,8 +297,8 @@ impl Metrics {
             if n > 0 {
                 self.records
                     .get_or_create(&RecordLabels {
-                        tenant: run.tenant.clone(),
-                        flow: run.flow.clone(),
+                        tenant: tenant.clone(),
+                        flow: flow.clone(),
                         stage: stage.into(),
                     })
                     .inc_by(n);
@@ -249,4 +319,21 @@ pub fn encode() -> String {
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &metrics().registry);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_past_the_bound_share_one_label() {
+        let b = TenantBound::default();
+        b.max.store(2, Ordering::Relaxed);
+        assert_eq!((b.label("a"), b.label("b")), ("a".into(), "b".into()));
+        assert_eq!(b.label("c"), OTHER);
+        assert_eq!(b.flow_labels("c", "f"), (OTHER.into(), OTHER.into()));
+        // One with series keeps them.
+        assert_eq!(b.label("a"), "a");
+        assert_eq!(b.flow_labels("b", "f").1, "f");
+    }
 }

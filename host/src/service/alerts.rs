@@ -180,7 +180,7 @@ impl Alerter {
         crate::metrics::metrics()
             .alerts
             .get_or_create(&crate::metrics::TenantLabels {
-                tenant: tenant.to_owned(),
+                tenant: crate::metrics::tenant_label(tenant),
             })
             .inc();
         if let Some(url) = url {

@@ -137,7 +137,9 @@ async fn metrics(caller: admin::Caller, State(app): State<Arc<AppState>>) -> Res
         m.dead_letters_open.clear();
         for d in all {
             m.dead_letters_open
-                .get_or_create(&crate::metrics::TenantLabels { tenant: d.tenant })
+                .get_or_create(&crate::metrics::TenantLabels {
+                    tenant: crate::metrics::tenant_label(&d.tenant),
+                })
                 .inc();
         }
     }

@@ -135,11 +135,12 @@ pub fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
 pub(crate) type Pending = (InboxEntry, oneshot::Sender<anyhow::Result<Option<u64>>>);
 
 fn count(tenant: &str, flow: &str, result: &str) {
+    let (tenant, flow) = crate::metrics::flow_labels(tenant, flow);
     crate::metrics::metrics()
         .webhooks
         .get_or_create(&crate::metrics::WebhookLabels {
-            tenant: tenant.to_owned(),
-            flow: flow.to_owned(),
+            tenant,
+            flow,
             result: result.to_owned(),
         })
         .inc();

@@ -650,7 +650,7 @@ impl Outbound {
             crate::metrics::metrics()
                 .http_requests
                 .get_or_create(&crate::metrics::HttpLabels {
-                    tenant: self.tenant.clone(),
+                    tenant: crate::metrics::tenant_label(&self.tenant),
                     origin: origin_str.clone(),
                     status: match &result {
                         Ok(r) => r.status().as_u16().to_string(),

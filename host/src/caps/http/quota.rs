@@ -81,7 +81,7 @@ impl Quotas {
                 crate::metrics::metrics()
                     .quota_waits
                     .get_or_create(&crate::metrics::OriginLabels {
-                        tenant: tenant.to_owned(),
+                        tenant: crate::metrics::tenant_label(tenant),
                         origin: origin.to_owned(),
                     })
                     .inc();
