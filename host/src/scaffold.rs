@@ -360,6 +360,8 @@ mod tests {
                 .join("pyproject.toml")
                 .is_file()
         );
+        let js = install_sdk_in(home.path(), Lang::Js).unwrap();
+        assert!(js.join("package.json").is_file());
     }
     use super::*;
 

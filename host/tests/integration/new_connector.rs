@@ -277,6 +277,15 @@ fn js_skeleton(parent: &Path, world: &str, data: &Path) -> PathBuf {
         "{} is missing: run `make guests-js` first",
         tool.display()
     );
+    // The SDK the binary carries packs as an npm package.
+    check(
+        Command::new("npm")
+            .args(["pack", "--dry-run"])
+            .current_dir(sdk_path(parent, "js"))
+            .output()
+            .unwrap(),
+        "npm pack of the JS SDK",
+    );
     let (name, dir) = new_skeleton(parent, world, "js");
     // What `npm install` puts there (package.json pins componentize-js):
     // the checkout's, installed by `make guests-js`.
