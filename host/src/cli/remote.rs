@@ -46,7 +46,10 @@ pub(crate) async fn run(
         outln!("{t}/{f}: queued on {server} (see `weft runs list`)");
         return Ok(ExitCode::SUCCESS);
     }
-    // The first run of the flow that was not there before, once it ended.
+    // The first run of the flow that was not there before and that an
+    // operator asked for (a scheduled or webhook run that ends meanwhile is
+    // not this one; a queued manual run merges into a pending backfill),
+    // once it ended.
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let list: Vec<Value> = api.call("GET", &runs, None).await?;
@@ -54,6 +57,7 @@ pub(crate) async fn run(
             r["id"]
                 .as_str()
                 .is_some_and(|id| !before.iter().any(|b| b == id))
+                && matches!(r["trigger"].as_str(), Some("manual" | "backfill"))
                 && r["outcome"] != "running"
         });
         if let Some(r) = ended {

@@ -951,6 +951,40 @@ async fn acknowledged_webhook_ids_are_remembered_after_kill_9() {
 /// Issue 20, item 6: `weft --server … run` only queued. With `--wait` it
 /// waits for the run to end, prints its summary line and exits with its
 /// outcome.
+/// `run --wait` reports the run it asked for, not a scheduled one that
+/// ends meanwhile: with the flow polled every second and up to date, a
+/// backfill asked for over the API is the run that emits every record.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_wait_reports_its_own_run_beside_scheduled_ones() {
+    let (server, _keys) = sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = setup_with(dir.path(), port, &server.url(""), "", "", "1s");
+    for f in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
+        add(&path, f);
+    }
+    let _child = start_serve(&path, port).await;
+    for _ in 0..3 {
+        let out = weft(&path)
+            .args(["--server", &format!("http://127.0.0.1:{port}")])
+            .args([
+                "run",
+                "--tenant",
+                "acme",
+                "--flow",
+                "sync",
+                "--backfill",
+                "--wait",
+            ])
+            .env("WEFT_TOKEN", OPERATOR)
+            .output()
+            .unwrap();
+        assert_success(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("3 emitted"), "{stdout}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn run_against_a_server_can_wait_for_the_outcome() {
     let Ready {
