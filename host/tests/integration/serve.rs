@@ -965,24 +965,23 @@ async fn run_wait_reports_its_own_run_beside_scheduled_ones() {
     }
     let _child = start_serve(&path, port).await;
     for _ in 0..3 {
-        let out = weft(&path)
-            .args(["--server", &format!("http://127.0.0.1:{port}")])
-            .args([
-                "run",
-                "--tenant",
-                "acme",
-                "--flow",
-                "sync",
-                "--backfill",
-                "--wait",
-            ])
-            .env("WEFT_TOKEN", OPERATOR)
-            .output()
-            .unwrap();
-        assert_success(&out);
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = run_and_wait(&path, port, &["--backfill"]);
         assert!(stdout.contains("3 emitted"), "{stdout}");
     }
+}
+
+/// `weft --server … run --tenant acme --flow sync --wait` with `extra`
+/// arguments; its output, once it succeeded.
+fn run_and_wait(path: &Path, port: u16, extra: &[&str]) -> String {
+    let out = weft(path)
+        .args(["--server", &format!("http://127.0.0.1:{port}")])
+        .args(["run", "--tenant", "acme", "--flow", "sync", "--wait"])
+        .args(extra)
+        .env("WEFT_TOKEN", OPERATOR)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -991,14 +990,7 @@ async fn run_against_a_server_can_wait_for_the_outcome() {
         keys, port, path, ..
     } = &ready("").await;
     let _child = start_serve(path, *port).await;
-    let out = weft(path)
-        .args(["--server", &format!("http://127.0.0.1:{port}")])
-        .args(["run", "--tenant", "acme", "--flow", "sync", "--wait"])
-        .env("WEFT_TOKEN", OPERATOR)
-        .output()
-        .unwrap();
-    assert_success(&out);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_and_wait(path, *port, &[]);
     assert!(stdout.starts_with("acme/sync: succeeded"), "{stdout}");
     assert!(stdout.contains("3 emitted"), "{stdout}");
     assert_eq!(keys.lock().unwrap().len(), 3);
