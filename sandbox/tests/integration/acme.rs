@@ -12,6 +12,17 @@ use std::time::Duration;
 use weft_sandbox::acme::data::Counts;
 use weft_sandbox::acme::{AcmeConfig, AcmeSandbox, Faults};
 
+/// Asserts that `r` is an Acme error answer: `status`, and `code` in
+/// `{"error": {"code": …}}`.
+fn assert_error(r: &Resp, status: u16, code: &str) {
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].clone()),
+        (status, json!(code)),
+        "{}",
+        r.text
+    );
+}
+
 async fn sandbox(counts: Counts, faults: Faults) -> AcmeSandbox {
     let config = AcmeConfig {
         counts,
@@ -79,10 +90,7 @@ async fn both_auth_schemes_and_their_errors() {
     ];
     for (headers, code) in cases {
         let r = get(&base, "/users", &headers).await;
-        assert_eq!(
-            (r.status, r.json()["error"]["code"].as_str().unwrap()),
-            (401, code)
-        );
+        assert_error(&r, 401, code);
     }
     let r = post_form(
         &base,
@@ -90,15 +98,9 @@ async fn both_auth_schemes_and_their_errors() {
         "grant_type=client_credentials&client_id=weft-demo&client_secret=bad",
     )
     .await;
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].clone()),
-        (401, json!("invalid_client"))
-    );
+    assert_error(&r, 401, "invalid_client");
     let r = get(&base, "/appointments/apt_nope", &[key_header()]).await;
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].clone()),
-        (404, json!("not_found"))
-    );
+    assert_error(&r, 404, "not_found");
 }
 
 #[tokio::test]
@@ -117,10 +119,7 @@ async fn tokens_expire_and_can_be_revoked() {
     assert_eq!(get(&base, "/users", &auth).await.status, 200);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = get(&base, "/users", &auth).await;
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].clone()),
-        (401, json!("invalid_token"))
-    );
+    assert_error(&r, 401, "invalid_token");
 
     let fresh = oauth_token(&base).await;
     let auth = [("authorization", format!("Bearer {fresh}"))];
@@ -320,10 +319,7 @@ async fn cursors_expire() {
     );
     post_json(&s.root_url(), "/_sandbox/cursors/expire", &json!({})).await;
     let r = get(&base, &format!("/contacts?cursor={c}"), &[key_header()]).await;
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].clone()),
-        (400, json!("cursor_expired"))
-    );
+    assert_error(&r, 400, "cursor_expired");
 }
 
 #[tokio::test]
