@@ -1244,6 +1244,17 @@ async fn issue8_storms_of_changes_end_exact() {
     }
 }
 
+/// A millisecond after contact `cid`'s deletion, as Acme writes instants:
+/// a change stamped with it comes after the deletion (Acme's timestamps
+/// have milliseconds, and a change made at once can share the deletion's).
+async fn just_after_deletion(env: &DemoEnv, cid: &str) -> String {
+    let listed = env.acme_get(&format!("/contacts?ids={cid}")).await.unwrap();
+    let deleted = listed["data"][0]["deleted_at"].as_str().unwrap().to_owned();
+    let at =
+        chrono::DateTime::parse_from_rfc3339(&deleted).unwrap() + chrono::Duration::milliseconds(1);
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// Issue 19, item 6: an appointment moved after its customer was deleted
 /// kept the event at the old time (dead-lettered, as statement 10 says),
 /// and a tenant activated after the deletion dead-lettered appointments a
@@ -1291,20 +1302,20 @@ async fn issue19_deleted_contacts_last_known_makes_the_calendar_a_function_of_ac
     )
     .await;
     change(&env, "DELETE", &format!("/contacts/{cid}"), json!({})).await;
-    // Acme's timestamps have milliseconds: a change in the same one as the
-    // deletion cannot be told to come after it.
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     change(
         &env,
         "PATCH",
         &format!("/appointments/{id}"),
-        json!({ "starts_at": "2026-12-09T16:00:00Z", "ends_at": "2026-12-09T17:00:00Z" }),
+        json!({
+            "starts_at": "2026-12-09T16:00:00Z", "ends_at": "2026-12-09T17:00:00Z",
+            "updated_at": just_after_deletion(&env, cid).await,
+        }),
     )
     .await;
     // Another customer is deleted, then their appointment is reassigned.
     let ocid = other_contact["id"].as_str().unwrap();
     change(&env, "DELETE", &format!("/contacts/{ocid}"), json!({})).await;
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let after = just_after_deletion(&env, ocid).await;
     let users = users_by_email(&env).await;
     let new_owner = users.iter().find(|(e, _)| *e != email).unwrap();
     let oid = other["id"].as_str().unwrap();
@@ -1312,7 +1323,7 @@ async fn issue19_deleted_contacts_last_known_makes_the_calendar_a_function_of_ac
         &env,
         "PATCH",
         &format!("/appointments/{oid}"),
-        json!({ "owner_id": new_owner.1 }),
+        json!({ "owner_id": new_owner.1, "updated_at": after }),
     )
     .await;
     sync_ok(&env, "t1").await;
