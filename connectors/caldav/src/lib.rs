@@ -6,13 +6,17 @@
 //! `{collection}{resource}.ics`; when the collection does not exist and the
 //! tenant allows it, the connector creates it (`MKCALENDAR`, after a `MKCOL`
 //! of the parent when the server answers `409` because the parent is
-//! missing) and puts again. Where each record's event was written is kept
-//! in the tenant's kv (`at:{key}` → collection URL): when a record moves to
-//! another collection (the appointment's owner changed) the old copy is
-//! deleted after the new one is written, and a delete removes the event
-//! from where it was written even when the record no longer names an owner
-//! (`user_email` null). A delete is a `DELETE`; `404` means it was gone
-//! already. Upserts into known collections, to where the event already
+//! missing) and puts again. Where each record's event may be is kept in the
+//! tenant's kv (`at:{key}` → collection URLs, one a line), written *before*
+//! the `PUT` (the host makes kv writes durable before a request leaves):
+//! whatever happens after the request (a crash, an answer lost, a `5xx`
+//! from a server that wrote the event all the same), the copy is found
+//! again. When a record moves to another collection (the appointment's
+//! owner changed) the old copies are deleted after the new one is written,
+//! and the list narrows to the new place; a delete removes the event from
+//! every place it may be, and from the collection the record names, even
+//! when the record no longer names an owner (`user_email` null). A delete
+//! is a `DELETE`; `404` means it was gone already. Upserts into known collections, to where the event already
 //! is, go out concurrently, at most 8 at a time. `429` and `5xx` are transient (with `Retry-After`); other `4xx`
 //! are invalid, with the server's answer.
 
@@ -106,25 +110,30 @@ fn put(url: &str, ics: &str) -> Result<Response, Error> {
         .send()
 }
 
-/// Where the event of source record `key` was last written: the collection
-/// URL, kept in this tenant's kv so that an event follows its owner (and a
-/// delete finds it) whoever the record names now.
+/// Where the event of source record `key` may be: the collection URLs it
+/// was written to, or was about to be, and not deleted from since. Kept in
+/// this tenant's kv so that an event follows its owner (and a delete finds
+/// it) whoever the record names now. One URL a line (a URL has no line
+/// break): a lone URL is what earlier versions wrote.
 fn location_key(key: &str) -> String {
     format!("at:{key}")
 }
 
-fn location(key: &str) -> Option<String> {
+fn places(key: &str) -> Vec<String> {
     weft_sdk::kv::get(&location_key(key))
         .ok()
         .flatten()
         .and_then(|b| String::from_utf8(b).ok())
+        .map(|s| s.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
-fn remember(key: &str, coll: Option<&str>) -> Result<(), Error> {
+fn remember(key: &str, colls: &[String]) -> Result<(), Error> {
     let k = location_key(key);
-    let done = match coll {
-        Some(c) => weft_sdk::kv::set(&k, c.as_bytes()),
-        None => weft_sdk::kv::delete(&k),
+    let done = if colls.is_empty() {
+        weft_sdk::kv::delete(&k)
+    } else {
+        weft_sdk::kv::set(&k, colls.join("\n").as_bytes())
     };
     done.map_err(|e| weft_sdk::transient(format!("remembering where {key} is: {e:?}")))
 }
@@ -146,12 +155,11 @@ fn deliver(cfg: &Config, r: &Record) -> Result<(), Error> {
     let resource = body["resource"]
         .as_str()
         .ok_or_else(|| invalid(format!("record {}: no resource", r.key)))?;
-    let previous = location(&r.key);
+    let mut places = places(&r.key);
     match r.op {
         Operation::Delete => {
-            // Where it was written, and where the record says it is (events
+            // Where it may be, and where the record says it is (events
             // written before locations were kept).
-            let mut places: Vec<String> = previous.into_iter().collect();
             if let Some(e) = email {
                 let c = collection(cfg, e);
                 if !places.contains(&c) {
@@ -161,7 +169,7 @@ fn deliver(cfg: &Config, r: &Record) -> Result<(), Error> {
             for coll in &places {
                 delete_at(coll, resource)?;
             }
-            remember(&r.key, None)
+            remember(&r.key, &[])
         }
         Operation::Upsert => {
             let email = email.ok_or_else(|| invalid(format!("record {}: no user_email", r.key)))?;
@@ -169,13 +177,18 @@ fn deliver(cfg: &Config, r: &Record) -> Result<(), Error> {
                 .as_str()
                 .ok_or_else(|| invalid(format!("record {}: no ics", r.key)))?;
             let coll = collection(cfg, email);
+            if !places.contains(&coll) {
+                // Noted before the PUT leaves: found again whatever follows.
+                places.push(coll.clone());
+                remember(&r.key, &places)?;
+            }
             put_event(cfg, &coll, resource, ics)?;
-            if previous.as_deref() != Some(coll.as_str()) {
+            if places.len() > 1 {
                 // The owner changed: the event lives in one calendar only.
-                if let Some(old) = &previous {
+                for old in places.iter().filter(|p| **p != coll) {
                     delete_at(old, resource)?;
                 }
-                remember(&r.key, Some(&coll))?;
+                remember(&r.key, std::slice::from_ref(&coll))?;
             }
             Ok(())
         }
@@ -233,47 +246,46 @@ const IN_FLIGHT: usize = 8;
 /// (a first write to a collection, a move, a delete) one by one.
 fn deliver_all(cfg: &Config, records: &[Record]) -> Vec<Result<(), Error>> {
     let mut out: Vec<Option<Result<(), Error>>> = records.iter().map(|_| None).collect();
-    // (record index, request, what it is, the collection to remember if
-    // the event is new there).
-    let mut batch: Vec<(usize, Request, String, Option<String>)> = Vec::new();
+    // (record index, request, what it is).
+    let mut batch: Vec<(usize, Request, String)> = Vec::new();
     for (i, r) in records.iter().enumerate() {
-        let simple = (|| -> Option<(Request, String, Option<String>)> {
+        let simple = (|| -> Option<(Request, String)> {
             if r.op != Operation::Upsert {
                 return None;
             }
             let body = r.json().ok()?;
             let coll = collection(cfg, body["user_email"].as_str()?);
-            let previous = location(&r.key);
-            let moves = previous.as_ref().is_some_and(|p| *p != coll);
-            if moves || !READY.with(|s| s.borrow().contains(&coll)) {
+            let places = places(&r.key);
+            let stays = places.is_empty() || places == [coll.as_str()];
+            if !stays || !READY.with(|s| s.borrow().contains(&coll)) {
                 return None;
             }
             let url = format!("{coll}{}.ics", segment(body["resource"].as_str()?));
             let ics = body["ics"].as_str()?;
+            if places.is_empty() {
+                // Noted before the batch leaves (one flush for all).
+                remember(&r.key, &[coll]).ok()?;
+            }
             Some((
                 Request::new("PUT", &url)
                     .body("text/calendar; charset=utf-8", ics.as_bytes().to_vec()),
                 format!("PUT {url}"),
-                previous.is_none().then_some(coll),
             ))
         })();
         match simple {
-            Some((req, what, new)) => batch.push((i, req, what, new)),
+            Some((req, what)) => batch.push((i, req, what)),
             None => out[i] = Some(deliver(cfg, r)),
         }
     }
-    let reqs: Vec<Request> = batch.iter().map(|(_, r, _, _)| r.clone()).collect();
-    for ((i, _, what, new), answer) in batch.into_iter().zip(send_all(&reqs, IN_FLIGHT)) {
+    let reqs: Vec<Request> = batch.iter().map(|(_, r, _)| r.clone()).collect();
+    for ((i, _, what), answer) in batch.into_iter().zip(send_all(&reqs, IN_FLIGHT)) {
         out[i] = Some(match answer {
             // The collection went away meanwhile: the careful path.
             Ok(resp) if matches!(resp.status, 404 | 409) => {
                 READY.with(|s| s.borrow_mut().clear());
                 deliver(cfg, &records[i])
             }
-            Ok(resp) => classify(resp, &what).and_then(|_| match &new {
-                Some(coll) => remember(&records[i].key, Some(coll)),
-                None => Ok(()),
-            }),
+            Ok(resp) => classify(resp, &what).map(|_| ()),
             Err(e) => Err(e),
         });
     }

@@ -6,6 +6,48 @@ use super::ConnectorCtx;
 use crate::events::EventKind;
 use crate::runtime::bindings::v0_1_0::kv::{Host, KvError};
 use crate::state::kv as kvstore;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// An instance's kv writes that may not be durable yet. They are made
+/// durable before the instance's next request leaves (the HTTP hook calls
+/// [`WriteAhead::sync`]), so what a connector notes before acting outside
+/// the sandbox survives a crash after the act: `caldav` notes which
+/// calendar it is about to write an event into, and finds the copy again
+/// when the event's owner changes, whatever happened in between. Writes
+/// without a request after them become durable with the page's commit.
+#[derive(Clone)]
+pub struct WriteAhead {
+    kv: Arc<dyn kvstore::KvStore>,
+    unsynced: Arc<AtomicBool>,
+}
+
+impl WriteAhead {
+    /// Nothing written yet.
+    pub fn new(kv: Arc<dyn kvstore::KvStore>) -> Self {
+        WriteAhead {
+            kv,
+            unsynced: Arc::default(),
+        }
+    }
+
+    /// A write happened.
+    fn mark(&self) {
+        self.unsynced.store(true, Ordering::Release);
+    }
+
+    /// Makes the writes so far durable, once: a batch of requests after one
+    /// write flushes the store once.
+    pub fn sync(&self) -> Result<(), kvstore::KvError> {
+        if self.unsynced.swap(false, Ordering::AcqRel) {
+            if let Err(e) = self.kv.flush() {
+                self.unsynced.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
 
 impl From<kvstore::KvError> for KvError {
     fn from(e: kvstore::KvError) -> Self {
@@ -77,6 +119,7 @@ impl Host for ConnectorCtx {
             max_bytes: self.limits.max_kv_total_bytes,
             max_keys: self.limits.max_kv_keys,
         };
+        self.write_ahead.mark();
         self.kv
             .set(&self.kv_space, &key, &value, &quota)
             .map_err(|e| match e {
@@ -87,6 +130,7 @@ impl Host for ConnectorCtx {
 
     fn delete(&mut self, key: String) -> Result<(), KvError> {
         self.check_key(&key)?;
+        self.write_ahead.mark();
         Ok(self.kv.delete(&self.kv_space, &key)?)
     }
 

@@ -43,6 +43,8 @@ pub struct ConnectorCtx {
     pub kv: Arc<dyn KvStore>,
     /// This instance's space in it.
     pub kv_space: KvSpace,
+    /// Its writes not yet durable (synced before its next request).
+    pub write_ahead: kv::WriteAhead,
     /// Limits.
     pub limits: Limits,
     /// Where refusals are recorded.

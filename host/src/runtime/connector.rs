@@ -461,6 +461,7 @@ impl Runtime {
             self.limits.max_log_lines_per_call,
         );
         let deadline = CallDeadline::default();
+        let write_ahead = crate::caps::kv::WriteAhead::new(self.kv.clone());
         let hooks = OutboundHttp::new(
             self.http.clone(),
             &grant.tenant,
@@ -476,7 +477,8 @@ impl Runtime {
                 .http_tap
                 .clone()
                 .or_else(|| grant.recorder.as_ref().map(|r| r.tap())),
-        );
+        )
+        .with_write_ahead(write_ahead.clone());
         // Host memory a guest can make the host hold is bounded: entries in
         // its resource table, and the size of each header set.
         let mut table = ResourceTable::new();
@@ -496,6 +498,7 @@ impl Runtime {
                     tenant: grant.tenant.clone(),
                     connector: connector.inner.info.name.clone(),
                 },
+                write_ahead,
                 limits: self.limits.clone(),
                 events: self.events.clone(),
                 logs: logs.clone(),

@@ -50,6 +50,13 @@ pub trait KvStore: Send + Sync + 'static {
     ) -> Result<Vec<String>, KvError>;
     /// Bytes used by the space (as [`entry_cost`] counts them).
     fn usage(&self, space: &KvSpace) -> Result<u64, KvError>;
+    /// Makes every write so far durable. The host calls it before a guest's
+    /// request leaves when the guest wrote since its last request (see
+    /// [`crate::caps::kv::WriteAhead`]). A backend whose writes are durable
+    /// when they return keeps this default.
+    fn flush(&self) -> Result<(), KvError> {
+        Ok(())
+    }
 }
 
 /// What one space may hold.
@@ -249,6 +256,10 @@ impl KvStore for SledKv {
         let lock = self.space_usage(space)?;
         let usage = lock.lock().unwrap_or_else(|e| e.into_inner());
         Ok(usage.bytes)
+    }
+
+    fn flush(&self) -> Result<(), KvError> {
+        self.data.flush().map(drop).map_err(unavailable)
     }
 }
 

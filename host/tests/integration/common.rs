@@ -184,6 +184,16 @@ pub fn runtime_with(
     secrets: SecretStore,
     rate: Option<weft::caps::http::Rate>,
 ) -> Runtime {
+    runtime_over(limits, secrets, rate, SledKv::temporary().unwrap())
+}
+
+/// [`runtime_with`] over the given key-value store.
+pub fn runtime_over(
+    limits: Limits,
+    secrets: SecretStore,
+    rate: Option<weft::caps::http::Rate>,
+    kv: Arc<dyn weft::state::kv::KvStore>,
+) -> Runtime {
     let config = HostConfig {
         limits,
         cache_dir: Some(cache_dir()),
@@ -191,13 +201,7 @@ pub fn runtime_with(
         default_rate: rate.unwrap_or_default(),
         secrets_file: None,
     };
-    Runtime::with_parts(
-        config,
-        SledKv::temporary().unwrap(),
-        Arc::new(test_resolver()),
-        secrets,
-    )
-    .unwrap()
+    Runtime::with_parts(config, kv, Arc::new(test_resolver()), secrets).unwrap()
 }
 
 pub fn runtime() -> Runtime {

@@ -13,6 +13,7 @@ use std::time::Instant;
 use weft::caps::http::{Credential, CredentialGrant, Rate};
 use weft::events::EventKind;
 use weft::secrets::{SecretRef, SecretStore};
+use weft::state::kv::{KvError, KvQuota, KvSpace, KvStore};
 use weft::{HttpGrants, Limits, OriginPattern, Runtime, TenantGrant};
 use weft_test_artifacts as artifacts;
 
@@ -679,4 +680,87 @@ async fn tokens_refused_right_after_refresh_are_retried_not_handed_to_the_guest(
     let e = error_of(&v);
     assert!(e.starts_with("Error::Transient"), "{e}");
     assert!(e.contains("refused") && e.contains("401"), "{e}");
+}
+
+/// A kv store that journals its writes and flushes (beside the requests a
+/// test server saw, in one list).
+struct Journaled {
+    inner: Arc<weft::state::kv::SledKv>,
+    journal: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Journaled {
+    fn note(&self, what: String) {
+        self.journal.lock().unwrap().push(what);
+    }
+}
+
+impl KvStore for Journaled {
+    fn get(&self, space: &KvSpace, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.inner.get(space, key)
+    }
+    fn set(
+        &self,
+        space: &KvSpace,
+        key: &str,
+        value: &[u8],
+        quota: &KvQuota,
+    ) -> Result<(), KvError> {
+        self.note(format!("set {key}"));
+        self.inner.set(space, key, value, quota)
+    }
+    fn delete(&self, space: &KvSpace, key: &str) -> Result<(), KvError> {
+        self.note(format!("delete {key}"));
+        self.inner.delete(space, key)
+    }
+    fn list_keys(
+        &self,
+        space: &KvSpace,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, KvError> {
+        self.inner.list_keys(space, prefix, limit)
+    }
+    fn usage(&self, space: &KvSpace) -> Result<u64, KvError> {
+        self.inner.usage(space)
+    }
+    fn flush(&self) -> Result<(), KvError> {
+        self.note("flush".into());
+        self.inner.flush()
+    }
+}
+
+/// What a connector writes to its kv before a request is durable before the
+/// request leaves: a crash after the request cannot lose the note (caldav
+/// notes where it is about to write an event; the chaos test found an event
+/// orphaned when that note was lost to a `kill -9`). One flush per write,
+/// none when nothing was written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guests_kv_writes_are_durable_before_its_next_request_leaves() {
+    let journal: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let j = journal.clone();
+    let server = TestServer::start(move |_, _| {
+        j.lock().unwrap().push("request".into());
+        Reply::ok("ok")
+    })
+    .await;
+    let kv = Arc::new(Journaled {
+        inner: weft::state::kv::SledKv::temporary().unwrap(),
+        journal: journal.clone(),
+    });
+    let rt = runtime_over(test_limits(), SecretStore::default(), None, kv);
+    let c = rt.load_file(artifacts::TEST_SOURCE.as_ref()).await.unwrap();
+    for note in [Some("about to write"), None] {
+        let grant = TenantGrant {
+            config: json!({ "url": server.url("/"), "note": note }),
+            http: allow(&[&server.origin()]),
+            ..TenantGrant::new("t")
+        };
+        let mut i = rt.instantiate(&c, &grant).await.unwrap();
+        i.fetch("http", None).await.unwrap();
+    }
+    assert_eq!(
+        *journal.lock().unwrap(),
+        ["set note", "flush", "request", "request"]
+    );
 }

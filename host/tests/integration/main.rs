@@ -4,6 +4,7 @@
 //! tests; run one with `cargo nextest run -p weft-host -E 'test(/^MODULE::/)'`
 //! or `cargo test -p weft-host --test integration MODULE::`.
 
+mod caldav;
 mod common;
 mod flows;
 mod fuzz_policy;

@@ -171,6 +171,8 @@ struct Outbound {
     tap: Option<crate::caps::http::tap::HttpTap>,
     /// This instance's keep-alive connections.
     pool: client::Pool,
+    /// The instance's kv writes, made durable before a request leaves.
+    write_ahead: Option<crate::caps::kv::WriteAhead>,
 }
 
 impl OutboundHttp {
@@ -229,6 +231,7 @@ impl OutboundHttp {
                 forbidden,
                 tap: None,
                 pool: Default::default(),
+                write_ahead: None,
             }),
         })
     }
@@ -257,6 +260,14 @@ impl OutboundHttp {
             }
         }
         inner.tap = tap;
+        self
+    }
+
+    /// Makes the instance's kv writes durable before each of its requests
+    /// leaves (see [`crate::caps::kv::WriteAhead`]).
+    pub fn with_write_ahead(mut self, w: crate::caps::kv::WriteAhead) -> Self {
+        let inner = Arc::get_mut(&mut self.inner).expect("a new hook is not shared yet");
+        inner.write_ahead = Some(w);
         self
     }
 }
@@ -304,6 +315,15 @@ impl WasiHttpHooks for OutboundHttp {
             > + Send,
     > {
         let inner = self.inner.clone();
+        // What the guest wrote to its kv before this request is durable
+        // before the request can have an effect.
+        if let Some(Err(e)) = inner.write_ahead.as_ref().map(|w| w.sync()) {
+            return Box::new(async move {
+                Err(HttpError::InternalError(Some(format!(
+                    "weft: the connector's kv writes could not be made durable before the request: {e}"
+                ))))
+            });
+        }
         // A guest that starts requests without finishing them holds their
         // bodies in the host: only so many at once.
         let permit = inner.in_flight.clone().try_acquire_owned();

@@ -7,7 +7,8 @@
 //! - `loop`, `memory`, `recursion`, `panic`, `huge-batch`, `huge-body`,
 //!   `sleep-in-host`: misbehave so that a limit must stop them.
 //! - `http`: `GET` the config's `url` (following up to 3 redirects itself)
-//!   and return what happened as one record; `http-post` does a `POST`
+//!   and return what happened as one record, after writing the config's
+//!   `note` (when set) to kv key `note`; `http-post` does a `POST`
 //!   (of `post_bytes` bytes, if configured).
 //! - `kv`: write, read back and list keys; `kv-big` writes an oversized value.
 //! - `log`: logs through the `log` import and prints to stdout and stderr.
@@ -218,6 +219,9 @@ impl Source for TestSource {
                     .as_str()
                     .unwrap_or("http://127.0.0.1:1/")
                     .to_owned();
+                if let Some(note) = c["note"].as_str() {
+                    kv::set("note", note.as_bytes()).map_err(|e| invalid(format!("{e:?}")))?;
+                }
                 http_record(Request::get(&url).header("x-test", "1"))
             }
             "http-auth-header" => {
