@@ -39,11 +39,11 @@ impl WriteAhead {
     /// Makes the writes so far durable, once: a batch of requests after one
     /// write flushes the store once.
     pub fn sync(&self) -> Result<(), kvstore::KvError> {
-        if self.unsynced.swap(false, Ordering::AcqRel) {
-            if let Err(e) = self.kv.flush() {
-                self.unsynced.store(true, Ordering::Release);
-                return Err(e);
-            }
+        if self.unsynced.swap(false, Ordering::AcqRel)
+            && let Err(e) = self.kv.flush()
+        {
+            self.unsynced.store(true, Ordering::Release);
+            return Err(e);
         }
         Ok(())
     }
