@@ -10,9 +10,15 @@ SCHEMATHESIS_VERSION := 4.32.5
 
 .PHONY: setup toolchain connectors test lint demo fuzz bench clean cassettes
 
-## setup: the Rust target for guests and a virtualenv with Radicale and
-## Schemathesis (the admin API's fuzzer), both pinned
-setup: toolchain $(VENV)/bin/radicale $(VENV)/bin/schemathesis
+## setup: the Rust target for guests, a virtualenv with Radicale and
+## Schemathesis (the admin API's fuzzer), both pinned, and PostgreSQL 15
+## (Debian's package; the tests start their own servers with it)
+PG_BIN := /usr/lib/postgresql/15/bin
+setup: toolchain $(VENV)/bin/radicale $(VENV)/bin/schemathesis $(PG_BIN)/initdb
+
+$(PG_BIN)/initdb:
+	apt-get install -y --no-install-recommends postgresql-15 || \
+		(apt-get update && apt-get install -y --no-install-recommends postgresql-15)
 
 $(VENV)/bin/radicale:
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)

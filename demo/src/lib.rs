@@ -258,7 +258,17 @@ impl DemoEnv {
     /// Radicale, writes the configuration and secrets, opens the host and
     /// registers the connectors.
     pub async fn start(acme: AcmeConfig, tenants: Vec<TenantSetup>) -> anyhow::Result<Self> {
-        Self::start_inner(acme, tenants, None).await
+        Self::start_inner(acme, tenants, None, None).await
+    }
+
+    /// Like [`DemoEnv::start`], with the host's state in the PostgreSQL
+    /// database at `url` (`[state] backend = "postgres"`).
+    pub async fn start_on_postgres(
+        acme: AcmeConfig,
+        tenants: Vec<TenantSetup>,
+        url: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(acme, tenants, None, Some(url)).await
     }
 
     /// Like [`DemoEnv::start`], but Radicale requires HTTP Basic for
@@ -269,13 +279,14 @@ impl DemoEnv {
         tenants: Vec<TenantSetup>,
         password: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_inner(acme, tenants, Some(password)).await
+        Self::start_inner(acme, tenants, Some(password), None).await
     }
 
     async fn start_inner(
         acme: AcmeConfig,
         tenants: Vec<TenantSetup>,
         caldav_password: Option<&str>,
+        state_url: Option<&str>,
     ) -> anyhow::Result<Self> {
         let acme = AcmeSandbox::start(acme, "127.0.0.1:0".parse()?).await?;
         let tokens = tenants
@@ -307,7 +318,7 @@ impl DemoEnv {
                 base64::engine::general_purpose::STANDARD.encode(key),
             )?;
         }
-        let text = config_toml(
+        let mut text = config_toml(
             "data",
             &acme.base_url(),
             &dashboard.url(),
@@ -315,6 +326,11 @@ impl DemoEnv {
             &tenants,
             caldav_password.map(|_| CALDAV_USER),
         );
+        if let Some(url) = state_url {
+            text.push_str(&format!(
+                "\n[state]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+            ));
+        }
         let path = dir.path().join("weft.toml");
         std::fs::write(&path, &text)?;
         let host = std::sync::Arc::new(Host::open(WeftConfig::load(&path)?)?);

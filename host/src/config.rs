@@ -50,6 +50,10 @@ pub struct WeftConfig {
     /// What `/metrics` keeps per tenant.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Where the state lives: sled in `data_dir` (the default), or
+    /// PostgreSQL.
+    #[serde(default)]
+    pub state: StateConfig,
     /// A running `weft serve` (`http://host:port`) that the CLI's commands
     /// go to instead of opening the state directly (also `--server`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,6 +137,47 @@ impl Default for AlertsConfig {
             url: None,
             after_failures: 3,
             dead_letters_over: 100,
+        }
+    }
+}
+
+/// The `[state]` table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// `sled` or `postgres`; unset: `postgres` when a URL is given (here or
+    /// in `WEFT_DATABASE_URL`), else `sled`.
+    pub backend: Option<StateBackend>,
+    /// `postgres://user:password@host:port/database` (`?sslmode=require`
+    /// for TLS). `WEFT_DATABASE_URL` takes precedence, so that the password
+    /// need not be in the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// A state backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// The embedded database in `data_dir/state`.
+    Sled,
+    /// A PostgreSQL database (`[state] url`).
+    Postgres,
+}
+
+impl StateConfig {
+    /// The backend and, for PostgreSQL, the URL, with `WEFT_DATABASE_URL`
+    /// (`env`) taken into account.
+    pub fn resolve(&self, env: Option<String>) -> anyhow::Result<(StateBackend, Option<String>)> {
+        let url = env.filter(|u| !u.is_empty()).or_else(|| self.url.clone());
+        match (self.backend, url) {
+            (Some(StateBackend::Sled), _) | (None, None) => Ok((StateBackend::Sled, None)),
+            (Some(StateBackend::Postgres) | None, Some(url)) => {
+                Ok((StateBackend::Postgres, Some(url)))
+            }
+            (Some(StateBackend::Postgres), None) => anyhow::bail!(
+                "[state] backend = \"postgres\" needs a URL: [state] url = \"postgres://…\", or WEFT_DATABASE_URL"
+            ),
         }
     }
 }

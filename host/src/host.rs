@@ -37,13 +37,22 @@ pub struct Host {
 }
 
 impl Host {
-    /// Opens the host described by `config`: the sled database in
-    /// `{data_dir}/state`, the registry in `{data_dir}/connectors`, the
+    /// Opens the host described by `config`: the state (the sled database
+    /// in `{data_dir}/state`, or PostgreSQL as `[state]` says), the registry in `{data_dir}/connectors`, the
     /// compile cache in `{data_dir}/cache`.
     pub fn open(config: WeftConfig) -> anyhow::Result<Self> {
-        let state: Arc<dyn StateStore> = Arc::new(SledState::open(&config.data_dir.join("state"))?);
-        // The state directory is locked by this process: a run still marked
-        // running was left by a process that ended without finishing it.
+        let state: Arc<dyn StateStore> = match config
+            .state
+            .resolve(std::env::var("WEFT_DATABASE_URL").ok())?
+        {
+            (crate::config::StateBackend::Postgres, Some(url)) => {
+                Arc::new(crate::state::PgState::open(&url)?)
+            }
+            _ => Arc::new(SledState::open(&config.data_dir.join("state"))?),
+        };
+        // The state is this process's alone (sled's directory lock, or the
+        // PostgreSQL backend's owner lock): a run still marked running was
+        // left by a process that ended without finishing it.
         mark_interrupted(&*state)?;
         let mut secrets = match &config.secrets_file {
             Some(p) => crate::secrets::SecretStore::with_file(p)?,

@@ -7,6 +7,7 @@
 mod acme_crm;
 mod chaos;
 mod exposed;
+mod postgres;
 mod service;
 mod statements;
 mod support;

@@ -10,7 +10,7 @@ use weft_demo::{DemoEnv, TenantSetup};
 
 /// Registers an Acme webhook for t1's appointments flow at the service and
 /// gives the flow its secret over the admin API; returns the secret.
-async fn connect_webhook(env: &DemoEnv, svc: &Service) -> String {
+pub(crate) async fn connect_webhook(env: &DemoEnv, svc: &Service) -> String {
     let reg = weft_demo::http(
         "POST",
         &format!("{}/webhooks", env.acme.base_url()),
@@ -451,7 +451,7 @@ async fn create_appointment(env: &DemoEnv, title: &str) -> (String, String) {
 
 /// Creates an appointment owned by the first user and waits until its event
 /// is in that user's calendar.
-async fn appointment_arrives(env: &DemoEnv, title: &str) -> Duration {
+pub(crate) async fn appointment_arrives(env: &DemoEnv, title: &str) -> Duration {
     let t = Instant::now();
     let (email, uid) = create_appointment(env, title).await;
     while t.elapsed() < Duration::from_secs(20) {

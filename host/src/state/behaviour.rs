@@ -240,40 +240,295 @@ pub(crate) fn reset_is_scoped_to_the_flow_and_keeps_presence(s: &dyn StateStore)
     assert_eq!(s.cursor("t", "f2").unwrap(), None);
 }
 
+fn space(t: &str) -> kv::KvSpace {
+    kv::KvSpace {
+        tenant: t.into(),
+        connector: "c".into(),
+    }
+}
+
+fn quota(max_bytes: u64) -> kv::KvQuota {
+    kv::KvQuota {
+        max_bytes,
+        max_keys: 1000,
+    }
+}
+
+pub(crate) fn kv_spaces_are_isolated_and_usage_is_tracked(s: &dyn StateStore) {
+    let kv = s.kv();
+    kv.set(&space("a"), "k", b"1234", &quota(1000)).unwrap();
+    assert_eq!(kv.get(&space("b"), "k").unwrap(), None);
+    assert_eq!(kv.get(&space("a"), "k").unwrap(), Some(b"1234".to_vec()));
+    // "a" "\0" "c" "\0" "k" + 4 bytes of value + the overhead.
+    assert_eq!(
+        kv.usage(&space("a")).unwrap(),
+        4 + 1 + 4 + kv::ENTRY_OVERHEAD
+    );
+    kv.set(&space("a"), "k", b"12", &quota(1000)).unwrap();
+    assert_eq!(
+        kv.usage(&space("a")).unwrap(),
+        4 + 1 + 2 + kv::ENTRY_OVERHEAD
+    );
+    kv.delete(&space("a"), "k").unwrap();
+    kv.delete(&space("a"), "never-there").unwrap();
+    assert_eq!(kv.usage(&space("a")).unwrap(), 0);
+}
+
+pub(crate) fn kv_quota_refuses_and_keeps_the_old_value(s: &dyn StateStore) {
+    let kv = s.kv();
+    let q = quota(kv::ENTRY_OVERHEAD + 16);
+    kv.set(&space("a"), "k", b"old", &q).unwrap();
+    let err = kv.set(&space("a"), "k", &[0; 20], &q).unwrap_err();
+    assert!(matches!(err, kv::KvError::QuotaExceeded(_)), "{err}");
+    assert!(err.to_string().contains("max_kv_total_bytes"), "{err}");
+    assert_eq!(kv.get(&space("a"), "k").unwrap(), Some(b"old".to_vec()));
+}
+
+/// Nine-byte keys with empty values once filled the disk while the quota
+/// counted almost nothing: every entry costs its prefix and overhead, and
+/// the number of keys is limited.
+pub(crate) fn kv_tiny_entries_count_their_real_cost_and_keys_are_limited(s: &dyn StateStore) {
+    let kv = s.kv();
+    let q = kv::KvQuota {
+        max_bytes: 1 << 30,
+        max_keys: 100,
+    };
+    for i in 0..100 {
+        kv.set(&space("a"), &format!("k{i:08}"), b"", &q).unwrap();
+    }
+    assert!(kv.usage(&space("a")).unwrap() >= 100 * (9 + kv::ENTRY_OVERHEAD));
+    let err = kv.set(&space("a"), "one-more", b"", &q).unwrap_err();
+    assert!(err.to_string().contains("max_kv_keys"), "{err}");
+    // Replacing an existing key is not a new key; deleting frees one.
+    kv.set(&space("a"), "k00000001", b"v", &q).unwrap();
+    kv.delete(&space("a"), "k00000002").unwrap();
+    kv.set(&space("a"), "one-more", b"", &q).unwrap();
+}
+
+pub(crate) fn kv_lists_keys_by_prefix_in_byte_order(s: &dyn StateStore) {
+    let kv = s.kv();
+    for k in ["user:2", "user:1", "User:0", "contact:1"] {
+        kv.set(&space("a"), k, b"x", &quota(1000)).unwrap();
+    }
+    kv.set(&space("b"), "user:3", b"x", &quota(1000)).unwrap();
+    assert_eq!(
+        kv.list_keys(&space("a"), "user:", 10).unwrap(),
+        vec!["user:1", "user:2"]
+    );
+    assert_eq!(
+        kv.list_keys(&space("a"), "", 2).unwrap(),
+        vec!["User:0", "contact:1"]
+    );
+}
+
+fn inbox_entry(tenant: &str, id: &str, at: u64) -> InboxEntry {
+    InboxEntry {
+        seq: 0,
+        tenant: tenant.into(),
+        flow: "f".into(),
+        webhook_id: id.into(),
+        headers: vec![("webhook-id".into(), id.into())],
+        body: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+        received_ms: at,
+    }
+}
+
+/// A delivery is queued once per (tenant, flow, webhook ID), kept in order
+/// of arrival until done, and its ID is remembered after it is processed,
+/// until pruned.
+pub(crate) fn the_inbox_keeps_each_delivery_once_in_order(s: &dyn StateStore) {
+    let seqs = s
+        .inbox_append(&[
+            inbox_entry("t", "w1", 10),
+            inbox_entry("t", "w2", 20),
+            inbox_entry("t", "w1", 30),
+            inbox_entry("u", "w1", 40),
+        ])
+        .unwrap();
+    assert!(
+        seqs[0].is_some() && seqs[1].is_some() && seqs[3].is_some(),
+        "{seqs:?}"
+    );
+    assert_eq!(seqs[2], None, "a repeat in the same batch");
+    assert!(seqs[0] < seqs[1] && seqs[1] < seqs[3], "{seqs:?}");
+    s.inbox_sync().unwrap();
+    let pending = s.inbox_pending().unwrap();
+    let ids: Vec<(&str, &str)> = pending
+        .iter()
+        .map(|e| (e.tenant.as_str(), e.webhook_id.as_str()))
+        .collect();
+    assert_eq!(ids, [("t", "w1"), ("t", "w2"), ("u", "w1")]);
+    assert_eq!(
+        pending[0],
+        InboxEntry {
+            seq: pending[0].seq,
+            ..inbox_entry("t", "w1", 10)
+        }
+    );
+    s.inbox_done(&[pending[0].seq]).unwrap();
+    assert_eq!(s.inbox_pending().unwrap().len(), 2);
+    // Processed, and still known.
+    assert_eq!(
+        s.inbox_append(&[inbox_entry("t", "w1", 50)]).unwrap(),
+        [None]
+    );
+    s.inbox_sync().unwrap();
+    // Pruned: the IDs accepted before 25 ms are forgotten (u's, at 40,
+    // is kept), pending or not.
+    s.flush().unwrap();
+    assert_eq!(s.prune_webhook_ids(25).unwrap(), 2);
+    let again = s
+        .inbox_append(&[
+            inbox_entry("t", "w1", 60),
+            inbox_entry("t", "w2", 60),
+            inbox_entry("u", "w1", 60),
+        ])
+        .unwrap();
+    assert!(again[0].is_some() && again[1].is_some(), "{again:?}");
+    assert_eq!(again[2], None);
+}
+
+pub(crate) fn documents_list_by_prefix_in_id_order(s: &dyn StateStore) {
+    for (kind, id) in [
+        ("tenant", "b"),
+        ("tenant", "a"),
+        ("tenant", "ab"),
+        ("token", "a"),
+    ] {
+        s.doc_put(kind, id, format!("{kind}/{id}").as_bytes())
+            .unwrap();
+    }
+    s.doc_put("tenant", "a", b"again").unwrap();
+    let listed = s.doc_list("tenant", "a").unwrap();
+    assert_eq!(
+        listed,
+        [
+            ("a".to_owned(), b"again".to_vec()),
+            ("ab".to_owned(), b"tenant/ab".to_vec())
+        ]
+    );
+    assert_eq!(s.doc_list("tenant", "").unwrap().len(), 3);
+    assert_eq!(s.doc_get("token", "a").unwrap(), Some(b"token/a".to_vec()));
+    assert_eq!(s.doc_get("token", "b").unwrap(), None);
+    assert!(s.doc_delete("tenant", "b").unwrap());
+    assert!(!s.doc_delete("tenant", "b").unwrap());
+}
+
+fn run_record(id: &str, tenant: &str, flow: &str) -> RunRecord {
+    RunRecord {
+        id: id.into(),
+        tenant: tenant.into(),
+        flow: flow.into(),
+        trigger: "manual".into(),
+        started_ms: 1,
+        ended_ms: None,
+        connectors: vec!["c@1.0.0".into()],
+        pages: 0,
+        fetched: 0,
+        mapped: 0,
+        emitted: 0,
+        skipped_stale: 0,
+        skipped_absent: 0,
+        dead_lettered: 0,
+        retries: 0,
+        outcome: RunOutcome::Running,
+        error: None,
+    }
+}
+
+pub(crate) fn runs_list_newest_first_by_tenant_and_flow(s: &dyn StateStore) {
+    for (id, t, f) in [
+        ("run_01", "t", "f"),
+        ("run_02", "u", "f"),
+        ("run_03", "t", "g"),
+        ("run_04", "t", "f"),
+    ] {
+        s.save_run(&run_record(id, t, f)).unwrap();
+    }
+    let mut done = run_record("run_01", "t", "f");
+    done.outcome = RunOutcome::Succeeded;
+    s.save_run_progress(&done).unwrap();
+    s.flush().unwrap();
+    let ids = |r: Vec<RunRecord>| r.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.runs(None, None, 3).unwrap()),
+        ["run_04", "run_03", "run_02"]
+    );
+    assert_eq!(
+        ids(s.runs(Some("t"), Some("f"), 10).unwrap()),
+        ["run_04", "run_01"]
+    );
+    assert_eq!(ids(s.runs(None, Some("g"), 10).unwrap()), ["run_03"]);
+    assert_eq!(s.run("run_01").unwrap(), Some(done));
+    assert_eq!(s.run("run_09").unwrap(), None);
+}
+
+pub(crate) fn flow_marks_and_the_registry_round_trip(s: &dyn StateStore) {
+    s.set_attention("t", "f", Some("api key rejected")).unwrap();
+    assert_eq!(
+        s.attention("t", "f").unwrap().as_deref(),
+        Some("api key rejected")
+    );
+    assert_eq!(s.attention("t", "g").unwrap(), None);
+    s.set_attention("t", "f", None).unwrap();
+    assert_eq!(s.attention("t", "f").unwrap(), None);
+    s.set_flow_fingerprint("t", "f", "fp1").unwrap();
+    s.set_flow_fingerprint("t", "f", "fp2").unwrap();
+    assert_eq!(
+        s.flow_fingerprint("t", "f").unwrap().as_deref(),
+        Some("fp2")
+    );
+    s.set_cursor("t", "f", Some("c1")).unwrap();
+    s.set_cursor("t", "f", None).unwrap();
+    assert_eq!(s.cursor("t", "f").unwrap(), None);
+    for v in ["1.10.0", "1.2.0"] {
+        s.register_connector(&ConnectorEntry {
+            name: "acme".into(),
+            version: v.parse().unwrap(),
+            digest: format!("d{v}"),
+            world: "source".into(),
+            added_ms: 1,
+        })
+        .unwrap();
+    }
+    let versions: Vec<String> = s
+        .connectors()
+        .unwrap()
+        .iter()
+        .map(|c| c.version.to_string())
+        .collect();
+    assert_eq!(versions, ["1.2.0", "1.10.0"]);
+}
+
 /// One `#[test]` per behaviour of this module, each on the store `$make`
 /// returns (an expression, evaluated once per test).
 macro_rules! state_behaviour_tests {
     ($make:expr) => {
-        #[test]
-        fn commit_moves_cursor_versions_and_dead_letters_together() {
-            let store = $make;
-            $crate::state::behaviour::commit_moves_cursor_versions_and_dead_letters_together(&store);
-        }
-        #[test]
-        fn records_that_get_through_settle_their_dead_letters() {
-            let store = $make;
-            $crate::state::behaviour::records_that_get_through_settle_their_dead_letters(&store);
-        }
-        #[test]
-        fn dead_letter_counts_follow_every_change() {
-            let store = $make;
-            $crate::state::behaviour::dead_letter_counts_follow_every_change(&store);
-        }
-        #[test]
-        fn an_entry_read_before_another_commit_is_read_again() {
-            let store = $make;
-            $crate::state::behaviour::an_entry_read_before_another_commit_is_read_again(&store);
-        }
-        #[test]
-        fn a_page_read_before_a_reset_does_not_bring_back_what_it_removed() {
-            let store = $make;
-            $crate::state::behaviour::a_page_read_before_a_reset_does_not_bring_back_what_it_removed(&store);
-        }
-        #[test]
-        fn reset_is_scoped_to_the_flow_and_keeps_presence() {
-            let store = $make;
-            $crate::state::behaviour::reset_is_scoped_to_the_flow_and_keeps_presence(&store);
-        }
+        $crate::state::behaviour::state_behaviour_tests!(@each $make;
+            commit_moves_cursor_versions_and_dead_letters_together,
+            records_that_get_through_settle_their_dead_letters,
+            dead_letter_counts_follow_every_change,
+            an_entry_read_before_another_commit_is_read_again,
+            a_page_read_before_a_reset_does_not_bring_back_what_it_removed,
+            reset_is_scoped_to_the_flow_and_keeps_presence,
+            kv_spaces_are_isolated_and_usage_is_tracked,
+            kv_quota_refuses_and_keeps_the_old_value,
+            kv_tiny_entries_count_their_real_cost_and_keys_are_limited,
+            kv_lists_keys_by_prefix_in_byte_order,
+            the_inbox_keeps_each_delivery_once_in_order,
+            documents_list_by_prefix_in_id_order,
+            runs_list_newest_first_by_tenant_and_flow,
+            flow_marks_and_the_registry_round_trip,
+        );
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let store = $make;
+                $crate::state::behaviour::$name(&store);
+            }
+        )*
     };
 }
 pub(crate) use state_behaviour_tests;

@@ -29,7 +29,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub(crate) mod behaviour;
 mod inbox_log;
 pub mod kv;
+pub mod postgres;
 mod sled;
+pub use self::postgres::PgState;
 pub use self::sled::SledState;
 
 /// Milliseconds since the Unix epoch, now.

@@ -1,0 +1,55 @@
+//! The integration with its state in PostgreSQL (`[state] backend =
+//! "postgres"`): the same exactness as on sled, by poll and by webhook,
+//! with tenants' secrets, the inbox, dead letters and runs in the database.
+
+use crate::service::{appointment_arrives, connect_webhook};
+use crate::support::*;
+use weft::state::RunOutcome;
+use weft_demo::{DemoEnv, TenantSetup};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_integration_on_postgres_is_exact_by_poll_and_by_webhook() {
+    let pg = weft_test_pg::Postgres::start().unwrap();
+    let url = pg.create_database("weft").unwrap();
+    let env = DemoEnv::start_on_postgres(
+        acme(),
+        vec![TenantSetup::new("t1"), TenantSetup::new("t2")],
+        &url,
+    )
+    .await
+    .unwrap();
+    for t in ["t1", "t2"] {
+        for r in env.sync(t).await.unwrap() {
+            assert_eq!(r.outcome, RunOutcome::Succeeded, "{t}: {:?}", r.error);
+        }
+        let check = env.check_against_acme(t).await.unwrap();
+        assert!(
+            check.differences.is_empty(),
+            "{t}: {:#?}",
+            check.differences
+        );
+        assert!(check.events > 0 && check.touchpoints > 0, "{check:?}");
+    }
+    // Nothing went to sled: the state is the database's.
+    assert!(!env.dir.path().join("data/state").exists());
+    let state = &env.host.state;
+    let dead = state.dead_letters(Some("t1"), None).unwrap();
+    assert_eq!(state.dead_letter_count("t1").unwrap(), dead.len());
+    assert_eq!(state.runs(Some("t2"), None, 10).unwrap().len(), 3);
+
+    // A second sync finds nothing new and writes nothing twice.
+    for r in env.sync("t1").await.unwrap() {
+        assert_eq!((r.outcome, r.emitted), (RunOutcome::Succeeded, 0), "{r:?}");
+    }
+
+    // By webhook: the sealed secret, the tenant written over the API and
+    // the durable inbox are rows.
+    let svc = Service::start(&env).await;
+    connect_webhook(&env, &svc).await;
+    let arrived = appointment_arrives(&env, "Booked on PostgreSQL").await;
+    eprintln!("created in Acme → in Radicale, on PostgreSQL: {arrived:?}");
+    assert!(state.doc_list("tenant", "t1").unwrap().len() == 1);
+    svc.stop().await;
+    let check = env.check_against_acme("t1").await.unwrap();
+    assert!(check.differences.is_empty(), "{:#?}", check.differences);
+}

@@ -1,0 +1,1108 @@
+//! [`StateStore`] and [`KvStore`] on PostgreSQL: the state of several
+//! `weft serve` replicas in one database their operators already run
+//! (`[state] backend = "postgres"`).
+//!
+//! **Blocking, bounded.** The store's traits are synchronous, as sled's
+//! calls are (microseconds, no I/O wait worth yielding for). Here each call
+//! is one round trip (a statement, or one transaction) run on the store's
+//! own small tokio runtime ([`IO_THREADS`] threads, a pool of at most
+//! [`POOL_SIZE`] connections), while the calling thread waits; a caller on
+//! a multi-threaded tokio runtime waits inside
+//! [`tokio::task::block_in_place`], so the runtime moves its other tasks to
+//! another worker meanwhile. Making the traits `async` would rewrite every
+//! caller of the state (the flows, the service, the CLI) for a backend
+//! whose calls take a few hundred microseconds on a local network; the
+//! bound is what keeps this honest: at most [`POOL_SIZE`] calls are in the
+//! database at once, the rest queue for a connection.
+//!
+//! **Durable when it returns.** Every write commits before it returns
+//! (`synchronous_commit` as the server has it), so [`StateStore::flush`]
+//! and [`StateStore::inbox_sync`] have nothing left to do, and a webhook
+//! delivery is durable when `inbox_append` returns.
+//!
+//! **Shared, not cached.** Nothing a replica must agree on is kept in this
+//! process: commit stamps, dead-letter counts, kv usage and webhook IDs
+//! are rows. `commit_page` is one transaction that first bumps the scope's
+//! stamp, which also serializes commits to one scope across replicas.
+//!
+//! The schema is created and migrated at open ([`MIGRATIONS`], in order,
+//! each in its own transaction, under an advisory lock so that replicas
+//! starting together do not race).
+
+use super::*;
+use crate::state::kv::{KvError, KvQuota, KvSpace, KvStore};
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+/// Threads of the store's own runtime, which drive its connections.
+pub const IO_THREADS: usize = 2;
+
+/// Connections the store opens at most.
+pub const POOL_SIZE: usize = 16;
+
+/// The advisory lock key migrations hold (`weft` in ASCII).
+const MIGRATION_LOCK: i64 = 0x7765_6674;
+
+/// The advisory lock key the one weft process using the database holds
+/// for its lifetime (`weft1`): until the flows' leases and the scheduler
+/// live in the database, a second process would run the same flows at once.
+const OWNER_LOCK: i64 = 0x0077_6566_7431;
+
+/// The schema, one step a version. A step that has run is never changed:
+/// a change is a new step.
+pub const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE cursors (
+    tenant TEXT NOT NULL, flow TEXT NOT NULL, cursor TEXT NOT NULL,
+    PRIMARY KEY (tenant, flow));
+CREATE TABLE deliveries (
+    tenant TEXT NOT NULL, scope TEXT NOT NULL, key TEXT COLLATE "C" NOT NULL,
+    entry BYTEA NOT NULL,
+    PRIMARY KEY (tenant, scope, key));
+CREATE TABLE scope_stamps (
+    tenant TEXT NOT NULL, scope TEXT NOT NULL, stamp BIGINT NOT NULL,
+    PRIMARY KEY (tenant, scope));
+CREATE TABLE dead_letters (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, flow TEXT NOT NULL,
+    first_seen_ms BIGINT NOT NULL, record_key TEXT COLLATE "C" NOT NULL,
+    body TEXT NOT NULL);
+CREATE INDEX dead_letters_by_tenant ON dead_letters (tenant, flow);
+CREATE TABLE runs (
+    id TEXT COLLATE "C" PRIMARY KEY, tenant TEXT NOT NULL, flow TEXT NOT NULL,
+    body TEXT NOT NULL);
+CREATE INDEX runs_by_flow ON runs (tenant, flow, id);
+CREATE TABLE attention (
+    tenant TEXT NOT NULL, flow TEXT NOT NULL, reason TEXT NOT NULL,
+    PRIMARY KEY (tenant, flow));
+CREATE TABLE fingerprints (
+    tenant TEXT NOT NULL, flow TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    PRIMARY KEY (tenant, flow));
+CREATE TABLE connectors (
+    name TEXT NOT NULL, version TEXT NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (name, version));
+CREATE TABLE docs (
+    kind TEXT NOT NULL, id TEXT COLLATE "C" NOT NULL, value BYTEA NOT NULL,
+    PRIMARY KEY (kind, id));
+CREATE TABLE inbox (seq BIGSERIAL PRIMARY KEY, entry BYTEA NOT NULL);
+CREATE TABLE webhook_ids (
+    tenant TEXT NOT NULL, flow TEXT NOT NULL, webhook_id TEXT NOT NULL,
+    accepted_ms BIGINT NOT NULL,
+    PRIMARY KEY (tenant, flow, webhook_id));
+CREATE INDEX webhook_ids_by_age ON webhook_ids (accepted_ms);
+CREATE TABLE kv (
+    tenant TEXT NOT NULL, connector TEXT NOT NULL, key TEXT COLLATE "C" NOT NULL,
+    value BYTEA NOT NULL,
+    PRIMARY KEY (tenant, connector, key));
+CREATE TABLE kv_usage (
+    tenant TEXT NOT NULL, connector TEXT NOT NULL,
+    bytes BIGINT NOT NULL, keys BIGINT NOT NULL,
+    PRIMARY KEY (tenant, connector));
+-- One round trip a kv write: the space's usage row is locked, the quota
+-- checked against what the write replaces, then both written. Returns
+-- NULL, or the usage the write would have made ('bytes' or 'keys', n).
+CREATE FUNCTION weft_kv_set(p_tenant TEXT, p_connector TEXT, p_key TEXT,
+        p_value BYTEA, p_cost BIGINT, p_max_bytes BIGINT, p_max_keys BIGINT,
+        OUT refused TEXT, OUT would_be BIGINT) AS $$
+DECLARE
+    old_len BIGINT; u_bytes BIGINT; u_keys BIGINT; n_bytes BIGINT; n_keys BIGINT;
+BEGIN
+    INSERT INTO kv_usage VALUES (p_tenant, p_connector, 0, 0) ON CONFLICT DO NOTHING;
+    SELECT bytes, keys INTO u_bytes, u_keys FROM kv_usage
+        WHERE tenant = p_tenant AND connector = p_connector FOR UPDATE;
+    SELECT octet_length(value) INTO old_len FROM kv
+        WHERE tenant = p_tenant AND connector = p_connector AND key = p_key;
+    IF old_len IS NULL THEN
+        n_bytes := u_bytes + p_cost; n_keys := u_keys + 1;
+    ELSE
+        n_bytes := u_bytes + octet_length(p_value) - old_len; n_keys := u_keys;
+    END IF;
+    IF n_bytes > p_max_bytes THEN refused := 'bytes'; would_be := n_bytes; RETURN; END IF;
+    IF n_keys > p_max_keys THEN refused := 'keys'; would_be := n_keys; RETURN; END IF;
+    INSERT INTO kv VALUES (p_tenant, p_connector, p_key, p_value)
+        ON CONFLICT (tenant, connector, key) DO UPDATE SET value = excluded.value;
+    UPDATE kv_usage SET bytes = n_bytes, keys = n_keys
+        WHERE tenant = p_tenant AND connector = p_connector;
+END $$ LANGUAGE plpgsql;
+CREATE FUNCTION weft_kv_delete(p_tenant TEXT, p_connector TEXT, p_key TEXT,
+        p_fixed BIGINT) RETURNS VOID AS $$
+DECLARE old_len BIGINT;
+BEGIN
+    DELETE FROM kv WHERE tenant = p_tenant AND connector = p_connector AND key = p_key
+        RETURNING octet_length(value) INTO old_len;
+    IF old_len IS NOT NULL THEN
+        UPDATE kv_usage SET bytes = greatest(bytes - (p_fixed + old_len), 0),
+            keys = greatest(keys - 1, 0)
+            WHERE tenant = p_tenant AND connector = p_connector;
+    END IF;
+END $$ LANGUAGE plpgsql;
+"#,
+)];
+
+/// The connection pool and the runtime that drives it, shared by the
+/// state and its kv store.
+struct Db {
+    pool: Pool,
+    /// `Some` until dropped (a runtime must not be dropped on a thread of
+    /// another runtime: it is shut down in the background instead).
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for PgState {
+    fn drop(&mut self) {
+        // The lock's connection closes (rather than going back to the
+        // pool) so that the lock is released now.
+        if let Some(owner) = self._owner.take() {
+            let _ = Object::take(owner);
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Db {
+    /// Runs `f` with a connection on the store's runtime and waits for it.
+    fn run<T, F, Fut>(&self, f: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Object) -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let rt = self.rt.as_ref().expect("the runtime lives as long as Db");
+        let task = rt.spawn(async move {
+            let client = pool
+                .get()
+                .await
+                .context("getting a connection to PostgreSQL")?;
+            f(client).await
+        });
+        let wait = move || futures::executor::block_on(task);
+        let joined = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        };
+        joined.context("a PostgreSQL call panicked")?
+    }
+}
+
+/// [`StateStore`] on PostgreSQL.
+pub struct PgState {
+    db: Arc<Db>,
+    kv: Arc<PgKv>,
+    /// The connection that holds [`OWNER_LOCK`].
+    _owner: Option<Object>,
+    /// Whatever must live as long as the store (a test's server).
+    _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// [`KvStore`] on PostgreSQL (the `kv` and `kv_usage` tables).
+pub struct PgKv {
+    db: Arc<Db>,
+}
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn json<T: Serialize>(v: &T) -> anyhow::Result<String> {
+    serde_json::to_string(v).context("encoding state")
+}
+
+fn unjson<T: for<'de> Deserialize<'de>>(v: &str) -> anyhow::Result<T> {
+    serde_json::from_str(v).context("decoding state")
+}
+
+/// A URL with its password hidden, for messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(a URL that does not parse)".into(),
+    }
+}
+
+impl PgState {
+    /// Connects to `url` (`postgres://user:password@host:port/db`, with
+    /// `?sslmode=require` for TLS checked against the web's root
+    /// certificates), creates or migrates the schema, and checks that the
+    /// database answers.
+    pub fn open(url: &str) -> anyhow::Result<Self> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .with_context(|| format!("the state URL {}", redact(url)))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(IO_THREADS)
+            .thread_name("weft-postgres")
+            .enable_all()
+            .build()
+            .context("starting the PostgreSQL runtime")?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => {
+                Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+            }
+            _ => {
+                let roots = tokio_rustls::rustls::RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                };
+                let tls = tokio_rustls::rustls::ClientConfig::builder()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Manager::from_config(
+                    config,
+                    tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+                    manager_config,
+                )
+            }
+        };
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .context("building the PostgreSQL pool")?;
+        let db = Arc::new(Db { pool, rt: Some(rt) });
+        let owner = db.run(move |mut c| async move {
+            migrate(&mut c).await?;
+            let owned: bool = c
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK])
+                .await?
+                .get(0);
+            anyhow::ensure!(
+                owned,
+                "another weft process uses this state database: one process per database for now \
+                 (send commands to the running `weft serve` with `weft --server http://ADDRESS ...`)"
+            );
+            Ok(c)
+        })
+        .with_context(|| format!("opening the state database {}", redact(url)))?;
+        Ok(PgState {
+            kv: Arc::new(PgKv { db: db.clone() }),
+            db,
+            _owner: Some(owner),
+            _guard: None,
+        })
+    }
+
+    /// Keeps `guard` alive as long as the store (a test's database server).
+    pub fn with_guard(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
+        self._guard = Some(Box::new(guard));
+        self
+    }
+}
+
+/// Applies the steps of [`MIGRATIONS`] the database has not seen, under
+/// the migration lock.
+async fn migrate(c: &mut Object) -> anyhow::Result<()> {
+    c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = async {
+        c.batch_execute(
+            "CREATE TABLE IF NOT EXISTS weft_migrations (
+                version INT PRIMARY KEY,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await?;
+        let done: Vec<i32> = c
+            .query("SELECT version FROM weft_migrations", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if let Some(newer) = done
+            .iter()
+            .find(|v| !MIGRATIONS.iter().any(|(m, _)| m == *v))
+        {
+            anyhow::bail!(
+                "the database has schema version {newer}, which this weft does not know: a newer weft wrote it"
+            );
+        }
+        for (version, sql) in MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            let tx = c.transaction().await?;
+            tx.batch_execute(sql)
+                .await
+                .with_context(|| format!("schema step {version}"))?;
+            tx.execute(
+                "INSERT INTO weft_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::info!(version, "PostgreSQL schema step applied");
+        }
+        Ok(())
+    }
+    .await;
+    c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    result
+}
+
+/// Upserts a (tenant, flow) → text row of `table` (`cursors`, ...), or
+/// deletes it when `value` is `None`.
+async fn put_flow_text(
+    c: &(impl tokio_postgres::GenericClient + Sync),
+    table: &str,
+    column: &str,
+    tenant: &str,
+    flow: &str,
+    value: Option<&str>,
+) -> anyhow::Result<()> {
+    match value {
+        Some(v) => {
+            c.execute(
+                &format!(
+                    "INSERT INTO {table} (tenant, flow, {column}) VALUES ($1, $2, $3)
+                     ON CONFLICT (tenant, flow) DO UPDATE SET {column} = excluded.{column}"
+                ),
+                &[&tenant, &flow, &v],
+            )
+            .await?
+        }
+        None => {
+            c.execute(
+                &format!("DELETE FROM {table} WHERE tenant = $1 AND flow = $2"),
+                &[&tenant, &flow],
+            )
+            .await?
+        }
+    };
+    Ok(())
+}
+
+impl PgState {
+    fn flow_text(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        tenant: &str,
+        flow: &str,
+    ) -> anyhow::Result<Option<String>> {
+        let (t, f) = (tenant.to_owned(), flow.to_owned());
+        self.db.run(move |c| async move {
+            let row = c
+                .query_opt(
+                    &format!("SELECT {column} FROM {table} WHERE tenant = $1 AND flow = $2"),
+                    &[&t, &f],
+                )
+                .await?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
+    fn set_flow_text(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        tenant: &str,
+        flow: &str,
+        value: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let (t, f, v) = (tenant.to_owned(), flow.to_owned(), value.map(str::to_owned));
+        self.db.run(move |c| async move {
+            put_flow_text(&**c, table, column, &t, &f, v.as_deref()).await
+        })
+    }
+}
+
+impl StateStore for PgState {
+    fn cursor(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>> {
+        self.flow_text("cursors", "cursor", tenant, flow)
+    }
+
+    fn set_cursor(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()> {
+        self.set_flow_text("cursors", "cursor", tenant, flow, cursor)
+    }
+
+    /// One transaction: the tenant's entries that name the flow lose its
+    /// version, each scope touched gets a new stamp (a page read before
+    /// the reset must not write back what it removed), then the cursor.
+    fn reset_flow(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()> {
+        let (t, f, cur) = (
+            tenant.to_owned(),
+            flow.to_owned(),
+            cursor.map(str::to_owned),
+        );
+        self.db.run(move |mut c| async move {
+            let tx = c.transaction().await?;
+            let rows = tx
+                .query(
+                    "SELECT scope, key, entry FROM deliveries WHERE tenant = $1 FOR UPDATE",
+                    &[&t],
+                )
+                .await?;
+            let mut scopes = std::collections::BTreeSet::new();
+            for r in rows {
+                let (scope, key, entry): (String, String, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
+                let mut d = Delivery::decode(&entry)?;
+                let before = d.versions.len();
+                d.versions.retain(|(name, _)| *name != f);
+                if d.versions.len() != before {
+                    tx.execute(
+                        "UPDATE deliveries SET entry = $4 WHERE tenant = $1 AND scope = $2 AND key = $3",
+                        &[&t, &scope, &key, &d.encode()?],
+                    )
+                    .await?;
+                    scopes.insert(scope);
+                }
+            }
+            for scope in scopes {
+                bump_stamp(&tx, &t, &scope).await?;
+            }
+            put_flow_text(&*tx, "cursors", "cursor", &t, &f, cur.as_deref()).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn delivery(&self, tenant: &str, scope: &str, key: &str) -> anyhow::Result<Delivery> {
+        let (t, s, k) = (tenant.to_owned(), scope.to_owned(), key.to_owned());
+        self.db.run(move |c| async move {
+            let row = c
+                .query_opt(
+                    "SELECT entry FROM deliveries WHERE tenant = $1 AND scope = $2 AND key = $3",
+                    &[&t, &s, &k],
+                )
+                .await?;
+            match row {
+                Some(r) => Delivery::decode(r.get(0)),
+                None => Ok(Delivery::default()),
+            }
+        })
+    }
+
+    fn flow_fingerprint(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>> {
+        self.flow_text("fingerprints", "fingerprint", tenant, flow)
+    }
+
+    fn set_flow_fingerprint(
+        &self,
+        tenant: &str,
+        flow: &str,
+        fingerprint: &str,
+    ) -> anyhow::Result<()> {
+        self.set_flow_text(
+            "fingerprints",
+            "fingerprint",
+            tenant,
+            flow,
+            Some(fingerprint),
+        )
+    }
+
+    fn commit_stamp(&self, tenant: &str, scope: &str) -> anyhow::Result<u64> {
+        let (t, s) = (tenant.to_owned(), scope.to_owned());
+        self.db.run(move |c| async move {
+            let row = c
+                .query_opt(
+                    "SELECT stamp FROM scope_stamps WHERE tenant = $1 AND scope = $2",
+                    &[&t, &s],
+                )
+                .await?;
+            Ok(row.map(|r| r.get::<_, i64>(0) as u64).unwrap_or(0))
+        })
+    }
+
+    /// One transaction. Bumping the scope's stamp first locks its row, so
+    /// commits to one scope (from any replica) take turns, and the entries
+    /// read before the page are still the stored ones when the stamp had
+    /// not moved: then they are written without being read again.
+    fn commit_page(&self, tenant: &str, flow: &str, commit: &PageCommit) -> anyhow::Result<()> {
+        let (t, f, commit) = (tenant.to_owned(), flow.to_owned(), commit.clone());
+        self.db.run(move |mut c| async move {
+            let tx = c.transaction().await?;
+            let stamp = bump_stamp(&tx, &t, &commit.scope).await?;
+            let unchanged = commit.read_at == Some(stamp - 1);
+            let any_dead: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE tenant = $1)",
+                    &[&t],
+                )
+                .await?
+                .get(0);
+            // Dead letters: repeats count attempts from what is stored.
+            if !commit.dead_letters.is_empty() {
+                let ids: Vec<&str> = commit.dead_letters.iter().map(|d| d.id.as_str()).collect();
+                let mut stored: BTreeMap<String, DeadLetter> = BTreeMap::new();
+                for r in tx
+                    .query(
+                        "SELECT id, body FROM dead_letters WHERE id = ANY($1) FOR UPDATE",
+                        &[&ids],
+                    )
+                    .await?
+                {
+                    stored.insert(r.get(0), unjson(r.get(1))?);
+                }
+                for src in &commit.dead_letters {
+                    let mut d = src.clone();
+                    if let Some(old) = stored.get(&d.id) {
+                        d.attempts = old.attempts + d.attempts.max(1);
+                        d.first_seen_ms = old.first_seen_ms;
+                    }
+                    tx.execute(
+                        "INSERT INTO dead_letters (id, tenant, flow, first_seen_ms, record_key, body)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, flow = excluded.flow,
+                           first_seen_ms = excluded.first_seen_ms, record_key = excluded.record_key,
+                           body = excluded.body",
+                        &[&d.id, &d.tenant, &d.flow, &ms(d.first_seen_ms), &d.record.key, &json(&d)?],
+                    )
+                    .await?;
+                    stored.insert(d.id.clone(), d);
+                }
+            }
+            // Settled: the ones the commit names, and the records' own.
+            if any_dead || !commit.dead_letters.is_empty() {
+                let resolved: Vec<String> = commit
+                    .resolved
+                    .iter()
+                    .cloned()
+                    .chain(commit.records.iter().filter_map(|h| {
+                        let kind = h.settles.as_deref()?;
+                        Some(DeadLetter::id_for(&t, &commit.scope, kind, &h.key))
+                    }))
+                    .collect();
+                if !resolved.is_empty() {
+                    tx.execute("DELETE FROM dead_letters WHERE id = ANY($1)", &[&resolved])
+                        .await?;
+                }
+            }
+            // The records' entries, each from what was read before the page
+            // or, when another commit came in between, from what is stored.
+            let mut entries: BTreeMap<&str, Delivery> = BTreeMap::new();
+            if !unchanged {
+                let keys: Vec<&str> = commit.records.iter().map(|h| h.key.as_str()).collect();
+                for r in tx
+                    .query(
+                        "SELECT key, entry FROM deliveries
+                         WHERE tenant = $1 AND scope = $2 AND key = ANY($3) FOR UPDATE",
+                        &[&t, &commit.scope, &keys],
+                    )
+                    .await?
+                {
+                    let key: &str = r.get(0);
+                    let h = commit.records.iter().find(|h| h.key == key);
+                    if let Some(h) = h {
+                        entries.insert(h.key.as_str(), Delivery::decode(r.get(1))?);
+                    }
+                }
+            }
+            let mut changed: BTreeMap<&str, Delivery> = BTreeMap::new();
+            for h in &commit.records {
+                let d = changed.entry(h.key.as_str()).or_insert_with(|| {
+                    if unchanged {
+                        h.before.clone()
+                    } else {
+                        entries.remove(h.key.as_str()).unwrap_or_default()
+                    }
+                });
+                d.set_version(&f, h.version);
+                if h.present.is_some() {
+                    d.present = h.present;
+                }
+            }
+            let before_of = |key: &str| -> Delivery {
+                commit
+                    .records
+                    .iter()
+                    .find(|h| h.key == key)
+                    .map(|h| h.before.clone())
+                    .unwrap_or_default()
+            };
+            let mut keys: Vec<&str> = Vec::new();
+            let mut values: Vec<Vec<u8>> = Vec::new();
+            for (key, d) in &changed {
+                if unchanged && *d == before_of(key) {
+                    continue;
+                }
+                keys.push(key);
+                values.push(d.encode()?);
+            }
+            if !keys.is_empty() {
+                tx.execute(
+                    "INSERT INTO deliveries (tenant, scope, key, entry)
+                     SELECT $1, $2, k, e FROM UNNEST($3::text[], $4::bytea[]) AS u (k, e)
+                     ON CONFLICT (tenant, scope, key) DO UPDATE SET entry = excluded.entry",
+                    &[&t, &commit.scope, &keys, &values],
+                )
+                .await?;
+            }
+            if let Some(cur) = &commit.cursor {
+                put_flow_text(&*tx, "cursors", "cursor", &t, &f, Some(cur)).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn dead_letter_count(&self, tenant: &str) -> anyhow::Result<usize> {
+        let t = tenant.to_owned();
+        self.db.run(move |c| async move {
+            let n: i64 = c
+                .query_one("SELECT count(*) FROM dead_letters WHERE tenant = $1", &[&t])
+                .await?
+                .get(0);
+            Ok(n as usize)
+        })
+    }
+
+    fn dead_letters(
+        &self,
+        tenant: Option<&str>,
+        flow: Option<&str>,
+    ) -> anyhow::Result<Vec<DeadLetter>> {
+        let (t, f) = (tenant.map(str::to_owned), flow.map(str::to_owned));
+        self.db.run(move |c| async move {
+            c.query(
+                "SELECT body FROM dead_letters
+                 WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR flow = $2)
+                 ORDER BY first_seen_ms, record_key",
+                &[&t, &f],
+            )
+            .await?
+            .iter()
+            .map(|r| unjson(r.get(0)))
+            .collect()
+        })
+    }
+
+    fn dead_letter(&self, id: &str) -> anyhow::Result<Option<DeadLetter>> {
+        let id = id.to_owned();
+        self.db.run(move |c| async move {
+            c.query_opt("SELECT body FROM dead_letters WHERE id = $1", &[&id])
+                .await?
+                .map(|r| unjson(r.get(0)))
+                .transpose()
+        })
+    }
+
+    fn remove_dead_letter(&self, id: &str) -> anyhow::Result<bool> {
+        let id = id.to_owned();
+        self.db.run(move |c| async move {
+            Ok(c.execute("DELETE FROM dead_letters WHERE id = $1", &[&id])
+                .await?
+                > 0)
+        })
+    }
+
+    fn save_run(&self, run: &RunRecord) -> anyhow::Result<()> {
+        let (id, t, f, body) = (
+            run.id.clone(),
+            run.tenant.clone(),
+            run.flow.clone(),
+            json(run)?,
+        );
+        self.db.run(move |c| async move {
+            c.execute(
+                "INSERT INTO runs (id, tenant, flow, body) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                &[&id, &t, &f, &body],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn runs(
+        &self,
+        tenant: Option<&str>,
+        flow: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<RunRecord>> {
+        let (t, f) = (tenant.map(str::to_owned), flow.map(str::to_owned));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db.run(move |c| async move {
+            c.query(
+                "SELECT body FROM runs
+                 WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR flow = $2)
+                 ORDER BY id DESC LIMIT $3",
+                &[&t, &f, &limit],
+            )
+            .await?
+            .iter()
+            .map(|r| unjson(r.get(0)))
+            .collect()
+        })
+    }
+
+    fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
+        let id = id.to_owned();
+        self.db.run(move |c| async move {
+            c.query_opt("SELECT body FROM runs WHERE id = $1", &[&id])
+                .await?
+                .map(|r| unjson(r.get(0)))
+                .transpose()
+        })
+    }
+
+    fn set_attention(&self, tenant: &str, flow: &str, reason: Option<&str>) -> anyhow::Result<()> {
+        self.set_flow_text("attention", "reason", tenant, flow, reason)
+    }
+
+    fn attention(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>> {
+        self.flow_text("attention", "reason", tenant, flow)
+    }
+
+    fn register_connector(&self, entry: &ConnectorEntry) -> anyhow::Result<()> {
+        let (name, version, body) = (entry.name.clone(), entry.version.to_string(), json(entry)?);
+        self.db.run(move |c| async move {
+            c.execute(
+                "INSERT INTO connectors (name, version, body) VALUES ($1, $2, $3)
+                 ON CONFLICT (name, version) DO UPDATE SET body = excluded.body",
+                &[&name, &version, &body],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn connectors(&self) -> anyhow::Result<Vec<ConnectorEntry>> {
+        let mut out: Vec<ConnectorEntry> = self.db.run(move |c| async move {
+            c.query("SELECT body FROM connectors", &[])
+                .await?
+                .iter()
+                .map(|r| unjson(r.get(0)))
+                .collect::<anyhow::Result<_>>()
+        })?;
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.version.cmp(&b.version)));
+        Ok(out)
+    }
+
+    fn kv(&self) -> Arc<dyn KvStore> {
+        self.kv.clone()
+    }
+
+    fn flush(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn inbox_sync(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn doc_put(&self, kind: &str, id: &str, value: &[u8]) -> anyhow::Result<()> {
+        let (k, i, v) = (kind.to_owned(), id.to_owned(), value.to_vec());
+        self.db.run(move |c| async move {
+            c.execute(
+                "INSERT INTO docs (kind, id, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value",
+                &[&k, &i, &v],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn doc_get(&self, kind: &str, id: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let (k, i) = (kind.to_owned(), id.to_owned());
+        self.db.run(move |c| async move {
+            Ok(c.query_opt(
+                "SELECT value FROM docs WHERE kind = $1 AND id = $2",
+                &[&k, &i],
+            )
+            .await?
+            .map(|r| r.get(0)))
+        })
+    }
+
+    fn doc_list(&self, kind: &str, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let (k, p) = (kind.to_owned(), prefix.to_owned());
+        self.db.run(move |c| async move {
+            Ok(c.query(
+                "SELECT id, value FROM docs WHERE kind = $1 AND starts_with(id, $2) ORDER BY id",
+                &[&k, &p],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+        })
+    }
+
+    fn doc_delete(&self, kind: &str, id: &str) -> anyhow::Result<bool> {
+        let (k, i) = (kind.to_owned(), id.to_owned());
+        self.db.run(move |c| async move {
+            Ok(
+                c.execute("DELETE FROM docs WHERE kind = $1 AND id = $2", &[&k, &i])
+                    .await?
+                    > 0,
+            )
+        })
+    }
+
+    /// One transaction: each delivery whose (tenant, flow, webhook ID) is
+    /// new is remembered and queued; durable when this returns, whichever
+    /// replica took it.
+    fn inbox_append(&self, deliveries: &[InboxEntry]) -> anyhow::Result<Vec<Option<u64>>> {
+        let deliveries = deliveries.to_vec();
+        self.db.run(move |mut c| async move {
+            let tx = c.transaction().await?;
+            let mut out = Vec::with_capacity(deliveries.len());
+            for d in &deliveries {
+                let fresh = tx
+                    .execute(
+                        "INSERT INTO webhook_ids (tenant, flow, webhook_id, accepted_ms)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        &[&d.tenant, &d.flow, &d.webhook_id, &ms(d.received_ms)],
+                    )
+                    .await?
+                    == 1;
+                out.push(if fresh {
+                    let seq: i64 = tx
+                        .query_one(
+                            "INSERT INTO inbox (entry) VALUES ($1) RETURNING seq",
+                            &[&d.encode()],
+                        )
+                        .await?
+                        .get(0);
+                    Some(seq as u64)
+                } else {
+                    None
+                });
+            }
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    fn inbox_pending(&self) -> anyhow::Result<Vec<InboxEntry>> {
+        self.db.run(move |c| async move {
+            c.query("SELECT seq, entry FROM inbox ORDER BY seq", &[])
+                .await?
+                .iter()
+                .map(|r| InboxEntry::decode(r.get::<_, i64>(0) as u64, r.get(1)))
+                .collect()
+        })
+    }
+
+    fn inbox_done(&self, seqs: &[u64]) -> anyhow::Result<()> {
+        let seqs: Vec<i64> = seqs.iter().map(|s| *s as i64).collect();
+        self.db.run(move |c| async move {
+            c.execute("DELETE FROM inbox WHERE seq = ANY($1)", &[&seqs])
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn prune_webhook_ids(&self, before_ms: u64) -> anyhow::Result<usize> {
+        let before = ms(before_ms);
+        self.db.run(move |c| async move {
+            Ok(
+                c.execute("DELETE FROM webhook_ids WHERE accepted_ms < $1", &[&before])
+                    .await? as usize,
+            )
+        })
+    }
+}
+
+/// Adds one to the scope's commit stamp (locking its row until the
+/// transaction ends) and returns the new value.
+async fn bump_stamp(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    scope: &str,
+) -> anyhow::Result<u64> {
+    let stamp: i64 = tx
+        .query_one(
+            "INSERT INTO scope_stamps (tenant, scope, stamp) VALUES ($1, $2, 1)
+             ON CONFLICT (tenant, scope) DO UPDATE SET stamp = scope_stamps.stamp + 1
+             RETURNING stamp",
+            &[&tenant, &scope],
+        )
+        .await?
+        .get(0);
+    Ok(stamp as u64)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> KvError {
+    KvError::Unavailable(e.to_string())
+}
+
+impl KvStore for PgKv {
+    fn get(&self, space: &KvSpace, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        let (t, c, k) = (
+            space.tenant.clone(),
+            space.connector.clone(),
+            key.to_owned(),
+        );
+        self.db
+            .run(move |db| async move {
+                Ok(db
+                    .query_opt(
+                        "SELECT value FROM kv WHERE tenant = $1 AND connector = $2 AND key = $3",
+                        &[&t, &c, &k],
+                    )
+                    .await?
+                    .map(|r| r.get(0)))
+            })
+            .map_err(|e| unavailable(format!("{e:#}")))
+    }
+
+    fn set(
+        &self,
+        space: &KvSpace,
+        key: &str,
+        value: &[u8],
+        quota: &KvQuota,
+    ) -> Result<(), KvError> {
+        let cost = crate::state::kv::entry_cost(space, key, value.len());
+        let (t, c, k, v) = (
+            space.tenant.clone(),
+            space.connector.clone(),
+            key.to_owned(),
+            value.to_vec(),
+        );
+        let (max_bytes, max_keys) = (ms(quota.max_bytes), ms(quota.max_keys));
+        let refused: Option<(String, i64)> = self
+            .db
+            .run(move |db| async move {
+                let r = db
+                    .query_one(
+                        "SELECT refused, would_be FROM weft_kv_set($1, $2, $3, $4, $5, $6, $7)",
+                        &[&t, &c, &k, &v, &ms(cost), &max_bytes, &max_keys],
+                    )
+                    .await?;
+                Ok(r.get::<_, Option<String>>(0)
+                    .map(|what| (what, r.get::<_, i64>(1))))
+            })
+            .map_err(|e| unavailable(format!("{e:#}")))?;
+        match refused {
+            None => Ok(()),
+            Some((what, n)) => Err(crate::state::kv::quota_refusal(&what, n as u64, quota)),
+        }
+    }
+
+    fn delete(&self, space: &KvSpace, key: &str) -> Result<(), KvError> {
+        let fixed = crate::state::kv::entry_cost(space, key, 0);
+        let (t, c, k) = (
+            space.tenant.clone(),
+            space.connector.clone(),
+            key.to_owned(),
+        );
+        self.db
+            .run(move |db| async move {
+                db.execute(
+                    "SELECT weft_kv_delete($1, $2, $3, $4)",
+                    &[&t, &c, &k, &ms(fixed)],
+                )
+                .await?;
+                Ok(())
+            })
+            .map_err(|e| unavailable(format!("{e:#}")))
+    }
+
+    fn list_keys(
+        &self,
+        space: &KvSpace,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, KvError> {
+        let (t, c, p) = (
+            space.tenant.clone(),
+            space.connector.clone(),
+            prefix.to_owned(),
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db
+            .run(move |db| async move {
+                Ok(db
+                    .query(
+                        "SELECT key FROM kv WHERE tenant = $1 AND connector = $2
+                         AND starts_with(key, $3) ORDER BY key LIMIT $4",
+                        &[&t, &c, &p, &limit],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect())
+            })
+            .map_err(|e| unavailable(format!("{e:#}")))
+    }
+
+    fn usage(&self, space: &KvSpace) -> Result<u64, KvError> {
+        let (t, c) = (space.tenant.clone(), space.connector.clone());
+        self.db
+            .run(move |db| async move {
+                Ok(db
+                    .query_opt(
+                        "SELECT bytes FROM kv_usage WHERE tenant = $1 AND connector = $2",
+                        &[&t, &c],
+                    )
+                    .await?
+                    .map(|r| r.get::<_, i64>(0) as u64)
+                    .unwrap_or(0))
+            })
+            .map_err(|e| unavailable(format!("{e:#}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store on a database server of its own (nextest runs each test in
+    /// a process of its own; the server stops when the store is dropped).
+    fn fresh() -> PgState {
+        let pg = weft_test_pg::Postgres::start().unwrap();
+        let url = pg.create_database("weft").unwrap();
+        PgState::open(&url).unwrap().with_guard(pg)
+    }
+
+    crate::state::behaviour::state_behaviour_tests!(fresh());
+
+    #[test]
+    fn a_second_process_is_refused_and_migrations_run_once() {
+        let pg = weft_test_pg::Postgres::start().unwrap();
+        let url = pg.create_database("weft").unwrap();
+        let first = PgState::open(&url).unwrap();
+        let err = PgState::open(&url)
+            .err()
+            .expect("a second owner is refused");
+        assert!(
+            format!("{err:#}").contains("another weft process"),
+            "{err:#}"
+        );
+        drop(first);
+        // Reopened: the schema is there and is not made again.
+        let again = PgState::open(&url).unwrap();
+        let versions: Vec<i32> = again
+            .db
+            .run(|c| async move {
+                Ok(c.query("SELECT version FROM weft_migrations", &[])
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect())
+            })
+            .unwrap();
+        assert_eq!(versions, [1]);
+    }
+
+    #[test]
+    fn a_password_in_the_url_never_reaches_a_message() {
+        let err = PgState::open("postgres://weft:hunter2@127.0.0.1:1/weft")
+            .err()
+            .expect("nothing listens on port 1");
+        let text = format!("{err:#}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("***"), "{text}");
+    }
+}

@@ -1,0 +1,247 @@
+//! A throwaway PostgreSQL for tests and benches: a cluster in a temporary
+//! directory, listening on 127.0.0.1 on a port the OS picked (and on a
+//! Unix socket in that directory), stopped and deleted when dropped.
+//!
+//! PostgreSQL 15 from Debian's packages (`make setup` installs it):
+//! `/usr/lib/postgresql/15/bin`, or `$WEFT_PG_BIN`. `initdb` refuses to run
+//! as root, so when the tests run as root (as CI does) every PostgreSQL
+//! program runs as the `postgres` user (`runuser -u postgres --`), in a
+//! directory handed to that user.
+//!
+//! `initdb` runs once per machine and PostgreSQL version into a template
+//! beside the build (`target/tmp/pg-template-*`); each server starts from a
+//! copy of it, which takes a tenth of the time.
+
+use anyhow::{Context, bail};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The user every PostgreSQL program runs as when the tests run as root.
+const PG_USER: &str = "postgres";
+
+/// The superuser of the test clusters (trust authentication on loopback).
+pub const SUPERUSER: &str = "weft";
+
+/// A running PostgreSQL.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: PathBuf,
+}
+
+/// Where PostgreSQL's programs are.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("WEFT_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+}
+
+fn is_root() -> bool {
+    // `id -u` rather than libc: this crate has no unsafe code.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs PostgreSQL's `program` (as `postgres` when we are root).
+fn pg(bin: &Path, program: &str, args: &[&str]) -> anyhow::Result<Output> {
+    let exe = bin.join(program);
+    let mut c = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", PG_USER, "--"]).arg(&exe);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    c.args(args);
+    let out = c
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+/// Hands `path` to the `postgres` user when we are root.
+fn hand_over(path: &Path) -> anyhow::Result<()> {
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["-R", PG_USER])
+            .arg(path)
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "chown {PG_USER} {}", path.display());
+    }
+    Ok(())
+}
+
+/// The template cluster, made by `initdb` the first time.
+fn template(bin: &Path) -> anyhow::Result<PathBuf> {
+    let base = std::env::var_os("CARGO_TARGET_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp"));
+    let name = format!(
+        "pg-template-{}",
+        bin.to_string_lossy()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    let done = base.join(&name);
+    if done.join("PG_VERSION").exists() {
+        return Ok(done);
+    }
+    std::fs::create_dir_all(&base)?;
+    // Made aside and renamed into place: processes racing here each make
+    // one, and one rename wins.
+    let work = tempfile::Builder::new()
+        .prefix(".pg-template")
+        .tempdir_in(&base)?;
+    hand_over(work.path())?;
+    let data = work.path().join("data");
+    pg(
+        bin,
+        "initdb",
+        &[
+            "-D",
+            &data.to_string_lossy(),
+            "-A",
+            "trust",
+            "-U",
+            SUPERUSER,
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ],
+    )?;
+    match std::fs::rename(&data, &done) {
+        Ok(()) => Ok(done),
+        Err(_) if done.join("PG_VERSION").exists() => Ok(done),
+        Err(e) => Err(e).context("placing the template cluster"),
+    }
+}
+
+impl Postgres {
+    /// Starts a cluster with `fsync` off (tests lose nothing to a crash of
+    /// the machine that matters).
+    pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&["-c", "fsync=off", "-c", "synchronous_commit=off"])
+    }
+
+    /// Starts a cluster with PostgreSQL's durable defaults (benches).
+    pub fn start_durable() -> anyhow::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    fn start_with(settings: &[&str]) -> anyhow::Result<Self> {
+        let bin = bin_dir();
+        if !bin.join("initdb").exists() {
+            bail!(
+                "PostgreSQL not found in {}: run `make setup` (installs Debian's postgresql), or set WEFT_PG_BIN",
+                bin.display()
+            );
+        }
+        let template = template(&bin)?;
+        let dir = tempfile::Builder::new().prefix("weft-pg").tempdir()?;
+        let data = dir.path().join("data");
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(&template)
+            .arg(&data)
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "copying the template cluster");
+        hand_over(dir.path())?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            dir.path().display()
+        );
+        for s in settings {
+            options.push(' ');
+            options.push_str(s);
+        }
+        pg(
+            &bin,
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-l",
+                &dir.path().join("log").to_string_lossy(),
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )
+        .with_context(|| {
+            format!(
+                "starting PostgreSQL; its log: {}",
+                std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+            )
+        })?;
+        Ok(Postgres { dir, port, bin })
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A URL for database `db` as the superuser.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates database `name` and returns its URL.
+    pub fn create_database(&self, name: &str) -> anyhow::Result<String> {
+        pg(
+            &self.bin,
+            "createdb",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+                name,
+            ],
+        )?;
+        Ok(self.url(name))
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = pg(
+            &self.bin,
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+}
