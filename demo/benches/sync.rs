@@ -51,8 +51,14 @@ fn main() {
             "{:<34} {:>9} {:>12} {:>9} {:>6} {:>9} {:>12}",
             "run", "wall s", "CPU µs/rec", "requests", "429s", "records", "peak RSS"
         );
-        // `WEFT_BENCH_ONLY=first`: the unlimited account alone (for profiling).
-        let only_first = std::env::var("WEFT_BENCH_ONLY").as_deref() == Ok("first");
+        // `WEFT_BENCH_ONLY=first`: the unlimited account alone (for
+        // profiling); `=postgres`: its first sync on PostgreSQL alone.
+        let only = std::env::var("WEFT_BENCH_ONLY").unwrap_or_default();
+        if only == "postgres" {
+            bench_postgres().await;
+            return;
+        }
+        let only_first = only == "first";
         for (label, rate) in [
             ("no rate limit", None),
             ("10 req/s burst 20", Some((10.0, 20))),
@@ -60,6 +66,9 @@ fn main() {
             bench_account(label, rate).await;
             if only_first {
                 return;
+            }
+            if rate.is_none() {
+                bench_postgres().await;
             }
         }
         demo_integration().await;
@@ -218,6 +227,69 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The unlimited first sync again with the state in PostgreSQL (a server
+/// of its own on this machine, durable settings, a new database each run):
+/// weft's CPU per record, and the server's.
+async fn bench_postgres() {
+    // `WEFT_BENCH_PG_STATS=1`: also print the statements that took the
+    // server's time (pg_stat_statements).
+    let stats = std::env::var_os("WEFT_BENCH_PG_STATS").is_some();
+    let started = if stats {
+        weft_test_pg::Postgres::start_with(&["-c", "shared_preload_libraries=pg_stat_statements"])
+    } else {
+        weft_test_pg::Postgres::start_durable()
+    };
+    let pg = match started {
+        Ok(pg) => pg,
+        Err(e) => {
+            println!("first sync, PostgreSQL: skipped ({e:#})");
+            return;
+        }
+    };
+    let acme = Acme::start();
+    acme.control(
+        "PUT",
+        "/faults",
+        Some(json!({ "rate_per_second": 1e9, "rate_burst": 1_000_000_000u32 })),
+    )
+    .await;
+    let repeat = std::env::var("WEFT_BENCH_REPEAT")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5usize)
+        .max(1);
+    // (wall, weft CPU, server CPU, records), sorted by weft's CPU.
+    let mut runs = Vec::new();
+    for i in 0..repeat {
+        let url = pg.create_database(&format!("bench{i}")).unwrap();
+        let (_dir, host) = open_host_on(&acme.root, None, None, Some(&url)).await;
+        let server = pg.cpu();
+        let (wall, cpu_used, records) = sync(&host).await;
+        runs.push((wall, cpu_used, pg.cpu() - server, records));
+    }
+    if stats {
+        let top = pg.psql(
+            "bench0",
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; \
+             SELECT calls, round(total_exec_time) AS ms, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS query \
+             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12",
+        );
+        println!("{}", top.unwrap_or_else(|e| format!("{e:#}")));
+    }
+    runs.sort_by_key(|r| r.1);
+    let (wall, cpu_used, server, records) = runs[runs.len() / 2];
+    row(
+        "first sync, no limit, PostgreSQL",
+        (wall, cpu_used, records),
+        (0, 0),
+        None,
+    );
+    println!(
+        "  (median of {repeat}; PostgreSQL server CPU {:.1} µs/record; requests not counted)",
+        server.as_secs_f64() * 1e6 / records.max(1) as f64
+    );
+}
+
 fn config(dir: &std::path::Path, acme_root: &str, rate: Option<(f64, u32)>) -> String {
     let (per_second, burst) = rate.unwrap_or((1e9, 1_000_000_000));
     let base = format!("{acme_root}/api/v1");
@@ -371,10 +443,27 @@ async fn open_host(
     rate: Option<(f64, u32)>,
     cache: Option<&std::path::Path>,
 ) -> (tempfile::TempDir, Host) {
+    open_host_on(acme_root, rate, cache, None).await
+}
+
+/// [`open_host`], with the state in the PostgreSQL database at `state_url`
+/// when given.
+async fn open_host_on(
+    acme_root: &str,
+    rate: Option<(f64, u32)>,
+    cache: Option<&std::path::Path>,
+    state_url: Option<&str>,
+) -> (tempfile::TempDir, Host) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secrets.toml"), "key = \"acme-demo-key\"\n").unwrap();
     let path = dir.path().join("weft.toml");
-    std::fs::write(&path, config(dir.path(), acme_root, rate)).unwrap();
+    let mut text = config(dir.path(), acme_root, rate);
+    if let Some(url) = state_url {
+        text.push_str(&format!(
+            "\n[state]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
     if let Some(cache) = cache {
         let to = dir.path().join("data/cache");
         std::fs::create_dir_all(&to).unwrap();

@@ -153,6 +153,15 @@ pub struct StateConfig {
     /// need not be in the file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// PostgreSQL: this process's replica ID (also `WEFT_REPLICA_ID`;
+    /// default: host name, process ID and a random suffix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// PostgreSQL: how long a replica's leases and webhook claims last
+    /// unless renewed, in seconds (default 30): the flows of a replica that
+    /// died are taken over within it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_seconds: Option<u64>,
 }
 
 /// A state backend.
@@ -166,6 +175,21 @@ pub enum StateBackend {
 }
 
 impl StateConfig {
+    /// How this process joins a PostgreSQL state as a replica.
+    pub fn pg_options(&self) -> crate::state::postgres::PgOptions {
+        let defaults = crate::state::postgres::PgOptions::default();
+        crate::state::postgres::PgOptions {
+            replica: std::env::var("WEFT_REPLICA_ID")
+                .ok()
+                .filter(|r| !r.is_empty())
+                .or_else(|| self.replica.clone()),
+            lease: self
+                .lease_seconds
+                .map(|s| std::time::Duration::from_secs(s.max(1)))
+                .unwrap_or(defaults.lease),
+        }
+    }
+
     /// The backend and, for PostgreSQL, the URL, with `WEFT_DATABASE_URL`
     /// (`env`) taken into account.
     pub fn resolve(&self, env: Option<String>) -> anyhow::Result<(StateBackend, Option<String>)> {

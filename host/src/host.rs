@@ -45,15 +45,18 @@ impl Host {
             .state
             .resolve(std::env::var("WEFT_DATABASE_URL").ok())?
         {
-            (crate::config::StateBackend::Postgres, Some(url)) => {
-                Arc::new(crate::state::PgState::open(&url)?)
-            }
+            (crate::config::StateBackend::Postgres, Some(url)) => Arc::new(
+                crate::state::PgState::open_with(&url, config.state.pg_options())?,
+            ),
             _ => Arc::new(SledState::open(&config.data_dir.join("state"))?),
         };
-        // The state is this process's alone (sled's directory lock, or the
-        // PostgreSQL backend's owner lock): a run still marked running was
-        // left by a process that ended without finishing it.
-        mark_interrupted(&*state)?;
+        // A state that is this process's alone (sled's directory lock): a
+        // run still marked running was left by a process that ended without
+        // finishing it. Replicas sharing a state close such runs when they
+        // take the flow's lease (`flow::close_abandoned_runs`).
+        if state.replica().is_none() {
+            mark_interrupted(&*state)?;
+        }
         let mut secrets = match &config.secrets_file {
             Some(p) => crate::secrets::SecretStore::with_file(p)?,
             None => crate::secrets::SecretStore::from_env(),
@@ -86,15 +89,7 @@ impl Host {
         };
         let runtime = Runtime::with_parts(host_config, state.kv(), resolver, secrets)?;
         let registry = Registry::new(config.data_dir.join("connectors"), state.clone())?;
-        let mut tenants = config.tenants.clone();
-        for (id, doc) in state.doc_list(TENANT_DOC, "")? {
-            match serde_json::from_slice::<Option<TenantConfig>>(&doc)
-                .with_context(|| format!("reading tenant {id:?} from the state"))?
-            {
-                Some(t) => tenants.insert(id, t),
-                None => tenants.remove(&id),
-            };
-        }
+        let tenants = live_tenants(&config, &*state)?;
         // Versions and presence as earlier versions of weft kept them move
         // into per-scope entries (once; nothing to do afterwards).
         state.migrate_deliveries(&|tenant, flow| {
@@ -103,6 +98,12 @@ impl Host {
                 .and_then(|t| t.flows.get(flow))
                 .map(delivery_scope)
         })?;
+        // Replicas sharing the state share its leases; a process alone
+        // keeps them in memory.
+        let leases: Arc<dyn crate::flow::lease::Leases> = match state.replica() {
+            Some(_) => Arc::new(crate::flow::lease::SharedLeases::new(state.clone())),
+            None => Arc::new(crate::flow::lease::MemoryLeases::default()),
+        };
         let public_url = config
             .service
             .public_url
@@ -117,7 +118,7 @@ impl Host {
             state,
             registry,
             recording: Default::default(),
-            leases: Arc::new(crate::flow::lease::MemoryLeases::default()),
+            leases,
         })
     }
 
@@ -150,6 +151,42 @@ impl Host {
     /// A number that changes whenever the live tenants change.
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// `weft.toml`'s tenants overlaid with those written over the admin API
+/// (kept in the state; a tombstone deletes one of the file's).
+fn live_tenants(
+    config: &WeftConfig,
+    state: &dyn StateStore,
+) -> anyhow::Result<std::collections::BTreeMap<String, TenantConfig>> {
+    let mut tenants = config.tenants.clone();
+    for (id, doc) in state.doc_list(TENANT_DOC, "")? {
+        match serde_json::from_slice::<Option<TenantConfig>>(&doc)
+            .with_context(|| format!("reading tenant {id:?} from the state"))?
+        {
+            Some(t) => tenants.insert(id, t),
+            None => tenants.remove(&id),
+        };
+    }
+    Ok(tenants)
+}
+
+impl Host {
+    /// Reads the live tenants again from the state (what another replica
+    /// wrote); whether they changed. The scheduler and the webhook routes
+    /// pick a change up as they do one made here.
+    pub fn reload_tenants(&self) -> anyhow::Result<bool> {
+        let fresh = live_tenants(&self.config, &*self.state)?;
+        let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        if *tenants == fresh {
+            return Ok(false);
+        }
+        *tenants = fresh;
+        drop(tenants);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(true)
     }
 }
 

@@ -161,6 +161,13 @@ pub struct TenantLabels {
     pub tenant: String,
 }
 
+/// (replica).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    /// The replica's ID.
+    pub replica: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric weft keeps.
@@ -193,6 +200,9 @@ pub struct Metrics {
     pub alerts: Family<TenantLabels, Counter>,
     /// Connections refused at the front door (a connection cap was full).
     pub connections_refused: Counter,
+    /// Leases this replica holds (set when scraped), labelled with its ID:
+    /// replicas sharing a state report themselves here.
+    pub leases_held: Family<ReplicaLabels, Gauge>,
 }
 
 fn call_histogram() -> Histogram {
@@ -216,6 +226,7 @@ impl Metrics {
             schedule_lag_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             alerts: Family::default(),
             connections_refused: Counter::default(),
+            leases_held: Family::default(),
             registry: Registry::default(),
         };
         registry.register("runs", "Flow runs ended, by outcome", m.runs.clone());
@@ -274,6 +285,11 @@ impl Metrics {
             "connections_refused",
             "Connections answered 503 because a connection cap was full",
             m.connections_refused.clone(),
+        );
+        registry.register(
+            "leases_held",
+            "Flow leases this replica holds (replicas sharing a state)",
+            m.leases_held.clone(),
         );
         Metrics { registry, ..m }
     }

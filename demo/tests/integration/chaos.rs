@@ -27,12 +27,12 @@ use std::time::{Duration, Instant};
 use weft_demo::{DemoEnv, TenantSetup};
 use weft_sandbox::acme::Faults;
 
-const FLOWS: [&str; 3] = ["appointments", "contacts", "touchpoints"];
+pub(crate) const FLOWS: [&str; 3] = ["appointments", "contacts", "touchpoints"];
 
 /// `weft serve` in a child process over `serve.toml`.
-struct Weft {
-    child: Option<Child>,
-    url: String,
+pub(crate) struct Weft {
+    pub(crate) child: Option<Child>,
+    pub(crate) url: String,
     config: PathBuf,
     log: PathBuf,
 }
@@ -58,7 +58,7 @@ impl Weft {
         c
     }
 
-    async fn start(config: PathBuf, url: String, log: PathBuf) -> Weft {
+    pub(crate) async fn start(config: PathBuf, url: String, log: PathBuf) -> Weft {
         let mut w = Weft {
             child: None,
             url,
@@ -69,7 +69,7 @@ impl Weft {
         w
     }
 
-    async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -100,20 +100,20 @@ impl Weft {
     }
 
     /// `kill -9`.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
             c.wait().unwrap();
         }
     }
 
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         api(&self.url, Some(OPERATOR), method, path, body)
             .await
             .unwrap()
@@ -129,8 +129,13 @@ impl Drop for Weft {
 /// The demo's configuration for `weft serve`: its own data directory,
 /// every flow polled every `schedule`, `t2` inactive until the end.
 fn serve_config(env: &DemoEnv, port: u16, schedule: &str) -> String {
+    serve_config_in(env, "serve-data", port, schedule)
+}
+
+/// [`serve_config`] with the data directory `data_dir`.
+pub(crate) fn serve_config_in(env: &DemoEnv, data_dir: &str, port: u16, schedule: &str) -> String {
     let text = weft_demo::config_toml(
-        "serve-data",
+        data_dir,
         &env.acme.base_url(),
         &env.dashboard.url(),
         &env.radicale.url(),
@@ -158,12 +163,7 @@ fn serve_config(env: &DemoEnv, port: u16, schedule: &str) -> String {
 /// Copies the compiled components of the demo's host, so that the child
 /// does not compile them again, and registers them in its state.
 fn prepare_state(env: &DemoEnv, config: &Path) {
-    let from = env.dir.path().join("data").join("cache");
-    let to = env.dir.path().join("serve-data").join("cache");
-    std::fs::create_dir_all(&to).unwrap();
-    for e in std::fs::read_dir(&from).unwrap().flatten() {
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
+    copy_compiled(env, "serve-data");
     for file in weft_demo::COMPONENTS {
         let out = Weft::command(config)
             .args(["connectors", "add"])
@@ -175,6 +175,17 @@ fn prepare_state(env: &DemoEnv, config: &Path) {
             "connectors add {file}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// Copies the compiled components of the demo's host into `data_dir`'s
+/// cache, so that a child does not compile them again.
+pub(crate) fn copy_compiled(env: &DemoEnv, data_dir: &str) {
+    let from = env.dir.path().join("data").join("cache");
+    let to = env.dir.path().join(data_dir).join("cache");
+    std::fs::create_dir_all(&to).unwrap();
+    for e in std::fs::read_dir(&from).unwrap().flatten() {
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
 
@@ -194,7 +205,7 @@ fn pick<'a>(rng: &mut StdRng, from: &'a [String]) -> Option<&'a String> {
 }
 
 /// What Acme's users do: one random change.
-struct World {
+pub(crate) struct World {
     users: Vec<String>,
     contacts: Vec<String>,
     appointments: Vec<String>,
@@ -203,7 +214,7 @@ struct World {
 }
 
 impl World {
-    async fn read(env: &DemoEnv) -> World {
+    pub(crate) async fn read(env: &DemoEnv) -> World {
         let users = env.acme_get("/users").await.unwrap()["data"]
             .as_array()
             .unwrap()
@@ -219,7 +230,7 @@ impl World {
         }
     }
 
-    async fn change(&mut self, env: &DemoEnv, rng: &mut StdRng) {
+    pub(crate) async fn change(&mut self, env: &DemoEnv, rng: &mut StdRng) {
         let user = pick(rng, &self.users).cloned();
         let contact = pick(rng, &self.contacts).cloned();
         let apt = pick(rng, &self.appointments).cloned();
@@ -312,7 +323,7 @@ impl World {
 }
 
 /// Subscribes every flow of `tenant` at Acme (`webhook.register`).
-async fn subscribe(weft: &Weft, tenant: &str) {
+pub(crate) async fn subscribe(weft: &Weft, tenant: &str) {
     let (s, mut t) = weft
         .call("GET", &format!("/v1/tenants/{tenant}"), None)
         .await;
@@ -327,7 +338,7 @@ async fn subscribe(weft: &Weft, tenant: &str) {
 }
 
 /// `tenant`'s runs, oldest first.
-async fn runs(weft: &Weft, tenant: &str) -> Vec<Value> {
+pub(crate) async fn runs(weft: &Weft, tenant: &str) -> Vec<Value> {
     let (s, v) = weft
         .call(
             "GET",
@@ -343,7 +354,7 @@ async fn runs(weft: &Weft, tenant: &str) -> Vec<Value> {
 
 /// Queues one run of every flow of `tenant` and waits until a run of each
 /// that started after now has ended.
-async fn run_all_and_wait(weft: &Weft, tenant: &str) {
+pub(crate) async fn run_all_and_wait(weft: &Weft, tenant: &str) {
     let since = now_ms();
     for flow in FLOWS {
         let (s, v) = weft
@@ -376,7 +387,7 @@ async fn run_all_and_wait(weft: &Weft, tenant: &str) {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -396,7 +407,7 @@ fn writes(flow: &str) -> &'static str {
 /// Every pair of runs writing one place (one flow, or two flows with one
 /// destination) that overlapped in time. A run cut short by a kill ends at
 /// that kill (its record is closed at the next start).
-fn overlaps(runs: &[Value], kills: &[u64]) -> Vec<String> {
+pub(crate) fn overlaps(runs: &[Value], kills: &[u64]) -> Vec<String> {
     let mut by_flow: BTreeMap<&str, Vec<(u64, u64, &str)>> = BTreeMap::new();
     for r in runs {
         let start = r["started_ms"].as_u64().unwrap();

@@ -8,6 +8,7 @@ mod acme_crm;
 mod chaos;
 mod exposed;
 mod postgres;
+mod replicas;
 mod service;
 mod statements;
 mod support;

@@ -9,11 +9,13 @@
 //! the other. A webhook batch that arrives during a poll waits for the poll
 //! to end, and the other way round.
 //!
-//! [`Leases`] is the interface; [`MemoryLeases`] serves one process. A
-//! store shared by several replicas implements the same interface with a
-//! row per flow (an owner and an expiry, renewed while the run lives).
+//! [`Leases`] is the interface; [`MemoryLeases`] serves one process, and
+//! [`SharedLeases`] replicas sharing a state: a row per lease in the state
+//! (a replica, a holder and an expiry), renewed while the run lives, taken
+//! over by another replica once its replica stops renewing it.
 //!
-//! This module imports nothing of weft's: the runner asks it, nothing else.
+//! This module imports only the state's lease calls: the runner asks it,
+//! nothing else.
 
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -112,6 +114,123 @@ impl Leases for MemoryLeases {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+/// The leases of replicas that share a state: first the process's own
+/// (waiters in one replica are served in order), then the state's row,
+/// polled every [`SharedLeases::POLL`] while another replica holds it, and
+/// renewed every third of the lease time while held. A replica that dies
+/// stops renewing: its leases are free once their time runs out.
+pub struct SharedLeases {
+    local: MemoryLeases,
+    state: Arc<dyn crate::state::StateStore>,
+}
+
+impl SharedLeases {
+    /// How often a lease another replica holds is asked for again.
+    pub const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+    /// Leases in `state` (which must be shared: [`StateStore::replica`]).
+    ///
+    /// [`StateStore::replica`]: crate::state::StateStore::replica
+    pub fn new(state: Arc<dyn crate::state::StateStore>) -> Self {
+        SharedLeases {
+            local: MemoryLeases::default(),
+            state,
+        }
+    }
+}
+
+/// A lease held in the state: released (and no longer renewed) when dropped.
+struct SharedHeld {
+    _local: Lease,
+    renew: tokio::task::AbortHandle,
+    state: Arc<dyn crate::state::StateStore>,
+    tenant: String,
+    name: String,
+    token: String,
+}
+
+impl Drop for SharedHeld {
+    fn drop(&mut self) {
+        self.renew.abort();
+        if let Err(e) = self
+            .state
+            .release_lease(&self.tenant, &self.name, &self.token)
+        {
+            // Its time runs out on its own.
+            tracing::warn!(tenant = %self.tenant, lease = %self.name, error = %format!("{e:#}"), "releasing a lease");
+        }
+    }
+}
+
+impl Leases for SharedLeases {
+    fn acquire<'a>(
+        &'a self,
+        tenant: &'a str,
+        flow: &'a str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<Lease>> {
+        Box::pin(async move {
+            let local = self.local.acquire(tenant, flow, holder).await?;
+            // Unique per taking, so that a late release of an earlier one
+            // never frees this one.
+            let token = format!("{holder}/{:016x}", rand::random::<u64>());
+            while !self.state.try_lease(tenant, flow, &token)? {
+                tokio::time::sleep(Self::POLL).await;
+            }
+            let every = self.state.lease_time() / 3;
+            let renew = {
+                let (state, tenant, name, token) = (
+                    self.state.clone(),
+                    tenant.to_owned(),
+                    flow.to_owned(),
+                    token.clone(),
+                );
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(every).await;
+                        match state.renew_lease(&tenant, &name, &token) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                tracing::error!(tenant, lease = name, "a lease ran out before it was renewed: another replica may take it");
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::warn!(tenant, lease = name, error = %format!("{e:#}"), "renewing a lease")
+                            }
+                        }
+                    }
+                })
+                .abort_handle()
+            };
+            Ok(Lease {
+                holder: holder.to_owned(),
+                _guard: Box::new(SharedHeld {
+                    _local: local,
+                    renew,
+                    state: self.state.clone(),
+                    tenant: tenant.to_owned(),
+                    name: flow.to_owned(),
+                    token,
+                }),
+            })
+        })
+    }
+
+    fn holder(&self, tenant: &str, flow: &str) -> Option<String> {
+        match self.state.lease_holder(tenant, flow) {
+            Ok(h) => h.map(|(_, token)| {
+                token
+                    .rsplit_once('/')
+                    .map_or(token.clone(), |(h, _)| h.to_owned())
+            }),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "reading a lease");
+                None
+            }
+        }
     }
 }
 

@@ -208,6 +208,33 @@ pub fn flow_health(state: &dyn StateStore, tenant: &str, flow: &str) -> anyhow::
     Ok(s)
 }
 
+/// Closes the runs of (tenant, flow) still recorded as running, once the
+/// flow's lease is held: with replicas sharing the state, such a run
+/// belonged to a replica that stopped (its lease ran out, or this one could
+/// not be taken). A process alone marks them when it opens the state
+/// (`host::mark_interrupted`) and finds none here.
+pub(crate) fn close_abandoned_runs(
+    state: &dyn crate::state::StateStore,
+    tenant: &str,
+    flow: &str,
+) -> anyhow::Result<()> {
+    if state.replica().is_none() {
+        return Ok(());
+    }
+    for mut r in state.runs(Some(tenant), Some(flow), 20)? {
+        if r.outcome == RunOutcome::Running {
+            r.outcome = RunOutcome::Interrupted;
+            r.error = Some(
+                "the replica running it stopped; pages after its last commit are read again".into(),
+            );
+            r.ended_ms = Some(now_ms());
+            state.save_run(&r)?;
+            tracing::warn!(tenant, flow, run = %r.id, "closed a run its replica left running");
+        }
+    }
+    Ok(())
+}
+
 /// A fresh run record, running since now.
 pub(crate) fn new_run(tenant: &str, flow: &str) -> RunRecord {
     RunRecord {

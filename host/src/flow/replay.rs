@@ -31,6 +31,7 @@ impl Host {
             .leases
             .acquire(&dl.tenant, &writer_lease(&flow), "replay")
             .await?;
+        close_abandoned_runs(&*self.state, &dl.tenant, &dl.flow)?;
         if dl.stage == "on-webhook" {
             return self.replay_delivery(dl, &flow).await;
         }

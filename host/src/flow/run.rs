@@ -124,6 +124,7 @@ impl Host {
             .leases
             .acquire(tenant, &writer_lease(&flow), trigger.as_str())
             .await?;
+        close_abandoned_runs(&*self.state, tenant, flow_name)?;
         let mut run = RunRecord {
             trigger: trigger.as_str().to_owned(),
             ..new_run(tenant, flow_name)

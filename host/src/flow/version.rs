@@ -60,9 +60,10 @@ impl Host {
         for i in newest.into_values() {
             kept[i] = true;
         }
+        let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
+        let entries = self.state.deliveries(tenant, scope, &keys)?;
         let mut items = Vec::with_capacity(records.len());
-        for (i, r) in records.into_iter().enumerate() {
-            let before = self.state.delivery(tenant, scope, &r.key)?;
+        for ((i, r), before) in records.into_iter().enumerate().zip(entries) {
             let delivered = before.version(flow);
             let elsewhere = before
                 .versions

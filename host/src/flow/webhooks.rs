@@ -35,6 +35,7 @@ impl Host {
             .leases
             .acquire(tenant, &writer_lease(&flow), "webhook")
             .await?;
+        close_abandoned_runs(&*self.state, tenant, flow_name)?;
         let mut run = RunRecord {
             trigger: "webhook".into(),
             ..new_run(tenant, flow_name)

@@ -1,5 +1,7 @@
 //! The local connector registry: component files stored by digest under
 //! `{data_dir}/connectors/`, indexed by `name@version` in the state store.
+//! With replicas sharing the state, the bytes are in the state too, and
+//! each replica's directory is a cache of them.
 //!
 //! `add` validates a component (it must load and describe itself),
 //! precompiles it into the compile cache and registers it. A version is
@@ -15,6 +17,10 @@ use anyhow::{Context, bail};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+/// The state-store document kind of component bytes, when replicas share
+/// the state (keyed by digest).
+pub const COMPONENT_DOC: &str = "component";
 
 /// The registry of one data directory.
 pub struct Registry {
@@ -63,11 +69,13 @@ impl Registry {
                 &existing.digest[..12]
             );
         }
-        let path = self.file(connector.digest());
-        let tmp = path.with_extension("wasm.tmp");
-        std::fs::write(&tmp, &bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .with_context(|| format!("storing {}", path.display()))?;
+        self.store_file(connector.digest(), &bytes)?;
+        // Replicas sharing the state read the bytes from it (each keeps the
+        // file, and its compiled code, as a cache of its own).
+        if self.state.replica().is_some() {
+            self.state
+                .doc_put(COMPONENT_DOC, connector.digest(), &bytes)?;
+        }
         let entry = ConnectorEntry {
             name: info.name.clone(),
             version: info.version.clone(),
@@ -124,6 +132,19 @@ impl Registry {
             return Ok(c.clone());
         }
         let path = self.file(&entry.digest);
+        if !path.exists() && self.state.replica().is_some() {
+            // Added through another replica.
+            let bytes = self
+                .state
+                .doc_get(COMPONENT_DOC, &entry.digest)?
+                .with_context(|| {
+                    format!(
+                        "{}@{}: its component is not in the state",
+                        entry.name, entry.version
+                    )
+                })?;
+            self.store_file(&entry.digest, &bytes)?;
+        }
         let connector = runtime.load_file(&path).await?;
         if connector.digest() != entry.digest {
             bail!(
@@ -136,6 +157,15 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
             .insert(entry.digest.clone(), connector.clone());
         Ok(connector)
+    }
+
+    /// Writes `{digest}.wasm` (through a temporary file: never half).
+    fn store_file(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        let path = self.file(digest);
+        let tmp = path.with_extension(format!("wasm.{:08x}.tmp", rand::random::<u32>()));
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("storing {}", path.display()))
     }
 
     fn file(&self, digest: &str) -> PathBuf {

@@ -117,7 +117,15 @@ async fn healthz() -> &'static str {
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     let store_ok = app.host.state.runs(None, None, 1).is_ok();
     if store_ok && app.scheduling.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready\n").into_response()
+        // Replicas sharing a state say which one answered, and what it holds.
+        let body = match app.host.state.replica() {
+            Some(r) => format!(
+                "ready\nreplica {r}\nleases {}\n",
+                app.host.state.leases_held().unwrap_or(0)
+            ),
+            None => "ready\n".to_owned(),
+        };
+        (StatusCode::OK, body).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
     }
@@ -130,6 +138,15 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 async fn metrics(caller: admin::Caller, State(app): State<Arc<AppState>>) -> Response {
     if let Err(refused) = caller.operator() {
         return refused;
+    }
+    if let Some(replica) = app.host.state.replica() {
+        let m = crate::metrics::metrics();
+        m.leases_held.clear();
+        m.leases_held
+            .get_or_create(&crate::metrics::ReplicaLabels {
+                replica: replica.to_owned(),
+            })
+            .set(app.host.state.leases_held().unwrap_or(0) as i64);
     }
     // Open dead letters per tenant, counted now.
     if let Ok(all) = app.host.state.dead_letters(None, None) {
@@ -292,6 +309,33 @@ pub async fn run(
             }
         })
     };
+    // Replicas sharing the state: what another replica writes (tenants,
+    // pauses) is live here within a second.
+    let follower = host.state.replica().is_some().then(|| {
+        let host = host.clone();
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut seen = None;
+            loop {
+                match host.state.docs_generation() {
+                    Ok(g) if seen != Some(g) => {
+                        if seen.is_some()
+                            && let Err(e) = host.reload_tenants()
+                        {
+                            tracing::error!(error = %format!("{e:#}"), "reloading tenants written by another replica");
+                        }
+                        seen = Some(g);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "reading the state's generation"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    _ = stop_rx.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    });
     host.set_listening_on(listener.local_addr()?);
     let door = http::FrontDoor::from_config(&host.config.service);
     tracing::info!(
@@ -310,6 +354,9 @@ pub async fn run(
     // batches), flush.
     scheduler.await??;
     watchdog.await?;
+    if let Some(f) = follower {
+        f.await?;
+    }
     drop(app);
     writer.await?;
     processor.await?;

@@ -175,6 +175,22 @@ pub async fn serve_with(
                         continue;
                     }
                 }
+                // Replicas sharing the state take turns: the start is this
+                // replica's unless another claimed one within half a
+                // schedule (a process alone always claims it).
+                match host.state.claim_scheduled_start(
+                    &key.0,
+                    &key.1,
+                    crate::state::now_ms(),
+                    d.every / 2,
+                ) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::error!(tenant = %key.0, flow = %key.1, error = %format!("{e:#}"), "claiming a scheduled start");
+                        continue;
+                    }
+                }
                 crate::metrics::metrics().schedule_lag_seconds.observe(
                     Instant::now()
                         .saturating_duration_since(due_at)

@@ -432,6 +432,11 @@ pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedRece
     }
     let mut running = futures::stream::FuturesUnordered::new();
     let bound = host.config.max_concurrent_runs.max(1);
+    // Replicas sharing the state renew their claims on what they hold and
+    // take over the deliveries of a replica that stopped renewing.
+    let shared = host.state.replica().is_some();
+    let mut adopt = tokio::time::interval(host.state.lease_time() / 3);
+    adopt.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Start every idle flow that has deliveries, within the bound: at
         // once when a full batch waits, else once its oldest delivery has
@@ -511,6 +516,22 @@ pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedRece
                 busy.remove(&key);
                 if queues.get(&key).is_some_and(VecDeque::is_empty) {
                     queues.remove(&key);
+                }
+            }
+            _ = adopt.tick(), if shared => {
+                match host.state.inbox_adopt() {
+                    Ok(adopted) => {
+                        if !adopted.is_empty() {
+                            tracing::warn!(deliveries = adopted.len(), "took over webhook deliveries another replica left");
+                        }
+                        for e in adopted {
+                            crate::metrics::metrics().webhook_inbox.inc();
+                            let key = (e.tenant.clone(), e.flow.clone());
+                            arrived.entry(key.clone()).or_insert_with(Instant::now);
+                            queues.entry(key).or_default().push_back(e);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "renewing webhook claims"),
                 }
             }
             e = accepted.recv() => match e {

@@ -92,6 +92,16 @@ pub(crate) fn commit_moves_cursor_versions_and_dead_letters_together(s: &dyn Sta
     let a = s.delivery("t", "dest", "a").unwrap();
     assert_eq!((a.version("f"), a.version("g")), (Some(5), Some(1)));
     assert_eq!(a.present, Some(false));
+    // A page's entries at once, in the order asked, unknown ones empty.
+    assert_eq!(
+        s.deliveries("t", "dest", &["zz", "a", "b", "a"]).unwrap(),
+        [
+            Delivery::default(),
+            a.clone(),
+            s.delivery("t", "dest", "b").unwrap(),
+            a
+        ]
+    );
 }
 
 /// A record that gets through settles its dead letter in the scope:

@@ -422,6 +422,18 @@ pub trait StateStore: Send + Sync + 'static {
     fn reset_flow(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()>;
     /// What the destination `scope` knows of source record `key`.
     fn delivery(&self, tenant: &str, scope: &str, key: &str) -> anyhow::Result<Delivery>;
+    /// [`StateStore::delivery`] of each of `keys`, in their order: a page's
+    /// entries at once (one round trip for a networked store).
+    fn deliveries(
+        &self,
+        tenant: &str,
+        scope: &str,
+        keys: &[&str],
+    ) -> anyhow::Result<Vec<Delivery>> {
+        keys.iter()
+            .map(|k| self.delivery(tenant, scope, k))
+            .collect()
+    }
     /// Moves what an earlier version kept per flow (versions) and per scope
     /// (presence) into [`Delivery`] entries; `scope_of` names the scope of
     /// each (tenant, flow) configured. Versions of flows no longer
@@ -527,6 +539,64 @@ pub trait StateStore: Send + Sync + 'static {
     fn inbox_done(&self, seqs: &[u64]) -> anyhow::Result<()>;
     /// Forgets webhook IDs accepted before `before_ms`; how many.
     fn prune_webhook_ids(&self, before_ms: u64) -> anyhow::Result<usize>;
+
+    // Shared by replicas. A state that is this process's alone (sled's)
+    // keeps the defaults: no replica ID, so the flows' leases stay in the
+    // process's memory, every scheduled start is its own, and no inbox
+    // delivery belongs to anyone else.
+
+    /// This process's replica ID when several processes share the state.
+    fn replica(&self) -> Option<&str> {
+        None
+    }
+    /// How long a lease or an inbox claim lasts unless renewed: a replica
+    /// that died is replaced within it.
+    fn lease_time(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(30)
+    }
+    /// Takes the lease (tenant, name) for `holder` (unique per taking) if
+    /// it is free or its holder's time ran out; whether it was taken.
+    fn try_lease(&self, _tenant: &str, _name: &str, _holder: &str) -> anyhow::Result<bool> {
+        anyhow::bail!("this state is not shared: its leases are the process's")
+    }
+    /// Extends a lease `holder` of this replica holds; `false` when it is
+    /// no longer its.
+    fn renew_lease(&self, _tenant: &str, _name: &str, _holder: &str) -> anyhow::Result<bool> {
+        anyhow::bail!("this state is not shared: its leases are the process's")
+    }
+    /// Gives a lease up.
+    fn release_lease(&self, _tenant: &str, _name: &str, _holder: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Who holds (tenant, name) now: (replica, holder).
+    fn lease_holder(&self, _tenant: &str, _name: &str) -> anyhow::Result<Option<(String, String)>> {
+        Ok(None)
+    }
+    /// How many leases this replica holds now.
+    fn leases_held(&self) -> anyhow::Result<usize> {
+        Ok(0)
+    }
+    /// Claims the scheduled start of (tenant, flow) at `now_ms` unless one
+    /// was claimed less than `gap` before (by any replica); whether it was.
+    fn claim_scheduled_start(
+        &self,
+        _tenant: &str,
+        _flow: &str,
+        _now_ms: u64,
+        _gap: std::time::Duration,
+    ) -> anyhow::Result<bool> {
+        Ok(true)
+    }
+    /// Renews this replica's claims on the inbox deliveries it holds, and
+    /// claims (and returns) those whose replica stopped renewing theirs.
+    fn inbox_adopt(&self) -> anyhow::Result<Vec<InboxEntry>> {
+        Ok(vec![])
+    }
+    /// A number that changes whenever any replica writes a document
+    /// (tenants, secrets, tokens, pauses): the others reload when it does.
+    fn docs_generation(&self) -> anyhow::Result<u64> {
+        Ok(0)
+    }
 }
 
 #[cfg(test)]

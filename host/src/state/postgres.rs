@@ -46,16 +46,12 @@ pub const POOL_SIZE: usize = 16;
 /// The advisory lock key migrations hold (`weft` in ASCII).
 const MIGRATION_LOCK: i64 = 0x7765_6674;
 
-/// The advisory lock key the one weft process using the database holds
-/// for its lifetime (`weft1`): until the flows' leases and the scheduler
-/// live in the database, a second process would run the same flows at once.
-const OWNER_LOCK: i64 = 0x0077_6566_7431;
-
 /// The schema, one step a version. A step that has run is never changed:
 /// a change is a new step.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE cursors (
     tenant TEXT NOT NULL, flow TEXT NOT NULL, cursor TEXT NOT NULL,
     PRIMARY KEY (tenant, flow));
@@ -140,7 +136,48 @@ BEGIN
     END IF;
 END $$ LANGUAGE plpgsql;
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- Replicas. Times are the database's (one clock for all replicas).
+CREATE FUNCTION weft_now_ms() RETURNS BIGINT AS $$
+    SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT
+$$ LANGUAGE SQL VOLATILE;
+CREATE TABLE leases (
+    tenant TEXT NOT NULL, name TEXT NOT NULL,
+    replica TEXT NOT NULL, holder TEXT NOT NULL, expires_ms BIGINT NOT NULL,
+    PRIMARY KEY (tenant, name));
+CREATE INDEX leases_by_replica ON leases (replica);
+CREATE TABLE scheduled_starts (
+    tenant TEXT NOT NULL, flow TEXT NOT NULL, started_ms BIGINT NOT NULL,
+    PRIMARY KEY (tenant, flow));
+ALTER TABLE inbox ADD COLUMN claimed_by TEXT, ADD COLUMN claimed_until BIGINT;
+CREATE TABLE docs_generation (id INT PRIMARY KEY, n BIGINT NOT NULL);
+INSERT INTO docs_generation VALUES (1, 0);
+"#,
+    ),
+];
+
+/// How a process joins the database as a replica.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Its replica ID (default: the host name, the process ID and a random
+    /// suffix).
+    pub replica: Option<String>,
+    /// How long its leases and inbox claims last unless renewed: a replica
+    /// that dies is replaced within this time.
+    pub lease: std::time::Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            replica: None,
+            lease: std::time::Duration::from_secs(30),
+        }
+    }
+}
 
 /// The connection pool and the runtime that drives it, shared by the
 /// state and its kv store.
@@ -149,16 +186,6 @@ struct Db {
     /// `Some` until dropped (a runtime must not be dropped on a thread of
     /// another runtime: it is shut down in the background instead).
     rt: Option<tokio::runtime::Runtime>,
-}
-
-impl Drop for PgState {
-    fn drop(&mut self) {
-        // The lock's connection closes (rather than going back to the
-        // pool) so that the lock is released now.
-        if let Some(owner) = self._owner.take() {
-            let _ = Object::take(owner);
-        }
-    }
 }
 
 impl Drop for Db {
@@ -201,8 +228,10 @@ impl Db {
 pub struct PgState {
     db: Arc<Db>,
     kv: Arc<PgKv>,
-    /// The connection that holds [`OWNER_LOCK`].
-    _owner: Option<Object>,
+    /// This process's replica ID.
+    replica: String,
+    /// How long leases and inbox claims last unless renewed.
+    lease: std::time::Duration,
     /// Whatever must live as long as the store (a test's server).
     _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
@@ -242,9 +271,24 @@ impl PgState {
     /// certificates), creates or migrates the schema, and checks that the
     /// database answers.
     pub fn open(url: &str) -> anyhow::Result<Self> {
-        let config: tokio_postgres::Config = url
+        Self::open_with(url, PgOptions::default())
+    }
+
+    /// [`PgState::open`] as the replica `options` describe.
+    pub fn open_with(url: &str, options: PgOptions) -> anyhow::Result<Self> {
+        let mut config: tokio_postgres::Config = url
             .parse()
             .with_context(|| format!("the state URL {}", redact(url)))?;
+        // Plans made for each execution: the tables start empty and grow
+        // by thousands of rows a second in a first sync, and a plan cached
+        // while one was empty (a page's `key = ANY($3)` filtering a whole
+        // scope instead of looking the keys up) made each page's lookup
+        // scan every entry: 84 ms a page, a first sync 7× slower.
+        let session = match config.get_options() {
+            Some(o) => format!("{o} -c plan_cache_mode=force_custom_plan"),
+            None => "-c plan_cache_mode=force_custom_plan".to_owned(),
+        };
+        config.options(&session);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(IO_THREADS)
             .thread_name("weft-postgres")
@@ -277,24 +321,24 @@ impl PgState {
             .build()
             .context("building the PostgreSQL pool")?;
         let db = Arc::new(Db { pool, rt: Some(rt) });
-        let owner = db.run(move |mut c| async move {
-            migrate(&mut c).await?;
-            let owned: bool = c
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK])
-                .await?
-                .get(0);
-            anyhow::ensure!(
-                owned,
-                "another weft process uses this state database: one process per database for now \
-                 (send commands to the running `weft serve` with `weft --server http://ADDRESS ...`)"
-            );
-            Ok(c)
-        })
-        .with_context(|| format!("opening the state database {}", redact(url)))?;
+        db.run(move |mut c| async move { migrate(&mut c).await })
+            .with_context(|| format!("opening the state database {}", redact(url)))?;
+        let replica = options.replica.unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "weft".into());
+            format!(
+                "{host}-{}-{:04x}",
+                std::process::id(),
+                rand::random::<u16>()
+            )
+        });
+        tracing::info!(replica, "state in PostgreSQL");
         Ok(PgState {
             kv: Arc::new(PgKv { db: db.clone() }),
             db,
-            _owner: Some(owner),
+            replica,
+            lease: options.lease,
             _guard: None,
         })
     }
@@ -309,8 +353,11 @@ impl PgState {
 /// Applies the steps of [`MIGRATIONS`] the database has not seen, under
 /// the migration lock.
 async fn migrate(c: &mut Object) -> anyhow::Result<()> {
-    c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    c.execute(
+        &c.prepare_cached("SELECT pg_advisory_lock($1)").await?,
+        &[&MIGRATION_LOCK],
+    )
+    .await?;
     let result = async {
         c.batch_execute(
             "CREATE TABLE IF NOT EXISTS weft_migrations (
@@ -319,7 +366,7 @@ async fn migrate(c: &mut Object) -> anyhow::Result<()> {
         )
         .await?;
         let done: Vec<i32> = c
-            .query("SELECT version FROM weft_migrations", &[])
+            .query(&c.prepare_cached("SELECT version FROM weft_migrations").await?, &[])
             .await?
             .iter()
             .map(|r| r.get(0))
@@ -341,7 +388,7 @@ async fn migrate(c: &mut Object) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("schema step {version}"))?;
             tx.execute(
-                "INSERT INTO weft_migrations (version) VALUES ($1)",
+                &tx.prepare_cached("INSERT INTO weft_migrations (version) VALUES ($1)").await?,
                 &[version],
             )
             .await?;
@@ -351,8 +398,11 @@ async fn migrate(c: &mut Object) -> anyhow::Result<()> {
         Ok(())
     }
     .await;
-    c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    c.execute(
+        &c.prepare_cached("SELECT pg_advisory_unlock($1)").await?,
+        &[&MIGRATION_LOCK],
+    )
+    .await?;
     result
 }
 
@@ -445,7 +495,7 @@ impl StateStore for PgState {
             let tx = c.transaction().await?;
             let rows = tx
                 .query(
-                    "SELECT scope, key, entry FROM deliveries WHERE tenant = $1 FOR UPDATE",
+                    &tx.prepare_cached("SELECT scope, key, entry FROM deliveries WHERE tenant = $1 FOR UPDATE").await?,
                     &[&t],
                 )
                 .await?;
@@ -457,7 +507,7 @@ impl StateStore for PgState {
                 d.versions.retain(|(name, _)| *name != f);
                 if d.versions.len() != before {
                     tx.execute(
-                        "UPDATE deliveries SET entry = $4 WHERE tenant = $1 AND scope = $2 AND key = $3",
+                        &tx.prepare_cached("UPDATE deliveries SET entry = $4 WHERE tenant = $1 AND scope = $2 AND key = $3").await?,
                         &[&t, &scope, &key, &d.encode()?],
                     )
                     .await?;
@@ -478,7 +528,7 @@ impl StateStore for PgState {
         self.db.run(move |c| async move {
             let row = c
                 .query_opt(
-                    "SELECT entry FROM deliveries WHERE tenant = $1 AND scope = $2 AND key = $3",
+                    &c.prepare_cached("SELECT entry FROM deliveries WHERE tenant = $1 AND scope = $2 AND key = $3").await?,
                     &[&t, &s, &k],
                 )
                 .await?;
@@ -486,6 +536,29 @@ impl StateStore for PgState {
                 Some(r) => Delivery::decode(r.get(0)),
                 None => Ok(Delivery::default()),
             }
+        })
+    }
+
+    fn deliveries(
+        &self,
+        tenant: &str,
+        scope: &str,
+        keys: &[&str],
+    ) -> anyhow::Result<Vec<Delivery>> {
+        let (t, s) = (tenant.to_owned(), scope.to_owned());
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        self.db.run(move |c| async move {
+            let mut found: std::collections::HashMap<String, Delivery> = Default::default();
+            for r in c
+                .query(
+                    &c.prepare_cached("SELECT key, entry FROM deliveries WHERE tenant = $1 AND scope = $2 AND key = ANY($3)").await?,
+                    &[&t, &s, &keys],
+                )
+                .await?
+            {
+                found.insert(r.get(0), Delivery::decode(r.get(1))?);
+            }
+            Ok(keys.iter().map(|k| found.get(k).cloned().unwrap_or_default()).collect())
         })
     }
 
@@ -513,7 +586,10 @@ impl StateStore for PgState {
         self.db.run(move |c| async move {
             let row = c
                 .query_opt(
-                    "SELECT stamp FROM scope_stamps WHERE tenant = $1 AND scope = $2",
+                    &c.prepare_cached(
+                        "SELECT stamp FROM scope_stamps WHERE tenant = $1 AND scope = $2",
+                    )
+                    .await?,
                     &[&t, &s],
                 )
                 .await?;
@@ -533,7 +609,7 @@ impl StateStore for PgState {
             let unchanged = commit.read_at == Some(stamp - 1);
             let any_dead: bool = tx
                 .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE tenant = $1)",
+                    &tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM dead_letters WHERE tenant = $1)").await?,
                     &[&t],
                 )
                 .await?
@@ -544,7 +620,7 @@ impl StateStore for PgState {
                 let mut stored: BTreeMap<String, DeadLetter> = BTreeMap::new();
                 for r in tx
                     .query(
-                        "SELECT id, body FROM dead_letters WHERE id = ANY($1) FOR UPDATE",
+                        &tx.prepare_cached("SELECT id, body FROM dead_letters WHERE id = ANY($1) FOR UPDATE").await?,
                         &[&ids],
                     )
                     .await?
@@ -558,11 +634,11 @@ impl StateStore for PgState {
                         d.first_seen_ms = old.first_seen_ms;
                     }
                     tx.execute(
-                        "INSERT INTO dead_letters (id, tenant, flow, first_seen_ms, record_key, body)
+                        &tx.prepare_cached("INSERT INTO dead_letters (id, tenant, flow, first_seen_ms, record_key, body)
                          VALUES ($1, $2, $3, $4, $5, $6)
                          ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, flow = excluded.flow,
                            first_seen_ms = excluded.first_seen_ms, record_key = excluded.record_key,
-                           body = excluded.body",
+                           body = excluded.body").await?,
                         &[&d.id, &d.tenant, &d.flow, &ms(d.first_seen_ms), &d.record.key, &json(&d)?],
                     )
                     .await?;
@@ -581,7 +657,7 @@ impl StateStore for PgState {
                     }))
                     .collect();
                 if !resolved.is_empty() {
-                    tx.execute("DELETE FROM dead_letters WHERE id = ANY($1)", &[&resolved])
+                    tx.execute(&tx.prepare_cached("DELETE FROM dead_letters WHERE id = ANY($1)").await?, &[&resolved])
                         .await?;
                 }
             }
@@ -592,8 +668,8 @@ impl StateStore for PgState {
                 let keys: Vec<&str> = commit.records.iter().map(|h| h.key.as_str()).collect();
                 for r in tx
                     .query(
-                        "SELECT key, entry FROM deliveries
-                         WHERE tenant = $1 AND scope = $2 AND key = ANY($3) FOR UPDATE",
+                        &tx.prepare_cached("SELECT key, entry FROM deliveries
+                         WHERE tenant = $1 AND scope = $2 AND key = ANY($3) FOR UPDATE").await?,
                         &[&t, &commit.scope, &keys],
                     )
                     .await?
@@ -638,9 +714,9 @@ impl StateStore for PgState {
             }
             if !keys.is_empty() {
                 tx.execute(
-                    "INSERT INTO deliveries (tenant, scope, key, entry)
+                    &tx.prepare_cached("INSERT INTO deliveries (tenant, scope, key, entry)
                      SELECT $1, $2, k, e FROM UNNEST($3::text[], $4::bytea[]) AS u (k, e)
-                     ON CONFLICT (tenant, scope, key) DO UPDATE SET entry = excluded.entry",
+                     ON CONFLICT (tenant, scope, key) DO UPDATE SET entry = excluded.entry").await?,
                     &[&t, &commit.scope, &keys, &values],
                 )
                 .await?;
@@ -657,7 +733,11 @@ impl StateStore for PgState {
         let t = tenant.to_owned();
         self.db.run(move |c| async move {
             let n: i64 = c
-                .query_one("SELECT count(*) FROM dead_letters WHERE tenant = $1", &[&t])
+                .query_one(
+                    &c.prepare_cached("SELECT count(*) FROM dead_letters WHERE tenant = $1")
+                        .await?,
+                    &[&t],
+                )
                 .await?
                 .get(0);
             Ok(n as usize)
@@ -672,9 +752,12 @@ impl StateStore for PgState {
         let (t, f) = (tenant.map(str::to_owned), flow.map(str::to_owned));
         self.db.run(move |c| async move {
             c.query(
-                "SELECT body FROM dead_letters
+                &c.prepare_cached(
+                    "SELECT body FROM dead_letters
                  WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR flow = $2)
                  ORDER BY first_seen_ms, record_key",
+                )
+                .await?,
                 &[&t, &f],
             )
             .await?
@@ -687,18 +770,26 @@ impl StateStore for PgState {
     fn dead_letter(&self, id: &str) -> anyhow::Result<Option<DeadLetter>> {
         let id = id.to_owned();
         self.db.run(move |c| async move {
-            c.query_opt("SELECT body FROM dead_letters WHERE id = $1", &[&id])
-                .await?
-                .map(|r| unjson(r.get(0)))
-                .transpose()
+            c.query_opt(
+                &c.prepare_cached("SELECT body FROM dead_letters WHERE id = $1")
+                    .await?,
+                &[&id],
+            )
+            .await?
+            .map(|r| unjson(r.get(0)))
+            .transpose()
         })
     }
 
     fn remove_dead_letter(&self, id: &str) -> anyhow::Result<bool> {
         let id = id.to_owned();
         self.db.run(move |c| async move {
-            Ok(c.execute("DELETE FROM dead_letters WHERE id = $1", &[&id])
-                .await?
+            Ok(c.execute(
+                &c.prepare_cached("DELETE FROM dead_letters WHERE id = $1")
+                    .await?,
+                &[&id],
+            )
+            .await?
                 > 0)
         })
     }
@@ -712,8 +803,11 @@ impl StateStore for PgState {
         );
         self.db.run(move |c| async move {
             c.execute(
-                "INSERT INTO runs (id, tenant, flow, body) VALUES ($1, $2, $3, $4)
+                &c.prepare_cached(
+                    "INSERT INTO runs (id, tenant, flow, body) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                )
+                .await?,
                 &[&id, &t, &f, &body],
             )
             .await?;
@@ -731,9 +825,12 @@ impl StateStore for PgState {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db.run(move |c| async move {
             c.query(
-                "SELECT body FROM runs
+                &c.prepare_cached(
+                    "SELECT body FROM runs
                  WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR flow = $2)
                  ORDER BY id DESC LIMIT $3",
+                )
+                .await?,
                 &[&t, &f, &limit],
             )
             .await?
@@ -746,10 +843,14 @@ impl StateStore for PgState {
     fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
         let id = id.to_owned();
         self.db.run(move |c| async move {
-            c.query_opt("SELECT body FROM runs WHERE id = $1", &[&id])
-                .await?
-                .map(|r| unjson(r.get(0)))
-                .transpose()
+            c.query_opt(
+                &c.prepare_cached("SELECT body FROM runs WHERE id = $1")
+                    .await?,
+                &[&id],
+            )
+            .await?
+            .map(|r| unjson(r.get(0)))
+            .transpose()
         })
     }
 
@@ -765,8 +866,11 @@ impl StateStore for PgState {
         let (name, version, body) = (entry.name.clone(), entry.version.to_string(), json(entry)?);
         self.db.run(move |c| async move {
             c.execute(
-                "INSERT INTO connectors (name, version, body) VALUES ($1, $2, $3)
+                &c.prepare_cached(
+                    "INSERT INTO connectors (name, version, body) VALUES ($1, $2, $3)
                  ON CONFLICT (name, version) DO UPDATE SET body = excluded.body",
+                )
+                .await?,
                 &[&name, &version, &body],
             )
             .await?;
@@ -776,7 +880,7 @@ impl StateStore for PgState {
 
     fn connectors(&self) -> anyhow::Result<Vec<ConnectorEntry>> {
         let mut out: Vec<ConnectorEntry> = self.db.run(move |c| async move {
-            c.query("SELECT body FROM connectors", &[])
+            c.query(&c.prepare_cached("SELECT body FROM connectors").await?, &[])
                 .await?
                 .iter()
                 .map(|r| unjson(r.get(0)))
@@ -802,8 +906,12 @@ impl StateStore for PgState {
         let (k, i, v) = (kind.to_owned(), id.to_owned(), value.to_vec());
         self.db.run(move |c| async move {
             c.execute(
-                "INSERT INTO docs (kind, id, value) VALUES ($1, $2, $3)
-                 ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value",
+                &c.prepare_cached(
+                    "WITH put AS (INSERT INTO docs (kind, id, value) VALUES ($1, $2, $3)
+                   ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value)
+                 UPDATE docs_generation SET n = n + 1 WHERE id = 1",
+                )
+                .await?,
                 &[&k, &i, &v],
             )
             .await?;
@@ -815,7 +923,8 @@ impl StateStore for PgState {
         let (k, i) = (kind.to_owned(), id.to_owned());
         self.db.run(move |c| async move {
             Ok(c.query_opt(
-                "SELECT value FROM docs WHERE kind = $1 AND id = $2",
+                &c.prepare_cached("SELECT value FROM docs WHERE kind = $1 AND id = $2")
+                    .await?,
                 &[&k, &i],
             )
             .await?
@@ -827,7 +936,7 @@ impl StateStore for PgState {
         let (k, p) = (kind.to_owned(), prefix.to_owned());
         self.db.run(move |c| async move {
             Ok(c.query(
-                "SELECT id, value FROM docs WHERE kind = $1 AND starts_with(id, $2) ORDER BY id",
+                &c.prepare_cached("SELECT id, value FROM docs WHERE kind = $1 AND starts_with(id, $2) ORDER BY id").await?,
                 &[&k, &p],
             )
             .await?
@@ -840,11 +949,20 @@ impl StateStore for PgState {
     fn doc_delete(&self, kind: &str, id: &str) -> anyhow::Result<bool> {
         let (k, i) = (kind.to_owned(), id.to_owned());
         self.db.run(move |c| async move {
-            Ok(
-                c.execute("DELETE FROM docs WHERE kind = $1 AND id = $2", &[&k, &i])
-                    .await?
-                    > 0,
-            )
+            let gone: bool = c
+                .query_one(
+                    &c.prepare_cached(
+                        "WITH gone AS (DELETE FROM docs WHERE kind = $1 AND id = $2 RETURNING 1),
+                       bumped AS (UPDATE docs_generation SET n = n + 1
+                         WHERE id = 1 AND EXISTS (SELECT 1 FROM gone))
+                     SELECT EXISTS (SELECT 1 FROM gone)",
+                    )
+                    .await?,
+                    &[&k, &i],
+                )
+                .await?
+                .get(0);
+            Ok(gone)
         })
     }
 
@@ -853,14 +971,18 @@ impl StateStore for PgState {
     /// replica took it.
     fn inbox_append(&self, deliveries: &[InboxEntry]) -> anyhow::Result<Vec<Option<u64>>> {
         let deliveries = deliveries.to_vec();
+        let (replica, lease_ms) = (self.replica.clone(), self.lease_ms());
         self.db.run(move |mut c| async move {
             let tx = c.transaction().await?;
             let mut out = Vec::with_capacity(deliveries.len());
             for d in &deliveries {
                 let fresh = tx
                     .execute(
-                        "INSERT INTO webhook_ids (tenant, flow, webhook_id, accepted_ms)
+                        &tx.prepare_cached(
+                            "INSERT INTO webhook_ids (tenant, flow, webhook_id, accepted_ms)
                          VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        )
+                        .await?,
                         &[&d.tenant, &d.flow, &d.webhook_id, &ms(d.received_ms)],
                     )
                     .await?
@@ -868,8 +990,12 @@ impl StateStore for PgState {
                 out.push(if fresh {
                     let seq: i64 = tx
                         .query_one(
-                            "INSERT INTO inbox (entry) VALUES ($1) RETURNING seq",
-                            &[&d.encode()],
+                            &tx.prepare_cached(
+                                "INSERT INTO inbox (entry, claimed_by, claimed_until)
+                             VALUES ($1, $2, weft_now_ms() + $3) RETURNING seq",
+                            )
+                            .await?,
+                            &[&d.encode(), &replica, &lease_ms],
                         )
                         .await?
                         .get(0);
@@ -883,21 +1009,25 @@ impl StateStore for PgState {
         })
     }
 
+    /// The deliveries this replica may process: its own, and those no
+    /// live replica claims (claimed for it now).
     fn inbox_pending(&self) -> anyhow::Result<Vec<InboxEntry>> {
-        self.db.run(move |c| async move {
-            c.query("SELECT seq, entry FROM inbox ORDER BY seq", &[])
-                .await?
-                .iter()
-                .map(|r| InboxEntry::decode(r.get::<_, i64>(0) as u64, r.get(1)))
-                .collect()
-        })
+        self.claim_inbox(true)
+    }
+
+    fn inbox_adopt(&self) -> anyhow::Result<Vec<InboxEntry>> {
+        self.claim_inbox(false)
     }
 
     fn inbox_done(&self, seqs: &[u64]) -> anyhow::Result<()> {
         let seqs: Vec<i64> = seqs.iter().map(|s| *s as i64).collect();
         self.db.run(move |c| async move {
-            c.execute("DELETE FROM inbox WHERE seq = ANY($1)", &[&seqs])
-                .await?;
+            c.execute(
+                &c.prepare_cached("DELETE FROM inbox WHERE seq = ANY($1)")
+                    .await?,
+                &[&seqs],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -905,10 +1035,199 @@ impl StateStore for PgState {
     fn prune_webhook_ids(&self, before_ms: u64) -> anyhow::Result<usize> {
         let before = ms(before_ms);
         self.db.run(move |c| async move {
-            Ok(
-                c.execute("DELETE FROM webhook_ids WHERE accepted_ms < $1", &[&before])
-                    .await? as usize,
+            Ok(c.execute(
+                &c.prepare_cached("DELETE FROM webhook_ids WHERE accepted_ms < $1")
+                    .await?,
+                &[&before],
             )
+            .await? as usize)
+        })
+    }
+
+    fn replica(&self) -> Option<&str> {
+        Some(&self.replica)
+    }
+
+    fn lease_time(&self) -> std::time::Duration {
+        self.lease
+    }
+
+    fn try_lease(&self, tenant: &str, name: &str, holder: &str) -> anyhow::Result<bool> {
+        let (t, n, h, r, ttl) = self.lease_args(tenant, name, holder);
+        self.db.run(move |c| async move {
+            Ok(c.query_opt(
+                &c.prepare_cached(
+                    "INSERT INTO leases (tenant, name, replica, holder, expires_ms)
+                 VALUES ($1, $2, $3, $4, weft_now_ms() + $5)
+                 ON CONFLICT (tenant, name) DO UPDATE SET replica = excluded.replica,
+                   holder = excluded.holder, expires_ms = excluded.expires_ms
+                 WHERE leases.expires_ms < weft_now_ms()
+                 RETURNING 1",
+                )
+                .await?,
+                &[&t, &n, &r, &h, &ttl],
+            )
+            .await?
+            .is_some())
+        })
+    }
+
+    fn renew_lease(&self, tenant: &str, name: &str, holder: &str) -> anyhow::Result<bool> {
+        let (t, n, h, r, ttl) = self.lease_args(tenant, name, holder);
+        self.db.run(move |c| async move {
+            Ok(c.execute(
+                &c.prepare_cached(
+                    "UPDATE leases SET expires_ms = weft_now_ms() + $5
+                 WHERE tenant = $1 AND name = $2 AND replica = $3 AND holder = $4
+                   AND expires_ms >= weft_now_ms()",
+                )
+                .await?,
+                &[&t, &n, &r, &h, &ttl],
+            )
+            .await?
+                == 1)
+        })
+    }
+
+    fn release_lease(&self, tenant: &str, name: &str, holder: &str) -> anyhow::Result<()> {
+        let (t, n, h, r, _) = self.lease_args(tenant, name, holder);
+        self.db.run(move |c| async move {
+            c.execute(
+                &c.prepare_cached("DELETE FROM leases WHERE tenant = $1 AND name = $2 AND replica = $3 AND holder = $4").await?,
+                &[&t, &n, &r, &h],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn lease_holder(&self, tenant: &str, name: &str) -> anyhow::Result<Option<(String, String)>> {
+        let (t, n) = (tenant.to_owned(), name.to_owned());
+        self.db.run(move |c| async move {
+            Ok(c.query_opt(
+                &c.prepare_cached(
+                    "SELECT replica, holder FROM leases
+                 WHERE tenant = $1 AND name = $2 AND expires_ms >= weft_now_ms()",
+                )
+                .await?,
+                &[&t, &n],
+            )
+            .await?
+            .map(|r| (r.get(0), r.get(1))))
+        })
+    }
+
+    fn leases_held(&self) -> anyhow::Result<usize> {
+        let r = self.replica.clone();
+        self.db.run(move |c| async move {
+            let n: i64 = c
+                .query_one(
+                    &c.prepare_cached("SELECT count(*) FROM leases WHERE replica = $1 AND expires_ms >= weft_now_ms()").await?,
+                    &[&r],
+                )
+                .await?
+                .get(0);
+            Ok(n as usize)
+        })
+    }
+
+    fn claim_scheduled_start(
+        &self,
+        tenant: &str,
+        flow: &str,
+        now_ms: u64,
+        gap: std::time::Duration,
+    ) -> anyhow::Result<bool> {
+        let (t, f) = (tenant.to_owned(), flow.to_owned());
+        let (now, gap) = (ms(now_ms), ms(gap.as_millis() as u64));
+        self.db.run(move |c| async move {
+            Ok(c.query_opt(
+                &c.prepare_cached(
+                    "INSERT INTO scheduled_starts (tenant, flow, started_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant, flow) DO UPDATE SET started_ms = excluded.started_ms
+                 WHERE scheduled_starts.started_ms <= $3 - $4
+                 RETURNING 1",
+                )
+                .await?,
+                &[&t, &f, &now, &gap],
+            )
+            .await?
+            .is_some())
+        })
+    }
+
+    fn docs_generation(&self) -> anyhow::Result<u64> {
+        self.db.run(move |c| async move {
+            let n: i64 = c
+                .query_one(
+                    &c.prepare_cached("SELECT n FROM docs_generation WHERE id = 1")
+                        .await?,
+                    &[],
+                )
+                .await?
+                .get(0);
+            Ok(n as u64)
+        })
+    }
+}
+
+impl PgState {
+    fn lease_ms(&self) -> i64 {
+        ms(self.lease.as_millis() as u64)
+    }
+
+    fn lease_args(
+        &self,
+        tenant: &str,
+        name: &str,
+        holder: &str,
+    ) -> (String, String, String, String, i64) {
+        (
+            tenant.to_owned(),
+            name.to_owned(),
+            holder.to_owned(),
+            self.replica.clone(),
+            self.lease_ms(),
+        )
+    }
+
+    /// Renews this replica's inbox claims and claims the deliveries no live
+    /// replica holds; returns those claimed now (with `own`, also those it
+    /// held already: what a process that starts again resumes), in order.
+    fn claim_inbox(&self, own: bool) -> anyhow::Result<Vec<InboxEntry>> {
+        let (r, ttl) = (self.replica.clone(), self.lease_ms());
+        self.db.run(move |mut c| async move {
+            let tx = c.transaction().await?;
+            tx.execute(
+                &tx.prepare_cached(
+                    "UPDATE inbox SET claimed_until = weft_now_ms() + $2 WHERE claimed_by = $1",
+                )
+                .await?,
+                &[&r, &ttl],
+            )
+            .await?;
+            let rows = tx
+                .query(
+                    &tx.prepare_cached(
+                        "UPDATE inbox SET claimed_by = $1, claimed_until = weft_now_ms() + $2
+                     WHERE seq IN (
+                       SELECT seq FROM inbox
+                       WHERE claimed_by IS NULL OR claimed_until < weft_now_ms()
+                         OR ($3 AND claimed_by = $1)
+                       FOR UPDATE SKIP LOCKED)
+                     RETURNING seq, entry",
+                    )
+                    .await?,
+                    &[&r, &ttl, &own],
+                )
+                .await?;
+            tx.commit().await?;
+            let mut out: Vec<InboxEntry> = rows
+                .iter()
+                .map(|row| InboxEntry::decode(row.get::<_, i64>(0) as u64, row.get(1)))
+                .collect::<anyhow::Result<_>>()?;
+            out.sort_by_key(|e| e.seq);
+            Ok(out)
         })
     }
 }
@@ -922,9 +1241,12 @@ async fn bump_stamp(
 ) -> anyhow::Result<u64> {
     let stamp: i64 = tx
         .query_one(
-            "INSERT INTO scope_stamps (tenant, scope, stamp) VALUES ($1, $2, 1)
+            &tx.prepare_cached(
+                "INSERT INTO scope_stamps (tenant, scope, stamp) VALUES ($1, $2, 1)
              ON CONFLICT (tenant, scope) DO UPDATE SET stamp = scope_stamps.stamp + 1
              RETURNING stamp",
+            )
+            .await?,
             &[&tenant, &scope],
         )
         .await?
@@ -947,7 +1269,7 @@ impl KvStore for PgKv {
             .run(move |db| async move {
                 Ok(db
                     .query_opt(
-                        "SELECT value FROM kv WHERE tenant = $1 AND connector = $2 AND key = $3",
+                        &db.prepare_cached("SELECT value FROM kv WHERE tenant = $1 AND connector = $2 AND key = $3").await?,
                         &[&t, &c, &k],
                     )
                     .await?
@@ -976,7 +1298,10 @@ impl KvStore for PgKv {
             .run(move |db| async move {
                 let r = db
                     .query_one(
-                        "SELECT refused, would_be FROM weft_kv_set($1, $2, $3, $4, $5, $6, $7)",
+                        &db.prepare_cached(
+                            "SELECT refused, would_be FROM weft_kv_set($1, $2, $3, $4, $5, $6, $7)",
+                        )
+                        .await?,
                         &[&t, &c, &k, &v, &ms(cost), &max_bytes, &max_keys],
                     )
                     .await?;
@@ -1000,7 +1325,8 @@ impl KvStore for PgKv {
         self.db
             .run(move |db| async move {
                 db.execute(
-                    "SELECT weft_kv_delete($1, $2, $3, $4)",
+                    &db.prepare_cached("SELECT weft_kv_delete($1, $2, $3, $4)")
+                        .await?,
                     &[&t, &c, &k, &ms(fixed)],
                 )
                 .await?;
@@ -1025,8 +1351,11 @@ impl KvStore for PgKv {
             .run(move |db| async move {
                 Ok(db
                     .query(
-                        "SELECT key FROM kv WHERE tenant = $1 AND connector = $2
+                        &db.prepare_cached(
+                            "SELECT key FROM kv WHERE tenant = $1 AND connector = $2
                          AND starts_with(key, $3) ORDER BY key LIMIT $4",
+                        )
+                        .await?,
                         &[&t, &c, &p, &limit],
                     )
                     .await?
@@ -1043,7 +1372,10 @@ impl KvStore for PgKv {
             .run(move |db| async move {
                 Ok(db
                     .query_opt(
-                        "SELECT bytes FROM kv_usage WHERE tenant = $1 AND connector = $2",
+                        &db.prepare_cached(
+                            "SELECT bytes FROM kv_usage WHERE tenant = $1 AND connector = $2",
+                        )
+                        .await?,
                         &[&t, &c],
                     )
                     .await?
@@ -1068,32 +1400,155 @@ mod tests {
 
     crate::state::behaviour::state_behaviour_tests!(fresh());
 
-    #[test]
-    fn a_second_process_is_refused_and_migrations_run_once() {
+    /// Two replicas (`a` and `b`) on one database, with leases and claims
+    /// of `lease` each; the server lives as long as `a`.
+    fn replicas(lease: std::time::Duration) -> (Arc<PgState>, Arc<PgState>) {
         let pg = weft_test_pg::Postgres::start().unwrap();
         let url = pg.create_database("weft").unwrap();
-        let first = PgState::open(&url).unwrap();
-        let err = PgState::open(&url)
-            .err()
-            .expect("a second owner is refused");
-        assert!(
-            format!("{err:#}").contains("another weft process"),
-            "{err:#}"
-        );
-        drop(first);
-        // Reopened: the schema is there and is not made again.
-        let again = PgState::open(&url).unwrap();
-        let versions: Vec<i32> = again
-            .db
-            .run(|c| async move {
-                Ok(c.query("SELECT version FROM weft_migrations", &[])
-                    .await?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect())
+        let open = |name: &str| {
+            PgState::open_with(
+                &url,
+                PgOptions {
+                    replica: Some(name.into()),
+                    lease,
+                },
+            )
+            .unwrap()
+        };
+        let b = open("b");
+        (Arc::new(open("a").with_guard(pg)), Arc::new(b))
+    }
+
+    #[test]
+    fn replicas_share_one_schema_made_once() {
+        let (a, b) = replicas(std::time::Duration::from_secs(30));
+        let versions: Vec<i32> =
+            b.db.run(|c| async move {
+                Ok(c.query(
+                    &c.prepare_cached("SELECT version FROM weft_migrations ORDER BY version")
+                        .await?,
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
             })
             .unwrap();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, [1, 2]);
+        // What one writes, the other reads; documents move the generation.
+        let g = b.docs_generation().unwrap();
+        a.doc_put("tenant", "t1", b"{}").unwrap();
+        assert_eq!(b.doc_get("tenant", "t1").unwrap(), Some(b"{}".to_vec()));
+        assert!(b.docs_generation().unwrap() > g);
+        let g = b.docs_generation().unwrap();
+        assert!(!a.doc_delete("tenant", "nope").unwrap());
+        assert_eq!(
+            b.docs_generation().unwrap(),
+            g,
+            "nothing deleted, nothing changed"
+        );
+        assert!(a.doc_delete("tenant", "t1").unwrap());
+        assert!(b.docs_generation().unwrap() > g);
+    }
+
+    #[test]
+    fn a_lease_is_one_replicas_until_released_or_run_out() {
+        let lease = std::time::Duration::from_millis(600);
+        let (a, b) = replicas(lease);
+        assert!(a.try_lease("t", "dest", "run1/x").unwrap());
+        assert!(!b.try_lease("t", "dest", "run2/y").unwrap());
+        assert!(b.try_lease("t", "other", "run3/z").unwrap());
+        assert_eq!(
+            b.lease_holder("t", "dest").unwrap(),
+            Some(("a".into(), "run1/x".into()))
+        );
+        assert_eq!((a.leases_held().unwrap(), b.leases_held().unwrap()), (1, 1));
+        // Released: the other takes it at once.
+        a.release_lease("t", "dest", "run1/x").unwrap();
+        assert!(b.try_lease("t", "dest", "run2/y").unwrap());
+        // Not renewed: it runs out, and its old holder cannot renew it.
+        std::thread::sleep(lease + std::time::Duration::from_millis(200));
+        assert!(a.try_lease("t", "dest", "run4/w").unwrap());
+        assert!(!b.renew_lease("t", "dest", "run2/y").unwrap());
+        assert!(a.renew_lease("t", "dest", "run4/w").unwrap());
+    }
+
+    #[test]
+    fn a_scheduled_start_is_claimed_once_per_half_schedule() {
+        let (a, b) = replicas(std::time::Duration::from_secs(30));
+        let gap = std::time::Duration::from_secs(150);
+        assert!(a.claim_scheduled_start("t", "f", 1_000_000, gap).unwrap());
+        assert!(!b.claim_scheduled_start("t", "f", 1_010_000, gap).unwrap());
+        assert!(b.claim_scheduled_start("t", "g", 1_010_000, gap).unwrap());
+        assert!(b.claim_scheduled_start("t", "f", 1_150_000, gap).unwrap());
+    }
+
+    #[test]
+    fn a_stopped_replicas_webhook_deliveries_are_taken_over() {
+        let lease = std::time::Duration::from_millis(600);
+        let (a, b) = replicas(lease);
+        let entry = |id: &str| InboxEntry {
+            seq: 0,
+            tenant: "t".into(),
+            flow: "f".into(),
+            webhook_id: id.into(),
+            headers: vec![],
+            body: id.as_bytes().to_vec(),
+            received_ms: 1,
+        };
+        a.inbox_append(&[entry("w1"), entry("w2")]).unwrap();
+        // The same delivery at the other replica is a repeat.
+        assert_eq!(b.inbox_append(&[entry("w1")]).unwrap(), [None]);
+        // `a` holds them: `b` gets nothing while `a` renews its claims.
+        assert!(b.inbox_pending().unwrap().is_empty());
+        std::thread::sleep(lease / 2);
+        assert!(a.inbox_adopt().unwrap().is_empty(), "a renews, adopts none");
+        std::thread::sleep(lease / 2 + std::time::Duration::from_millis(100));
+        assert!(b.inbox_adopt().unwrap().is_empty(), "renewed by a");
+        // `a` stops renewing: `b` takes both over, in order, once.
+        std::thread::sleep(lease + std::time::Duration::from_millis(200));
+        let taken: Vec<String> = b
+            .inbox_adopt()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.webhook_id)
+            .collect();
+        assert_eq!(taken, ["w1", "w2"]);
+        assert!(b.inbox_adopt().unwrap().is_empty());
+        assert!(a.inbox_adopt().unwrap().is_empty(), "they are b's now");
+    }
+
+    /// Tasks of two replicas asking for one lease: never two holders at
+    /// once, and each gets it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn shared_leases_never_have_two_holders_across_replicas() {
+        use crate::flow::lease::{Leases, SharedLeases};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (a, b) = replicas(std::time::Duration::from_secs(30));
+        let leases: [Arc<SharedLeases>; 2] = [
+            Arc::new(SharedLeases::new(a.clone())),
+            Arc::new(SharedLeases::new(b.clone())),
+        ];
+        let inside = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let (l, inside, most) = (leases[i % 2].clone(), inside.clone(), most.clone());
+            tasks.push(tokio::spawn(async move {
+                let lease = l.acquire("t", "dest", &format!("run{i}")).await.unwrap();
+                let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+                drop(lease);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1, "two holders at once");
+        assert_eq!(a.leases_held().unwrap() + b.leases_held().unwrap(), 0);
     }
 
     #[test]

@@ -141,7 +141,8 @@ impl Postgres {
         Self::start_with(&[])
     }
 
-    fn start_with(settings: &[&str]) -> anyhow::Result<Self> {
+    /// Starts a cluster with extra server settings (`["-c", "name=value"]`).
+    pub fn start_with(settings: &[&str]) -> anyhow::Result<Self> {
         let bin = bin_dir();
         if !bin.join("initdb").exists() {
             bail!(
@@ -220,6 +221,60 @@ impl Postgres {
             ],
         )?;
         Ok(self.url(name))
+    }
+
+    /// CPU time the server has used so far (user + system): the postmaster
+    /// with its ended children, and the backends alive now (Linux `/proc`,
+    /// clock ticks of 10 ms). For benches: weft's own CPU does not show
+    /// what its queries cost.
+    pub fn cpu(&self) -> std::time::Duration {
+        let pid_file = self.dir.path().join("data/postmaster.pid");
+        let Some(postmaster) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+        else {
+            return std::time::Duration::ZERO;
+        };
+        // (ppid, utime + stime, cutime + cstime) of a process.
+        let stat = |pid: &str| -> Option<(u32, u64, u64)> {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let f: Vec<&str> = text.rsplit(')').next()?.split_whitespace().collect();
+            let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            Some((n(1) as u32, n(11) + n(12), n(13) + n(14)))
+        };
+        let mut ticks = stat(&postmaster.to_string()).map_or(0, |(_, own, ended)| own + ended);
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.chars().all(|c| c.is_ascii_digit())
+                && let Some((ppid, own, _)) = stat(&name)
+                && ppid == postmaster
+            {
+                ticks += own;
+            }
+        }
+        std::time::Duration::from_millis(ticks * 10)
+    }
+
+    /// Runs `sql` in database `db` with `psql` and returns what it printed.
+    pub fn psql(&self, db: &str, sql: &str) -> anyhow::Result<String> {
+        let out = pg(
+            &self.bin,
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                db,
+                "-c",
+                sql,
+            ],
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The server's log so far.
