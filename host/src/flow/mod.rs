@@ -255,6 +255,7 @@ pub(crate) fn new_run(tenant: &str, flow: &str) -> RunRecord {
         retries: 0,
         outcome: RunOutcome::Running,
         error: None,
+        replica: None,
     }
 }
 

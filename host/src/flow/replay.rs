@@ -45,6 +45,7 @@ impl Host {
             trigger: "replay".into(),
             connectors: labels,
             fetched: 1,
+            replica: self.state.replica().map(str::to_owned),
             ..new_run(&dl.tenant, &dl.flow)
         };
         let scope = delivery_scope(&flow);
@@ -95,6 +96,7 @@ impl Host {
         let delivery = delivery_of(&dl.record)?;
         let mut run = RunRecord {
             trigger: "replay".into(),
+            replica: self.state.replica().map(str::to_owned),
             ..new_run(&dl.tenant, &dl.flow)
         };
         let result = self

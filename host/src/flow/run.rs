@@ -127,6 +127,7 @@ impl Host {
         close_abandoned_runs(&*self.state, tenant, flow_name)?;
         let mut run = RunRecord {
             trigger: trigger.as_str().to_owned(),
+            replica: self.state.replica().map(str::to_owned),
             ..new_run(tenant, flow_name)
         };
         self.state.save_run(&run)?;

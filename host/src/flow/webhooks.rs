@@ -38,6 +38,7 @@ impl Host {
         close_abandoned_runs(&*self.state, tenant, flow_name)?;
         let mut run = RunRecord {
             trigger: "webhook".into(),
+            replica: self.state.replica().map(str::to_owned),
             ..new_run(tenant, flow_name)
         };
         self.state.save_run_progress(&run)?;

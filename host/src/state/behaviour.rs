@@ -443,6 +443,7 @@ fn run_record(id: &str, tenant: &str, flow: &str) -> RunRecord {
         retries: 0,
         outcome: RunOutcome::Running,
         error: None,
+        replica: None,
     }
 }
 

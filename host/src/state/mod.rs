@@ -391,6 +391,9 @@ pub struct RunRecord {
     pub outcome: RunOutcome,
     /// Why it failed.
     pub error: Option<String>,
+    /// The replica that ran it, when replicas share the state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// A registered connector version.
