@@ -88,6 +88,9 @@ impl Host {
             secrets_file: None,
         };
         let runtime = Runtime::with_parts(host_config, state.kv(), resolver, secrets)?;
+        if let Some(buckets) = state.token_buckets() {
+            runtime.share_quotas(buckets);
+        }
         let registry = Registry::new(config.data_dir.join("connectors"), state.clone())?;
         let tenants = live_tenants(&config, &*state)?;
         // Versions and presence as earlier versions of weft kept them move

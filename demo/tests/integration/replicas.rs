@@ -14,7 +14,9 @@
 //! - after each kill, the flows ran again (on another replica) within the
 //!   lease time and a schedule;
 //! - a connector registered and a tenant changed through one replica are
-//!   live on the others.
+//!   live on the others;
+//! - Acme never rate-limited the replicas' OAuth client: they share the
+//!   tenant's request quota through the database.
 
 use crate::chaos::{
     FLOWS, Weft, World, copy_compiled, now_ms, overlaps, run_all_and_wait, runs, serve_config_in,
@@ -340,6 +342,18 @@ async fn three_replicas_on_postgres_with_kill_9_end_in_what_acme_says() {
             );
         }
     }
+    // Acme's rate held for the replicas together: its OAuth client (all
+    // replicas') was never answered 429.
+    let requests = env.acme.requests();
+    let limited = requests
+        .iter()
+        .filter(|r| r.auth == "bearer" && r.status == 429)
+        .count();
+    eprintln!(
+        "{} requests to Acme with the OAuth client, {limited} answered 429",
+        requests.iter().filter(|r| r.auth == "bearer").count()
+    );
+    assert_eq!(limited, 0, "Acme rate-limited the replicas' client");
     // The work was shared: runs of more than one replica (by record).
     let by: std::collections::BTreeSet<&str> =
         runs.iter().filter_map(|r| r["replica"].as_str()).collect();

@@ -273,4 +273,36 @@ mod tests {
         assert_eq!(lease.holder, "me");
         assert!(leases.holder("t", "f").is_some());
     }
+
+    /// Tasks of two replicas asking for one lease: never two holders at
+    /// once, and each gets it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn shared_leases_never_have_two_holders_across_replicas() {
+        use crate::state::StateStore;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (a, b) = crate::state::postgres::test_replicas(std::time::Duration::from_secs(30));
+        let leases: [Arc<SharedLeases>; 2] = [
+            Arc::new(SharedLeases::new(a.clone())),
+            Arc::new(SharedLeases::new(b.clone())),
+        ];
+        let inside = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let (l, inside, most) = (leases[i % 2].clone(), inside.clone(), most.clone());
+            tasks.push(tokio::spawn(async move {
+                let lease = l.acquire("t", "dest", &format!("run{i}")).await.unwrap();
+                let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+                drop(lease);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1, "two holders at once");
+        assert_eq!(a.leases_held().unwrap() + b.leases_held().unwrap(), 0);
+    }
 }

@@ -328,6 +328,12 @@ impl Runtime {
         &self.secrets
     }
 
+    /// Takes the (tenant, origin) request quotas from `buckets`, shared
+    /// with the other replicas of a state, from now on.
+    pub fn share_quotas(&self, buckets: Arc<dyn crate::state::TokenBuckets>) {
+        self.http.quotas.share(buckets);
+    }
+
     /// A runtime with the given key-value backend, resolver and secrets.
     pub fn with_parts(
         config: HostConfig,

@@ -600,6 +600,27 @@ pub trait StateStore: Send + Sync + 'static {
     fn docs_generation(&self) -> anyhow::Result<u64> {
         Ok(0)
     }
+    /// The request buckets replicas share, so that a (tenant, origin) rate
+    /// holds for all of them together (`None`: the process's own buckets).
+    fn token_buckets(&self) -> Option<Arc<dyn TokenBuckets>> {
+        None
+    }
+}
+
+/// Token buckets shared by replicas, one per (tenant, origin).
+pub trait TokenBuckets: Send + Sync {
+    /// Takes a token from (tenant, origin)'s bucket of `per_second`, at
+    /// most `burst` saved: `Ok(wait)`, the time to wait before sending;
+    /// `Err(wait)`, taking nothing, when that wait would be over
+    /// `max_wait`.
+    fn take(
+        &self,
+        tenant: &str,
+        origin: &str,
+        per_second: f64,
+        burst: u32,
+        max_wait: std::time::Duration,
+    ) -> anyhow::Result<Result<std::time::Duration, std::time::Duration>>;
 }
 
 #[cfg(test)]

@@ -155,6 +155,34 @@ CREATE TABLE scheduled_starts (
 ALTER TABLE inbox ADD COLUMN claimed_by TEXT, ADD COLUMN claimed_until BIGINT;
 CREATE TABLE docs_generation (id INT PRIMARY KEY, n BIGINT NOT NULL);
 INSERT INTO docs_generation VALUES (1, 0);
+-- Request buckets every replica takes from: one round trip a request.
+CREATE TABLE rate_buckets (
+    tenant TEXT NOT NULL, origin TEXT NOT NULL,
+    tokens DOUBLE PRECISION NOT NULL, at_ms BIGINT NOT NULL,
+    PRIMARY KEY (tenant, origin));
+-- The wait in ms before the request may go (>= 0, the token taken), or
+-- -1 - wait when the wait would be over p_max_wait_ms (nothing taken).
+CREATE FUNCTION weft_take_token(p_tenant TEXT, p_origin TEXT,
+        p_per_second DOUBLE PRECISION, p_burst DOUBLE PRECISION, p_max_wait_ms BIGINT)
+        RETURNS BIGINT AS $$
+DECLARE now_ms BIGINT := weft_now_ms(); t DOUBLE PRECISION; at BIGINT; wait BIGINT;
+BEGIN
+    INSERT INTO rate_buckets VALUES (p_tenant, p_origin, p_burst, now_ms) ON CONFLICT DO NOTHING;
+    SELECT tokens, at_ms INTO t, at FROM rate_buckets
+        WHERE tenant = p_tenant AND origin = p_origin FOR UPDATE;
+    t := least(t + greatest(now_ms - at, 0) / 1000.0 * p_per_second, p_burst);
+    IF t >= 1 THEN wait := 0;
+    ELSE wait := ceil((1 - t) / greatest(p_per_second, 1e-9) * 1000);
+    END IF;
+    IF wait > p_max_wait_ms THEN
+        UPDATE rate_buckets SET tokens = t, at_ms = now_ms
+            WHERE tenant = p_tenant AND origin = p_origin;
+        RETURN -1 - wait;
+    END IF;
+    UPDATE rate_buckets SET tokens = t - 1, at_ms = now_ms
+        WHERE tenant = p_tenant AND origin = p_origin;
+    RETURN wait;
+END $$ LANGUAGE plpgsql;
 "#,
     ),
 ];
@@ -234,6 +262,40 @@ pub struct PgState {
     lease: std::time::Duration,
     /// Whatever must live as long as the store (a test's server).
     _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// [`TokenBuckets`] on PostgreSQL (the `rate_buckets` table).
+struct PgBuckets {
+    db: Arc<Db>,
+}
+
+impl TokenBuckets for PgBuckets {
+    fn take(
+        &self,
+        tenant: &str,
+        origin: &str,
+        per_second: f64,
+        burst: u32,
+        max_wait: std::time::Duration,
+    ) -> anyhow::Result<Result<std::time::Duration, std::time::Duration>> {
+        let (t, o) = (tenant.to_owned(), origin.to_owned());
+        let (burst, max_wait) = (f64::from(burst), ms(max_wait.as_millis() as u64));
+        let wait: i64 = self.db.run(move |c| async move {
+            Ok(c.query_one(
+                &c.prepare_cached("SELECT weft_take_token($1, $2, $3, $4, $5)")
+                    .await?,
+                &[&t, &o, &per_second, &burst, &max_wait],
+            )
+            .await?
+            .get(0))
+        })?;
+        let ms = |n: i64| std::time::Duration::from_millis(n.unsigned_abs());
+        Ok(if wait >= 0 {
+            Ok(ms(wait))
+        } else {
+            Err(ms(-1 - wait))
+        })
+    }
 }
 
 /// [`KvStore`] on PostgreSQL (the `kv` and `kv_usage` tables).
@@ -1156,6 +1218,12 @@ impl StateStore for PgState {
         })
     }
 
+    fn token_buckets(&self) -> Option<Arc<dyn TokenBuckets>> {
+        Some(Arc::new(PgBuckets {
+            db: self.db.clone(),
+        }))
+    }
+
     fn docs_generation(&self) -> anyhow::Result<u64> {
         self.db.run(move |c| async move {
             let n: i64 = c
@@ -1387,8 +1455,29 @@ impl KvStore for PgKv {
 }
 
 #[cfg(test)]
+/// Two replicas (`a` and `b`) on one database, with leases and claims
+/// of `lease` each; the server lives as long as `a`.
+pub(crate) fn test_replicas(lease: std::time::Duration) -> (Arc<PgState>, Arc<PgState>) {
+    let pg = weft_test_pg::Postgres::start().unwrap();
+    let url = pg.create_database("weft").unwrap();
+    let open = |name: &str| {
+        PgState::open_with(
+            &url,
+            PgOptions {
+                replica: Some(name.into()),
+                lease,
+            },
+        )
+        .unwrap()
+    };
+    let b = open("b");
+    (Arc::new(open("a").with_guard(pg)), Arc::new(b))
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use test_replicas as replicas;
 
     /// A store on a database server of its own (nextest runs each test in
     /// a process of its own; the server stops when the store is dropped).
@@ -1399,25 +1488,6 @@ mod tests {
     }
 
     crate::state::behaviour::state_behaviour_tests!(fresh());
-
-    /// Two replicas (`a` and `b`) on one database, with leases and claims
-    /// of `lease` each; the server lives as long as `a`.
-    fn replicas(lease: std::time::Duration) -> (Arc<PgState>, Arc<PgState>) {
-        let pg = weft_test_pg::Postgres::start().unwrap();
-        let url = pg.create_database("weft").unwrap();
-        let open = |name: &str| {
-            PgState::open_with(
-                &url,
-                PgOptions {
-                    replica: Some(name.into()),
-                    lease,
-                },
-            )
-            .unwrap()
-        };
-        let b = open("b");
-        (Arc::new(open("a").with_guard(pg)), Arc::new(b))
-    }
 
     #[test]
     fn replicas_share_one_schema_made_once() {
@@ -1519,36 +1589,37 @@ mod tests {
         assert!(a.inbox_adopt().unwrap().is_empty(), "they are b's now");
     }
 
-    /// Tasks of two replicas asking for one lease: never two holders at
-    /// once, and each gets it.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn shared_leases_never_have_two_holders_across_replicas() {
-        use crate::flow::lease::{Leases, SharedLeases};
-        use std::sync::atomic::{AtomicUsize, Ordering};
+    /// Two replicas take from one bucket: the burst is shared, then each
+    /// token waits its turn at the shared rate; a wait over the limit takes
+    /// nothing.
+    #[test]
+    fn replicas_share_each_request_bucket() {
         let (a, b) = replicas(std::time::Duration::from_secs(30));
-        let leases: [Arc<SharedLeases>; 2] = [
-            Arc::new(SharedLeases::new(a.clone())),
-            Arc::new(SharedLeases::new(b.clone())),
-        ];
-        let inside = Arc::new(AtomicUsize::new(0));
-        let most = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for i in 0..12 {
-            let (l, inside, most) = (leases[i % 2].clone(), inside.clone(), most.clone());
-            tasks.push(tokio::spawn(async move {
-                let lease = l.acquire("t", "dest", &format!("run{i}")).await.unwrap();
-                let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(n, Ordering::SeqCst);
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                inside.fetch_sub(1, Ordering::SeqCst);
-                drop(lease);
-            }));
+        let (ba, bb) = (a.token_buckets().unwrap(), b.token_buckets().unwrap());
+        let long = std::time::Duration::from_secs(10);
+        for i in 0..4 {
+            let bucket = if i % 2 == 0 { &ba } else { &bb };
+            assert_eq!(
+                bucket.take("t", "https://acme", 10.0, 4, long).unwrap(),
+                Ok(std::time::Duration::ZERO)
+            );
         }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        assert_eq!(most.load(Ordering::SeqCst), 1, "two holders at once");
-        assert_eq!(a.leases_held().unwrap() + b.leases_held().unwrap(), 0);
+        // The burst is spent by both together: the next waits about a
+        // tenth of a second, whichever replica asks.
+        let wait = bb
+            .take("t", "https://acme", 10.0, 4, long)
+            .unwrap()
+            .unwrap();
+        assert!(wait > std::time::Duration::from_millis(50), "{wait:?}");
+        let refused = ba
+            .take("t", "https://acme", 10.0, 4, std::time::Duration::ZERO)
+            .unwrap();
+        assert!(refused.is_err(), "{refused:?}");
+        // Another tenant's bucket is its own.
+        assert_eq!(
+            ba.take("u", "https://acme", 10.0, 4, long).unwrap(),
+            Ok(std::time::Duration::ZERO)
+        );
     }
 
     #[test]

@@ -35,9 +35,21 @@ struct Bucket {
 }
 
 /// All buckets of the host.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Quotas {
     buckets: Arc<Mutex<HashMap<(String, String), Bucket>>>,
+    /// Buckets shared with other replicas, once set: then they decide,
+    /// and the process's own only stand in while the shared ones cannot
+    /// be reached.
+    shared: Arc<std::sync::OnceLock<Arc<dyn crate::state::TokenBuckets>>>,
+}
+
+impl std::fmt::Debug for Quotas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quotas")
+            .field("shared", &self.shared.get().is_some())
+            .finish()
+    }
 }
 
 /// The quota could not admit the request before the deadline.
@@ -57,6 +69,34 @@ impl Quotas {
         rate: Rate,
         deadline: Instant,
     ) -> Result<(), Exhausted> {
+        if let Some(shared) = self.shared.get() {
+            let max_wait = deadline.saturating_duration_since(Instant::now());
+            // One token of the burst is kept back: requests admitted in
+            // turn by the database reach the vendor from several processes
+            // with a little jitter, and one may arrive before the vendor's
+            // bucket has refilled (1 request in 571 was answered 429 at
+            // full rate without it).
+            let burst = rate.burst.saturating_sub(1).max(1);
+            match shared.take(tenant, origin, rate.per_second, burst, max_wait) {
+                Ok(taken) => {
+                    let waited = match taken {
+                        Ok(wait) => wait,
+                        Err(wait) => {
+                            count_wait(tenant, origin);
+                            return Err(Exhausted { wait });
+                        }
+                    };
+                    if !waited.is_zero() {
+                        count_wait(tenant, origin);
+                        tokio::time::sleep(waited).await;
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(tenant, origin, error = %format!("{e:#}"), "the shared request quota cannot be reached: this replica's own stands in");
+                }
+            }
+        }
         let wait = {
             let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
@@ -76,23 +116,13 @@ impl Quotas {
             } else {
                 Duration::from_secs_f64((1.0 - b.tokens) / rate.per_second.max(1e-9))
             };
-            // A request that must wait, or cannot wait long enough.
-            let count_wait = || {
-                crate::metrics::metrics()
-                    .quota_waits
-                    .get_or_create(&crate::metrics::OriginLabels {
-                        tenant: crate::metrics::tenant_label(tenant),
-                        origin: origin.to_owned(),
-                    })
-                    .inc();
-            };
             if now + wait > deadline {
-                count_wait();
+                count_wait(tenant, origin);
                 return Err(Exhausted { wait });
             }
             b.tokens -= 1.0;
             if !wait.is_zero() {
-                count_wait();
+                count_wait(tenant, origin);
             }
             wait
         };
@@ -101,6 +131,25 @@ impl Quotas {
         }
         Ok(())
     }
+}
+
+impl Quotas {
+    /// From now on, takes tokens from `buckets` (shared with other
+    /// replicas) instead of the process's own.
+    pub fn share(&self, buckets: Arc<dyn crate::state::TokenBuckets>) {
+        let _ = self.shared.set(buckets);
+    }
+}
+
+/// Counts a request that had to wait for the quota, or could not.
+fn count_wait(tenant: &str, origin: &str) {
+    crate::metrics::metrics()
+        .quota_waits
+        .get_or_create(&crate::metrics::OriginLabels {
+            tenant: crate::metrics::tenant_label(tenant),
+            origin: origin.to_owned(),
+        })
+        .inc();
 }
 
 #[cfg(test)]
