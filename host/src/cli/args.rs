@@ -232,6 +232,15 @@ pub(crate) enum StateCommand {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Copy the whole state (as `[state]` names it; sled by default) into
+    /// an empty PostgreSQL database, with the registry's components, then
+    /// compare the two fact by fact. Stop `weft serve` first; afterwards
+    /// set `[state] backend = "postgres"` and `url`.
+    Copy {
+        /// The target: `postgres://user:password@host:port/database`.
+        #[arg(long, env = "WEFT_COPY_TO", hide_env_values = true)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]

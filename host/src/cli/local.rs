@@ -83,6 +83,9 @@ pub(crate) async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 "describe": connector.info(),
             }))?;
         }
+        Command::State {
+            command: StateCommand::Copy { to },
+        } => return copy_state(cli, to),
         Command::Serve => {
             let host = std::sync::Arc::new(open(cli)?);
             weft::service::preflight(&host)?;
@@ -304,6 +307,54 @@ fn user_cache_dir() -> Option<PathBuf> {
         .filter(|p| p.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     Some(base.join("weft").join("compiled"))
+}
+
+/// `weft state copy --to URL`: the configured state into PostgreSQL at
+/// `to`, checked; prints the counts per kind and exits non-zero on any
+/// difference.
+fn copy_state(cli: &Cli, to: &str) -> anyhow::Result<ExitCode> {
+    use weft::state::{PgState, SledState, StateItem, StateStore};
+    let config = config_of(cli)?;
+    let from: Box<dyn StateStore> = match config
+        .state
+        .resolve(std::env::var("WEFT_DATABASE_URL").ok())?
+    {
+        (weft::config::StateBackend::Postgres, Some(url)) => Box::new(PgState::open(&url)?),
+        _ => Box::new(SledState::open(&config.data_dir.join("state"))?),
+    };
+    let target = PgState::open(to)?;
+    // The registry's component files, as documents every replica reads.
+    let mut extra = Vec::new();
+    for c in from.connectors()? {
+        let kind = weft::runtime::registry::COMPONENT_DOC;
+        if from.doc_get(kind, &c.digest)?.is_some() {
+            continue;
+        }
+        let file = config
+            .data_dir
+            .join("connectors")
+            .join(format!("{}.wasm", c.digest));
+        let value = std::fs::read(&file)
+            .with_context(|| format!("{}@{}: reading {}", c.name, c.version, file.display()))?;
+        extra.push(StateItem::Doc {
+            kind: kind.to_owned(),
+            id: c.digest.clone(),
+            value,
+        });
+    }
+    let report = weft::state::copy::copy_state(&*from, &target, extra)?;
+    for (kind, (a, b)) in &report.counts {
+        outln!("{kind}\t{a}\t→ {b}");
+    }
+    if report.differences.is_empty() {
+        outln!("copied and compared: the two states hold the same facts");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for d in &report.differences {
+            eprintln!("{d}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 pub(crate) fn open(cli: &Cli) -> anyhow::Result<Host> {

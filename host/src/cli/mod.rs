@@ -44,6 +44,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Connectors {
                 command: ConnectorsCommand::Inspect { .. }
             }
+            | Command::State {
+                command: StateCommand::Copy { .. }
+            }
     );
     let remote = |server: &str| -> anyhow::Result<Remote> {
         let token = std::env::var("WEFT_TOKEN")

@@ -99,6 +99,11 @@ pub(crate) async fn run(ops: &impl Ops, command: &Command) -> anyhow::Result<Exi
                     r.cursor.as_deref().unwrap_or("the beginning")
                 );
             }
+            StateCommand::Copy { .. } => {
+                anyhow::bail!(
+                    "`weft state copy` works on the state directly: stop `weft serve` and run it without --server"
+                )
+            }
         },
         Command::Runs { command } => match command {
             RunsCommand::List { filter, limit } => {

@@ -145,6 +145,20 @@ impl SledKv {
         Ok(Arc::new(Self::open(&db)?))
     }
 
+    /// Every entry: (tenant, connector, key, value).
+    pub(crate) fn entries(
+        &self,
+    ) -> impl Iterator<Item = anyhow::Result<(String, String, String, Vec<u8>)>> + '_ {
+        self.data.iter().map(|item| {
+            let (k, v) = item?;
+            let mut parts = k.splitn(3, |b| *b == 0);
+            let mut next =
+                || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let (tenant, connector, key) = (next(), next(), next());
+            Ok((tenant, connector, key, v.to_vec()))
+        })
+    }
+
     /// The lock and counters of `space`, counted from its entries the first
     /// time.
     fn space_usage(&self, space: &KvSpace) -> Result<SpaceUsage, KvError> {

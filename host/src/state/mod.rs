@@ -27,6 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 #[cfg(test)]
 pub(crate) mod behaviour;
+pub mod copy;
 mod inbox_log;
 pub mod kv;
 pub mod postgres;
@@ -604,6 +605,121 @@ pub trait StateStore: Send + Sync + 'static {
     /// holds for all of them together (`None`: the process's own buckets).
     fn token_buckets(&self) -> Option<Arc<dyn TokenBuckets>> {
         None
+    }
+
+    /// Every fact the state holds, one at a time (`weft state copy`).
+    fn export(&self, _each: &mut dyn FnMut(StateItem) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        anyhow::bail!("this state backend cannot export")
+    }
+    /// Writes `items` (exported from another state) into this one.
+    fn import(&self, _items: Vec<StateItem>) -> anyhow::Result<()> {
+        anyhow::bail!("this state backend cannot import")
+    }
+}
+
+/// One fact of a state, as `weft state copy` moves it between backends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "item", rename_all = "snake_case")]
+pub enum StateItem {
+    /// A flow's cursor.
+    Cursor {
+        /// The tenant.
+        tenant: String,
+        /// The flow.
+        flow: String,
+        /// The cursor.
+        cursor: String,
+    },
+    /// What a destination scope knows of a source record.
+    Delivery {
+        /// The tenant.
+        tenant: String,
+        /// The scope.
+        scope: String,
+        /// The record's key.
+        key: String,
+        /// Whether it exists at the destination.
+        present: Option<bool>,
+        /// (flow, version) delivered.
+        versions: Vec<(String, i64)>,
+    },
+    /// A dead letter.
+    DeadLetter(Box<DeadLetter>),
+    /// A run record.
+    Run(Box<RunRecord>),
+    /// Why a flow needs attention.
+    Attention {
+        /// The tenant.
+        tenant: String,
+        /// The flow.
+        flow: String,
+        /// The reason.
+        reason: String,
+    },
+    /// A flow's configuration fingerprint.
+    Fingerprint {
+        /// The tenant.
+        tenant: String,
+        /// The flow.
+        flow: String,
+        /// The fingerprint.
+        fingerprint: String,
+    },
+    /// A registered connector version.
+    Connector(ConnectorEntry),
+    /// A document (tenant, sealed secret, token, pause, component, ...).
+    Doc {
+        /// Its kind.
+        kind: String,
+        /// Its ID.
+        id: String,
+        /// Its bytes.
+        #[serde(with = "base64_bytes")]
+        value: Vec<u8>,
+    },
+    /// A webhook delivery not yet processed (its `seq` is the source's).
+    Inbox(Box<InboxEntry>),
+    /// A webhook ID remembered, and when it was accepted.
+    WebhookId {
+        /// The tenant.
+        tenant: String,
+        /// The flow.
+        flow: String,
+        /// The sender's delivery ID.
+        webhook_id: String,
+        /// Accepted at, ms since the epoch.
+        accepted_ms: u64,
+    },
+    /// A connector's kv entry.
+    Kv {
+        /// The tenant.
+        tenant: String,
+        /// The connector.
+        connector: String,
+        /// The key.
+        key: String,
+        /// The value.
+        #[serde(with = "base64_bytes")]
+        value: Vec<u8>,
+    },
+}
+
+impl StateItem {
+    /// Its kind's name (`cursor`, `delivery`, ...), for counts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StateItem::Cursor { .. } => "cursor",
+            StateItem::Delivery { .. } => "delivery",
+            StateItem::DeadLetter(_) => "dead_letter",
+            StateItem::Run(_) => "run",
+            StateItem::Attention { .. } => "attention",
+            StateItem::Fingerprint { .. } => "fingerprint",
+            StateItem::Connector(_) => "connector",
+            StateItem::Doc { .. } => "doc",
+            StateItem::Inbox(_) => "inbox",
+            StateItem::WebhookId { .. } => "webhook_id",
+            StateItem::Kv { .. } => "kv",
+        }
     }
 }
 

@@ -817,6 +817,10 @@ impl StateStore for SledState {
         })
     }
 
+    fn export(&self, each: &mut dyn FnMut(StateItem) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        self.export_items(each)
+    }
+
     fn prune_webhook_ids(&self, before_ms: u64) -> anyhow::Result<usize> {
         self.store_synced_ids()?;
         let mut n = 0;
@@ -831,6 +835,118 @@ impl StateStore for SledState {
             }
         }
         Ok(n)
+    }
+}
+
+/// Splits a key of `parts` `\0`-separated names (the last may hold `\0`).
+fn split_key(k: &[u8], parts: usize) -> Vec<String> {
+    k.splitn(parts, |b| *b == 0)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect()
+}
+
+impl SledState {
+    fn export_items(
+        &self,
+        each: &mut dyn FnMut(StateItem) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.flush()?;
+        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+        for item in self.cursors.iter() {
+            let (k, v) = item?;
+            let [tenant, flow]: [String; 2] = split_key(&k, 2)
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("a cursor key"))?;
+            each(StateItem::Cursor {
+                tenant,
+                flow,
+                cursor: text(&v),
+            })?;
+        }
+        for item in self.deliveries.iter() {
+            let (k, v) = item?;
+            let [tenant, scope, key]: [String; 3] = split_key(&k, 3)
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("a delivery key"))?;
+            let d = Delivery::decode(&v)?;
+            each(StateItem::Delivery {
+                tenant,
+                scope,
+                key,
+                present: d.present,
+                versions: d.versions,
+            })?;
+        }
+        for item in self.dead.iter().values() {
+            each(StateItem::DeadLetter(Box::new(unjson(&item?)?)))?;
+        }
+        for item in self.runs.iter().values() {
+            each(StateItem::Run(Box::new(unjson(&item?)?)))?;
+        }
+        for item in self.flows.iter() {
+            let (k, v) = item?;
+            let [tenant, flow]: [String; 2] = split_key(&k, 2)
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("an attention key"))?;
+            each(StateItem::Attention {
+                tenant,
+                flow,
+                reason: text(&v),
+            })?;
+        }
+        for item in self.fingerprints.iter() {
+            let (k, v) = item?;
+            let [tenant, flow]: [String; 2] = split_key(&k, 2)
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("a fingerprint key"))?;
+            each(StateItem::Fingerprint {
+                tenant,
+                flow,
+                fingerprint: text(&v),
+            })?;
+        }
+        for item in self.registry.iter().values() {
+            each(StateItem::Connector(unjson(&item?)?))?;
+        }
+        for item in self.docs.iter() {
+            let (k, v) = item?;
+            let [kind, id]: [String; 2] = split_key(&k, 2)
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("a document key"))?;
+            each(StateItem::Doc {
+                kind,
+                id,
+                value: v.to_vec(),
+            })?;
+        }
+        for e in self.inbox_pending()? {
+            each(StateItem::Inbox(Box::new(e)))?;
+        }
+        for item in self.webhook_ids.iter() {
+            let (k, v) = item?;
+            let [tenant, flow, webhook_id]: [String; 3] = split_key(&k, 3)
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("a webhook ID key"))?;
+            let accepted_ms = <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            each(StateItem::WebhookId {
+                tenant,
+                flow,
+                webhook_id,
+                accepted_ms,
+            })?;
+        }
+        for entry in self.kv.entries() {
+            let (tenant, connector, key, value) = entry?;
+            each(StateItem::Kv {
+                tenant,
+                connector,
+                key,
+                value,
+            })?;
+        }
+        Ok(())
     }
 }
 
