@@ -6,7 +6,7 @@ use crate::config::{TenantConfig, WeftConfig};
 use crate::flow::*;
 use crate::runtime::connector::{HostConfig, Runtime};
 use crate::runtime::registry::Registry;
-use crate::state::{RunOutcome, SledState, StateStore, now_ms};
+use crate::state::{RunOutcome, SledState, StateStore};
 use crate::tenants::TENANT_DOC;
 use anyhow::Context;
 use std::sync::Arc;
@@ -200,11 +200,9 @@ pub fn mark_interrupted(state: &dyn StateStore) -> anyhow::Result<usize> {
     let mut n = 0;
     for mut r in state.runs(None, None, usize::MAX)? {
         if r.outcome == RunOutcome::Running {
-            r.outcome = RunOutcome::Interrupted;
-            r.error = Some(
-                "the weft process ended while this run was going; pages after the last commit will be read again".into(),
+            r.interrupt(
+                "the weft process ended while this run was going; pages after the last commit will be read again",
             );
-            r.ended_ms = Some(now_ms());
             state.save_run(&r)?;
             n += 1;
         }

@@ -394,6 +394,29 @@ pub(crate) fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// Lets Acme deliver what it still has, runs every flow of `t1` once more
+/// through `weft`, and compares the calendars and the dashboard with Acme
+/// (again for up to 30 s while they differ).
+pub(crate) async fn settle(env: &DemoEnv, weft: &Weft) -> weft_demo::Exactness {
+    let t = Instant::now();
+    while env.acme.pending_deliveries() > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "Acme still delivering"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    run_all_and_wait(weft, "t1").await;
+    let t = Instant::now();
+    loop {
+        let e = env.check_against_acme_last_known("t1").await.unwrap();
+        if e.differences.is_empty() || t.elapsed() > Duration::from_secs(30) {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// The place a flow writes: `appointments` and `contacts` write the
 /// calendars, `touchpoints` the dashboard.
 fn writes(flow: &str) -> &'static str {
@@ -520,24 +543,7 @@ async fn webhooks_polls_manual_runs_and_kill_9_end_in_what_acme_says() {
         env.acme.deliveries().len()
     );
 
-    // Acme delivers what it still has; then one more run of every flow.
-    let t = Instant::now();
-    while env.acme.pending_deliveries() > 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "Acme still delivering"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    run_all_and_wait(&weft, "t1").await;
-    let t = Instant::now();
-    let exact = loop {
-        let e = env.check_against_acme_last_known("t1").await.unwrap();
-        if e.differences.is_empty() || t.elapsed() > Duration::from_secs(30) {
-            break e;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let exact = settle(&env, &weft).await;
     for d in &exact.differences {
         // What Acme holds of each record that differs, and what weft did.
         if let Some(id) = d.split("acme-").nth(1).and_then(|r| r.split('@').next()) {

@@ -19,8 +19,7 @@
 //!   tenant's request quota through the database.
 
 use crate::chaos::{
-    FLOWS, Weft, World, copy_compiled, now_ms, overlaps, run_all_and_wait, runs, serve_config_in,
-    subscribe,
+    FLOWS, Weft, World, copy_compiled, now_ms, overlaps, runs, serve_config_in, settle, subscribe,
 };
 use crate::support::acme_with;
 use bytes::Bytes;
@@ -276,24 +275,7 @@ async fn three_replicas_on_postgres_with_kill_9_end_in_what_acme_says() {
         env.acme.deliveries().len()
     );
 
-    // Acme delivers what it still has; then one more run of every flow.
-    let t = Instant::now();
-    while env.acme.pending_deliveries() > 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "Acme still delivering"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    run_all_and_wait(&replicas[0], "t1").await;
-    let t = Instant::now();
-    let exact = loop {
-        let e = env.check_against_acme_last_known("t1").await.unwrap();
-        if e.differences.is_empty() || t.elapsed() > Duration::from_secs(30) {
-            break e;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let exact = settle(&env, &replicas[0]).await;
     if !exact.differences.is_empty() {
         for w in &replicas {
             eprintln!("{}:\n{}", w.url, w.log_tail());

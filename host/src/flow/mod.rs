@@ -223,11 +223,9 @@ pub(crate) fn close_abandoned_runs(
     }
     for mut r in state.runs(Some(tenant), Some(flow), 20)? {
         if r.outcome == RunOutcome::Running {
-            r.outcome = RunOutcome::Interrupted;
-            r.error = Some(
-                "the replica running it stopped; pages after its last commit are read again".into(),
+            r.interrupt(
+                "the replica running it stopped; pages after its last commit are read again",
             );
-            r.ended_ms = Some(now_ms());
             state.save_run(&r)?;
             tracing::warn!(tenant, flow, run = %r.id, "closed a run its replica left running");
         }
@@ -237,26 +235,7 @@ pub(crate) fn close_abandoned_runs(
 
 /// A fresh run record, running since now.
 pub(crate) fn new_run(tenant: &str, flow: &str) -> RunRecord {
-    RunRecord {
-        id: new_run_id(),
-        tenant: tenant.to_owned(),
-        flow: flow.to_owned(),
-        trigger: String::new(),
-        started_ms: now_ms(),
-        ended_ms: None,
-        connectors: vec![],
-        pages: 0,
-        fetched: 0,
-        mapped: 0,
-        emitted: 0,
-        skipped_stale: 0,
-        skipped_absent: 0,
-        dead_lettered: 0,
-        retries: 0,
-        outcome: RunOutcome::Running,
-        error: None,
-        replica: None,
-    }
+    RunRecord::started(&new_run_id(), tenant, flow, now_ms())
 }
 
 /// A run ID that sorts by start time.

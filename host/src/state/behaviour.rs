@@ -426,24 +426,9 @@ pub(crate) fn documents_list_by_prefix_in_id_order(s: &dyn StateStore) {
 
 fn run_record(id: &str, tenant: &str, flow: &str) -> RunRecord {
     RunRecord {
-        id: id.into(),
-        tenant: tenant.into(),
-        flow: flow.into(),
         trigger: "manual".into(),
-        started_ms: 1,
-        ended_ms: None,
         connectors: vec!["c@1.0.0".into()],
-        pages: 0,
-        fetched: 0,
-        mapped: 0,
-        emitted: 0,
-        skipped_stale: 0,
-        skipped_absent: 0,
-        dead_lettered: 0,
-        retries: 0,
-        outcome: RunOutcome::Running,
-        error: None,
-        replica: None,
+        ..RunRecord::started(id, tenant, flow, 1)
     }
 }
 

@@ -397,6 +397,41 @@ pub struct RunRecord {
     pub replica: Option<String>,
 }
 
+impl RunRecord {
+    /// A run `id` of (tenant, flow), running since `started_ms`, nothing
+    /// counted yet.
+    pub fn started(id: &str, tenant: &str, flow: &str, started_ms: u64) -> Self {
+        RunRecord {
+            id: id.to_owned(),
+            tenant: tenant.to_owned(),
+            flow: flow.to_owned(),
+            trigger: String::new(),
+            started_ms,
+            ended_ms: None,
+            connectors: vec![],
+            pages: 0,
+            fetched: 0,
+            mapped: 0,
+            emitted: 0,
+            skipped_stale: 0,
+            skipped_absent: 0,
+            dead_lettered: 0,
+            retries: 0,
+            outcome: RunOutcome::Running,
+            error: None,
+            replica: None,
+        }
+    }
+
+    /// Closes a run its process or replica left running: interrupted now,
+    /// for `why`.
+    pub fn interrupt(&mut self, why: &str) {
+        self.outcome = RunOutcome::Interrupted;
+        self.error = Some(why.to_owned());
+        self.ended_ms = Some(now_ms());
+    }
+}
+
 /// A registered connector version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnectorEntry {

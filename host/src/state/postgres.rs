@@ -501,6 +501,41 @@ async fn put_flow_text(
 }
 
 impl PgState {
+    /// The JSON `body` of the row `sql` finds by ID (`$1`).
+    fn body<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        sql: &'static str,
+        id: &str,
+    ) -> anyhow::Result<Option<T>> {
+        let id = id.to_owned();
+        self.db.run(move |c| async move {
+            c.query_opt(&c.prepare_cached(sql).await?, &[&id])
+                .await?
+                .map(|r| unjson(r.get(0)))
+                .transpose()
+        })
+    }
+
+    /// The JSON `body` of the rows `sql` lists, filtered by tenant (`$1`)
+    /// and flow (`$2`) when given, at most `limit` (`$3`).
+    fn bodies<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        sql: &'static str,
+        tenant: Option<&str>,
+        flow: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<T>> {
+        let (t, f) = (tenant.map(str::to_owned), flow.map(str::to_owned));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db.run(move |c| async move {
+            c.query(&c.prepare_cached(sql).await?, &[&t, &f, &limit])
+                .await?
+                .iter()
+                .map(|r| unjson(r.get(0)))
+                .collect()
+        })
+    }
+
     fn flow_text(
         &self,
         table: &'static str,
@@ -811,36 +846,18 @@ impl StateStore for PgState {
         tenant: Option<&str>,
         flow: Option<&str>,
     ) -> anyhow::Result<Vec<DeadLetter>> {
-        let (t, f) = (tenant.map(str::to_owned), flow.map(str::to_owned));
-        self.db.run(move |c| async move {
-            c.query(
-                &c.prepare_cached(
-                    "SELECT body FROM dead_letters
-                 WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR flow = $2)
-                 ORDER BY first_seen_ms, record_key",
-                )
-                .await?,
-                &[&t, &f],
-            )
-            .await?
-            .iter()
-            .map(|r| unjson(r.get(0)))
-            .collect()
-        })
+        self.bodies(
+            "SELECT body FROM dead_letters
+             WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR flow = $2)
+             ORDER BY first_seen_ms, record_key LIMIT $3",
+            tenant,
+            flow,
+            usize::MAX,
+        )
     }
 
     fn dead_letter(&self, id: &str) -> anyhow::Result<Option<DeadLetter>> {
-        let id = id.to_owned();
-        self.db.run(move |c| async move {
-            c.query_opt(
-                &c.prepare_cached("SELECT body FROM dead_letters WHERE id = $1")
-                    .await?,
-                &[&id],
-            )
-            .await?
-            .map(|r| unjson(r.get(0)))
-            .transpose()
-        })
+        self.body("SELECT body FROM dead_letters WHERE id = $1", id)
     }
 
     fn remove_dead_letter(&self, id: &str) -> anyhow::Result<bool> {
@@ -883,37 +900,18 @@ impl StateStore for PgState {
         flow: Option<&str>,
         limit: usize,
     ) -> anyhow::Result<Vec<RunRecord>> {
-        let (t, f) = (tenant.map(str::to_owned), flow.map(str::to_owned));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.db.run(move |c| async move {
-            c.query(
-                &c.prepare_cached(
-                    "SELECT body FROM runs
-                 WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR flow = $2)
-                 ORDER BY id DESC LIMIT $3",
-                )
-                .await?,
-                &[&t, &f, &limit],
-            )
-            .await?
-            .iter()
-            .map(|r| unjson(r.get(0)))
-            .collect()
-        })
+        self.bodies(
+            "SELECT body FROM runs
+             WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR flow = $2)
+             ORDER BY id DESC LIMIT $3",
+            tenant,
+            flow,
+            limit,
+        )
     }
 
     fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
-        let id = id.to_owned();
-        self.db.run(move |c| async move {
-            c.query_opt(
-                &c.prepare_cached("SELECT body FROM runs WHERE id = $1")
-                    .await?,
-                &[&id],
-            )
-            .await?
-            .map(|r| unjson(r.get(0)))
-            .transpose()
-        })
+        self.body("SELECT body FROM runs WHERE id = $1", id)
     }
 
     fn set_attention(&self, tenant: &str, flow: &str, reason: Option<&str>) -> anyhow::Result<()> {

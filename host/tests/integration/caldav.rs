@@ -64,6 +64,11 @@ fn event(key: &str, email: Option<&str>, op: Operation) -> Record {
     }
 }
 
+/// The events of `keys`, all for `email` (or for no one).
+fn events(keys: &[&str], email: Option<&str>, op: Operation) -> Vec<Record> {
+    keys.iter().map(|k| event(k, email, op)).collect()
+}
+
 /// Emits `records` from a fresh instance (as each run has one).
 async fn emit(
     rt: &weft::Runtime,
@@ -102,11 +107,11 @@ async fn an_event_written_under_an_error_answer_is_found_when_it_moves_or_goes()
     let out = emit(
         &rt,
         &server,
-        &[
-            event("first", Some("ann@x.test"), Operation::Upsert),
-            event("warm", Some("ann@x.test"), Operation::Upsert),
-            event("batched", Some("ann@x.test"), Operation::Upsert),
-        ],
+        &events(
+            &["first", "warm", "batched"],
+            Some("ann@x.test"),
+            Operation::Upsert,
+        ),
     )
     .await;
     assert!(
@@ -134,11 +139,11 @@ async fn an_event_written_under_an_error_answer_is_found_when_it_moves_or_goes()
     let out = emit(
         &rt,
         &server,
-        &[
-            event("first", Some("bo@x.test"), Operation::Upsert),
-            event("warm", Some("bo@x.test"), Operation::Upsert),
-            event("batched", Some("bo@x.test"), Operation::Upsert),
-        ],
+        &events(
+            &["first", "warm", "batched"],
+            Some("bo@x.test"),
+            Operation::Upsert,
+        ),
     )
     .await;
     assert!(out.iter().all(Result::is_ok), "{out:?}");
@@ -167,11 +172,7 @@ async fn an_event_written_under_an_error_answer_is_found_when_it_moves_or_goes()
     let out = emit(
         &rt,
         &server,
-        &[
-            event("first", None, Operation::Delete),
-            event("warm", None, Operation::Delete),
-            event("batched", None, Operation::Delete),
-        ],
+        &events(&["first", "warm", "batched"], None, Operation::Delete),
     )
     .await;
     assert!(out.iter().all(Result::is_ok), "{out:?}");

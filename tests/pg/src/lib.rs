@@ -207,20 +207,16 @@ impl Postgres {
 
     /// Creates database `name` and returns its URL.
     pub fn create_database(&self, name: &str) -> anyhow::Result<String> {
-        pg(
-            &self.bin,
-            "createdb",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                SUPERUSER,
-                name,
-            ],
-        )?;
+        self.client("createdb", &[name])?;
         Ok(self.url(name))
+    }
+
+    /// Runs client `program` against this server as the superuser.
+    fn client(&self, program: &str, args: &[&str]) -> anyhow::Result<Output> {
+        let port = self.port.to_string();
+        let mut all = vec!["-h", "127.0.0.1", "-p", &port, "-U", SUPERUSER];
+        all.extend_from_slice(args);
+        pg(&self.bin, program, &all)
     }
 
     /// CPU time the server has used so far (user + system): the postmaster
@@ -258,22 +254,7 @@ impl Postgres {
 
     /// Runs `sql` in database `db` with `psql` and returns what it printed.
     pub fn psql(&self, db: &str, sql: &str) -> anyhow::Result<String> {
-        let out = pg(
-            &self.bin,
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                SUPERUSER,
-                "-d",
-                db,
-                "-c",
-                sql,
-            ],
-        )?;
+        let out = self.client("psql", &["-d", db, "-c", sql])?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
