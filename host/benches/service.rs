@@ -47,12 +47,25 @@ fn main() {
         .unwrap();
     // `WEFT_BENCH_ONLY=webhooks|lag|alerts`: one part alone (for profiling).
     let only = std::env::var("WEFT_BENCH_ONLY").unwrap_or_default();
+    // `WEFT_BENCH_STATE=postgres`: webhooks and schedule lag on PostgreSQL,
+    // the lag with 1, 2 and 3 replicas (`WEFT_BENCH_REPLICAS`, e.g. `1,3`).
+    let store = Store::from_env();
     rt.block_on(async {
         if only.is_empty() || only == "webhooks" {
-            webhooks().await;
+            webhooks(&store).await;
         }
         if only.is_empty() || only == "lag" {
-            schedule_lag().await;
+            let replicas: Vec<usize> = match &store {
+                Store::Sled => vec![1],
+                Store::Postgres(_) => std::env::var("WEFT_BENCH_REPLICAS")
+                    .unwrap_or_else(|_| "1,2,3".into())
+                    .split(',')
+                    .filter_map(|n| n.trim().parse().ok())
+                    .collect(),
+            };
+            for n in replicas {
+                schedule_lag(&store, n).await;
+            }
         }
     });
     if only.is_empty() || only == "alerts" {
@@ -60,10 +73,66 @@ fn main() {
     }
 }
 
-async fn host(config: &str, dir: &std::path::Path) -> Arc<Host> {
+/// The state the figures are taken on: sled in the host's directory, or
+/// (`WEFT_BENCH_STATE=postgres`) a PostgreSQL server this process starts,
+/// one database per part.
+enum Store {
+    Sled,
+    Postgres(weft_test_pg::Postgres),
+}
+
+impl Store {
+    fn from_env() -> Store {
+        match std::env::var("WEFT_BENCH_STATE").as_deref() {
+            Ok("postgres") => Store::Postgres(
+                weft_test_pg::Postgres::start_durable().expect("starting PostgreSQL"),
+            ),
+            _ => Store::Sled,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Store::Sled => "sled",
+            Store::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// A new, empty database (PostgreSQL), or `None` (sled).
+    fn fresh(&self) -> Option<String> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        match self {
+            Store::Sled => None,
+            Store::Postgres(pg) => {
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(pg.create_database(&format!("bench{n}")).unwrap())
+            }
+        }
+    }
+}
+
+/// A host over `config` in `dir`, its state in sled there or in the
+/// PostgreSQL database `db` (as replica `replica`).
+async fn host_on(
+    config: &str,
+    dir: &std::path::Path,
+    db: Option<&str>,
+    replica: &str,
+) -> Arc<Host> {
     let config = WeftConfig::parse(&format!("data_dir = {:?}\n{config}", dir)).unwrap();
-    let state: Arc<dyn weft::state::StateStore> =
-        Arc::new(SledState::open(&dir.join("state")).unwrap());
+    let state: Arc<dyn weft::state::StateStore> = match db {
+        None => Arc::new(SledState::open(&dir.join("state")).unwrap()),
+        Some(url) => Arc::new(
+            weft::state::PgState::open_with(
+                url,
+                weft::state::postgres::PgOptions {
+                    replica: Some(replica.into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        ),
+    };
     let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
     let secrets = SecretStore::from_map([("hook".to_string(), SECRET.to_string())].into())
         .with_vault(weft::secrets::Vault::new(&key, state.clone()).unwrap());
@@ -96,9 +165,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-async fn webhooks() {
+async fn webhooks(store: &Store) {
+    println!("webhooks, state in {}:", store.label());
     let dir = tempfile::tempdir().unwrap();
-    let h = host(
+    let db = store.fresh();
+    let h = host_on(
         r#"
 [tenants.bench.flows.hooks]
 schedule = "24h"
@@ -106,6 +177,8 @@ source = { connector = "test-source@^1", stream = "numbers", config = { total = 
 destination = { connector = "test-destination@^2", config = { url = "discard:" } }
 "#,
         dir.path(),
+        db.as_deref(),
+        "r0",
     )
     .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -318,7 +391,8 @@ async fn wrk_load(addr: std::net::SocketAddr, dir: &std::path::Path) {
 }
 
 /// p50 and p99 (bucket upper bounds) of a histogram in the text format.
-fn histogram_quantiles(text: &str, name: &str) -> (usize, f64, f64) {
+/// The cumulative buckets (upper bound, count) of histogram `name`.
+fn histogram_buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{le=\"")) {
@@ -331,6 +405,17 @@ fn histogram_quantiles(text: &str, name: &str) -> (usize, f64, f64) {
             buckets.push((le, count.trim().parse().unwrap()));
         }
     }
+    buckets
+}
+
+/// Observations of histogram `name` since `before` (its buckets then), and
+/// their p50 and p99 as bucket upper bounds.
+fn histogram_quantiles_since(text: &str, name: &str, before: &[(f64, f64)]) -> (usize, f64, f64) {
+    let buckets: Vec<(f64, f64)> = histogram_buckets(text, name)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (le, c))| (le, c - before.get(i).map_or(0.0, |b| b.1)))
+        .collect();
     let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
     let q = |p: f64| {
         buckets
@@ -342,7 +427,11 @@ fn histogram_quantiles(text: &str, name: &str) -> (usize, f64, f64) {
     (total as usize, q(0.5), q(0.99))
 }
 
-async fn schedule_lag() {
+fn histogram_quantiles(text: &str, name: &str) -> (usize, f64, f64) {
+    histogram_quantiles_since(text, name, &[])
+}
+
+async fn schedule_lag(store: &Store, replicas: usize) {
     const TENANTS: usize = 10_000;
     let secs: u64 = std::env::var("WEFT_BENCH_LAG_SECS")
         .ok()
@@ -355,24 +444,49 @@ async fn schedule_lag() {
             "[tenants.t{t}.flows.poll]\nschedule = \"5m\"\nsource = {{ connector = \"test-source@^1\", stream = \"numbers\", config = {{ total = 0 }} }}\ndestination = {{ connector = \"test-destination@^2\", config = {{ url = \"discard:\" }} }}\n"
         ));
     }
-    let h = host(&config, dir.path()).await;
+    // Replicas share one database (each a host of its own in this
+    // process, with a directory of its own); sled has one.
+    let db = store.fresh();
+    let mut hosts = Vec::new();
+    let mut dirs = Vec::new();
+    for r in 0..replicas {
+        let d = tempfile::tempdir().unwrap();
+        hosts.push(host_on(&config, d.path(), db.as_deref(), &format!("r{r}")).await);
+        dirs.push(d);
+    }
+    drop(dir);
     let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let r2 = runs.clone();
-    let before = histogram_quantiles(&weft::metrics::encode(), "weft_schedule_lag_seconds").0;
-    weft::service::scheduler::serve(
-        &h,
-        tokio::time::sleep(Duration::from_secs(secs)),
-        &move |_| {
-            r2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        },
-    )
-    .await
-    .unwrap();
-    let (n, p50, p99) = histogram_quantiles(&weft::metrics::encode(), "weft_schedule_lag_seconds");
+    let before = histogram_buckets(&weft::metrics::encode(), "weft_schedule_lag_seconds");
+    let t = Instant::now();
+    let mut schedulers = Vec::new();
+    for h in &hosts {
+        let (h, r2) = (h.clone(), runs.clone());
+        schedulers.push(tokio::spawn(async move {
+            weft::service::scheduler::serve(
+                &h,
+                tokio::time::sleep(Duration::from_secs(secs)),
+                &move |_| {
+                    r2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                },
+            )
+            .await
+            .unwrap();
+        }));
+    }
+    for s in schedulers {
+        s.await.unwrap();
+    }
+    let wall = t.elapsed().as_secs_f64();
+    let (n, p50, p99) = histogram_quantiles_since(
+        &weft::metrics::encode(),
+        "weft_schedule_lag_seconds",
+        &before,
+    );
+    let ended = runs.load(std::sync::atomic::Ordering::Relaxed);
     println!(
-        "schedule lag, {TENANTS} tenants on 5-minute schedules, {secs} s: {} scheduled starts, {} runs ended; lag p50 ≤ {p50} s, p99 ≤ {p99} s (histogram bucket bounds)",
-        n - before,
-        runs.load(std::sync::atomic::Ordering::Relaxed)
+        "schedule lag, {TENANTS} tenants on 5-minute schedules, {} ({replicas} replica(s)), {secs} s: {n} scheduled starts ({:.1}/s), {ended} runs ended; lag p50 ≤ {p50} s, p99 ≤ {p99} s (histogram bucket bounds)",
+        store.label(),
+        n as f64 / wall,
     );
 }
 

@@ -124,7 +124,12 @@ fn places(key: &str) -> Vec<String> {
         .ok()
         .flatten()
         .and_then(|b| String::from_utf8(b).ok())
-        .map(|s| s.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
+        .map(|s| {
+            s.lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
