@@ -459,8 +459,10 @@ pub(crate) fn overlaps(runs: &[Value], kills: &[u64]) -> Vec<String> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn webhooks_polls_manual_runs_and_kill_9_end_in_what_acme_says() {
+/// The storm's random source and length, from `WEFT_CHAOS_SEED` (random
+/// unless set) and `WEFT_CHAOS_SECS` (`default_secs` unless set); both
+/// printed, so that a failure can be replayed.
+pub(crate) fn storm(default_secs: u64) -> (StdRng, u64) {
     let seed: u64 = std::env::var("WEFT_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -468,9 +470,14 @@ async fn webhooks_polls_manual_runs_and_kill_9_end_in_what_acme_says() {
     let secs: u64 = std::env::var("WEFT_CHAOS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(default_secs);
     eprintln!("WEFT_CHAOS_SEED={seed} WEFT_CHAOS_SECS={secs}");
-    let mut rng = StdRng::seed_from_u64(seed);
+    (StdRng::seed_from_u64(seed), secs)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_polls_manual_runs_and_kill_9_end_in_what_acme_says() {
+    let (mut rng, secs) = storm(40);
     let last_known = |id: &str| {
         let mut t = TenantSetup::new(id);
         t.source_options = r#"deleted_contacts = "last-known""#.into();

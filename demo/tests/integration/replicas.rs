@@ -19,13 +19,13 @@
 //!   tenant's request quota through the database.
 
 use crate::chaos::{
-    FLOWS, Weft, World, copy_compiled, now_ms, overlaps, runs, serve_config_in, settle, subscribe,
+    FLOWS, Weft, World, copy_compiled, now_ms, overlaps, runs, serve_config_in, settle, storm,
+    subscribe,
 };
 use crate::support::acme_with;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -132,16 +132,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_on_postgres_with_kill_9_end_in_what_acme_says() {
-    let seed: u64 = std::env::var("WEFT_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let secs: u64 = std::env::var("WEFT_CHAOS_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
-    eprintln!("WEFT_CHAOS_SEED={seed} WEFT_CHAOS_SECS={secs}");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut rng, secs) = storm(30);
     let pg = weft_test_pg::Postgres::start().unwrap();
     let url = pg.create_database("weft").unwrap();
     let mut t1 = TenantSetup::new("t1");

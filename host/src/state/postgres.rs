@@ -1480,14 +1480,27 @@ async fn import_one(
 /// Every fact the database holds, as [`StateItem`]s.
 async fn export_all(c: &Object) -> anyhow::Result<Vec<StateItem>> {
     let mut out = Vec::new();
-    for r in c
-        .query("SELECT tenant, flow, cursor FROM cursors", &[])
-        .await?
-    {
+    // (tenant, flow) → text tables.
+    let flow_texts = |table: &'static str, column: &'static str| async move {
+        let sql = format!("SELECT tenant, flow, {column} FROM {table}");
+        let rows = c.query(sql.as_str(), &[]).await?;
+        anyhow::Ok(
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.get::<_, String>(0),
+                        r.get::<_, String>(1),
+                        r.get::<_, String>(2),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    for (tenant, flow, cursor) in flow_texts("cursors", "cursor").await? {
         out.push(StateItem::Cursor {
-            tenant: r.get(0),
-            flow: r.get(1),
-            cursor: r.get(2),
+            tenant,
+            flow,
+            cursor,
         });
     }
     for r in c
@@ -1509,24 +1522,18 @@ async fn export_all(c: &Object) -> anyhow::Result<Vec<StateItem>> {
     for r in c.query("SELECT body FROM runs", &[]).await? {
         out.push(StateItem::Run(Box::new(unjson(r.get(0))?)));
     }
-    for r in c
-        .query("SELECT tenant, flow, reason FROM attention", &[])
-        .await?
-    {
+    for (tenant, flow, reason) in flow_texts("attention", "reason").await? {
         out.push(StateItem::Attention {
-            tenant: r.get(0),
-            flow: r.get(1),
-            reason: r.get(2),
+            tenant,
+            flow,
+            reason,
         });
     }
-    for r in c
-        .query("SELECT tenant, flow, fingerprint FROM fingerprints", &[])
-        .await?
-    {
+    for (tenant, flow, fingerprint) in flow_texts("fingerprints", "fingerprint").await? {
         out.push(StateItem::Fingerprint {
-            tenant: r.get(0),
-            flow: r.get(1),
-            fingerprint: r.get(2),
+            tenant,
+            flow,
+            fingerprint,
         });
     }
     for r in c.query("SELECT body FROM connectors", &[]).await? {
