@@ -2,8 +2,9 @@
 //! "postgres"`): the same exactness as on sled, by poll and by webhook,
 //! with tenants' secrets, the inbox, dead letters and runs in the database.
 
-use crate::service::{appointment_arrives, connect_webhook};
+use crate::service::{appointment_arrives, connect_webhook, create_appointment};
 use crate::support::*;
+use std::time::{Duration, Instant};
 use weft::state::RunOutcome;
 use weft_demo::{DemoEnv, TenantSetup};
 
@@ -49,6 +50,63 @@ async fn the_integration_on_postgres_is_exact_by_poll_and_by_webhook() {
     let arrived = appointment_arrives(&env, "Booked on PostgreSQL").await;
     eprintln!("created in Acme → in Radicale, on PostgreSQL: {arrived:?}");
     assert!(state.doc_list("tenant", "t1").unwrap().len() == 1);
+    svc.stop().await;
+    let check = env.check_against_acme("t1").await.unwrap();
+    assert!(check.differences.is_empty(), "{:#?}", check.differences);
+}
+
+/// The database stops (as if it crashed) while `weft serve` runs on it: no
+/// delivery is acknowledged that is not committed (Acme's attempts get
+/// `503`s, and it retries), `/readyz` says `503`; when the database is
+/// back, Acme's retries land and the calendar catches up, with no restart
+/// of weft.
+#[tokio::test(flavor = "multi_thread")]
+async fn when_the_database_stops_nothing_is_acknowledged_and_weft_catches_up() {
+    let pg = weft_test_pg::Postgres::start().unwrap();
+    let url = pg.create_database("weft").unwrap();
+    let env = DemoEnv::start_on_postgres(acme(), vec![TenantSetup::new("t1")], &url)
+        .await
+        .unwrap();
+    for r in env.sync("t1").await.unwrap() {
+        assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    }
+    let svc = Service::start(&env).await;
+    connect_webhook(&env, &svc).await;
+    let before = env.acme.deliveries().len();
+
+    pg.stop().unwrap();
+    let (email, uid) = create_appointment(&env, "Booked while the database was down").await;
+    let t = Instant::now();
+    loop {
+        let answered: Vec<u16> = env.acme.deliveries()[before..]
+            .iter()
+            .map(|d| d.status)
+            .filter(|s| *s != 0)
+            .collect();
+        assert!(
+            answered.iter().all(|s| *s >= 500),
+            "a delivery was acknowledged while the database was down: {answered:?}"
+        );
+        if !answered.is_empty() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "Acme never tried");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = api(&svc.url, None, "GET", "/readyz", None).await.unwrap();
+    assert_eq!(status, 503);
+
+    pg.restart().unwrap();
+    let t = Instant::now();
+    while !env.calendar("t1", &email).await.unwrap().contains_key(&uid) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the appointment did not arrive after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = api(&svc.url, None, "GET", "/readyz", None).await.unwrap();
+    assert_eq!(status, 200);
     svc.stop().await;
     let check = env.check_against_acme("t1").await.unwrap();
     assert!(check.differences.is_empty(), "{:#?}", check.differences);

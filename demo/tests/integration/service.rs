@@ -422,7 +422,7 @@ async fn webhooks_at(acme: &weft_sandbox::acme::AcmeSandbox) -> Vec<Value> {
 
 /// Creates an appointment titled `title` owned by the first user; returns
 /// that user's email and the event's UID.
-async fn create_appointment(env: &DemoEnv, title: &str) -> (String, String) {
+pub(crate) async fn create_appointment(env: &DemoEnv, title: &str) -> (String, String) {
     let email = env.user_emails().await.unwrap()[0].clone();
     let users = env.acme_get("/users").await.unwrap()["data"].clone();
     let owner = users

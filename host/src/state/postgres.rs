@@ -43,6 +43,12 @@ pub const IO_THREADS: usize = 2;
 /// Connections the store opens at most.
 pub const POOL_SIZE: usize = 16;
 
+/// How long one state call may take, connecting included.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long connecting may take unless the URL says (`connect_timeout`).
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The advisory lock key migrations hold (`weft` in ASCII).
 const MIGRATION_LOCK: i64 = 0x7765_6674;
 
@@ -235,11 +241,22 @@ impl Db {
         let pool = self.pool.clone();
         let rt = self.rt.as_ref().expect("the runtime lives as long as Db");
         let task = rt.spawn(async move {
-            let client = pool
-                .get()
-                .await
-                .context("getting a connection to PostgreSQL")?;
-            f(client).await
+            // A database that stops answering (a partition, no reset)
+            // fails the call instead of holding its thread for ever.
+            tokio::time::timeout(CALL_TIMEOUT, async move {
+                let client = pool
+                    .get()
+                    .await
+                    .context("getting a connection to PostgreSQL")?;
+                f(client).await
+            })
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "PostgreSQL did not answer within {} s",
+                    CALL_TIMEOUT.as_secs()
+                )
+            })?
         });
         let wait = move || futures::executor::block_on(task);
         let joined = match tokio::runtime::Handle::try_current() {
@@ -351,6 +368,9 @@ impl PgState {
             None => "-c plan_cache_mode=force_custom_plan".to_owned(),
         };
         config.options(&session);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(IO_THREADS)
             .thread_name("weft-postgres")

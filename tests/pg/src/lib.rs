@@ -28,6 +28,8 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     port: u16,
     bin: PathBuf,
+    /// The server's options, for [`Postgres::restart`].
+    options: String,
 }
 
 /// Where PostgreSQL's programs are.
@@ -170,29 +172,57 @@ impl Postgres {
             options.push(' ');
             options.push_str(s);
         }
+        let pg = Postgres {
+            dir,
+            port,
+            bin,
+            options,
+        };
+        pg.restart()?;
+        Ok(pg)
+    }
+
+    /// Starts the server (again, after [`Postgres::stop`]) on the same port
+    /// and data.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("log");
         pg(
-            &bin,
+            &self.bin,
             "pg_ctl",
             &[
                 "-D",
                 &data.to_string_lossy(),
                 "-l",
-                &dir.path().join("log").to_string_lossy(),
+                &log.to_string_lossy(),
                 "-o",
-                &options,
+                &self.options,
                 "-w",
                 "-t",
                 "60",
                 "start",
             ],
         )
-        .with_context(|| {
-            format!(
-                "starting PostgreSQL; its log: {}",
-                std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
-            )
-        })?;
-        Ok(Postgres { dir, port, bin })
+        .with_context(|| format!("starting PostgreSQL; its log: {}", self.log()))?;
+        Ok(())
+    }
+
+    /// Stops the server at once (`-m immediate`: as if it crashed).
+    pub fn stop(&self) -> anyhow::Result<()> {
+        let data = self.dir.path().join("data");
+        pg(
+            &self.bin,
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        )?;
+        Ok(())
     }
 
     /// The port it listens on (127.0.0.1).
@@ -266,18 +296,6 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = pg(
-            &self.bin,
-            "pg_ctl",
-            &[
-                "-D",
-                &data.to_string_lossy(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
+        let _ = self.stop();
     }
 }
