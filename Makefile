@@ -78,6 +78,8 @@ bench: setup
 	command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk)) || true
 	$(CARGO) bench -p weft-demo --bench sync
 	$(CARGO) bench -p weft-demo --bench latency
+	$(CARGO) build --release -p weft-host --bin weft
+	$(CARGO) bench -p weft-demo --bench tenants
 	$(CARGO) bench -p weft-host --bench runtime
 	$(CARGO) bench -p weft-host --bench service
 

@@ -162,6 +162,25 @@ pub struct StateConfig {
     /// died are taken over within it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_seconds: Option<u64>,
+    /// `weft serve` forgets each flow's finished runs beyond the newest
+    /// this many (default 1,000)...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_runs: Option<usize>,
+    /// ... and those older than this many days (default 30); each flow's
+    /// newest run stays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_runs_days: Option<u64>,
+}
+
+impl StateConfig {
+    /// How many finished runs of each flow `weft serve` keeps, and the
+    /// age (in ms) past which it forgets them.
+    pub fn run_retention(&self) -> (usize, u64) {
+        (
+            self.keep_runs.unwrap_or(1_000).max(1),
+            self.keep_runs_days.unwrap_or(30).saturating_mul(86_400_000),
+        )
+    }
 }
 
 /// A state backend.

@@ -7,18 +7,22 @@ use crate::flow::*;
 use crate::runtime::connector::{HostConfig, Runtime};
 use crate::runtime::registry::Registry;
 use crate::state::{RunOutcome, SledState, StateStore};
-use crate::tenants::TENANT_DOC;
+use crate::tenants::{TENANT_DOC, Tenants};
 use anyhow::Context;
 use std::sync::Arc;
 
 /// A weft host: configuration, runtime, state and registry together.
 pub struct Host {
-    /// The configuration file as loaded. Its tenants are where the live set
-    /// started: read tenants with [`Host::tenants`] and [`Host::flow`].
+    /// The configuration file as loaded, without its tenants: they move
+    /// into the live set at open (one copy in memory, however many tenants
+    /// there are). Read tenants with [`Host::tenants`] and [`Host::flow`].
     pub config: WeftConfig,
+    /// `weft.toml`'s tenants, what the live set is overlaid on.
+    pub(crate) file_tenants: Tenants,
     /// The live tenants: `weft.toml`'s, overlaid with those written over the
-    /// admin API (kept in the state store, `tenant` documents).
-    pub(crate) tenants: std::sync::RwLock<std::collections::BTreeMap<String, TenantConfig>>,
+    /// admin API (kept in the state store, `tenant` documents). A snapshot
+    /// is an `Arc`; a change copies the map of `Arc`s, never a tenant.
+    pub(crate) tenants: std::sync::RwLock<Arc<Tenants>>,
     /// Bumped whenever the live tenants change.
     pub(crate) generation: std::sync::atomic::AtomicU64,
     /// Where the outside world reaches `weft serve` (for webhook URLs).
@@ -74,7 +78,7 @@ impl Host {
 
     /// Opens a host with the given state, resolver and secrets.
     pub fn open_with(
-        config: WeftConfig,
+        mut config: WeftConfig,
         state: Arc<dyn StateStore>,
         resolver: Arc<dyn crate::caps::http::Resolver>,
         secrets: crate::secrets::SecretStore,
@@ -92,7 +96,11 @@ impl Host {
             runtime.share_quotas(buckets);
         }
         let registry = Registry::new(config.data_dir.join("connectors"), state.clone())?;
-        let tenants = live_tenants(&config, &*state)?;
+        let file_tenants: Tenants = std::mem::take(&mut config.tenants)
+            .into_iter()
+            .map(|(id, t)| (id, Arc::new(t)))
+            .collect();
+        let tenants = live_tenants(&file_tenants, &*state)?;
         // Versions and presence as earlier versions of weft kept them move
         // into per-scope entries (once; nothing to do afterwards).
         state.migrate_deliveries(&|tenant, flow| {
@@ -114,7 +122,8 @@ impl Host {
             .unwrap_or_else(|| format!("http://{}", config.service.listen));
         Ok(Host {
             config,
-            tenants: std::sync::RwLock::new(tenants),
+            file_tenants,
+            tenants: std::sync::RwLock::new(Arc::new(tenants)),
             generation: Default::default(),
             public_url: std::sync::RwLock::new(public_url),
             runtime,
@@ -160,15 +169,15 @@ impl Host {
 /// `weft.toml`'s tenants overlaid with those written over the admin API
 /// (kept in the state; a tombstone deletes one of the file's).
 fn live_tenants(
-    config: &WeftConfig,
+    file_tenants: &Tenants,
     state: &dyn StateStore,
-) -> anyhow::Result<std::collections::BTreeMap<String, TenantConfig>> {
-    let mut tenants = config.tenants.clone();
+) -> anyhow::Result<Tenants> {
+    let mut tenants = file_tenants.clone();
     for (id, doc) in state.doc_list(TENANT_DOC, "")? {
         match serde_json::from_slice::<Option<TenantConfig>>(&doc)
             .with_context(|| format!("reading tenant {id:?} from the state"))?
         {
-            Some(t) => tenants.insert(id, t),
+            Some(t) => tenants.insert(id, Arc::new(t)),
             None => tenants.remove(&id),
         };
     }
@@ -180,12 +189,12 @@ impl Host {
     /// wrote); whether they changed. The scheduler and the webhook routes
     /// pick a change up as they do one made here.
     pub fn reload_tenants(&self) -> anyhow::Result<bool> {
-        let fresh = live_tenants(&self.config, &*self.state)?;
+        let fresh = live_tenants(&self.file_tenants, &*self.state)?;
         let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
-        if *tenants == fresh {
+        if **tenants == fresh {
             return Ok(false);
         }
-        *tenants = fresh;
+        *tenants = Arc::new(fresh);
         drop(tenants);
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

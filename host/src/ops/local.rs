@@ -154,12 +154,12 @@ impl Ops for Local<'_> {
     /// Each version with the flows whose requirement picks it now.
     async fn connectors(&self, tenant: Option<&str>) -> OpResult<Vec<ConnectorVersion>> {
         let entries = self.host.registry.list()?;
-        let mut tenants = self.host.tenants();
-        tenants.retain(|t, _| tenant.is_none_or(|x| x == t));
+        let tenants = self.host.tenants();
         let mut out = Vec::new();
         for e in entries {
             let mut used_by = Vec::new();
-            for (tid, t) in &tenants {
+            let chosen = tenants.iter().filter(|(t, _)| tenant.is_none_or(|x| x == *t));
+            for (tid, t) in chosen {
                 for (fid, f) in &t.flows {
                     let refs = std::iter::once(&f.source.connector)
                         .chain(f.mappers.iter().map(|m| &m.connector))

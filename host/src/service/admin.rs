@@ -224,15 +224,15 @@ async fn list_tenants(c: Caller, State(app): State<Arc<AppState>>) -> ApiResult 
     let tenants: Tenants = app
         .host
         .tenants()
-        .into_iter()
+        .iter()
         .filter(|(id, _)| c.sees(id))
         .map(|(id, t)| {
             let summary = TenantSummary {
                 flows: t.flows.keys().cloned().collect(),
-                name: t.name,
+                name: t.name.clone(),
                 active: t.active,
             };
-            (id, summary)
+            (id.clone(), summary)
         })
         .collect();
     ok(tenants)

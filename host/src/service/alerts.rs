@@ -99,11 +99,11 @@ impl Alerter {
     pub fn sweep(&self) {
         let now = now_ms();
         let flows = self.flows.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for (tid, tenant) in self.host.tenants() {
+        for (tid, tenant) in self.host.tenants().iter() {
             if !tenant.active {
                 continue;
             }
-            for (fid, flow) in tenant.flows {
+            for (fid, flow) in &tenant.flows {
                 if flow.paused {
                     continue;
                 }

@@ -290,17 +290,38 @@ pub async fn run(
             result
         })
     };
+    /// How often `weft serve` forgets old run records.
+    const PRUNE_RUNS_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
     let watchdog = {
         let alerter = alerter.clone();
         let host = host.clone();
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
             let hours = host.config.service.webhook_id_hours;
+            let mut pruned_runs_at: Option<std::time::Instant> = None;
             loop {
                 alerter.sweep();
                 let before = crate::state::now_ms().saturating_sub(hours * 3_600_000);
                 if let Err(e) = host.state.prune_webhook_ids(before) {
                     tracing::warn!(error = %format!("{e:#}"), "pruning webhook IDs");
+                }
+                // Run records, at start and hourly: kept without end, they
+                // grew the state by a record a run (20,000 flows on
+                // 5-minute schedules: 5.8 million a day).
+                if pruned_runs_at.is_none_or(|t| t.elapsed() >= PRUNE_RUNS_EVERY) {
+                    pruned_runs_at = Some(std::time::Instant::now());
+                    let state = host.state.clone();
+                    let (keep, age) = host.config.state.run_retention();
+                    let before = crate::state::now_ms().saturating_sub(age);
+                    let pruned =
+                        tokio::task::spawn_blocking(move || state.prune_runs(keep, before)).await;
+                    match pruned {
+                        Ok(Ok(n)) if n > 0 => tracing::info!(runs = n, "forgot old run records"),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %format!("{e:#}"), "pruning run records")
+                        }
+                        _ => {}
+                    }
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}

@@ -98,15 +98,15 @@ pub async fn serve_with(
                 };
                 window.mul_f64(rand::random::<f64>())
             };
-            for (t, tc) in tenants {
+            for (t, tc) in tenants.iter() {
                 if !tc.active {
                     continue;
                 }
-                for (f, fc) in tc.flows {
+                for (f, fc) in &tc.flows {
                     if fc.paused {
                         continue;
                     }
-                    let key = (t.clone(), f);
+                    let key = (t.clone(), f.clone());
                     live.insert(key.clone());
                     match due.get_mut(&key) {
                         Some(d) => {

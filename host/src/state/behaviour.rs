@@ -455,8 +455,41 @@ pub(crate) fn runs_list_newest_first_by_tenant_and_flow(s: &dyn StateStore) {
         ["run_04", "run_01"]
     );
     assert_eq!(ids(s.runs(None, Some("g"), 10).unwrap()), ["run_03"]);
+    assert_eq!(
+        ids(s.runs(Some("t"), None, 2).unwrap()),
+        ["run_04", "run_03"]
+    );
     assert_eq!(s.run("run_01").unwrap(), Some(done));
     assert_eq!(s.run("run_09").unwrap(), None);
+}
+
+pub(crate) fn old_runs_go_but_each_flows_newest_and_running_ones_stay(s: &dyn StateStore) {
+    let finished = |id: &str, tenant: &str, flow: &str, at: u64| RunRecord {
+        outcome: RunOutcome::Succeeded,
+        ended_ms: Some(at + 10),
+        ..RunRecord::started(id, tenant, flow, at)
+    };
+    for i in 1..=5u64 {
+        s.save_run(&finished(&format!("run_0{i}"), "t", "f", i * 1000))
+            .unwrap();
+    }
+    s.save_run(&RunRecord::started("run_06", "t", "f", 6000))
+        .unwrap();
+    s.save_run(&finished("run_07", "t", "g", 100)).unwrap();
+    s.save_run(&finished("run_08", "u", "f", 9000)).unwrap();
+    s.save_run(&finished("run_09", "u", "f", 9500)).unwrap();
+    // Keep 2 per flow, nothing started before 5000 but each flow's newest.
+    assert_eq!(s.prune_runs(2, 5000).unwrap(), 4);
+    let ids = |r: Vec<RunRecord>| r.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.runs(Some("t"), Some("f"), 10).unwrap()), ["run_06", "run_05"]);
+    assert_eq!(ids(s.runs(Some("t"), Some("g"), 10).unwrap()), ["run_07"]);
+    assert_eq!(ids(s.runs(Some("u"), None, 10).unwrap()), ["run_09", "run_08"]);
+    assert_eq!(s.run("run_02").unwrap(), None);
+    assert_eq!(s.runs(None, None, 100).unwrap().len(), 5);
+    assert_eq!(s.prune_runs(2, 5000).unwrap(), 0);
+    // Only the count: the newest finished run of each flow.
+    assert_eq!(s.prune_runs(1, 0).unwrap(), 1);
+    assert_eq!(ids(s.runs(Some("u"), Some("f"), 10).unwrap()), ["run_09"]);
 }
 
 pub(crate) fn flow_marks_and_the_registry_round_trip(s: &dyn StateStore) {
@@ -514,6 +547,7 @@ macro_rules! state_behaviour_tests {
             the_inbox_keeps_each_delivery_once_in_order,
             documents_list_by_prefix_in_id_order,
             runs_list_newest_first_by_tenant_and_flow,
+            old_runs_go_but_each_flows_newest_and_running_ones_stay,
             flow_marks_and_the_registry_round_trip,
         );
     };

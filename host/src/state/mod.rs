@@ -536,6 +536,11 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> anyhow::Result<Vec<RunRecord>>;
     /// One run.
     fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>>;
+    /// Forgets old run records, flushed: of each flow's finished runs,
+    /// those beyond the newest `keep` and those started before `before_ms`;
+    /// each flow's newest finished run and every running one stay. How
+    /// many went.
+    fn prune_runs(&self, keep: usize, before_ms: u64) -> anyhow::Result<usize>;
     /// Marks a flow as needing attention (or clears it with `None`).
     fn set_attention(&self, tenant: &str, flow: &str, reason: Option<&str>) -> anyhow::Result<()>;
     /// Why a flow needs attention, if it does.

@@ -934,6 +934,29 @@ impl StateStore for PgState {
         self.body("SELECT body FROM runs WHERE id = $1", id)
     }
 
+    fn prune_runs(&self, keep: usize, before_ms: u64) -> anyhow::Result<usize> {
+        let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+        let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
+        self.db.run(move |c| async move {
+            let n = c
+                .execute(
+                    &c.prepare_cached(
+                        "WITH finished AS (
+                            SELECT id, (body::jsonb->>'started_ms')::bigint AS started,
+                                   row_number() OVER (PARTITION BY tenant, flow ORDER BY id DESC) AS n
+                            FROM runs WHERE body::jsonb->>'outcome' <> 'running')
+                         DELETE FROM runs USING finished
+                         WHERE runs.id = finished.id
+                           AND (finished.n > $1 OR (finished.n > 1 AND finished.started < $2))",
+                    )
+                    .await?,
+                    &[&keep, &before],
+                )
+                .await?;
+            Ok(n as usize)
+        })
+    }
+
     fn set_attention(&self, tenant: &str, flow: &str, reason: Option<&str>) -> anyhow::Result<()> {
         self.set_flow_text("attention", "reason", tenant, flow, reason)
     }

@@ -20,6 +20,10 @@ pub struct SledState {
     versions: ::sled::Tree,
     dead: ::sled::Tree,
     runs: ::sled::Tree,
+    /// Per (tenant, flow, run ID): nothing; the runs of one flow in order
+    /// (`runs` is keyed by ID alone, and listing a flow's runs must not read
+    /// every run of every tenant).
+    flow_runs: ::sled::Tree,
     flows: ::sled::Tree,
     registry: ::sled::Tree,
     /// Presence per (tenant, scope, key), as earlier versions kept it.
@@ -186,6 +190,7 @@ impl SledState {
             versions: db.open_tree("versions")?,
             dead: db.open_tree("dead_letters")?,
             runs: db.open_tree("runs")?,
+            flow_runs: db.open_tree("runs_by_flow")?,
             flows: db.open_tree("flows")?,
             registry: db.open_tree("connectors")?,
             presence: db.open_tree("presence")?,
@@ -203,9 +208,23 @@ impl SledState {
             _temp: temp,
         };
         state.migrate_inbox()?;
+        state.index_runs()?;
         state.remember_ids(accepted)?;
         state.count_dead_letters()?;
         Ok(state)
+    }
+
+    /// Indexes the runs by flow, where a state written by an earlier
+    /// version of weft has runs and no index (once, at open).
+    fn index_runs(&self) -> anyhow::Result<()> {
+        if !self.flow_runs.is_empty() || self.runs.is_empty() {
+            return Ok(());
+        }
+        for item in self.runs.iter().values() {
+            let r: RunRecord = unjson(&item?)?;
+            self.flow_runs.insert(key3(&r.tenant, &r.flow, &r.id), &[])?;
+        }
+        self.flush_db()
     }
 
     /// Counts the dead letters per tenant (at open).
@@ -650,6 +669,10 @@ impl StateStore for SledState {
     }
 
     fn save_run(&self, run: &RunRecord) -> anyhow::Result<()> {
+        // The index first: a run it names but `runs` lacks is skipped when
+        // read, a run without its entry would be lost to its flow's list.
+        self.flow_runs
+            .insert(key3(&run.tenant, &run.flow, &run.id), &[])?;
         self.runs.insert(run.id.as_bytes(), json(run)?)?;
         self.flush_db()
     }
@@ -666,16 +689,81 @@ impl StateStore for SledState {
         limit: usize,
     ) -> anyhow::Result<Vec<RunRecord>> {
         let mut out = Vec::new();
-        for item in self.runs.iter().values().rev() {
-            let r: RunRecord = unjson(&item?)?;
-            if tenant.is_none_or(|t| t == r.tenant) && flow.is_none_or(|f| f == r.flow) {
-                out.push(r);
+        let Some(tenant) = tenant else {
+            for item in self.runs.iter().values().rev() {
+                let r: RunRecord = unjson(&item?)?;
+                if flow.is_none_or(|f| f == r.flow) {
+                    out.push(r);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+            return Ok(out);
+        };
+        // One flow: its index, newest first. One tenant: the newest
+        // `limit` of each of its flows, merged.
+        let prefix = match flow {
+            Some(f) => key3(tenant, f, ""),
+            None => key2(tenant, ""),
+        };
+        let mut ids = Vec::new();
+        let mut taken: (Vec<u8>, usize) = (Vec::new(), 0);
+        for k in self.flow_runs.scan_prefix(&prefix).keys().rev() {
+            let k = k?;
+            let at = k.iter().rposition(|b| *b == 0).unwrap_or(0);
+            let (flow_key, id) = (&k[..at], &k[at + 1..]);
+            if taken.0 != flow_key {
+                taken = (flow_key.to_vec(), 0);
+            }
+            if taken.1 < limit {
+                taken.1 += 1;
+                ids.push(id.to_vec());
+            }
+        }
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        for id in ids {
+            if let Some(v) = self.runs.get(&id)? {
+                out.push(unjson(&v)?);
                 if out.len() == limit {
                     break;
                 }
             }
         }
         Ok(out)
+    }
+
+    fn prune_runs(&self, keep: usize, before_ms: u64) -> anyhow::Result<usize> {
+        let mut pruned = 0;
+        let mut flow: (Vec<u8>, usize) = (Vec::new(), 0);
+        // Newest first within each flow: the first `keep` finished runs (at
+        // least one) stay, younger ones stay, running ones stay.
+        for k in self.flow_runs.iter().keys().rev() {
+            let k = k?;
+            let at = k.iter().rposition(|b| *b == 0).unwrap_or(0);
+            let (flow_key, id) = (&k[..at], &k[at + 1..]);
+            if flow.0 != flow_key {
+                flow = (flow_key.to_vec(), 0);
+            }
+            let Some(v) = self.runs.get(id)? else {
+                self.flow_runs.remove(&k)?;
+                continue;
+            };
+            let r: RunRecord = unjson(&v)?;
+            if r.outcome == RunOutcome::Running {
+                continue;
+            }
+            flow.1 += 1;
+            if flow.1 > keep.max(1) || (flow.1 > 1 && r.started_ms < before_ms) {
+                self.runs.remove(id)?;
+                self.flow_runs.remove(&k)?;
+                pruned += 1;
+            }
+        }
+        if pruned > 0 {
+            self.flush_db()?;
+        }
+        Ok(pruned)
     }
 
     fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
@@ -1047,6 +1135,28 @@ mod tests {
         assert_eq!(s.attention("t", "f").unwrap().as_deref(), Some("bad key"));
         // Dead letters are counted again at open.
         assert_eq!(s.dead_letter_count("t").unwrap(), 1);
+    }
+
+    #[test]
+    fn runs_kept_by_an_earlier_version_are_indexed_by_flow_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledState::open(dir.path()).unwrap();
+            // As earlier versions wrote them: by ID alone.
+            for (id, flow) in [("run_1", "f"), ("run_2", "g"), ("run_3", "f")] {
+                let r = RunRecord::started(id, "t", flow, 1);
+                s.runs.insert(id.as_bytes(), json(&r).unwrap()).unwrap();
+            }
+            s.flush_db().unwrap();
+        }
+        let s = SledState::open(dir.path()).unwrap();
+        let ids: Vec<String> = s
+            .runs(Some("t"), Some("f"), 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["run_3", "run_1"]);
     }
 
     #[test]

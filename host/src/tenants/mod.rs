@@ -10,9 +10,12 @@ use anyhow::{Context, bail};
 
 pub mod access;
 
+/// The live tenants by ID, each shared between snapshots.
+pub type Tenants = std::collections::BTreeMap<String, std::sync::Arc<TenantConfig>>;
+
 impl Host {
-    /// A snapshot of the live tenants.
-    pub fn tenants(&self) -> std::collections::BTreeMap<String, TenantConfig> {
+    /// A snapshot of the live tenants (an `Arc`: nothing is copied).
+    pub fn tenants(&self) -> std::sync::Arc<Tenants> {
         self.tenants
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -25,7 +28,7 @@ impl Host {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
-            .cloned()
+            .map(|t| TenantConfig::clone(t))
     }
 
     /// The flow `tenant`/`flow` as configured now, or an error listing what
@@ -53,10 +56,9 @@ impl Host {
         crate::config::validate_tenant(id, &tenant)?;
         self.state
             .doc_put(TENANT_DOC, id, &serde_json::to_vec(&Some(&tenant))?)?;
-        self.tenants
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_owned(), tenant);
+        let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        std::sync::Arc::make_mut(&mut tenants).insert(id.to_owned(), std::sync::Arc::new(tenant));
+        drop(tenants);
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
@@ -115,7 +117,11 @@ impl Host {
     /// (secrets appear only as references).
     pub fn export_config(&self) -> anyhow::Result<String> {
         let mut config = self.config.clone();
-        config.tenants = self.tenants();
+        config.tenants = self
+            .tenants()
+            .iter()
+            .map(|(id, t)| (id.clone(), TenantConfig::clone(t)))
+            .collect();
         toml::to_string(&config).context("writing the configuration as TOML")
     }
 
@@ -125,10 +131,9 @@ impl Host {
         // A tombstone, so that a tenant of `weft.toml` stays deleted.
         self.state
             .doc_put(TENANT_DOC, id, &serde_json::to_vec(&None::<TenantConfig>)?)?;
-        self.tenants
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        std::sync::Arc::make_mut(&mut tenants).remove(id);
+        drop(tenants);
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(existed)

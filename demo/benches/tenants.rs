@@ -1,0 +1,284 @@
+//! `make bench`: many small tenants syncing at once with `weft run`
+//! (issue 22). 1,000 tenants (`WEFT_BENCH_TENANTS`), each with one flow
+//! reading an Acme account of 100 appointments (enriched with contact and
+//! owner) into a destination that accepts everything, all selected by one
+//! `weft run`: the real binary (`target/release/weft`; `make bench` builds
+//! it), in a process of its own, each setting into a fresh data directory.
+//! Prints wall time, records per second, CPU (user + system) and peak RSS
+//! of the `weft` process, and the ratio of records per second with the
+//! runtime's worker threads on every core against one worker thread (flows
+//! driven from one thread, as `weft run` was). Asserts nothing but that
+//! every record arrived (these machines are shared and noisy: compare
+//! ratios within one run).
+//!
+//! The Acme sandbox runs in a child process of this binary
+//! (`WEFT_BENCH_ROLE=acme`) without a rate limit; it shares the machine's
+//! cores with `weft`, so its CPU is printed too.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use weft_sandbox::acme::data::Counts;
+use weft_sandbox::acme::{AcmeConfig, AcmeSandbox, Faults};
+use weft_test_artifacts as artifacts;
+
+const APPOINTMENTS: usize = 100;
+
+fn main() {
+    if std::env::var("WEFT_BENCH_ROLE").as_deref() == Ok("acme") {
+        return serve_acme();
+    }
+    let tenants: usize = std::env::var("WEFT_BENCH_TENANTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000);
+    let exe = std::env::current_exe().unwrap();
+    let weft = exe.parent().unwrap().parent().unwrap().join("weft");
+    if !weft.exists() {
+        println!(
+            "many tenants: skipped ({} is missing: cargo build --release -p weft-host --bin weft)",
+            weft.display()
+        );
+        return;
+    }
+    println!(
+        "weft run of {tenants} tenants at once, {APPOINTMENTS} appointments each ({})",
+        weft.display()
+    );
+    println!(
+        "{:<44} {:>7} {:>10} {:>7} {:>6} {:>10} {:>8}",
+        "setting", "wall s", "records/s", "CPU s", "CPU %", "peak RSS", "Acme CPU"
+    );
+    let acme = Acme::start();
+    let settings: [(&str, Option<usize>, usize); 4] = [
+        ("1 worker thread, 4 runs at once", Some(1), 4),
+        ("worker threads on every core, 4 at once", None, 4),
+        ("1 worker thread, 16 runs at once", Some(1), 16),
+        ("worker threads on every core, 16 at once", None, 16),
+    ];
+    let mut rates = Vec::new();
+    for (label, workers, concurrent) in settings {
+        let m = measure(&weft, &acme, tenants, workers, concurrent);
+        println!(
+            "{label:<44} {:>7.2} {:>10.0} {:>7.2} {:>5.0}% {:>6.1} MiB {:>7.2}s",
+            m.wall.as_secs_f64(),
+            m.records as f64 / m.wall.as_secs_f64(),
+            m.cpu.as_secs_f64(),
+            m.cpu.as_secs_f64() * 100.0 / m.wall.as_secs_f64(),
+            m.peak_rss_kib as f64 / 1024.0,
+            m.acme_cpu.as_secs_f64(),
+        );
+        rates.push(m.records as f64 / m.wall.as_secs_f64());
+    }
+    println!(
+        "records/s, every core against one worker thread: {:.2}× (4 at once), {:.2}× (16 at once)",
+        rates[1] / rates[0],
+        rates[3] / rates[2]
+    );
+}
+
+/// The child: an Acme sandbox of one small account, until stdin closes.
+fn serve_acme() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let config = AcmeConfig {
+            counts: Counts {
+                users: 5,
+                contacts: 40,
+                appointments: APPOINTMENTS,
+                activities: 0,
+            },
+            faults: Faults {
+                rate_per_second: 1e9,
+                rate_burst: 1_000_000_000,
+                ..Faults::default()
+            },
+            ..AcmeConfig::default()
+        };
+        let acme = AcmeSandbox::start(config, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        println!("{} {}", acme.addr(), std::process::id());
+        tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin().read_line(&mut sink).unwrap_or(0) > 0 {}
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// The Acme sandbox in its child process.
+struct Acme {
+    child: Child,
+    root: String,
+    pid: u32,
+}
+
+impl Acme {
+    fn start() -> Acme {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env("WEFT_BENCH_ROLE", "acme")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let mut parts = line.split_whitespace();
+        let root = format!("http://{}", parts.next().unwrap());
+        let pid = parts.next().unwrap().parse().unwrap();
+        Acme { child, root, pid }
+    }
+
+    /// The child's CPU so far (user + system, `/proc/PID/stat`).
+    fn cpu(&self) -> Duration {
+        proc_cpu(&format!("/proc/{}/stat", self.pid))
+    }
+}
+
+impl Drop for Acme {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn proc_cpu(stat: &str) -> Duration {
+    proc_cpu_text(&std::fs::read_to_string(stat).unwrap_or_default())
+}
+
+/// User + system CPU from the text of `/proc/PID/stat`.
+fn proc_cpu_text(text: &str) -> Duration {
+    let fields: Vec<&str> = text
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+struct Measured {
+    wall: Duration,
+    cpu: Duration,
+    peak_rss_kib: u64,
+    records: u64,
+    acme_cpu: Duration,
+}
+
+/// One `weft run` of every tenant into a fresh data directory.
+fn measure(
+    weft: &Path,
+    acme: &Acme,
+    tenants: usize,
+    workers: Option<usize>,
+    concurrent: usize,
+) -> Measured {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &acme.root, tenants, concurrent);
+    for component in [artifacts::ACME_CRM, artifacts::TEST_DESTINATION] {
+        let out = Command::new(weft)
+            .args(["-c", config.to_str().unwrap(), "connectors", "add", component])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "connectors add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut cmd = Command::new(weft);
+    cmd.args(["-c", config.to_str().unwrap(), "run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(n) = workers {
+        cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+    }
+    let acme_before = acme.cpu();
+    let started = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    // Peak RSS: the kernel's high-water mark, read until the process is
+    // gone (a zombie has no memory left to report).
+    let peak = std::thread::spawn(move || {
+        let mut peak_kib = 0u64;
+        while let Some(kib) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        {
+            peak_kib = peak_kib.max(kib);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak_kib
+    });
+    let (mut records, mut runs) = (0u64, 0usize);
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        // "t00001/appointments: succeeded in 0.1s: 1 pages, 100 fetched, …"
+        if let Some(n) = line
+            .split(", ")
+            .find_map(|part| part.strip_suffix(" fetched"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            assert!(line.contains(": succeeded in "), "{line}");
+            records += n;
+            runs += 1;
+        }
+    }
+    // Its output closed: it is exiting. Its CPU, read before it is waited
+    // for (a zombie's counters are whole).
+    let mut cpu = Duration::ZERO;
+    while std::fs::metadata(format!("/proc/{pid}")).is_ok() {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        cpu = cpu.max(proc_cpu_text(&stat));
+        if stat.contains(") Z ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = child.wait().unwrap();
+    let wall = started.elapsed();
+    assert!(status.success(), "weft run exited with {status}");
+    assert_eq!(runs, tenants, "every tenant's run reported");
+    assert_eq!(records, (tenants * APPOINTMENTS) as u64, "every record");
+    Measured {
+        wall,
+        cpu,
+        peak_rss_kib: peak.join().unwrap(),
+        records,
+        acme_cpu: acme.cpu() - acme_before,
+    }
+}
+
+/// `weft.toml` with `tenants` tenants of one flow each, and its secrets.
+fn write_config(dir: &Path, acme_root: &str, tenants: usize, concurrent: usize) -> PathBuf {
+    let base = format!("{acme_root}/api/v1");
+    let mut text = format!(
+        "data_dir = \"data\"\nsecrets_file = \"secrets.toml\"\nprivate_hosts = [\"127.0.0.1\"]\n\
+         max_concurrent_runs = {concurrent}\n\
+         default_rate = {{ per_second = 1000000000.0, burst = 1000000000 }}\n"
+    );
+    for i in 0..tenants {
+        text.push_str(&format!(
+            r#"
+[tenants.t{i:05}.flows.appointments]
+source = {{ connector = "acme-crm@^1", stream = "appointments", config = {{ base_url = "{base}", page_size = 100 }}, http = {{ allow = ["{acme_root}"], credentials = [{{ origin = "{acme_root}", auth = {{ type = "api_key", header = "X-Acme-Api-Key", value = {{ secret = "key" }} }} }}] }} }}
+destination = {{ connector = "test-destination@^2", config = {{ url = "discard:" }} }}
+"#
+        ));
+    }
+    std::fs::write(dir.join("secrets.toml"), "key = \"acme-demo-key\"\n").unwrap();
+    let path = dir.join("weft.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
