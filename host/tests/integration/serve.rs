@@ -995,3 +995,35 @@ async fn run_against_a_server_can_wait_for_the_outcome() {
     assert!(stdout.contains("3 emitted"), "{stdout}");
     assert_eq!(keys.lock().unwrap().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn weft_serve_forgets_the_runs_beyond_what_it_keeps() {
+    let Ready { port, path, .. } = &ready("[state]\nkeep_runs = 2\n").await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let out = weft(path).arg("run").output().unwrap();
+        assert_success(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let id = stdout.trim().rsplit(" (").next().unwrap().trim_end_matches(')');
+        ids.push(id.to_owned());
+    }
+    let _child = start_serve(path, *port).await;
+    let listed = || async {
+        let (status, runs) = api(*port, "GET", "/v1/runs?tenant=acme&limit=50", None).await;
+        assert_eq!(status, 200, "{runs}");
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let t = Instant::now();
+    let mut seen = listed().await;
+    while seen.contains(&ids[0]) && t.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = listed().await;
+    }
+    // The two newest stay; the older two went at the start.
+    assert!(seen.contains(&ids[3]) && seen.contains(&ids[2]), "{seen:?} {ids:?}");
+    assert!(!seen.contains(&ids[1]) && !seen.contains(&ids[0]), "{seen:?} {ids:?}");
+}
