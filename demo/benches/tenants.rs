@@ -184,7 +184,13 @@ fn measure(
     let config = write_config(dir.path(), &acme.root, tenants, concurrent);
     for component in [artifacts::ACME_CRM, artifacts::TEST_DESTINATION] {
         let out = Command::new(weft)
-            .args(["-c", config.to_str().unwrap(), "connectors", "add", component])
+            .args([
+                "-c",
+                config.to_str().unwrap(),
+                "connectors",
+                "add",
+                component,
+            ])
             .output()
             .unwrap();
         assert!(

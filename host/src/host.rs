@@ -168,10 +168,7 @@ impl Host {
 
 /// `weft.toml`'s tenants overlaid with those written over the admin API
 /// (kept in the state; a tombstone deletes one of the file's).
-fn live_tenants(
-    file_tenants: &Tenants,
-    state: &dyn StateStore,
-) -> anyhow::Result<Tenants> {
+fn live_tenants(file_tenants: &Tenants, state: &dyn StateStore) -> anyhow::Result<Tenants> {
     let mut tenants = file_tenants.clone();
     for (id, doc) in state.doc_list(TENANT_DOC, "")? {
         match serde_json::from_slice::<Option<TenantConfig>>(&doc)

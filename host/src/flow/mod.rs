@@ -24,7 +24,9 @@
 use crate::Host;
 use crate::config::{FlowConfig, RetryPolicy, Stage};
 use crate::model::{ConnectorError, Operation, Record};
-use crate::runtime::connector::{CallError, Connector, ConnectorInstance, TenantGrant, WorldKind};
+use crate::runtime::connector::{
+    CallError, Connector, ConnectorInstance, InstanceSlots, TenantGrant, WorldKind,
+};
 use crate::state::{
     DeadLetter, Delivery, Handled, PageCommit, RunOutcome, RunRecord, StateStore, now_ms,
 };

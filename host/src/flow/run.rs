@@ -36,6 +36,21 @@ impl Host {
         run_id: &str,
         stage: &Stage,
     ) -> anyhow::Result<ConnectorInstance> {
+        let mut slots = self.runtime.reserve_slots(1).await?;
+        self.instantiate_in(c, tenant, flow, run_id, stage, &mut slots)
+            .await
+    }
+
+    /// [`Host::instantiate`] in a slot reserved before.
+    pub(crate) async fn instantiate_in(
+        &self,
+        c: &Connector,
+        tenant: &str,
+        flow: &str,
+        run_id: &str,
+        stage: &Stage,
+        slots: &mut InstanceSlots,
+    ) -> anyhow::Result<ConnectorInstance> {
         let grant = TenantGrant {
             tenant: tenant.to_owned(),
             flow: Some(flow.to_owned()),
@@ -49,7 +64,7 @@ impl Host {
                 .get()
                 .map(|r| r.recorder(tenant, flow, &c.label(), &stage.config)),
         };
-        self.runtime.instantiate(c, &grant).await
+        self.runtime.instantiate_in(c, &grant, slots).await
     }
 
     /// Builds the pipeline of a flow for one run: resolves every connector
@@ -65,11 +80,17 @@ impl Host {
         labels: &mut Vec<String>,
     ) -> anyhow::Result<Pipeline> {
         let at = format!("tenants.{tenant}.flows.{flow_name}");
+        // Every instance of the run at once: with more runs than the pool
+        // has slots for, runs wait for their turn instead of failing.
+        let mut slots = self
+            .runtime
+            .reserve_slots(usize::from(with_source) + flow.mappers.len() + 1)
+            .await?;
         let source = if with_source {
             let (src_stage, c) = self.source_connector(flow, &at).await?;
             labels.push(c.label());
             Some(
-                self.instantiate(&c, tenant, flow_name, run_id, &src_stage)
+                self.instantiate_in(&c, tenant, flow_name, run_id, &src_stage, &mut slots)
                     .await?,
             )
         } else {
@@ -82,7 +103,10 @@ impl Host {
                 .stage_connector(m, WorldKind::Mapper, &format!("{at}.mappers[{i}]"))
                 .await?;
             labels.push(c.label());
-            mappers.push(self.instantiate(&c, tenant, flow_name, run_id, m).await?);
+            mappers.push(
+                self.instantiate_in(&c, tenant, flow_name, run_id, m, &mut slots)
+                    .await?,
+            );
             mapper_specs.push((c, m.clone()));
         }
         let c = self
@@ -94,7 +118,7 @@ impl Host {
             .await?;
         labels.push(c.label());
         let destination = self
-            .instantiate(&c, tenant, flow_name, run_id, &flow.destination)
+            .instantiate_in(&c, tenant, flow_name, run_id, &flow.destination, &mut slots)
             .await?;
         Ok(Pipeline {
             source,
@@ -130,7 +154,10 @@ impl Host {
             replica: self.state.replica().map(str::to_owned),
             ..new_run(tenant, flow_name)
         };
-        self.state.save_run(&run)?;
+        // Durable with the run's first flushed write (a kv write before a
+        // request, a page's commit, or its end): a run that ends the
+        // process before any of them changed nothing weft keeps.
+        self.state.save_run_progress(&run)?;
         let span = tracing::info_span!("run", tenant, flow = flow_name, run_id = %run.id);
         let result = self
             .run_pages(tenant, flow_name, &flow, trigger, &mut run, progress)
@@ -306,7 +333,11 @@ impl Host {
         match result {
             Ok(()) => {
                 run.outcome = RunOutcome::Succeeded;
-                self.state.set_attention(tenant, flow, None)?;
+                // Cleared only where set: a write (and a flush) per run
+                // otherwise.
+                if self.state.attention(tenant, flow)?.is_some() {
+                    self.state.set_attention(tenant, flow, None)?;
+                }
             }
             Err(Stop::Failed(e)) => {
                 tracing::warn!(tenant, flow, run_id = %run.id, error = %e, "run failed");
@@ -419,8 +450,16 @@ pub(crate) struct Fresh<'a> {
 impl Fresh<'_> {
     pub(crate) async fn instance(&self) -> Result<ConnectorInstance, CallError> {
         let (tenant, flow, run_id) = self.serving;
+        // Made while the trapped instance still holds its slot: waiting for
+        // a slot here could wait on runs that wait the same way, so with
+        // the pool full the call fails (and the run with it) instead.
+        let mut slots = self.host.runtime.try_reserve_slots(1).ok_or_else(|| {
+            CallError::Poisoned(
+                "a fresh instance after a trap: every slot of the instance pool is taken (limits.max_instances)".into(),
+            )
+        })?;
         self.host
-            .instantiate(&self.spec.0, tenant, flow, run_id, &self.spec.1)
+            .instantiate_in(&self.spec.0, tenant, flow, run_id, &self.spec.1, &mut slots)
             .await
             .map_err(|e| CallError::Poisoned(format!("a fresh instance after a trap: {e:#}")))
     }

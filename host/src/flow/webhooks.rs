@@ -113,7 +113,9 @@ impl Host {
                             last_seen_ms: now_ms(),
                         });
                         if trapped {
-                            // The instance is unusable after a trap.
+                            // The instance is unusable after a trap; its
+                            // slots go back before the new pipeline takes its.
+                            drop(p);
                             p = self
                                 .pipeline(tenant, flow_name, flow, &run.id, true, &mut Vec::new())
                                 .await

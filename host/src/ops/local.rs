@@ -158,7 +158,9 @@ impl Ops for Local<'_> {
         let mut out = Vec::new();
         for e in entries {
             let mut used_by = Vec::new();
-            let chosen = tenants.iter().filter(|(t, _)| tenant.is_none_or(|x| x == *t));
+            let chosen = tenants
+                .iter()
+                .filter(|(t, _)| tenant.is_none_or(|x| x == *t));
             for (tid, t) in chosen {
                 for (fid, f) in &t.flows {
                     let refs = std::iter::once(&f.source.connector)

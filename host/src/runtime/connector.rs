@@ -308,6 +308,22 @@ pub struct Runtime {
     secrets: SecretStore,
     limits: Limits,
     events: EventLog,
+    /// One permit per slot of the instance pool (`limits.max_instances`):
+    /// an instantiation waits for a slot instead of failing when runs at
+    /// once need more instances than the pool holds.
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Slots of the instance pool held for instances to come (a pipeline
+/// takes all of its slots at once, so that runs waiting for their second
+/// slot cannot hold every first one).
+pub struct InstanceSlots(tokio::sync::OwnedSemaphorePermit);
+
+impl InstanceSlots {
+    /// One slot out of the reservation, if any is left.
+    fn take(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.split(1)
+    }
 }
 
 impl Runtime {
@@ -374,9 +390,31 @@ impl Runtime {
             kv,
             http,
             secrets,
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                config.limits.max_instances as usize,
+            )),
             limits: config.limits,
             events,
         })
+    }
+
+    /// Waits for `n` slots of the instance pool, for the instances of one
+    /// pipeline ([`Runtime::instantiate_in`]); an error when the pool has
+    /// fewer than `n` (`limits.max_instances`).
+    pub async fn reserve_slots(&self, n: usize) -> anyhow::Result<InstanceSlots> {
+        let max = self.limits.max_instances as usize;
+        if n > max {
+            anyhow::bail!(
+                "a run of this flow needs {n} connector instances at once; limits.max_instances is {max}"
+            );
+        }
+        let permit = self
+            .slots
+            .clone()
+            .acquire_many_owned(n as u32)
+            .await
+            .map_err(|_| anyhow!("the instance pool is closed"))?;
+        Ok(InstanceSlots(permit))
     }
 
     /// The sandbox events recorded so far.
@@ -448,12 +486,36 @@ impl Runtime {
         Ok(probe)
     }
 
-    /// A fresh instance of `connector` for one tenant's run.
+    /// `n` slots of the instance pool if they are free now.
+    pub fn try_reserve_slots(&self, n: usize) -> Option<InstanceSlots> {
+        self.slots
+            .clone()
+            .try_acquire_many_owned(u32::try_from(n).ok()?)
+            .ok()
+            .map(InstanceSlots)
+    }
+
+    /// A fresh instance of `connector` for one tenant's run, once a slot
+    /// of the instance pool is free.
     pub async fn instantiate(
         &self,
         connector: &Connector,
         grant: &TenantGrant,
     ) -> anyhow::Result<ConnectorInstance> {
+        let mut slots = self.reserve_slots(1).await?;
+        self.instantiate_in(connector, grant, &mut slots).await
+    }
+
+    /// A fresh instance of `connector` in one of `slots`.
+    pub async fn instantiate_in(
+        &self,
+        connector: &Connector,
+        grant: &TenantGrant,
+        slots: &mut InstanceSlots,
+    ) -> anyhow::Result<ConnectorInstance> {
+        let slot = slots
+            .take()
+            .ok_or_else(|| anyhow!("no instance slot left in this reservation"))?;
         let label = connector.label();
         let identity = Identity {
             tenant: grant.tenant.clone(),
@@ -596,6 +658,7 @@ impl Runtime {
                 .as_ref()
                 .map(|r| r.next_instance())
                 .unwrap_or_default(),
+            _slot: slot,
         })
     }
 }
@@ -627,6 +690,9 @@ pub struct ConnectorInstance {
     started_ms: u64,
     /// This instance's number in its recording.
     recorded_instance: u32,
+    /// Its slot of the pool, given back after the store (fields drop in
+    /// order) has given back the memory.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl ConnectorInstance {

@@ -481,9 +481,15 @@ pub(crate) fn old_runs_go_but_each_flows_newest_and_running_ones_stay(s: &dyn St
     // Keep 2 per flow, nothing started before 5000 but each flow's newest.
     assert_eq!(s.prune_runs(2, 5000).unwrap(), 4);
     let ids = |r: Vec<RunRecord>| r.into_iter().map(|r| r.id).collect::<Vec<_>>();
-    assert_eq!(ids(s.runs(Some("t"), Some("f"), 10).unwrap()), ["run_06", "run_05"]);
+    assert_eq!(
+        ids(s.runs(Some("t"), Some("f"), 10).unwrap()),
+        ["run_06", "run_05"]
+    );
     assert_eq!(ids(s.runs(Some("t"), Some("g"), 10).unwrap()), ["run_07"]);
-    assert_eq!(ids(s.runs(Some("u"), None, 10).unwrap()), ["run_09", "run_08"]);
+    assert_eq!(
+        ids(s.runs(Some("u"), None, 10).unwrap()),
+        ["run_09", "run_08"]
+    );
     assert_eq!(s.run("run_02").unwrap(), None);
     assert_eq!(s.runs(None, None, 100).unwrap().len(), 5);
     assert_eq!(s.prune_runs(2, 5000).unwrap(), 0);

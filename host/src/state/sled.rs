@@ -222,7 +222,8 @@ impl SledState {
         }
         for item in self.runs.iter().values() {
             let r: RunRecord = unjson(&item?)?;
-            self.flow_runs.insert(key3(&r.tenant, &r.flow, &r.id), &[])?;
+            self.flow_runs
+                .insert(key3(&r.tenant, &r.flow, &r.id), &[])?;
         }
         self.flush_db()
     }
@@ -669,15 +670,15 @@ impl StateStore for SledState {
     }
 
     fn save_run(&self, run: &RunRecord) -> anyhow::Result<()> {
-        // The index first: a run it names but `runs` lacks is skipped when
-        // read, a run without its entry would be lost to its flow's list.
-        self.flow_runs
-            .insert(key3(&run.tenant, &run.flow, &run.id), &[])?;
-        self.runs.insert(run.id.as_bytes(), json(run)?)?;
+        self.save_run_progress(run)?;
         self.flush_db()
     }
 
     fn save_run_progress(&self, run: &RunRecord) -> anyhow::Result<()> {
+        // The index first: a run it names but `runs` lacks is skipped when
+        // read, a run without its entry would be lost to its flow's list.
+        self.flow_runs
+            .insert(key3(&run.tenant, &run.flow, &run.id), &[])?;
         self.runs.insert(run.id.as_bytes(), json(run)?)?;
         Ok(())
     }

@@ -39,6 +39,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// How long to wait before answering.
+    pub delay: Option<std::time::Duration>,
 }
 
 impl Reply {
@@ -47,7 +49,13 @@ impl Reply {
             status,
             headers: vec![],
             body: body.into(),
+            delay: None,
         }
+    }
+    /// This answer, `d` late.
+    pub fn after(mut self, d: std::time::Duration) -> Self {
+        self.delay = Some(d);
+        self
     }
     pub fn ok(body: impl Into<Vec<u8>>) -> Self {
         Self::new(200, body)
@@ -98,6 +106,9 @@ impl TestServer {
                     v.len() - 1
                 };
                 let r = script(&s, n);
+                if let Some(d) = r.delay {
+                    tokio::time::sleep(d).await;
+                }
                 let mut resp: Response =
                     (StatusCode::from_u16(r.status).unwrap(), r.body).into_response();
                 for (k, v) in r.headers {

@@ -1024,3 +1024,51 @@ async fn a_sled_state_moves_to_postgres_and_goes_on_where_it_was() {
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_wait_for_a_free_instance_slot_instead_of_failing() {
+    // A slow source, so that the runs overlap; a pool of two instances, so
+    // that one run (a source and a destination) fills it.
+    let slow =
+        TestServer::start(|_, _| Reply::ok("{}").after(std::time::Duration::from_millis(300)))
+            .await;
+    let (_sink, server, dir) = sink_and_dir().await;
+    let mut text = format!(
+        "data_dir = {:?}\nprivate_hosts = [\"127.0.0.1\"]\n[limits]\ncall_timeout_ms = 5000\nmax_instances = 2\n",
+        dir.path()
+    );
+    for i in 0..3 {
+        text.push_str(&format!(
+            r#"
+[tenants.acme.flows.f{i}]
+source = {{ connector = "test-source@^1", stream = "http", config = {{ url = "{}" }}, http = {{ allow = ["http://127.0.0.1:*"] }} }}
+destination = {{ connector = "test-destination@^2", config = {{ url = "{}" }}, http = {{ allow = ["http://127.0.0.1:*"] }} }}
+"#,
+            slow.url(&format!("/{i}")),
+            // Three places, so that the runs need not take turns.
+            server.url(&format!("/to{i}"))
+        ));
+    }
+    let h = host(&text).await;
+    let (a, b, c) = tokio::join!(
+        run_manual(&h, "f0"),
+        run_manual(&h, "f1"),
+        run_manual(&h, "f2")
+    );
+    for r in [a, b, c] {
+        assert_eq!(r.outcome, RunOutcome::Succeeded, "{r:?}");
+        assert_eq!(r.emitted, 1, "{r:?}");
+    }
+    // A flow that needs more instances than the pool has says so.
+    let one = format!(
+        "data_dir = {:?}\n[limits]\nmax_instances = 1\n[tenants.acme.flows.sync]\nsource = {{ connector = \"test-source@^1\", stream = \"numbers\", config = {{ total = 1 }} }}\ndestination = {{ connector = \"test-destination@^2\", config = {{ url = \"discard:\" }} }}\n",
+        dir.path().join("one")
+    );
+    let r = run_manual(&host(&one).await, "sync").await;
+    assert_eq!(r.outcome, RunOutcome::NeedsAttention, "{r:?}");
+    let e = r.error.unwrap_or_default();
+    assert!(
+        e.contains("needs 2 connector instances") && e.contains("limits.max_instances is 1"),
+        "{e}"
+    );
+}

@@ -1004,7 +1004,12 @@ async fn weft_serve_forgets_the_runs_beyond_what_it_keeps() {
         let out = weft(path).arg("run").output().unwrap();
         assert_success(&out);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let id = stdout.trim().rsplit(" (").next().unwrap().trim_end_matches(')');
+        let id = stdout
+            .trim()
+            .rsplit(" (")
+            .next()
+            .unwrap()
+            .trim_end_matches(')');
         ids.push(id.to_owned());
     }
     let _child = start_serve(path, *port).await;
@@ -1024,6 +1029,12 @@ async fn weft_serve_forgets_the_runs_beyond_what_it_keeps() {
         seen = listed().await;
     }
     // The two newest stay; the older two went at the start.
-    assert!(seen.contains(&ids[3]) && seen.contains(&ids[2]), "{seen:?} {ids:?}");
-    assert!(!seen.contains(&ids[1]) && !seen.contains(&ids[0]), "{seen:?} {ids:?}");
+    assert!(
+        seen.contains(&ids[3]) && seen.contains(&ids[2]),
+        "{seen:?} {ids:?}"
+    );
+    assert!(
+        !seen.contains(&ids[1]) && !seen.contains(&ids[0]),
+        "{seen:?} {ids:?}"
+    );
 }
