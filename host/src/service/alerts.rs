@@ -115,8 +115,8 @@ impl Alerter {
                 );
                 if now.saturating_sub(last) > limit {
                     self.set(
-                        &tid,
-                        &fid,
+                        tid,
+                        fid,
                         "overdue",
                         true,
                         &format!(
