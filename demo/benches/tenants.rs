@@ -9,7 +9,8 @@
 //! runtime's worker threads on every core against one worker thread (flows
 //! driven from one thread, as `weft run` was). Asserts nothing but that
 //! every record arrived (these machines are shared and noisy: compare
-//! ratios within one run).
+//! ratios within one run). `WEFT_BENCH_BASELINE=PATH` adds an earlier
+//! `weft` binary's run and the ratio against it.
 //!
 //! The Acme sandbox runs in a child process of this binary
 //! (`WEFT_BENCH_ROLE=acme`) without a rate limit; it shares the machine's
@@ -76,6 +77,26 @@ fn main() {
         rates[1] / rates[0],
         rates[3] / rates[2]
     );
+    // `WEFT_BENCH_BASELINE=/path/to/weft`: an earlier build on the same
+    // tenants and Acme, its defaults (4 runs at once), for the ratio.
+    if let Some(old) = std::env::var_os("WEFT_BENCH_BASELINE") {
+        let m = measure(Path::new(&old), &acme, tenants, None, 4);
+        let rate = m.records as f64 / m.wall.as_secs_f64();
+        println!(
+            "{:<44} {:>7.2} {rate:>10.0} {:>7.2} {:>5.0}% {:>6.1} MiB {:>7.2}s",
+            "baseline build, 4 at once",
+            m.wall.as_secs_f64(),
+            m.cpu.as_secs_f64(),
+            m.cpu.as_secs_f64() * 100.0 / m.wall.as_secs_f64(),
+            m.peak_rss_kib as f64 / 1024.0,
+            m.acme_cpu.as_secs_f64(),
+        );
+        println!(
+            "records/s against the baseline: {:.2}× (4 at once), {:.2}× (16 at once)",
+            rates[1] / rate,
+            rates[3] / rate
+        );
+    }
 }
 
 /// The child: an Acme sandbox of one small account, until stdin closes.

@@ -488,7 +488,11 @@ pub trait StateStore: Send + Sync + 'static {
     /// The configuration fingerprint (`flow::flow_fingerprint`) of the
     /// flow's last run, if it ran.
     fn flow_fingerprint(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>>;
-    /// Records the configuration fingerprint of the flow, flushed.
+    /// Records the configuration fingerprint of the flow, durable with the
+    /// next flushed write (the run's first commit, say): lost in a crash
+    /// before it, the next run finds the fingerprint before, resets the
+    /// flow once more (what a reset does twice, it does once) and records
+    /// it again.
     fn set_flow_fingerprint(
         &self,
         tenant: &str,
