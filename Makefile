@@ -70,8 +70,9 @@ test: setup lint guests-js guests-python
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-## bench: sync figures at the size of issue 10, runtime figures, and weft
-## serve's webhook ingress and schedule lag (release build; prints, asserts nothing)
+## bench: sync figures at the size of issue 10, runtime figures, weft
+## serve's webhook ingress and schedule lag, and 1,000 small tenants in one
+## weft run (release build; prints, asserts nothing)
 bench: setup
 	@# wrk (Debian's package) is the webhook load generator; the bench falls
 	@# back to one in its own process without it.

@@ -15,13 +15,16 @@
 //! Acme, enriching and moving records through the host.
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use weft::Host;
 use weft::flow::Trigger;
+use weft_sandbox::acme::AcmeConfig;
 use weft_sandbox::acme::data::Counts;
-use weft_sandbox::acme::{AcmeConfig, AcmeSandbox};
+
+#[path = "shared/acme_child.rs"]
+mod acme_child;
+use acme_child::Acme;
 use weft_test_artifacts as artifacts;
 
 const USERS: usize = 20;
@@ -77,27 +80,14 @@ fn main() {
 
 /// The child: an Acme sandbox of the benchmark's size, until stdin closes.
 fn serve_acme() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let config = AcmeConfig {
-            counts: Counts {
-                users: USERS,
-                contacts: CONTACTS,
-                appointments: APPOINTMENTS,
-                activities: ACTIVITIES,
-            },
-            ..AcmeConfig::default()
-        };
-        let acme = AcmeSandbox::start(config, "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        println!("{}", acme.addr());
-        tokio::task::spawn_blocking(|| {
-            let mut sink = String::new();
-            while std::io::stdin().read_line(&mut sink).unwrap_or(0) > 0 {}
-        })
-        .await
-        .unwrap();
+    acme_child::serve(AcmeConfig {
+        counts: Counts {
+            users: USERS,
+            contacts: CONTACTS,
+            appointments: APPOINTMENTS,
+            activities: ACTIVITIES,
+        },
+        ..AcmeConfig::default()
     });
 }
 
@@ -117,30 +107,7 @@ fn compile_components() {
     });
 }
 
-/// The Acme sandbox in its child process.
-struct Acme {
-    child: Child,
-    root: String,
-}
-
 impl Acme {
-    fn start() -> Acme {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .env("WEFT_BENCH_ROLE", "acme")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        Acme {
-            child,
-            root: format!("http://{}", line.trim()),
-        }
-    }
-
     async fn control(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let a = weft_demo::http(
             method,
@@ -189,26 +156,9 @@ impl Acme {
     }
 }
 
-impl Drop for Acme {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// This process's user + system CPU time (Linux `/proc/self/stat`, clock
-/// ticks of 10 ms).
+/// This process's user + system CPU time (Linux `/proc/self/stat`).
 fn cpu() -> Duration {
-    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = text
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    acme_child::proc_cpu(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
 }
 
 /// Resets the peak RSS (Linux: `clear_refs` 5).

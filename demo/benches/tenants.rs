@@ -18,10 +18,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use weft_sandbox::acme::data::Counts;
-use weft_sandbox::acme::{AcmeConfig, AcmeSandbox, Faults};
+use weft_sandbox::acme::{AcmeConfig, Faults};
+
+#[path = "shared/acme_child.rs"]
+mod acme_child;
+use acme_child::Acme;
 use weft_test_artifacts as artifacts;
 
 const APPOINTMENTS: usize = 100;
@@ -99,90 +103,23 @@ fn main() {
     }
 }
 
-/// The child: an Acme sandbox of one small account, until stdin closes.
+/// The child: an Acme sandbox of one small account without a rate limit,
+/// until stdin closes.
 fn serve_acme() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let config = AcmeConfig {
-            counts: Counts {
-                users: 5,
-                contacts: 40,
-                appointments: APPOINTMENTS,
-                activities: 0,
-            },
-            faults: Faults {
-                rate_per_second: 1e9,
-                rate_burst: 1_000_000_000,
-                ..Faults::default()
-            },
-            ..AcmeConfig::default()
-        };
-        let acme = AcmeSandbox::start(config, "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        println!("{} {}", acme.addr(), std::process::id());
-        tokio::task::spawn_blocking(|| {
-            let mut sink = String::new();
-            while std::io::stdin().read_line(&mut sink).unwrap_or(0) > 0 {}
-        })
-        .await
-        .unwrap();
+    acme_child::serve(AcmeConfig {
+        counts: Counts {
+            users: 5,
+            contacts: 40,
+            appointments: APPOINTMENTS,
+            activities: 0,
+        },
+        faults: Faults {
+            rate_per_second: 1e9,
+            rate_burst: 1_000_000_000,
+            ..Faults::default()
+        },
+        ..AcmeConfig::default()
     });
-}
-
-/// The Acme sandbox in its child process.
-struct Acme {
-    child: Child,
-    root: String,
-    pid: u32,
-}
-
-impl Acme {
-    fn start() -> Acme {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .env("WEFT_BENCH_ROLE", "acme")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let mut parts = line.split_whitespace();
-        let root = format!("http://{}", parts.next().unwrap());
-        let pid = parts.next().unwrap().parse().unwrap();
-        Acme { child, root, pid }
-    }
-
-    /// The child's CPU so far (user + system, `/proc/PID/stat`).
-    fn cpu(&self) -> Duration {
-        proc_cpu(&format!("/proc/{}/stat", self.pid))
-    }
-}
-
-impl Drop for Acme {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn proc_cpu(stat: &str) -> Duration {
-    proc_cpu_text(&std::fs::read_to_string(stat).unwrap_or_default())
-}
-
-/// User + system CPU from the text of `/proc/PID/stat`.
-fn proc_cpu_text(text: &str) -> Duration {
-    let fields: Vec<&str> = text
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 10)
 }
 
 struct Measured {
@@ -267,7 +204,7 @@ fn measure(
     let mut cpu = Duration::ZERO;
     while std::fs::metadata(format!("/proc/{pid}")).is_ok() {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        cpu = cpu.max(proc_cpu_text(&stat));
+        cpu = cpu.max(acme_child::proc_cpu(&stat));
         if stat.contains(") Z ") {
             break;
         }

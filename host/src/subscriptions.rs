@@ -169,8 +169,9 @@ impl Host {
         let (stage, c) = self
             .source_connector(&f, &format!("tenants.{tenant}.flows.{flow}"))
             .await?;
+        let mut slots = self.runtime.reserve_slots(1).await?;
         let inst = self
-            .instantiate(&c, tenant, flow, "webhooks", &stage)
+            .instantiate(&c, tenant, flow, "webhooks", &stage, &mut slots)
             .await?;
         Ok((inst, f.source.stream))
     }

@@ -28,21 +28,9 @@ impl Host {
         Ok(c)
     }
 
+    /// An instance of `c` for one stage of a tenant's flow, in one of
+    /// `slots` (reserved with [`crate::Runtime::reserve_slots`]).
     pub(crate) async fn instantiate(
-        &self,
-        c: &Connector,
-        tenant: &str,
-        flow: &str,
-        run_id: &str,
-        stage: &Stage,
-    ) -> anyhow::Result<ConnectorInstance> {
-        let mut slots = self.runtime.reserve_slots(1).await?;
-        self.instantiate_in(c, tenant, flow, run_id, stage, &mut slots)
-            .await
-    }
-
-    /// [`Host::instantiate`] in a slot reserved before.
-    pub(crate) async fn instantiate_in(
         &self,
         c: &Connector,
         tenant: &str,
@@ -90,7 +78,7 @@ impl Host {
             let (src_stage, c) = self.source_connector(flow, &at).await?;
             labels.push(c.label());
             Some(
-                self.instantiate_in(&c, tenant, flow_name, run_id, &src_stage, &mut slots)
+                self.instantiate(&c, tenant, flow_name, run_id, &src_stage, &mut slots)
                     .await?,
             )
         } else {
@@ -104,7 +92,7 @@ impl Host {
                 .await?;
             labels.push(c.label());
             mappers.push(
-                self.instantiate_in(&c, tenant, flow_name, run_id, m, &mut slots)
+                self.instantiate(&c, tenant, flow_name, run_id, m, &mut slots)
                     .await?,
             );
             mapper_specs.push((c, m.clone()));
@@ -118,7 +106,7 @@ impl Host {
             .await?;
         labels.push(c.label());
         let destination = self
-            .instantiate_in(&c, tenant, flow_name, run_id, &flow.destination, &mut slots)
+            .instantiate(&c, tenant, flow_name, run_id, &flow.destination, &mut slots)
             .await?;
         Ok(Pipeline {
             source,
@@ -459,7 +447,7 @@ impl Fresh<'_> {
             )
         })?;
         self.host
-            .instantiate_in(&self.spec.0, tenant, flow, run_id, &self.spec.1, &mut slots)
+            .instantiate(&self.spec.0, tenant, flow, run_id, &self.spec.1, &mut slots)
             .await
             .map_err(|e| CallError::Poisoned(format!("a fresh instance after a trap: {e:#}")))
     }
