@@ -25,6 +25,9 @@ use std::sync::{Arc, Mutex};
 pub struct Lease {
     /// Who holds it (a run ID, or what the trigger calls itself).
     pub holder: String,
+    /// Where the lease is a row shared by replicas: what its holder's
+    /// commits must still hold.
+    pub fence: Option<crate::state::Fence>,
     _guard: Box<dyn Send + Sync>,
 }
 
@@ -100,6 +103,7 @@ impl Leases for MemoryLeases {
             *slot.holder.lock().unwrap_or_else(|e| e.into_inner()) = Some(holder.to_owned());
             Ok(Lease {
                 holder: holder.to_owned(),
+                fence: None,
                 _guard: Box::new(Held {
                     slot,
                     _guard: guard,
@@ -207,6 +211,10 @@ impl Leases for SharedLeases {
             };
             Ok(Lease {
                 holder: holder.to_owned(),
+                fence: Some(crate::state::Fence {
+                    name: flow.to_owned(),
+                    token: token.clone(),
+                }),
                 _guard: Box::new(SharedHeld {
                     _local: local,
                     renew,

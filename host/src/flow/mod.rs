@@ -28,7 +28,7 @@ use crate::runtime::connector::{
     CallError, Connector, ConnectorInstance, InstanceSlots, TenantGrant, WorldKind,
 };
 use crate::state::{
-    DeadLetter, Delivery, Handled, PageCommit, RunOutcome, RunRecord, StateStore, now_ms,
+    DeadLetter, Delivery, Fence, Handled, PageCommit, RunOutcome, RunRecord, StateStore, now_ms,
 };
 use anyhow::{Context, anyhow, bail};
 use std::collections::HashMap;
@@ -172,6 +172,8 @@ pub(crate) struct Sink {
     pub(crate) destination_spec: (Connector, Stage),
     /// (tenant, flow, run ID) the instances serve.
     pub(crate) serving: (String, String, String),
+    /// What this run's commits must still hold (its lease's row).
+    pub(crate) fence: Option<crate::state::Fence>,
 }
 
 /// One line on how a flow is doing, for `weft state show`: whether it needs

@@ -33,13 +33,14 @@ impl Host {
             .await?;
         close_abandoned_runs(&*self.state, &dl.tenant, &dl.flow)?;
         if dl.stage == "on-webhook" {
-            return self.replay_delivery(dl, &flow).await;
+            return self.replay_delivery(dl, &flow, _lease.fence.as_ref()).await;
         }
         let run_id = new_run_id();
         let mut labels = Vec::new();
         let mut p = self
             .pipeline(&dl.tenant, &dl.flow, &flow, &run_id, false, &mut labels)
             .await?;
+        p.sink.fence = _lease.fence.clone();
         let mut run = RunRecord {
             id: run_id,
             trigger: "replay".into(),
@@ -77,6 +78,7 @@ impl Host {
             // Also settles a dead letter filed under an older ID scheme.
             commit.resolved.push(dl.id.clone());
         }
+        commit.fence = p.sink.fence.clone();
         self.state.commit_page(&dl.tenant, &dl.flow, &commit)?;
         run.outcome = RunOutcome::Succeeded;
         self.state.save_run(&run)?;
@@ -92,6 +94,7 @@ impl Host {
         &self,
         dl: DeadLetter,
         flow: &FlowConfig,
+        fence: Option<&Fence>,
     ) -> anyhow::Result<Result<(), DeadLetter>> {
         let delivery = delivery_of(&dl.record)?;
         let mut run = RunRecord {
@@ -100,7 +103,7 @@ impl Host {
             ..new_run(&dl.tenant, &dl.flow)
         };
         let result = self
-            .webhook_pages(&dl.tenant, &dl.flow, flow, vec![delivery], &mut run)
+            .webhook_pages(&dl.tenant, &dl.flow, flow, vec![delivery], &mut run, fence)
             .await;
         let refused_again = run.dead_lettered > 0;
         self.finish(&dl.tenant, &dl.flow, &mut run, result)?;

@@ -116,6 +116,7 @@ impl Host {
                 mapper_specs,
                 destination_spec: (c, flow.destination.clone()),
                 serving: (tenant.to_owned(), flow_name.to_owned(), run_id.to_owned()),
+                fence: None,
             },
         })
     }
@@ -148,13 +149,25 @@ impl Host {
         self.state.save_run_progress(&run)?;
         let span = tracing::info_span!("run", tenant, flow = flow_name, run_id = %run.id);
         let result = self
-            .run_pages(tenant, flow_name, &flow, trigger, &mut run, progress)
+            .run_pages(
+                tenant,
+                flow_name,
+                &flow,
+                trigger,
+                &mut run,
+                progress,
+                _lease.fence.as_ref(),
+            )
             .instrument(span)
             .await;
         self.finish(tenant, flow_name, &mut run, result)?;
         Ok(run)
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a run's flow, trigger, record, progress and lease"
+    )]
     pub(crate) async fn run_pages(
         &self,
         tenant: &str,
@@ -163,11 +176,13 @@ impl Host {
         trigger: Trigger,
         run: &mut RunRecord,
         progress: &(dyn Fn(&RunRecord) + Sync),
+        fence: Option<&Fence>,
     ) -> Result<(), Stop> {
         let mut pipeline = self
             .pipeline(tenant, flow_name, flow, &run.id, true, &mut run.connectors)
             .await
             .map_err(|e| Stop::Attention(format!("{e:#}")))?;
+        pipeline.sink.fence = fence.cloned();
         let fingerprint = flow_fingerprint(flow);
         let known = self.state.flow_fingerprint(tenant, flow_name)?;
         let changed = known.as_ref().is_some_and(|k| *k != fingerprint);
@@ -289,6 +304,7 @@ impl Host {
         self.deliver(sink, &mut items, retry, run).await?;
         let mut commit = PageCommit {
             read_at: Some(read_at),
+            fence: sink.fence.clone(),
             ..commit_for(
                 tenant,
                 flow,

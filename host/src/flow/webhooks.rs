@@ -44,7 +44,14 @@ impl Host {
         self.state.save_run_progress(&run)?;
         let span = tracing::info_span!("webhook", tenant, flow = flow_name, run_id = %run.id);
         let result = self
-            .webhook_pages(tenant, flow_name, &flow, deliveries, &mut run)
+            .webhook_pages(
+                tenant,
+                flow_name,
+                &flow,
+                deliveries,
+                &mut run,
+                _lease.fence.as_ref(),
+            )
             .instrument(span)
             .await;
         self.finish(tenant, flow_name, &mut run, result)?;
@@ -58,11 +65,13 @@ impl Host {
         flow: &FlowConfig,
         deliveries: Vec<WebhookDelivery>,
         run: &mut RunRecord,
+        fence: Option<&Fence>,
     ) -> Result<(), Stop> {
         let mut p = self
             .pipeline(tenant, flow_name, flow, &run.id, true, &mut run.connectors)
             .await
             .map_err(|e| Stop::Attention(format!("{e:#}")))?;
+        p.sink.fence = fence.cloned();
         let scope = delivery_scope(flow);
         let mut records = Vec::new();
         let mut dead = Vec::new();
@@ -120,6 +129,7 @@ impl Host {
                                 .pipeline(tenant, flow_name, flow, &run.id, true, &mut Vec::new())
                                 .await
                                 .map_err(|e| Stop::Attention(format!("{e:#}")))?;
+                            p.sink.fence = fence.cloned();
                         }
                     }
                     Err(e) => return Err(stop_for("on-webhook", &label, e)),

@@ -109,6 +109,21 @@ pub struct PageCommit {
     /// between, each record's entry is written from
     /// [`Handled::before`] without being read again. `None`: each is read.
     pub read_at: Option<u64>,
+    /// The lease the committing run holds, where leases are shared rows:
+    /// the commit is refused unless that lease is still this replica's
+    /// (a run that outlived its lease, on a replica cut off or stalled,
+    /// must not move a cursor another replica's run now owns).
+    pub fence: Option<Fence>,
+}
+
+/// A lease row a commit must still hold: its name and its holder token
+/// (the tenant is the commit's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The lease's name (`flow::writer_lease`).
+    pub name: String,
+    /// The token its row holds.
+    pub token: String,
 }
 
 /// One source record a page handled.

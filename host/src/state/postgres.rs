@@ -720,8 +720,29 @@ impl StateStore for PgState {
     /// not moved: then they are written without being read again.
     fn commit_page(&self, tenant: &str, flow: &str, commit: &PageCommit) -> anyhow::Result<()> {
         let (t, f, commit) = (tenant.to_owned(), flow.to_owned(), commit.clone());
+        let replica = self.replica.clone();
         self.db.run(move |mut c| async move {
             let tx = c.transaction().await?;
+            // The fence first: the lease row is locked until this commits,
+            // so no other replica takes it over in between.
+            if let Some(fence) = &commit.fence {
+                let held = tx
+                    .query_opt(
+                        &tx.prepare_cached(
+                            "SELECT 1 FROM leases WHERE tenant = $1 AND name = $2 AND replica = $3
+                               AND holder = $4 AND expires_ms >= weft_now_ms() FOR SHARE",
+                        )
+                        .await?,
+                        &[&t, &fence.name, &replica, &fence.token],
+                    )
+                    .await?;
+                if held.is_none() {
+                    anyhow::bail!(
+                        "the page is not committed: this replica's lease on {:?} ran out (a stall or a lost connection outlasted [state] lease_seconds) and another run may hold it now",
+                        fence.name
+                    );
+                }
+            }
             let stamp = bump_stamp(&tx, &t, &commit.scope).await?;
             let unchanged = commit.read_at == Some(stamp - 1);
             let any_dead: bool = tx
@@ -1868,6 +1889,47 @@ mod tests {
         assert!(a.try_lease("t", "dest", "run4/w").unwrap());
         assert!(!b.renew_lease("t", "dest", "run2/y").unwrap());
         assert!(a.renew_lease("t", "dest", "run4/w").unwrap());
+    }
+
+    #[test]
+    fn a_commit_after_its_lease_ran_out_is_refused_and_changes_nothing() {
+        let lease = std::time::Duration::from_millis(600);
+        let (a, b) = replicas(lease);
+        let fence = |token: &str| {
+            Some(crate::state::Fence {
+                name: "dest".into(),
+                token: token.into(),
+            })
+        };
+        let commit = |cursor: &str, key: &str, token: &str| PageCommit {
+            cursor: Some(cursor.into()),
+            fence: fence(token),
+            ..crate::state::behaviour::page("dest", &[(key, 1, Some(true))])
+        };
+        assert!(a.try_lease("t", "dest", "run1/x").unwrap());
+        a.commit_page("t", "f", &commit("c1", "k1", "run1/x"))
+            .unwrap();
+        // Not renewed (a stall, a lost connection): it runs out, and
+        // replica b's run takes it.
+        std::thread::sleep(lease + std::time::Duration::from_millis(200));
+        assert!(b.try_lease("t", "dest", "run2/y").unwrap());
+        b.commit_page("t", "f", &commit("c2", "k2", "run2/y"))
+            .unwrap();
+        // Replica a's run wakes up and commits: refused, nothing moves.
+        let e = a
+            .commit_page("t", "f", &commit("c9", "k9", "run1/x"))
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("lease on \"dest\" ran out"),
+            "{e:#}"
+        );
+        assert_eq!(b.cursor("t", "f").unwrap().as_deref(), Some("c2"));
+        assert_eq!(b.delivery("t", "dest", "k9").unwrap(), Delivery::default());
+        // Nor with the token of another replica's lease.
+        assert!(
+            a.commit_page("t", "f", &commit("c9", "k9", "run2/y"))
+                .is_err()
+        );
     }
 
     #[test]
