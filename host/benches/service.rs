@@ -544,8 +544,7 @@ fn alert_check() {
                     cursor: None,
                     records,
                     dead_letters: dead,
-                    resolved: vec![],
-                    read_at: None,
+                    ..Default::default()
                 },
             )
             .unwrap();
