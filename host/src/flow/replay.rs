@@ -27,20 +27,20 @@ impl Host {
             .dead_letter(id)?
             .with_context(|| format!("no dead letter {id}"))?;
         let flow = self.flow(&dl.tenant, &dl.flow)?;
-        let _lease = self
+        let lease = self
             .leases
             .acquire(&dl.tenant, &writer_lease(&flow), "replay")
             .await?;
         close_abandoned_runs(&*self.state, &dl.tenant, &dl.flow)?;
         if dl.stage == "on-webhook" {
-            return self.replay_delivery(dl, &flow, _lease.fence.as_ref()).await;
+            return self.replay_delivery(dl, &flow, lease.fence.as_ref()).await;
         }
         let run_id = new_run_id();
         let mut labels = Vec::new();
         let mut p = self
             .pipeline(&dl.tenant, &dl.flow, &flow, &run_id, false, &mut labels)
             .await?;
-        p.sink.fence = _lease.fence.clone();
+        p.sink.fence = lease.fence.clone();
         let mut run = RunRecord {
             id: run_id,
             trigger: "replay".into(),

@@ -68,33 +68,19 @@ impl Host {
         labels: &mut Vec<String>,
     ) -> anyhow::Result<Pipeline> {
         let at = format!("tenants.{tenant}.flows.{flow_name}");
-        // Every instance of the run at once: with more runs than the pool
-        // has slots for, runs wait for their turn instead of failing.
-        let mut slots = self
-            .runtime
-            .reserve_slots(usize::from(with_source) + flow.mappers.len() + 1)
-            .await?;
-        let source = if with_source {
-            let (src_stage, c) = self.source_connector(flow, &at).await?;
-            labels.push(c.label());
-            Some(
-                self.instantiate(&c, tenant, flow_name, run_id, &src_stage, &mut slots)
-                    .await?,
-            )
-        } else {
-            None
+        // Every connector resolved and loaded first: loading one may
+        // instantiate it (its `describe`), which takes a slot of its own.
+        let source = match with_source {
+            true => Some(self.source_connector(flow, &at).await?),
+            false => None,
         };
-        let mut mappers = Vec::new();
+        labels.extend(source.iter().map(|(_, c)| c.label()));
         let mut mapper_specs = Vec::new();
         for (i, m) in flow.mappers.iter().enumerate() {
             let c = self
                 .stage_connector(m, WorldKind::Mapper, &format!("{at}.mappers[{i}]"))
                 .await?;
             labels.push(c.label());
-            mappers.push(
-                self.instantiate(&c, tenant, flow_name, run_id, m, &mut slots)
-                    .await?,
-            );
             mapper_specs.push((c, m.clone()));
         }
         let c = self
@@ -105,6 +91,26 @@ impl Host {
             )
             .await?;
         labels.push(c.label());
+        // Then every instance of the run at once: with more runs than the
+        // pool has slots for, runs wait for their turn instead of failing.
+        let mut slots = self
+            .runtime
+            .reserve_slots(usize::from(with_source) + flow.mappers.len() + 1)
+            .await?;
+        let source = match source {
+            Some((stage, sc)) => Some(
+                self.instantiate(&sc, tenant, flow_name, run_id, &stage, &mut slots)
+                    .await?,
+            ),
+            None => None,
+        };
+        let mut mappers = Vec::new();
+        for (mc, m) in &mapper_specs {
+            mappers.push(
+                self.instantiate(mc, tenant, flow_name, run_id, m, &mut slots)
+                    .await?,
+            );
+        }
         let destination = self
             .instantiate(&c, tenant, flow_name, run_id, &flow.destination, &mut slots)
             .await?;
@@ -133,7 +139,7 @@ impl Host {
         let flow = self.flow(tenant, flow_name)?;
         // The flow is this run's alone from before its record starts to
         // after its last commit.
-        let _lease = self
+        let lease = self
             .leases
             .acquire(tenant, &writer_lease(&flow), trigger.as_str())
             .await?;
@@ -156,7 +162,7 @@ impl Host {
                 trigger,
                 &mut run,
                 progress,
-                _lease.fence.as_ref(),
+                lease.fence.as_ref(),
             )
             .instrument(span)
             .await;

@@ -31,7 +31,7 @@ impl Host {
         let flow = self.flow(tenant, flow_name)?;
         // A batch waits for a poll of the flow in progress (and a poll for
         // a batch): never beside it.
-        let _lease = self
+        let lease = self
             .leases
             .acquire(tenant, &writer_lease(&flow), "webhook")
             .await?;
@@ -50,7 +50,7 @@ impl Host {
                 &flow,
                 deliveries,
                 &mut run,
-                _lease.fence.as_ref(),
+                lease.fence.as_ref(),
             )
             .instrument(span)
             .await;

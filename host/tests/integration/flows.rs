@@ -1072,3 +1072,27 @@ destination = {{ connector = "test-destination@^2", config = {{ url = "{}" }}, h
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_fills_the_pool_can_still_load_its_connectors() {
+    // A process that has not loaded the connectors yet: loading one
+    // instantiates it for its `describe`, which needs a slot of the pool
+    // while the run's own fill it (two instances, a pool of two).
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "data_dir = {:?}\n[limits]\nmax_instances = 2\n[tenants.acme.flows.sync]\nsource = {{ connector = \"test-source@^1\", stream = \"numbers\", config = {{ total = 3 }} }}\ndestination = {{ connector = \"test-destination@^2\", config = {{ url = \"discard:\" }} }}\n",
+        dir.path()
+    );
+    {
+        let h = Host::open(WeftConfig::parse(&text).unwrap()).unwrap();
+        for f in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
+            h.registry.add(&h.runtime, f.as_ref()).await.unwrap();
+        }
+    }
+    let h = Host::open(WeftConfig::parse(&text).unwrap()).unwrap();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), run_manual(&h, "sync"))
+        .await
+        .expect("the run waited on itself for a slot");
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{r:?}");
+    assert_eq!(r.emitted, 3, "{r:?}");
+}
