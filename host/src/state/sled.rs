@@ -712,8 +712,7 @@ impl StateStore for SledState {
         let mut taken: (Vec<u8>, usize) = (Vec::new(), 0);
         for k in self.flow_runs.scan_prefix(&prefix).keys().rev() {
             let k = k?;
-            let at = k.iter().rposition(|b| *b == 0).unwrap_or(0);
-            let (flow_key, id) = (&k[..at], &k[at + 1..]);
+            let (flow_key, id) = split_run_key(&k);
             if taken.0 != flow_key {
                 taken = (flow_key.to_vec(), 0);
             }
@@ -741,8 +740,7 @@ impl StateStore for SledState {
         // least one) stay, younger ones stay, running ones stay.
         for k in self.flow_runs.iter().keys().rev() {
             let k = k?;
-            let at = k.iter().rposition(|b| *b == 0).unwrap_or(0);
-            let (flow_key, id) = (&k[..at], &k[at + 1..]);
+            let (flow_key, id) = split_run_key(&k);
             if flow.0 != flow_key {
                 flow = (flow_key.to_vec(), 0);
             }
@@ -928,6 +926,12 @@ impl StateStore for SledState {
 }
 
 /// Splits a key of `parts` `\0`-separated names (the last may hold `\0`).
+/// A `runs_by_flow` key, `tenant\0flow\0id`, as (`tenant\0flow`, `id`).
+fn split_run_key(k: &[u8]) -> (&[u8], &[u8]) {
+    let at = k.iter().rposition(|b| *b == 0).unwrap_or(0);
+    (&k[..at], &k[at + 1..])
+}
+
 fn split_key(k: &[u8], parts: usize) -> Vec<String> {
     k.splitn(parts, |b| *b == 0)
         .map(|p| String::from_utf8_lossy(p).into_owned())
