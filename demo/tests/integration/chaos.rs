@@ -16,7 +16,7 @@
 //! The random choices come from `WEFT_CHAOS_SEED` (printed; set it to
 //! replay a failure); `WEFT_CHAOS_SECS` sets how long the storm lasts.
 
-use crate::support::{OPERATOR, acme_with, api};
+use crate::support::{OPERATOR, acme_with, api, free_port, last_known};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -24,8 +24,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-use weft_demo::{DemoEnv, TenantSetup};
-use weft_sandbox::acme::Faults;
+use weft_demo::DemoEnv;
+use weft_sandbox::acme::{AcmeConfig, Faults};
 
 pub(crate) const FLOWS: [&str; 3] = ["appointments", "contacts", "touchpoints"];
 
@@ -462,6 +462,16 @@ pub(crate) fn overlaps(runs: &[Value], kills: &[u64]) -> Vec<String> {
 /// The storm's random source and length, from `WEFT_CHAOS_SEED` (random
 /// unless set) and `WEFT_CHAOS_SECS` (`default_secs` unless set); both
 /// printed, so that a failure can be replayed.
+/// An Acme whose webhooks are duplicated, reordered and dropped.
+pub(crate) fn stormy_acme() -> AcmeConfig {
+    acme_with(Faults {
+        duplicate_webhooks: 0.3,
+        webhook_jitter_ms: 400,
+        dropped_webhooks: 0.1,
+        ..Faults::default()
+    })
+}
+
 pub(crate) fn storm(default_secs: u64) -> (StdRng, u64) {
     let seed: u64 = std::env::var("WEFT_CHAOS_SEED")
         .ok()
@@ -478,25 +488,9 @@ pub(crate) fn storm(default_secs: u64) -> (StdRng, u64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn webhooks_polls_manual_runs_and_kill_9_end_in_what_acme_says() {
     let (mut rng, secs) = storm(40);
-    let last_known = |id: &str| {
-        let mut t = TenantSetup::new(id);
-        t.source_options = r#"deleted_contacts = "last-known""#.into();
-        t
-    };
-    let faults = Faults {
-        duplicate_webhooks: 0.3,
-        webhook_jitter_ms: 400,
-        dropped_webhooks: 0.1,
-        ..Faults::default()
-    };
-    let env = DemoEnv::start(acme_with(faults), vec![last_known("t1"), last_known("t2")])
-        .await
-        .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let tenants = vec![last_known("t1"), last_known("t2")];
+    let env = DemoEnv::start(stormy_acme(), tenants).await.unwrap();
+    let port = free_port();
     let config = env.dir.path().join("serve.toml");
     std::fs::write(&config, serve_config(&env, port, "3s")).unwrap();
     prepare_state(&env, &config);

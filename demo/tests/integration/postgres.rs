@@ -2,7 +2,7 @@
 //! "postgres"`): the same exactness as on sled, by poll and by webhook,
 //! with tenants' secrets, the inbox, dead letters and runs in the database.
 
-use crate::service::{appointment_arrives, connect_webhook, create_appointment};
+use crate::service::{appointment_arrives, create_appointment, event_arrives, serve_with_webhook};
 use crate::support::*;
 use std::time::{Duration, Instant};
 use weft::state::RunOutcome;
@@ -20,9 +20,7 @@ async fn the_integration_on_postgres_is_exact_by_poll_and_by_webhook() {
     .await
     .unwrap();
     for t in ["t1", "t2"] {
-        for r in env.sync(t).await.unwrap() {
-            assert_eq!(r.outcome, RunOutcome::Succeeded, "{t}: {:?}", r.error);
-        }
+        sync_ok(&env, t).await;
         let check = env.check_against_acme(t).await.unwrap();
         assert!(
             check.differences.is_empty(),
@@ -45,8 +43,7 @@ async fn the_integration_on_postgres_is_exact_by_poll_and_by_webhook() {
 
     // By webhook: the sealed secret, the tenant written over the API and
     // the durable inbox are rows.
-    let svc = Service::start(&env).await;
-    connect_webhook(&env, &svc).await;
+    let (svc, _) = serve_with_webhook(&env).await;
     let arrived = appointment_arrives(&env, "Booked on PostgreSQL").await;
     eprintln!("created in Acme → in Radicale, on PostgreSQL: {arrived:?}");
     assert!(state.doc_list("tenant", "t1").unwrap().len() == 1);
@@ -67,11 +64,8 @@ async fn when_the_database_stops_nothing_is_acknowledged_and_weft_catches_up() {
     let env = DemoEnv::start_on_postgres(acme(), vec![TenantSetup::new("t1")], &url)
         .await
         .unwrap();
-    for r in env.sync("t1").await.unwrap() {
-        assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
-    }
-    let svc = Service::start(&env).await;
-    connect_webhook(&env, &svc).await;
+    sync_ok(&env, "t1").await;
+    let (svc, _) = serve_with_webhook(&env).await;
     let before = env.acme.deliveries().len();
 
     pg.stop().unwrap();
@@ -97,14 +91,8 @@ async fn when_the_database_stops_nothing_is_acknowledged_and_weft_catches_up() {
     assert_eq!(status, 503);
 
     pg.restart().unwrap();
-    let t = Instant::now();
-    while !env.calendar("t1", &email).await.unwrap().contains_key(&uid) {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the appointment did not arrive after the database came back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let late = "the appointment did not arrive after the database came back";
+    event_arrives(&env, &email, &uid, Duration::from_secs(60), late).await;
     let (status, _) = api(&svc.url, None, "GET", "/readyz", None).await.unwrap();
     assert_eq!(status, 200);
     svc.stop().await;

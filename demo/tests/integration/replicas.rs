@@ -20,17 +20,16 @@
 
 use crate::chaos::{
     FLOWS, Weft, World, copy_compiled, now_ms, overlaps, runs, serve_config_in, settle, storm,
-    subscribe,
+    stormy_acme, subscribe,
 };
-use crate::support::acme_with;
+use crate::support::{free_port, last_known};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use rand::Rng;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use weft_demo::{DemoEnv, TenantSetup};
-use weft_sandbox::acme::Faults;
+use weft_demo::DemoEnv;
 
 /// How long a replica's leases and webhook claims last in this test.
 const LEASE_SECS: u64 = 4;
@@ -122,30 +121,14 @@ async fn forward(
         .unwrap())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_on_postgres_with_kill_9_end_in_what_acme_says() {
     let (mut rng, secs) = storm(30);
     let pg = weft_test_pg::Postgres::start().unwrap();
     let url = pg.create_database("weft").unwrap();
-    let mut t1 = TenantSetup::new("t1");
-    t1.source_options = r#"deleted_contacts = "last-known""#.into();
-    let faults = Faults {
-        duplicate_webhooks: 0.3,
-        webhook_jitter_ms: 400,
-        dropped_webhooks: 0.1,
-        ..Faults::default()
-    };
     // The test's own host is a replica too: it registers the connectors
     // (their bytes go into the database) and starts no scheduler.
-    let env = DemoEnv::start_on_postgres(acme_with(faults), vec![t1], &url)
+    let env = DemoEnv::start_on_postgres(stormy_acme(), vec![last_known("t1")], &url)
         .await
         .unwrap();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();

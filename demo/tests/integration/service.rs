@@ -5,8 +5,8 @@
 use crate::support::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use weft::state::RunOutcome;
-use weft_demo::{DemoEnv, TenantSetup};
+use weft::state::{RunOutcome, RunRecord};
+use weft_demo::DemoEnv;
 
 /// Registers an Acme webhook for t1's appointments flow at the service and
 /// gives the flow its secret over the admin API; returns the secret.
@@ -27,24 +27,11 @@ pub(crate) async fn connect_webhook(env: &DemoEnv, svc: &Service) -> String {
     .await
     .unwrap();
     let secret = reg.json()["secret"].as_str().unwrap().to_owned();
-    let (s, _) = svc
-        .call(
-            Some(OPERATOR),
-            "PUT",
-            "/v1/tenants/t1/secrets/acme_webhook",
-            Some(json!({ "value": secret })),
-        )
-        .await;
-    assert_eq!(s, 204);
-    let (s, mut tenant) = svc
-        .call(Some(OPERATOR), "GET", "/v1/tenants/t1", None)
-        .await;
-    assert_eq!(s, 200, "{tenant}");
+    svc.put_secret("t1", "acme_webhook", &secret).await;
+    let mut tenant = svc.tenant("t1").await;
     tenant["flows"]["appointments"]["source"]["webhook"] =
         json!({ "secrets": [{ "secret": "acme_webhook" }] });
-    let (s, v) = svc
-        .call(Some(OPERATOR), "PUT", "/v1/tenants/t1", Some(tenant))
-        .await;
+    let (s, v) = svc.put_tenant("t1", tenant).await;
     assert_eq!(s, 200, "{v}");
     secret
 }
@@ -52,15 +39,26 @@ pub(crate) async fn connect_webhook(env: &DemoEnv, svc: &Service) -> String {
 /// Tenant `t1` after its first sync, with `weft serve` running and Acme's
 /// webhook pointed at it.
 async fn synced_with_webhooks() -> (DemoEnv, Service) {
-    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
-        .await
-        .unwrap();
-    for r in env.sync("t1").await.unwrap() {
-        assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
-    }
-    let svc = Service::start(&env).await;
-    connect_webhook(&env, &svc).await;
+    let env = demo(&["t1"]).await;
+    sync_ok(&env, "t1").await;
+    let (svc, _) = serve_with_webhook(&env).await;
     (env, svc)
+}
+
+/// The latest 50 runs of `t1`'s flow `appointments`, newest first.
+fn appointment_runs(env: &DemoEnv) -> Vec<RunRecord> {
+    env.host
+        .state
+        .runs(Some("t1"), Some("appointments"), 50)
+        .unwrap()
+}
+
+/// `weft serve` over `env` with Acme's webhook for `t1` pointed at it: the
+/// service and the webhook's secret.
+pub(crate) async fn serve_with_webhook(env: &DemoEnv) -> (Service, String) {
+    let svc = Service::start(env).await;
+    let secret = connect_webhook(env, &svc).await;
+    (svc, secret)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -74,11 +72,7 @@ async fn an_acme_change_reaches_radicale_by_webhook_without_a_poll() {
     // end: wait for that.)
     let mut runs = vec![];
     for _ in 0..200 {
-        runs = env
-            .host
-            .state
-            .runs(Some("t1"), Some("appointments"), 50)
-            .unwrap();
+        runs = appointment_runs(&env);
         if runs.iter().all(|r| r.outcome != RunOutcome::Running) {
             break;
         }
@@ -104,19 +98,11 @@ async fn an_acme_change_reaches_radicale_by_webhook_without_a_poll() {
 async fn a_paused_flow_keeps_its_webhooks_until_resumed() {
     let (env, svc) = synced_with_webhooks().await;
     let (s, v) = svc
-        .call(
-            Some(OPERATOR),
-            "POST",
-            "/v1/tenants/t1/flows/appointments/pause",
-            None,
-        )
+        .operator("POST", "/v1/tenants/t1/flows/appointments/pause", None)
         .await;
     assert_eq!(s, 200, "{v}");
     let webhook_runs = || {
-        env.host
-            .state
-            .runs(Some("t1"), Some("appointments"), 50)
-            .unwrap()
+        appointment_runs(&env)
             .into_iter()
             .filter(|r| r.trigger == "webhook")
             .count()
@@ -138,33 +124,19 @@ async fn a_paused_flow_keeps_its_webhooks_until_resumed() {
     assert!(weft::metrics::metrics().webhook_inbox.get() >= 1);
     assert!(!env.calendar("t1", &email).await.unwrap().contains_key(&uid));
     let (s, v) = svc
-        .call(
-            Some(OPERATOR),
-            "POST",
-            "/v1/tenants/t1/flows/appointments/resume",
-            None,
-        )
+        .operator("POST", "/v1/tenants/t1/flows/appointments/resume", None)
         .await;
     assert_eq!(s, 200, "{v}");
-    let t = Instant::now();
-    while !env.calendar("t1", &email).await.unwrap().contains_key(&uid) {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "resuming did not deliver the kept webhook"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let late = "resuming did not deliver the kept webhook";
+    event_arrives(&env, &email, &uid, Duration::from_secs(20), late).await;
     assert!(webhook_runs() >= 1);
     svc.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_and_repeated_deliveries_are_answered_as_standard_webhooks_say() {
-    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
-        .await
-        .unwrap();
-    let svc = Service::start(&env).await;
-    let secret = connect_webhook(&env, &svc).await;
+    let env = demo(&["t1"]).await;
+    let (svc, secret) = serve_with_webhook(&env).await;
     let apt = env.acme_get("/appointments?limit=1").await.unwrap()["data"][0].clone();
     let body = json!({ "id": "evt_test_1", "type": "appointment.updated", "occurred_at": apt["updated_at"], "data": { "object": apt } }).to_string();
     let path = "/hooks/t1/appointments";
@@ -216,11 +188,7 @@ async fn bad_and_repeated_deliveries_are_answered_as_standard_webhooks_say() {
     // The accepted one is processed once.
     let mut webhook_runs = vec![];
     for _ in 0..200 {
-        webhook_runs = env
-            .host
-            .state
-            .runs(Some("t1"), Some("appointments"), 50)
-            .unwrap()
+        webhook_runs = appointment_runs(&env)
             .into_iter()
             .filter(|r| r.trigger == "webhook")
             .collect();
@@ -239,7 +207,7 @@ async fn bad_and_repeated_deliveries_are_answered_as_standard_webhooks_say() {
     assert_eq!(webhook_runs[0].fetched, 1, "{webhook_runs:?}");
     assert!(env.host.state.inbox_pending().unwrap().is_empty());
     // Metrics count each case.
-    let (s, text) = svc.call(Some(OPERATOR), "GET", "/metrics", None).await;
+    let (s, text) = svc.operator("GET", "/metrics", None).await;
     assert_eq!(s, 200);
     let text = text.as_str().unwrap_or_default().to_owned();
     for result in [
@@ -260,9 +228,7 @@ async fn bad_and_repeated_deliveries_are_answered_as_standard_webhooks_say() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_scope_tenants_and_secrets_stay_sealed() {
-    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1"), TenantSetup::new("t2")])
-        .await
-        .unwrap();
+    let env = demo(&["t1", "t2"]).await;
     let svc = Service::start(&env).await;
     // Health is open; everything else needs a token.
     assert_eq!(svc.call(None, "GET", "/healthz", None).await.0, 200);
@@ -273,8 +239,7 @@ async fn tokens_scope_tenants_and_secrets_stay_sealed() {
     );
     assert_eq!(svc.call(None, "GET", "/metrics", None).await.0, 401);
     let (s, minted) = svc
-        .call(
-            Some(OPERATOR),
+        .operator(
             "POST",
             "/v1/tokens",
             Some(json!({ "name": "t1's console", "tenant": "t1" })),
@@ -293,56 +258,28 @@ async fn tokens_scope_tenants_and_secrets_stay_sealed() {
             .collect::<Vec<String>>(),
         vec!["t1".to_string()]
     );
-    assert_eq!(
-        svc.call(Some(&t1), "GET", "/v1/tenants/t2", None).await.0,
-        404
-    );
-    assert_eq!(
-        svc.call(Some(&t1), "GET", "/v1/runs?tenant=t2", None)
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        svc.call(
-            Some(&t1),
-            "GET",
-            "/v1/tenants/t2/flows/appointments/state",
-            None
-        )
-        .await
-        .0,
-        404
-    );
-    assert_eq!(
-        svc.call(
-            Some(&t1),
+    for (method, path, body, status) in [
+        ("GET", "/v1/tenants/t2", None, 404),
+        ("GET", "/v1/runs?tenant=t2", None, 404),
+        ("GET", "/v1/tenants/t2/flows/appointments/state", None, 404),
+        (
             "PUT",
             "/v1/tenants/t2/secrets/x",
-            Some(json!({ "value": "v" }))
-        )
-        .await
-        .0,
-        404
-    );
-    // Operator-only endpoints.
-    assert_eq!(
-        svc.call(
-            Some(&t1),
+            Some(json!({ "value": "v" })),
+            404,
+        ),
+        // Operator-only endpoints.
+        (
             "POST",
             "/v1/tokens",
-            Some(json!({ "name": "more", "tenant": "t1" }))
-        )
-        .await
-        .0,
-        403
-    );
-    assert_eq!(
-        svc.call(Some(&t1), "DELETE", "/v1/tenants/t1", None)
-            .await
-            .0,
-        403
-    );
+            Some(json!({ "name": "more", "tenant": "t1" })),
+            403,
+        ),
+        ("DELETE", "/v1/tenants/t1", None, 403),
+    ] {
+        let (s, v) = svc.call(Some(&t1), method, path, body).await;
+        assert_eq!(s, status, "{method} {path}: {v}");
+    }
     // Runs of t2 never show up for t1.
     env.sync("t2").await.unwrap();
     let (_, runs) = svc.call(Some(&t1), "GET", "/v1/runs", None).await;
@@ -368,7 +305,7 @@ async fn tokens_scope_tenants_and_secrets_stay_sealed() {
         "/v1/tenants/t1/secrets",
         "/v1/config/export",
     ] {
-        let (_, v) = svc.call(Some(OPERATOR), "GET", path, None).await;
+        let (_, v) = svc.operator("GET", path, None).await;
         assert!(!v.to_string().contains(value), "{path} shows the secret");
     }
     env.host.state.flush().unwrap();
@@ -384,13 +321,9 @@ async fn tokens_scope_tenants_and_secrets_stay_sealed() {
         }
     }
     // A config with an invalid stage is refused, naming the field.
-    let (_, mut tenant) = svc
-        .call(Some(OPERATOR), "GET", "/v1/tenants/t1", None)
-        .await;
+    let mut tenant = svc.tenant("t1").await;
     tenant["flows"]["appointments"]["destination"]["config"] = json!({ "collection_url": 42 });
-    let (s, v) = svc
-        .call(Some(OPERATOR), "PUT", "/v1/tenants/t1", Some(tenant))
-        .await;
+    let (s, v) = svc.put_tenant("t1", tenant).await;
     assert_eq!(s, 400, "{v}");
     assert!(
         v["error"]
@@ -454,13 +387,25 @@ pub(crate) async fn create_appointment(env: &DemoEnv, title: &str) -> (String, S
 pub(crate) async fn appointment_arrives(env: &DemoEnv, title: &str) -> Duration {
     let t = Instant::now();
     let (email, uid) = create_appointment(env, title).await;
-    while t.elapsed() < Duration::from_secs(20) {
-        if env.calendar("t1", &email).await.unwrap().contains_key(&uid) {
-            return t.elapsed();
-        }
+    let late = format!("{title:?} did not reach the calendar by webhook");
+    event_arrives(env, &email, &uid, Duration::from_secs(20), &late).await;
+    t.elapsed()
+}
+
+/// Waits until the event `uid` is in the calendar of `email` (tenant
+/// `t1`); panics with `late` if it is not there `within`.
+pub(crate) async fn event_arrives(
+    env: &DemoEnv,
+    email: &str,
+    uid: &str,
+    within: Duration,
+    late: &str,
+) {
+    let t = Instant::now();
+    while !env.calendar("t1", email).await.unwrap().contains_key(uid) {
+        assert!(t.elapsed() < within, "{late}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{title:?} did not reach the calendar by webhook");
 }
 
 /// The tenant asks for webhooks (`webhook.register`): weft subscribes at
@@ -470,21 +415,13 @@ pub(crate) async fn appointment_arrives(env: &DemoEnv, title: &str) -> Duration 
 /// subscription at Acme.
 #[tokio::test(flavor = "multi_thread")]
 async fn activation_subscribes_at_acme_and_deactivation_unsubscribes() {
-    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
-        .await
-        .unwrap();
-    for r in env.sync("t1").await.unwrap() {
-        assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
-    }
+    let env = demo(&["t1"]).await;
+    sync_ok(&env, "t1").await;
     let svc = Service::start(&env).await;
     assert!(acme_webhooks(&env).await.is_empty());
-    let (_, mut tenant) = svc
-        .call(Some(OPERATOR), "GET", "/v1/tenants/t1", None)
-        .await;
+    let mut tenant = svc.tenant("t1").await;
     tenant["flows"]["appointments"]["source"]["webhook"] = json!({ "register": true });
-    let (s, answer) = svc
-        .call(Some(OPERATOR), "PUT", "/v1/tenants/t1", Some(tenant))
-        .await;
+    let (s, answer) = svc.put_tenant("t1", tenant).await;
     assert_eq!(s, 200, "{answer}");
     let hook_url = format!("{}/hooks/t1/appointments", svc.url);
     assert_eq!(
@@ -512,20 +449,14 @@ async fn activation_subscribes_at_acme_and_deactivation_unsubscribes() {
     );
 
     let (s, sub) = svc
-        .call(
-            Some(OPERATOR),
-            "GET",
-            "/v1/tenants/t1/flows/appointments/webhook",
-            None,
-        )
+        .operator("GET", "/v1/tenants/t1/flows/appointments/webhook", None)
         .await;
     assert_eq!(s, 200);
     assert_eq!(sub["id"], at_acme[0]["id"]);
     assert!(!sub.to_string().contains("whsec_"), "{sub}");
 
     let (s, rotated) = svc
-        .call(
-            Some(OPERATOR),
+        .operator(
             "POST",
             "/v1/tenants/t1/flows/appointments/webhook/rotate",
             None,
@@ -543,7 +474,7 @@ async fn activation_subscribes_at_acme_and_deactivation_unsubscribes() {
         "/v1/config/export",
         "/v1/tenants/t1/secrets",
     ] {
-        let (_, v) = svc.call(Some(OPERATOR), "GET", path, None).await;
+        let (_, v) = svc.operator("GET", path, None).await;
         assert!(!v.to_string().contains("whsec_"), "{path}: {v}");
     }
     env.host.state.flush().unwrap();
@@ -557,19 +488,14 @@ async fn activation_subscribes_at_acme_and_deactivation_unsubscribes() {
     }
 
     let (s, v) = svc
-        .call(Some(OPERATOR), "POST", "/v1/tenants/t1/deactivate", None)
+        .operator("POST", "/v1/tenants/t1/deactivate", None)
         .await;
     assert_eq!(s, 200, "{v}");
     assert!(acme_webhooks(&env).await.is_empty(), "unsubscribed at Acme");
     assert_eq!(
-        svc.call(
-            Some(OPERATOR),
-            "GET",
-            "/v1/tenants/t1/flows/appointments/webhook",
-            None
-        )
-        .await
-        .0,
+        svc.operator("GET", "/v1/tenants/t1/flows/appointments/webhook", None)
+            .await
+            .0,
         404
     );
     svc.stop().await;
@@ -581,26 +507,15 @@ async fn activation_subscribes_at_acme_and_deactivation_unsubscribes() {
 /// delivery, and the old one no longer is.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secret_written_is_good_for_the_next_delivery() {
-    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
-        .await
-        .unwrap();
-    let svc = Service::start(&env).await;
-    let old = connect_webhook(&env, &svc).await;
+    let env = demo(&["t1"]).await;
+    let (svc, old) = serve_with_webhook(&env).await;
     let path = "/hooks/t1/appointments";
     let body = json!({ "id": "evt_ping", "type": "ping", "data": {} }).to_string();
     let ts = now_secs();
     let first = sign(&old, "evt_c1", ts, &body);
     assert_eq!(hook(&svc, path, "evt_c1", ts, &first, &body).await, 202);
     let new = "whsec_bmV3LXNlY3JldC1vZi10aGUtY2FjaGUtdGVzdC0xMjM0";
-    let (s, v) = svc
-        .call(
-            Some(OPERATOR),
-            "PUT",
-            "/v1/tenants/t1/secrets/acme_webhook",
-            Some(json!({ "value": new })),
-        )
-        .await;
-    assert_eq!(s, 204, "{v}");
+    svc.put_secret("t1", "acme_webhook", new).await;
     let signed = sign(new, "evt_c2", ts, &body);
     assert_eq!(hook(&svc, path, "evt_c2", ts, &signed, &body).await, 202);
     let stale = sign(&old, "evt_c3", ts, &body);
@@ -618,23 +533,17 @@ async fn a_secret_written_is_good_for_the_next_delivery() {
 /// orphaned.
 #[tokio::test(flavor = "multi_thread")]
 async fn subscriptions_follow_the_tenants_config() {
-    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
-        .await
-        .unwrap();
+    let env = demo(&["t1"]).await;
     let svc = Service::start(&env).await;
     let put = |t: Value| {
         let svc = &svc;
         async move {
-            let (s, v) = svc
-                .call(Some(OPERATOR), "PUT", "/v1/tenants/t1", Some(t))
-                .await;
+            let (s, v) = svc.put_tenant("t1", t).await;
             assert_eq!(s, 200, "{v}");
             v
         }
     };
-    let (_, mut t) = svc
-        .call(Some(OPERATOR), "GET", "/v1/tenants/t1", None)
-        .await;
+    let mut t = svc.tenant("t1").await;
     t["flows"]["appointments"]["source"]["webhook"] = json!({ "register": true });
     put(t.clone()).await;
     assert_eq!(acme_webhooks(&env).await.len(), 1);
@@ -659,14 +568,10 @@ async fn subscriptions_follow_the_tenants_config() {
     assert_eq!(webhooks_at(&other).await.len(), 1, "{v}");
     // The vendor cannot be reached: the delete says so and keeps it listed.
     other.stop().await;
-    let (s, v) = svc
-        .call(Some(OPERATOR), "DELETE", "/v1/tenants/t1", None)
-        .await;
+    let (s, v) = svc.operator("DELETE", "/v1/tenants/t1", None).await;
     assert_eq!(s, 200, "{v}");
     assert!(v["webhooks"]["appointments"]["error"].is_string(), "{v}");
-    let (s, listed) = svc
-        .call(Some(OPERATOR), "GET", "/v1/tenants/t1/webhooks", None)
-        .await;
+    let (s, listed) = svc.operator("GET", "/v1/tenants/t1/webhooks", None).await;
     assert_eq!(s, 200, "{listed}");
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
@@ -681,21 +586,14 @@ async fn subscriptions_follow_the_tenants_config() {
 /// it was going to, and the API says when the flow delivers elsewhere now.
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_say_where_they_were_going() {
-    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
-        .await
-        .unwrap();
+    let env = demo(&["t1"]).await;
     env.sync("t1").await.unwrap();
     let svc = Service::start(&env).await;
     let dead = || {
         let svc = &svc;
         async move {
             let (s, v) = svc
-                .call(
-                    Some(OPERATOR),
-                    "GET",
-                    "/v1/dead-letters?tenant=t1&flow=appointments",
-                    None,
-                )
+                .operator("GET", "/v1/dead-letters?tenant=t1&flow=appointments", None)
                 .await;
             assert_eq!(s, 200, "{v}");
             v.as_array().unwrap().clone()
@@ -712,13 +610,9 @@ async fn dead_letters_say_where_they_were_going() {
         assert_eq!(d["destination_changed"], false, "{d}");
     }
     // The flow now delivers to the dashboard.
-    let (_, mut t) = svc
-        .call(Some(OPERATOR), "GET", "/v1/tenants/t1", None)
-        .await;
+    let mut t = svc.tenant("t1").await;
     t["flows"]["appointments"]["destination"] = t["flows"]["touchpoints"]["destination"].clone();
-    let (s, v) = svc
-        .call(Some(OPERATOR), "PUT", "/v1/tenants/t1", Some(t))
-        .await;
+    let (s, v) = svc.put_tenant("t1", t).await;
     assert_eq!(s, 200, "{v}");
     for d in dead().await {
         assert!(

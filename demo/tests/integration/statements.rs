@@ -2,7 +2,7 @@
 //! the real connectors in the weft host, against the Acme and dashboard
 //! sandboxes and a real Radicale, reading calendars back over CalDAV.
 
-use crate::support::acme_with as acme;
+use crate::support::{acme_with as acme, last_known, sync_ok};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -18,13 +18,6 @@ async fn env_with(faults: Faults, tenants: Vec<TenantSetup>) -> DemoEnv {
 
 async fn env() -> DemoEnv {
     env_with(Faults::default(), vec![TenantSetup::new("t1")]).await
-}
-
-async fn sync_ok(env: &DemoEnv, tenant: &str) {
-    for r in env.sync(tenant).await.unwrap() {
-        eprintln!("{tenant}: {}", weft_demo::run_line(&r));
-        weft_demo::assert_succeeded(&r);
-    }
 }
 
 /// A new appointment for the first user with the first live contact.
@@ -1266,11 +1259,6 @@ async fn just_after_deletion(env: &DemoEnv, cid: &str) -> String {
 /// statement 10's.
 #[tokio::test(flavor = "multi_thread")]
 async fn issue19_deleted_contacts_last_known_makes_the_calendar_a_function_of_acme() {
-    let last_known = |id: &str| {
-        let mut t = TenantSetup::new(id);
-        t.source_options = r#"deleted_contacts = "last-known""#.into();
-        t
-    };
     let env = env_with(
         Faults::default(),
         vec![TenantSetup::new("t1"), last_known("t2"), last_known("t3")],

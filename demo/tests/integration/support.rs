@@ -3,10 +3,10 @@
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::Sha256;
 use std::time::Duration;
-use weft_demo::DemoEnv;
+use weft_demo::{DemoEnv, TenantSetup};
 use weft_sandbox::acme::data::Counts;
 use weft_sandbox::acme::{AcmeConfig, Faults};
 
@@ -31,6 +31,28 @@ pub fn acme_with(faults: Faults) -> AcmeConfig {
         webhook_time_scale: 0.01,
         ..AcmeConfig::default()
     }
+}
+
+/// The demo with [`acme`] and the tenants `ids`, each as the demo sets it up.
+pub async fn demo(ids: &[&str]) -> DemoEnv {
+    let tenants = ids.iter().map(|id| TenantSetup::new(id)).collect();
+    DemoEnv::start(acme(), tenants).await.unwrap()
+}
+
+/// Syncs `tenant` once, printing each run; every run succeeds.
+pub async fn sync_ok(env: &DemoEnv, tenant: &str) {
+    for r in env.sync(tenant).await.unwrap() {
+        eprintln!("{tenant}: {}", weft_demo::run_line(&r));
+        weft_demo::assert_succeeded(&r);
+    }
+}
+
+/// A tenant `id` whose source keeps the last known fields of deleted
+/// contacts (`deleted_contacts = "last-known"`).
+pub fn last_known(id: &str) -> TenantSetup {
+    let mut t = TenantSetup::new(id);
+    t.source_options = r#"deleted_contacts = "last-known""#.into();
+    t
 }
 
 /// A running service over the demo's host.
@@ -69,6 +91,36 @@ impl Service {
         body: Option<Value>,
     ) -> (u16, Value) {
         api(&self.url, token, method, path, body).await.unwrap()
+    }
+
+    /// A call with the operator's token.
+    pub async fn operator(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(Some(OPERATOR), method, path, body).await
+    }
+
+    /// Tenant `id`'s config as the admin API gives it.
+    pub async fn tenant(&self, id: &str) -> Value {
+        let (s, v) = self
+            .operator("GET", &format!("/v1/tenants/{id}"), None)
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    /// Writes the secret `name` of tenant `id` as the operator.
+    pub async fn put_secret(&self, id: &str, name: &str, value: &str) {
+        let path = format!("/v1/tenants/{id}/secrets/{name}");
+        let (s, v) = self
+            .operator("PUT", &path, Some(json!({ "value": value })))
+            .await;
+        assert_eq!(s, 204, "{v}");
+    }
+
+    /// Writes tenant `id`'s config `t` as the operator: the status and the
+    /// answer.
+    pub async fn put_tenant(&self, id: &str, t: Value) -> (u16, Value) {
+        self.operator("PUT", &format!("/v1/tenants/{id}"), Some(t))
+            .await
     }
 
     pub async fn stop(mut self) {
@@ -113,6 +165,15 @@ pub fn sign(secret: &str, id: &str, ts: u64, body: &str) -> String {
         "v1,{}",
         base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
     )
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn now_secs() -> u64 {
