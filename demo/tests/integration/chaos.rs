@@ -394,6 +394,17 @@ pub(crate) fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// Asserts that `t1` is what Acme says.
+pub(crate) fn assert_exact(exact: &weft_demo::Exactness) {
+    assert!(
+        exact.differences.is_empty(),
+        "t1 differs from Acme ({} events, {} touch-points expected): {:#?}",
+        exact.events,
+        exact.touchpoints,
+        exact.differences
+    );
+}
+
 /// Lets Acme deliver what it still has, runs every flow of `t1` once more
 /// through `weft`, and compares the calendars and the dashboard with Acme
 /// (again for up to 30 s while they differ).
@@ -567,13 +578,7 @@ async fn webhooks_polls_manual_runs_and_kill_9_end_in_what_acme_says() {
         let (_, dead) = weft.call("GET", "/v1/dead-letters?tenant=t1", None).await;
         eprintln!("dead letters: {dead}\nlog:\n{}", weft.log_tail());
     }
-    assert!(
-        exact.differences.is_empty(),
-        "t1 differs from Acme ({} events, {} touch-points expected): {:#?}",
-        exact.events,
-        exact.touchpoints,
-        exact.differences
-    );
+    assert_exact(&exact);
 
     // A tenant activated now, over the same Acme, shows the same.
     let (s, v) = weft.call("POST", "/v1/tenants/t2/activate", None).await;

@@ -19,8 +19,8 @@
 //!   tenant's request quota through the database.
 
 use crate::chaos::{
-    FLOWS, Weft, World, copy_compiled, now_ms, overlaps, runs, serve_config_in, settle, storm,
-    stormy_acme, subscribe,
+    FLOWS, Weft, World, assert_exact, copy_compiled, now_ms, overlaps, runs, serve_config_in,
+    settle, storm, stormy_acme, subscribe,
 };
 use crate::support::{free_port, last_known};
 use bytes::Bytes;
@@ -255,13 +255,7 @@ async fn three_replicas_on_postgres_with_kill_9_end_in_what_acme_says() {
             eprintln!("{}:\n{}", w.url, w.log_tail());
         }
     }
-    assert!(
-        exact.differences.is_empty(),
-        "t1 differs from Acme ({} events, {} touch-points expected): {:#?}",
-        exact.events,
-        exact.touchpoints,
-        exact.differences
-    );
+    assert_exact(&exact);
 
     // Every acknowledged delivery was processed: nothing waits in the
     // shared inbox (asked as a replica would at its start).

@@ -57,6 +57,34 @@ async fn hostile(rt: &Runtime, stream: &str, g: &TenantGrant) -> Result<Value, S
 }
 
 /// Fails the test instead of hanging it when something has no deadline.
+/// Whether the hostile guest's answer `v` says its destination's address
+/// was refused.
+fn prohibited(v: &Value) -> bool {
+    v["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("DestinationIpProhibited")
+}
+
+/// A runtime whose calls have a deadline of one second.
+fn runtime_with_one_second_deadline() -> Runtime {
+    let limits = Limits {
+        call_timeout_ms: 1_000,
+        ..test_limits()
+    };
+    runtime_for(limits, &[])
+}
+
+/// The error, with its causes, of `load` (`what`), which must be refused
+/// within 60 s.
+async fn refusal<T, E: std::fmt::Display>(
+    what: &str,
+    load: impl Future<Output = Result<T, E>>,
+) -> String {
+    let e = within(what, load).await.err().expect("refused");
+    format!("{e:#}")
+}
+
 async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), f)
         .await
@@ -120,20 +148,13 @@ fn with_blocking_start(component: &[u8]) -> Vec<u8> {
 // 1. Instantiation has a deadline.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_start_function_that_blocks_hits_the_deadline() {
-    let limits = Limits {
-        call_timeout_ms: 1_000,
-        ..test_limits()
-    };
-    let rt = runtime_for(limits, &[]);
+    let rt = runtime_with_one_second_deadline();
     let bytes = with_blocking_start(&std::fs::read(artifacts::TEST_HOSTILE_START).unwrap());
-    let e = within(
+    let e = refusal(
         "loading a component whose start function blocks",
         rt.load(&bytes),
     )
-    .await
-    .err()
-    .expect("refused");
-    let e = format!("{e:#}");
+    .await;
     assert!(
         e.contains("deadline of 1000 ms") && e.contains("call_timeout_ms"),
         "{e}"
@@ -144,19 +165,12 @@ async fn a_start_function_that_blocks_hits_the_deadline() {
 /// export call: `describe`'s deadline stops it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_static_constructor_that_blocks_hits_describes_deadline() {
-    let limits = Limits {
-        call_timeout_ms: 1_000,
-        ..test_limits()
-    };
-    let rt = runtime_for(limits, &[]);
-    let e = within(
+    let rt = runtime_with_one_second_deadline();
+    let e = refusal(
         "loading a component whose constructor blocks",
         rt.load_file(artifacts::TEST_HOSTILE_START.as_ref()),
     )
-    .await
-    .err()
-    .expect("refused");
-    let e = format!("{e:#}");
+    .await;
     assert!(
         e.contains("describe") && e.contains("deadline of 1000 ms"),
         "{e}"
@@ -360,13 +374,7 @@ async fn embedded_ipv4_forms_of_private_addresses_are_refused() {
         let v = hostile(&rt, "raw-get", &grant(json!({ "authority": host }), &["*"]))
             .await
             .unwrap();
-        assert!(
-            v["error"]
-                .as_str()
-                .unwrap_or("")
-                .contains("DestinationIpProhibited"),
-            "{host}: {v}"
-        );
+        assert!(prohibited(&v), "{host}: {v}");
     }
 }
 
@@ -476,13 +484,7 @@ async fn private_hosts_with_a_port_allow_that_port_only() {
     )
     .await
     .unwrap();
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap_or("")
-            .contains("DestinationIpProhibited"),
-        "an unlisted port is refused: {v}"
-    );
+    assert!(prohibited(&v), "an unlisted port is refused: {v}");
     assert!(other.seen().is_empty());
 }
 
