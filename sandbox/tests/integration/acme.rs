@@ -23,9 +23,10 @@ fn assert_error(r: &Resp, status: u16, code: &str) {
     );
 }
 
-async fn sandbox(counts: Counts, faults: Faults) -> AcmeSandbox {
+/// A small Acme (see [`small`]) with `faults`.
+async fn sandbox(faults: Faults) -> AcmeSandbox {
     let config = AcmeConfig {
-        counts,
+        counts: small(),
         faults,
         webhook_time_scale: 0.01,
         ..AcmeConfig::default()
@@ -33,6 +34,15 @@ async fn sandbox(counts: Counts, faults: Faults) -> AcmeSandbox {
     AcmeSandbox::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap()
+}
+
+/// A small Acme whose rate limit allows bursts of 1000 requests.
+async fn unthrottled() -> AcmeSandbox {
+    sandbox(Faults {
+        rate_burst: 1000,
+        ..Faults::default()
+    })
+    .await
 }
 
 fn small() -> Counts {
@@ -63,7 +73,7 @@ async fn oauth_token(base: &str) -> String {
 
 #[tokio::test]
 async fn both_auth_schemes_and_their_errors() {
-    let s = sandbox(small(), Faults::default()).await;
+    let s = sandbox(Faults::default()).await;
     let base = s.base_url();
     let token = oauth_token(&base).await;
     let r = get(
@@ -105,13 +115,10 @@ async fn both_auth_schemes_and_their_errors() {
 
 #[tokio::test]
 async fn tokens_expire_and_can_be_revoked() {
-    let s = sandbox(
-        small(),
-        Faults {
-            token_lifetime_secs: 1,
-            ..Faults::default()
-        },
-    )
+    let s = sandbox(Faults {
+        token_lifetime_secs: 1,
+        ..Faults::default()
+    })
     .await;
     let base = s.base_url();
     let token = oauth_token(&base).await;
@@ -161,14 +168,7 @@ fn instant(v: &Value, field: &str) -> chrono::DateTime<chrono::Utc> {
 
 #[tokio::test]
 async fn pagination_has_no_gaps_or_repeats_and_orders_by_instant() {
-    let s = sandbox(
-        small(),
-        Faults {
-            rate_burst: 1000,
-            ..Faults::default()
-        },
-    )
-    .await;
+    let s = unthrottled().await;
     let base = s.base_url();
     let all = page_all(&base, "/appointments", "limit=7").await;
     assert_eq!(all.len(), 120);
@@ -253,14 +253,7 @@ async fn pagination_has_no_gaps_or_repeats_and_orders_by_instant() {
 
 #[tokio::test]
 async fn records_changed_while_paging_reappear_later_and_nothing_is_skipped() {
-    let s = sandbox(
-        small(),
-        Faults {
-            rate_burst: 1000,
-            ..Faults::default()
-        },
-    )
-    .await;
+    let s = unthrottled().await;
     let base = s.base_url();
     let first = get(&base, "/appointments?limit=10", &[key_header()])
         .await
@@ -305,7 +298,7 @@ async fn records_changed_while_paging_reappear_later_and_nothing_is_skipped() {
 
 #[tokio::test]
 async fn cursors_expire() {
-    let s = sandbox(small(), Faults::default()).await;
+    let s = sandbox(Faults::default()).await;
     let base = s.base_url();
     let v = get(&base, "/contacts?limit=5", &[key_header()])
         .await
@@ -324,14 +317,11 @@ async fn cursors_expire() {
 
 #[tokio::test]
 async fn rate_limit_per_credential_with_headers_and_retry_after() {
-    let s = sandbox(
-        small(),
-        Faults {
-            rate_per_second: 1.0,
-            rate_burst: 3,
-            ..Faults::default()
-        },
-    )
+    let s = sandbox(Faults {
+        rate_per_second: 1.0,
+        rate_burst: 3,
+        ..Faults::default()
+    })
     .await;
     let base = s.base_url();
     let mut statuses = Vec::new();
@@ -370,14 +360,7 @@ async fn rate_limit_per_credential_with_headers_and_retry_after() {
 
 #[tokio::test]
 async fn contacts_lookup_by_ids_and_deleted_records_stay_listed() {
-    let s = sandbox(
-        small(),
-        Faults {
-            rate_burst: 1000,
-            ..Faults::default()
-        },
-    )
-    .await;
+    let s = unthrottled().await;
     let base = s.base_url();
     let ids: Vec<String> = (0..51).map(|i| format!("con_{:04x}", 0x1000 + i)).collect();
     let r = get(
@@ -413,14 +396,7 @@ async fn contacts_lookup_by_ids_and_deleted_records_stay_listed() {
 
 #[tokio::test]
 async fn faults_500_503_and_malformed_bodies() {
-    let s = sandbox(
-        small(),
-        Faults {
-            rate_burst: 1000,
-            ..Faults::default()
-        },
-    )
-    .await;
+    let s = unthrottled().await;
     let base = s.base_url();
     put_json(
         &s.root_url(),
@@ -460,7 +436,7 @@ async fn faults_500_503_and_malformed_bodies() {
 
 #[tokio::test]
 async fn openapi_document_describes_the_api() {
-    let s = sandbox(small(), Faults::default()).await;
+    let s = sandbox(Faults::default()).await;
     let doc = get(&s.root_url(), "/openapi.json", &[]).await.json();
     assert_eq!(doc["openapi"], "3.1.0");
     for p in [
@@ -552,7 +528,7 @@ async fn wait_for(mut cond: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn webhooks_are_signed_and_retried_after_a_failing_receiver() {
-    let s = sandbox(small(), Faults::default()).await;
+    let s = sandbox(Faults::default()).await;
     let secret = Arc::new(Mutex::new(String::new()));
     let rx = receiver(secret.clone(), 2).await;
     let (_, sec) = register(
@@ -630,13 +606,10 @@ async fn webhooks_are_signed_and_retried_after_a_failing_receiver() {
 
 #[tokio::test]
 async fn rotation_signs_with_both_secrets_and_duplicates_happen() {
-    let s = sandbox(
-        small(),
-        Faults {
-            duplicate_webhooks: 1.0,
-            ..Faults::default()
-        },
-    )
+    let s = sandbox(Faults {
+        duplicate_webhooks: 1.0,
+        ..Faults::default()
+    })
     .await;
     let old_secret = Arc::new(Mutex::new(String::new()));
     let rx = receiver(old_secret.clone(), 0).await;

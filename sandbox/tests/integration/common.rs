@@ -77,44 +77,32 @@ pub async fn post_form(base: &str, path: &str, form: &str) -> Resp {
     .await
 }
 
+/// `method` with the JSON `body` to `base` + `path`, with `headers`.
+pub async fn send_json(
+    method: &str,
+    base: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &Value,
+) -> Resp {
+    let json = ("application/json", body.to_string());
+    request(method, &format!("{base}{path}"), headers, Some(json)).await
+}
+
 pub async fn post_json(base: &str, path: &str, body: &Value) -> Resp {
-    request(
-        "POST",
-        &format!("{base}{path}"),
-        &[],
-        Some(("application/json", body.to_string())),
-    )
-    .await
+    send_json("POST", base, path, &[], body).await
 }
 
 pub async fn post_json_auth(base: &str, path: &str, body: &Value, auth: (&str, String)) -> Resp {
-    request(
-        "POST",
-        &format!("{base}{path}"),
-        &[auth],
-        Some(("application/json", body.to_string())),
-    )
-    .await
+    send_json("POST", base, path, &[auth], body).await
 }
 
 pub async fn put_json(base: &str, path: &str, body: &Value) -> Resp {
-    request(
-        "PUT",
-        &format!("{base}{path}"),
-        &[],
-        Some(("application/json", body.to_string())),
-    )
-    .await
+    send_json("PUT", base, path, &[], body).await
 }
 
 pub async fn patch_json(base: &str, path: &str, body: &Value) -> Resp {
-    request(
-        "PATCH",
-        &format!("{base}{path}"),
-        &[],
-        Some(("application/json", body.to_string())),
-    )
-    .await
+    send_json("PATCH", base, path, &[], body).await
 }
 
 /// One request a [`TestServer`] received.

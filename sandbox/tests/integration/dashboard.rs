@@ -24,13 +24,17 @@ fn tp(user: &str, channel: &str, at: &str) -> Value {
 }
 
 async fn put(d: &DashboardSandbox, token: &str, id: &str, body: &Value) -> Resp {
-    request(
-        "PUT",
-        &format!("{}/v1/touchpoints/acme/{id}", d.url()),
-        &[("authorization", format!("Bearer {token}"))],
-        Some(("application/json", body.to_string())),
-    )
-    .await
+    let auth = ("authorization", format!("Bearer {token}"));
+    let path = format!("/v1/touchpoints/acme/{id}");
+    send_json("PUT", &d.url(), &path, &[auth], body).await
+}
+
+/// Puts the touch-point `id` of dana@x.example by `channel` at `at` with
+/// `token`: the status.
+async fn put_dana(d: &DashboardSandbox, token: &str, id: &str, channel: &str, at: &str) -> u16 {
+    put(d, token, id, &tp("dana@x.example", channel, at))
+        .await
+        .status
 }
 
 async fn counts(d: &DashboardSandbox, token: &str, user: &str) -> Value {
@@ -48,36 +52,15 @@ async fn counts(d: &DashboardSandbox, token: &str, user: &str) -> Value {
 async fn upserts_are_idempotent_and_counted_by_utc_day() {
     let d = dashboard().await;
     assert_eq!(
-        put(
-            &d,
-            "tok-a",
-            "act_1",
-            &tp("dana@x.example", "email", "2026-11-02T23:30:00-05:00")
-        )
-        .await
-        .status,
+        put_dana(&d, "tok-a", "act_1", "email", "2026-11-02T23:30:00-05:00").await,
         201
     );
     assert_eq!(
-        put(
-            &d,
-            "tok-a",
-            "act_1",
-            &tp("dana@x.example", "email", "2026-11-02T23:30:00-05:00")
-        )
-        .await
-        .status,
+        put_dana(&d, "tok-a", "act_1", "email", "2026-11-02T23:30:00-05:00").await,
         200
     );
     assert_eq!(
-        put(
-            &d,
-            "tok-a",
-            "act_2",
-            &tp("dana@x.example", "phone", "2026-11-02T10:00:00+00:00")
-        )
-        .await
-        .status,
+        put_dana(&d, "tok-a", "act_2", "phone", "2026-11-02T10:00:00+00:00").await,
         201
     );
     let c = counts(&d, "tok-a", "dana@x.example").await;
@@ -112,26 +95,13 @@ async fn upserts_are_idempotent_and_counted_by_utc_day() {
 #[tokio::test]
 async fn tenants_are_isolated_and_tokens_required() {
     let d = dashboard().await;
-    put(
-        &d,
-        "tok-a",
-        "act_1",
-        &tp("dana@x.example", "email", "2026-11-02T10:00:00Z"),
-    )
-    .await;
+    put_dana(&d, "tok-a", "act_1", "email", "2026-11-02T10:00:00Z").await;
     assert_eq!(
         counts(&d, "tok-b", "dana@x.example").await["total"],
         json!({"email": 0, "phone": 0})
     );
     assert_eq!(
-        put(
-            &d,
-            "nope",
-            "act_9",
-            &tp("dana@x.example", "email", "2026-11-02T10:00:00Z")
-        )
-        .await
-        .status,
+        put_dana(&d, "nope", "act_9", "email", "2026-11-02T10:00:00Z").await,
         401
     );
     assert!(d.touchpoints("b").is_empty());
@@ -187,14 +157,7 @@ async fn faults_answer_with_retry_after_and_the_page_shows_counts() {
     );
     put_json(&d.url(), "/_sandbox/faults", &json!({"error_429": 1.0})).await;
     assert_eq!(
-        put(
-            &d,
-            "tok-a",
-            "act_1",
-            &tp("dana@x.example", "email", "2026-11-02T10:00:00Z")
-        )
-        .await
-        .status,
+        put_dana(&d, "tok-a", "act_1", "email", "2026-11-02T10:00:00Z").await,
         429
     );
     put_json(&d.url(), "/_sandbox/faults", &json!({})).await;
