@@ -12,9 +12,15 @@ SCHEMATHESIS_VERSION := 4.32.5
 
 ## setup: the Rust target for guests, a virtualenv with Radicale and
 ## Schemathesis (the admin API's fuzzer), both pinned, and PostgreSQL 15
-## (Debian's package; the tests start their own servers with it)
+## (Debian's package; the tests start their own servers with it), and
+## Chromium with its WebDriver (Debian's packages; the console's browser
+## tests start their own)
 PG_BIN := /usr/lib/postgresql/15/bin
-setup: toolchain $(VENV)/bin/radicale $(VENV)/bin/schemathesis $(PG_BIN)/initdb
+setup: toolchain $(VENV)/bin/radicale $(VENV)/bin/schemathesis $(PG_BIN)/initdb /usr/bin/chromedriver
+
+/usr/bin/chromedriver:
+	apt-get install -y --no-install-recommends chromium chromium-driver || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver)
 
 $(PG_BIN)/initdb:
 	apt-get install -y --no-install-recommends postgresql-15 || \

@@ -6,6 +6,7 @@
 
 mod acme_crm;
 mod chaos;
+mod console;
 mod exposed;
 mod postgres;
 mod replicas;

@@ -17,6 +17,15 @@ pub struct Problem {
     pub error: String,
 }
 
+/// What the calling token is.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Whoami {
+    /// True for an operator token (every tenant).
+    pub operator: bool,
+    /// The tenant a tenant token is limited to.
+    pub tenant: Option<String>,
+}
+
 /// A tenant in the list of tenants.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TenantSummary {

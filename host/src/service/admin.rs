@@ -193,6 +193,7 @@ fn ok(v: impl Serialize) -> ApiResult {
 /// router collects them into the document at `/openapi.json`).
 pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
+        .routes(routes!(whoami))
         .routes(routes!(list_tenants))
         .routes(routes!(show_tenant, put_tenant, delete_tenant))
         .routes(routes!(activate))
@@ -217,6 +218,15 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_tokens, mint_token))
         .routes(routes!(revoke_token))
         .routes(routes!(export_config))
+}
+
+#[utoipa::path(get, path = "/v1/whoami", tag = "tokens", summary = "What the calling token is: an operator's, or one tenant's", responses((status = 200, body = Whoami)))]
+async fn whoami(c: Caller) -> ApiResult {
+    let tenant = c.principal.tenant().map(str::to_owned);
+    ok(Whoami {
+        operator: tenant.is_none(),
+        tenant,
+    })
 }
 
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", summary = "List tenants (a tenant token sees its own)", responses((status = 200, body = BTreeMap<String, TenantSummary>)))]
@@ -831,17 +841,35 @@ async fn show_dead(
     ok(own_dead(&app, &c, &id).await?)
 }
 
-#[utoipa::path(delete, path = "/v1/dead-letters/{id}", tag = "dead-letters", summary = "Discard a dead letter", params(("id" = String, Path, description = "The dead letter's ID (`dl_…`)")), responses((status = 204), (status = 404, body = Problem)))]
+/// Why a dead letter is discarded.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DiscardQuery {
+    /// Why, for the log (who discarded what, and why).
+    reason: Option<String>,
+}
+
+#[utoipa::path(delete, path = "/v1/dead-letters/{id}", tag = "dead-letters", summary = "Discard a dead letter", params(("id" = String, Path, description = "The dead letter's ID (`dl_…`)"), DiscardQuery), responses((status = 204), (status = 404, body = Problem)))]
 async fn discard_dead(
     c: Caller,
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
+    Query(q): Query<DiscardQuery>,
 ) -> ApiResult {
-    own_dead(&app, &c, &id).await?;
+    let d = own_dead(&app, &c, &id).await?;
     Local::new(&app.host)
         .discard_dead_letter(&id)
         .await
         .map_err(op)?;
+    tracing::info!(
+        dead_letter = %id,
+        tenant = %d.dead_letter.tenant,
+        flow = %d.dead_letter.flow,
+        key = %d.dead_letter.record.key,
+        by = c.principal.tenant().unwrap_or("operator"),
+        reason = q.reason.as_deref().unwrap_or(""),
+        "dead letter discarded"
+    );
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -6,7 +6,8 @@
 //!   [`crate::metrics`]; needs a token like the admin API);
 //! - webhook ingress, `POST /hooks/{tenant}/{flow}` ([`webhooks`]);
 //! - the admin API under `/v1` and its OpenAPI document at `/openapi.json`
-//!   ([`admin`]).
+//!   ([`admin`]);
+//! - the console at `/`, a web app over the admin API (`console`).
 //!
 //! Beside the server run the scheduler ([`crate::service::scheduler::serve_with`]), the
 //! webhook inbox writer and processor, and the alerter ([`alerts`]). On
@@ -21,6 +22,7 @@
 
 pub mod admin;
 pub mod alerts;
+mod console;
 pub mod http;
 mod openapi;
 pub mod scheduler;
@@ -211,6 +213,7 @@ pub fn router(app: Arc<AppState>) -> Router {
     let (routes, _) = documented().split_for_parts();
     routes
         .route("/openapi.json", get(openapi_json))
+        .merge(console::routes())
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such route") })
         .layer(axum::middleware::map_response(openapi::json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(max_request))

@@ -1,0 +1,370 @@
+//! The console (`weft serve` at `/`) in a real headless Chromium, driven
+//! over WebDriver (Debian's `chromium` and `chromium-driver`, installed by
+//! `make setup`), with axe-core (pinned in `js/package.json`, installed by
+//! `make guests-js`) run on every page: a serious or critical accessibility
+//! violation fails the test. Screenshots of each step go to
+//! `target/console/`.
+
+use crate::support::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use weft_demo::{DemoEnv, TenantSetup};
+
+/// A chromedriver on a port it picked, stopped on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let mut child = Command::new("chromedriver")
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver runs (`make setup` installs chromium-driver)");
+        let out = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(out).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("chromedriver says its port")
+                .expect("chromedriver's output");
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                break rest.trim_end_matches('.').trim().to_owned();
+            }
+        };
+        // Keep draining its output so that it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// A new browser (its own profile, so its own sessionStorage).
+    async fn browser(&self, width: u32, height: u32) -> Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         format!("--window-size={width},{height}")],
+            }),
+        );
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a WebDriver session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where the steps' screenshots go.
+fn shots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/console");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(shots().join(format!("{name}.png")), png).unwrap();
+}
+
+/// Runs axe-core on the page; panics listing every serious or critical
+/// violation.
+async fn axe(c: &Client, page: &str) {
+    static AXE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../js/node_modules/axe-core/axe.min.js"
+        );
+        std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("{path}: {e} (`make guests-js` installs axe-core)"))
+    });
+    c.execute(&AXE, vec![]).await.expect("axe-core loads");
+    let found = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { resultTypes: ['violations'] })
+               .then((r) => done(r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
+                   nodes: v.nodes.map((n) => n.target.join(' ')) }))))
+               .catch((e) => done([{ id: 'axe-error', impact: 'critical', help: String(e), nodes: [] }]));",
+            vec![],
+        )
+        .await
+        .expect("axe-core runs");
+    let bad: Vec<&Value> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "accessibility violations on {page}: {bad:#?}"
+    );
+}
+
+/// Waits until the page's `<h1>` contains `text`; returns it.
+async fn heading(c: &Client, text: &str) -> String {
+    wait_for(c, "h1", text).await
+}
+
+/// Waits until an element matching `css` contains `text`; returns its text.
+async fn wait_for(c: &Client, css: &str, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        if let Ok(found) = c.find_all(Locator::Css(css)).await {
+            for e in found {
+                if let Ok(t) = e.text().await {
+                    if t.contains(text) {
+                        return t;
+                    }
+                    seen = t;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no {css} with {text:?} (last seen: {seen:?})");
+}
+
+async fn body_text(c: &Client) -> String {
+    c.find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn click_button(c: &Client, text: &str) {
+    let xpath = format!("//button[normalize-space(.)={text:?}]");
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::XPath(&xpath))
+        .await
+        .unwrap_or_else(|e| panic!("a button {text:?}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// An appointment whose contact does not exist: the mapper refuses it.
+async fn orphan_appointment(env: &DemoEnv) -> String {
+    let users = env.acme_get("/users").await.unwrap()["data"].clone();
+    let apt = env
+        .acme_control(
+            "POST",
+            "/appointments",
+            json!({
+                "owner_id": users[0]["id"], "contact_id": "con_missing", "title": "Lost customer",
+                "starts_at": "2026-12-02T14:30:00Z", "ends_at": "2026-12-02T15:00:00Z",
+                "timezone": "UTC",
+            }),
+        )
+        .await
+        .unwrap();
+    apt["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_and_tenant_admins_see_status_and_handle_dead_letters_in_the_console() {
+    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1"), TenantSetup::new("t2")])
+        .await
+        .unwrap();
+    let orphan = orphan_appointment(&env).await;
+    for t in ["t1", "t2"] {
+        env.sync(t).await.unwrap();
+    }
+    let svc = Service::start(&env).await;
+    let (s, minted) = svc
+        .operator(
+            "POST",
+            "/v1/tokens",
+            Some(json!({ "name": "t1 admin", "tenant": "t1", "expires_in": "1h" })),
+        )
+        .await;
+    assert_eq!(s, 201, "{minted}");
+    let t1_token = minted["token"].as_str().unwrap().to_owned();
+    let driver = Driver::start();
+
+    // The operator, by link: the token rides in the fragment and leaves it.
+    let c = driver.browser(1280, 900).await;
+    c.goto(&format!("{}/#token={OPERATOR}", svc.url))
+        .await
+        .unwrap();
+    heading(&c, "Tenants").await;
+    assert!(
+        !c.current_url().await.unwrap().as_str().contains(OPERATOR),
+        "the token is taken out of the address"
+    );
+    let text = body_text(&c).await;
+    assert!(text.contains("t1") && text.contains("t2"), "{text}");
+    axe(&c, "tenants").await;
+    screenshot(&c, "01-operator-tenants").await;
+
+    c.find(Locator::LinkText("t1"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    heading(&c, "t1").await;
+    wait_for(&c, ".card", "appointments").await;
+    let text = body_text(&c).await;
+    for flow in ["appointments", "contacts", "touchpoints"] {
+        assert!(text.contains(flow), "{text}");
+    }
+    assert!(text.contains("Records per day"), "{text}");
+    axe(&c, "tenant status").await;
+    screenshot(&c, "02-tenant-status").await;
+
+    // Dead letters: the orphan's, with the mapper's reason.
+    c.goto(&format!("{}/#/tenants/t1/dead-letters", svc.url))
+        .await
+        .unwrap();
+    heading(&c, "Dead letters of t1").await;
+    let row = wait_for(&c, "tbody tr", &orphan).await;
+    assert!(row.contains("con_missing"), "{row}");
+    axe(&c, "dead letters").await;
+    let show = format!("//tr[contains(., {orphan:?})]//button[normalize-space(.)='Show']");
+    c.find(Locator::XPath(&show))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let detail = wait_for(&c, ".side-by-side", "Lost customer").await;
+    assert!(
+        detail.contains("A replay now uses acme-calendar@"),
+        "{detail}"
+    );
+    axe(&c, "a dead letter's record and error").await;
+    screenshot(&c, "03-dead-letter").await;
+
+    // A replay fails again (the record is the same), and says so.
+    let replay = format!("//tr[contains(., {orphan:?})]//button[normalize-space(.)='Replay']");
+    c.find(Locator::XPath(&replay))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&c, "#status", "Replayed 1: 0 delivered, 1 failed again.").await;
+
+    // Discarding asks why, and an empty reason is refused at the field.
+    let discard = format!("//tr[contains(., {orphan:?})]//button[normalize-space(.)='Discard']");
+    c.find(Locator::XPath(&discard))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let submit = "//form//button[normalize-space(.)='Discard']";
+    c.find(Locator::XPath(submit))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&c, ".field-error", "Say why").await;
+    c.find(Locator::Css("textarea"))
+        .await
+        .unwrap()
+        .send_keys("the customer was deleted on purpose")
+        .await
+        .unwrap();
+    c.find(Locator::XPath(submit))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&c, "#status", "Discarded").await;
+    let (_, left) = svc
+        .operator("GET", "/v1/dead-letters?tenant=t1", None)
+        .await;
+    assert!(
+        !left.to_string().contains(&orphan),
+        "the dead letter is gone: {left}"
+    );
+
+    c.goto(&format!("{}/#/connectors", svc.url)).await.unwrap();
+    heading(&c, "Connectors").await;
+    wait_for(&c, "main", "acme-calendar").await;
+    axe(&c, "connectors").await;
+    screenshot(&c, "04-connectors").await;
+    c.close().await.unwrap();
+
+    // A tenant admin at phone width: their own tenant, nothing else.
+    let c = driver.browser(390, 844).await;
+    c.goto(&format!(
+        "{}/#token={t1_token}&brand=Calendly%20Pro&color=%23f5b400",
+        svc.url
+    ))
+    .await
+    .unwrap();
+    heading(&c, "t1").await;
+    let nav = c
+        .find(Locator::Css("header"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(nav.contains("Calendly Pro integrations"), "{nav}");
+    assert!(
+        nav.contains("Tenant t1") && !nav.contains("Tenants"),
+        "{nav}"
+    );
+    axe(&c, "tenant status at phone width, themed").await;
+    screenshot(&c, "05-tenant-admin-phone").await;
+    for page in [
+        "/tenants/t2",
+        "/tenants/t2/dead-letters",
+        "/tenants/t2/runs",
+    ] {
+        c.goto(&format!("{}/#{page}", svc.url)).await.unwrap();
+        heading(&c, "Not found").await;
+        let text = body_text(&c).await;
+        assert!(!text.contains("appointments"), "{page}: {text}");
+    }
+    c.goto(&format!("{}/#/tenants", svc.url)).await.unwrap();
+    heading(&c, "Tenants").await;
+    let text = body_text(&c).await;
+    assert!(text.contains("1 tenant.") && !text.contains("t2"), "{text}");
+    c.close().await.unwrap();
+
+    // A wrong token is refused at the field, in the API's words.
+    let c = driver.browser(1280, 900).await;
+    c.goto(&format!("{}/#/signin", svc.url)).await.unwrap();
+    heading(&c, "Sign in").await;
+    c.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys("not-a-token")
+        .await
+        .unwrap();
+    click_button(&c, "Sign in").await;
+    wait_for(&c, "#token-error", "unknown token").await;
+    axe(&c, "sign in with an error").await;
+    screenshot(&c, "06-sign-in-refused").await;
+    c.close().await.unwrap();
+    svc.stop().await;
+}
