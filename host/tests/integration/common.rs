@@ -269,6 +269,53 @@ impl Sink {
 
 /// A host of `weft.toml` text over temporary state, the test resolver and
 /// no secrets, with `components` registered.
+/// The head of a test configuration: `data_dir`, 127.0.0.1 as a private
+/// host, and a deadline of `call_timeout_ms` per guest call.
+pub fn config_head(data_dir: &Path, call_timeout_ms: u64) -> String {
+    format!(
+        r#"
+data_dir = {data_dir:?}
+private_hosts = ["127.0.0.1"]
+
+[limits]
+call_timeout_ms = {call_timeout_ms}
+"#
+    )
+}
+
+/// The table of flow `name` of tenant `acme`: the test source's `stream`
+/// (configured by `source_cfg`), `mappers`, `destination` (a stage as TOML).
+pub fn acme_flow(
+    name: &str,
+    stream: &str,
+    source_cfg: &str,
+    mappers: &str,
+    destination: &str,
+) -> String {
+    format!(
+        r#"
+[tenants.acme.flows.{name}]
+source = {{ connector = "test-source@^1", stream = "{stream}", config = {source_cfg} }}
+mappers = [{mappers}]
+destination = {destination}
+"#
+    )
+}
+
+/// Two attempts at most, 10 to 20 ms apart, for the flow `sync` of `acme`.
+pub const SHORT_RETRY: &str = "[tenants.acme.flows.sync.retry]
+max_attempts = 2
+base_delay_ms = 10
+max_delay_ms = 20
+";
+
+/// The test destination stage, writing to `url`.
+pub fn test_destination(url: &str) -> String {
+    format!(
+        r#"{{ connector = "test-destination@^2", config = {{ url = "{url}" }}, http = {{ allow = ["http://127.0.0.1:*"] }} }}"#
+    )
+}
+
 pub async fn host_with(text: &str, components: &[&std::path::Path]) -> weft::Host {
     let h = weft::Host::open_with(
         weft::config::WeftConfig::parse(text).unwrap(),

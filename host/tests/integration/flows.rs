@@ -22,21 +22,9 @@ fn config_text(
     dest_url: &str,
     extra: &str,
 ) -> String {
-    format!(
-        r#"
-data_dir = {data_dir:?}
-private_hosts = ["127.0.0.1"]
-
-[limits]
-call_timeout_ms = 5000
-
-[tenants.acme.flows.sync]
-source = {{ connector = "test-source@^1", stream = "{stream}", config = {source_cfg} }}
-mappers = [{mapper}]
-destination = {{ connector = "test-destination@^2", config = {{ url = "{dest_url}" }}, http = {{ allow = ["http://127.0.0.1:*"] }} }}
-{extra}
-"#
-    )
+    let destination = test_destination(dest_url);
+    let flow = acme_flow("sync", stream, source_cfg, mapper, &destination);
+    format!("{}{flow}{extra}\n", config_head(data_dir, 5000))
 }
 
 async fn host(text: &str) -> Host {
@@ -53,36 +41,24 @@ async fn host(text: &str) -> Host {
 
 const MAPPER: &str = r#"{ connector = "test-mapper@>=0.4", config = {} }"#;
 
-/// A sink serving as the destination, a data directory and a host over
-/// them: what most tests here start from.
-struct Setup {
-    sink: Sink,
-    server: TestServer,
-    dir: tempfile::TempDir,
-    h: Host,
-}
+/// What a test holds on to without using it: the destination's server and
+/// the data directory.
+type Keep = (TestServer, tempfile::TempDir);
 
-/// [`Setup`] with the test source's `stream` and `source_cfg`, `mapper`
-/// and `extra` configuration.
-async fn setup(stream: &str, source_cfg: &str, mapper: &str, extra: &str) -> Setup {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
-    let h = host(&config_text(
+/// A sink serving as the destination, a data directory and a host over
+/// them, with the test source's `stream` and `source_cfg`, `mapper` and
+/// `extra` configuration: what most tests here start from.
+async fn setup(stream: &str, source_cfg: &str, mapper: &str, extra: &str) -> (Sink, Host, Keep) {
+    let (sink, server, dir) = sink_and_dir().await;
+    let text = config_text(
         dir.path(),
         stream,
         source_cfg,
         mapper,
         &server.url(""),
         extra,
-    ))
-    .await;
-    Setup {
-        sink,
-        server,
-        dir,
-        h,
-    }
+    );
+    (sink, host(&text).await, (server, dir))
 }
 
 /// A sink destination serving on a local port, and a data directory.
@@ -98,12 +74,7 @@ async fn run(h: &Host) -> weft::state::RunRecord {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn multi_page_sync_delivers_everything_and_moves_the_cursor() {
-    let Setup {
-        sink,
-        server: _server,
-        dir: _dir,
-        h,
-    } = setup("numbers", "{ total = 10, page_size = 3 }", MAPPER, "").await;
+    let (sink, h, _keep) = setup("numbers", "{ total = 10, page_size = 3 }", MAPPER, "").await;
     let pages = Arc::new(Mutex::new(Vec::new()));
     let p2 = pages.clone();
     let r = h
@@ -153,12 +124,7 @@ async fn multi_page_sync_delivers_everything_and_moves_the_cursor() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stale_and_duplicate_records_are_skipped() {
-    let Setup {
-        sink,
-        server: _server,
-        dir: _dir,
-        h,
-    } = setup("dupes", "{}", MAPPER, "").await;
+    let (sink, h, _keep) = setup("dupes", "{}", MAPPER, "").await;
     let r = run(&h).await;
     assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
     // a@1 within page 0 (older than a@2), and a@1 again on page 1.
@@ -188,12 +154,7 @@ async fn stale_and_duplicate_records_are_skipped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_records_are_dead_lettered_and_replayed_after_a_fix() {
     let mapper = r#"{ connector = "test-mapper@>=0.4", config = { reject_multiple_of = 4 } }"#;
-    let Setup {
-        sink,
-        server: _server,
-        dir: _dir,
-        h,
-    } = setup("numbers", "{ total = 10, page_size = 5 }", mapper, "").await;
+    let (sink, h, _keep) = setup("numbers", "{ total = 10, page_size = 5 }", mapper, "").await;
     let r = run(&h).await;
     assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
     assert_eq!((r.emitted, r.dead_lettered), (7, 3));
@@ -241,12 +202,7 @@ async fn bad_records_are_dead_lettered_and_replayed_after_a_fix() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pinning_an_exact_version_rolls_back() {
     let pinned = r#"{ connector = "test-mapper@0.4.0", config = { reject_multiple_of = 4 } }"#;
-    let Setup {
-        sink: _sink,
-        server: _server,
-        dir: _dir,
-        h,
-    } = setup("numbers", "{ total = 5, page_size = 5 }", pinned, "").await;
+    let (_sink, h, _keep) = setup("numbers", "{ total = 5, page_size = 5 }", pinned, "").await;
     h.registry
         .add(&h.runtime, artifacts::TEST_MAPPER_V2.as_ref())
         .await
@@ -259,12 +215,7 @@ async fn pinning_an_exact_version_rolls_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_destination_that_is_down_is_retried_without_moving_the_cursor() {
     let retry = "[tenants.acme.flows.sync.retry]\nmax_attempts = 3\nbase_delay_ms = 10\nmax_delay_ms = 50\n";
-    let Setup {
-        sink,
-        server: _server,
-        dir: _dir,
-        h,
-    } = setup("numbers", "{ total = 6, page_size = 3 }", MAPPER, retry).await;
+    let (sink, h, _keep) = setup("numbers", "{ total = 6, page_size = 3 }", MAPPER, retry).await;
     sink.down.store(true, Ordering::SeqCst);
     let r = run(&h).await;
     assert_eq!(r.outcome, RunOutcome::Failed);
@@ -295,19 +246,21 @@ async fn a_destination_that_is_down_is_retried_without_moving_the_cursor() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_errors_stop_the_flow_and_name_the_problem() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
+    let (sink, server, dir) = sink_and_dir().await;
+    let url = server.url("");
+    let host_for = async |stream: &str, source_cfg: &str, mapper: &str| {
+        host(&config_text(
+            dir.path(),
+            stream,
+            source_cfg,
+            mapper,
+            &url,
+            "",
+        ))
+        .await
+    };
     // The connector refuses its credentials: a config error.
-    let h = host(&config_text(
-        dir.path(),
-        "config",
-        "{}",
-        MAPPER,
-        &server.url(""),
-        "",
-    ))
-    .await;
+    let h = host_for("config", "{}", MAPPER).await;
     let r = run(&h).await;
     assert_eq!(r.outcome, RunOutcome::NeedsAttention);
     assert!(r.error.as_deref().unwrap().contains("api key rejected"));
@@ -320,15 +273,7 @@ async fn config_errors_stop_the_flow_and_name_the_problem() {
     );
 
     // Config that does not match the connector's schema names the key.
-    let h = host(&config_text(
-        dir.path(),
-        "numbers",
-        "{ total = -1 }",
-        MAPPER,
-        &server.url(""),
-        "",
-    ))
-    .await;
+    let h = host_for("numbers", "{ total = -1 }", MAPPER).await;
     let r = run(&h).await;
     assert_eq!(r.outcome, RunOutcome::NeedsAttention);
     let e = r.error.unwrap();
@@ -338,15 +283,7 @@ async fn config_errors_stop_the_flow_and_name_the_problem() {
     );
 
     // A stream the source does not offer, and an unregistered connector.
-    let h = host(&config_text(
-        dir.path(),
-        "numbers",
-        "{}",
-        r#"{ connector = "nope@^1" }"#,
-        &server.url(""),
-        "",
-    ))
-    .await;
+    let h = host_for("numbers", "{}", r#"{ connector = "nope@^1" }"#).await;
     let e = run(&h).await.error.unwrap();
     assert!(
         e.contains("mappers[0]") && e.contains("no connector named \"nope\""),
@@ -487,12 +424,7 @@ async fn crash_between_emit_and_commit_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_runs_flows_on_their_schedule_and_skips_those_needing_attention() {
-    let Setup {
-        sink,
-        server: _server,
-        dir: _dir,
-        h,
-    } = setup(
+    let (sink, h, _keep) = setup(
         "numbers",
         "{ total = 3, page_size = 3 }",
         MAPPER,
@@ -554,7 +486,13 @@ async fn serve_runs_flows_on_their_schedule_and_skips_those_needing_attention() 
 /// happened.
 #[tokio::test(flavor = "multi_thread")]
 async fn state_show_tells_failed_runs_in_a_row() {
-    let Setup { sink, server: _server, dir: _dir, h } = setup("numbers", "{ total = 3, page_size = 3 }", MAPPER, "[tenants.acme.flows.sync.retry]\nmax_attempts = 2\nbase_delay_ms = 10\nmax_delay_ms = 20\n").await;
+    let (sink, h, _keep) = setup(
+        "numbers",
+        "{ total = 3, page_size = 3 }",
+        MAPPER,
+        SHORT_RETRY,
+    )
+    .await;
     let health = || weft::flow::flow_health(&*h.state, "acme", "sync").unwrap();
     assert!(health().contains("no run yet"), "{}", health());
     sink.down.store(true, Ordering::SeqCst);
@@ -583,18 +521,7 @@ async fn state_show_tells_failed_runs_in_a_row() {
 /// dead-letters; a change of a stage's config re-reads everything.
 #[tokio::test(flavor = "multi_thread")]
 async fn records_leaving_a_filter_are_removed_and_retracts_dead_letter() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut h = host(&config_text(
-        dir.path(),
-        "numbers",
-        "{ total = 6, page_size = 6 }",
-        MAPPER,
-        &server.url(""),
-        "",
-    ))
-    .await;
+    let (sink, mut h, _keep) = setup("numbers", "{ total = 6, page_size = 6 }", MAPPER, "").await;
     let mapper_config = |h: &mut Host, c: Value| {
         let mut t = h.tenant("acme").unwrap();
         t.flows.get_mut("sync").unwrap().mappers[0].config = c;
@@ -634,17 +561,12 @@ async fn records_leaving_a_filter_are_removed_and_retracts_dead_letter() {
 
     // A fresh flow with the filter from the start sends no delete at all for
     // records that never reached the destination.
-    let sink2 = Sink::default();
-    let server2 = sink2.serve().await;
-    let dir2 = tempfile::tempdir().unwrap();
-    let h2 = host(&config_text(
-        dir2.path(),
+    let (sink2, h2, _keep2) = setup(
         "numbers",
         "{ total = 6, page_size = 6 }",
         r#"{ connector = "test-mapper@>=0.4", config = { filter_odd = true } }"#,
-        &server2.url(""),
         "",
-    ))
+    )
     .await;
     assert_eq!(run(&h2).await.outcome, RunOutcome::Succeeded);
     assert_eq!(sink2.keys(), vec!["n0", "n2", "n4"]);
@@ -661,17 +583,12 @@ async fn records_leaving_a_filter_are_removed_and_retracts_dead_letter() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_that_makes_a_stage_trap_is_dead_lettered_and_the_rest_delivered() {
     // The mapper panics on n = 0 and n = 14 of 20.
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
-    let h = host(&config_text(
-        dir.path(),
+    let (sink, h, _keep) = setup(
         "numbers",
         "{ total = 20, page_size = 20 }",
         r#"{ connector = "test-mapper@0.4.0", config = { panic_multiple_of = 14 } }"#,
-        &server.url(""),
         "",
-    ))
+    )
     .await;
     let r = run(&h).await;
     assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
@@ -690,9 +607,7 @@ async fn a_record_that_makes_a_stage_trap_is_dead_lettered_and_the_rest_delivere
     }
 
     // The destination traps on a batch that holds n7.
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
+    let (sink, server, dir) = sink_and_dir().await;
     let text = config_text(
         dir.path(),
         "numbers",
@@ -887,16 +802,7 @@ async fn an_older_version_from_another_flow_never_overwrites_a_newer_one() {
 /// replayable) and the rest of the batch is delivered at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_delivery_is_dead_lettered_alone_and_its_batch_goes_on() {
-    let (sink, server, dir) = sink_and_dir().await;
-    let h = host(&config_text(
-        dir.path(),
-        "numbers",
-        "{ total = 0, page_size = 1 }",
-        "",
-        &server.url(""),
-        "",
-    ))
-    .await;
+    let (sink, h, _keep) = setup("numbers", "{ total = 0, page_size = 1 }", "", "").await;
     let delivery = |id: &str, body: Value| {
         (
             vec![

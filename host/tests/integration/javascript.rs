@@ -24,39 +24,10 @@ fn key_of(s: &Seen) -> String {
     s.path.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
-/// The table of flow `name` of tenant `acme`: the test source's `stream`,
-/// `mappers`, `destination` (a stage as TOML).
-fn flow(name: &str, stream: &str, source_cfg: &str, mappers: &str, destination: &str) -> String {
-    format!(
-        r#"
-[tenants.acme.flows.{name}]
-source = {{ connector = "test-source@^1", stream = "{stream}", config = {source_cfg} }}
-mappers = [{mappers}]
-destination = {destination}
-"#
-    )
-}
-
-/// The test destination stage, writing to `url`.
-fn test_destination(url: &str) -> String {
-    format!(
-        r#"{{ connector = "test-destination@^2", config = {{ url = "{url}" }}, http = {{ allow = ["http://127.0.0.1:*"] }} }}"#
-    )
-}
-
 /// A configuration with `flows`. The flows of a test share one host, so
 /// that each JavaScript component (12 MiB) is compiled once per test.
 fn config_text(data_dir: &Path, flows: &[String]) -> String {
-    format!(
-        r#"
-data_dir = {data_dir:?}
-private_hosts = ["127.0.0.1"]
-
-[limits]
-call_timeout_ms = 20000
-{}"#,
-        flows.concat()
-    )
+    config_head(data_dir, 20000) + &flows.concat()
 }
 
 /// A host with the test source, mapper and destination and the given
@@ -84,7 +55,7 @@ async fn rename_js_reshapes_records_by_configuration() {
     let flows = [
         // test-mapper makes {"n": i, "doubled": 2i}; rename-js renames both,
         // keeps them and a field no record has, and sets the kind.
-        flow(
+        acme_flow(
             "renamed",
             "numbers",
             "{ total = 12, page_size = 5 }",
@@ -93,7 +64,7 @@ async fn rename_js_reshapes_records_by_configuration() {
             &test_destination(&s1.url("")),
         ),
         // Only what `keep` names stays, by its new name.
-        flow(
+        acme_flow(
             "kept",
             "numbers",
             "{ total = 3, page_size = 3 }",
@@ -102,7 +73,7 @@ async fn rename_js_reshapes_records_by_configuration() {
             &test_destination(&s2.url("")),
         ),
         // The bodies of this stream are numbers, not JSON objects.
-        flow(
+        acme_flow(
             "not_objects",
             "huge-batch",
             "{ total = 3 }",
@@ -110,7 +81,7 @@ async fn rename_js_reshapes_records_by_configuration() {
             &test_destination(&s3.url("")),
         ),
         // A configuration outside rename-js's schema.
-        flow(
+        acme_flow(
             "bad_config",
             "numbers",
             "{ total = 1 }",
@@ -178,7 +149,7 @@ async fn an_uncaught_js_exception_dead_letters_only_its_record() {
     let sink = Sink::default();
     let server = sink.serve().await;
     let dir = tempfile::tempdir().unwrap();
-    let flows = [flow(
+    let flows = [acme_flow(
         "sync",
         "numbers",
         "{}",
@@ -263,21 +234,21 @@ async fn the_js_sdk_maps_http_answers_to_error_classes() {
     };
     let dir = tempfile::tempdir().unwrap();
     let flows = [
-        flow(
+        acme_flow(
             "delivers",
             "numbers",
             "{ total = 8, page_size = 4 }",
             "",
             &destination(&server.url("/a"), "http://127.0.0.1:*"),
         ),
-        flow(
+        acme_flow(
             "unauthorized",
             "numbers",
             "{ total = 9, page_size = 9 }",
             "",
             &destination(&server.url("/b"), "http://127.0.0.1:*"),
         ),
-        flow(
+        acme_flow(
             "not_granted",
             "numbers",
             "{ total = 2, page_size = 2 }",
@@ -340,7 +311,7 @@ async fn the_js_sdk_maps_http_answers_to_error_classes() {
 async fn a_request_the_js_sdk_cannot_build_is_invalid_not_transient() {
     let server = TestServer::start(|_, _| Reply::new(201, "")).await;
     let dir = tempfile::tempdir().unwrap();
-    let flows = [flow(
+    let flows = [acme_flow(
         "bigint",
         "numbers",
         "{ total = 3, page_size = 3 }",

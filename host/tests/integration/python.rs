@@ -25,25 +25,8 @@ fn python_component(name: &str) -> PathBuf {
 /// (`source_cfg`) through `mappers` to `destination`, with a short retry
 /// budget.
 fn config_text(data_dir: &Path, source_cfg: &str, mappers: &str, destination: &str) -> String {
-    format!(
-        r#"
-data_dir = {data_dir:?}
-private_hosts = ["127.0.0.1"]
-
-[limits]
-call_timeout_ms = 20000
-
-[tenants.acme.flows.sync]
-source = {{ connector = "test-source@^1", stream = "numbers", config = {source_cfg} }}
-mappers = [{mappers}]
-destination = {destination}
-
-[tenants.acme.flows.sync.retry]
-max_attempts = 2
-base_delay_ms = 10
-max_delay_ms = 20
-"#
-    )
+    let flow = acme_flow("sync", "numbers", source_cfg, mappers, destination);
+    config_head(data_dir, 20000) + &flow + "\n" + SHORT_RETRY
 }
 
 /// A host with the test source and destination and the Python components
