@@ -215,6 +215,11 @@ pub fn runtime_over(
     Runtime::with_parts(config, kv, Arc::new(test_resolver()), secrets).unwrap()
 }
 
+/// Whether `rt` has recorded an event whose kind passes `is`.
+pub fn has_event(rt: &Runtime, is: impl Fn(&weft::events::EventKind) -> bool) -> bool {
+    rt.events().all().iter().any(|e| is(&e.kind))
+}
+
 pub fn runtime() -> Runtime {
     runtime_with(test_limits(), SecretStore::default(), None)
 }

@@ -35,6 +35,18 @@ async fn call(rt: &Runtime, stream: &str, url: &str, http: HttpGrants) -> Value 
     serde_json::from_str(&page.records[0].body).unwrap()
 }
 
+/// [`call`] of `stream` to `path` on `server`, whose origin is granted.
+async fn call_granted(rt: &Runtime, stream: &str, server: &TestServer, path: &str) -> Value {
+    call(rt, stream, &server.url(path), allow(&[&server.origin()])).await
+}
+
+/// A runtime with `limits` whose tenants may make `per_second` requests
+/// (`burst` at once).
+fn runtime_with_quota(limits: Limits, per_second: f64, burst: u32) -> Runtime {
+    let rate = Rate { per_second, burst };
+    runtime_with(limits, SecretStore::default(), Some(rate))
+}
+
 fn allow(origins: &[&str]) -> HttpGrants {
     HttpGrants {
         allow: origins.iter().map(|o| pattern(o)).collect(),
@@ -53,13 +65,7 @@ fn error_of(v: &Value) -> String {
 async fn granted_request_goes_through() {
     let server = TestServer::start(|s, _| Reply::ok(format!("hello {}", s.path))).await;
     let rt = runtime();
-    let v = call(
-        &rt,
-        "http",
-        &server.url("/x?a=1"),
-        allow(&[&server.origin()]),
-    )
-    .await;
+    let v = call_granted(&rt, "http", &server, "/x?a=1").await;
     assert_eq!(v["status"], 200);
     assert_eq!(v["body"], "hello /x?a=1");
     let seen = server.seen();
@@ -127,13 +133,7 @@ async fn redirect_to_a_denied_host_is_checked_again_and_denied() {
     let redirector =
         TestServer::start(move |_, _| Reply::new(302, "").header("location", &target_url)).await;
     let rt = runtime();
-    let v = call(
-        &rt,
-        "http",
-        &redirector.url("/start"),
-        allow(&[&redirector.origin()]),
-    )
-    .await;
+    let v = call_granted(&rt, "http", &redirector, "/start").await;
     assert!(error_of(&v).contains("denied by the host"), "{v}");
     assert_eq!(v["redirects"], json!([target.url("/internal")]));
     assert!(
@@ -192,50 +192,35 @@ async fn names_resolving_to_loopback_or_link_local_are_denied() {
 #[tokio::test(flavor = "multi_thread")]
 async fn spent_quota_fails_with_a_clear_error_within_the_deadline() {
     let server = TestServer::start(|_, _| Reply::ok("ok")).await;
-    let rt = runtime_with(
-        Limits {
-            call_timeout_ms: 2_000,
-            ..test_limits()
-        },
-        SecretStore::default(),
-        Some(Rate {
-            per_second: 0.01,
-            burst: 2,
-        }),
-    );
+    let limits = Limits {
+        call_timeout_ms: 2_000,
+        ..test_limits()
+    };
+    let rt = runtime_with_quota(limits, 0.01, 2);
     for _ in 0..2 {
-        let v = call(&rt, "http", &server.url("/"), allow(&[&server.origin()])).await;
+        let v = call_granted(&rt, "http", &server, "/").await;
         assert_eq!(v["status"], 200, "{v}");
     }
     let started = Instant::now();
-    let v = call(&rt, "http", &server.url("/"), allow(&[&server.origin()])).await;
+    let v = call_granted(&rt, "http", &server, "/").await;
     assert!(error_of(&v).contains("request quota"), "{v}");
     assert!(
         started.elapsed().as_millis() < 2_000,
         "it fails at once instead of sleeping past the deadline"
     );
     assert_eq!(server.seen().len(), 2);
-    assert!(
-        rt.events()
-            .all()
-            .iter()
-            .any(|e| matches!(e.kind, EventKind::QuotaExhausted { .. }))
-    );
+    assert!(has_event(&rt, |k| matches!(
+        k,
+        EventKind::QuotaExhausted { .. }
+    )));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn quota_waits_when_the_deadline_allows() {
     let server = TestServer::start(|_, _| Reply::ok("ok")).await;
-    let rt = runtime_with(
-        test_limits(),
-        SecretStore::default(),
-        Some(Rate {
-            per_second: 5.0,
-            burst: 1,
-        }),
-    );
+    let rt = runtime_with_quota(test_limits(), 5.0, 1);
     for _ in 0..3 {
-        let v = call(&rt, "http", &server.url("/"), allow(&[&server.origin()])).await;
+        let v = call_granted(&rt, "http", &server, "/").await;
         assert_eq!(v["status"], 200, "{v}");
     }
     assert_eq!(server.seen().len(), 3);
@@ -252,14 +237,12 @@ async fn oversized_response_is_refused() {
         SecretStore::default(),
         None,
     );
-    let v = call(&rt, "http", &server.url("/"), allow(&[&server.origin()])).await;
+    let v = call_granted(&rt, "http", &server, "/").await;
     assert!(error_of(&v).contains("HttpResponseBodySize"), "{v}");
-    assert!(
-        rt.events()
-            .all()
-            .iter()
-            .any(|e| matches!(e.kind, EventKind::BodyTooLarge { limit: 16384, .. }))
-    );
+    assert!(has_event(&rt, |k| matches!(
+        k,
+        EventKind::BodyTooLarge { limit: 16384, .. }
+    )));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -272,7 +255,7 @@ async fn host_waits_out_429_and_503_with_retry_after_for_idempotent_requests() {
     .await;
     let rt = runtime();
     let started = Instant::now();
-    let v = call(&rt, "http", &server.url("/"), allow(&[&server.origin()])).await;
+    let v = call_granted(&rt, "http", &server, "/").await;
     assert_eq!(v["status"], 200, "{v}");
     assert_eq!(v["body"], "finally");
     assert_eq!(server.seen().len(), 3);
@@ -293,24 +276,12 @@ async fn host_retries_5xx_with_backoff_but_not_for_post() {
     })
     .await;
     let rt = runtime();
-    let v = call(
-        &rt,
-        "http",
-        &get_server.url("/"),
-        allow(&[&get_server.origin()]),
-    )
-    .await;
+    let v = call_granted(&rt, "http", &get_server, "/").await;
     assert_eq!(v["status"], 200, "{v}");
     assert_eq!(get_server.seen().len(), 3);
 
     let post_server = TestServer::start(|_, _| Reply::new(500, "boom")).await;
-    let v = call(
-        &rt,
-        "http-post",
-        &post_server.url("/"),
-        allow(&[&post_server.origin()]),
-    )
-    .await;
+    let v = call_granted(&rt, "http-post", &post_server, "/").await;
     assert_eq!(v["status"], 500, "{v}");
     assert_eq!(
         post_server.seen().len(),
@@ -379,7 +350,7 @@ async fn retry_after_beyond_the_deadline_is_handed_to_the_guest() {
         TestServer::start(|_, _| Reply::new(429, "later").header("retry-after", "60")).await;
     let rt = runtime();
     let started = Instant::now();
-    let v = call(&rt, "http", &server.url("/"), allow(&[&server.origin()])).await;
+    let v = call_granted(&rt, "http", &server, "/").await;
     assert_eq!(v["status"], 429);
     assert_eq!(v["retry_after_ms"], 60_000);
     assert!(started.elapsed().as_secs() < 5);
@@ -395,6 +366,31 @@ fn with_credential(server: &TestServer, auth: Credential) -> HttpGrants {
         }],
         rate: None,
     }
+}
+
+/// The client secret of the OAuth tests, `cs` in their secret store.
+const CLIENT_SECRET: &str = "client-secret-value";
+
+/// OAuth client credentials for `server` (client `weft-client`, secret
+/// `cs`, token endpoint `/oauth/token`) with `scope`.
+fn client_credentials(server: &TestServer, scope: Option<&str>) -> HttpGrants {
+    with_credential(
+        server,
+        Credential::OAuth2ClientCredentials {
+            token_url: server.url("/oauth/token"),
+            client_id: "weft-client".into(),
+            client_secret: SecretRef::Secret("cs".into()),
+            scope: scope.map(str::to_owned),
+        },
+    )
+}
+
+/// A token endpoint's answer with the token `t{n}`, good for an hour.
+fn token_reply(n: usize) -> Reply {
+    Reply::ok(format!(
+        r#"{{"access_token":"t{n}","token_type":"Bearer","expires_in":3600}}"#
+    ))
+    .header("content-type", "application/json")
 }
 
 fn secrets(pairs: &[(&str, &str)]) -> SecretStore {
@@ -519,10 +515,7 @@ async fn oauth_token_is_fetched_cached_and_refreshed_after_a_401() {
         if s.path == "/oauth/token" {
             let n = i2.fetch_add(1, Ordering::SeqCst) + 1;
             u2.store(0, Ordering::SeqCst);
-            return Reply::ok(format!(
-                r#"{{"access_token":"t{n}","token_type":"Bearer","expires_in":3600}}"#
-            ))
-            .header("content-type", "application/json");
+            return token_reply(n);
         }
         let current = format!("Bearer t{}", i2.load(Ordering::SeqCst));
         if s.header("authorization") != Some(current) || u2.fetch_add(1, Ordering::SeqCst) >= 2 {
@@ -534,20 +527,8 @@ async fn oauth_token_is_fetched_cached_and_refreshed_after_a_401() {
         Reply::ok("data")
     })
     .await;
-    let rt = runtime_with(
-        test_limits(),
-        secrets(&[("cs", "client-secret-value")]),
-        None,
-    );
-    let grants = with_credential(
-        &server,
-        Credential::OAuth2ClientCredentials {
-            token_url: server.url("/oauth/token"),
-            client_id: "weft-client".into(),
-            client_secret: SecretRef::Secret("cs".into()),
-            scope: Some("read".into()),
-        },
-    );
+    let rt = runtime_with(test_limits(), secrets(&[("cs", CLIENT_SECRET)]), None);
+    let grants = client_credentials(&server, Some("read"));
     for _ in 0..3 {
         let v = call(&rt, "http", &server.url("/api/things"), grants.clone()).await;
         assert_eq!(v["status"], 200, "{v}");
@@ -592,20 +573,8 @@ async fn failing_token_endpoint_is_reported_not_leaked() {
         }
     })
     .await;
-    let rt = runtime_with(
-        test_limits(),
-        secrets(&[("cs", "client-secret-value")]),
-        None,
-    );
-    let grants = with_credential(
-        &server,
-        Credential::OAuth2ClientCredentials {
-            token_url: server.url("/oauth/token"),
-            client_id: "weft-client".into(),
-            client_secret: SecretRef::Secret("cs".into()),
-            scope: None,
-        },
-    );
+    let rt = runtime_with(test_limits(), secrets(&[("cs", CLIENT_SECRET)]), None);
+    let grants = client_credentials(&server, None);
     let v = call(&rt, "http", &server.url("/api"), grants).await;
     let e = error_of(&v);
     assert!(
@@ -616,14 +585,12 @@ async fn failing_token_endpoint_is_reported_not_leaked() {
         e.starts_with("Error::Config"),
         "a refused client is for a person to fix: {e}"
     );
-    assert!(!e.contains("client-secret-value"));
+    assert!(!e.contains(CLIENT_SECRET));
     assert!(server.seen().iter().all(|s| s.path == "/oauth/token"));
-    assert!(
-        rt.events()
-            .all()
-            .iter()
-            .any(|e| matches!(e.kind, EventKind::CredentialFailed { .. }))
-    );
+    assert!(has_event(&rt, |k| matches!(
+        k,
+        EventKind::CredentialFailed { .. }
+    )));
 }
 
 /// Tokens can die before their `expires_in`, several in a row: a `401` on a
@@ -638,11 +605,7 @@ async fn tokens_refused_right_after_refresh_are_retried_not_handed_to_the_guest(
     let i2 = issued.clone();
     let server = TestServer::start(move |s, _| {
         if s.path == "/oauth/token" {
-            let n = i2.fetch_add(1, Ordering::SeqCst) + 1;
-            return Reply::ok(format!(
-                r#"{{"access_token":"t{n}","token_type":"Bearer","expires_in":3600}}"#
-            ))
-            .header("content-type", "application/json");
+            return token_reply(i2.fetch_add(1, Ordering::SeqCst) + 1);
         }
         if r2
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -657,15 +620,7 @@ async fn tokens_refused_right_after_refresh_are_retried_not_handed_to_the_guest(
     })
     .await;
     let rt = runtime_with(test_limits(), secrets(&[("cs", "s")]), None);
-    let grants = with_credential(
-        &server,
-        Credential::OAuth2ClientCredentials {
-            token_url: server.url("/oauth/token"),
-            client_id: "weft-client".into(),
-            client_secret: SecretRef::Secret("cs".into()),
-            scope: None,
-        },
-    );
+    let grants = client_credentials(&server, None);
     let v = call(&rt, "http", &server.url("/api"), grants.clone()).await;
     assert_eq!(v["status"], 200, "{v}");
     assert_eq!(

@@ -298,12 +298,10 @@ async fn memory_bomb_hits_the_memory_limit() {
         matches!(e, CallError::MemoryLimit { limit, .. } if limit == 32 << 20),
         "{e}"
     );
-    assert!(
-        rt.events()
-            .all()
-            .iter()
-            .any(|ev| matches!(ev.kind, EventKind::MemoryLimit { .. }))
-    );
+    assert!(has_event(&rt, |k| matches!(
+        k,
+        EventKind::MemoryLimit { .. }
+    )));
 }
 
 #[tokio::test(flavor = "multi_thread")]
