@@ -26,7 +26,6 @@
 //!   quarters of the service's CPU at 3,000 tenants).
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +34,9 @@ use weft::config::WeftConfig;
 use weft::secrets::SecretStore;
 use weft::state::SledState;
 use weft_test_artifacts as artifacts;
+
+#[path = "../tests/shared/webhook_signature.rs"]
+mod webhook_signature;
 
 const SECRET: &str = "whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQtYmVuY2gtd2ViaG9vaw==";
 const DELIVERIES: usize = 50_000;
@@ -150,15 +152,7 @@ async fn host_on(
 }
 
 fn sign(id: &str, ts: u64, body: &str) -> String {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(SECRET.trim_start_matches("whsec_"))
-        .unwrap();
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{ts}.{body}").as_bytes());
-    format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
+    webhook_signature::sign(SECRET, id, ts, body)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -17,3 +17,5 @@ mod python;
 mod runtime;
 mod serve;
 mod testkit;
+#[path = "../shared/webhook_signature.rs"]
+mod webhook_signature;

@@ -186,16 +186,7 @@ async fn api(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, 
 }
 
 fn sign(id: &str, ts: u64, body: &str) -> String {
-    use hmac::{Hmac, Mac};
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(SECRET.trim_start_matches("whsec_"))
-        .unwrap();
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{ts}.{body}").as_bytes());
-    format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
+    crate::webhook_signature::sign(SECRET, id, ts, body)
 }
 
 async fn deliver(port: u16, n: usize) -> Result<u16, String> {
