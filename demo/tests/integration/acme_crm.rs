@@ -31,6 +31,16 @@ async fn sandbox(appointments: usize, faults: Faults) -> AcmeSandbox {
         .unwrap()
 }
 
+/// [`sandbox`] with a rate limit of 500 requests a second.
+async fn fast_sandbox(appointments: usize) -> AcmeSandbox {
+    let faults = Faults {
+        rate_burst: 500,
+        rate_per_second: 500.0,
+        ..Faults::default()
+    };
+    sandbox(appointments, faults).await
+}
+
 fn runtime() -> Runtime {
     runtime_with(SledKv::temporary().unwrap())
 }
@@ -126,6 +136,24 @@ fn grant(acme: &AcmeSandbox, page_size: u32, oauth: bool) -> TenantGrant {
             rate: None,
         },
         ..TenantGrant::new("t")
+    }
+}
+
+/// The pages of `stream` from `cursor` to the last one.
+async fn fetch_rest(
+    src: &mut ConnectorInstance,
+    stream: &str,
+    mut cursor: Option<String>,
+) -> Vec<Page> {
+    let mut pages = Vec::new();
+    loop {
+        let p = src.fetch(stream, cursor.as_deref()).await.unwrap();
+        cursor = p.next_cursor.clone();
+        let more = p.has_more;
+        pages.push(p);
+        if !more {
+            return pages;
+        }
     }
 }
 
@@ -347,15 +375,7 @@ async fn activities_first_listing_is_touchpoints_then_every_type() {
 /// ID page after page.
 #[tokio::test(flavor = "multi_thread")]
 async fn users_once_per_run_and_contacts_listed_once_in_a_full_sync() {
-    let acme = sandbox(
-        600,
-        Faults {
-            rate_burst: 500,
-            rate_per_second: 500.0,
-            ..Faults::default()
-        },
-    )
-    .await;
+    let acme = fast_sandbox(600).await;
     // Owners Acme does not list, on several pages.
     for i in 0..5 {
         weft_demo::http(
@@ -372,16 +392,7 @@ async fn users_once_per_run_and_contacts_listed_once_in_a_full_sync() {
     }
     let rt = runtime();
     let mut src = instance(&rt, &acme, 50, false).await;
-    let mut cursor = None;
-    let mut pages = 0;
-    loop {
-        let p = src.fetch("appointments", cursor.as_deref()).await.unwrap();
-        pages += 1;
-        cursor = p.next_cursor;
-        if !p.has_more {
-            break;
-        }
-    }
+    let pages = fetch_rest(&mut src, "appointments", None).await.len();
     assert!(pages > 10);
     let log = acme.requests();
     let count = |f: &dyn Fn(&str) -> bool| log.iter().filter(|r| f(&r.path)).count();
@@ -416,16 +427,7 @@ async fn limit_is_sent_on_every_page() {
     let acme = sandbox(60, Faults::default()).await;
     let rt = runtime();
     let mut src = instance(&rt, &acme, 25, false).await;
-    let mut cursor = None;
-    let mut pages = 0;
-    loop {
-        let p = src.fetch("appointments", cursor.as_deref()).await.unwrap();
-        pages += 1;
-        cursor = p.next_cursor;
-        if !p.has_more {
-            break;
-        }
-    }
+    let pages = fetch_rest(&mut src, "appointments", None).await.len();
     assert_eq!(pages, 3, "60 appointments, 25 a page");
     let lists: Vec<String> = acme
         .requests()
@@ -448,15 +450,7 @@ async fn limit_is_sent_on_every_page() {
 /// one to resume from, re-read every appointment of the rest in one call.
 #[tokio::test(flavor = "multi_thread")]
 async fn contacts_stream_rereads_at_most_reads_per_call() {
-    let acme = sandbox(
-        150,
-        Faults {
-            rate_burst: 500,
-            rate_per_second: 500.0,
-            ..Faults::default()
-        },
-    )
-    .await;
+    let acme = fast_sandbox(150).await;
     let rt = runtime();
     let c = rt.load_file(artifacts::ACME_CRM.as_ref()).await.unwrap();
     let grant = TenantGrant {
@@ -465,16 +459,8 @@ async fn contacts_stream_rereads_at_most_reads_per_call() {
     };
     let mut src = rt.instantiate(&c, &grant).await.unwrap();
     // The appointments stream fills the contact -> appointments index.
-    let mut cursor = None;
-    let mut apts = Vec::new();
-    loop {
-        let p = src.fetch("appointments", cursor.as_deref()).await.unwrap();
-        apts.extend(bodies(&p));
-        cursor = p.next_cursor;
-        if !p.has_more {
-            break;
-        }
-    }
+    let pages = fetch_rest(&mut src, "appointments", None).await;
+    let apts: Vec<Value> = pages.iter().flat_map(bodies).collect();
     // Twelve customers with appointments change, at one instant.
     let at = chrono::Utc::now()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -540,15 +526,7 @@ async fn contacts_stream_rereads_at_most_reads_per_call() {
 #[tokio::test(flavor = "multi_thread")]
 async fn journaled_index_pages_are_found_before_and_after_their_fold() {
     use weft::state::kv::{KvSpace, KvStore};
-    let acme = sandbox(
-        500,
-        Faults {
-            rate_burst: 500,
-            rate_per_second: 500.0,
-            ..Faults::default()
-        },
-    )
-    .await;
+    let acme = fast_sandbox(500).await;
     let kv = SledKv::temporary().unwrap();
     let rt = runtime_with(kv.clone());
     let space = KvSpace {
@@ -569,17 +547,12 @@ async fn journaled_index_pages_are_found_before_and_after_their_fold() {
             change_contact(&acme, cid, "+1 555 0199").await;
         }
         let mut src = rt.instantiate(&c, &grant).await.unwrap();
-        let (mut cursor, mut got) = (None, BTreeSet::new());
-        loop {
-            let p = src.fetch("contacts", cursor.as_deref()).await.unwrap();
-            for b in bodies(&p) {
-                got.insert(b["appointment"]["id"].as_str().unwrap().to_owned());
-            }
-            cursor = p.next_cursor;
-            if !p.has_more {
-                return got;
-            }
-        }
+        let pages = fetch_rest(&mut src, "contacts", None).await;
+        pages
+            .iter()
+            .flat_map(bodies)
+            .map(|b| b["appointment"]["id"].as_str().unwrap().to_owned())
+            .collect::<BTreeSet<String>>()
     };
     // Three contacts of `pages`, past the first `skip` (by ID).
     let contacts_of = |pages: &[Value], skip: usize| -> BTreeSet<String> {
@@ -619,14 +592,8 @@ async fn journaled_index_pages_are_found_before_and_after_their_fold() {
     // stopped run's, and deletes the journal.
     let mut src = rt.instantiate(&c, &grant).await.unwrap();
     let mut all = first;
-    loop {
-        let p = src.fetch("appointments", cursor.as_deref()).await.unwrap();
-        all.extend(bodies(&p));
-        cursor = p.next_cursor;
-        if !p.has_more {
-            break;
-        }
-    }
+    let rest = fetch_rest(&mut src, "appointments", cursor).await;
+    all.extend(rest.iter().flat_map(bodies));
     assert_eq!(journal(), 0, "folded and deleted at the end of the listing");
     let changed = contacts_of(&all, 5);
     let expected = appointments_of(&all, &changed);
