@@ -18,6 +18,14 @@ pub mod radicale;
 
 use std::time::{Duration, Instant};
 
+/// Sends the logs of a sandbox's binary to stderr (stdout is for what the
+/// binary prints for its caller: its URL and credentials).
+pub fn log_to_stderr() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// A token bucket: `rate` tokens a second, at most `burst`.
 #[derive(Debug, Clone)]
 pub struct Bucket {

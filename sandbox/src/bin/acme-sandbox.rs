@@ -42,9 +42,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
+    weft_sandbox::log_to_stderr();
     let a = Args::parse();
     let config = AcmeConfig {
         seed: a.seed,

@@ -24,9 +24,7 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
+    weft_sandbox::log_to_stderr();
     let a = Args::parse();
     let tokens = a
         .tenants
