@@ -47,6 +47,14 @@ async fn new_appointment(env: &DemoEnv, fields: Value) -> (Value, Value, String)
     (apt, contact, email)
 }
 
+/// Whether `apt`'s event is in the calendar of `email` (tenant `t1`).
+async fn in_calendar(env: &DemoEnv, email: &str, apt: &Value) -> bool {
+    env.calendar("t1", email)
+        .await
+        .unwrap()
+        .contains_key(&uid("t1", apt))
+}
+
 fn uid(tenant: &str, apt: &Value) -> String {
     format!("acme-{}@{tenant}", apt["id"].as_str().unwrap())
 }
@@ -97,7 +105,7 @@ async fn s1_s2_s3_an_appointment_becomes_one_event_that_changes_and_goes() {
 
     // 2: a change changes the same event, never a second one.
     let id = apt["id"].as_str().unwrap();
-    env.acme_control("PATCH", &format!("/appointments/{id}"), json!({ "title": "Moved review", "starts_at": "2026-12-03T10:00:00-06:00", "ends_at": "2026-12-03T11:00:00-06:00" })).await.unwrap();
+    change(&env, "PATCH", &format!("/appointments/{id}"), json!({ "title": "Moved review", "starts_at": "2026-12-03T10:00:00-06:00", "ends_at": "2026-12-03T11:00:00-06:00" })).await;
     sync_ok(&env, "t1").await;
     let cal2 = env.calendar("t1", &email).await.unwrap();
     assert_eq!(cal2.len(), cal.len(), "no second event");
@@ -106,20 +114,20 @@ async fn s1_s2_s3_an_appointment_becomes_one_event_that_changes_and_goes() {
     assert_eq!(property(ics, "DTSTART").unwrap(), "20261203T160000Z");
 
     // 3: cancelled → removed; deleted → removed.
-    env.acme_control(
+    change(
+        &env,
         "PATCH",
         &format!("/appointments/{id}"),
         json!({ "status": "cancelled" }),
     )
-    .await
-    .unwrap();
-    env.acme_control(
+    .await;
+    change(
+        &env,
         "DELETE",
         &format!("/appointments/{}", untitled["id"].as_str().unwrap()),
         json!({}),
     )
-    .await
-    .unwrap();
+    .await;
     sync_ok(&env, "t1").await;
     let cal3 = env.calendar("t1", &email).await.unwrap();
     assert!(!cal3.contains_key(&uid("t1", &apt)));
@@ -172,21 +180,16 @@ async fn s3_s11_each_tenant_has_its_own_options() {
         "t2 syncs scheduled only"
     );
 
-    env.acme_control(
+    change(
+        &env,
         "PATCH",
         &format!("/appointments/{}", apt["id"].as_str().unwrap()),
         json!({ "status": "cancelled" }),
     )
-    .await
-    .unwrap();
+    .await;
     sync_ok(&env, "t1").await;
     sync_ok(&env, "t2").await;
-    assert!(
-        !env.calendar("t1", &email)
-            .await
-            .unwrap()
-            .contains_key(&uid("t1", &apt))
-    );
+    assert!(!in_calendar(&env, &email, &apt).await);
     let kept = &env.calendar("t2", &email).await.unwrap()[&uid("t2", &apt)];
     assert_eq!(property(kept, "STATUS").unwrap(), "CANCELLED");
 }
@@ -236,13 +239,13 @@ async fn s4_touchpoints_count_once_and_go_down_on_delete() {
         (None, None, None)
     );
 
-    env.acme_control(
+    change(
+        &env,
         "DELETE",
         &format!("/activities/{}", act["id"].as_str().unwrap()),
         json!({}),
     )
-    .await
-    .unwrap();
+    .await;
     sync_ok(&env, "t1").await;
     assert_eq!(
         totals(&env.touchpoints("t1", &email).await.unwrap()),
@@ -291,13 +294,13 @@ async fn s5_webhooks_duplicated_and_out_of_order_leave_the_newest_version() {
     // v2 is one second newer than v1, whatever the clock did in between.
     let v1 = chrono::DateTime::parse_from_rfc3339(apt["updated_at"].as_str().unwrap()).unwrap();
     let v2_at = (v1 + chrono::Duration::seconds(1)).to_rfc3339();
-    env.acme_control(
+    change(
+        &env,
         "PATCH",
         &format!("/appointments/{id}"),
         json!({ "title": "v2", "updated_at": v2_at }),
     )
-    .await
-    .unwrap();
+    .await;
     for _ in 0..200 {
         if got.lock().unwrap().len() >= 4 {
             break;
@@ -449,20 +452,15 @@ async fn s6_s10_bad_records_are_dead_lettered_and_settle_when_fixed() {
     );
 
     // Support fixes the appointment in Acme; the next sync delivers it and settles the dead letter.
-    env.acme_control(
+    change(
+        &env,
         "PATCH",
         &format!("/appointments/{}", no_start["id"].as_str().unwrap()),
         json!({ "starts_at": "2026-12-05T10:00:00Z" }),
     )
-    .await
-    .unwrap();
+    .await;
     sync_ok(&env, "t1").await;
-    assert!(
-        env.calendar("t1", &email)
-            .await
-            .unwrap()
-            .contains_key(&uid("t1", &no_start))
-    );
+    assert!(in_calendar(&env, &email, &no_start).await);
     let left: Vec<String> = env
         .host
         .state
@@ -478,13 +476,13 @@ async fn s6_s10_bad_records_are_dead_lettered_and_settle_when_fixed() {
     let (apt, contact, email) = new_appointment(&env, json!({ "title": "Phone test" })).await;
     sync_ok(&env, "t1").await;
     let cid = contact["id"].as_str().unwrap();
-    env.acme_control(
+    change(
+        &env,
         "PATCH",
         &format!("/contacts/{cid}"),
         json!({ "phone": "+49 30 1234567" }),
     )
-    .await
-    .unwrap();
+    .await;
     sync_ok(&env, "t1").await;
     let ics = &env.calendar("t1", &email).await.unwrap()[&uid("t1", &apt)];
     assert!(
@@ -495,23 +493,16 @@ async fn s6_s10_bad_records_are_dead_lettered_and_settle_when_fixed() {
     );
     // A deleted customer leaves events as they were; a later change to their
     // appointment is dead-lettered.
-    env.acme_control("DELETE", &format!("/contacts/{cid}"), json!({}))
-        .await
-        .unwrap();
+    change(&env, "DELETE", &format!("/contacts/{cid}"), json!({})).await;
     sync_ok(&env, "t1").await;
-    assert!(
-        env.calendar("t1", &email)
-            .await
-            .unwrap()
-            .contains_key(&uid("t1", &apt))
-    );
-    env.acme_control(
+    assert!(in_calendar(&env, &email, &apt).await);
+    change(
+        &env,
         "PATCH",
         &format!("/appointments/{}", apt["id"].as_str().unwrap()),
         json!({ "title": "After deletion" }),
     )
-    .await
-    .unwrap();
+    .await;
     sync_ok(&env, "t1").await;
     let d = env
         .host
@@ -708,12 +699,7 @@ async fn s11_caldav_credentials_come_from_the_tenant_and_the_host_adds_them() {
     .unwrap();
     let (apt, _, email) = new_appointment(&env, json!({})).await;
     sync_ok(&env, "t1").await;
-    assert!(
-        env.calendar("t1", &email)
-            .await
-            .unwrap()
-            .contains_key(&uid("t1", &apt))
-    );
+    assert!(in_calendar(&env, &email, &apt).await);
     // Without the credential the server refuses: the events got there with it.
     let anonymous = weft_demo::http("PROPFIND", &env.calendar_url("t1", &email), &[], None)
         .await
@@ -941,12 +927,7 @@ async fn issue8_tokens_that_die_early_are_waited_out_not_a_config_error() {
         .filter(|q| q.status == 401)
         .count();
     assert!(refused >= 3, "the fault happened: {refused} refusals");
-    assert!(
-        env.calendar("t1", &email)
-            .await
-            .unwrap()
-            .contains_key(&uid("t1", &apt))
-    );
+    assert!(in_calendar(&env, &email, &apt).await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1188,9 +1169,7 @@ async fn issue8_storms_of_changes_end_exact() {
                     continue;
                 }
             };
-            env.acme_control("PATCH", &format!("/appointments/{id}"), patch)
-                .await
-                .unwrap();
+            change(&env, "PATCH", &format!("/appointments/{id}"), patch).await;
         }
         let acts: Vec<String> = env
             .list_all("activities")
@@ -1210,9 +1189,7 @@ async fn issue8_storms_of_changes_end_exact() {
                     continue;
                 }
             };
-            env.acme_control("PATCH", &format!("/activities/{id}"), patch)
-                .await
-                .unwrap();
+            change(&env, "PATCH", &format!("/activities/{id}"), patch).await;
         }
         // A customer's details change too.
         let cid = contacts[rng.below(contacts.len())]
