@@ -44,7 +44,15 @@ pub struct TenantSetup {
     pub touchpoint_options: String,
     /// The flows' retry policy (TOML inline-table body).
     pub retry: String,
+    /// Whether `weft.toml` configures it; otherwise only its dashboard
+    /// token exists, and it is set up by activating the
+    /// [`INTEGRATION`] (the console, the admin API).
+    pub configured: bool,
 }
+
+/// The ID of the integration the demo's `weft.toml` offers: the same
+/// flows as a configured tenant's, for tenants that set themselves up.
+pub const INTEGRATION: &str = "acme-calendar";
 
 /// The integration's components (built by `tests/artifacts`), as the
 /// demo's host registers them.
@@ -81,6 +89,16 @@ impl TenantSetup {
             calendar_options: String::new(),
             touchpoint_options: String::new(),
             retry: "max_attempts = 8, base_delay_ms = 100, max_delay_ms = 2000".into(),
+            configured: true,
+        }
+    }
+
+    /// A tenant that `weft.toml` does not configure: it activates the
+    /// [`INTEGRATION`] itself.
+    pub fn to_activate(id: &str) -> Self {
+        TenantSetup {
+            configured: false,
+            ..TenantSetup::new(id)
         }
     }
 }
@@ -199,50 +217,97 @@ call_timeout_ms = 30000
 key_file = "weft.key"
 "#
     );
-    for t in tenants {
-        let id = &t.id;
-        let source_options = prefixed(&t.source_options);
+    let our = OurServers {
+        radicale: radicale.to_owned(),
+        cal_o,
+        caldav_credentials,
+        dashboard: dashboard.to_owned(),
+        dash_o,
+    };
+    for t in tenants.iter().filter(|t| t.configured) {
         let acme = format!(
-            r#"{{ connector = "acme-crm@^1", stream = "STREAM", config = {{ base_url = "{acme_base}", page_size = 50{source_options} }}, http = {{ allow = ["{acme_o}"], credentials = [{{ origin = "{acme_o}", auth = {{ type = "oauth2_client_credentials", token_url = "{acme_base}/oauth/token", client_id = "{CLIENT_ID}", client_secret = {{ secret = "acme_client_secret" }} }} }}] }} }}"#
+            r#"{{ connector = "acme-crm@^1", stream = "STREAM", config = {{ base_url = "{acme_base}", page_size = 50{} }}, http = {{ allow = ["{acme_o}"], credentials = [{{ origin = "{acme_o}", auth = {{ type = "oauth2_client_credentials", token_url = "{acme_base}/oauth/token", client_id = "{CLIENT_ID}", client_secret = {{ secret = "acme_client_secret" }} }} }}] }} }}"#,
+            prefixed(&t.source_options)
         );
-        let calendar = format!(
-            r#"{{ connector = "acme-calendar@^1", config = {{ uid_namespace = "{id}"{} }} }}"#,
-            prefixed(&t.calendar_options)
-        );
-        // Our own servers get their own rate: `default_rate` (10/s, meant
-        // for vendors' APIs) would throttle the calendar and the dashboard.
-        let caldav = format!(
-            r#"{{ connector = "caldav@^1", config = {{ collection_url = "{radicale}/{{email}}/acme-{id}/" }}, http = {{ allow = ["{cal_o}"], rate = {OUR_RATE}{caldav_credentials} }} }}"#
-        );
-        out.push_str(&format!(
-            r#"
-[tenants.{id}.flows.appointments]
+        out.push_str(&flows_toml(&format!("tenants.{}", t.id), t, &acme, &our));
+    }
+    // The same flows on offer as an integration: the tenant enters its Acme
+    // address and client credentials; `{tenant}` is its ID.
+    out.push_str(&format!(
+        r#"
+[integrations.{INTEGRATION}]
+title = "Acme CRM → calendar + dashboard"
+description = "Each owner's Acme appointments in their calendar; emails and calls on the touch-points dashboard."
+vendor = {{ name = "Acme CRM", auth = "oauth2_client_credentials", token_path = "/oauth/token" }}
+"#
+    ));
+    let source = r#"{ connector = "acme-crm@^1", stream = "STREAM", config = { page_size = 50 } }"#;
+    out.push_str(&flows_toml(
+        &format!("integrations.{INTEGRATION}"),
+        &TenantSetup::new("{tenant}"),
+        source,
+        &our,
+    ));
+    out
+}
+
+/// Where our own servers are and how weft reaches them.
+struct OurServers {
+    radicale: String,
+    cal_o: String,
+    caldav_credentials: String,
+    dashboard: String,
+    dash_o: String,
+}
+
+/// The three flows of tenant `t` as TOML tables under `table`
+/// (`tenants.t1`, `integrations.acme-calendar`), reading Acme with the
+/// source stage `acme` (`STREAM` stands for the stream).
+fn flows_toml(table: &str, t: &TenantSetup, acme: &str, our: &OurServers) -> String {
+    let id = &t.id;
+    let OurServers {
+        radicale,
+        cal_o,
+        caldav_credentials,
+        dashboard,
+        dash_o,
+    } = our;
+    let calendar = format!(
+        r#"{{ connector = "acme-calendar@^1", config = {{ uid_namespace = "{id}"{} }} }}"#,
+        prefixed(&t.calendar_options)
+    );
+    // Our own servers get their own rate: `default_rate` (10/s, meant
+    // for vendors' APIs) would throttle the calendar and the dashboard.
+    let caldav = format!(
+        r#"{{ connector = "caldav@^1", config = {{ collection_url = "{radicale}/{{email}}/acme-{id}/" }}, http = {{ allow = ["{cal_o}"], rate = {OUR_RATE}{caldav_credentials} }} }}"#
+    );
+    format!(
+        r#"
+[{table}.flows.appointments]
 schedule = "5m"
 retry = {{ {retry} }}
 source = {src_a}
 mappers = [{calendar}]
 destination = {caldav}
 
-[tenants.{id}.flows.contacts]
+[{table}.flows.contacts]
 retry = {{ {retry} }}
 source = {src_c}
 mappers = [{calendar}]
 destination = {caldav}
 
-[tenants.{id}.flows.touchpoints]
+[{table}.flows.touchpoints]
 retry = {{ {retry} }}
 source = {src_t}
 mappers = [{{ connector = "acme-touchpoints@^1", config = {{ {tp} }} }}]
 destination = {{ connector = "dashboard@^1", config = {{ base_url = "{dashboard}" }}, http = {{ allow = ["{dash_o}"], rate = {OUR_RATE}, credentials = [{{ origin = "{dash_o}", auth = {{ type = "bearer", token = {{ secret = "dashboard_token_{id}" }} }} }}] }} }}
 "#,
-            src_a = acme.replace("STREAM", "appointments"),
-            src_c = acme.replace("STREAM", "contacts"),
-            src_t = acme.replace("STREAM", "activities"),
-            tp = t.touchpoint_options,
-            retry = t.retry,
-        ));
-    }
-    out
+        src_a = acme.replace("STREAM", "appointments"),
+        src_c = acme.replace("STREAM", "contacts"),
+        src_t = acme.replace("STREAM", "activities"),
+        tp = t.touchpoint_options,
+        retry = t.retry,
+    )
 }
 
 fn prefixed(opts: &str) -> String {

@@ -110,7 +110,7 @@ async function api(method, path, body) {
   }
   if (!res.ok) {
     const why = (data && typeof data === 'object' && data.error) || text || res.statusText;
-    if (res.status === 401 && path !== '/v1/whoami') signOut(`Signed out: ${why}`);
+    if (res.status === 401 && path !== '/v1/whoami' && path !== '/v1/tokens/exchange') signOut(`Signed out: ${why}`);
     throw new ApiError(res.status, why);
   }
   return data;
@@ -119,20 +119,34 @@ async function api(method, path, body) {
 // ---------------------------------------------------------------------------
 // Session, theme and navigation
 
-/** Takes a token (and theme) from a link's fragment, then forgets the fragment. */
-function takeLink() {
+/**
+ * Takes a token (and theme) from a link's fragment, then forgets the
+ * fragment. A one-time activation link (`&link=1`) is exchanged for a
+ * session first: the link stops working, the session stays in this tab.
+ */
+async function takeLink() {
   if (!location.hash.startsWith('#token=')) return;
   const p = new URLSearchParams(location.hash.slice(1));
-  const token = p.get('token');
-  if (token) {
-    session.token = token;
-    session.who = null;
-    sessionStorage.setItem(TOKEN_KEY, token);
-  }
-  const theme = { brand: p.get('brand') ?? '', color: p.get('color') ?? '' };
-  if (theme.brand || theme.color) sessionStorage.setItem(THEME_KEY, JSON.stringify(theme));
   const next = p.get('next');
   history.replaceState(null, '', `${location.pathname}#${next && next.startsWith('/') ? next : '/'}`);
+  const theme = { brand: p.get('brand') ?? '', color: p.get('color') ?? '' };
+  if (theme.brand || theme.color) sessionStorage.setItem(THEME_KEY, JSON.stringify(theme));
+  let token = p.get('token');
+  if (!token) return;
+  if (p.get('link') === '1') {
+    session.token = token;
+    try {
+      token = (await api('POST', '/v1/tokens/exchange')).token;
+    } catch (e) {
+      session.token = null;
+      sessionStorage.removeItem(TOKEN_KEY);
+      say(`This link does not work: ${e instanceof Error ? e.message : e}`);
+      return;
+    }
+  }
+  session.token = token;
+  session.who = null;
+  sessionStorage.setItem(TOKEN_KEY, token);
 }
 
 /** The platform's name and colour, when a link brought them. */
@@ -209,13 +223,14 @@ const ROUTES = [
   [/^\/tenants\/([^/]+)$/, tenantPage],
   [/^\/tenants\/([^/]+)\/runs$/, runsPage],
   [/^\/tenants\/([^/]+)\/dead-letters$/, deadLettersPage],
+  [/^\/tenants\/([^/]+)\/activate$/, activatePage],
   [/^\/connectors$/, connectorsPage],
 ];
 
 let rendering = 0;
 
 async function render() {
-  takeLink();
+  await takeLink();
   applyTheme();
   // `#/tenants/t1/dead-letters?flow=x`: the page reads its own query.
   const path = (location.hash.replace(/^#/, '') || '/').split('?')[0];
@@ -370,7 +385,13 @@ async function signinPage() {
 
 async function homePage() {
   if (session.who?.tenant) {
-    location.replace(`#/tenants/${enc(session.who.tenant)}`);
+    const t = session.who.tenant;
+    // A tenant not set up yet starts with activation.
+    const exists = await api('GET', `/v1/tenants/${enc(t)}`).then(() => true, (e) => {
+      if (e instanceof ApiError && e.status === 404) return false;
+      throw e;
+    });
+    location.replace(`#/tenants/${enc(t)}${exists ? '' : '/activate'}`);
     return [h('h1', {}, 'Your integration')];
   }
   location.replace('#/tenants');
@@ -399,7 +420,7 @@ async function tenantsPage() {
 }
 
 function tenantTabs(t, current) {
-  const tabs = [[`/tenants/${enc(t)}`, 'Status'], [`/tenants/${enc(t)}/runs`, 'Runs'], [`/tenants/${enc(t)}/dead-letters`, 'Dead letters']];
+  const tabs = [[`/tenants/${enc(t)}`, 'Status'], [`/tenants/${enc(t)}/runs`, 'Runs'], [`/tenants/${enc(t)}/dead-letters`, 'Dead letters'], [`/tenants/${enc(t)}/activate`, 'Set up']];
   return h('nav', { 'aria-label': 'Tenant', class: 'row' },
     tabs.map(([href, text]) => h('a', { href: `#${href}`, 'aria-current': href === current ? 'page' : false }, text)));
 }
@@ -685,6 +706,211 @@ function pretty(body) {
   } catch {
     return String(body);
   }
+}
+
+/** A label from a property name: `keep_cancelled` → `Keep cancelled`. */
+function humanize(key) {
+  const words = String(key).replace(/[_-]+/g, ' ');
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+/**
+ * One form field for a JSON Schema property: a select for an enum, a
+ * checkbox for a boolean, a number input for numbers, else text. Returns
+ * the element and a `read()` that gives its value (undefined: not set) or
+ * throws the message to show next to it.
+ */
+function schemaField(id, key, prop, required) {
+  const hintId = `${id}-hint`;
+  const errorId = `${id}-error`;
+  const describedBy = `${prop.description ? hintId : ''} ${errorId}`.trim();
+  const label = `${prop.title ?? humanize(key)}${required ? ' (required)' : ''}`;
+  const hint = prop.description ? h('p', { id: hintId, class: 'hint' }, prop.description) : null;
+  const error = h('p', { id: errorId, class: 'field-error' });
+  let input;
+  let read;
+  if (Array.isArray(prop.enum)) {
+    input = h('select', { id, 'aria-describedby': describedBy, 'aria-required': required ? 'true' : false },
+      required && prop.default !== undefined ? null : h('option', { value: '' }, required ? 'Choose…' : '(the default)'),
+      prop.enum.map((v) => h('option', { value: String(v), selected: v === prop.default }, String(v))));
+    read = () => {
+      const v = input.value;
+      if (!v) {
+        if (required) throw new Error('Choose one.');
+        return undefined;
+      }
+      return prop.enum.find((e) => String(e) === v);
+    };
+  } else if (prop.type === 'boolean') {
+    input = h('input', { id, type: 'checkbox', checked: prop.default === true, 'aria-describedby': describedBy });
+    read = () => input.checked;
+    return {
+      el: h('div', { class: 'field' }, h('div', { class: 'row' }, input, h('label', { for: id }, label)), hint, error),
+      read, input, error,
+    };
+  } else if (prop.type === 'integer' || prop.type === 'number') {
+    input = h('input', {
+      id, type: 'number', inputmode: prop.type === 'integer' ? 'numeric' : 'decimal', step: prop.type === 'integer' ? 1 : 'any',
+      min: prop.minimum, max: prop.maximum, value: prop.default, 'aria-describedby': describedBy, 'aria-required': required ? 'true' : false,
+    });
+    read = () => {
+      const text = input.value.trim();
+      if (!text) {
+        if (required) throw new Error('Enter a number.');
+        return undefined;
+      }
+      const n = Number(text);
+      if (!Number.isFinite(n) || (prop.type === 'integer' && !Number.isInteger(n))) throw new Error(prop.type === 'integer' ? 'Enter a whole number.' : 'Enter a number.');
+      if (prop.minimum !== undefined && n < prop.minimum) throw new Error(`At least ${prop.minimum}.`);
+      if (prop.maximum !== undefined && n > prop.maximum) throw new Error(`At most ${prop.maximum}.`);
+      return n;
+    };
+  } else {
+    input = h('input', { id, type: 'text', value: prop.default, 'aria-describedby': describedBy, 'aria-required': required ? 'true' : false });
+    read = () => {
+      const v = input.value.trim();
+      if (!v) {
+        if (required) throw new Error('Required.');
+        return undefined;
+      }
+      if (prop.pattern && !new RegExp(prop.pattern, 'u').test(v)) throw new Error(`Does not have the expected form (${prop.pattern}).`);
+      if (prop.minLength !== undefined && v.length < prop.minLength) throw new Error(`At least ${prop.minLength} characters.`);
+      return v;
+    };
+  }
+  return { el: h('div', { class: 'field' }, h('label', { for: id }, label), hint, input, error), read, input, error };
+}
+
+/** The element ID of an answer's field (`options.acme-crm.page_size`). */
+function fieldId(field) {
+  return `f-${field.replace(/[^A-Za-z0-9_-]/g, '-')}`;
+}
+
+async function activatePage(t) {
+  const forms = await api('GET', '/v1/integrations');
+  const title = h('h1', {}, `Set up an integration for ${t}`);
+  if (!forms.length) return [title, h('p', {}, 'No integrations are on offer yet: the operator adds them to weft.toml.')];
+  const holder = h('div', {});
+  const choose = (form) => holder.replaceChildren(integrationForm(t, form));
+  const picker = h('fieldset', {}, h('legend', {}, 'Integration'),
+    forms.map((f, i) => h('div', { class: 'row' },
+      h('input', { type: 'radio', name: 'integration', id: `pick-${f.id}`, value: f.id, checked: i === 0, onchange: () => choose(f) }),
+      h('label', { for: `pick-${f.id}` }, f.title, ' ', h('span', { class: 'muted' }, f.description)))));
+  choose(forms[0]);
+  return [title, tenantTabs(t, `/tenants/${enc(t)}/activate`), picker, holder];
+}
+
+function integrationForm(t, form) {
+  /** @type {Map<string, { read: () => any, input: HTMLElement, error: HTMLElement }>} */
+  const fields = new Map();
+  const add = (field, f) => {
+    fields.set(field, f);
+    return f.el;
+  };
+  const connection = h('fieldset', {}, h('legend', {}, `Your ${form.vendor} account`),
+    add('base_url', schemaField(fieldId('base_url'), 'base_url', {
+      title: `${form.vendor} address`, type: 'string', pattern: '^https?://',
+      description: `The address of your ${form.vendor} API, like https://yourcompany.example/api/v1`,
+    }, true)),
+    form.credentials.map((c) => {
+      const f = schemaField(fieldId(`credentials.${c.name}`), c.name, { title: c.label, type: 'string', description: c.secret ? 'Stored encrypted; never shown again.' : undefined }, true);
+      if (c.secret) {
+        f.input.setAttribute('type', 'password');
+        f.input.setAttribute('autocomplete', 'off');
+      }
+      return add(`credentials.${c.name}`, f);
+    }));
+  const options = Object.entries(form.options).map(([connector, schema]) => h('fieldset', {},
+    h('legend', {}, `Options: ${connector}`),
+    Object.entries(schema.properties ?? {}).map(([key, prop]) =>
+      add(`options.${connector}.${key}`, schemaField(fieldId(`options.${connector}.${key}`), key, prop, (schema.required ?? []).includes(key))))));
+  const result = h('div', { class: 'result', role: 'status', 'aria-live': 'polite' });
+
+  /** The answers, or null after marking every field that is wrong. */
+  const collect = () => {
+    const answers = { base_url: '', credentials: {}, options: {} };
+    let firstBad = null;
+    for (const [field, f] of fields) {
+      f.error.textContent = '';
+      f.input.removeAttribute('aria-invalid');
+      let v;
+      try {
+        v = f.read();
+      } catch (e) {
+        f.error.textContent = e instanceof Error ? e.message : String(e);
+        f.input.setAttribute('aria-invalid', 'true');
+        firstBad ??= f.input;
+        continue;
+      }
+      if (v === undefined) continue;
+      const [head, a, b] = field.split('.');
+      if (head === 'base_url') answers.base_url = v;
+      else if (head === 'credentials') answers.credentials[a] = v;
+      else (answers.options[a] ??= {})[b] = v;
+    }
+    if (firstBad) {
+      firstBad.focus();
+      return null;
+    }
+    return answers;
+  };
+  /** Shows the server's field errors next to their fields. */
+  const showServerErrors = (e) => {
+    const fieldsFromServer = e.fields ?? {};
+    let first = null;
+    for (const [field, why] of Object.entries(fieldsFromServer)) {
+      const f = fields.get(field) ?? fields.get(field.split('.').slice(0, 2).join('.'));
+      if (!f) continue;
+      f.error.textContent = why;
+      f.input.setAttribute('aria-invalid', 'true');
+      first ??= f.input;
+    }
+    result.replaceChildren(h('p', { class: 'error-box' }, e.message));
+    first?.focus();
+  };
+  const send = async (path, answers) => {
+    const res = await fetch(path, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${session.token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(answers),
+    });
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) throw Object.assign(new ApiError(res.status, data.error ?? res.statusText), { fields: data.fields });
+    return data;
+  };
+  const base = `/v1/tenants/${enc(t)}/integrations/${enc(form.id)}`;
+  const test = async () => {
+    const answers = collect();
+    if (!answers) return;
+    result.replaceChildren(h('p', {}, 'Calling the vendor…'));
+    try {
+      const r = await send(`${base}/test`, answers);
+      result.replaceChildren(h('p', { class: r.ok ? 'ok-box' : 'error-box' }, r.message));
+    } catch (e) {
+      showServerErrors(e);
+    }
+  };
+  const activate = async (ev) => {
+    ev.preventDefault();
+    const answers = collect();
+    if (!answers) return;
+    result.replaceChildren(h('p', {}, 'Activating…'));
+    try {
+      const r = await send(base, answers);
+      say(`Activated ${form.title}: the first sync of ${r.runs.join(', ')} has started.`);
+      location.hash = `#/tenants/${enc(t)}`;
+    } catch (e) {
+      showServerErrors(e);
+    }
+  };
+  return h('form', { onsubmit: activate, novalidate: true },
+    h('h2', {}, form.title),
+    form.description ? h('p', {}, form.description) : null,
+    h('p', { class: 'muted' }, `Flows: ${form.flows.join(', ')}.`),
+    connection, options, result,
+    h('div', { class: 'row' },
+      h('button', { type: 'button', class: 'secondary', onclick: test }, 'Test connection'),
+      h('button', { type: 'submit' }, 'Activate')));
 }
 
 async function connectorsPage() {

@@ -61,6 +61,65 @@ pub struct WeftConfig {
     /// The tenants, by ID.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Integrations on offer: named bundles of flows that a tenant (or an
+    /// operator for it) activates by entering its vendor account and
+    /// options (`POST /v1/tenants/{tenant}/integrations/{id}`, the console).
+    #[serde(default)]
+    pub integrations: BTreeMap<String, IntegrationConfig>,
+}
+
+/// One integration on offer: what the platform fixes (the flows, their
+/// destinations, rates) and how the tenant's vendor account is reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationConfig {
+    /// Its name for people ("Acme CRM → calendar + dashboard").
+    pub title: String,
+    /// What it does, in a sentence or two.
+    #[serde(default)]
+    pub description: String,
+    /// How the tenant's account at the vendor is reached.
+    pub vendor: VendorConfig,
+    /// The flows a tenant gets, as in `[tenants.ID.flows]`. Each source's
+    /// `config.base_url`, its allow-listed origin and its credential come
+    /// from what the tenant enters; `{tenant}` in any string stands for the
+    /// tenant's ID; what a stage's `config` sets is fixed, and the rest of
+    /// its connector's JSON Schema is asked of the tenant.
+    pub flows: BTreeMap<String, FlowConfig>,
+}
+
+/// How a tenant's vendor account is reached: its base URL (asked) and one
+/// kind of credential (asked, sealed as the tenant's secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VendorConfig {
+    /// The vendor's name for people ("Acme CRM").
+    pub name: String,
+    /// `oauth2_client_credentials` (client ID and secret), `api_key`,
+    /// `bearer` or `basic`.
+    pub auth: VendorAuth,
+    /// `oauth2_client_credentials`: the token endpoint, relative to the
+    /// base URL (`/oauth/token`).
+    #[serde(default)]
+    pub token_path: Option<String>,
+    /// `api_key`: the header that carries the key (`x-acme-api-key`).
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+/// The kinds of vendor credential an integration asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VendorAuth {
+    /// OAuth 2.0 client credentials: a client ID and a client secret.
+    #[serde(rename = "oauth2_client_credentials")]
+    OAuth2ClientCredentials,
+    /// An API key in a header.
+    ApiKey,
+    /// A bearer token.
+    Bearer,
+    /// HTTP Basic: a user name and a password.
+    Basic,
 }
 
 /// The `[service]` table: `weft serve`'s HTTP server.
@@ -472,6 +531,33 @@ mod humantime_serde_str {
     }
 }
 
+/// Checks an integration on offer as far as the config alone can.
+pub fn validate_integration(id: &str, i: &IntegrationConfig) -> anyhow::Result<()> {
+    if !valid_id(id) {
+        bail!("integrations.{id}: an integration ID is 1-64 letters, digits, `-` or `_`");
+    }
+    if i.flows.is_empty() {
+        bail!("integrations.{id}: has no flows; add an [integrations.{id}.flows.NAME] table");
+    }
+    match i.vendor.auth {
+        VendorAuth::OAuth2ClientCredentials
+            if !i
+                .vendor
+                .token_path
+                .as_deref()
+                .is_some_and(|p| p.starts_with('/')) =>
+        {
+            bail!(
+                "integrations.{id}.vendor.token_path: oauth2_client_credentials needs the token endpoint's path, like \"/oauth/token\""
+            )
+        }
+        VendorAuth::ApiKey if i.vendor.header.as_deref().is_none_or(str::is_empty) => {
+            bail!("integrations.{id}.vendor.header: api_key needs the header that carries the key")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Checks one tenant's configuration (what serde cannot): IDs, flows,
 /// schedules, retry policies, stage configs and rates.
 pub fn validate_tenant(tid: &str, tenant: &TenantConfig) -> anyhow::Result<()> {
@@ -568,6 +654,9 @@ impl WeftConfig {
         }
         for (tid, tenant) in &self.tenants {
             validate_tenant(tid, tenant)?;
+        }
+        for (id, i) in &self.integrations {
+            validate_integration(id, i)?;
         }
         if self.service.webhook_id_hours < 72 {
             bail!("service.webhook_id_hours: at least 72 (senders retry for days)");

@@ -8,6 +8,7 @@ mod acme_crm;
 mod chaos;
 mod console;
 mod exposed;
+mod integrations;
 mod postgres;
 mod replicas;
 mod service;

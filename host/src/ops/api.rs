@@ -15,6 +15,10 @@ use utoipa::ToSchema;
 pub struct Problem {
     /// Why the request failed, naming the field or resource.
     pub error: String,
+    /// What is wrong with each field of a form, by field (`base_url`,
+    /// `options.acme-calendar.keep_cancelled`), when the request was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<BTreeMap<String, String>>,
 }
 
 /// What the calling token is.
@@ -237,8 +241,14 @@ pub struct MintBody {
     pub name: String,
     /// The tenant the token is limited to; without it, an operator token.
     pub tenant: Option<String>,
-    /// How long the token works (`90d`, `12h`); without it, until revoked.
+    /// How long the token works (`90d`, `12h`); without it, until revoked
+    /// (a link: 7 days).
     pub expires_in: Option<String>,
+    /// A one-time activation link for `tenant`, which need not exist yet:
+    /// opened in the console, it is exchanged for a session of 8 hours that
+    /// may activate the tenant's integrations, and stops working.
+    #[serde(default)]
+    pub link: bool,
 }
 
 /// A token as listed: never its value.
@@ -269,6 +279,9 @@ pub struct MintedToken {
     pub tenant: Option<String>,
     /// When it stops working, ms since epoch.
     pub expires_ms: Option<u64>,
+    /// A link's address in the console (`…/#token=…&link=1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// The answer to an accepted webhook delivery.

@@ -1450,16 +1450,12 @@ impl From<wit::Error> for ConnectorError {
 impl Connector {
     /// Checks a stage's `config` against this connector's JSON Schema.
     pub fn validate_config(&self, config: &serde_json::Value) -> Result<(), String> {
-        let c = self;
-        let schema = &c.info().config_schema;
-        let validator = jsonschema::validator_for(schema)
-            .map_err(|e| format!("{} publishes an unusable config schema: {e}", c.label()))?;
-        let errors: Vec<String> = validator
-            .iter_errors(config)
-            .map(|e| {
-                let path = e.instance_path().to_string();
+        let errors: Vec<String> = self
+            .config_errors(config)?
+            .into_iter()
+            .map(|(path, e)| {
                 if path.is_empty() {
-                    e.to_string()
+                    e
                 } else {
                     format!("{path}: {e}")
                 }
@@ -1470,10 +1466,25 @@ impl Connector {
         } else {
             Err(format!(
                 "does not match the schema of {}: {}",
-                c.label(),
+                self.label(),
                 errors.join("; ")
             ))
         }
+    }
+
+    /// Where `config` breaks this connector's JSON Schema: each error's
+    /// JSON Pointer into the config (empty: the config as a whole) and
+    /// what is wrong. `Err` when the schema itself is unusable.
+    pub fn config_errors(
+        &self,
+        config: &serde_json::Value,
+    ) -> Result<Vec<(String, String)>, String> {
+        let validator = jsonschema::validator_for(&self.info().config_schema)
+            .map_err(|e| format!("{} publishes an unusable config schema: {e}", self.label()))?;
+        Ok(validator
+            .iter_errors(config)
+            .map(|e| (e.instance_path().to_string(), e.to_string()))
+            .collect())
     }
 }
 

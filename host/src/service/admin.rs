@@ -53,7 +53,19 @@ pub struct TokenDoc {
     /// When it stops working; none: when revoked (or its tenant deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<u64>,
+    /// A one-time activation link: good only for `POST /v1/tokens/exchange`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub link: bool,
+    /// It may create its tenant (by activating an integration): a link and
+    /// the session it is exchanged for work before the tenant exists.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub activation: bool,
 }
+
+/// How long the session an activation link is exchanged for lasts.
+pub const LINK_SESSION: std::time::Duration = std::time::Duration::from_secs(8 * 3600);
+/// How long an activation link works when `expires_in` does not say.
+pub const LINK_LIFETIME: std::time::Duration = std::time::Duration::from_secs(7 * 86400);
 
 /// The SHA-256 of a token, hex.
 pub fn hash_token(token: &str) -> String {
@@ -73,7 +85,7 @@ pub fn operator_tokens_from_env() -> Vec<String> {
 
 /// Who is calling: the principal its token resolved to.
 pub struct Caller {
-    principal: Principal,
+    pub(super) principal: Principal,
 }
 
 impl Caller {
@@ -104,7 +116,7 @@ impl Caller {
         }
     }
 
-    fn tenant(&self, tenant: &str) -> Result<(), Response> {
+    pub(super) fn tenant(&self, tenant: &str) -> Result<(), Response> {
         if self.sees(tenant) {
             Ok(())
         } else {
@@ -113,11 +125,11 @@ impl Caller {
     }
 }
 
-fn not_found(why: &str) -> Response {
+pub(super) fn not_found(why: &str) -> Response {
     problem(StatusCode::NOT_FOUND, why)
 }
 
-fn bad(e: impl std::fmt::Display) -> Response {
+pub(super) fn bad(e: impl std::fmt::Display) -> Response {
     problem(StatusCode::BAD_REQUEST, &e.to_string())
 }
 
@@ -130,7 +142,7 @@ fn op(e: OpError) -> Response {
     }
 }
 
-fn internal(e: anyhow::Error) -> Response {
+pub(super) fn internal(e: anyhow::Error) -> Response {
     tracing::error!(error = %format!("{e:#}"), "admin API");
     problem(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}"))
 }
@@ -142,50 +154,65 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         app: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                problem(
-                    StatusCode::UNAUTHORIZED,
-                    "an `Authorization: Bearer TOKEN` header is required",
-                )
-            })?;
-        let hash = hash_token(token);
+        let hash = hash_token(bearer(&parts.headers)?);
         if app.operator_tokens.contains(&hash) {
             return Ok(Caller {
                 principal: Principal::Operator,
             });
         }
-        let unauthorized = |why: &str| problem(StatusCode::UNAUTHORIZED, why);
-        let doc = match app.host.state.doc_get(TOKEN_DOC, &hash) {
-            Ok(Some(doc)) => doc,
-            Ok(None) => return Err(unauthorized("unknown token")),
-            Err(e) => return Err(internal(e)),
-        };
-        let doc: TokenDoc = serde_json::from_slice(&doc)
-            .map_err(|e| internal(anyhow::anyhow!("reading a token: {e}")))?;
-        if doc.expires_ms.is_some_and(|t| crate::state::now_ms() >= t) {
-            return Err(unauthorized("the token has expired"));
+        let doc = stored_token(app, &hash)?;
+        if doc.link {
+            return Err(unauthorized(
+                "this is an activation link: open it in the console, which exchanges it for a session (POST /v1/tokens/exchange)",
+            ));
         }
         let principal = match doc.tenant {
             None => Principal::Operator,
             // A token dies with its tenant (deleting a tenant also deletes
-            // its tokens; this holds should that have been cut short).
-            Some(t) if app.host.tenant(&t).is_none() => return Err(unauthorized("unknown token")),
+            // its tokens; this holds should that have been cut short),
+            // except an activation session's, made to create it.
+            Some(t) if !doc.activation && app.host.tenant(&t).is_none() => {
+                return Err(unauthorized("unknown token"));
+            }
             Some(t) => Principal::Tenant(t),
         };
         Ok(Caller { principal })
     }
 }
 
-type ApiResult = Result<Response, Response>;
+fn unauthorized(why: &str) -> Response {
+    problem(StatusCode::UNAUTHORIZED, why)
+}
 
-fn ok(v: impl Serialize) -> ApiResult {
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, Response> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthorized("an `Authorization: Bearer TOKEN` header is required"))
+}
+
+/// The stored, unexpired token of hash `hash`.
+fn stored_token(app: &AppState, hash: &str) -> Result<TokenDoc, Response> {
+    let doc = match app.host.state.doc_get(TOKEN_DOC, hash) {
+        Ok(Some(doc)) => doc,
+        Ok(None) => return Err(unauthorized("unknown token")),
+        Err(e) => return Err(internal(e)),
+    };
+    let doc: TokenDoc = serde_json::from_slice(&doc)
+        .map_err(|e| internal(anyhow::anyhow!("reading a token: {e}")))?;
+    if doc.expires_ms.is_some_and(|t| crate::state::now_ms() >= t) {
+        return Err(unauthorized("the token has expired"));
+    }
+    Ok(doc)
+}
+
+pub(super) type ApiResult = Result<Response, Response>;
+
+pub(super) fn ok(v: impl Serialize) -> ApiResult {
     Ok(Json(v).into_response())
 }
 
@@ -217,6 +244,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_connectors, add_connector))
         .routes(routes!(list_tokens, mint_token))
         .routes(routes!(revoke_token))
+        .routes(routes!(exchange_link))
         .routes(routes!(export_config))
 }
 
@@ -281,7 +309,22 @@ async fn put_tenant(
     let config =
         crate::tenants::access::admit_tenant(&c.principal, &tenant, stored.as_ref(), &raw, config)
             .map_err(|e| problem(StatusCode::FORBIDDEN, &e.to_string()))?;
-    check_webhook_secrets(&app, &tenant, &config)?;
+    let (status, written) = write_tenant(&app, &tenant, stored, config).await?;
+    Ok((status, Json(written)).into_response())
+}
+
+/// Writes an admitted tenant config: checked as `weft.toml` is and against
+/// each connector's schema, the moved flows' subscriptions ended, stored,
+/// and (when active) every flow's webhooks subscribed. `201` when the
+/// tenant is new.
+pub(super) async fn write_tenant(
+    app: &AppState,
+    tenant: &str,
+    stored: Option<TenantConfig>,
+    config: TenantConfig,
+) -> Result<(StatusCode, TenantWritten), Response> {
+    let tenant = tenant.to_owned();
+    check_webhook_secrets(app, &tenant, &config)?;
     // The same checks as `weft.toml`, and each stage's config against its
     // connector's JSON Schema: the answer names the field.
     crate::config::validate_tenant(&tenant, &config).map_err(|e| bad(format!("{e:#}")))?;
@@ -295,7 +338,7 @@ async fn put_tenant(
     // deactivated or moves (another source, stream, config or grants) is
     // unsubscribed at the old place, with the old grants, before they change.
     let mut webhooks = match &stored {
-        Some(old) => unsubscribe_moved(&app, &tenant, old, &config).await,
+        Some(old) => unsubscribe_moved(app, &tenant, old, &config).await,
         None => WebhookOutcomes::new(),
     };
     app.host.put_tenant(&tenant, config).map_err(internal)?;
@@ -306,9 +349,9 @@ async fn put_tenant(
         StatusCode::CREATED
     };
     if active {
-        webhooks.extend(subscribe_all(&app, &tenant).await);
+        webhooks.extend(subscribe_all(app, &tenant).await);
     }
-    Ok((status, Json(TenantWritten { tenant, webhooks })).into_response())
+    Ok((status, TenantWritten { tenant, webhooks }))
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants", summary = "Delete a tenant and its tokens (operator)", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 204, description = "Deleted, with its subscriptions at the vendors"), (status = 200, body = TenantWritten, description = "Deleted; a subscription could not be deleted at its vendor and is listed as orphaned"), (status = 403, body = Problem), (status = 404, body = Problem)))]
@@ -480,7 +523,7 @@ async fn deactivate(
     set_active(&app, &tenant, false).await
 }
 
-fn vault(app: &AppState) -> Result<&crate::secrets::Vault, Response> {
+pub(super) fn vault(app: &AppState) -> Result<&crate::secrets::Vault, Response> {
     app.host.runtime.secrets().vault().ok_or_else(|| {
         problem(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -543,7 +586,7 @@ async fn delete_secret(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn unprocessable(why: &str) -> Response {
+pub(super) fn unprocessable(why: &str) -> Response {
     problem(StatusCode::UNPROCESSABLE_ENTITY, why)
 }
 
@@ -973,13 +1016,22 @@ async fn mint_token(
     Json(body): Json<MintBody>,
 ) -> ApiResult {
     c.operator()?;
-    if let Some(t) = &body.tenant
-        && app.host.tenant(t).is_none()
-    {
-        return Err(not_found("no such tenant"));
+    match (&body.tenant, body.link) {
+        (None, true) => return Err(unprocessable("link: an activation link is for one tenant")),
+        // A link may be for a tenant still to be made.
+        (Some(t), true) if !crate::config::valid_id(t) => {
+            return Err(unprocessable(
+                "tenant: a tenant ID is 1-64 letters, digits, `-` or `_`",
+            ));
+        }
+        (Some(t), false) if app.host.tenant(t).is_none() => {
+            return Err(not_found("no such tenant"));
+        }
+        _ => {}
     }
     let now = crate::state::now_ms();
-    let expires_ms = match &body.expires_in {
+    let lifetime = match &body.expires_in {
+        None if body.link => Some(LINK_LIFETIME),
         None => None,
         Some(text) => {
             let d = humantime::parse_duration(text).map_err(|e| {
@@ -990,16 +1042,35 @@ async fn mint_token(
             if d.is_zero() {
                 return Err(unprocessable("expires_in: must be longer than 0s"));
             }
-            Some(now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+            Some(d)
         }
     };
-    let token = format!("weft_{}", hex::encode(rand::random::<[u8; 24]>()));
     let doc = TokenDoc {
         name: body.name,
         tenant: body.tenant,
         created_ms: now,
-        expires_ms,
+        expires_ms: lifetime.map(|d| after(now, d)),
+        link: body.link,
+        activation: body.link,
     };
+    let mut minted = store_token(&app, doc)?;
+    if body.link {
+        minted.url = Some(format!(
+            "{}/#token={}&link=1",
+            app.host.public_url().trim_end_matches('/'),
+            minted.token
+        ));
+    }
+    Ok((StatusCode::CREATED, Json(minted)).into_response())
+}
+
+fn after(now_ms: u64, d: std::time::Duration) -> u64 {
+    now_ms.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Mints a token for `doc`: stored as its hash, shown this once.
+fn store_token(app: &AppState, doc: TokenDoc) -> Result<MintedToken, Response> {
+    let token = format!("weft_{}", hex::encode(rand::random::<[u8; 24]>()));
     let id = hash_token(&token);
     app.host
         .state
@@ -1009,17 +1080,45 @@ async fn mint_token(
             &serde_json::to_vec(&doc).map_err(|e| internal(e.into()))?,
         )
         .map_err(internal)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(MintedToken {
-            id,
-            token,
-            name: doc.name,
-            tenant: doc.tenant,
-            expires_ms: doc.expires_ms,
-        }),
-    )
-        .into_response())
+    Ok(MintedToken {
+        id,
+        token,
+        name: doc.name,
+        tenant: doc.tenant,
+        expires_ms: doc.expires_ms,
+        url: None,
+    })
+}
+
+#[utoipa::path(post, path = "/v1/tokens/exchange", tag = "tokens", summary = "Exchange a one-time activation link (its token as the bearer) for a session; the link stops working", responses((status = 201, body = MintedToken), (status = 401, body = Problem)))]
+async fn exchange_link(
+    State(app): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult {
+    let hash = hash_token(bearer(&headers)?);
+    let link = stored_token(&app, &hash)?;
+    if !link.link {
+        return Err(unauthorized("not an activation link"));
+    }
+    // One use: of two exchanges at once, the one that deletes it wins.
+    if !app
+        .host
+        .state
+        .doc_delete(TOKEN_DOC, &hash)
+        .map_err(internal)?
+    {
+        return Err(unauthorized("this activation link was used already"));
+    }
+    let now = crate::state::now_ms();
+    let session = TokenDoc {
+        name: format!("{} (session)", link.name),
+        tenant: link.tenant,
+        created_ms: now,
+        expires_ms: Some(after(now, LINK_SESSION)),
+        link: false,
+        activation: true,
+    };
+    Ok((StatusCode::CREATED, Json(store_token(&app, session)?)).into_response())
 }
 
 /// The stored tokens (ID, what it grants), of one tenant or (`None`) all.

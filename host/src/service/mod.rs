@@ -24,6 +24,7 @@ pub mod admin;
 pub mod alerts;
 mod console;
 pub mod http;
+pub mod integrations;
 mod openapi;
 pub mod scheduler;
 pub mod webhooks;
@@ -180,6 +181,7 @@ fn documented() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(metrics))
         .routes(routes!(webhooks::receive))
         .merge(admin::routes())
+        .merge(integrations::routes())
 }
 
 /// The OpenAPI 3.1 document of the service, generated from the handlers'

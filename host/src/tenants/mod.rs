@@ -9,6 +9,7 @@ use crate::runtime::connector::{Connector, WorldKind};
 use anyhow::{Context, bail};
 
 pub mod access;
+pub mod integrations;
 
 /// The live tenants by ID, each shared between snapshots.
 pub type Tenants = std::collections::BTreeMap<String, std::sync::Arc<TenantConfig>>;

@@ -162,10 +162,13 @@ struct CachedToken {
     refresh_at: Instant,
 }
 
-/// (tenant, token URL, client ID).
-type TokenKey = (String, String, String);
+/// (tenant, token URL, client ID, SHA-256 of the client secret and scope).
+type TokenKey = (String, String, String, String);
 
-/// OAuth tokens cached per (tenant, token URL, client ID).
+/// OAuth tokens cached per (tenant, token URL, client ID, secret and
+/// scope): a token got with one secret is never handed out for another (a
+/// corrected secret, or a connection test with a wrong one, asks the
+/// endpoint again).
 #[derive(Debug, Clone, Default)]
 pub struct TokenCache {
     inner: Arc<tokio::sync::Mutex<HashMap<TokenKey, CachedToken>>>,
@@ -183,6 +186,17 @@ pub struct TokenError {
     /// `4xx` other than `408`/`429`): retrying cannot help, a person must
     /// fix the credentials.
     pub client_refused: bool,
+}
+
+/// SHA-256 (hex) of a client secret and scope: part of a cached token's
+/// key without keeping the secret itself.
+fn secret_digest(secret: &Secret, scope: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(secret.expose().as_bytes());
+    h.update([0]);
+    h.update(scope.unwrap_or("").as_bytes());
+    hex::encode(h.finalize())
 }
 
 impl TokenCache {
@@ -207,7 +221,12 @@ impl TokenCache {
         else {
             unreachable!("token() is only called for OAuth credentials")
         };
-        let key = (tenant.to_owned(), token_url.clone(), client_id.clone());
+        let key = (
+            tenant.to_owned(),
+            token_url.clone(),
+            client_id.clone(),
+            secret_digest(client_secret, scope.as_deref()),
+        );
         // Held across the fetch so that concurrent callers wait for one token.
         let mut cache = self.inner.lock().await;
         if let Some(t) = cache.get(&key)

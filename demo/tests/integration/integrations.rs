@@ -1,0 +1,225 @@
+//! Integrations over the admin API: a tenant that `weft.toml` does not
+//! configure is set up by a one-time activation link, tests its Acme
+//! credentials, is refused field by field, activates, and syncs exactly.
+
+use crate::support::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use weft::state::RunOutcome;
+use weft_demo::{CLIENT_ID, CLIENT_SECRET, DemoEnv, INTEGRATION, TenantSetup};
+
+/// What the tenant enters: Acme's address and client credentials.
+fn answers(env: &DemoEnv, secret: &str, options: Value) -> Value {
+    json!({
+        "base_url": env.acme.base_url(),
+        "credentials": { "client_id": CLIENT_ID, "client_secret": secret },
+        "options": options,
+    })
+}
+
+/// Waits until each of `flows` of `tenant` has a finished run; panics on
+/// one that did not succeed.
+pub(crate) async fn wait_for_first_sync(env: &DemoEnv, tenant: &str, flows: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for flow in flows {
+        loop {
+            let runs = env.host.state.runs(Some(tenant), Some(flow), 10).unwrap();
+            if let Some(r) = runs.iter().find(|r| r.outcome != RunOutcome::Running) {
+                assert_eq!(r.outcome, RunOutcome::Succeeded, "{flow}: {:?}", r.error);
+                break;
+            }
+            assert!(Instant::now() < deadline, "{flow} did not finish a run");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_activates_an_integration_by_link_and_syncs_exactly() {
+    let env = DemoEnv::start(
+        acme(),
+        vec![TenantSetup::new("t1"), TenantSetup::to_activate("t3")],
+    )
+    .await
+    .unwrap();
+    let svc = Service::start(&env).await;
+
+    // The form: Acme's address and client credentials, and the options
+    // the integration leaves open (not the ones it fixes).
+    let (s, forms) = svc.operator("GET", "/v1/integrations", None).await;
+    assert_eq!(s, 200, "{forms}");
+    let form = &forms[0];
+    assert_eq!(form["id"], INTEGRATION);
+    let creds: Vec<&str> = form["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(creds, ["client_id", "client_secret"]);
+    let crm = &form["options"]["acme-crm"]["properties"];
+    assert!(crm.get("deleted_contacts").is_some(), "{form}");
+    for fixed in ["base_url", "page_size"] {
+        assert!(crm.get(fixed).is_none(), "{fixed} is not asked: {form}");
+    }
+    assert!(
+        form["options"]["acme-calendar"]["properties"]
+            .get("uid_namespace")
+            .is_none(),
+        "{form}"
+    );
+
+    // A one-time link for a tenant that does not exist yet.
+    let (s, link) = svc
+        .operator(
+            "POST",
+            "/v1/tokens",
+            Some(json!({ "name": "t3 activation", "tenant": "t3", "link": true })),
+        )
+        .await;
+    assert_eq!(s, 201, "{link}");
+    let url = link["url"].as_str().unwrap();
+    assert!(
+        url.contains("/#token=weft_") && url.ends_with("&link=1"),
+        "{url}"
+    );
+    let link = link["token"].as_str().unwrap().to_owned();
+    let (s, v) = svc.call(Some(&link), "GET", "/v1/whoami", None).await;
+    assert_eq!(s, 401, "a link is only exchanged: {v}");
+    let (s, session) = svc
+        .call(Some(&link), "POST", "/v1/tokens/exchange", None)
+        .await;
+    assert_eq!(s, 201, "{session}");
+    let (s, v) = svc
+        .call(Some(&link), "POST", "/v1/tokens/exchange", None)
+        .await;
+    assert_eq!(s, 401, "a link works once: {v}");
+    let t3 = session["token"].as_str().unwrap().to_owned();
+    let (s, who) = svc.call(Some(&t3), "GET", "/v1/whoami", None).await;
+    assert_eq!((s, &who["tenant"]), (200, &json!("t3")), "{who}");
+
+    // Test connection: Acme's refusal in words, then a page.
+    let test = format!("/v1/tenants/t3/integrations/{INTEGRATION}/test");
+    let (s, v) = svc
+        .call(
+            Some(&t3),
+            "POST",
+            &test,
+            Some(answers(&env, "wrong", json!({}))),
+        )
+        .await;
+    assert_eq!((s, &v["ok"]), (200, &json!(false)), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("invalid_client"),
+        "{v}"
+    );
+    let (s, v) = svc
+        .call(
+            Some(&t3),
+            "POST",
+            &test,
+            Some(answers(&env, CLIENT_SECRET, json!({}))),
+        )
+        .await;
+    assert_eq!((s, &v["ok"]), (200, &json!(true)), "{v}");
+    let (_, secrets) = svc
+        .call(Some(&t3), "GET", "/v1/tenants/t3/secrets", None)
+        .await;
+    assert_eq!(secrets, json!([]), "a test stores nothing");
+
+    // Answers that do not fit: refused, each field named.
+    let apply = format!("/v1/tenants/t3/integrations/{INTEGRATION}");
+    let (s, v) = svc
+        .call(
+            Some(&t3),
+            "POST",
+            &apply,
+            Some(json!({
+                "base_url": "acme.example",
+                "credentials": { "client_id": CLIENT_ID },
+                "options": {
+                    "acme-crm": { "page_size": 10, "deleted_contacts": "forget" },
+                    "acme-touchpoints": { "nonsense": true },
+                },
+            })),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    for field in [
+        "base_url",
+        "credentials.client_secret",
+        "options.acme-crm.page_size",
+        "options.acme-crm.deleted_contacts",
+        "options.acme-touchpoints",
+    ] {
+        assert!(v["fields"].get(field).is_some(), "{field}: {v}");
+    }
+    assert!(svc.operator("GET", "/v1/tenants/t3", None).await.0 == 404);
+
+    // Another tenant is not the session's.
+    let other = format!("/v1/tenants/t1/integrations/{INTEGRATION}");
+    let (s, _) = svc
+        .call(
+            Some(&t3),
+            "POST",
+            &other,
+            Some(answers(&env, CLIENT_SECRET, json!({}))),
+        )
+        .await;
+    assert_eq!(s, 404);
+
+    // Activation: the tenant is made, its first sync runs, and it is exact.
+    let (s, v) = svc
+        .call(
+            Some(&t3),
+            "POST",
+            &apply,
+            Some(answers(
+                &env,
+                CLIENT_SECRET,
+                json!({ "acme-crm": { "deleted_contacts": "dead-letter" } }),
+            )),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        v["runs"],
+        json!(["appointments", "contacts", "touchpoints"])
+    );
+    wait_for_first_sync(&env, "t3", &["appointments", "contacts", "touchpoints"]).await;
+    let exact = env.check_against_acme("t3").await.unwrap();
+    assert!(exact.differences.is_empty(), "{:?}", exact.differences);
+    assert!(exact.events > 0 && exact.touchpoints > 0, "{exact:?}");
+    let (_, secrets) = svc
+        .call(Some(&t3), "GET", "/v1/tenants/t3/secrets", None)
+        .await;
+    assert_eq!(secrets, json!(["vendor_client_secret"]));
+
+    // With a token cached for the right secret, a wrong one still fails:
+    // the cache is per secret.
+    let (s, v) = svc
+        .call(
+            Some(&t3),
+            "POST",
+            &test,
+            Some(answers(&env, "wrong", json!({}))),
+        )
+        .await;
+    assert_eq!((s, &v["ok"]), (200, &json!(false)), "{v}");
+
+    // An operator's deactivation holds against the tenant.
+    let (s, _) = svc
+        .operator("POST", "/v1/tenants/t3/deactivate", None)
+        .await;
+    assert_eq!(s, 200);
+    let (s, v) = svc
+        .call(
+            Some(&t3),
+            "POST",
+            &apply,
+            Some(answers(&env, CLIENT_SECRET, json!({}))),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    svc.stop().await;
+}
