@@ -229,7 +229,9 @@ const ROUTES = [
 
 let rendering = 0;
 
-async function render() {
+/** Renders the page of the address; `quiet` (a live refresh) keeps focus where it is. */
+async function render(quiet = false) {
+  liveAbort?.abort();
   await takeLink();
   applyTheme();
   // `#/tenants/t1/dead-letters?flow=x`: the page reads its own query.
@@ -266,7 +268,7 @@ async function render() {
   }
   const heading = main.querySelector('h1');
   document.title = `${heading?.textContent ?? 'weft'} · weft console`;
-  if (heading) {
+  if (heading && !quiet) {
     heading.tabIndex = -1;
     heading.focus();
   }
@@ -280,6 +282,60 @@ function errorPage(e) {
 
 async function reload() {
   await render();
+}
+
+// ---------------------------------------------------------------------------
+// Live run progress: `GET /v1/events` (server-sent events), read with fetch
+// so that the token goes in a header, not in the address.
+
+/** @type {AbortController | null} */
+let liveAbort = null;
+
+/**
+ * Calls `onRun(record)` for each run record of `tenant` as it is saved
+ * (`null` when some were missed), until the page changes.
+ */
+function listen(tenant, onRun) {
+  const ctrl = new AbortController();
+  liveAbort = ctrl;
+  (async () => {
+    const res = await fetch(`/v1/events?tenant=${enc(tenant)}`, {
+      headers: { Authorization: `Bearer ${session.token ?? ''}` },
+      signal: ctrl.signal,
+    });
+    if (!res.ok || !res.body) return;
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += value;
+      let end;
+      while ((end = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, end);
+        buf = buf.slice(end + 2);
+        let event = 'message';
+        let data = '';
+        for (const line of block.split('\n')) {
+          if (line.startsWith('event:')) event = line.slice(6).trim();
+          else if (line.startsWith('data:')) data += line.slice(5).trim();
+        }
+        if (event === 'run' && data) onRun(JSON.parse(data));
+        else if (event === 'lagged') onRun(null);
+      }
+    }
+  })().catch(() => { /* the page changed, or the service stopped */ });
+}
+
+let refreshTimer = 0;
+
+/** Renders the page again soon (once, however many events ask). */
+function refreshSoon() {
+  clearTimeout(refreshTimer);
+  const at = location.hash;
+  refreshTimer = setTimeout(() => {
+    if (location.hash === at) render(true);
+  }, 1000);
 }
 
 // ---------------------------------------------------------------------------
@@ -434,6 +490,13 @@ async function tenantPage(t) {
   const flows = Object.keys(cfg.flows ?? {});
   const states = await Promise.all(flows.map((f) => api('GET', `/v1/tenants/${enc(t)}/flows/${enc(f)}/state`)));
   const cards = flows.map((f, i) => flowCard(t, f, cfg.flows[f], states[i], runs, dead));
+  // Runs in progress show their pages as they commit; a run that ends
+  // brings the page up to date (health, dead letters, the chart).
+  listen(t, (r) => {
+    const cell = r && r.trigger !== 'replay' ? document.getElementById(`last-${r.flow}`) : null;
+    if (cell) cell.replaceChildren(...lastRun(r));
+    if (!r || r.outcome !== 'running') refreshSoon();
+  });
   return [
     h('h1', {}, cfg.name ? `${cfg.name} (${t})` : `Tenant ${t}`),
     tenantTabs(t, `/tenants/${enc(t)}`),
@@ -475,9 +538,7 @@ function flowCard(t, f, flow, state, runs, dead) {
       h('dt', {}, 'From'), h('dd', {}, `${stageName(flow.source)} (${flow.source?.stream ?? ''})`),
       h('dt', {}, 'To'), h('dd', {}, stageName(flow.destination)),
       h('dt', {}, 'Schedule'), h('dd', {}, `every ${flow.schedule ?? '5m'}`),
-      h('dt', {}, 'Last run'), h('dd', {}, last
-        ? [outcomeBadge(last.outcome), ` ${ago(last.started_ms)} (${last.trigger}): ${last.fetched} fetched, ${last.emitted} delivered, ${last.dead_lettered} dead-lettered`]
-        : 'not yet'),
+      h('dt', {}, 'Last run'), h('dd', { id: `last-${f}` }, last ? lastRun(last) : 'not yet'),
       last?.error ? [h('dt', {}, 'Error'), h('dd', {}, last.error)] : null,
       streak(state.health) ? [h('dt', {}, 'Failing'), h('dd', {}, streak(state.health))] : null,
       h('dt', {}, 'Next poll'), h('dd', {}, next ? `${ago(next)}${lag ? ` (late by ${Math.round(lag / 1000)} s)` : ''}` : state.paused ? 'paused' : 'after the first run'),
@@ -495,6 +556,12 @@ function streak(health) {
   return m ? `${m[1]} run${m[1] === '1' ? '' : 's'} in a row` : '';
 }
 
+
+/** A run's outcome and counts (running: its progress so far). */
+function lastRun(r) {
+  const counts = `${r.pages} page${r.pages === 1 ? '' : 's'}, ${r.fetched} fetched, ${r.emitted} delivered, ${r.dead_lettered} dead-lettered${r.retries ? `, ${r.retries} retried` : ''}`;
+  return [outcomeBadge(r.outcome), ` ${ago(r.started_ms)} (${r.trigger}): ${counts}`];
+}
 
 /** Records delivered and failures per day over the last 14 days, from run records. */
 function chart(runs) {
@@ -959,5 +1026,5 @@ function uploadForm() {
   h('div', { class: 'row' }, h('button', { type: 'submit' }, 'Upload')));
 }
 
-window.addEventListener('hashchange', render);
+window.addEventListener('hashchange', () => render());
 render();

@@ -38,6 +38,9 @@ pub struct Host {
     /// Who may run each flow: every trigger takes the flow's lease first
     /// ([`crate::flow::lease`]).
     pub leases: Arc<dyn crate::flow::lease::Leases>,
+    /// Every run record as it is saved (start, each page, end), for live
+    /// views (`GET /v1/events`); nothing waits for a slow listener.
+    pub(crate) run_events: tokio::sync::broadcast::Sender<crate::state::RunRecord>,
 }
 
 impl Host {
@@ -131,7 +134,21 @@ impl Host {
             registry,
             recording: Default::default(),
             leases,
+            run_events: tokio::sync::broadcast::channel(256).0,
         })
+    }
+
+    /// Run records as they are saved from now on (a listener that falls
+    /// 256 behind misses the oldest: it reads the state again).
+    pub fn run_events(&self) -> tokio::sync::broadcast::Receiver<crate::state::RunRecord> {
+        self.run_events.subscribe()
+    }
+
+    /// Tells live views of `run` as it was just saved.
+    pub(crate) fn run_saved(&self, run: &crate::state::RunRecord) {
+        if self.run_events.receiver_count() > 0 {
+            let _ = self.run_events.send(run.clone());
+        }
     }
 
     /// Records every connector call of the runs this host makes from now on

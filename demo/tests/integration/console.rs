@@ -368,3 +368,87 @@ async fn operators_and_tenant_admins_see_status_and_handle_dead_letters_in_the_c
     c.close().await.unwrap();
     svc.stop().await;
 }
+
+/// Clears the input `id` and types `text` into it.
+async fn fill(c: &Client, id: &str, text: &str) {
+    let e = c.find(Locator::Id(id)).await.unwrap();
+    e.clear().await.unwrap();
+    e.send_keys(text).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_first_sync() {
+    let env = DemoEnv::start(
+        acme(),
+        vec![TenantSetup::new("t1"), TenantSetup::to_activate("t3")],
+    )
+    .await
+    .unwrap();
+    let svc = Service::start(&env).await;
+    let (s, link) = svc
+        .operator(
+            "POST",
+            "/v1/tokens",
+            Some(json!({ "name": "t3 activation", "tenant": "t3", "link": true })),
+        )
+        .await;
+    assert_eq!(s, 201, "{link}");
+    let url = link["url"].as_str().unwrap().to_owned();
+    let driver = Driver::start();
+    let c = driver.browser(1280, 1000).await;
+
+    // The link opens the activation form (the tenant does not exist yet).
+    c.goto(&url).await.unwrap();
+    heading(&c, "Set up an integration for t3").await;
+    wait_for(&c, "form", "Acme CRM → calendar + dashboard").await;
+    axe(&c, "activation form").await;
+    screenshot(&c, "07-activation-form").await;
+
+    // Checked in the browser first: a required field left empty.
+    click_button(&c, "Activate").await;
+    wait_for(&c, "#f-base_url-error", "Required").await;
+
+    // A wrong secret: "Test connection" shows Acme's refusal.
+    fill(&c, "f-base_url", &env.acme.base_url()).await;
+    fill(&c, "f-credentials-client_id", weft_demo::CLIENT_ID).await;
+    fill(&c, "f-credentials-client_secret", "not-the-secret").await;
+    click_button(&c, "Test connection").await;
+    let refused = wait_for(&c, ".result", "refused").await;
+    assert!(refused.contains("invalid_client"), "{refused}");
+    axe(&c, "activation form with Acme's refusal").await;
+    screenshot(&c, "08-test-connection-refused").await;
+
+    // The server's own check, shown at the field: an address without a host.
+    fill(&c, "f-base_url", "http://").await;
+    click_button(&c, "Activate").await;
+    wait_for(&c, "#f-base_url-error", "http(s) address").await;
+
+    // Fixed: the test connects, and activation starts the first sync.
+    fill(&c, "f-base_url", &env.acme.base_url()).await;
+    fill(&c, "f-credentials-client_secret", weft_demo::CLIENT_SECRET).await;
+    click_button(&c, "Test connection").await;
+    wait_for(&c, ".result", "Connected to Acme CRM").await;
+    click_button(&c, "Activate").await;
+    heading(&c, "Tenant t3").await;
+    // The page follows the runs as they happen (server-sent events) until
+    // every flow's first sync has succeeded, without a reload.
+    for flow in ["appointments", "contacts", "touchpoints"] {
+        wait_for(&c, &format!("#last-{flow}"), "succeeded").await;
+    }
+    crate::integrations::wait_for_first_sync(
+        &env,
+        "t3",
+        &["appointments", "contacts", "touchpoints"],
+    )
+    .await;
+    let exact = env.check_against_acme("t3").await.unwrap();
+    assert!(exact.differences.is_empty(), "{:?}", exact.differences);
+    axe(&c, "status after activation").await;
+    screenshot(&c, "09-first-sync-done").await;
+
+    // Its pages only: t1's answer "not found".
+    c.goto(&format!("{}/#/tenants/t1", svc.url)).await.unwrap();
+    heading(&c, "Not found").await;
+    c.close().await.unwrap();
+    svc.stop().await;
+}

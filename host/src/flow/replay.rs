@@ -61,6 +61,7 @@ impl Host {
             run.outcome = RunOutcome::Failed;
             run.error = Some(e.clone());
             self.state.save_run(&run)?;
+            self.run_saved(&run);
             bail!("replay of {id} could not finish: {e}");
         }
         let item = &items[0];
@@ -82,6 +83,7 @@ impl Host {
         self.state.commit_page(&dl.tenant, &dl.flow, &commit)?;
         run.outcome = RunOutcome::Succeeded;
         self.state.save_run(&run)?;
+        self.run_saved(&run);
         match &item.dead {
             None => Ok(Ok(())),
             Some(_) => Ok(Err(self.state.dead_letter(id)?.unwrap_or(dl))),

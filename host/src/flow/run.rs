@@ -153,6 +153,7 @@ impl Host {
         // request, a page's commit, or its end): a run that ends the
         // process before any of them changed nothing weft keeps.
         self.state.save_run_progress(&run)?;
+        self.run_saved(&run);
         let span = tracing::info_span!("run", tenant, flow = flow_name, run_id = %run.id);
         let result = self
             .run_pages(
@@ -328,6 +329,7 @@ impl Host {
             .map_err(|e| Stop::Failed(format!("committing the page: {e:#}")))?;
         run.pages += 1;
         self.state.save_run_progress(run)?;
+        self.run_saved(run);
         Ok(())
     }
 
@@ -362,7 +364,9 @@ impl Host {
             }
         }
         crate::metrics::metrics().run_ended(run);
-        self.state.save_run(run)
+        self.state.save_run(run)?;
+        self.run_saved(run);
+        Ok(())
     }
 
     /// A source record of `flow` on its way to the destination `scope`,

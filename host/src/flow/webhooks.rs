@@ -42,6 +42,7 @@ impl Host {
             ..new_run(tenant, flow_name)
         };
         self.state.save_run_progress(&run)?;
+        self.run_saved(&run);
         let span = tracing::info_span!("webhook", tenant, flow = flow_name, run_id = %run.id);
         let result = self
             .webhook_pages(

@@ -108,7 +108,7 @@ impl Caller {
     /// The tenant a listing is limited to: `asked` for an operator (none:
     /// every tenant), the caller's own for a tenant token (another asked
     /// for is "not found").
-    fn scoped(&self, asked: Option<String>) -> Result<Option<String>, Response> {
+    pub(super) fn scoped(&self, asked: Option<String>) -> Result<Option<String>, Response> {
         match (self.principal.tenant(), asked) {
             (Some(own), Some(asked)) if own != asked => Err(not_found("no such tenant")),
             (Some(own), _) => Ok(Some(own.to_owned())),

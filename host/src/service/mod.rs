@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod alerts;
 mod console;
+mod events;
 pub mod http;
 pub mod integrations;
 mod openapi;
@@ -54,6 +55,9 @@ pub struct AppState {
     pub(crate) scheduling: AtomicBool,
     /// Hashed operator tokens from the environment.
     pub(crate) operator_tokens: Vec<String>,
+    /// Becomes true when the service stops: long answers (event streams)
+    /// end then, so that the server's graceful stop does not wait on them.
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     /// Flows' webhook secrets as last resolved, for [`SECRETS_TTL`]: one
     /// entry per flow that received a valid-looking delivery (unknown
     /// tenants and flows are not cached, so callers cannot grow it).
@@ -182,6 +186,7 @@ fn documented() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(webhooks::receive))
         .merge(admin::routes())
         .merge(integrations::routes())
+        .routes(routes!(events::events))
 }
 
 /// The OpenAPI 3.1 document of the service, generated from the handlers'
@@ -252,12 +257,14 @@ pub async fn run(
         .iter()
         .map(|t| admin::hash_token(t))
         .collect();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app = Arc::new(AppState {
         host: host.clone(),
         inbox: inbox_tx,
         run_requests: run_tx,
         scheduling: AtomicBool::new(false),
         operator_tokens,
+        stopping: stop_rx.clone(),
         secrets: Default::default(),
     });
     // Runs (scheduled ones and webhook processing) go on a runtime of their
@@ -272,7 +279,6 @@ pub async fn run(
     let writer = tokio::spawn(webhooks::writer(host.clone(), inbox_rx, accepted_tx));
     let processor = work.spawn(webhooks::processor(host.clone(), accepted_rx));
     let alerter = Arc::new(alerts::Alerter::new(host.clone()));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = {
         let (host, app, alerter) = (host.clone(), app.clone(), alerter.clone());
         let mut stop_rx = stop_rx.clone();
