@@ -8,6 +8,16 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The arguments of `cargo` that build a guest workspace (release, for
+/// `wasm32-wasip2`); the target directory follows them.
+const GUEST_BUILD: [&str; 5] = [
+    "build",
+    "--release",
+    "--target",
+    "wasm32-wasip2",
+    "--target-dir",
+];
+
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.join("../..").canonicalize().unwrap();
@@ -56,6 +66,9 @@ fn main() {
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    code.push_str(&format!(
+        "/// The arguments of `cargo` that build the test components (a target\n/// directory follows them).\npub const GUEST_BUILD: &[&str] = &{GUEST_BUILD:?};\n"
+    ));
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("components.rs");
     std::fs::write(out, code).unwrap();
 }
@@ -63,15 +76,7 @@ fn main() {
 fn build_guests(workspace: &std::path::Path, target_dir: &std::path::Path) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
-        .arg(target_dir);
+    cmd.current_dir(workspace).args(GUEST_BUILD).arg(target_dir);
     // Do not leak the outer build's settings (clippy's wrapper, host flags)
     // into the guest build.
     for var in [

@@ -321,6 +321,13 @@ pub fn test_destination(url: &str) -> String {
     )
 }
 
+/// A sink destination serving on a local port, and a data directory.
+pub async fn sink_and_dir() -> (Sink, TestServer, tempfile::TempDir) {
+    let sink = Sink::default();
+    let server = sink.serve().await;
+    (sink, server, tempfile::tempdir().unwrap())
+}
+
 pub async fn host_with(text: &str, components: &[&std::path::Path]) -> weft::Host {
     let h = weft::Host::open_with(
         weft::config::WeftConfig::parse(text).unwrap(),

@@ -61,13 +61,6 @@ async fn setup(stream: &str, source_cfg: &str, mapper: &str, extra: &str) -> (Si
     (sink, host(&text).await, (server, dir))
 }
 
-/// A sink destination serving on a local port, and a data directory.
-async fn sink_and_dir() -> (Sink, TestServer, tempfile::TempDir) {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    (sink, server, tempfile::tempdir().unwrap())
-}
-
 async fn run(h: &Host) -> weft::state::RunRecord {
     run_manual(h, "sync").await
 }
@@ -857,9 +850,7 @@ async fn a_refused_delivery_is_dead_lettered_alone_and_its_batch_goes_on() {
 /// same database is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sled_state_moves_to_postgres_and_goes_on_where_it_was() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
+    let (sink, server, dir) = sink_and_dir().await;
     let config = |data: &str, extra: &str| {
         config_text(
             &dir.path().join(data),

@@ -146,9 +146,7 @@ async fn rename_js_reshapes_records_by_configuration() {
 /// with the exception's message, and delivers the 99 others.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_uncaught_js_exception_dead_letters_only_its_record() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
+    let (sink, server, dir) = sink_and_dir().await;
     let flows = [acme_flow(
         "sync",
         "numbers",

@@ -43,7 +43,8 @@ fn cargo(dir: &Path) -> Command {
     c
 }
 
-fn check(out: std::process::Output, what: &str) -> String {
+fn check(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{what}: {}\n{}",
@@ -72,32 +73,21 @@ fn skeleton(parent: &Path, world: &str, sdk: Option<&str>) -> PathBuf {
     if let Some(sdk) = sdk {
         new.args(["--sdk", sdk]);
     }
-    check(new.output().unwrap(), "weft new connector");
+    check(&mut new, "weft new connector");
     // The skeleton's own tests, natively (the target directory `make test`
     // uses for the connectors' unit tests, so dependencies are built once).
     let out = check(
         cargo(&dir)
             .args(["test", "--target-dir"])
-            .arg(repo().join("target/guests-host"))
-            .output()
-            .unwrap(),
+            .arg(repo().join("target/guests-host")),
         "cargo test of the skeleton",
     );
     assert!(!out.contains(" 0 passed"), "the skeleton has tests: {out}");
-    // The component, beside the test components (same dependencies).
+    // The component, built as the test components are and beside them
+    // (same dependencies).
     let target = repo().join("target/guests");
     check(
-        cargo(&dir)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--target-dir",
-            ])
-            .arg(&target)
-            .output()
-            .unwrap(),
+        cargo(&dir).args(artifacts::GUEST_BUILD).arg(&target),
         "cargo build of the skeleton",
     );
     let wasm = target.join(format!(
@@ -105,11 +95,7 @@ fn skeleton(parent: &Path, world: &str, sdk: Option<&str>) -> PathBuf {
         name.replace('-', "_")
     ));
     let shown: Value = serde_json::from_str(&check(
-        weft()
-            .args(["connectors", "inspect"])
-            .arg(&wasm)
-            .output()
-            .unwrap(),
+        weft().args(["connectors", "inspect"]).arg(&wasm),
         "weft connectors inspect",
     ))
     .unwrap();
@@ -145,10 +131,7 @@ fn sdk_weft(parent: &Path) -> Command {
 /// `weft sdk path --lang lang`.
 fn sdk_path(parent: &Path, lang: &str) -> PathBuf {
     let out = check(
-        sdk_weft(parent)
-            .args(["sdk", "path", "--lang", lang])
-            .output()
-            .unwrap(),
+        sdk_weft(parent).args(["sdk", "path", "--lang", lang]),
         "weft sdk path",
     );
     PathBuf::from(out.trim())
@@ -202,9 +185,7 @@ fn new_skeleton(parent: &Path, world: &str, lang: &str) -> (String, PathBuf) {
         sdk_weft(parent)
             .args(["new", "connector", &name, "--world", world, "--lang", lang])
             .arg("--dir")
-            .arg(&dir)
-            .output()
-            .unwrap(),
+            .arg(&dir),
         "weft new connector",
     );
     (name, dir)
@@ -220,9 +201,7 @@ fn inspect(wasm: &Path, name: &str, world: &str, data: &Path) {
         weft()
             .args(["connectors", "inspect"])
             .arg(wasm)
-            .env("WEFT_CONFIG", &config)
-            .output()
-            .unwrap(),
+            .env("WEFT_CONFIG", &config),
         "weft connectors inspect",
     ))
     .unwrap();
@@ -258,9 +237,7 @@ fn python_skeleton(parent: &Path, world: &str, data: &Path) -> PathBuf {
         Command::new("sh")
             .arg("build.sh")
             .env("COMPONENTIZE_PY", &cpy)
-            .current_dir(&dir)
-            .output()
-            .unwrap(),
+            .current_dir(&dir),
         "sh build.sh",
     );
     let wasm = dir.join(format!("target/{name}.wasm"));
@@ -281,9 +258,7 @@ fn js_skeleton(parent: &Path, world: &str, data: &Path) -> PathBuf {
     check(
         Command::new("npm")
             .args(["pack", "--dry-run"])
-            .current_dir(sdk_path(parent, "js"))
-            .output()
-            .unwrap(),
+            .current_dir(sdk_path(parent, "js")),
         "npm pack of the JS SDK",
     );
     let (name, dir) = new_skeleton(parent, world, "js");
@@ -291,11 +266,7 @@ fn js_skeleton(parent: &Path, world: &str, data: &Path) -> PathBuf {
     // the checkout's, installed by `make guests-js`.
     std::os::unix::fs::symlink(repo().join("js/node_modules"), dir.join("node_modules")).unwrap();
     let out = check(
-        Command::new("node")
-            .arg("--test")
-            .current_dir(&dir)
-            .output()
-            .unwrap(),
+        Command::new("node").arg("--test").current_dir(&dir),
         "node --test",
     );
     assert!(
@@ -303,11 +274,7 @@ fn js_skeleton(parent: &Path, world: &str, data: &Path) -> PathBuf {
         "the skeleton has tests: {out}"
     );
     check(
-        Command::new("node")
-            .arg("build.mjs")
-            .current_dir(&dir)
-            .output()
-            .unwrap(),
+        Command::new("node").arg("build.mjs").current_dir(&dir),
         "node build.mjs",
     );
     let wasm = dir.join(format!("target/{name}.wasm"));
@@ -391,24 +358,24 @@ destination = {{ connector = "my-destination@0.1.0", config = {{ base_url = "{si
     assert_eq!(puts(&sink2).len(), 5);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn each_world_s_python_skeleton_tests_builds_loads_and_runs_in_a_flow() {
+/// The skeleton of each world, written, tested and built by `skeleton`
+/// (parent folder, world, data directory), in [`skeletons_run_in_flows`].
+async fn each_world_s_skeleton_runs_in_flows(skeleton: fn(&Path, &str, &Path) -> PathBuf) {
     let parent = tempfile::tempdir().unwrap();
     let data = parent.path().join("data");
-    let source = python_skeleton(parent.path(), "source", &data);
-    let mapper = python_skeleton(parent.path(), "mapper", &data);
-    let destination = python_skeleton(parent.path(), "destination", &data);
+    let [source, mapper, destination] =
+        ["source", "mapper", "destination"].map(|world| skeleton(parent.path(), world, &data));
     skeletons_run_in_flows(&data, &source, &mapper, &destination).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn each_world_s_python_skeleton_tests_builds_loads_and_runs_in_a_flow() {
+    each_world_s_skeleton_runs_in_flows(python_skeleton).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn each_world_s_js_skeleton_tests_builds_loads_and_runs_in_a_flow() {
-    let parent = tempfile::tempdir().unwrap();
-    let data = parent.path().join("data");
-    let source = js_skeleton(parent.path(), "source", &data);
-    let mapper = js_skeleton(parent.path(), "mapper", &data);
-    let destination = js_skeleton(parent.path(), "destination", &data);
-    skeletons_run_in_flows(&data, &source, &mapper, &destination).await;
+    each_world_s_skeleton_runs_in_flows(js_skeleton).await;
 }
 
 /// Issue 20, item 6: `weft new connector` required `--world` though the

@@ -76,9 +76,7 @@ async fn webhook(h: &Host, event: &str, body: Value) -> weft::state::RunRecord {
 /// last):` to the exception) in its error; the other 99 are delivered.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_python_exception_dead_letters_its_record_with_the_traceback() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
+    let (sink, server, dir) = sink_and_dir().await;
     let destination = fast_destination(&server.url(""));
     let h = host(
         &config_text(
@@ -284,9 +282,7 @@ async fn http_post_py_delivers_json_and_maps_answers_to_error_classes() {
 /// DEBUG, and each dead-lettered record is one WARN line.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_poison_records_are_two_warning_lines() {
-    let sink = Sink::default();
-    let server = sink.serve().await;
-    let dir = tempfile::tempdir().unwrap();
+    let (_sink, server, dir) = sink_and_dir().await;
     let destination = fast_destination(&server.url(""));
     let text = config_text(
         dir.path(),

@@ -556,13 +556,18 @@ fn inspect_fills_the_compile_cache_that_add_uses() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("weft.toml");
     std::fs::write(&config, "data_dir = \"data\"\n").unwrap();
-    let out = weft_bin()
-        .arg("-c")
-        .arg(&config)
-        .args(["connectors", "inspect", artifacts::TEST_MAPPER])
-        .output()
-        .unwrap();
-    assert_success(&out);
+    // `weft -c weft.toml connectors {command} test_mapper.wasm`, which succeeds.
+    let connectors = |command: &str| {
+        let out = weft_bin()
+            .arg("-c")
+            .arg(&config)
+            .args(["connectors", command, artifacts::TEST_MAPPER])
+            .output()
+            .unwrap();
+        assert_success(&out);
+        out
+    };
+    let out = connectors("inspect");
     let digest = serde_json::from_slice::<Value>(&out.stdout).unwrap()["digest"]
         .as_str()
         .unwrap()
@@ -587,13 +592,7 @@ fn inspect_fills_the_compile_cache_that_add_uses() {
     let before = cached();
     assert_eq!(before.len(), 1, "inspect left its compilation in the cache");
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let out = weft_bin()
-        .arg("-c")
-        .arg(&config)
-        .args(["connectors", "add", artifacts::TEST_MAPPER])
-        .output()
-        .unwrap();
-    assert_success(&out);
+    connectors("add");
     assert_eq!(
         cached(),
         before,

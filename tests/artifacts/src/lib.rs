@@ -1,4 +1,5 @@
-//! Paths of the built connectors and test components (see `build.rs`).
+//! Paths of the built connectors and test components, and the `cargo`
+//! arguments that built them (see `build.rs`).
 //! Every component listed here has a test that loads it:
 //! `host/tests/integration/runtime.rs` checks `ALL`.
 
