@@ -105,7 +105,7 @@ async fn s1_s2_s3_an_appointment_becomes_one_event_that_changes_and_goes() {
 
     // 2: a change changes the same event, never a second one.
     let id = apt["id"].as_str().unwrap();
-    change(&env, "PATCH", &format!("/appointments/{id}"), json!({ "title": "Moved review", "starts_at": "2026-12-03T10:00:00-06:00", "ends_at": "2026-12-03T11:00:00-06:00" })).await;
+    acme_patch(&env, "appointments", id, json!({ "title": "Moved review", "starts_at": "2026-12-03T10:00:00-06:00", "ends_at": "2026-12-03T11:00:00-06:00" })).await;
     sync_ok(&env, "t1").await;
     let cal2 = env.calendar("t1", &email).await.unwrap();
     assert_eq!(cal2.len(), cal.len(), "no second event");
@@ -114,20 +114,8 @@ async fn s1_s2_s3_an_appointment_becomes_one_event_that_changes_and_goes() {
     assert_eq!(property(ics, "DTSTART").unwrap(), "20261203T160000Z");
 
     // 3: cancelled → removed; deleted → removed.
-    change(
-        &env,
-        "PATCH",
-        &format!("/appointments/{id}"),
-        json!({ "status": "cancelled" }),
-    )
-    .await;
-    change(
-        &env,
-        "DELETE",
-        &format!("/appointments/{}", untitled["id"].as_str().unwrap()),
-        json!({}),
-    )
-    .await;
+    acme_patch(&env, "appointments", id, json!({ "status": "cancelled" })).await;
+    acme_delete(&env, "appointments", id_of(&untitled)).await;
     sync_ok(&env, "t1").await;
     let cal3 = env.calendar("t1", &email).await.unwrap();
     assert!(!cal3.contains_key(&uid("t1", &apt)));
@@ -180,10 +168,10 @@ async fn s3_s11_each_tenant_has_its_own_options() {
         "t2 syncs scheduled only"
     );
 
-    change(
+    acme_patch(
         &env,
-        "PATCH",
-        &format!("/appointments/{}", apt["id"].as_str().unwrap()),
+        "appointments",
+        id_of(&apt),
         json!({ "status": "cancelled" }),
     )
     .await;
@@ -239,13 +227,7 @@ async fn s4_touchpoints_count_once_and_go_down_on_delete() {
         (None, None, None)
     );
 
-    change(
-        &env,
-        "DELETE",
-        &format!("/activities/{}", act["id"].as_str().unwrap()),
-        json!({}),
-    )
-    .await;
+    acme_delete(&env, "activities", id_of(&act)).await;
     sync_ok(&env, "t1").await;
     assert_eq!(
         totals(&env.touchpoints("t1", &email).await.unwrap()),
@@ -294,10 +276,10 @@ async fn s5_webhooks_duplicated_and_out_of_order_leave_the_newest_version() {
     // v2 is one second newer than v1, whatever the clock did in between.
     let v1 = chrono::DateTime::parse_from_rfc3339(apt["updated_at"].as_str().unwrap()).unwrap();
     let v2_at = (v1 + chrono::Duration::seconds(1)).to_rfc3339();
-    change(
+    acme_patch(
         &env,
-        "PATCH",
-        &format!("/appointments/{id}"),
+        "appointments",
+        &id,
         json!({ "title": "v2", "updated_at": v2_at }),
     )
     .await;
@@ -452,10 +434,10 @@ async fn s6_s10_bad_records_are_dead_lettered_and_settle_when_fixed() {
     );
 
     // Support fixes the appointment in Acme; the next sync delivers it and settles the dead letter.
-    change(
+    acme_patch(
         &env,
-        "PATCH",
-        &format!("/appointments/{}", no_start["id"].as_str().unwrap()),
+        "appointments",
+        id_of(&no_start),
         json!({ "starts_at": "2026-12-05T10:00:00Z" }),
     )
     .await;
@@ -476,13 +458,7 @@ async fn s6_s10_bad_records_are_dead_lettered_and_settle_when_fixed() {
     let (apt, contact, email) = new_appointment(&env, json!({ "title": "Phone test" })).await;
     sync_ok(&env, "t1").await;
     let cid = contact["id"].as_str().unwrap();
-    change(
-        &env,
-        "PATCH",
-        &format!("/contacts/{cid}"),
-        json!({ "phone": "+49 30 1234567" }),
-    )
-    .await;
+    acme_patch(&env, "contacts", cid, json!({ "phone": "+49 30 1234567" })).await;
     sync_ok(&env, "t1").await;
     let ics = &env.calendar("t1", &email).await.unwrap()[&uid("t1", &apt)];
     assert!(
@@ -493,13 +469,13 @@ async fn s6_s10_bad_records_are_dead_lettered_and_settle_when_fixed() {
     );
     // A deleted customer leaves events as they were; a later change to their
     // appointment is dead-lettered.
-    change(&env, "DELETE", &format!("/contacts/{cid}"), json!({})).await;
+    acme_delete(&env, "contacts", cid).await;
     sync_ok(&env, "t1").await;
     assert!(in_calendar(&env, &email, &apt).await);
-    change(
+    acme_patch(
         &env,
-        "PATCH",
-        &format!("/appointments/{}", apt["id"].as_str().unwrap()),
+        "appointments",
+        id_of(&apt),
         json!({ "title": "After deletion" }),
     )
     .await;
@@ -727,6 +703,30 @@ async fn give_to(env: &DemoEnv, id: &str, owner: &Value) {
     sync_ok(env, "t1").await;
 }
 
+/// Patches Acme's `/{resource}/{id}` with `body`.
+async fn acme_patch(env: &DemoEnv, resource: &str, id: &str, body: Value) {
+    change(env, "PATCH", &format!("/{resource}/{id}"), body).await;
+}
+
+/// Deletes Acme's `/{resource}/{id}`.
+async fn acme_delete(env: &DemoEnv, resource: &str, id: &str) {
+    change(env, "DELETE", &format!("/{resource}/{id}"), json!({})).await;
+}
+
+/// The IDs of the records of the Acme list `resource` that are not deleted.
+async fn live_ids(env: &DemoEnv, resource: &str) -> Vec<String> {
+    let all = env.list_all(resource).await.unwrap();
+    all.iter()
+        .filter(|r| r["deleted_at"].is_null())
+        .map(|r| id_of(r).to_owned())
+        .collect()
+}
+
+/// The ID of the Acme record `record`.
+fn id_of(record: &Value) -> &str {
+    record["id"].as_str().unwrap()
+}
+
 /// Changes Acme through its control API (`PATCH` or `DELETE` of `path`).
 async fn change(env: &DemoEnv, method: &str, path: &str, body: Value) {
     env.acme_control(method, path, body).await.unwrap();
@@ -847,13 +847,7 @@ async fn issue8_an_activity_that_stops_being_an_email_or_call_leaves_the_dashboa
         (before.0 + 1, before.1 + 1)
     );
     for (act, to) in [(&mail, "meeting"), (&call, "note")] {
-        change(
-            &env,
-            "PATCH",
-            &format!("/activities/{}", act["id"].as_str().unwrap()),
-            json!({ "type": to }),
-        )
-        .await;
+        acme_patch(&env, "activities", id_of(act), json!({ "type": to })).await;
     }
     sync_ok(&env, "t1").await;
     assert_eq!(
@@ -862,13 +856,7 @@ async fn issue8_an_activity_that_stops_being_an_email_or_call_leaves_the_dashboa
         "neither counts once it is a meeting or a note"
     );
     // And back: counted again, once.
-    change(
-        &env,
-        "PATCH",
-        &format!("/activities/{}", mail["id"].as_str().unwrap()),
-        json!({ "type": "email" }),
-    )
-    .await;
+    acme_patch(&env, "activities", id_of(&mail), json!({ "type": "email" })).await;
     sync_ok(&env, "t1").await;
     assert_eq!(
         totals(&env.touchpoints("t1", &email).await.unwrap()),
@@ -956,10 +944,10 @@ async fn issue8_contacts_changed_before_the_first_contacts_sync_are_not_lost() {
     // A change just after that point, which the first sync did not see...
     let cid = contact["id"].as_str().unwrap();
     let changed_at = (start + chrono::Duration::seconds(1)).to_rfc3339();
-    change(
+    acme_patch(
         &env,
-        "PATCH",
-        &format!("/contacts/{cid}"),
+        "contacts",
+        cid,
         json!({ "phone": "+1 555 0100 early", "updated_at": changed_at }),
     )
     .await;
@@ -995,14 +983,14 @@ async fn issue8_a_contact_changed_then_deleted_leaves_its_last_known_details() {
     let (apt, contact, email) = new_appointment(&env, json!({ "title": "Last details" })).await;
     sync_ok(&env, "t1").await;
     let cid = contact["id"].as_str().unwrap();
-    change(
+    acme_patch(
         &env,
-        "PATCH",
-        &format!("/contacts/{cid}"),
+        "contacts",
+        cid,
         json!({ "phone": "+44 20 7946 0000", "email": "new@customer.example" }),
     )
     .await;
-    change(&env, "DELETE", &format!("/contacts/{cid}"), json!({})).await;
+    acme_delete(&env, "contacts", cid).await;
     sync_ok(&env, "t1").await;
     let ics = &env.calendar("t1", &email).await.unwrap()[&uid("t1", &apt)];
     let desc = property(ics, "DESCRIPTION").unwrap();
@@ -1024,23 +1012,17 @@ async fn issue8_one_dead_letter_per_record_and_none_for_deletes_of_unknown_owner
     let (gone, _, _) = new_appointment(&env, json!({ "owner_id": stranger })).await;
     let (cancelled, _, _) =
         new_appointment(&env, json!({ "owner_id": stranger, "status": "cancelled" })).await;
-    change(
-        &env,
-        "DELETE",
-        &format!("/appointments/{}", gone["id"].as_str().unwrap()),
-        json!({}),
-    )
-    .await;
+    acme_delete(&env, "appointments", id_of(&gone)).await;
     // Unmatched and live: one dead letter, even when the contacts flow
     // re-reads it after its customer changes.
     let (stuck, contact, _) = new_appointment(&env, json!({ "owner_id": stranger })).await;
     sync_ok(&env, "t1").await;
     assert!(dead_letters_of(&env, "t1", gone["id"].as_str().unwrap()).is_empty());
     assert!(dead_letters_of(&env, "t1", cancelled["id"].as_str().unwrap()).is_empty());
-    change(
+    acme_patch(
         &env,
-        "PATCH",
-        &format!("/contacts/{}", contact["id"].as_str().unwrap()),
+        "contacts",
+        id_of(&contact),
         json!({ "phone": "+1 555 0199" }),
     )
     .await;
@@ -1048,13 +1030,7 @@ async fn issue8_one_dead_letter_per_record_and_none_for_deletes_of_unknown_owner
     let dead = dead_letters_of(&env, "t1", stuck["id"].as_str().unwrap());
     assert_eq!(dead.len(), 1, "one per record: {dead:?}");
     // Deleted in Acme: the dead letter settles, no new one appears.
-    change(
-        &env,
-        "DELETE",
-        &format!("/appointments/{}", stuck["id"].as_str().unwrap()),
-        json!({}),
-    )
-    .await;
+    acme_delete(&env, "appointments", id_of(&stuck)).await;
     sync_ok(&env, "t1").await;
     assert!(dead_letters_of(&env, "t1", stuck["id"].as_str().unwrap()).is_empty());
     // No dead letter anywhere is a delete.
@@ -1139,22 +1115,8 @@ async fn issue8_storms_of_changes_end_exact() {
         .unwrap_or(8);
     let mut rng = Lcg(seed);
     for storm in 0..2 {
-        let contacts: Vec<Value> = env
-            .list_all("contacts")
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|c| c["deleted_at"].is_null())
-            .map(|c| c["id"].clone())
-            .collect();
-        let apts: Vec<String> = env
-            .appointments()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|a| a["deleted_at"].is_null())
-            .map(|a| a["id"].as_str().unwrap().to_owned())
-            .collect();
+        let contacts = live_ids(&env, "contacts").await;
+        let apts = live_ids(&env, "appointments").await;
         for _ in 0..15 {
             let id = &apts[rng.below(apts.len())];
             let patch = match rng.below(5) {
@@ -1165,41 +1127,31 @@ async fn issue8_storms_of_changes_end_exact() {
                     json!({ "starts_at": format!("2026-12-{:02}T09:00:00+02:00", 1 + rng.below(28)) })
                 }
                 _ => {
-                    change(&env, "DELETE", &format!("/appointments/{id}"), json!({})).await;
+                    acme_delete(&env, "appointments", id).await;
                     continue;
                 }
             };
-            change(&env, "PATCH", &format!("/appointments/{id}"), patch).await;
+            acme_patch(&env, "appointments", id, patch).await;
         }
-        let acts: Vec<String> = env
-            .list_all("activities")
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|a| a["deleted_at"].is_null())
-            .map(|a| a["id"].as_str().unwrap().to_owned())
-            .collect();
+        let acts = live_ids(&env, "activities").await;
         for _ in 0..15 {
             let id = &acts[rng.below(acts.len())];
             let patch = match rng.below(3) {
                 0 => json!({ "type": (["email", "call", "meeting", "note"][rng.below(4)]) }),
                 1 => json!({ "owner_id": users[rng.below(users.len())] }),
                 _ => {
-                    change(&env, "DELETE", &format!("/activities/{id}"), json!({})).await;
+                    acme_delete(&env, "activities", id).await;
                     continue;
                 }
             };
-            change(&env, "PATCH", &format!("/activities/{id}"), patch).await;
+            acme_patch(&env, "activities", id, patch).await;
         }
         // A customer's details change too.
-        let cid = contacts[rng.below(contacts.len())]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        change(
+        let cid = &contacts[rng.below(contacts.len())];
+        acme_patch(
             &env,
-            "PATCH",
-            &format!("/contacts/{cid}"),
+            "contacts",
+            cid,
             json!({ "phone": format!("+1 555 01{storm:02}") }),
         )
         .await;
@@ -1259,18 +1211,12 @@ async fn issue19_deleted_contacts_last_known_makes_the_calendar_a_function_of_ac
     let id = apt["id"].as_str().unwrap();
     // The customer changes, is deleted, and then the appointment moves.
     let cid = contact["id"].as_str().unwrap();
-    change(
+    acme_patch(&env, "contacts", cid, json!({ "phone": "+1 312 555 0199" })).await;
+    acme_delete(&env, "contacts", cid).await;
+    acme_patch(
         &env,
-        "PATCH",
-        &format!("/contacts/{cid}"),
-        json!({ "phone": "+1 312 555 0199" }),
-    )
-    .await;
-    change(&env, "DELETE", &format!("/contacts/{cid}"), json!({})).await;
-    change(
-        &env,
-        "PATCH",
-        &format!("/appointments/{id}"),
+        "appointments",
+        id,
         json!({
             "starts_at": "2026-12-09T16:00:00Z", "ends_at": "2026-12-09T17:00:00Z",
             "updated_at": just_after_deletion(&env, cid).await,
@@ -1279,15 +1225,15 @@ async fn issue19_deleted_contacts_last_known_makes_the_calendar_a_function_of_ac
     .await;
     // Another customer is deleted, then their appointment is reassigned.
     let ocid = other_contact["id"].as_str().unwrap();
-    change(&env, "DELETE", &format!("/contacts/{ocid}"), json!({})).await;
+    acme_delete(&env, "contacts", ocid).await;
     let after = just_after_deletion(&env, ocid).await;
     let users = users_by_email(&env).await;
     let new_owner = users.iter().find(|(e, _)| *e != email).unwrap();
     let oid = other["id"].as_str().unwrap();
-    change(
+    acme_patch(
         &env,
-        "PATCH",
-        &format!("/appointments/{oid}"),
+        "appointments",
+        oid,
         json!({ "owner_id": new_owner.1, "updated_at": after }),
     )
     .await;
