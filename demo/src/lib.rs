@@ -323,7 +323,7 @@ impl DemoEnv {
     /// Radicale, writes the configuration and secrets, opens the host and
     /// registers the connectors.
     pub async fn start(acme: AcmeConfig, tenants: Vec<TenantSetup>) -> anyhow::Result<Self> {
-        Self::start_inner(acme, tenants, None, None).await
+        Self::start_inner(acme, tenants, None, "").await
     }
 
     /// Like [`DemoEnv::start`], with the host's state in the PostgreSQL
@@ -333,7 +333,8 @@ impl DemoEnv {
         tenants: Vec<TenantSetup>,
         url: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_inner(acme, tenants, None, Some(url)).await
+        let state = format!("\n[state]\nbackend = \"postgres\"\nurl = \"{url}\"\n");
+        Self::start_inner(acme, tenants, None, &state).await
     }
 
     /// Like [`DemoEnv::start`], but Radicale requires HTTP Basic for
@@ -344,14 +345,24 @@ impl DemoEnv {
         tenants: Vec<TenantSetup>,
         password: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_inner(acme, tenants, Some(password), None).await
+        Self::start_inner(acme, tenants, Some(password), "").await
+    }
+
+    /// Like [`DemoEnv::start`], with `extra` appended to `weft.toml` (TOML
+    /// tables, e.g. `[alerts]`).
+    pub async fn start_with(
+        acme: AcmeConfig,
+        tenants: Vec<TenantSetup>,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(acme, tenants, None, extra).await
     }
 
     async fn start_inner(
         acme: AcmeConfig,
         tenants: Vec<TenantSetup>,
         caldav_password: Option<&str>,
-        state_url: Option<&str>,
+        extra: &str,
     ) -> anyhow::Result<Self> {
         let acme = AcmeSandbox::start(acme, "127.0.0.1:0".parse()?).await?;
         let tokens = tenants
@@ -391,11 +402,7 @@ impl DemoEnv {
             &tenants,
             caldav_password.map(|_| CALDAV_USER),
         );
-        if let Some(url) = state_url {
-            text.push_str(&format!(
-                "\n[state]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
-            ));
-        }
+        text.push_str(extra);
         let path = dir.path().join("weft.toml");
         std::fs::write(&path, &text)?;
         let host = std::sync::Arc::new(Host::open(WeftConfig::load(&path)?)?);

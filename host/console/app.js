@@ -298,6 +298,11 @@ let liveAbort = null;
 function listen(tenant, onRun) {
   const ctrl = new AbortController();
   liveAbort = ctrl;
+  // The service ends a stream after a while (and checks the token again
+  // when it is opened): open it again while the page is the same.
+  const again = () => setTimeout(() => {
+    if (!ctrl.signal.aborted) listen(tenant, onRun);
+  }, 1000);
   (async () => {
     const res = await fetch(`/v1/events?tenant=${enc(tenant)}`, {
       headers: { Authorization: `Bearer ${session.token ?? ''}` },
@@ -308,7 +313,10 @@ function listen(tenant, onRun) {
     let buf = '';
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) return;
+      if (done) {
+        again();
+        return;
+      }
       buf += value;
       let end;
       while ((end = buf.indexOf('\n\n')) >= 0) {
@@ -808,6 +816,51 @@ function schemaField(id, key, prop, required) {
       }
       return prop.enum.find((e) => String(e) === v);
     };
+  } else if (prop.type === 'array' || prop.type === 'object' || prop.type === undefined) {
+    // Lists: one item a line. Maps of text: `key = value` a line. Anything
+    // else: JSON.
+    const list = prop.type === 'array' && ['string', undefined].includes(prop.items?.type);
+    const map = prop.type === 'object' && (prop.additionalProperties?.type === 'string');
+    const shown = prop.default === undefined ? ''
+      : list ? prop.default.join('\n')
+        : map ? Object.entries(prop.default).map(([k, v]) => `${k} = ${v}`).join('\n')
+          : JSON.stringify(prop.default, null, 2);
+    const how = list ? 'One a line.' : map ? 'One `key = value` a line.' : 'JSON.';
+    hint?.append(` ${how}`);
+    input = h('textarea', { id, rows: 3, 'aria-describedby': describedBy, 'aria-required': required ? 'true' : false }, shown);
+    read = () => {
+      const text = input.value.trim();
+      if (!text) {
+        if (required) throw new Error('Required.');
+        return undefined;
+      }
+      const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
+      if (list) {
+        if (prop.minItems !== undefined && lines.length < prop.minItems) throw new Error(`At least ${prop.minItems}.`);
+        return lines;
+      }
+      if (map) {
+        const out = {};
+        for (const l of lines) {
+          const at = l.indexOf('=');
+          if (at < 1) throw new Error(`"${l}" is not \`key = value\`.`);
+          out[l.slice(0, at).trim()] = l.slice(at + 1).trim();
+        }
+        return out;
+      }
+      try {
+        return JSON.parse(text);
+      } catch (e) {
+        throw new Error(`Not JSON: ${e instanceof Error ? e.message : e}`);
+      }
+    };
+    if (!hint) {
+      input.setAttribute('aria-describedby', `${hintId} ${errorId}`);
+      return {
+        el: h('div', { class: 'field' }, h('label', { for: id }, label), h('p', { id: hintId, class: 'hint' }, how), input, error),
+        read, input, error,
+      };
+    }
   } else if (prop.type === 'boolean') {
     input = h('input', { id, type: 'checkbox', checked: prop.default === true, 'aria-describedby': describedBy });
     read = () => input.checked;

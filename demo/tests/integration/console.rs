@@ -418,6 +418,31 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
     axe(&c, "activation form with Acme's refusal").await;
     screenshot(&c, "08-test-connection-refused").await;
 
+    // Options from the connectors' schemas, checked as typed: a number
+    // under its minimum, a map line without `=`.
+    fill(&c, "f-options-acme-crm-reads_per_call", "0").await;
+    fill(
+        &c,
+        "f-options-acme-touchpoints-user_map",
+        "ann@acme.example",
+    )
+    .await;
+    click_button(&c, "Activate").await;
+    wait_for(&c, "#f-options-acme-crm-reads_per_call-error", "At least 1").await;
+    wait_for(
+        &c,
+        "#f-options-acme-touchpoints-user_map-error",
+        "key = value",
+    )
+    .await;
+    fill(&c, "f-options-acme-crm-reads_per_call", "100").await;
+    c.find(Locator::Id("f-options-acme-touchpoints-user_map"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+
     // The server's own check, shown at the field: an address without a host.
     fill(&c, "f-base_url", "http://").await;
     click_button(&c, "Activate").await;

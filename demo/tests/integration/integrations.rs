@@ -34,11 +34,62 @@ pub(crate) async fn wait_for_first_sync(env: &DemoEnv, tenant: &str, flows: &[&s
     }
 }
 
+/// A stand-in for the platform's backend: keeps the JSON bodies POSTed to
+/// it, answers `204`.
+async fn platform() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers, then as much body as Content-Length says.
+                loop {
+                    let n = conn.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        keep.lock()
+                            .unwrap()
+                            .push(serde_json::from_str(body).unwrap_or(Value::Null));
+                        let _ = conn
+                            .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_activates_an_integration_by_link_and_syncs_exactly() {
-    let env = DemoEnv::start(
+    let (events_url, told) = platform().await;
+    let env = DemoEnv::start_with(
         acme(),
         vec![TenantSetup::new("t1"), TenantSetup::to_activate("t3")],
+        &format!("\n[alerts]\nurl = \"{events_url}\"\n"),
     )
     .await
     .unwrap();
@@ -194,6 +245,28 @@ async fn a_tenant_activates_an_integration_by_link_and_syncs_exactly() {
         .call(Some(&t3), "GET", "/v1/tenants/t3/secrets", None)
         .await;
     assert_eq!(secrets, json!(["vendor_client_secret"]));
+    // The platform's backend was told.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !told
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e["event"] == "activated")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no activation event: {:?}",
+            told.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let told = told.lock().unwrap().clone();
+    let activated = told.iter().find(|e| e["event"] == "activated").unwrap();
+    assert_eq!(activated["tenant"], "t3", "{activated}");
+    assert_eq!(
+        activated["detail"]["integration"], INTEGRATION,
+        "{activated}"
+    );
 
     // With a token cached for the right secret, a wrong one still fails:
     // the cache is per secret.

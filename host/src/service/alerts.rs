@@ -8,7 +8,8 @@
 //!
 //! The body: `{"alert": "failing" | "needs_attention" | "overdue" |
 //! "dead_letters", "state": "firing" | "resolved", "tenant", "flow",
-//! "detail", "at_ms"}`.
+//! "detail", "at_ms"}`. Events in a tenant's life go the same way
+//! ([`tell`]): `{"event": "activated", "tenant", "detail", "at_ms"}`.
 
 use crate::Host;
 use crate::state::{RunOutcome, RunRecord, now_ms};
@@ -192,6 +193,32 @@ impl Alerter {
             });
         }
     }
+}
+
+/// Tells the platform of an event in a tenant's life (`activated`): a JSON
+/// `POST` of `{"event", "tenant", "detail", "at_ms"}` to where the tenant's
+/// alerts go (its `alert_url`, else the operator's `alerts.url`), on the
+/// same channel as alerts, so a platform's backend hears of activations,
+/// failures and flows that need attention in one place.
+pub(crate) fn tell(host: &Host, tenant: &str, event: &str, detail: serde_json::Value) {
+    let url = host
+        .tenant(tenant)
+        .and_then(|t| t.alert_url)
+        .or_else(|| host.config.alerts.url.clone());
+    tracing::info!(tenant, event, "event");
+    let Some(url) = url else { return };
+    let body = serde_json::json!({
+        "event": event,
+        "tenant": tenant,
+        "detail": detail,
+        "at_ms": now_ms(),
+    });
+    let private_hosts = host.config.private_hosts.clone();
+    tokio::spawn(async move {
+        if let Err(e) = post_json(&url, &body, private_hosts).await {
+            tracing::warn!(url, error = %e, "sending an event");
+        }
+    });
 }
 
 /// POSTs `body` to `url` under the egress policy of connectors' requests:

@@ -202,7 +202,12 @@ async fn apply_integration(
             .await
             .map_err(|_| problem(StatusCode::SERVICE_UNAVAILABLE, "the scheduler has stopped"))?;
     }
-    tracing::info!(tenant = %tenant, integration = %id, flows = runs.len(), "integration activated");
+    super::alerts::tell(
+        &app.host,
+        &tenant,
+        "activated",
+        serde_json::json!({ "integration": id, "flows": runs }),
+    );
     Ok((
         status,
         Json(IntegrationApplied {

@@ -827,6 +827,9 @@ async fn schemathesis_finds_nothing_the_document_does_not_declare() {
         }
         let mut st = tokio::process::Command::new(&st);
         st.arg("run");
+        // The event stream answers for minutes by design (its `200` and
+        // content type are checked by the console's browser tests).
+        st.args(["--exclude-path", "/v1/events"]);
         if who == "tenant" {
             // Revoking its own token would end the run's reach.
             st.args(["--exclude-name", "DELETE /v1/tokens/{id}"]);
