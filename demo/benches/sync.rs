@@ -359,21 +359,12 @@ async fn bench_account(label: &str, rate: Option<(f64, u32)>) {
         );
     }
     // An incremental sync after 50 appointments and 50 activities changed.
-    for id in acme.first_ids("appointments", 50).await {
-        acme.control(
-            "PATCH",
-            &format!("/appointments/{id}"),
-            Some(json!({ "title": "changed" })),
-        )
-        .await;
-    }
-    for id in acme.first_ids("activities", 50).await {
-        acme.control(
-            "PATCH",
-            &format!("/activities/{id}"),
-            Some(json!({ "subject": "changed" })),
-        )
-        .await;
+    for (resource, field) in [("appointments", "title"), ("activities", "subject")] {
+        for id in acme.first_ids(resource, 50).await {
+            let path = format!("/{resource}/{id}");
+            acme.control("PATCH", &path, Some(json!({ (field): "changed" })))
+                .await;
+        }
     }
     acme.requests().await;
     let again = sync(&host).await;

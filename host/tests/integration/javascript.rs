@@ -47,6 +47,13 @@ async fn run(h: &Host, flow: &str) -> weft::state::RunRecord {
     run_manual(h, flow).await
 }
 
+/// Runs `flow`, which must end needing attention: its error.
+async fn needs_attention(h: &Host, flow: &str) -> String {
+    let r = run(h, flow).await;
+    assert_eq!(r.outcome, RunOutcome::NeedsAttention, "{r:?}");
+    r.error.unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rename_js_reshapes_records_by_configuration() {
     let (all, kept, objects) = (Sink::default(), Sink::default(), Sink::default());
@@ -135,9 +142,7 @@ async fn rename_js_reshapes_records_by_configuration() {
     }
 
     // describe's JSON Schema is checked before the run.
-    let r = run(&h, "bad_config").await;
-    assert_eq!(r.outcome, RunOutcome::NeedsAttention, "{r:?}");
-    let error = r.error.unwrap_or_default();
+    let error = needs_attention(&h, "bad_config").await;
     assert!(error.contains("rename"), "{error}");
 }
 
@@ -284,18 +289,14 @@ async fn the_js_sdk_maps_http_answers_to_error_classes() {
     assert!(counts.contains(&"3".to_string()), "{counts:?}");
 
     // A 401 is a config error: the flow stops and needs attention.
-    let r = run(&h, "unauthorized").await;
-    assert_eq!(r.outcome, RunOutcome::NeedsAttention, "{r:?}");
-    let error = r.error.unwrap_or_default();
+    let error = needs_attention(&h, "unauthorized").await;
     assert!(
         error.contains("delivering n8: HTTP 401: who are you"),
         "{error}"
     );
 
     // An origin the tenant did not grant is refused by the host: config.
-    let r = run(&h, "not_granted").await;
-    assert_eq!(r.outcome, RunOutcome::NeedsAttention, "{r:?}");
-    let error = r.error.unwrap_or_default();
+    let error = needs_attention(&h, "not_granted").await;
     assert!(error.contains("denied by the host"), "{error}");
 }
 
