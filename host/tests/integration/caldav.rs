@@ -98,6 +98,8 @@ async fn an_event_written_under_an_error_answer_is_found_when_it_moves_or_goes()
     let cal = Calendars::default();
     let server = cal.serve().await;
     let rt = runtime();
+    // The events of the test, by record key.
+    const KEYS: [&str; 3] = ["first", "warm", "batched"];
     cal.lies.lock().unwrap().extend([
         "/cal/ann@x.test/first.ics".to_owned(),
         "/cal/ann@x.test/batched.ics".to_owned(),
@@ -107,11 +109,7 @@ async fn an_event_written_under_an_error_answer_is_found_when_it_moves_or_goes()
     let out = emit(
         &rt,
         &server,
-        &events(
-            &["first", "warm", "batched"],
-            Some("ann@x.test"),
-            Operation::Upsert,
-        ),
+        &events(&KEYS, Some("ann@x.test"), Operation::Upsert),
     )
     .await;
     assert!(
@@ -139,11 +137,7 @@ async fn an_event_written_under_an_error_answer_is_found_when_it_moves_or_goes()
     let out = emit(
         &rt,
         &server,
-        &events(
-            &["first", "warm", "batched"],
-            Some("bo@x.test"),
-            Operation::Upsert,
-        ),
+        &events(&KEYS, Some("bo@x.test"), Operation::Upsert),
     )
     .await;
     assert!(out.iter().all(Result::is_ok), "{out:?}");
@@ -169,12 +163,7 @@ async fn an_event_written_under_an_error_answer_is_found_when_it_moves_or_goes()
     )
     .await;
     assert!(out[0].is_err(), "{out:?}");
-    let out = emit(
-        &rt,
-        &server,
-        &events(&["first", "warm", "batched"], None, Operation::Delete),
-    )
-    .await;
+    let out = emit(&rt, &server, &events(&KEYS, None, Operation::Delete)).await;
     assert!(out.iter().all(Result::is_ok), "{out:?}");
     assert_eq!(cal.paths(), Vec::<String>::new());
 }

@@ -167,16 +167,21 @@ destination = {{ connector = "test-destination@^2", config = {{ url = "{sink}" }
             .unwrap();
         assert!(out.status.success(), "{}", text(&out));
     }
+    // `weft run --record` into `cases`, which succeeds: what it says.
+    let record = |cases: &Path| {
+        let out = weft(home.path())
+            .arg("-c")
+            .arg(&config)
+            .args(["run", "--record"])
+            .arg(cases)
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(out.status.success(), "{t}");
+        t
+    };
     let cases = dir.path().join("cases");
-    let out = weft(home.path())
-        .arg("-c")
-        .arg(&config)
-        .args(["run", "--record"])
-        .arg(&cases)
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert!(out.status.success(), "{t}");
+    let t = record(&cases);
     assert!(t.contains("recorded"), "{t}");
     // The API really got the token, and the guest saw it echoed...
     assert!(api.seen()[0].headers["authorization"] == format!("Bearer {TOKEN}"));
@@ -203,15 +208,7 @@ destination = {{ connector = "test-destination@^2", config = {{ url = "{sink}" }
     // Issue 20, item 6: recorded again, the flow is up to date: only the
     // source's call is recorded, and weft says how to record every stage.
     let again = cases.with_file_name("again");
-    let out = weft(home.path())
-        .arg("-c")
-        .arg(&config)
-        .args(["run", "--record"])
-        .arg(&again)
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert!(out.status.success(), "{t}");
+    let t = record(&again);
     assert!(!again.join("acme.sync.test-destination.json").exists());
     assert!(t.contains("nothing new") && t.contains("--backfill"), "{t}");
 
