@@ -1035,19 +1035,41 @@ function integrationForm(t, form) {
 
 async function connectorsPage() {
   const versions = await api('GET', '/v1/connectors');
+  const operator = session.who?.operator === true;
+  const tenants = operator ? Object.keys(await api('GET', '/v1/tenants')) : [];
   const byName = new Map();
   for (const v of versions) byName.set(v.name, [...(byName.get(v.name) ?? []), v]);
-  const upload = session.who?.operator ? uploadForm() : null;
+  // Pins apply to every tenant's flows, or to one tenant's.
+  const scope = h('select', { id: 'pin-scope' }, h('option', { value: '' }, 'every tenant'),
+    tenants.map((t) => h('option', { value: t }, t)));
+  const pin = async (name, version) => {
+    const tenant = /** @type {HTMLSelectElement} */ (scope).value || undefined;
+    try {
+      const r = await api('POST', `/v1/connectors/${enc(name)}/pin`, { version, tenant });
+      await reload();
+      say(r.flows.length ? `Now: ${r.flows.join('; ')}.` : `No flow's requirement changed.`);
+    } catch (e) {
+      say(`Pinning ${name} failed: ${e instanceof Error ? e.message : e}`);
+    }
+  };
   const tables = [...byName.entries()].map(([name, vs]) => h('section', { 'aria-labelledby': `c-${name}` },
     h('h2', { id: `c-${name}` }, name, ' ', h('span', { class: 'muted' }, `(${vs[0].world})`)),
     h('div', { class: 'table-wrap' }, h('table', {},
-      h('thead', {}, h('tr', {}, ['Version', 'Added', 'Digest', 'Used by'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('thead', {}, h('tr', {}, ['Version', 'Added', 'Digest', 'Used by', operator ? 'Pin' : null]
+        .filter(Boolean).map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, vs.map((v) => h('tr', {},
         h('td', {}, v.version),
         h('td', {}, when(v.added_ms)),
         h('td', {}, h('code', {}, v.digest.slice(0, 12))),
-        h('td', {}, v.used_by.length ? v.used_by.join(', ') : h('span', { class: 'muted' }, 'no flow')))))))));
-  return [h('h1', {}, 'Connectors'), upload, tables.length ? tables : h('p', {}, 'No connectors registered.')];
+        h('td', {}, v.used_by.length ? v.used_by.join(', ') : h('span', { class: 'muted' }, 'no flow')),
+        operator ? h('td', {}, h('button', { type: 'button', class: 'secondary', onclick: () => pin(name, v.version) }, `Use ${v.version}`)) : null))))),
+    operator ? h('div', { class: 'row' }, h('button', { type: 'button', class: 'secondary', onclick: () => pin(name, undefined) }, `Unpin ${name}`)) : null));
+  return [
+    h('h1', {}, 'Connectors'),
+    operator ? uploadForm() : null,
+    operator ? h('div', { class: 'row' }, h('label', { for: 'pin-scope' }, 'Pins apply to'), scope) : null,
+    tables.length ? tables : h('p', {}, 'No connectors registered.'),
+  ];
 }
 
 function uploadForm() {

@@ -158,6 +158,10 @@ pub struct ServiceConfig {
     /// Largest admin API request body in bytes (connector uploads are
     /// bounded by `limits.max_component_bytes` instead).
     pub max_request_bytes: usize,
+    /// Pages that may show the console in a frame (the platform's own
+    /// product embedding a tenant's pages): origins like
+    /// `https://app.example.com`. Empty: only the console's own origin.
+    pub console_frame_ancestors: Vec<String>,
 }
 
 impl Default for ServiceConfig {
@@ -174,6 +178,7 @@ impl Default for ServiceConfig {
             max_connections: 10_000,
             max_connections_per_ip: 256,
             max_request_bytes: 1 << 20,
+            console_frame_ancestors: Vec::new(),
         }
     }
 }
@@ -666,6 +671,14 @@ impl WeftConfig {
         }
         if self.service.max_connections == 0 {
             bail!("service.max_connections: at least 1");
+        }
+        for (i, o) in self.service.console_frame_ancestors.iter().enumerate() {
+            let ok = url::Url::parse(o).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && u.path() == "/"
+            }) && !o.ends_with('/');
+            if !ok {
+                bail!("service.console_frame_ancestors[{i}]: {o:?} is not an origin like \"https://app.example.com\"");
+            }
         }
         if !(0.0..=1.0).contains(&self.service.schedule_jitter) {
             bail!("service.schedule_jitter: a fraction from 0 to 1");

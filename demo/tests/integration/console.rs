@@ -310,6 +310,18 @@ async fn operators_and_tenant_admins_see_status_and_handle_dead_letters_in_the_c
     wait_for(&c, "main", "acme-calendar").await;
     axe(&c, "connectors").await;
     screenshot(&c, "04-connectors").await;
+
+    // Pin t1's flows to the calendar mapper's one version, then unpin.
+    let pin_scope = c.find(Locator::Id("pin-scope")).await.unwrap();
+    pin_scope.select_by_value("t1").await.unwrap();
+    click_button(&c, "Use 1.0.0").await;
+    wait_for(&c, "#status", "t1/appointments acme-calendar@=1.0.0").await;
+    let calendar_req = |t: Value| t["flows"]["appointments"]["mappers"][0]["connector"].clone();
+    assert_eq!(calendar_req(svc.tenant("t1").await), "acme-calendar@=1.0.0");
+    assert_eq!(calendar_req(svc.tenant("t2").await), "acme-calendar@^1");
+    click_button(&c, "Unpin acme-calendar").await;
+    wait_for(&c, "#status", "acme-calendar@^1").await;
+    assert_eq!(calendar_req(svc.tenant("t1").await), "acme-calendar@^1");
     c.close().await.unwrap();
 
     // A tenant admin at phone width: their own tenant, nothing else.

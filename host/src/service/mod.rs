@@ -26,6 +26,7 @@ mod console;
 mod events;
 pub mod http;
 pub mod integrations;
+mod pins;
 mod openapi;
 pub mod scheduler;
 pub mod webhooks;
@@ -186,6 +187,7 @@ fn documented() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(webhooks::receive))
         .merge(admin::routes())
         .merge(integrations::routes())
+        .merge(pins::routes())
         .routes(routes!(events::events))
 }
 
@@ -220,7 +222,7 @@ pub fn router(app: Arc<AppState>) -> Router {
     let (routes, _) = documented().split_for_parts();
     routes
         .route("/openapi.json", get(openapi_json))
-        .merge(console::routes())
+        .merge(console::routes(&app.host.config.service.console_frame_ancestors))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such route") })
         .layer(axum::middleware::map_response(openapi::json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(max_request))
