@@ -677,7 +677,9 @@ impl WeftConfig {
                 matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && u.path() == "/"
             }) && !o.ends_with('/');
             if !ok {
-                bail!("service.console_frame_ancestors[{i}]: {o:?} is not an origin like \"https://app.example.com\"");
+                bail!(
+                    "service.console_frame_ancestors[{i}]: {o:?} is not an origin like \"https://app.example.com\""
+                );
             }
         }
         if !(0.0..=1.0).contains(&self.service.schedule_jitter) {

@@ -46,8 +46,14 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>(frame_ancestors: &[String
     };
     Router::new()
         .route("/", serve("text/html; charset=utf-8", INDEX_HTML))
-        .route("/console/app.js", serve("text/javascript; charset=utf-8", APP_JS))
-        .route("/console/app.css", serve("text/css; charset=utf-8", APP_CSS))
+        .route(
+            "/console/app.js",
+            serve("text/javascript; charset=utf-8", APP_JS),
+        )
+        .route(
+            "/console/app.css",
+            serve("text/css; charset=utf-8", APP_CSS),
+        )
 }
 
 fn asset(content_type: &'static str, body: &'static str, csp: &str) -> Response {
@@ -77,7 +83,10 @@ mod tests {
     fn the_console_may_be_framed_by_its_own_origin_and_the_platforms_only() {
         assert!(csp(&[]).ends_with("frame-ancestors 'self'"));
         let framed = csp(&["https://app.example.com".into()]);
-        assert!(framed.ends_with("frame-ancestors 'self' https://app.example.com"), "{framed}");
+        assert!(
+            framed.ends_with("frame-ancestors 'self' https://app.example.com"),
+            "{framed}"
+        );
         assert!(framed.contains("script-src 'self';"), "{framed}");
     }
 }

@@ -26,8 +26,8 @@ mod console;
 mod events;
 pub mod http;
 pub mod integrations;
-mod pins;
 mod openapi;
+mod pins;
 pub mod scheduler;
 pub mod webhooks;
 
@@ -222,7 +222,9 @@ pub fn router(app: Arc<AppState>) -> Router {
     let (routes, _) = documented().split_for_parts();
     routes
         .route("/openapi.json", get(openapi_json))
-        .merge(console::routes(&app.host.config.service.console_frame_ancestors))
+        .merge(console::routes(
+            &app.host.config.service.console_frame_ancestors,
+        ))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such route") })
         .layer(axum::middleware::map_response(openapi::json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(max_request))

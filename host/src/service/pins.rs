@@ -105,8 +105,8 @@ async fn pin(
             refs.extend(flow.mappers.iter_mut().map(|m| &mut m.connector));
             let mut touched = None;
             for r in refs.into_iter().filter(|r| r.name == name) {
-                let new = ConnectorRef::parse(&requirement(&name, version.as_ref(), r))
-                    .map_err(bad)?;
+                let new =
+                    ConnectorRef::parse(&requirement(&name, version.as_ref(), r)).map_err(bad)?;
                 if new.req != r.req {
                     touched = Some(new.to_string());
                     *r = new;
