@@ -476,11 +476,46 @@ async function tenantsPage() {
   return [
     h('h1', {}, 'Tenants'),
     h('p', { class: 'muted' }, `${ids.length} tenant${ids.length === 1 ? '' : 's'}.`),
+    session.who?.operator ? inviteForm() : null,
     h('div', { class: 'table-wrap' }, h('table', {},
       h('caption', { class: 'visually-hidden' }, 'Tenants'),
       h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'ID'), h('th', { scope: 'col' }, 'Name'), h('th', { scope: 'col' }, 'Status'), h('th', { scope: 'col' }, 'Flows'))),
       h('tbody', {}, rows))),
   ];
+}
+
+/** An activation link for a tenant to set itself up (operator). */
+function inviteForm() {
+  const id = h('input', { id: 'invite-tenant', type: 'text', autocomplete: 'off', 'aria-describedby': 'invite-hint invite-error' });
+  const error = h('p', { id: 'invite-error', class: 'field-error' });
+  const out = h('div', { role: 'status', 'aria-live': 'polite' });
+  return h('details', {}, h('summary', {}, 'Invite a tenant'),
+    h('form', {
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        error.textContent = '';
+        const tenant = /** @type {HTMLInputElement} */ (id).value.trim();
+        if (!/^[A-Za-z0-9_-]{1,64}$/.test(tenant)) {
+          error.textContent = 'A tenant ID is 1 to 64 letters, digits, - or _.';
+          id.setAttribute('aria-invalid', 'true');
+          id.focus();
+          return;
+        }
+        try {
+          const link = await api('POST', '/v1/tokens', { name: `${tenant} activation`, tenant, link: true });
+          const expires = link.expires_ms ? ` It works once, until ${when(link.expires_ms)}.` : '';
+          out.replaceChildren(h('p', {}, `Send this link to ${tenant}'s admin.${expires}`),
+            h('pre', { tabindex: 0, 'aria-label': 'Activation link' }, link.url));
+        } catch (e) {
+          error.textContent = e instanceof Error ? e.message : String(e);
+        }
+      },
+    },
+    h('label', { for: 'invite-tenant' }, 'Tenant ID'),
+    h('p', { id: 'invite-hint', class: 'hint' }, 'A one-time link: the tenant\'s admin opens it, enters their vendor account and activates an integration.'),
+    id, error,
+    h('div', { class: 'row' }, h('button', { type: 'submit' }, 'Create the link')),
+    out));
 }
 
 function tenantTabs(t, current) {

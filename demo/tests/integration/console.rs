@@ -397,18 +397,27 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
     .await
     .unwrap();
     let svc = Service::start(&env).await;
-    let (s, link) = svc
-        .operator(
-            "POST",
-            "/v1/tokens",
-            Some(json!({ "name": "t3 activation", "tenant": "t3", "link": true })),
-        )
-        .await;
-    assert_eq!(s, 201, "{link}");
-    let url = link["url"].as_str().unwrap().to_owned();
     let driver = Driver::start();
-    let c = driver.browser(1280, 1000).await;
 
+    // The operator makes a one-time link for t3 in the console.
+    let op = driver.browser(1280, 900).await;
+    op.goto(&format!("{}/#token={OPERATOR}", svc.url))
+        .await
+        .unwrap();
+    heading(&op, "Tenants").await;
+    op.find(Locator::Css("details > summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    fill(&op, "invite-tenant", "t3").await;
+    click_button(&op, "Create the link").await;
+    let url = wait_for(&op, "pre", "#token=").await;
+    axe(&op, "tenants with an invitation link").await;
+    op.close().await.unwrap();
+
+    let c = driver.browser(1280, 1000).await;
     // The link opens the activation form (the tenant does not exist yet).
     c.goto(&url).await.unwrap();
     heading(&c, "Set up an integration for t3").await;
