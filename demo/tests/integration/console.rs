@@ -481,6 +481,14 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
     for flow in ["appointments", "contacts", "touchpoints"] {
         wait_for(&c, &format!("#last-{flow}"), "succeeded").await;
     }
+    // A run's end brings the rest of the page up to date: Acme's two
+    // appointments without a start are dead letters waiting.
+    wait_for(
+        &c,
+        "section[aria-labelledby='flow-appointments']",
+        "2 waiting",
+    )
+    .await;
     crate::integrations::wait_for_first_sync(
         &env,
         "t3",
