@@ -118,6 +118,12 @@ impl Weft {
             .await
             .unwrap()
     }
+
+    /// Queues a run of `tenant`'s `flow` over the admin API.
+    pub(crate) async fn queue_run(&self, tenant: &str, flow: &str) -> (u16, Value) {
+        let path = format!("/v1/tenants/{tenant}/flows/{flow}/runs");
+        self.call("POST", &path, Some(json!({}))).await
+    }
 }
 
 impl Drop for Weft {
@@ -357,13 +363,7 @@ pub(crate) async fn runs(weft: &Weft, tenant: &str) -> Vec<Value> {
 pub(crate) async fn run_all_and_wait(weft: &Weft, tenant: &str) {
     let since = now_ms();
     for flow in FLOWS {
-        let (s, v) = weft
-            .call(
-                "POST",
-                &format!("/v1/tenants/{tenant}/flows/{flow}/runs"),
-                Some(json!({})),
-            )
-            .await;
+        let (s, v) = weft.queue_run(tenant, flow).await;
         assert!(s == 202 || s == 200, "{s} {v}");
     }
     let t = Instant::now();
@@ -524,13 +524,7 @@ async fn webhooks_polls_manual_runs_and_kill_9_end_in_what_acme_says() {
         changes += 1;
         if weft.child.is_some() && rng.random_bool(0.05) {
             let flow = FLOWS[rng.random_range(0..FLOWS.len())];
-            let (s, v) = weft
-                .call(
-                    "POST",
-                    &format!("/v1/tenants/t1/flows/{flow}/runs"),
-                    Some(json!({})),
-                )
-                .await;
+            let (s, v) = weft.queue_run("t1", flow).await;
             assert!(s < 300, "{s} {v}");
             manual += 1;
         }
