@@ -744,17 +744,18 @@ async fn no_two_runs_of_a_flow_overlap_whatever_triggers_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_older_version_from_another_flow_never_overwrites_a_newer_one() {
     let (sink, server, dir) = sink_and_dir().await;
-    let one = config_text(
-        dir.path(),
-        "numbers",
-        "{ total = 0, page_size = 1 }",
-        "",
-        &server.url(""),
-        "",
-    );
-    // A second flow into the same destination connector.
-    let flow = one[one.find("[tenants.acme.flows.sync]").unwrap()..].to_owned();
-    let text = format!("{one}\n{}", flow.replace("flows.sync]", "flows.other]"));
+    // Two flows into the same destination connector.
+    let destination = test_destination(&server.url(""));
+    let flow = |name: &str| {
+        acme_flow(
+            name,
+            "numbers",
+            "{ total = 0, page_size = 1 }",
+            "",
+            &destination,
+        )
+    };
+    let text = config_head(dir.path(), 5000) + &flow("sync") + &flow("other");
     let h = host(&text).await;
     let deliver = |flow: &'static str, version: i64, name: &'static str| {
         let h = &h;
