@@ -44,6 +44,7 @@ fn main() {
         ("TEST_FUTURE_VERSION", "test_future_version.wasm"),
         ("ACME_CRM", "acme_crm.wasm"),
         ("ACME_CALENDAR", "acme_calendar.wasm"),
+        ("ACME_CALENDAR_FIXED", "acme_calendar_fixed.wasm"),
         ("ACME_TOUCHPOINTS", "acme_touchpoints.wasm"),
         ("CALDAV", "caldav.wasm"),
         ("DASHBOARD", "dashboard.wasm"),

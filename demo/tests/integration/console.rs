@@ -500,6 +500,79 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
     axe(&c, "status after activation").await;
     screenshot(&c, "09-first-sync-done").await;
 
+    // A customer's appointment whose contact Acme lost: the next run
+    // dead-letters it, and the tenant admin sees why.
+    let orphan = orphan_appointment(&env).await;
+    let run_now =
+        "//section[@aria-labelledby='flow-appointments']//button[normalize-space(.)='Run now']";
+    c.find(Locator::XPath(run_now))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(
+        &c,
+        "section[aria-labelledby='flow-appointments']",
+        "3 waiting",
+    )
+    .await;
+    c.goto(&format!("{}/#/tenants/t3/dead-letters", svc.url))
+        .await
+        .unwrap();
+    let row = wait_for(&c, "tbody tr", &orphan).await;
+    assert!(row.contains("contact con_missing does not exist"), "{row}");
+    wait_for(&c, "main", "3 of 3 shown.").await;
+    axe(&c, "a tenant admin's dead letters").await;
+    screenshot(&c, "10-tenant-dead-letters").await;
+
+    // The operator uploads a fixed calendar mapper (1.0.1) in the console.
+    let op = driver.browser(1280, 900).await;
+    op.goto(&format!("{}/#token={OPERATOR}", svc.url))
+        .await
+        .unwrap();
+    heading(&op, "Tenants").await;
+    op.goto(&format!("{}/#/connectors", svc.url)).await.unwrap();
+    heading(&op, "Connectors").await;
+    op.find(Locator::Id("component"))
+        .await
+        .unwrap()
+        .send_keys(weft_test_artifacts::ACME_CALENDAR_FIXED)
+        .await
+        .unwrap();
+    click_button(&op, "Upload").await;
+    wait_for(&op, "#status", "Registered acme-calendar@1.0.1").await;
+    op.close().await.unwrap();
+
+    // The tenant admin sees that a replay now uses it, and replays.
+    c.refresh().await.unwrap();
+    wait_for(&c, "tbody tr", &orphan).await;
+    let show = format!("//tr[contains(., {orphan:?})]//button[normalize-space(.)='Show']");
+    c.find(Locator::XPath(&show))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&c, ".side-by-side", "A replay now uses acme-calendar@1.0.1").await;
+    let replay = format!("//tr[contains(., {orphan:?})]//button[normalize-space(.)='Replay']");
+    c.find(Locator::XPath(&replay))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&c, "#status", "Replayed 1: 1 delivered, 0 failed again.").await;
+    let (_, left) = svc
+        .operator("GET", "/v1/dead-letters?tenant=t3", None)
+        .await;
+    assert!(!left.to_string().contains(&orphan), "{left}");
+    assert_eq!(
+        left.as_array().unwrap().len(),
+        2,
+        "the other two stay: {left}"
+    );
+
     // Its pages only: t1's answer "not found".
     c.goto(&format!("{}/#/tenants/t1", svc.url)).await.unwrap();
     heading(&c, "Not found").await;

@@ -33,6 +33,8 @@ async fn every_test_component_has_a_test_and_loads_or_is_rejected_clearly() {
             "ACME_CALENDAR" | "ACME_TOUCHPOINTS" => {
                 assert_eq!(result.unwrap().world(), WorldKind::Mapper)
             }
+            // The console's browser test uploads it as a fixed release.
+            "ACME_CALENDAR_FIXED" => assert_eq!(result.unwrap().label(), "acme-calendar@1.0.1"),
             "CALDAV" | "DASHBOARD" => assert_eq!(result.unwrap().world(), WorldKind::Destination),
             "TEST_DESTINATION" => assert_eq!(result.unwrap().world(), WorldKind::Destination),
             "TEST_WRONG_WORLD" => {
