@@ -235,6 +235,14 @@ async fn operators_and_tenant_admins_see_status_and_handle_dead_letters_in_the_c
     axe(&c, "tenant status").await;
     screenshot(&c, "02-tenant-status").await;
 
+    // Runs, newest first.
+    c.goto(&format!("{}/#/tenants/t1/runs", svc.url))
+        .await
+        .unwrap();
+    heading(&c, "Runs of t1").await;
+    wait_for(&c, "tbody", "manual").await;
+    axe(&c, "runs").await;
+
     // Dead letters: the orphan's, with the mapper's reason.
     c.goto(&format!("{}/#/tenants/t1/dead-letters", svc.url))
         .await
