@@ -165,6 +165,30 @@ async fn click_button(c: &Client, text: &str) {
         .unwrap();
 }
 
+/// Opens `path` (`/#/tenants/t1`) of the service at `svc`.
+async fn open(c: &Client, svc: &Service, path: &str) {
+    c.goto(&format!("{}{path}", svc.url)).await.unwrap();
+}
+
+/// Clicks the element at `xpath`.
+async fn click(c: &Client, xpath: &str) {
+    c.find(Locator::XPath(xpath))
+        .await
+        .unwrap_or_else(|e| panic!("{xpath}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Clicks the button `label` of the table row that mentions `key`.
+async fn row_button(c: &Client, key: &str, label: &str) {
+    click(
+        c,
+        &format!("//tr[contains(., {key:?})]//button[normalize-space(.)={label:?}]"),
+    )
+    .await;
+}
+
 /// An appointment whose contact does not exist: the mapper refuses it.
 async fn orphan_appointment(env: &DemoEnv) -> String {
     let users = env.acme_get("/users").await.unwrap()["data"].clone();
@@ -206,9 +230,7 @@ async fn operators_and_tenant_admins_see_status_and_handle_dead_letters_in_the_c
 
     // The operator, by link: the token rides in the fragment and leaves it.
     let c = driver.browser(1280, 900).await;
-    c.goto(&format!("{}/#token={OPERATOR}", svc.url))
-        .await
-        .unwrap();
+    open(&c, &svc, &format!("/#token={OPERATOR}")).await;
     heading(&c, "Tenants").await;
     assert!(
         !c.current_url().await.unwrap().as_str().contains(OPERATOR),
@@ -236,28 +258,18 @@ async fn operators_and_tenant_admins_see_status_and_handle_dead_letters_in_the_c
     screenshot(&c, "02-tenant-status").await;
 
     // Runs, newest first.
-    c.goto(&format!("{}/#/tenants/t1/runs", svc.url))
-        .await
-        .unwrap();
+    open(&c, &svc, "/#/tenants/t1/runs").await;
     heading(&c, "Runs of t1").await;
     wait_for(&c, "tbody", "manual").await;
     axe(&c, "runs").await;
 
     // Dead letters: the orphan's, with the mapper's reason.
-    c.goto(&format!("{}/#/tenants/t1/dead-letters", svc.url))
-        .await
-        .unwrap();
+    open(&c, &svc, "/#/tenants/t1/dead-letters").await;
     heading(&c, "Dead letters of t1").await;
     let row = wait_for(&c, "tbody tr", &orphan).await;
     assert!(row.contains("con_missing"), "{row}");
     axe(&c, "dead letters").await;
-    let show = format!("//tr[contains(., {orphan:?})]//button[normalize-space(.)='Show']");
-    c.find(Locator::XPath(&show))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    row_button(&c, &orphan, "Show").await;
     let detail = wait_for(&c, ".side-by-side", "Lost customer").await;
     assert!(
         detail.contains("A replay now uses acme-calendar@"),
@@ -267,30 +279,13 @@ async fn operators_and_tenant_admins_see_status_and_handle_dead_letters_in_the_c
     screenshot(&c, "03-dead-letter").await;
 
     // A replay fails again (the record is the same), and says so.
-    let replay = format!("//tr[contains(., {orphan:?})]//button[normalize-space(.)='Replay']");
-    c.find(Locator::XPath(&replay))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    row_button(&c, &orphan, "Replay").await;
     wait_for(&c, "#status", "Replayed 1: 0 delivered, 1 failed again.").await;
 
     // Discarding asks why, and an empty reason is refused at the field.
-    let discard = format!("//tr[contains(., {orphan:?})]//button[normalize-space(.)='Discard']");
-    c.find(Locator::XPath(&discard))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    row_button(&c, &orphan, "Discard").await;
     let submit = "//form//button[normalize-space(.)='Discard']";
-    c.find(Locator::XPath(submit))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, submit).await;
     wait_for(&c, ".field-error", "Say why").await;
     c.find(Locator::Css("textarea"))
         .await
@@ -298,12 +293,7 @@ async fn operators_and_tenant_admins_see_status_and_handle_dead_letters_in_the_c
         .send_keys("the customer was deleted on purpose")
         .await
         .unwrap();
-    c.find(Locator::XPath(submit))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, submit).await;
     wait_for(&c, "#status", "Discarded").await;
     let (_, left) = svc
         .operator("GET", "/v1/dead-letters?tenant=t1", None)
@@ -313,7 +303,7 @@ async fn operators_and_tenant_admins_see_status_and_handle_dead_letters_in_the_c
         "the dead letter is gone: {left}"
     );
 
-    c.goto(&format!("{}/#/connectors", svc.url)).await.unwrap();
+    open(&c, &svc, "/#/connectors").await;
     heading(&c, "Connectors").await;
     wait_for(&c, "main", "acme-calendar").await;
     axe(&c, "connectors").await;
@@ -360,12 +350,12 @@ async fn operators_and_tenant_admins_see_status_and_handle_dead_letters_in_the_c
         "/tenants/t2/dead-letters",
         "/tenants/t2/runs",
     ] {
-        c.goto(&format!("{}/#{page}", svc.url)).await.unwrap();
+        open(&c, &svc, &format!("/#{page}")).await;
         heading(&c, "Not found").await;
         let text = body_text(&c).await;
         assert!(!text.contains("appointments"), "{page}: {text}");
     }
-    c.goto(&format!("{}/#/tenants", svc.url)).await.unwrap();
+    open(&c, &svc, "/#/tenants").await;
     heading(&c, "Tenants").await;
     let text = body_text(&c).await;
     assert!(text.contains("1 tenant.") && !text.contains("t2"), "{text}");
@@ -373,7 +363,7 @@ async fn operators_and_tenant_admins_see_status_and_handle_dead_letters_in_the_c
 
     // A wrong token is refused at the field, in the API's words.
     let c = driver.browser(1280, 900).await;
-    c.goto(&format!("{}/#/signin", svc.url)).await.unwrap();
+    open(&c, &svc, "/#/signin").await;
     heading(&c, "Sign in").await;
     c.find(Locator::Id("token"))
         .await
@@ -409,9 +399,7 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
 
     // The operator makes a one-time link for t3 in the console.
     let op = driver.browser(1280, 900).await;
-    op.goto(&format!("{}/#token={OPERATOR}", svc.url))
-        .await
-        .unwrap();
+    open(&op, &svc, &format!("/#token={OPERATOR}")).await;
     heading(&op, "Tenants").await;
     op.find(Locator::Css("details > summary"))
         .await
@@ -513,21 +501,14 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
     let orphan = orphan_appointment(&env).await;
     let run_now =
         "//section[@aria-labelledby='flow-appointments']//button[normalize-space(.)='Run now']";
-    c.find(Locator::XPath(run_now))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, run_now).await;
     wait_for(
         &c,
         "section[aria-labelledby='flow-appointments']",
         "3 waiting",
     )
     .await;
-    c.goto(&format!("{}/#/tenants/t3/dead-letters", svc.url))
-        .await
-        .unwrap();
+    open(&c, &svc, "/#/tenants/t3/dead-letters").await;
     let row = wait_for(&c, "tbody tr", &orphan).await;
     assert!(row.contains("contact con_missing does not exist"), "{row}");
     wait_for(&c, "main", "3 of 3 shown.").await;
@@ -536,11 +517,9 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
 
     // The operator uploads a fixed calendar mapper (1.0.1) in the console.
     let op = driver.browser(1280, 900).await;
-    op.goto(&format!("{}/#token={OPERATOR}", svc.url))
-        .await
-        .unwrap();
+    open(&op, &svc, &format!("/#token={OPERATOR}")).await;
     heading(&op, "Tenants").await;
-    op.goto(&format!("{}/#/connectors", svc.url)).await.unwrap();
+    open(&op, &svc, "/#/connectors").await;
     heading(&op, "Connectors").await;
     op.find(Locator::Id("component"))
         .await
@@ -555,21 +534,9 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
     // The tenant admin sees that a replay now uses it, and replays.
     c.refresh().await.unwrap();
     wait_for(&c, "tbody tr", &orphan).await;
-    let show = format!("//tr[contains(., {orphan:?})]//button[normalize-space(.)='Show']");
-    c.find(Locator::XPath(&show))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    row_button(&c, &orphan, "Show").await;
     wait_for(&c, ".side-by-side", "A replay now uses acme-calendar@1.0.1").await;
-    let replay = format!("//tr[contains(., {orphan:?})]//button[normalize-space(.)='Replay']");
-    c.find(Locator::XPath(&replay))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    row_button(&c, &orphan, "Replay").await;
     wait_for(&c, "#status", "Replayed 1: 1 delivered, 0 failed again.").await;
     let (_, left) = svc
         .operator("GET", "/v1/dead-letters?tenant=t3", None)
@@ -582,7 +549,7 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
     );
 
     // Its pages only: t1's answer "not found".
-    c.goto(&format!("{}/#/tenants/t1", svc.url)).await.unwrap();
+    open(&c, &svc, "/#/tenants/t1").await;
     heading(&c, "Not found").await;
     c.close().await.unwrap();
     svc.stop().await;

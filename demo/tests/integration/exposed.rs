@@ -352,6 +352,8 @@ enum Rule {
     NotFound,
     /// Operators only: 403, nothing changes.
     Forbidden,
+    /// Not for any session token (an activation link's exchange): 401.
+    Unauthorized,
     /// A listing or view that answers 200 with the caller's own things
     /// only: the body names no t2 resource.
     OwnOnly,
@@ -417,6 +419,17 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
         (("POST", "/v1/tokens"), Forbidden),
         (("DELETE", "/v1/tokens/{id}"), NotFound),
         (("GET", "/v1/config/export"), Forbidden),
+        (("GET", "/v1/whoami"), OwnOnly),
+        (("GET", "/v1/integrations"), OwnOnly),
+        (("POST", "/v1/tenants/{tenant}/integrations/{id}"), NotFound),
+        (
+            ("POST", "/v1/tenants/{tenant}/integrations/{id}/test"),
+            NotFound,
+        ),
+        // Asked for t2's stream (the caller's own never ends).
+        (("GET", "/v1/events"), NotFound),
+        (("POST", "/v1/tokens/exchange"), Unauthorized),
+        (("POST", "/v1/connectors/{name}/pin"), Forbidden),
         (("GET", "/metrics"), Forbidden),
         (("GET", "/healthz"), Open),
         (("GET", "/readyz"), Open),
@@ -508,6 +521,8 @@ async fn every_route_keeps_tenants_apart() {
                 .replace("{id}", id);
             let url = if rule == Rule::OwnOnly && !url.contains('?') && method == "POST" {
                 format!("{url}?tenant=t1")
+            } else if path == "/v1/events" {
+                format!("{url}?tenant=t2")
             } else {
                 url
             };
@@ -522,6 +537,7 @@ async fn every_route_keeps_tenants_apart() {
             match rule {
                 Rule::NotFound => assert_eq!(status, 404, "{method} {url}: {answer}"),
                 Rule::Forbidden => assert_eq!(status, 403, "{method} {url}: {answer}"),
+                Rule::Unauthorized => assert_eq!(status, 401, "{method} {url}: {answer}"),
                 Rule::OwnOnly => {
                     assert!(status < 300, "{method} {url}: {status} {answer}");
                     let text = answer.to_string();

@@ -18,8 +18,9 @@ use crate::config::TenantConfig;
 use crate::ops::api::Problem;
 use crate::service::scheduler::RunRequest;
 use crate::tenants::access::Principal;
-use crate::tenants::integrations::{Answers, IntegrationError, IntegrationForm};
+use crate::tenants::integrations::{Answers, Built, IntegrationError, IntegrationForm};
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -89,6 +90,37 @@ fn refused(e: IntegrationError) -> Response {
     }
 }
 
+/// The answers in a request's body (`422` naming what does not parse).
+fn read_answers(body: &[u8]) -> Result<Answers, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("the answers: {e}"),
+        )
+    })
+}
+
+/// The flows integration `id` makes of `answers` for `tenant`, with their
+/// credential sealed under `prefix` names.
+async fn build_and_seal(
+    app: &AppState,
+    tenant: &str,
+    id: &str,
+    answers: &Answers,
+    prefix: &str,
+) -> Result<Built, Response> {
+    let built = app
+        .host
+        .integration_flows(tenant, id, answers, prefix)
+        .await
+        .map_err(refused)?;
+    let vault = vault(app)?;
+    for (name, value) in &built.secrets {
+        vault.put(tenant, name, value).map_err(internal)?;
+    }
+    Ok(built)
+}
+
 #[utoipa::path(get, path = "/v1/integrations", tag = "integrations", summary = "The integrations on offer, each as the form that turns it on", responses((status = 200, body = Vec<IntegrationForm>)))]
 async fn list_integrations(_c: Caller, State(app): State<Arc<AppState>>) -> ApiResult {
     ok(app.host.integration_forms().await.map_err(internal)?)
@@ -99,14 +131,12 @@ async fn test_connection(
     c: Caller,
     State(app): State<Arc<AppState>>,
     Path((tenant, id)): Path<(String, String)>,
-    Json(answers): Json<Answers>,
+    body: Bytes,
 ) -> ApiResult {
+    // Another tenant's is "not found" before its answers are read.
     c.tenant(&tenant)?;
-    let built = app
-        .host
-        .integration_flows(&tenant, &id, &answers, PROBE_SECRETS)
-        .await
-        .map_err(refused)?;
+    let answers = read_answers(&body)?;
+    let built = build_and_seal(&app, &tenant, &id, &answers, PROBE_SECRETS).await?;
     let Some((flow_name, flow)) = built.flows.iter().next() else {
         return Err(problem(
             StatusCode::NOT_FOUND,
@@ -114,9 +144,6 @@ async fn test_connection(
         ));
     };
     let vault = vault(&app)?;
-    for (name, value) in &built.secrets {
-        vault.put(&tenant, name, value).map_err(internal)?;
-    }
     let probed = app.host.probe_source(&tenant, flow_name, flow).await;
     for (name, _) in &built.secrets {
         vault.delete(&tenant, name).map_err(internal)?;
@@ -156,9 +183,11 @@ async fn apply_integration(
     c: Caller,
     State(app): State<Arc<AppState>>,
     Path((tenant, id)): Path<(String, String)>,
-    Json(answers): Json<Answers>,
+    body: Bytes,
 ) -> ApiResult {
+    // Another tenant's is "not found" before its answers are read.
     c.tenant(&tenant)?;
+    let answers = read_answers(&body)?;
     let stored = app.host.tenant(&tenant);
     if let (Principal::Tenant(_), Some(s)) = (&c.principal, &stored)
         && !s.active
@@ -168,15 +197,7 @@ async fn apply_integration(
             "this tenant was deactivated by the operator; ask them to activate it",
         ));
     }
-    let built = app
-        .host
-        .integration_flows(&tenant, &id, &answers, VENDOR_SECRETS)
-        .await
-        .map_err(refused)?;
-    let vault = vault(&app)?;
-    for (name, value) in &built.secrets {
-        vault.put(&tenant, name, value).map_err(internal)?;
-    }
+    let built = build_and_seal(&app, &tenant, &id, &answers, VENDOR_SECRETS).await?;
     let runs: Vec<String> = built.flows.keys().cloned().collect();
     let config = match stored.clone() {
         Some(mut t) => {
