@@ -151,28 +151,22 @@ async fn a_tenant_activates_an_integration_by_link_and_syncs_exactly() {
 
     // Test connection: Acme's refusal in words, then a page.
     let test = format!("/v1/tenants/t3/integrations/{INTEGRATION}/test");
-    let (s, v) = svc
-        .call(
-            Some(&t3),
-            "POST",
-            &test,
-            Some(answers(&env, "wrong", json!({}))),
-        )
-        .await;
-    assert_eq!((s, &v["ok"]), (200, &json!(false)), "{v}");
-    assert!(
-        v["message"].as_str().unwrap().contains("invalid_client"),
-        "{v}"
-    );
-    let (s, v) = svc
-        .call(
-            Some(&t3),
-            "POST",
-            &test,
-            Some(answers(&env, CLIENT_SECRET, json!({}))),
-        )
-        .await;
-    assert_eq!((s, &v["ok"]), (200, &json!(true)), "{v}");
+    // What "test connection" says with `secret`: (whether it connected, why).
+    let connects = |secret: &'static str| {
+        let (svc, t3, test, body) = (&svc, &t3, &test, answers(&env, secret, json!({})));
+        async move {
+            let (s, v) = svc.call(Some(t3), "POST", test, Some(body)).await;
+            assert_eq!(s, 200, "{v}");
+            (
+                v["ok"] == json!(true),
+                v["message"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+    };
+    let (ok, why) = connects("wrong").await;
+    assert!(!ok && why.contains("invalid_client"), "{why}");
+    let (ok, why) = connects(CLIENT_SECRET).await;
+    assert!(ok, "{why}");
     let (_, secrets) = svc
         .call(Some(&t3), "GET", "/v1/tenants/t3/secrets", None)
         .await;
@@ -270,15 +264,8 @@ async fn a_tenant_activates_an_integration_by_link_and_syncs_exactly() {
 
     // With a token cached for the right secret, a wrong one still fails:
     // the cache is per secret.
-    let (s, v) = svc
-        .call(
-            Some(&t3),
-            "POST",
-            &test,
-            Some(answers(&env, "wrong", json!({}))),
-        )
-        .await;
-    assert_eq!((s, &v["ok"]), (200, &json!(false)), "{v}");
+    let (ok, why) = connects("wrong").await;
+    assert!(!ok, "{why}");
 
     // An operator's deactivation holds against the tenant.
     let (s, _) = svc

@@ -130,6 +130,11 @@ fn unjson<T: for<'de> Deserialize<'de>>(v: &[u8]) -> anyhow::Result<T> {
     serde_json::from_slice(v).context("decoding state")
 }
 
+/// How long [`SledState::open`] waits for the database's lock to be let
+/// go: sled's flusher thread holds the database until it next wakes, up to
+/// [`CLEAN_EVERY_MS`] after the last handle is dropped.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(3 * CLEAN_EVERY_MS);
+
 /// The state database's page cache, in bytes.
 pub const CACHE_BYTES: u64 = 16 << 20;
 
@@ -150,12 +155,28 @@ impl SledState {
     /// data, decide weft's memory) and sled's flusher every
     /// [`CLEAN_EVERY_MS`].
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        let db = ::sled::Config::new()
+        let config = ::sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(Some(CLEAN_EVERY_MS))
-            .open()
-            .with_context(|| {
+            .flush_every_ms(Some(CLEAN_EVERY_MS));
+        // The database's file lock outlives its last handle by a moment (its
+        // flusher thread lets go on its own time): a process that reopens
+        // the state, or a restart right after an exit, waits for it rather
+        // than failing. Another live process keeps it: that still fails.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                // sled words it "could not acquire lock on …" (kind `Other`).
+                Err(::sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        }
+        .with_context(|| {
                 format!(
                     "opening the state database {} (is `weft serve` or another weft process using it? \
                      While `weft serve` runs, send commands to it: `weft --server http://ADDRESS ...`)",
