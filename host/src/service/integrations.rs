@@ -21,7 +21,7 @@ use crate::tenants::access::Principal;
 use crate::tenants::integrations::{Answers, Built, IntegrationError, IntegrationForm};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -90,14 +90,42 @@ fn refused(e: IntegrationError) -> Response {
     }
 }
 
-/// The answers in a request's body (`422` naming what does not parse).
-fn read_answers(body: &[u8]) -> Result<Answers, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &format!("the answers: {e}"),
-        )
-    })
+/// A request about one tenant's integration: who asks, the tenant (one the
+/// caller sees: another's is "not found" before its body is read), the
+/// integration and the answers (`422` naming what does not parse).
+struct Asked {
+    c: Caller,
+    tenant: String,
+    id: String,
+    answers: Answers,
+}
+
+impl FromRequest<Arc<AppState>> for Asked {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, app: &Arc<AppState>) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let c = Caller::from_request_parts(&mut parts, app).await?;
+        let Path((tenant, id)) = Path::<(String, String)>::from_request_parts(&mut parts, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        c.tenant(&tenant)?;
+        let body = Bytes::from_request(Request::from_parts(parts, body), app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let answers = serde_json::from_slice(&body).map_err(|e| {
+            problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!("the answers: {e}"),
+            )
+        })?;
+        Ok(Asked {
+            c,
+            tenant,
+            id,
+            answers,
+        })
+    }
 }
 
 /// The flows integration `id` makes of `answers` for `tenant`, with their
@@ -127,15 +155,13 @@ async fn list_integrations(_c: Caller, State(app): State<Arc<AppState>>) -> ApiR
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/integrations/{id}/test", tag = "integrations", summary = "Test connection: call the vendor once with these answers (one page of the first flow's stream), storing nothing", params(("tenant" = String, Path, description = "The tenant's ID"), ("id" = String, Path, description = "The integration's ID")), request_body = Answers, responses((status = 200, body = ConnectionTest), (status = 404, body = Problem), (status = 422, body = Problem)))]
-async fn test_connection(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path((tenant, id)): Path<(String, String)>,
-    body: Bytes,
-) -> ApiResult {
-    // Another tenant's is "not found" before its answers are read.
-    c.tenant(&tenant)?;
-    let answers = read_answers(&body)?;
+async fn test_connection(State(app): State<Arc<AppState>>, asked: Asked) -> ApiResult {
+    let Asked {
+        c: _,
+        tenant,
+        id,
+        answers,
+    } = asked;
     let built = build_and_seal(&app, &tenant, &id, &answers, PROBE_SECRETS).await?;
     let Some((flow_name, flow)) = built.flows.iter().next() else {
         return Err(problem(
@@ -179,15 +205,13 @@ async fn test_connection(
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/integrations/{id}", tag = "integrations", summary = "Activate an integration for a tenant: its credentials sealed, its flows written (creating the tenant), webhooks subscribed, the first sync queued", description = "A tenant token may activate its own tenant, unless an operator deactivated it. Answers that do not fit answer 422 with `fields`: what is wrong with each.", params(("tenant" = String, Path, description = "The tenant's ID"), ("id" = String, Path, description = "The integration's ID")), request_body = Answers, responses((status = 200, body = IntegrationApplied), (status = 201, body = IntegrationApplied), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
-async fn apply_integration(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path((tenant, id)): Path<(String, String)>,
-    body: Bytes,
-) -> ApiResult {
-    // Another tenant's is "not found" before its answers are read.
-    c.tenant(&tenant)?;
-    let answers = read_answers(&body)?;
+async fn apply_integration(State(app): State<Arc<AppState>>, asked: Asked) -> ApiResult {
+    let Asked {
+        c,
+        tenant,
+        id,
+        answers,
+    } = asked;
     let stored = app.host.tenant(&tenant);
     if let (Principal::Tenant(_), Some(s)) = (&c.principal, &stored)
         && !s.active
