@@ -252,6 +252,8 @@ async function render(quiet = false) {
   renderNav(path);
   const route = ROUTES.find(([re]) => re.test(path));
   const main = $main();
+  // A live refresh keeps a keyboard user where they were.
+  const focused = quiet ? focusKey(main) : null;
   main.setAttribute('aria-busy', 'true');
   try {
     if (!route) throw new ApiError(404, 'There is no such page.');
@@ -268,10 +270,24 @@ async function render(quiet = false) {
   }
   const heading = main.querySelector('h1');
   document.title = `${heading?.textContent ?? 'weft'} · weft console`;
-  if (heading && !quiet) {
-    heading.tabIndex = -1;
-    heading.focus();
-  }
+  if (heading) heading.tabIndex = -1;
+  if (heading && !quiet) heading.focus();
+  if (focused) refocus(main, focused);
+}
+
+/** What has the focus inside `main`: its ID, or its tag and text. */
+function focusKey(main) {
+  const el = document.activeElement;
+  if (!el || el === main || !main.contains(el)) return null;
+  return { id: el.id, tag: el.tagName, text: el.textContent ?? '' };
+}
+
+/** Gives the focus back to the element like `key` after a re-render. */
+function refocus(main, key) {
+  const same = key.id
+    ? document.getElementById(key.id)
+    : [...main.querySelectorAll(key.tag)].find((e) => (e.textContent ?? '') === key.text);
+  if (same instanceof HTMLElement) same.focus();
 }
 
 function errorPage(e) {
@@ -280,8 +296,9 @@ function errorPage(e) {
   return [h('h1', {}, title), h('p', { class: 'error-box' }, e instanceof Error ? e.message : String(e))];
 }
 
+/** The page again after an action: quiet, so the focus stays where it was. */
 async function reload() {
-  await render();
+  await render(true);
 }
 
 // ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 //! `target/console/`.
 
 use crate::support::*;
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -551,6 +552,84 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
     // Its pages only: t1's answer "not found".
     open(&c, &svc, "/#/tenants/t1").await;
     heading(&c, "Not found").await;
+    c.close().await.unwrap();
+    svc.stop().await;
+}
+
+/// Tabs from the focused element until one whose text is `text` has the
+/// focus (at most 60 steps); returns it.
+async fn tab_to(c: &Client, text: &str) -> fantoccini::elements::Element {
+    for _ in 0..60 {
+        let here = c.active_element().await.unwrap();
+        if here.text().await.unwrap_or_default().trim() == text {
+            return here;
+        }
+        here.send_keys(&Key::Tab).await.unwrap();
+    }
+    panic!("no focusable {text:?} within 60 tabs");
+}
+
+/// Everything a tenant admin does daily, from the keyboard alone: sign in,
+/// run a flow, open the dead letters, show one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_admin_can_do_it_all_from_the_keyboard() {
+    let env = DemoEnv::start(acme(), vec![TenantSetup::new("t1")])
+        .await
+        .unwrap();
+    env.sync("t1").await.unwrap();
+    let svc = Service::start(&env).await;
+    let (s, minted) = svc
+        .operator(
+            "POST",
+            "/v1/tokens",
+            Some(json!({ "name": "t1 admin", "tenant": "t1" })),
+        )
+        .await;
+    assert_eq!(s, 201, "{minted}");
+    let token = minted["token"].as_str().unwrap().to_owned();
+    let driver = Driver::start();
+    let c = driver.browser(1280, 900).await;
+    open(&c, &svc, "/#/signin").await;
+    heading(&c, "Sign in").await;
+    // The page's heading has the focus; the token field is the next stop.
+    let here = c.active_element().await.unwrap();
+    assert_eq!(here.text().await.unwrap(), "Sign in");
+    here.send_keys(&Key::Tab).await.unwrap();
+    let field = c.active_element().await.unwrap();
+    assert_eq!(field.attr("id").await.unwrap().as_deref(), Some("token"));
+    field
+        .send_keys(&format!("{token}{}", Key::Enter))
+        .await
+        .unwrap();
+    heading(&c, "Tenant t1").await;
+    tab_to(&c, "Run now")
+        .await
+        .send_keys(&Key::Enter)
+        .await
+        .unwrap();
+    wait_for(&c, "#status", "Run appointments: done.").await;
+    // The run ends and the page refreshes itself: the focus stays on the
+    // button that started it.
+    crate::integrations::wait_for_runs(&env, "t1", "appointments", 2).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let here = c.active_element().await.unwrap();
+    assert_eq!(here.text().await.unwrap(), "Run now");
+    // The tenant's dead letters: the tabs are above the cards.
+    c.refresh().await.unwrap();
+    heading(&c, "Tenant t1").await;
+    tab_to(&c, "Dead letters")
+        .await
+        .send_keys(&Key::Enter)
+        .await
+        .unwrap();
+    heading(&c, "Dead letters of t1").await;
+    let show = tab_to(&c, "Show").await;
+    show.send_keys(&Key::Enter).await.unwrap();
+    assert_eq!(
+        show.attr("aria-expanded").await.unwrap().as_deref(),
+        Some("true")
+    );
+    wait_for(&c, ".side-by-side", "Record").await;
     c.close().await.unwrap();
     svc.stop().await;
 }

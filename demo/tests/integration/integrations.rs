@@ -17,6 +17,27 @@ fn answers(env: &DemoEnv, secret: &str, options: Value) -> Value {
     })
 }
 
+/// Waits until `flow` of `tenant` has `n` finished runs.
+pub(crate) async fn wait_for_runs(env: &DemoEnv, tenant: &str, flow: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let runs = env.host.state.runs(Some(tenant), Some(flow), 50).unwrap();
+        if runs
+            .iter()
+            .filter(|r| r.outcome != RunOutcome::Running)
+            .count()
+            >= n
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{flow}: fewer than {n} runs finished"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until each of `flows` of `tenant` has a finished run; panics on
 /// one that did not succeed.
 pub(crate) async fn wait_for_first_sync(env: &DemoEnv, tenant: &str, flows: &[&str]) {
