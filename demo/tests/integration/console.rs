@@ -125,9 +125,14 @@ async fn heading(c: &Client, text: &str) -> String {
     wait_for(c, "h1", text).await
 }
 
+/// How long a step may take to show: a bound for a stuck page, not a
+/// speed target (a run under a loaded machine's whole suite, at Acme's
+/// rate, took over 20 s).
+const STEP: Duration = Duration::from_secs(90);
+
 /// Waits until an element matching `css` contains `text`; returns its text.
 async fn wait_for(c: &Client, css: &str, text: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + STEP;
     let mut seen = String::new();
     while Instant::now() < deadline {
         if let Ok(found) = c.find_all(Locator::Css(css)).await {
@@ -157,7 +162,7 @@ async fn body_text(c: &Client) -> String {
 async fn click_button(c: &Client, text: &str) {
     let xpath = format!("//button[normalize-space(.)={text:?}]");
     c.wait()
-        .at_most(Duration::from_secs(20))
+        .at_most(STEP)
         .for_element(Locator::XPath(&xpath))
         .await
         .unwrap_or_else(|e| panic!("a button {text:?}: {e}"))
