@@ -273,6 +273,8 @@ async function render(quiet = false) {
   if (heading) heading.tabIndex = -1;
   if (heading && !quiet) heading.focus();
   if (focused) refocus(main, focused);
+  // How many times the page was drawn: tests wait on it, not on time.
+  main.dataset.renders = String(Number(main.dataset.renders ?? 0) + 1);
 }
 
 /** What has the focus inside `main`: its ID, or its tag and text. */
@@ -542,6 +544,15 @@ function tenantTabs(t, current) {
 }
 
 async function tenantPage(t) {
+  // Runs in progress show their pages as they commit; a run that ends
+  // brings the page up to date (health, dead letters, the chart). Heard
+  // from before the page's data is read, so that no run ends unseen
+  // between the two.
+  listen(t, (r) => {
+    const cell = r && r.trigger !== 'replay' ? document.getElementById(`last-${r.flow}`) : null;
+    if (cell) cell.replaceChildren(...lastRun(r));
+    if (!r || r.outcome !== 'running') refreshSoon();
+  });
   const [cfg, runs, dead] = await Promise.all([
     api('GET', `/v1/tenants/${enc(t)}`),
     api('GET', `/v1/runs?tenant=${enc(t)}&limit=1000`),
@@ -550,13 +561,6 @@ async function tenantPage(t) {
   const flows = Object.keys(cfg.flows ?? {});
   const states = await Promise.all(flows.map((f) => api('GET', `/v1/tenants/${enc(t)}/flows/${enc(f)}/state`)));
   const cards = flows.map((f, i) => flowCard(t, f, cfg.flows[f], states[i], runs, dead));
-  // Runs in progress show their pages as they commit; a run that ends
-  // brings the page up to date (health, dead letters, the chart).
-  listen(t, (r) => {
-    const cell = r && r.trigger !== 'replay' ? document.getElementById(`last-${r.flow}`) : null;
-    if (cell) cell.replaceChildren(...lastRun(r));
-    if (!r || r.outcome !== 'running') refreshSoon();
-  });
   return [
     h('h1', {}, cfg.name ? `${cfg.name} (${t})` : `Tenant ${t}`),
     tenantTabs(t, `/tenants/${enc(t)}`),
@@ -1099,7 +1103,8 @@ async function connectorsPage() {
     try {
       const r = await api('POST', `/v1/connectors/${enc(name)}/pin`, { version, tenant });
       await reload();
-      say(r.flows.length ? `Now: ${r.flows.join('; ')}.` : `No flow's requirement changed.`);
+      const refused = Object.entries(r.refused ?? {}).map(([t, why]) => `${t} refused: ${why}`);
+      say([r.flows.length ? `Now: ${r.flows.join('; ')}.` : 'No flow\'s requirement changed.', ...refused].join(' '));
     } catch (e) {
       say(`Pinning ${name} failed: ${e instanceof Error ? e.message : e}`);
     }

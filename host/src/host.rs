@@ -144,8 +144,23 @@ impl Host {
         self.run_events.subscribe()
     }
 
-    /// Tells live views of `run` as it was just saved.
-    pub(crate) fn run_saved(&self, run: &crate::state::RunRecord) {
+    /// Saves a run's progress (see [`StateStore::save_run_progress`]) and
+    /// tells live views of it.
+    pub(crate) fn save_run_progress(&self, run: &crate::state::RunRecord) -> anyhow::Result<()> {
+        self.state.save_run_progress(run)?;
+        self.publish_run(run);
+        Ok(())
+    }
+
+    /// Saves a run's end (see [`StateStore::save_run`]) and tells live
+    /// views of it.
+    pub(crate) fn save_run(&self, run: &crate::state::RunRecord) -> anyhow::Result<()> {
+        self.state.save_run(run)?;
+        self.publish_run(run);
+        Ok(())
+    }
+
+    fn publish_run(&self, run: &crate::state::RunRecord) {
         if self.run_events.receiver_count() > 0 {
             let _ = self.run_events.send(run.clone());
         }

@@ -561,6 +561,16 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
     svc.stop().await;
 }
 
+/// How many times the console drew its page (`main[data-renders]`).
+async fn renders(c: &Client) -> u64 {
+    let main = c.find(Locator::Css("main")).await.unwrap();
+    main.attr("data-renders")
+        .await
+        .unwrap()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Tabs from the focused element until one whose text is `text` has the
 /// focus (at most 60 steps); returns it.
 async fn tab_to(c: &Client, text: &str) -> fantoccini::elements::Element {
@@ -607,16 +617,21 @@ async fn a_tenant_admin_can_do_it_all_from_the_keyboard() {
         .await
         .unwrap();
     heading(&c, "Tenant t1").await;
-    tab_to(&c, "Run now")
-        .await
-        .send_keys(&Key::Enter)
-        .await
-        .unwrap();
+    let run_now = tab_to(&c, "Run now").await;
+    let drawn = renders(&c).await;
+    run_now.send_keys(&Key::Enter).await.unwrap();
     wait_for(&c, "#status", "Run appointments: done.").await;
-    // The run ends and the page refreshes itself: the focus stays on the
-    // button that started it.
+    // The page is drawn again after the action and once more when the run
+    // has ended: the focus stays on the button that started it.
     crate::integrations::wait_for_runs(&env, "t1", "appointments", 2).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let deadline = Instant::now() + STEP;
+    while renders(&c).await < drawn + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the page did not refresh after the run"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let here = c.active_element().await.unwrap();
     assert_eq!(here.text().await.unwrap(), "Run now");
     // The tenant's dead letters: the tabs are above the cards.

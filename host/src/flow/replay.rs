@@ -60,8 +60,7 @@ impl Host {
             let (Stop::Failed(e) | Stop::Attention(e)) = stop;
             run.outcome = RunOutcome::Failed;
             run.error = Some(e.clone());
-            self.state.save_run(&run)?;
-            self.run_saved(&run);
+            self.save_run(&run)?;
             bail!("replay of {id} could not finish: {e}");
         }
         let item = &items[0];
@@ -82,8 +81,7 @@ impl Host {
         commit.fence = p.sink.fence.clone();
         self.state.commit_page(&dl.tenant, &dl.flow, &commit)?;
         run.outcome = RunOutcome::Succeeded;
-        self.state.save_run(&run)?;
-        self.run_saved(&run);
+        self.save_run(&run)?;
         match &item.dead {
             None => Ok(Ok(())),
             Some(_) => Ok(Err(self.state.dead_letter(id)?.unwrap_or(dl))),

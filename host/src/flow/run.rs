@@ -152,8 +152,7 @@ impl Host {
         // Durable with the run's first flushed write (a kv write before a
         // request, a page's commit, or its end): a run that ends the
         // process before any of them changed nothing weft keeps.
-        self.state.save_run_progress(&run)?;
-        self.run_saved(&run);
+        self.save_run_progress(&run)?;
         let span = tracing::info_span!("run", tenant, flow = flow_name, run_id = %run.id);
         let result = self
             .run_pages(
@@ -328,8 +327,7 @@ impl Host {
             .commit_page(tenant, flow, &commit)
             .map_err(|e| Stop::Failed(format!("committing the page: {e:#}")))?;
         run.pages += 1;
-        self.state.save_run_progress(run)?;
-        self.run_saved(run);
+        self.save_run_progress(run)?;
         Ok(())
     }
 
@@ -364,9 +362,7 @@ impl Host {
             }
         }
         crate::metrics::metrics().run_ended(run);
-        self.state.save_run(run)?;
-        self.run_saved(run);
-        Ok(())
+        self.save_run(run)
     }
 
     /// A source record of `flow` on its way to the destination `scope`,

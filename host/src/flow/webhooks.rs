@@ -41,8 +41,7 @@ impl Host {
             replica: self.state.replica().map(str::to_owned),
             ..new_run(tenant, flow_name)
         };
-        self.state.save_run_progress(&run)?;
-        self.run_saved(&run);
+        self.save_run_progress(&run)?;
         let span = tracing::info_span!("webhook", tenant, flow = flow_name, run_id = %run.id);
         let result = self
             .webhook_pages(

@@ -154,7 +154,7 @@ async fn list_integrations(_c: Caller, State(app): State<Arc<AppState>>) -> ApiR
     ok(app.host.integration_forms().await.map_err(internal)?)
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/integrations/{id}/test", tag = "integrations", summary = "Test connection: call the vendor once with these answers (one page of the first flow's stream), storing nothing", params(("tenant" = String, Path, description = "The tenant's ID"), ("id" = String, Path, description = "The integration's ID")), request_body = Answers, responses((status = 200, body = ConnectionTest), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/integrations/{id}/test", tag = "integrations", summary = "Test connection: call the vendor once with these answers (one page of the first flow's stream), committing nothing (the connector's own kv writes stay)", params(("tenant" = String, Path, description = "The tenant's ID"), ("id" = String, Path, description = "The integration's ID")), request_body = Answers, responses((status = 200, body = ConnectionTest), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn test_connection(State(app): State<Arc<AppState>>, asked: Asked) -> ApiResult {
     let Asked {
         c: _,

@@ -4,8 +4,8 @@
 //! to exactly one registered version, or back to the newest of its major.
 //! Each tenant changed is written as `PUT /v1/tenants/{tenant}` writes it:
 //! checked against that version's world and config schema first, so a
-//! rollback to a version that cannot run a flow's config is refused and
-//! changes nothing of that tenant.
+//! rollback to a version that cannot run a flow's config changes nothing of
+//! that tenant; the others move, and the answer lists it under `refused`.
 
 #![allow(clippy::result_large_err)]
 
@@ -18,6 +18,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -41,26 +42,30 @@ pub struct Pinned {
     /// `tenant/flow` of each flow whose requirement changed, with it
     /// (`acme-calendar@=1.0.0`).
     pub flows: Vec<String>,
+    /// Tenants left as they were, with why (the version refuses a flow's
+    /// config, or is of another world).
+    pub refused: BTreeMap<String, String>,
 }
 
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new().routes(routes!(pin))
 }
 
-/// The requirement a stage of `current` gets.
-fn requirement(name: &str, version: Option<&semver::Version>, current: &ConnectorRef) -> String {
+/// The requirement a stage of `current` gets: `=version`, or back to the
+/// newest of the major it is pinned to now (`^1`). A requirement without a
+/// version (`name` alone: any) is left as it is when unpinning.
+fn requirement(
+    name: &str,
+    version: Option<&semver::Version>,
+    current: &ConnectorRef,
+) -> Option<String> {
     match version {
-        Some(v) => format!("{name}@={v}"),
-        None => {
-            // Back from `=1.2.0` (or any pin) to the newest of its major.
-            let major = current
-                .req
-                .comparators
-                .first()
-                .map(|c| c.major)
-                .unwrap_or(0);
-            format!("{name}@^{major}")
-        }
+        Some(v) => Some(format!("{name}@={v}")),
+        None => current
+            .req
+            .comparators
+            .first()
+            .map(|c| format!("{name}@^{}", c.major)),
     }
 }
 
@@ -94,6 +99,7 @@ async fn pin(
         return Err(problem(StatusCode::NOT_FOUND, "no such tenant"));
     }
     let mut changed = Vec::new();
+    let mut refused = BTreeMap::new();
     for (id, tenant) in tenants.iter() {
         if body.tenant.as_ref().is_some_and(|t| t != id) {
             continue;
@@ -105,8 +111,10 @@ async fn pin(
             refs.extend(flow.mappers.iter_mut().map(|m| &mut m.connector));
             let mut touched = None;
             for r in refs.into_iter().filter(|r| r.name == name) {
-                let new =
-                    ConnectorRef::parse(&requirement(&name, version.as_ref(), r)).map_err(bad)?;
+                let Some(req) = requirement(&name, version.as_ref(), r) else {
+                    continue;
+                };
+                let new = ConnectorRef::parse(&req).map_err(bad)?;
                 if new.req != r.req {
                     touched = Some(new.to_string());
                     *r = new;
@@ -119,11 +127,42 @@ async fn pin(
         if flows.is_empty() {
             continue;
         }
+        // A tenant the version cannot run is refused alone: the others
+        // still move, and the answer says which did not.
+        let checked = match crate::config::validate_tenant(id, &config) {
+            Ok(()) => app.host.check_tenant(id, &config).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            refused.insert(id.clone(), format!("{e:#}"));
+            continue;
+        }
         write_tenant(&app, id, Some((**tenant).clone()), config).await?;
         changed.extend(flows);
     }
     ok(Pinned {
         connector: name,
         flows: changed,
+        refused,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpinning_goes_back_to_the_pinned_major_and_leaves_an_unversioned_stage_alone() {
+        let at = |s: &str| ConnectorRef::parse(s).unwrap();
+        let v = semver::Version::new(1, 2, 0);
+        assert_eq!(
+            requirement("c", Some(&v), &at("c@^1")).as_deref(),
+            Some("c@=1.2.0")
+        );
+        assert_eq!(
+            requirement("c", None, &at("c@=2.0.1")).as_deref(),
+            Some("c@^2")
+        );
+        assert_eq!(requirement("c", None, &at("c")), None, "`c` is any version");
+    }
 }
