@@ -24,10 +24,8 @@ from urllib.parse import quote
 
 from wit_world import exports
 
-from weft_sdk import ConnectorInfo, Operation, Record, WeftError, each_record, record_json, to_json
-from weft_sdk.http import Request, send_all
-
-from componentize_py_types import Err, Ok
+from weft_sdk import ConnectorInfo, Operation, Record, config_schema, connector_info, record_json
+from weft_sdk.http import Request, Response, deliver_each
 
 VERSION = "0.1.0"
 
@@ -35,11 +33,8 @@ VERSION = "0.1.0"
 #: ``max_http_in_flight``).
 IN_FLIGHT = 8
 
-CONFIG_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "required": ["url"],
-    "properties": {
+CONFIG_SCHEMA = config_schema(
+    {
         "url": {
             "type": "string",
             "pattern": "^https?://",
@@ -54,8 +49,8 @@ CONFIG_SCHEMA = {
             "description": "Send {key, kind, version, body} instead of the body alone.",
         },
     },
-    "additionalProperties": False,
-}
+    required=["url"],
+)
 
 
 def request(cfg: dict, r: Record) -> Request:
@@ -68,10 +63,8 @@ def request(cfg: dict, r: Record) -> Request:
     return Request(method, url, json=envelope)
 
 
-def settle(r: Record, req: Request, answer) -> None:
+def settle(r: Record, req: Request, answer: Response) -> None:
     """Raises the weft error of ``answer`` to ``req``, if any."""
-    if isinstance(answer, WeftError):
-        raise answer
     if r.op == Operation.DELETE and answer.status in (404, 410):
         return
     answer.error_for_status(f"{req.method} {req.url}")
@@ -79,31 +72,10 @@ def settle(r: Record, req: Request, answer) -> None:
 
 class Metadata(exports.Metadata):
     def describe(self) -> ConnectorInfo:
-        return ConnectorInfo(
-            name="http-post-py",
-            version=VERSION,
-            description="Each record as JSON to a configured URL (Python)",
-            streams=[],
-            config_schema=to_json(CONFIG_SCHEMA),
-            outbound_hosts=["*"],
-        )
+        description = "Each record as JSON to a configured URL (Python)"
+        return connector_info("http-post-py", VERSION, description, CONFIG_SCHEMA, outbound_hosts=["*"])
 
 
 class Destination(exports.Destination):
     def emit(self, records):
-        # Every record's request first (one that cannot become a request
-        # fails alone), then all of them concurrently, then each record's
-        # outcome from its answer.
-        planned = each_record(records, request)
-        answers = iter(send_all([p.value for p in planned if isinstance(p, Ok)], IN_FLIGHT))
-        out = []
-        for r, p in zip(records, planned):
-            if isinstance(p, Err):
-                out.append(p)
-                continue
-            try:
-                settle(r, p.value, next(answers))
-                out.append(Ok(None))
-            except WeftError as e:
-                out.append(Err(e.to_wit()))
-        return out
+        return deliver_each(records, request, settle, IN_FLIGHT)

@@ -15,31 +15,26 @@
  * whose body is `null` passes unchanged.
  */
 
-import { eachRecord, invalid, records } from '../sdk-js/index.js';
+import { configSchema, connectorInfo, eachRecord, invalid, records } from '../sdk-js/index.js';
 
-const CONFIG_SCHEMA = {
-  $schema: 'https://json-schema.org/draft/2020-12/schema',
-  type: 'object',
-  properties: {
-    rename: {
-      description: 'Top-level fields to rename, old name to new name',
-      type: 'object',
-      additionalProperties: { type: 'string', minLength: 1 },
-    },
-    keep: {
-      description: 'When set, only these top-level fields (names after renaming) are kept',
-      type: 'array',
-      items: { type: 'string' },
-      uniqueItems: true,
-    },
-    kind: {
-      description: 'When set, the kind of the output records',
-      type: 'string',
-      minLength: 1,
-    },
+const CONFIG_SCHEMA = configSchema({
+  rename: {
+    description: 'Top-level fields to rename, old name to new name',
+    type: 'object',
+    additionalProperties: { type: 'string', minLength: 1 },
   },
-  additionalProperties: false,
-};
+  keep: {
+    description: 'When set, only these top-level fields (names after renaming) are kept',
+    type: 'array',
+    items: { type: 'string' },
+    uniqueItems: true,
+  },
+  kind: {
+    description: 'When set, the kind of the output records',
+    type: 'string',
+    minLength: 1,
+  },
+});
 
 /**
  * @param {Record<string, unknown>} body
@@ -82,14 +77,8 @@ function mapOne(record, cfg) {
 
 export const metadata = {
   describe() {
-    return {
-      name: 'rename-js',
-      version: '1.0.0',
-      description: 'Renames and keeps top-level fields of JSON records (JavaScript)',
-      streams: [],
-      configSchema: JSON.stringify(CONFIG_SCHEMA),
-      outboundHosts: [],
-    };
+    const description = 'Renames and keeps top-level fields of JSON records (JavaScript)';
+    return connectorInfo('rename-js', '1.0.0', description, CONFIG_SCHEMA);
   },
 };
 

@@ -14,6 +14,7 @@
  *   {@link eachRecord}) and the host gets that error class;
  * - {@link tenantConfig}, {@link eachRecord} (one outcome per record, as
  *   `map` and `emit` answer), record helpers ({@link records});
+ * - `describe`'s answer: {@link connectorInfo} and {@link configSchema};
  * - {@link kv} and {@link log} over the host's `kv` and `log` imports;
  * - `http` (`./http.js`): a blocking HTTP client over
  *   `wasi:http/outgoing-handler` whose answers map onto error classes
@@ -135,6 +136,38 @@ export async function eachRecord(records, f) {
     }
   }
   return out;
+}
+
+/**
+ * The JSON Schema of a connector's configuration, as `describe` answers it
+ * (`configSchema`, JSON text): an object (draft 2020-12) with `properties`,
+ * of which those named in `required` must be set, and no other key, so
+ * that a misspelt key is refused by the host instead of silently ignored.
+ * @param {Record<string, unknown>} properties
+ * @param {string[]} [required]
+ * @returns {string}
+ */
+export function configSchema(properties, required = []) {
+  return JSON.stringify({
+    $schema: 'https://json-schema.org/draft/2020-12/schema',
+    type: 'object',
+    ...(required.length > 0 ? { required } : {}),
+    properties,
+    additionalProperties: false,
+  });
+}
+
+/**
+ * What `describe` answers: no streams and no outbound hosts unless `more`
+ * names them; `schema` as {@link configSchema} writes it.
+ * @param {string} name
+ * @param {string} version
+ * @param {string} description
+ * @param {string} schema
+ * @param {{ streams?: { name: string, description: string }[], outboundHosts?: string[] }} [more]
+ */
+export function connectorInfo(name, version, description, schema, { streams = [], outboundHosts = [] } = {}) {
+  return { name, version, description, streams, configSchema: schema, outboundHosts };
 }
 
 /**

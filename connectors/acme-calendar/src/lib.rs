@@ -283,10 +283,7 @@ fn map_one(cfg: &Config, r: &Record) -> Result<Vec<Record>, Error> {
 impl Metadata for AcmeCalendar {
     fn describe() -> ConnectorInfo {
         ConnectorInfo {
-            name: "acme-calendar".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
             description: "Acme appointments to iCalendar events".into(),
-            streams: vec![],
             config_schema: {
                 let mut properties = json!({
                     "uid_namespace": { "type": "string", "minLength": 1, "description": "Ends every event UID; use the tenant's ID" },
@@ -301,15 +298,9 @@ impl Metadata for AcmeCalendar {
                 ) {
                     p.extend(u.clone());
                 }
-                json!({
-                    "$schema": "https://json-schema.org/draft/2020-12/schema",
-                    "type": "object",
-                    "properties": properties,
-                    "additionalProperties": false
-                })
-                .to_string()
+                weft_sdk::config_schema(&[], properties)
             },
-            outbound_hosts: vec![],
+            ..weft_sdk::package_info!()
         }
     }
 }

@@ -720,29 +720,32 @@ impl Metadata for AcmeCrm {
             description: description.into(),
         };
         ConnectorInfo {
-            name: "acme-crm".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Acme CRM REST API v1: appointments, email and call activities, contact changes".into(),
+            description:
+                "Acme CRM REST API v1: appointments, email and call activities, contact changes"
+                    .into(),
             streams: vec![
                 stream("appointments", "Appointments with their contact and owner"),
-                stream("activities", "Email and call activities with their contact and owner"),
-                stream("contacts", "Appointments re-read when their contact changes"),
+                stream(
+                    "activities",
+                    "Email and call activities with their contact and owner",
+                ),
+                stream(
+                    "contacts",
+                    "Appointments re-read when their contact changes",
+                ),
             ],
-            config_schema: json!({
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "type": "object",
-                "required": ["base_url"],
-                "properties": {
+            config_schema: weft_sdk::config_schema(
+                &["base_url"],
+                json!({
                     "base_url": { "type": "string", "pattern": "^https?://", "description": "The tenant's Acme API base URL, ending in /api/v1" },
                     "page_size": { "type": "integer", "minimum": 1, "maximum": 200, "default": 100, "description": "Records per list page (Acme allows 1 to 200)" },
                     "reads_per_call": { "type": "integer", "minimum": 1, "default": 100, "description": "contacts stream: at most this many appointment re-reads per call (keep below the Acme rate times the call deadline)" },
                     "deleted_contacts": { "type": "string", "enum": ["dead-letter", "last-known"], "default": "dead-letter", "description": "Records of a contact Acme lists as deleted: dead-letter (statement 10: its appointments changed after the deletion are dead-lettered, its activities count without contact details) or last-known (they carry its last fields, which Acme lists for 30 days, so the calendar does not depend on when the tenant was activated)" }
-                },
-                "additionalProperties": false
-            })
-            .to_string(),
+                }),
+            ),
             // The base URL is per tenant: the tenant's grant decides.
             outbound_hosts: vec!["*".into()],
+            ..weft_sdk::package_info!()
         }
     }
 }

@@ -76,18 +76,9 @@ fn map_one(users: &UserMatching, r: &Record) -> Result<Vec<Record>, Error> {
 impl Metadata for AcmeTouchpoints {
     fn describe() -> ConnectorInfo {
         ConnectorInfo {
-            name: "acme-touchpoints".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
             description: "Acme email and call activities to dashboard touch-points".into(),
-            streams: vec![],
-            config_schema: json!({
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "type": "object",
-                "properties": user_matching_properties(),
-                "additionalProperties": false
-            })
-            .to_string(),
-            outbound_hosts: vec![],
+            config_schema: weft_sdk::config_schema(&[], user_matching_properties()),
+            ..weft_sdk::package_info!()
         }
     }
 }

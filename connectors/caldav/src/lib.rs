@@ -51,16 +51,9 @@ thread_local! {
     static READY: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
 }
 
-/// Percent-encodes what may not stand in a path segment (keeps `@`).
+/// Percent-encodes what may not stand in a path segment (keeps `@` and `+`).
 fn segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' | b'+' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    weft_sdk::http::percent_encode(s, b"@+")
 }
 
 fn collection(cfg: &Config, email: &str) -> String {
@@ -222,22 +215,16 @@ fn put_event(cfg: &Config, coll: &str, resource: &str, ics: &str) -> Result<(), 
 impl Metadata for CalDav {
     fn describe() -> ConnectorInfo {
         ConnectorInfo {
-            name: "caldav".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
             description: "Calendar events to any CalDAV server".into(),
-            streams: vec![],
-            config_schema: json!({
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "type": "object",
-                "required": ["collection_url"],
-                "properties": {
+            config_schema: weft_sdk::config_schema(
+                &["collection_url"],
+                json!({
                     "collection_url": { "type": "string", "pattern": "^https?://.*\\{email\\}", "description": "Calendar collection URL template with {email}" },
                     "create_collection": { "type": "boolean", "default": true }
-                },
-                "additionalProperties": false
-            })
-            .to_string(),
+                }),
+            ),
             outbound_hosts: vec!["*".into()],
+            ..weft_sdk::package_info!()
         }
     }
 }

@@ -24,14 +24,7 @@ struct Config {
 }
 
 fn segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    weft_sdk::http::percent_encode(s, b"")
 }
 
 /// Requests of one batch in flight at once (the host's default
@@ -91,19 +84,13 @@ fn deliver_all(cfg: &Config, records: &[Record]) -> Vec<Result<(), Error>> {
 impl Metadata for Dashboard {
     fn describe() -> ConnectorInfo {
         ConnectorInfo {
-            name: "dashboard".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
             description: "Touch-points to our dashboard".into(),
-            streams: vec![],
-            config_schema: json!({
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "type": "object",
-                "required": ["base_url"],
-                "properties": { "base_url": { "type": "string", "pattern": "^https?://" } },
-                "additionalProperties": false
-            })
-            .to_string(),
+            config_schema: weft_sdk::config_schema(
+                &["base_url"],
+                json!({ "base_url": { "type": "string", "pattern": "^https?://" } }),
+            ),
             outbound_hosts: vec!["*".into()],
+            ..weft_sdk::package_info!()
         }
     }
 }

@@ -52,7 +52,9 @@ __all__ = [
     "StreamInfo",
     "Transient",
     "WeftError",
+    "config_schema",
     "config_value",
+    "connector_info",
     "debug",
     "delete",
     "each_record",
@@ -175,6 +177,42 @@ def each_record(
         except WeftError as e:
             out.append(Err(e.to_wit()))
     return out
+
+
+# --- describe ----------------------------------------------------------
+
+
+def config_schema(properties: dict, required: Sequence[str] = ()) -> str:
+    """The JSON Schema of a connector's configuration, as ``describe``
+    answers it (JSON text): an object (draft 2020-12) with ``properties``, of
+    which those named in ``required`` must be set, and no other key, so that
+    a misspelt key is refused by the host instead of silently ignored."""
+    schema: dict = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"}
+    if required:
+        schema["required"] = list(required)
+    schema["properties"] = properties
+    schema["additionalProperties"] = False
+    return to_json(schema)
+
+
+def connector_info(
+    name: str,
+    version: str,
+    description: str,
+    config_schema: str,
+    streams: Sequence[StreamInfo] = (),
+    outbound_hosts: Sequence[str] = (),
+) -> ConnectorInfo:
+    """What ``describe`` answers: no streams and no outbound hosts unless
+    given; ``config_schema`` as :func:`config_schema` writes it."""
+    return ConnectorInfo(
+        name=name,
+        version=version,
+        description=description,
+        streams=list(streams),
+        config_schema=config_schema,
+        outbound_hosts=list(outbound_hosts),
+    )
 
 
 # --- records ---------------------------------------------------------------

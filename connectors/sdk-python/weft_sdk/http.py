@@ -13,21 +13,21 @@ as the Rust SDK does: ``429``/``5xx`` :class:`~weft_sdk.Transient` (with
 statuses :class:`~weft_sdk.Invalid`. A request the host refuses (origin not
 granted, private address) raises :class:`~weft_sdk.Config`; transport
 failures raise :class:`~weft_sdk.Transient`. :func:`send_all` sends a
-batch concurrently.
+batch concurrently; :func:`deliver_each` is a destination's ``emit`` on it.
 """
 
 import json as _json
-from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
-from componentize_py_types import Err, Ok
+from componentize_py_types import Err, Ok, Result
 from wit_world.imports import outgoing_handler
 from wit_world.imports import streams as _streams
 from wit_world.imports import wasi_http_types as _http
 
-from . import Config, Invalid, Transient, WeftError
+from . import Config, Invalid, Transient, WeftError, each_record
 
-__all__ = ["Pending", "Request", "Response", "send", "send_all", "start"]
+__all__ = ["Pending", "Request", "Response", "deliver_each", "send", "send_all", "start"]
 
 _MISSING = object()
 
@@ -163,6 +163,36 @@ def send_all(reqs: Sequence[Request], in_flight: int = 8) -> List[Union[Response
             except WeftError as e:
                 out[i] = e
     return [o if o is not None else Transient("request was not sent") for o in out]
+
+
+def deliver_each(
+    records: Sequence[Any],
+    plan: Callable[[Any, Any], Request],
+    settle: Callable[[Any, Request, Response], None],
+    in_flight: int = 8,
+) -> List[Result[None, Any]]:
+    """A destination's ``emit``: every record's request first, made by
+    ``plan(config, record)`` (as :func:`~weft_sdk.each_record` calls it: a
+    :class:`~weft_sdk.WeftError` it raises fails that record alone), then all
+    of them concurrently (:func:`send_all`), then each record's outcome:
+    ``settle(record, request, response)`` raises the weft error of the
+    answer, if any (a request that met one sending fails with it)."""
+    planned = each_record(records, plan)
+    answers = iter(send_all([p.value for p in planned if isinstance(p, Ok)], in_flight))
+    out: List[Result[None, Any]] = []
+    for r, p in zip(records, planned):
+        if isinstance(p, Err):
+            out.append(p)
+            continue
+        try:
+            answer = next(answers)
+            if isinstance(answer, WeftError):
+                raise answer
+            settle(r, p.value, answer)
+            out.append(Ok(None))
+        except WeftError as e:
+            out.append(Err(e.to_wit()))
+    return out
 
 
 class Pending:

@@ -138,6 +138,21 @@ impl Request {
     }
 }
 
+/// Percent-encodes `s` for one path segment or query value: every byte but
+/// the unreserved characters (`A-Z a-z 0-9 - . _ ~`) and those of `keep`
+/// (e.g. `b"@+"` for an e-mail address in a path) becomes `%XX`.
+pub fn percent_encode(s: &str, keep: &[u8]) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ if keep.contains(&b) => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Sends `req` and reads the whole answer.
 ///
 /// A request the host refuses (origin not granted, address not allowed,

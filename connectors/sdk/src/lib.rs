@@ -54,6 +54,7 @@ pub mod http;
 /// macro and runtime, so that the crate needs no dependency of its own.
 #[doc(hidden)]
 pub mod __private {
+    pub use serde_json;
     pub use wit_bindgen;
     pub use wit_bindgen::rt;
 }
@@ -86,6 +87,47 @@ pub fn each_record<C: DeserializeOwned, T>(
         Ok(cfg) => records.iter().map(|r| f(&cfg, r)).collect(),
         Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
     }
+}
+
+/// The JSON Schema of a connector's configuration, as `describe` answers it
+/// (`config_schema`): an object (draft 2020-12) with `properties`, of which
+/// those named in `required` must be set, and no other key, so that a
+/// misspelt key is refused by the host instead of silently ignored.
+pub fn config_schema(required: &[&str], properties: serde_json::Value) -> String {
+    let mut schema = serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": false
+    });
+    if !required.is_empty() {
+        schema["required"] = serde_json::json!(required);
+    }
+    schema.to_string()
+}
+
+/// The calling crate's [`types::ConnectorInfo`] from its Cargo package:
+/// `name`, `version` and `description`, with no streams, a configuration
+/// of no keys and no outbound hosts. Name the fields that differ:
+///
+/// ```ignore
+/// ConnectorInfo {
+///     config_schema: weft_sdk::config_schema(&["field"], json!({ "field": { "type": "string" } })),
+///     ..weft_sdk::package_info!()
+/// }
+/// ```
+#[macro_export]
+macro_rules! package_info {
+    () => {
+        $crate::types::ConnectorInfo {
+            name: env!("CARGO_PKG_NAME").into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: env!("CARGO_PKG_DESCRIPTION").into(),
+            streams: vec![],
+            config_schema: $crate::config_schema(&[], $crate::__private::serde_json::json!({})),
+            outbound_hosts: vec![],
+        }
+    };
 }
 
 /// The body field of the host's *retract* convention: a mapper that
@@ -184,5 +226,27 @@ mod tests {
         assert_eq!(Record::upsert("k", "thing", 4, &odd).body, "null");
         let r = Record::upsert("k", "thing", 5, &serde_json::json!("after"));
         assert_eq!(r.body, r#""after""#);
+    }
+
+    #[test]
+    fn config_schemas_are_closed_objects() {
+        let schema = |required: &[&str], properties| -> serde_json::Value {
+            serde_json::from_str(&config_schema(required, properties)).unwrap()
+        };
+        let s = schema(&["url"], serde_json::json!({ "url": { "type": "string" } }));
+        assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
+        assert_eq!(s["type"], "object");
+        assert_eq!(s["required"], serde_json::json!(["url"]));
+        assert_eq!(s["properties"]["url"]["type"], "string");
+        assert_eq!(s["additionalProperties"], false);
+        // No `required` at all when nothing is.
+        let s = schema(&[], serde_json::json!({}));
+        assert!(s.get("required").is_none(), "{s}");
+    }
+
+    #[test]
+    fn percent_encoding_keeps_unreserved_bytes_and_those_asked_for() {
+        assert_eq!(http::percent_encode("a b/c~-._", b""), "a%20b%2Fc~-._");
+        assert_eq!(http::percent_encode("x+y@z é", b"@+"), "x+y@z%20%C3%A9");
     }
 }

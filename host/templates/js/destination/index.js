@@ -9,32 +9,19 @@
  * `401`/`403` config, other `4xx` invalid).
  */
 
-import { WeftError, eachRecord, errorValue, http } from '__SDK_DIR__/index.js';
+import { WeftError, configSchema, connectorInfo, eachRecord, errorValue, http } from '__SDK_DIR__/index.js';
 import { goneAlready, requestFor } from './logic.js';
 
 /** Requests of one batch in flight at once. */
 const IN_FLIGHT = 8;
 
-const CONFIG_SCHEMA = {
-  $schema: 'https://json-schema.org/draft/2020-12/schema',
-  type: 'object',
-  required: ['base_url'],
-  properties: { base_url: { type: 'string', pattern: '^https?://' } },
-  additionalProperties: false,
-};
+const CONFIG_SCHEMA = configSchema({ base_url: { type: 'string', pattern: '^https?://' } }, ['base_url']);
 
 export const metadata = {
   describe() {
-    return {
-      name: '__NAME__',
-      version: '0.1.0',
-      description: 'A weft __WORLD__ connector',
-      streams: [],
-      configSchema: JSON.stringify(CONFIG_SCHEMA),
-      // The origins this connector may ask for; the tenant grants the ones
-      // it really calls.
-      outboundHosts: ['*'],
-    };
+    // The origins this connector may ask for ('*'); the tenant grants the
+    // ones it really calls.
+    return connectorInfo('__NAME__', '0.1.0', 'A weft __WORLD__ connector', CONFIG_SCHEMA, { outboundHosts: ['*'] });
   },
 };
 

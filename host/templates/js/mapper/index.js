@@ -7,27 +7,14 @@
  * `invalid` (dead-lettered alone; the rest of the batch goes on).
  */
 
-import { eachRecord } from '__SDK_DIR__/index.js';
+import { configSchema, connectorInfo, eachRecord } from '__SDK_DIR__/index.js';
 import { mapOne } from './logic.js';
 
-const CONFIG_SCHEMA = {
-  $schema: 'https://json-schema.org/draft/2020-12/schema',
-  type: 'object',
-  required: ['field'],
-  properties: { field: { type: 'string', minLength: 1 } },
-  additionalProperties: false,
-};
+const CONFIG_SCHEMA = configSchema({ field: { type: 'string', minLength: 1 } }, ['field']);
 
 export const metadata = {
   describe() {
-    return {
-      name: '__NAME__',
-      version: '0.1.0',
-      description: 'A weft __WORLD__ connector',
-      streams: [],
-      configSchema: JSON.stringify(CONFIG_SCHEMA),
-      outboundHosts: [],
-    };
+    return connectorInfo('__NAME__', '0.1.0', 'A weft __WORLD__ connector', CONFIG_SCHEMA);
   },
 };
 

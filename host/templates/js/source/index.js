@@ -13,29 +13,19 @@
  * `WeftError`: `invalid(…)`, an HTTP answer's `errorForStatus`) is the error.
  */
 
-import { http, invalid, tenantConfig } from '__SDK_DIR__/index.js';
+import { configSchema, connectorInfo, http, invalid, tenantConfig } from '__SDK_DIR__/index.js';
 import { listUrl, pageFrom } from './logic.js';
 
-const CONFIG_SCHEMA = {
-  $schema: 'https://json-schema.org/draft/2020-12/schema',
-  type: 'object',
-  required: ['base_url'],
-  properties: { base_url: { type: 'string', pattern: '^https?://' } },
-  additionalProperties: false,
-};
+const CONFIG_SCHEMA = configSchema({ base_url: { type: 'string', pattern: '^https?://' } }, ['base_url']);
 
 export const metadata = {
   describe() {
-    return {
-      name: '__NAME__',
-      version: '0.1.0',
-      description: 'A weft __WORLD__ connector',
+    return connectorInfo('__NAME__', '0.1.0', 'A weft __WORLD__ connector', CONFIG_SCHEMA, {
       streams: [{ name: 'items', description: 'Every item, oldest change first' }],
-      configSchema: JSON.stringify(CONFIG_SCHEMA),
       // The origins this connector may ask for; the tenant grants the ones
       // it really calls.
       outboundHosts: ['*'],
-    };
+    });
   },
 };
 

@@ -9,25 +9,18 @@ limits; answers map onto weft's error classes (``429``/``5xx`` transient,
 ``401``/``403`` config, other ``4xx`` invalid).
 """
 
-from componentize_py_types import Err, Ok
 from wit_world import exports
 
 import logic
-from weft_sdk import ConnectorInfo, Operation, Record, WeftError, each_record, record_json, to_json
-from weft_sdk.http import Request, send_all
+from weft_sdk import ConnectorInfo, Operation, Record, config_schema, connector_info, record_json
+from weft_sdk.http import Request, Response, deliver_each
 
 VERSION = "0.1.0"
 
 #: Requests of one batch in flight at once.
 IN_FLIGHT = 8
 
-CONFIG_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "required": ["base_url"],
-    "properties": {"base_url": {"type": "string", "pattern": "^https?://"}},
-    "additionalProperties": False,
-}
+CONFIG_SCHEMA = config_schema({"base_url": {"type": "string", "pattern": "^https?://"}}, required=["base_url"])
 
 
 def plan(cfg: dict, r: Record) -> Request:
@@ -37,18 +30,17 @@ def plan(cfg: dict, r: Record) -> Request:
     return Request(method, url) if method == "DELETE" else Request(method, url, json=record_json(r))
 
 
+def settle(r: Record, req: Request, answer: Response) -> None:
+    """Raises the weft error of ``answer``, if any."""
+    if not logic.gone_already(req.method, answer.status):
+        answer.error_for_status(f"delivering {r.key}")
+
+
 class Metadata(exports.Metadata):
     def describe(self) -> ConnectorInfo:
-        return ConnectorInfo(
-            name="__NAME__",
-            version=VERSION,
-            description="A weft __WORLD__ connector",
-            streams=[],
-            config_schema=to_json(CONFIG_SCHEMA),
-            # The origins this connector may ask for; the tenant grants the
-            # ones it really calls.
-            outbound_hosts=["*"],
-        )
+        # The origins this connector may ask for ("*"); the tenant grants the
+        # ones it really calls.
+        return connector_info("__NAME__", VERSION, "A weft __WORLD__ connector", CONFIG_SCHEMA, outbound_hosts=["*"])
 
 
 class Destination(exports.Destination):
@@ -56,20 +48,4 @@ class Destination(exports.Destination):
         # Every record's request first (one that cannot become a request
         # fails alone), then all of them concurrently, then each record's
         # outcome from its answer.
-        planned = each_record(records, plan)
-        answers = iter(send_all([p.value for p in planned if isinstance(p, Ok)], IN_FLIGHT))
-        out = []
-        for r, p in zip(records, planned):
-            if isinstance(p, Err):
-                out.append(p)
-                continue
-            try:
-                answer = next(answers)
-                if isinstance(answer, WeftError):
-                    raise answer
-                if not logic.gone_already(p.value.method, answer.status):
-                    answer.error_for_status(f"delivering {r.key}")
-                out.append(Ok(None))
-            except WeftError as e:
-                out.append(Err(e.to_wit()))
-        return out
+        return deliver_each(records, plan, settle, IN_FLIGHT)

@@ -10,17 +10,11 @@ through. A record whose body is not a JSON object is ``invalid``
 from wit_world import exports
 
 import logic
-from weft_sdk import ConnectorInfo, Invalid, Operation, Record, each_record, record_json, to_json, upsert
+from weft_sdk import ConnectorInfo, Invalid, Operation, Record, config_schema, connector_info, each_record, record_json, upsert
 
 VERSION = "0.1.0"
 
-CONFIG_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "required": ["field"],
-    "properties": {"field": {"type": "string", "minLength": 1}},
-    "additionalProperties": False,
-}
+CONFIG_SCHEMA = config_schema({"field": {"type": "string", "minLength": 1}}, required=["field"])
 
 
 def map_one(cfg: dict, r: Record) -> list:
@@ -36,14 +30,7 @@ def map_one(cfg: dict, r: Record) -> list:
 
 class Metadata(exports.Metadata):
     def describe(self) -> ConnectorInfo:
-        return ConnectorInfo(
-            name="__NAME__",
-            version=VERSION,
-            description="A weft __WORLD__ connector",
-            streams=[],
-            config_schema=to_json(CONFIG_SCHEMA),
-            outbound_hosts=[],
-        )
+        return connector_info("__NAME__", VERSION, "A weft __WORLD__ connector", CONFIG_SCHEMA)
 
 
 class Mapper(exports.Mapper):

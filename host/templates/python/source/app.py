@@ -17,18 +17,12 @@ from wit_world import exports
 from wit_world.exports.source import Page, Webhook
 
 import logic
-from weft_sdk import ConnectorInfo, Invalid, Record, StreamInfo, WeftError, delete, tenant_config, to_json, upsert
+from weft_sdk import ConnectorInfo, Invalid, Record, StreamInfo, WeftError, config_schema, connector_info, delete, tenant_config, upsert
 from weft_sdk.http import Request
 
 VERSION = "0.1.0"
 
-CONFIG_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "required": ["base_url"],
-    "properties": {"base_url": {"type": "string", "pattern": "^https?://"}},
-    "additionalProperties": False,
-}
+CONFIG_SCHEMA = config_schema({"base_url": {"type": "string", "pattern": "^https?://"}}, required=["base_url"])
 
 
 def fetch_page(stream: str, cursor: Optional[str]) -> Page:
@@ -49,15 +43,11 @@ def fetch_page(stream: str, cursor: Optional[str]) -> Page:
 
 class Metadata(exports.Metadata):
     def describe(self) -> ConnectorInfo:
-        return ConnectorInfo(
-            name="__NAME__",
-            version=VERSION,
-            description="A weft __WORLD__ connector",
-            streams=[StreamInfo(name="items", description="Every item, oldest change first")],
-            config_schema=to_json(CONFIG_SCHEMA),
-            # The origins this connector may ask for; the tenant grants the
-            # ones it really calls.
-            outbound_hosts=["*"],
+        items = StreamInfo(name="items", description="Every item, oldest change first")
+        # The origins this connector may ask for ("*"); the tenant grants the
+        # ones it really calls.
+        return connector_info(
+            "__NAME__", VERSION, "A weft __WORLD__ connector", CONFIG_SCHEMA, streams=[items], outbound_hosts=["*"]
         )
 
 

@@ -11,7 +11,7 @@ use exports::weft::connector::destination::Guest as Destination;
 use exports::weft::connector::metadata::Guest as Metadata;
 use serde::Deserialize;
 use serde_json::json;
-use weft_sdk::http::{Request, send_all};
+use weft_sdk::http::{Request, percent_encode, send_all};
 use weft_sdk::types::{ConnectorInfo, Error, Operation, Record};
 
 struct Connector;
@@ -25,22 +25,10 @@ struct Config {
 /// Requests of one batch in flight at once.
 const IN_FLIGHT: usize = 8;
 
-/// Percent-encodes a key for one path segment.
-fn segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The request that delivers `r`: the logic, kept apart from the bindings so
 /// that `cargo test` runs it natively.
 fn request(cfg: &Config, r: &Record) -> Result<Request, Error> {
-    let url = format!("{}/{}", cfg.base_url.trim_end_matches('/'), segment(&r.key));
+    let url = format!("{}/{}", cfg.base_url.trim_end_matches('/'), percent_encode(&r.key, b""));
     Ok(match r.op {
         Operation::Upsert => Request::new("PUT", &url).json(&r.json()?),
         Operation::Delete => Request::new("DELETE", &url),
@@ -49,22 +37,16 @@ fn request(cfg: &Config, r: &Record) -> Result<Request, Error> {
 
 impl Metadata for Connector {
     fn describe() -> ConnectorInfo {
+        // Name, version and description from Cargo.toml.
         ConnectorInfo {
-            name: env!("CARGO_PKG_NAME").into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: env!("CARGO_PKG_DESCRIPTION").into(),
-            streams: vec![],
-            config_schema: json!({
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "type": "object",
-                "required": ["base_url"],
-                "properties": { "base_url": { "type": "string", "pattern": "^https?://" } },
-                "additionalProperties": false
-            })
-            .to_string(),
+            config_schema: weft_sdk::config_schema(
+                &["base_url"],
+                json!({ "base_url": { "type": "string", "pattern": "^https?://" } }),
+            ),
             // The origins this connector may ask for; the tenant grants
             // the ones it really calls.
             outbound_hosts: vec!["*".into()],
+            ..weft_sdk::package_info!()
         }
     }
 }

@@ -40,20 +40,14 @@ fn map_one(cfg: &Config, r: &Record) -> Result<Vec<Record>, Error> {
 
 impl Metadata for Connector {
     fn describe() -> ConnectorInfo {
+        // Name, version and description from Cargo.toml; no streams and
+        // no outbound hosts.
         ConnectorInfo {
-            name: env!("CARGO_PKG_NAME").into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: env!("CARGO_PKG_DESCRIPTION").into(),
-            streams: vec![],
-            config_schema: json!({
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "type": "object",
-                "required": ["field"],
-                "properties": { "field": { "type": "string", "minLength": 1 } },
-                "additionalProperties": false
-            })
-            .to_string(),
-            outbound_hosts: vec![],
+            config_schema: weft_sdk::config_schema(
+                &["field"],
+                json!({ "field": { "type": "string", "minLength": 1 } }),
+            ),
+            ..weft_sdk::package_info!()
         }
     }
 }

@@ -14,7 +14,7 @@ use exports::weft::connector::metadata::Guest as Metadata;
 use exports::weft::connector::source::{Guest as Source, Page, Webhook};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use weft_sdk::http::Request;
+use weft_sdk::http::{Request, percent_encode};
 use weft_sdk::types::{ConnectorInfo, Error, Record, StreamInfo};
 use weft_sdk::{invalid, tenant_config};
 
@@ -122,23 +122,18 @@ fn page_from(stream: &str, listing: Listing, cursor: Option<String>) -> Result<P
 
 impl Metadata for Connector {
     fn describe() -> ConnectorInfo {
+        // Name, version and description from Cargo.toml.
         ConnectorInfo {
-            name: env!("CARGO_PKG_NAME").into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: env!("CARGO_PKG_DESCRIPTION").into(),
             streams: vec![StreamInfo {
                 name: "items".into(),
                 description: "Every item, oldest change first".into(),
             }],
-            config_schema: json!({
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "type": "object",
-                "required": ["base_url"],
-                "properties": { "base_url": { "type": "string", "pattern": "^https?://" } },
-                "additionalProperties": false
-            })
-            .to_string(),
+            config_schema: weft_sdk::config_schema(
+                &["base_url"],
+                json!({ "base_url": { "type": "string", "pattern": "^https?://" } }),
+            ),
             outbound_hosts: vec!["*".into()],
+            ..weft_sdk::package_info!()
         }
     }
 }
@@ -149,7 +144,7 @@ impl Source for Connector {
         let mut url = format!("{}/{stream}?limit=100", cfg.base_url.trim_end_matches('/'));
         if let Some(c) = &cursor {
             url.push_str("&cursor=");
-            url.push_str(&url_encode(c));
+            url.push_str(&percent_encode(c, b""));
         }
         let listing: Listing = Request::get(&url)
             .send()?
@@ -161,18 +156,6 @@ impl Source for Connector {
     fn on_webhook(_delivery: Webhook) -> Result<Vec<Record>, Error> {
         Err(invalid("this source takes no webhooks"))
     }
-}
-
-/// Percent-encodes a query value.
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 export!(Connector);
