@@ -150,10 +150,7 @@ pub(super) fn internal(e: anyhow::Error) -> Response {
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = Response;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        app: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Response> {
         let hash = hash_token(bearer(&parts.headers)?);
         if app.operator_tokens.contains(&hash) {
             return Ok(Caller {
@@ -258,7 +255,7 @@ async fn whoami(c: Caller) -> ApiResult {
 }
 
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", summary = "List tenants (a tenant token sees its own)", responses((status = 200, body = BTreeMap<String, TenantSummary>)))]
-async fn list_tenants(c: Caller, State(app): State<Arc<AppState>>) -> ApiResult {
+async fn list_tenants(Call { c, app }: Call) -> ApiResult {
     let tenants: Tenants = app
         .host
         .tenants()
@@ -277,12 +274,7 @@ async fn list_tenants(c: Caller, State(app): State<Arc<AppState>>) -> ApiResult 
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants", summary = "Show a tenant's configuration (the weft.toml schema, as JSON)", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 200, body = TenantConfig), (status = 404, body = Problem)))]
-async fn show_tenant(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
-) -> ApiResult {
-    c.tenant(&tenant)?;
+async fn show_tenant(SeenTenant { app, tenant, .. }: SeenTenant) -> ApiResult {
     let t = app
         .host
         .tenant(&tenant)
@@ -291,13 +283,7 @@ async fn show_tenant(
 }
 
 #[utoipa::path(put, path = "/v1/tenants/{tenant}", tag = "tenants", summary = "Create (operator) or replace a tenant", description = "Stage configs are checked against their connectors' JSON Schemas. A tenant token may name only its own sealed secrets and may not change rates, retries, `active` or `alert_url` (403 naming the field).", params(("tenant" = String, Path, description = "The tenant's ID")), request_body = TenantConfig, responses((status = 200, body = TenantWritten), (status = 201, body = TenantWritten), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
-async fn put_tenant(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
-    body: Bytes,
-) -> ApiResult {
-    c.tenant(&tenant)?;
+async fn put_tenant(SeenTenant { c, app, tenant }: SeenTenant, body: Bytes) -> ApiResult {
     let stored = app.host.tenant(&tenant);
     if stored.is_none() {
         c.operator()?;
@@ -355,13 +341,9 @@ pub(super) async fn write_tenant(
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants", summary = "Delete a tenant and its tokens (operator)", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 204, description = "Deleted, with its subscriptions at the vendors"), (status = 200, body = TenantWritten, description = "Deleted; a subscription could not be deleted at its vendor and is listed as orphaned"), (status = 403, body = Problem), (status = 404, body = Problem)))]
-async fn delete_tenant(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
-) -> ApiResult {
-    // Another tenant's resource is "not found" before it is "forbidden".
-    c.tenant(&tenant)?;
+async fn delete_tenant(SeenTenant { c, app, tenant }: SeenTenant) -> ApiResult {
+    // Another tenant's resource is "not found" (SeenTenant) before it is
+    // "forbidden".
     c.operator()?;
     let webhooks = unsubscribe_all(&app, &tenant).await;
     // Its tokens first: a tenant created again under this ID gets none.
@@ -421,12 +403,7 @@ async fn unsubscribe_moved(
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/webhooks", tag = "webhooks", summary = "The tenant's webhook subscriptions: live, and orphaned ones weft could not delete at the vendor (also of a deleted tenant, for operators)", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 200, body = Vec<SubscriptionListed>), (status = 404, body = Problem)))]
-async fn list_subscriptions(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
-) -> ApiResult {
-    c.tenant(&tenant)?;
+async fn list_subscriptions(SeenTenant { app, tenant, .. }: SeenTenant) -> ApiResult {
     let all = app.host.subscriptions_of(&tenant).map_err(internal)?;
     let out: Vec<SubscriptionListed> = all
         .iter()
@@ -500,25 +477,13 @@ async fn set_active(app: &AppState, tenant: &str, active: bool) -> ApiResult {
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/activate", tag = "tenants", summary = "Activate a tenant and subscribe its webhooks (operator)", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 200, body = Activation), (status = 403, body = Problem), (status = 404, body = Problem)))]
-async fn activate(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
-) -> ApiResult {
-    // Another tenant's resource is "not found" before it is "forbidden".
-    c.tenant(&tenant)?;
+async fn activate(SeenTenant { c, app, tenant }: SeenTenant) -> ApiResult {
     c.operator()?;
     set_active(&app, &tenant, true).await
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/deactivate", tag = "tenants", summary = "Deactivate a tenant: nothing runs, webhooks answer 404 (operator)", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 200, body = Activation), (status = 403, body = Problem), (status = 404, body = Problem)))]
-async fn deactivate(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
-) -> ApiResult {
-    // Another tenant's resource is "not found" before it is "forbidden".
-    c.tenant(&tenant)?;
+async fn deactivate(SeenTenant { c, app, tenant }: SeenTenant) -> ApiResult {
     c.operator()?;
     set_active(&app, &tenant, false).await
 }
@@ -533,23 +498,16 @@ pub(super) fn vault(app: &AppState) -> Result<&crate::secrets::Vault, Response> 
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/secrets", tag = "secrets", summary = "List the names of a tenant's secrets", params(("tenant" = String, Path, description = "The tenant's ID")), responses((status = 200, body = Vec<String>), (status = 404, body = Problem), (status = 503, body = Problem)))]
-async fn list_secrets(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
-) -> ApiResult {
-    c.tenant(&tenant)?;
+async fn list_secrets(SeenTenant { app, tenant, .. }: SeenTenant) -> ApiResult {
     ok(vault(&app)?.names(&tenant).map_err(internal)?)
 }
 
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/secrets/{name}", tag = "secrets", summary = "Write a secret; write-only, sealed at rest", params(("tenant" = String, Path, description = "The tenant's ID"), ("name" = String, Path, description = "The secret's name")), request_body = SecretBody, responses((status = 204), (status = 400, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
 async fn put_secret(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path((tenant, name)): Path<(String, String)>,
+    SeenTenant { app, tenant, .. }: SeenTenant,
+    Path((_, name)): Path<(String, String)>,
     Json(body): Json<SecretBody>,
 ) -> ApiResult {
-    c.tenant(&tenant)?;
     if app.host.tenant(&tenant).is_none() {
         return Err(not_found("no such tenant"));
     }
@@ -574,11 +532,9 @@ async fn put_secret(
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/secrets/{name}", tag = "secrets", summary = "Delete a secret", params(("tenant" = String, Path, description = "The tenant's ID"), ("name" = String, Path, description = "The secret's name")), responses((status = 204), (status = 404, body = Problem), (status = 503, body = Problem)))]
 async fn delete_secret(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path((tenant, name)): Path<(String, String)>,
+    SeenTenant { app, tenant, .. }: SeenTenant,
+    Path((_, name)): Path<(String, String)>,
 ) -> ApiResult {
-    c.tenant(&tenant)?;
     if !vault(&app)?.delete(&tenant, &name).map_err(internal)? {
         return Err(not_found("no such secret"));
     }
@@ -632,6 +588,27 @@ fn known_flow(app: &AppState, c: &Caller, tenant: &str, flow: &str) -> Result<()
         .map_err(|e| not_found(&format!("{e:#}")))
 }
 
+/// One more part of the request (its path, its query) for an extractor,
+/// with axum's rejection as the answer.
+async fn part<T>(parts: &mut Parts, app: &Arc<AppState>) -> Result<T, Response>
+where
+    T: FromRequestParts<Arc<AppState>>,
+    T::Rejection: IntoResponse,
+{
+    T::from_request_parts(parts, app)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+/// An optional JSON body: empty is `T::default()`, else it must parse (400).
+fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    if body.is_empty() {
+        Ok(T::default())
+    } else {
+        serde_json::from_slice(body).map_err(bad)
+    }
+}
+
 /// The `{tenant}/{flow}` of the path, checked: the caller may see the
 /// tenant and the flow exists (404 otherwise). Every flow-scoped handler
 /// takes it instead of the caller, the state and the path.
@@ -644,30 +621,73 @@ struct KnownFlow {
 impl FromRequestParts<Arc<AppState>> for KnownFlow {
     type Rejection = Response;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        app: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, app).await?;
-        let Path((tenant, flow)) = Path::<(String, String)>::from_request_parts(parts, app)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        known_flow(app, &caller, &tenant, &flow)?;
-        Ok(KnownFlow {
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Response> {
+        let Call { c, app } = Call::from_request_parts(parts, app).await?;
+        let Path((tenant, flow)) = part::<Path<(String, String)>>(parts, &app).await?;
+        known_flow(&app, &c, &tenant, &flow)?;
+        Ok(KnownFlow { app, tenant, flow })
+    }
+}
+
+/// The caller and the service's state: what every admin handler that is
+/// not scoped to a tenant, a flow or a dead letter takes.
+struct Call {
+    c: Caller,
+    app: Arc<AppState>,
+}
+
+impl FromRequestParts<Arc<AppState>> for Call {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Response> {
+        Ok(Call {
+            c: Caller::from_request_parts(parts, app).await?,
             app: app.clone(),
-            tenant,
-            flow,
         })
     }
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/flows/{flow}/state", tag = "flows", summary = "Cursor, attention and health of a flow", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = FlowState), (status = 404, body = Problem)))]
-async fn flow_state(
+/// The `{tenant}` of the path, checked: the caller may see it (404
+/// otherwise). Every tenant-scoped handler takes it instead of the caller,
+/// the state and the tenant's part of the path.
+struct SeenTenant {
     c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path((tenant, flow)): Path<(String, String)>,
-) -> ApiResult {
-    c.tenant(&tenant)?;
+    app: Arc<AppState>,
+    tenant: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for SeenTenant {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Response> {
+        let Call { c, app } = Call::from_request_parts(parts, app).await?;
+        let Path(params) = part::<Path<Vec<(String, String)>>>(parts, &app).await?;
+        let tenant = params
+            .into_iter()
+            .find_map(|(k, v)| (k == "tenant").then_some(v))
+            .ok_or_else(|| not_found("no such tenant"))?;
+        c.tenant(&tenant)?;
+        Ok(SeenTenant { c, app, tenant })
+    }
+}
+
+/// What an operation found, when the caller may see it (`tenant` names
+/// whose it is); "no such {what}" otherwise.
+fn seen<T>(
+    c: &Caller,
+    found: Result<T, OpError>,
+    tenant: impl Fn(&T) -> &str,
+    what: &str,
+) -> Result<T, Response> {
+    match found {
+        Ok(v) if c.sees(tenant(&v)) => Ok(v),
+        Ok(_) | Err(OpError::NotFound(_)) => Err(not_found(&format!("no such {what}"))),
+        Err(e) => Err(op(e)),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/flows/{flow}/state", tag = "flows", summary = "Cursor, attention and health of a flow", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = FlowState), (status = 404, body = Problem)))]
+async fn flow_state(KnownFlow { app, tenant, flow }: KnownFlow) -> ApiResult {
     ok(Local::new(&app.host)
         .flow_state(&tenant, &flow)
         .await
@@ -675,18 +695,8 @@ async fn flow_state(
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/reset", tag = "flows", summary = "Reset a flow to the beginning, or to an instant", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), request_body(content = Option<ResetBody>, description = "Optional"), responses((status = 200, body = FlowReset), (status = 400, body = Problem), (status = 404, body = Problem)))]
-async fn reset_flow(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path((tenant, flow)): Path<(String, String)>,
-    body: Bytes,
-) -> ApiResult {
-    c.tenant(&tenant)?;
-    let body: ResetBody = if body.is_empty() {
-        ResetBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(bad)?
-    };
+async fn reset_flow(KnownFlow { app, tenant, flow }: KnownFlow, body: Bytes) -> ApiResult {
+    let body: ResetBody = optional_body(&body)?;
     ok(Local::new(&app.host)
         .reset_flow(&tenant, &flow, body.since.as_deref())
         .await
@@ -744,24 +754,26 @@ fn vendor_failed(e: anyhow::Error) -> Response {
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/webhook", tag = "webhooks", summary = "Subscribe the flow to the vendor's webhooks", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = SubscriptionView), (status = 404, body = Problem), (status = 409, body = Problem, description = "The source cannot subscribe the flow"), (status = 502, body = Problem, description = "The vendor failed")))]
 async fn subscribe(KnownFlow { app, tenant, flow }: KnownFlow) -> ApiResult {
-    let sub = app
-        .host
-        .subscribe_webhooks(&tenant, &flow)
-        .await
-        .map_err(vendor_failed)?;
-    app.forget_secrets(&tenant);
+    let made = app.host.subscribe_webhooks(&tenant, &flow).await;
+    subscribed(&app, &tenant, made)
+}
+
+/// The answer to a subscription the vendor made or changed: the tenant's
+/// secrets are read again (the signing secret is one), and its view.
+fn subscribed(
+    app: &AppState,
+    tenant: &str,
+    made: anyhow::Result<crate::subscriptions::Subscription>,
+) -> ApiResult {
+    let sub = made.map_err(vendor_failed)?;
+    app.forget_secrets(tenant);
     ok(SubscriptionView::from(&sub))
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/webhook/rotate", tag = "webhooks", summary = "Rotate the signing secret (the old one stays accepted for the vendor's overlap)", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 200, body = SubscriptionView), (status = 404, body = Problem), (status = 409, body = Problem, description = "The vendor offers no rotation"), (status = 502, body = Problem, description = "The vendor failed")))]
 async fn rotate_secret(KnownFlow { app, tenant, flow }: KnownFlow) -> ApiResult {
-    let sub = app
-        .host
-        .rotate_webhook_secret(&tenant, &flow)
-        .await
-        .map_err(vendor_failed)?;
-    app.forget_secrets(&tenant);
-    ok(SubscriptionView::from(&sub))
+    let made = app.host.rotate_webhook_secret(&tenant, &flow).await;
+    subscribed(&app, &tenant, made)
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/flows/{flow}/webhook", tag = "webhooks", summary = "Delete the subscription at the vendor", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), responses((status = 204), (status = 404, body = Problem), (status = 502, body = Problem)))]
@@ -777,11 +789,7 @@ async fn unsubscribe(KnownFlow { app, tenant, flow }: KnownFlow) -> ApiResult {
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/flows/{flow}/runs", tag = "flows", summary = "Start a run now (queued until the flow is free)", params(("tenant" = String, Path, description = "The tenant's ID"), ("flow" = String, Path, description = "The flow's name")), request_body(content = Option<RunBody>, description = "Optional"), responses((status = 202, body = RunQueued), (status = 400, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
 async fn start_run(KnownFlow { app, tenant, flow }: KnownFlow, body: Bytes) -> ApiResult {
-    let body: RunBody = if body.is_empty() {
-        RunBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(bad)?
-    };
+    let body: RunBody = optional_body(&body)?;
     app.run_requests
         .send(RunRequest {
             tenant: tenant.clone(),
@@ -814,74 +822,80 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-impl ListQuery {
-    /// The tenant to filter by: the caller's own for a tenant token.
-    fn tenant(&self, c: &Caller) -> Result<Option<String>, Response> {
-        c.scoped(self.tenant.clone())
+/// A listing's filters, checked: the tenant is the caller's own for a
+/// tenant token. The listing handlers take it instead of the caller, the
+/// state and the query.
+struct Listing {
+    app: Arc<AppState>,
+    scope: Scope,
+    limit: Option<usize>,
+}
+
+impl FromRequestParts<Arc<AppState>> for Listing {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Response> {
+        let Call { c, app } = Call::from_request_parts(parts, app).await?;
+        let Query(q) = part::<Query<ListQuery>>(parts, &app).await?;
+        let scope = Scope {
+            tenant: c.scoped(q.tenant)?,
+            flow: q.flow,
+        };
+        Ok(Listing {
+            app,
+            scope,
+            limit: q.limit,
+        })
     }
 }
 
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", summary = "List runs, newest first", params(ListQuery), responses((status = 200, body = Vec<RunRecord>), (status = 404, body = Problem)))]
-async fn list_runs(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult {
-    let scope = Scope {
-        tenant: q.tenant(&c)?,
-        flow: q.flow,
-    };
+async fn list_runs(Listing { app, scope, limit }: Listing) -> ApiResult {
     ok(Local::new(&app.host)
-        .runs(&scope, q.limit.unwrap_or(50))
+        .runs(&scope, limit.unwrap_or(50))
         .await
         .map_err(op)?)
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", summary = "Show a run", params(("id" = String, Path, description = "The run's ID (`run_…`)")), responses((status = 200, body = RunRecord), (status = 404, body = Problem)))]
-async fn show_run(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    match Local::new(&app.host).run_record(&id).await {
-        Ok(r) if c.sees(&r.tenant) => ok(r),
-        Ok(_) | Err(OpError::NotFound(_)) => Err(not_found("no such run")),
-        Err(e) => Err(op(e)),
-    }
+async fn show_run(Call { c, app }: Call, Path(id): Path<String>) -> ApiResult {
+    let found = Local::new(&app.host).run_record(&id).await;
+    ok(seen(&c, found, |r| &r.tenant, "run")?)
 }
 
 #[utoipa::path(get, path = "/v1/dead-letters", tag = "dead-letters", summary = "List dead letters", params(ListQuery), responses((status = 200, body = Vec<DeadLetterView>), (status = 404, body = Problem)))]
-async fn list_dead(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult {
-    let scope = Scope {
-        tenant: q.tenant(&c)?,
-        flow: q.flow,
-    };
+async fn list_dead(Listing { app, scope, .. }: Listing) -> ApiResult {
     ok(Local::new(&app.host)
         .dead_letters(&scope)
         .await
         .map_err(op)?)
 }
 
-/// The dead letter `id`, when the caller may see it.
-async fn own_dead(app: &AppState, c: &Caller, id: &str) -> Result<DeadLetterView, Response> {
-    match Local::new(&app.host).dead_letter(id).await {
-        Ok(d) if c.sees(&d.dead_letter.tenant) => Ok(d),
-        Ok(_) | Err(OpError::NotFound(_)) => Err(not_found("no such dead letter")),
-        Err(e) => Err(op(e)),
+/// The dead letter `{id}` of the path, when the caller may see it (404
+/// otherwise). The handlers of one dead letter take it instead of the
+/// caller, the state and the path.
+struct SeenDeadLetter {
+    c: Caller,
+    app: Arc<AppState>,
+    id: String,
+    dead: DeadLetterView,
+}
+
+impl FromRequestParts<Arc<AppState>> for SeenDeadLetter {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Response> {
+        let Call { c, app } = Call::from_request_parts(parts, app).await?;
+        let Path(id) = part::<Path<String>>(parts, &app).await?;
+        let found = Local::new(&app.host).dead_letter(&id).await;
+        let dead = seen(&c, found, |d| &d.dead_letter.tenant, "dead letter")?;
+        Ok(SeenDeadLetter { c, app, id, dead })
     }
 }
 
 #[utoipa::path(get, path = "/v1/dead-letters/{id}", tag = "dead-letters", summary = "Show a dead letter", params(("id" = String, Path, description = "The dead letter's ID (`dl_…`)")), responses((status = 200, body = DeadLetterView), (status = 404, body = Problem)))]
-async fn show_dead(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    ok(own_dead(&app, &c, &id).await?)
+async fn show_dead(SeenDeadLetter { dead, .. }: SeenDeadLetter) -> ApiResult {
+    ok(dead)
 }
 
 /// Why a dead letter is discarded.
@@ -894,12 +908,14 @@ struct DiscardQuery {
 
 #[utoipa::path(delete, path = "/v1/dead-letters/{id}", tag = "dead-letters", summary = "Discard a dead letter", params(("id" = String, Path, description = "The dead letter's ID (`dl_…`)"), DiscardQuery), responses((status = 204), (status = 404, body = Problem)))]
 async fn discard_dead(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    SeenDeadLetter {
+        c,
+        app,
+        id,
+        dead: d,
+    }: SeenDeadLetter,
     Query(q): Query<DiscardQuery>,
 ) -> ApiResult {
-    let d = own_dead(&app, &c, &id).await?;
     Local::new(&app.host)
         .discard_dead_letter(&id)
         .await
@@ -917,30 +933,17 @@ async fn discard_dead(
 }
 
 #[utoipa::path(post, path = "/v1/dead-letters/{id}/replay", tag = "dead-letters", summary = "Replay a dead letter", params(("id" = String, Path, description = "The dead letter's ID (`dl_…`)")), responses((status = 200, body = Replayed), (status = 404, body = Problem)))]
-async fn replay_one(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    own_dead(&app, &c, &id).await?;
+async fn replay_one(SeenDeadLetter { app, id, .. }: SeenDeadLetter) -> ApiResult {
     ok(Local::new(&app.host).replay(&id).await.map_err(op)?)
 }
 
 #[utoipa::path(post, path = "/v1/dead-letters/replay", tag = "dead-letters", summary = "Replay every dead letter (of a tenant, of a flow)", params(ListQuery), responses((status = 200, body = Vec<Replayed>), (status = 404, body = Problem)))]
-async fn replay_all(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult {
-    let scope = Scope {
-        tenant: q.tenant(&c)?,
-        flow: q.flow,
-    };
+async fn replay_all(Listing { app, scope, .. }: Listing) -> ApiResult {
     ok(Local::new(&app.host).replay_all(&scope).await.map_err(op)?)
 }
 
 #[utoipa::path(get, path = "/v1/connectors", tag = "connectors", summary = "List connector versions with the flows using each", responses((status = 200, body = Vec<ConnectorVersion>)))]
-async fn list_connectors(c: Caller, State(app): State<Arc<AppState>>) -> ApiResult {
+async fn list_connectors(Call { c, app }: Call) -> ApiResult {
     // A tenant token sees its own flows only.
     let own = c.scoped(None)?;
     ok(Local::new(&app.host)
@@ -953,11 +956,7 @@ async fn list_connectors(c: Caller, State(app): State<Arc<AppState>>) -> ApiResu
 /// the data directory (never held whole in memory) and refused with `413`
 /// past `limits.max_component_bytes`.
 #[utoipa::path(post, path = "/v1/connectors", tag = "connectors", summary = "Upload a component (operator); hot-loaded: the next run of every matching flow uses it", request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The component's bytes (the .wasm), up to limits.max_component_bytes"), responses((status = 200, body = ConnectorAdded), (status = 201, body = ConnectorAdded), (status = 400, body = Problem), (status = 403, body = Problem), (status = 413, body = Problem)))]
-async fn add_connector(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    body: axum::body::Body,
-) -> ApiResult {
+async fn add_connector(Call { c, app }: Call, body: axum::body::Body) -> ApiResult {
     use futures::StreamExt;
     use tokio::io::AsyncWriteExt;
     c.operator()?;
@@ -1010,11 +1009,7 @@ async fn add_connector(
 }
 
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens", summary = "Mint a token, shown once (operator)", request_body = MintBody, responses((status = 201, body = MintedToken), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
-async fn mint_token(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Json(body): Json<MintBody>,
-) -> ApiResult {
+async fn mint_token(Call { c, app }: Call, Json(body): Json<MintBody>) -> ApiResult {
     c.operator()?;
     match (&body.tenant, body.link) {
         (None, true) => return Err(unprocessable("link: an activation link is for one tenant")),
@@ -1147,11 +1142,7 @@ struct TokensQuery {
 /// Operators list every token (or one tenant's: `?tenant=`); a tenant
 /// token lists its own tenant's.
 #[utoipa::path(get, path = "/v1/tokens", tag = "tokens", summary = "List tokens (a tenant token lists its own tenant's)", params(TokensQuery), responses((status = 200, body = Vec<TokenView>), (status = 404, body = Problem)))]
-async fn list_tokens(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Query(q): Query<TokensQuery>,
-) -> ApiResult {
+async fn list_tokens(Call { c, app }: Call, Query(q): Query<TokensQuery>) -> ApiResult {
     let tenant = c.scoped(q.tenant)?;
     let out: Vec<TokenView> = tenant_tokens(&app, tenant.as_deref())?
         .into_iter()
@@ -1168,11 +1159,7 @@ async fn list_tokens(
 
 /// Operators revoke any token; a tenant token revokes its own tenant's.
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", summary = "Revoke a token (a tenant token revokes its own tenant's)", params(("id" = String, Path, description = "The token's ID")), responses((status = 204), (status = 404, body = Problem)))]
-async fn revoke_token(
-    c: Caller,
-    State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> ApiResult {
+async fn revoke_token(Call { c, app }: Call, Path(id): Path<String>) -> ApiResult {
     let doc = match app.host.state.doc_get(TOKEN_DOC, &id).map_err(internal)? {
         Some(doc) => serde_json::from_slice::<TokenDoc>(&doc).map_err(|e| internal(e.into()))?,
         None => return Err(not_found("no such token")),
@@ -1192,7 +1179,7 @@ async fn revoke_token(
 }
 
 #[utoipa::path(get, path = "/v1/config/export", tag = "config", summary = "All tenants as weft.toml (operator)", responses((status = 200, body = String, content_type = "application/toml"), (status = 403, body = Problem)))]
-async fn export_config(c: Caller, State(app): State<Arc<AppState>>) -> ApiResult {
+async fn export_config(Call { c, app }: Call) -> ApiResult {
     c.operator()?;
     let text = Local::new(&app.host).export_config().await.map_err(op)?;
     Ok((
