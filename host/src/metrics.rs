@@ -229,68 +229,28 @@ impl Metrics {
             leases_held: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("runs", "Flow runs ended, by outcome", m.runs.clone());
-        registry.register(
-            "records",
-            "Records fetched, emitted, skipped as stale or dead-lettered",
-            m.records.clone(),
-        );
-        registry.register(
-            "dead_letters_open",
-            "Dead letters waiting for an operator",
-            m.dead_letters_open.clone(),
-        );
-        registry.register(
-            "http_requests",
-            "Outbound requests of connectors, by status",
-            m.http_requests.clone(),
-        );
-        registry.register(
-            "quota_waits",
-            "Outbound requests held back by the (tenant, origin) quota",
-            m.quota_waits.clone(),
-        );
-        registry.register(
-            "webhook_deliveries",
-            "Webhook deliveries, accepted or rejected (by reason)",
-            m.webhooks.clone(),
-        );
-        registry.register(
-            "webhook_ack_seconds",
-            "Seconds from a webhook's arrival to its durable 2xx",
-            m.webhook_ack_seconds.clone(),
-        );
-        registry.register(
-            "webhook_inbox",
-            "Webhook deliveries accepted and not yet processed",
-            m.webhook_inbox.clone(),
-        );
-        registry.register(
-            "guest_call_seconds",
-            "Duration of calls into connectors",
-            m.guest_call_seconds.clone(),
-        );
-        registry.register(
-            "guest_traps",
-            "Calls into connectors that trapped or hit a sandbox limit",
-            m.guest_traps.clone(),
-        );
-        registry.register(
-            "schedule_lag_seconds",
-            "How late scheduled runs started",
-            m.schedule_lag_seconds.clone(),
-        );
-        registry.register("alerts", "Alerts sent", m.alerts.clone());
-        registry.register(
-            "connections_refused",
-            "Connections answered 503 because a connection cap was full",
-            m.connections_refused.clone(),
-        );
-        registry.register(
-            "leases_held",
-            "Flow leases this replica holds (replicas sharing a state)",
-            m.leases_held.clone(),
-        );
+        // Each metric's name and help, once, in the order of the fields.
+        macro_rules! register {
+            ($($name:literal => $field:ident: $help:literal,)*) => {
+                $(registry.register($name, $help, m.$field.clone());)*
+            };
+        }
+        register! {
+            "runs" => runs: "Flow runs ended, by outcome",
+            "records" => records: "Records fetched, emitted, skipped as stale or dead-lettered",
+            "dead_letters_open" => dead_letters_open: "Dead letters waiting for an operator",
+            "http_requests" => http_requests: "Outbound requests of connectors, by status",
+            "quota_waits" => quota_waits: "Outbound requests held back by the (tenant, origin) quota",
+            "webhook_deliveries" => webhooks: "Webhook deliveries, accepted or rejected (by reason)",
+            "webhook_ack_seconds" => webhook_ack_seconds: "Seconds from a webhook's arrival to its durable 2xx",
+            "webhook_inbox" => webhook_inbox: "Webhook deliveries accepted and not yet processed",
+            "guest_call_seconds" => guest_call_seconds: "Duration of calls into connectors",
+            "guest_traps" => guest_traps: "Calls into connectors that trapped or hit a sandbox limit",
+            "schedule_lag_seconds" => schedule_lag_seconds: "How late scheduled runs started",
+            "alerts" => alerts: "Alerts sent",
+            "connections_refused" => connections_refused: "Connections answered 503 because a connection cap was full",
+            "leases_held" => leases_held: "Flow leases this replica holds (replicas sharing a state)",
+        }
         Metrics { registry, ..m }
     }
 
