@@ -97,10 +97,7 @@ impl Metadata for Dashboard {
 
 impl Destination for Dashboard {
     fn emit(records: Vec<Record>) -> Vec<Result<(), Error>> {
-        match weft_sdk::tenant_config::<Config>() {
-            Ok(cfg) => deliver_all(&cfg, &records),
-            Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
-        }
+        weft_sdk::with_config(&records, |cfg: &Config| deliver_all(cfg, &records))
     }
 }
 

@@ -83,8 +83,19 @@ pub fn each_record<C: DeserializeOwned, T>(
     records: &[Record],
     f: impl Fn(&C, &Record) -> Result<T, Error>,
 ) -> Vec<Result<T, Error>> {
+    with_config(records, |cfg| records.iter().map(|r| f(cfg, r)).collect())
+}
+
+/// Runs `f` on the whole batch with this tenant's configuration, for a
+/// destination that delivers a batch at once; `f` answers one outcome per
+/// record, as `emit` does. A configuration that cannot be read fails every
+/// record with the same `config` error.
+pub fn with_config<C: DeserializeOwned, T>(
+    records: &[Record],
+    f: impl FnOnce(&C) -> Vec<Result<T, Error>>,
+) -> Vec<Result<T, Error>> {
     match tenant_config::<C>() {
-        Ok(cfg) => records.iter().map(|r| f(&cfg, r)).collect(),
+        Ok(cfg) => f(&cfg),
         Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
     }
 }

@@ -51,29 +51,31 @@ impl Metadata for Connector {
     }
 }
 
+/// Delivers a batch: every record's request first (one that cannot become
+/// a request fails alone), then all of them concurrently, then each
+/// record's outcome from its answer.
+fn deliver_all(cfg: &Config, records: &[Record]) -> Vec<Result<(), Error>> {
+    let planned: Vec<Result<Request, Error>> = records.iter().map(|r| request(cfg, r)).collect();
+    let ready: Vec<Request> = planned.iter().filter_map(|p| p.clone().ok()).collect();
+    let mut answers = send_all(&ready, IN_FLIGHT).into_iter();
+    planned
+        .into_iter()
+        .zip(records)
+        .map(|(plan, r)| {
+            plan?;
+            let resp = answers.next().expect("one answer per request")?;
+            if r.op == Operation::Delete && resp.status == 404 {
+                return Ok(());
+            }
+            resp.error_for_status(&format!("delivering {}", r.key))
+                .map(|_| ())
+        })
+        .collect()
+}
+
 impl Destination for Connector {
     fn emit(records: Vec<Record>) -> Vec<Result<(), Error>> {
-        let cfg = match weft_sdk::tenant_config::<Config>() {
-            Ok(cfg) => cfg,
-            Err(e) => return records.iter().map(|_| Err(e.clone())).collect(),
-        };
-        let planned: Vec<Result<Request, Error>> =
-            records.iter().map(|r| request(&cfg, r)).collect();
-        let ready: Vec<Request> = planned.iter().filter_map(|p| p.clone().ok()).collect();
-        let mut answers = send_all(&ready, IN_FLIGHT).into_iter();
-        planned
-            .into_iter()
-            .zip(&records)
-            .map(|(plan, r)| {
-                plan?;
-                let resp = answers.next().expect("one answer per request")?;
-                if r.op == Operation::Delete && resp.status == 404 {
-                    return Ok(());
-                }
-                resp.error_for_status(&format!("delivering {}", r.key))
-                    .map(|_| ())
-            })
-            .collect()
+        weft_sdk::with_config(&records, |cfg: &Config| deliver_all(cfg, &records))
     }
 }
 
