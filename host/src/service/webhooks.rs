@@ -226,29 +226,27 @@ pub(crate) async fn receive(
     if app.inbox.send((entry, tx)).await.is_err() {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
+    // Stored: `202`, or `200` for a delivery stored before (a duplicate).
+    let stored = |duplicate: bool| {
+        count(
+            &tenant,
+            &flow,
+            if duplicate { "duplicate" } else { "accepted" },
+        );
+        let status = if duplicate {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
+        let body = crate::ops::api::Accepted {
+            accepted: true,
+            duplicate,
+        };
+        (status, axum::Json(body)).into_response()
+    };
     let answer = match rx.await {
-        Ok(Ok(Some(_))) => {
-            count(&tenant, &flow, "accepted");
-            (
-                StatusCode::ACCEPTED,
-                axum::Json(crate::ops::api::Accepted {
-                    accepted: true,
-                    duplicate: false,
-                }),
-            )
-                .into_response()
-        }
-        Ok(Ok(None)) => {
-            count(&tenant, &flow, "duplicate");
-            (
-                StatusCode::OK,
-                axum::Json(crate::ops::api::Accepted {
-                    accepted: true,
-                    duplicate: true,
-                }),
-            )
-                .into_response()
-        }
+        Ok(Ok(Some(_))) => stored(false),
+        Ok(Ok(None)) => stored(true),
         Ok(Err(e)) => {
             tracing::error!(error = %format!("{e:#}"), "writing the webhook inbox");
             problem(
