@@ -93,7 +93,7 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, DashState> {
 pub struct DashboardSandbox {
     addr: SocketAddr,
     state: Shared,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _serving: crate::Serving,
 }
 
 impl DashboardSandbox {
@@ -119,18 +119,10 @@ impl DashboardSandbox {
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
         Ok(DashboardSandbox {
             addr,
             state,
-            stop: Some(stop),
+            _serving: crate::Serving::start(listener, app),
         })
     }
 
@@ -151,14 +143,6 @@ impl DashboardSandbox {
     /// The requests received.
     pub fn requests(&self) -> Vec<DashRequest> {
         lock(&self.state).requests.clone()
-    }
-}
-
-impl Drop for DashboardSandbox {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
     }
 }
 

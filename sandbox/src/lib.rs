@@ -26,6 +26,50 @@ pub fn log_to_stderr() {
         .init();
 }
 
+/// A server running on a task of its own: it stops when [`Serving::stop`]
+/// is called or when it is dropped. Every server of this crate, and the
+/// sandbox tests' receiver, runs in one.
+pub struct Serving {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Serving {
+    /// Serves `app` on `listener` until stopped.
+    pub fn start(listener: tokio::net::TcpListener, app: axum::Router) -> Self {
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Serving {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops serving and waits for the server to end.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
 /// A token bucket: `rate` tokens a second, at most `burst`.
 #[derive(Debug, Clone)]
 pub struct Bucket {

@@ -12,13 +12,25 @@ use axum::extract::{Request, State as AxState};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
 use base64::Engine as _;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn ok(body: Value) -> Answer {
     Answer::with_body(StatusCode::OK, body)
+}
+
+/// One record as JSON, or `404 not_found` naming the `what` asked for.
+fn one(found: Option<impl serde::Serialize>, what: &str, id: &str) -> Answer {
+    match found {
+        Some(v) => ok(json!(v)),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no {what} {id}"),
+        ),
+    }
 }
 
 fn bad(message: impl Into<String>) -> Answer {
@@ -280,22 +292,8 @@ fn endpoint(s: &mut State, method: &Method, path: &str, query: &str, body: &[u8]
         ("GET", ["contacts"]) => list(s, Kind::Contacts, &q),
         ("GET", ["appointments"]) => list(s, Kind::Appointments, &q),
         ("GET", ["activities"]) => list(s, Kind::Activities, &q),
-        ("GET", ["contacts", id]) => match s.contacts.get(*id) {
-            Some(c) => ok(json!(c)),
-            None => error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no contact {id}"),
-            ),
-        },
-        ("GET", ["appointments", id]) => match s.appointments.get(*id) {
-            Some(a) => ok(json!(a)),
-            None => error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no appointment {id}"),
-            ),
-        },
+        ("GET", ["contacts", id]) => one(s.contacts.get(*id), "contact", id),
+        ("GET", ["appointments", id]) => one(s.appointments.get(*id), "appointment", id),
         ("POST", ["webhooks"]) => webhooks::register(s, body),
         ("GET", ["webhooks"]) => ok(json!({ "data": s.webhooks })),
         ("DELETE", ["webhooks", id]) => {
@@ -318,6 +316,18 @@ fn endpoint(s: &mut State, method: &Method, path: &str, query: &str, body: &[u8]
             format!("no route {method} {path}"),
         ),
     }
+}
+
+/// The IDs of `items` (ID, when deleted) that a listing shows: not deleted,
+/// or deleted after `horizon`.
+fn listed_ids<'a>(
+    items: impl Iterator<Item = (&'a String, Option<DateTime<FixedOffset>>)>,
+    horizon: DateTime<Utc>,
+) -> Vec<String> {
+    items
+        .filter(|(_, deleted)| deleted.is_none_or(|d| d.with_timezone(&Utc) > horizon))
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 /// The instant and ID a listed record sorts by, and whether it passes the
@@ -412,24 +422,15 @@ fn list(s: &mut State, kind: Kind, q: &HashMap<String, String>) -> Answer {
     // Listed: not deleted more than 30 days ago.
     let horizon = Utc::now() - chrono::Duration::days(30);
     let ids: Vec<String> = match kind {
-        Kind::Contacts => s
-            .contacts
-            .values()
-            .filter(|c| c.deleted_at.is_none_or(|d| d.with_timezone(&Utc) > horizon))
-            .map(|c| c.id.clone())
-            .collect(),
-        Kind::Appointments => s
-            .appointments
-            .values()
-            .filter(|c| c.deleted_at.is_none_or(|d| d.with_timezone(&Utc) > horizon))
-            .map(|c| c.id.clone())
-            .collect(),
-        Kind::Activities => s
-            .activities
-            .values()
-            .filter(|c| c.deleted_at.is_none_or(|d| d.with_timezone(&Utc) > horizon))
-            .map(|c| c.id.clone())
-            .collect(),
+        Kind::Contacts => listed_ids(s.contacts.values().map(|c| (&c.id, c.deleted_at)), horizon),
+        Kind::Appointments => listed_ids(
+            s.appointments.values().map(|a| (&a.id, a.deleted_at)),
+            horizon,
+        ),
+        Kind::Activities => listed_ids(
+            s.activities.values().map(|a| (&a.id, a.deleted_at)),
+            horizon,
+        ),
     };
     let mut keys: Vec<(DateTime<Utc>, String)> = ids
         .iter()

@@ -228,8 +228,7 @@ impl State {
 pub struct AcmeSandbox {
     addr: SocketAddr,
     state: Shared,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    serving: crate::Serving,
 }
 
 impl AcmeSandbox {
@@ -272,19 +271,10 @@ impl AcmeSandbox {
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
         Ok(AcmeSandbox {
             addr,
             state,
-            stop: Some(stop),
-            task: Some(task),
+            serving: crate::Serving::start(listener, app),
         })
     }
 
@@ -325,21 +315,8 @@ impl AcmeSandbox {
     }
 
     /// Stops serving and waits for the server to end.
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
-    }
-}
-
-impl Drop for AcmeSandbox {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+    pub async fn stop(self) {
+        self.serving.stop().await;
     }
 }
 

@@ -119,7 +119,7 @@ pub struct Seen {
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _serving: weft_sandbox::Serving,
 }
 
 impl TestServer {
@@ -152,18 +152,10 @@ impl TestServer {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
         TestServer {
             addr,
             seen,
-            stop: Some(tx),
+            _serving: weft_sandbox::Serving::start(listener, app),
         }
     }
 
@@ -173,13 +165,5 @@ impl TestServer {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
     }
 }
