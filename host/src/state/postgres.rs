@@ -231,6 +231,15 @@ impl Drop for Db {
 }
 
 impl Db {
+    /// What `sql`, a `SELECT count(*)` with one parameter, counts for
+    /// `param`.
+    fn count(&self, sql: &'static str, param: String) -> anyhow::Result<usize> {
+        self.run(move |c| async move {
+            let n: i64 = scalar(&c, sql, &[&param]).await?;
+            Ok(n as usize)
+        })
+    }
+
     /// Runs `f` with a connection on the store's runtime and waits for it.
     fn run<T, F, Fut>(&self, f: F) -> anyhow::Result<T>
     where
@@ -298,13 +307,12 @@ impl TokenBuckets for PgBuckets {
         let (t, o) = (tenant.to_owned(), origin.to_owned());
         let (burst, max_wait) = (f64::from(burst), ms(max_wait.as_millis() as u64));
         let wait: i64 = self.db.run(move |c| async move {
-            Ok(c.query_one(
-                &c.prepare_cached("SELECT weft_take_token($1, $2, $3, $4, $5)")
-                    .await?,
+            scalar(
+                &c,
+                "SELECT weft_take_token($1, $2, $3, $4, $5)",
                 &[&t, &o, &per_second, &burst, &max_wait],
             )
-            .await?
-            .get(0))
+            .await
         })?;
         let ms = |n: i64| std::time::Duration::from_millis(n.unsigned_abs());
         Ok(if wait >= 0 {
@@ -318,6 +326,18 @@ impl TokenBuckets for PgBuckets {
 /// [`KvStore`] on PostgreSQL (the `kv` and `kv_usage` tables).
 pub struct PgKv {
     db: Arc<Db>,
+}
+
+/// The first column of the one row `sql` answers (prepared once per
+/// connection and cached).
+async fn scalar<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+    c: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> anyhow::Result<T> {
+    Ok(c.query_one(&c.prepare_cached(sql).await?, params)
+        .await?
+        .get(0))
 }
 
 fn ms(v: u64) -> i64 {
@@ -745,13 +765,7 @@ impl StateStore for PgState {
             }
             let stamp = bump_stamp(&tx, &t, &commit.scope).await?;
             let unchanged = commit.read_at == Some(stamp - 1);
-            let any_dead: bool = tx
-                .query_one(
-                    &tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM dead_letters WHERE tenant = $1)").await?,
-                    &[&t],
-                )
-                .await?
-                .get(0);
+            let any_dead: bool = scalar(&tx, "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE tenant = $1)", &[&t]).await?;
             // Dead letters: repeats count attempts from what is stored.
             if !commit.dead_letters.is_empty() {
                 let ids: Vec<&str> = commit.dead_letters.iter().map(|d| d.id.as_str()).collect();
@@ -868,18 +882,8 @@ impl StateStore for PgState {
     }
 
     fn dead_letter_count(&self, tenant: &str) -> anyhow::Result<usize> {
-        let t = tenant.to_owned();
-        self.db.run(move |c| async move {
-            let n: i64 = c
-                .query_one(
-                    &c.prepare_cached("SELECT count(*) FROM dead_letters WHERE tenant = $1")
-                        .await?,
-                    &[&t],
-                )
-                .await?
-                .get(0);
-            Ok(n as usize)
-        })
+        let sql = "SELECT count(*) FROM dead_letters WHERE tenant = $1";
+        self.db.count(sql, tenant.to_owned())
     }
 
     fn dead_letters(
@@ -1073,19 +1077,15 @@ impl StateStore for PgState {
     fn doc_delete(&self, kind: &str, id: &str) -> anyhow::Result<bool> {
         let (k, i) = (kind.to_owned(), id.to_owned());
         self.db.run(move |c| async move {
-            let gone: bool = c
-                .query_one(
-                    &c.prepare_cached(
-                        "WITH gone AS (DELETE FROM docs WHERE kind = $1 AND id = $2 RETURNING 1),
+            let gone: bool = scalar(
+                &c,
+                "WITH gone AS (DELETE FROM docs WHERE kind = $1 AND id = $2 RETURNING 1),
                        bumped AS (UPDATE docs_generation SET n = n + 1
                          WHERE id = 1 AND EXISTS (SELECT 1 FROM gone))
                      SELECT EXISTS (SELECT 1 FROM gone)",
-                    )
-                    .await?,
-                    &[&k, &i],
-                )
-                .await?
-                .get(0);
+                &[&k, &i],
+            )
+            .await?;
             Ok(gone)
         })
     }
@@ -1112,17 +1112,13 @@ impl StateStore for PgState {
                     .await?
                     == 1;
                 out.push(if fresh {
-                    let seq: i64 = tx
-                        .query_one(
-                            &tx.prepare_cached(
-                                "INSERT INTO inbox (entry, claimed_by, claimed_until)
+                    let seq: i64 = scalar(
+                        &tx,
+                        "INSERT INTO inbox (entry, claimed_by, claimed_until)
                              VALUES ($1, $2, weft_now_ms() + $3) RETURNING seq",
-                            )
-                            .await?,
-                            &[&d.encode(), &replica, &lease_ms],
-                        )
-                        .await?
-                        .get(0);
+                        &[&d.encode(), &replica, &lease_ms],
+                    )
+                    .await?;
                     Some(seq as u64)
                 } else {
                     None
@@ -1242,17 +1238,8 @@ impl StateStore for PgState {
     }
 
     fn leases_held(&self) -> anyhow::Result<usize> {
-        let r = self.replica.clone();
-        self.db.run(move |c| async move {
-            let n: i64 = c
-                .query_one(
-                    &c.prepare_cached("SELECT count(*) FROM leases WHERE replica = $1 AND expires_ms >= weft_now_ms()").await?,
-                    &[&r],
-                )
-                .await?
-                .get(0);
-            Ok(n as usize)
-        })
+        let sql = "SELECT count(*) FROM leases WHERE replica = $1 AND expires_ms >= weft_now_ms()";
+        self.db.count(sql, self.replica.clone())
     }
 
     fn claim_scheduled_start(
@@ -1345,14 +1332,7 @@ impl StateStore for PgState {
 
     fn docs_generation(&self) -> anyhow::Result<u64> {
         self.db.run(move |c| async move {
-            let n: i64 = c
-                .query_one(
-                    &c.prepare_cached("SELECT n FROM docs_generation WHERE id = 1")
-                        .await?,
-                    &[],
-                )
-                .await?
-                .get(0);
+            let n: i64 = scalar(&c, "SELECT n FROM docs_generation WHERE id = 1", &[]).await?;
             Ok(n as u64)
         })
     }
@@ -1424,18 +1404,19 @@ async fn import_one(
     tx: &deadpool_postgres::Transaction<'_>,
     item: &StateItem,
 ) -> anyhow::Result<()> {
-    match item {
+    type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+    // Values made here (encoded, as JSON, as milliseconds) for the
+    // parameters to borrow.
+    let (text, bytes, millis, version): (String, Vec<u8>, i64, String);
+    let (sql, params): (&str, Vec<Param>) = match item {
         StateItem::Cursor {
             tenant,
             flow,
             cursor,
-        } => {
-            tx.execute(
-                "INSERT INTO cursors (tenant, flow, cursor) VALUES ($1, $2, $3)",
-                &[tenant, flow, cursor],
-            )
-            .await?;
-        }
+        } => (
+            "INSERT INTO cursors (tenant, flow, cursor) VALUES ($1, $2, $3)",
+            vec![tenant, flow, cursor],
+        ),
         StateItem::Delivery {
             tenant,
             scope,
@@ -1446,98 +1427,79 @@ async fn import_one(
             let entry = Delivery {
                 present: *present,
                 versions: versions.clone(),
-            }
-            .encode()?;
-            tx.execute(
+            };
+            bytes = entry.encode()?;
+            (
                 "INSERT INTO deliveries (tenant, scope, key, entry) VALUES ($1, $2, $3, $4)",
-                &[tenant, scope, key, &entry],
+                vec![tenant, scope, key, &bytes],
             )
-            .await?;
         }
         StateItem::DeadLetter(d) => {
-            tx.execute(
+            (text, millis) = (json(&**d)?, ms(d.first_seen_ms));
+            (
                 "INSERT INTO dead_letters (id, tenant, flow, first_seen_ms, record_key, body)
                  VALUES ($1, $2, $3, $4, $5, $6)",
-                &[
-                    &d.id,
-                    &d.tenant,
-                    &d.flow,
-                    &ms(d.first_seen_ms),
-                    &d.record.key,
-                    &json(&**d)?,
-                ],
+                vec![&d.id, &d.tenant, &d.flow, &millis, &d.record.key, &text],
             )
-            .await?;
         }
         StateItem::Run(r) => {
-            tx.execute(
+            text = json(&**r)?;
+            (
                 "INSERT INTO runs (id, tenant, flow, body) VALUES ($1, $2, $3, $4)",
-                &[&r.id, &r.tenant, &r.flow, &json(&**r)?],
+                vec![&r.id, &r.tenant, &r.flow, &text],
             )
-            .await?;
         }
         StateItem::Attention {
             tenant,
             flow,
             reason,
-        } => {
-            tx.execute(
-                "INSERT INTO attention (tenant, flow, reason) VALUES ($1, $2, $3)",
-                &[tenant, flow, reason],
-            )
-            .await?;
-        }
+        } => (
+            "INSERT INTO attention (tenant, flow, reason) VALUES ($1, $2, $3)",
+            vec![tenant, flow, reason],
+        ),
         StateItem::Fingerprint {
             tenant,
             flow,
             fingerprint,
-        } => {
-            tx.execute(
-                "INSERT INTO fingerprints (tenant, flow, fingerprint) VALUES ($1, $2, $3)",
-                &[tenant, flow, fingerprint],
-            )
-            .await?;
-        }
+        } => (
+            "INSERT INTO fingerprints (tenant, flow, fingerprint) VALUES ($1, $2, $3)",
+            vec![tenant, flow, fingerprint],
+        ),
         StateItem::Connector(e) => {
-            tx.execute(
+            (text, version) = (json(e)?, e.version.to_string());
+            (
                 "INSERT INTO connectors (name, version, body) VALUES ($1, $2, $3)",
-                &[&e.name, &e.version.to_string(), &json(e)?],
+                vec![&e.name, &version, &text],
             )
-            .await?;
         }
-        StateItem::Doc { kind, id, value } => {
-            tx.execute(
-                "INSERT INTO docs (kind, id, value) VALUES ($1, $2, $3)",
-                &[kind, id, value],
-            )
-            .await?;
-        }
+        StateItem::Doc { kind, id, value } => (
+            "INSERT INTO docs (kind, id, value) VALUES ($1, $2, $3)",
+            vec![kind, id, value],
+        ),
         StateItem::WebhookId {
             tenant,
             flow,
             webhook_id,
             accepted_ms,
         } => {
-            tx.execute(
+            millis = ms(*accepted_ms);
+            (
                 "INSERT INTO webhook_ids (tenant, flow, webhook_id, accepted_ms) VALUES ($1, $2, $3, $4)",
-                &[tenant, flow, webhook_id, &ms(*accepted_ms)],
+                vec![tenant, flow, webhook_id, &millis],
             )
-            .await?;
         }
         StateItem::Kv {
             tenant,
             connector,
             key,
             value,
-        } => {
-            tx.execute(
-                "INSERT INTO kv (tenant, connector, key, value) VALUES ($1, $2, $3, $4)",
-                &[tenant, connector, key, value],
-            )
-            .await?;
-        }
+        } => (
+            "INSERT INTO kv (tenant, connector, key, value) VALUES ($1, $2, $3, $4)",
+            vec![tenant, connector, key, value],
+        ),
         StateItem::Inbox(_) => anyhow::bail!("inbox deliveries are written in order, apart"),
-    }
+    };
+    tx.execute(sql, &params).await?;
     Ok(())
 }
 
@@ -1654,19 +1616,24 @@ async fn bump_stamp(
     tenant: &str,
     scope: &str,
 ) -> anyhow::Result<u64> {
-    let stamp: i64 = tx
-        .query_one(
-            &tx.prepare_cached(
-                "INSERT INTO scope_stamps (tenant, scope, stamp) VALUES ($1, $2, 1)
+    let stamp: i64 = scalar(
+        tx,
+        "INSERT INTO scope_stamps (tenant, scope, stamp) VALUES ($1, $2, 1)
              ON CONFLICT (tenant, scope) DO UPDATE SET stamp = scope_stamps.stamp + 1
              RETURNING stamp",
-            )
-            .await?,
-            &[&tenant, &scope],
-        )
-        .await?
-        .get(0);
+        &[&tenant, &scope],
+    )
+    .await?;
     Ok(stamp as u64)
+}
+
+/// A kv entry's (tenant, connector, key), owned, for a query's task.
+fn owned_key(space: &KvSpace, key: &str) -> (String, String, String) {
+    (
+        space.tenant.clone(),
+        space.connector.clone(),
+        key.to_owned(),
+    )
 }
 
 fn unavailable(e: impl std::fmt::Display) -> KvError {
@@ -1675,11 +1642,7 @@ fn unavailable(e: impl std::fmt::Display) -> KvError {
 
 impl KvStore for PgKv {
     fn get(&self, space: &KvSpace, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        let (t, c, k) = (
-            space.tenant.clone(),
-            space.connector.clone(),
-            key.to_owned(),
-        );
+        let (t, c, k) = owned_key(space, key);
         self.db
             .run(move |db| async move {
                 Ok(db
@@ -1701,12 +1664,7 @@ impl KvStore for PgKv {
         quota: &KvQuota,
     ) -> Result<(), KvError> {
         let cost = crate::state::kv::entry_cost(space, key, value.len());
-        let (t, c, k, v) = (
-            space.tenant.clone(),
-            space.connector.clone(),
-            key.to_owned(),
-            value.to_vec(),
-        );
+        let ((t, c, k), v) = (owned_key(space, key), value.to_vec());
         let (max_bytes, max_keys) = (ms(quota.max_bytes), ms(quota.max_keys));
         let refused: Option<(String, i64)> = self
             .db
@@ -1732,11 +1690,7 @@ impl KvStore for PgKv {
 
     fn delete(&self, space: &KvSpace, key: &str) -> Result<(), KvError> {
         let fixed = crate::state::kv::entry_cost(space, key, 0);
-        let (t, c, k) = (
-            space.tenant.clone(),
-            space.connector.clone(),
-            key.to_owned(),
-        );
+        let (t, c, k) = owned_key(space, key);
         self.db
             .run(move |db| async move {
                 db.execute(
@@ -1825,6 +1779,11 @@ pub(crate) fn test_replicas(lease: std::time::Duration) -> (Arc<PgState>, Arc<Pg
 mod tests {
     use super::*;
     use test_replicas as replicas;
+
+    /// The webhook IDs of inbox entries, in order.
+    fn webhook_ids(entries: Vec<InboxEntry>) -> Vec<String> {
+        entries.into_iter().map(|e| e.webhook_id).collect()
+    }
 
     /// A store on a database server of its own (nextest runs each test in
     /// a process of its own; the server stops when the store is dropped).
@@ -1966,13 +1925,7 @@ mod tests {
         assert!(b.inbox_adopt().unwrap().is_empty(), "renewed by a");
         // `a` stops renewing: `b` takes both over, in order, once.
         std::thread::sleep(lease + std::time::Duration::from_millis(200));
-        let taken: Vec<String> = b
-            .inbox_adopt()
-            .unwrap()
-            .into_iter()
-            .map(|e| e.webhook_id)
-            .collect();
-        assert_eq!(taken, ["w1", "w2"]);
+        assert_eq!(webhook_ids(b.inbox_adopt().unwrap()), ["w1", "w2"]);
         assert!(b.inbox_adopt().unwrap().is_empty());
         assert!(a.inbox_adopt().unwrap().is_empty(), "they are b's now");
     }
@@ -2081,13 +2034,7 @@ mod tests {
             pg.kv().usage(&space).unwrap(),
             sled.kv().usage(&space).unwrap()
         );
-        let pending: Vec<String> = pg
-            .inbox_pending()
-            .unwrap()
-            .into_iter()
-            .map(|e| e.webhook_id)
-            .collect();
-        assert_eq!(pending, ["w2"]);
+        assert_eq!(webhook_ids(pg.inbox_pending().unwrap()), ["w2"]);
         assert_eq!(
             pg.inbox_append(&[entry("w1")]).unwrap(),
             [None],
