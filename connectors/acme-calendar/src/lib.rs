@@ -283,6 +283,10 @@ fn map_one(cfg: &Config, r: &Record) -> Result<Vec<Record>, Error> {
 impl Metadata for AcmeCalendar {
     fn describe() -> ConnectorInfo {
         ConnectorInfo {
+            // Not the package's name: tests build this source as the
+            // package `acme-calendar-fixed` too, a later version of this
+            // connector.
+            name: "acme-calendar".into(),
             description: "Acme appointments to iCalendar events".into(),
             config_schema: {
                 let mut properties = json!({
