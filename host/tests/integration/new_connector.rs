@@ -210,15 +210,21 @@ fn inspect(wasm: &Path, name: &str, world: &str, data: &Path) {
     assert_eq!(shown["world"], world, "{shown}");
 }
 
+/// `path` of the checkout, which `by` installs: it must be there.
+fn installed(path: &str, by: &str) -> PathBuf {
+    let path = repo().join(path);
+    assert!(
+        path.exists(),
+        "{} is missing: run `{by}` first",
+        path.display()
+    );
+    path
+}
+
 /// Writes, tests and builds the Python skeleton of `world`; returns the
 /// component.
 fn python_skeleton(parent: &Path, world: &str, data: &Path) -> PathBuf {
-    let cpy = repo().join(".venv/bin/componentize-py");
-    assert!(
-        cpy.exists(),
-        "{} is missing: run `make guests-python` first",
-        cpy.display()
-    );
+    let cpy = installed(".venv/bin/componentize-py", "make guests-python");
     let (name, dir) = new_skeleton(parent, world, "python");
     // The logic's own tests, natively (unittest reports on stderr).
     let out = Command::new("python3")
@@ -248,11 +254,9 @@ fn python_skeleton(parent: &Path, world: &str, data: &Path) -> PathBuf {
 /// Writes, tests and builds the JavaScript skeleton of `world`; returns the
 /// component.
 fn js_skeleton(parent: &Path, world: &str, data: &Path) -> PathBuf {
-    let tool = repo().join("js/node_modules/@bytecodealliance/componentize-js");
-    assert!(
-        tool.exists(),
-        "{} is missing: run `make guests-js` first",
-        tool.display()
+    installed(
+        "js/node_modules/@bytecodealliance/componentize-js",
+        "make guests-js",
     );
     // The SDK the binary carries packs as an npm package.
     check(
@@ -282,6 +286,14 @@ fn js_skeleton(parent: &Path, world: &str, data: &Path) -> PathBuf {
     wasm
 }
 
+/// A `weft.toml` with the data directory `data` and one flow, tenant
+/// `acme`'s `sync`, of `stages`.
+fn sync_flow(data: &Path, stages: &str) -> String {
+    format!(
+        "data_dir = {data:?}\nprivate_hosts = [\"127.0.0.1\"]\n\n[tenants.acme.flows.sync]\n{stages}\n"
+    )
+}
+
 /// The flows of the Rust test, with the components of another language:
 /// source → mapper → destination against a paged API and a sink, then the
 /// destination behind the test source. Every host uses `data` (where
@@ -300,20 +312,14 @@ async fn skeletons_run_in_flows(data: &Path, source: &Path, mapper: &Path, desti
     })
     .await;
     let sink = TestServer::start(|_, _| Reply::new(201, "")).await;
-    let text = format!(
-        r#"
-data_dir = {data:?}
-private_hosts = ["127.0.0.1"]
-
-[tenants.acme.flows.sync]
-source = {{ connector = "my-source@0.1.0", stream = "items", config = {{ base_url = "{api}" }}, http = {{ allow = ["{api}"] }} }}
+    let stages = format!(
+        r#"source = {{ connector = "my-source@0.1.0", stream = "items", config = {{ base_url = "{api}" }}, http = {{ allow = ["{api}"] }} }}
 mappers = [{{ connector = "my-mapper@0.1.0", config = {{ field = "title" }} }}]
-destination = {{ connector = "my-destination@0.1.0", config = {{ base_url = "{sink}/things" }}, http = {{ allow = ["{sink}"] }} }}
-"#,
+destination = {{ connector = "my-destination@0.1.0", config = {{ base_url = "{sink}/things" }}, http = {{ allow = ["{sink}"] }} }}"#,
         api = api.origin(),
         sink = sink.origin(),
     );
-    let h = host_with(&text, &[source, mapper, destination]).await;
+    let h = host_with(&sync_flow(data, &stages), &[source, mapper, destination]).await;
     let r = run(&h).await;
     assert_eq!(r.emitted, 3);
     let mut got = puts(&sink);
@@ -342,18 +348,13 @@ destination = {{ connector = "my-destination@0.1.0", config = {{ base_url = "{si
     // The destination skeleton behind the test source, alone (a new state,
     // the same compile cache).
     let sink2 = TestServer::start(|_, _| Reply::new(201, "")).await;
-    let text = format!(
-        r#"
-data_dir = {data:?}
-private_hosts = ["127.0.0.1"]
-
-[tenants.acme.flows.sync]
-source = {{ connector = "test-source@^1", stream = "numbers", config = {{ total = 5, page_size = 5 }} }}
-destination = {{ connector = "my-destination@0.1.0", config = {{ base_url = "{sink}" }}, http = {{ allow = ["{sink}"] }} }}
-"#,
+    let stages = format!(
+        r#"source = {{ connector = "test-source@^1", stream = "numbers", config = {{ total = 5, page_size = 5 }} }}
+destination = {{ connector = "my-destination@0.1.0", config = {{ base_url = "{sink}" }}, http = {{ allow = ["{sink}"] }} }}"#,
         sink = sink2.origin(),
     );
-    let h = host_with(&text, &[artifacts::TEST_SOURCE.as_ref(), destination]).await;
+    let components = [artifacts::TEST_SOURCE.as_ref(), destination];
+    let h = host_with(&sync_flow(data, &stages), &components).await;
     run(&h).await;
     assert_eq!(puts(&sink2).len(), 5);
 }

@@ -54,8 +54,13 @@ fn http_record(req: Request) -> Result<Page, Error> {
         }),
         Err(e) => json!({ "error": format!("{e:?}"), "redirects": hops }),
     };
+    only_page(vec![Record::upsert("http", "http-result", 1, &body)])
+}
+
+/// The only page of a stream: `records`, nothing after them.
+fn only_page(records: Vec<Record>) -> Result<Page, Error> {
     Ok(Page {
-        records: vec![Record::upsert("http", "http-result", 1, &body)],
+        records,
         next_cursor: None,
         has_more: false,
     })
@@ -133,6 +138,8 @@ impl Metadata for TestSource {
 impl Source for TestSource {
     fn fetch(stream: String, cursor: Option<String>) -> Result<Page, Error> {
         let c = cfg();
+        // The http streams' URL: a closed port unless configured.
+        let url = c["url"].as_str().unwrap_or("http://127.0.0.1:1/");
         match stream.as_str() {
             "numbers" => {
                 let total = c["total"].as_u64().unwrap_or(10);
@@ -200,50 +207,30 @@ impl Source for TestSource {
                 let records = (0..n)
                     .map(|i| Record::upsert(format!("n{i}"), "number", i as i64, &json!(i)))
                     .collect();
-                Ok(Page {
-                    records,
-                    next_cursor: None,
-                    has_more: false,
-                })
+                only_page(records)
             }
             "huge-body" => {
                 let body = json!({ "blob": "x".repeat(2 << 20) });
-                Ok(Page {
-                    records: vec![Record::upsert("big", "blob", 1, &body)],
-                    next_cursor: None,
-                    has_more: false,
-                })
+                only_page(vec![Record::upsert("big", "blob", 1, &body)])
             }
             "http" => {
-                let url = c["url"]
-                    .as_str()
-                    .unwrap_or("http://127.0.0.1:1/")
-                    .to_owned();
                 if let Some(note) = c["note"].as_str() {
                     kv::set("note", note.as_bytes()).map_err(|e| invalid(format!("{e:?}")))?;
                 }
-                http_record(Request::get(&url).header("x-test", "1"))
+                http_record(Request::get(url).header("x-test", "1"))
             }
             "http-auth-header" => {
                 // Tries to set the credential header itself: the host forbids it.
-                let url = c["url"]
-                    .as_str()
-                    .unwrap_or("http://127.0.0.1:1/")
-                    .to_owned();
-                http_record(Request::get(&url).header("authorization", "Bearer guest-made-this-up"))
+                http_record(Request::get(url).header("authorization", "Bearer guest-made-this-up"))
             }
             "http-post" => {
-                let url = c["url"]
-                    .as_str()
-                    .unwrap_or("http://127.0.0.1:1/")
-                    .to_owned();
                 // `post_bytes`: a body that long (the host refuses some
                 // requests while their body is being written).
                 let hello = match c["post_bytes"].as_u64() {
                     Some(n) => "x".repeat(n as usize),
                     None => "world".to_owned(),
                 };
-                http_record(Request::new("POST", &url).json(&json!({ "hello": hello })))
+                http_record(Request::new("POST", url).json(&json!({ "hello": hello })))
             }
             "kv" => {
                 kv::set("user:1", b"dana").map_err(|e| invalid(format!("{e:?}")))?;
@@ -263,20 +250,12 @@ impl Source for TestSource {
                     "keys": keys,
                     "counter": count,
                 });
-                Ok(Page {
-                    records: vec![Record::upsert("kv", "kv-result", 1, &body)],
-                    next_cursor: None,
-                    has_more: false,
-                })
+                only_page(vec![Record::upsert("kv", "kv-result", 1, &body)])
             }
             "kv-big" => {
                 let r = kv::set("big", &vec![0u8; 1 << 20]);
                 let body = json!({ "error": r.err().map(|e| format!("{e:?}")) });
-                Ok(Page {
-                    records: vec![Record::upsert("kv", "kv-result", 1, &body)],
-                    next_cursor: None,
-                    has_more: false,
-                })
+                only_page(vec![Record::upsert("kv", "kv-result", 1, &body)])
             }
             "log" => {
                 weft_sdk::log_line(log::Level::Info, "fetching", &[("stream", "log")]);
@@ -285,11 +264,7 @@ impl Source for TestSource {
                 for i in 0..5000 {
                     weft_sdk::log_line(log::Level::Debug, &format!("line {i}"), &[]);
                 }
-                Ok(Page {
-                    records: vec![],
-                    next_cursor: None,
-                    has_more: false,
-                })
+                only_page(vec![])
             }
             "ambient" => {
                 // What a guest can see of the machine: nothing.
@@ -300,17 +275,9 @@ impl Source for TestSource {
                     "fs_cwd": std::fs::read_dir(".").map(|_| "readable".to_owned()).unwrap_or_else(|e| e.to_string()),
                     "tcp": std::net::TcpStream::connect("127.0.0.1:9").map(|_| "connected".to_owned()).unwrap_or_else(|e| e.to_string()),
                 });
-                Ok(Page {
-                    records: vec![Record::upsert("ambient", "ambient", 1, &body)],
-                    next_cursor: None,
-                    has_more: false,
-                })
+                only_page(vec![Record::upsert("ambient", "ambient", 1, &body)])
             }
-            "echo-config" => Ok(Page {
-                records: vec![Record::upsert("config", "config", 1, &c)],
-                next_cursor: None,
-                has_more: false,
-            }),
+            "echo-config" => only_page(vec![Record::upsert("config", "config", 1, &c)]),
             other => Err(invalid(format!("unknown stream {other:?}"))),
         }
     }
