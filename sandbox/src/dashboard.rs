@@ -117,12 +117,11 @@ impl DashboardSandbox {
             .route("/_sandbox/requests", get(get_requests))
             .route("/_sandbox/touchpoints", get(dump))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
+        let (addr, serving) = crate::Serving::bind(listen, app).await?;
         Ok(DashboardSandbox {
             addr,
             state,
-            _serving: crate::Serving::start(listener, app),
+            _serving: serving,
         })
     }
 

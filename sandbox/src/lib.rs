@@ -51,6 +51,17 @@ impl Serving {
         }
     }
 
+    /// Binds `listen` (port 0: one the OS picks) and serves `app` there
+    /// until stopped; the address bound.
+    pub async fn bind(
+        listen: std::net::SocketAddr,
+        app: axum::Router,
+    ) -> std::io::Result<(std::net::SocketAddr, Self)> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        Ok((addr, Serving::start(listener, app)))
+    }
+
     /// Stops serving and waits for the server to end.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {

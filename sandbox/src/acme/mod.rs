@@ -269,12 +269,11 @@ impl AcmeSandbox {
             .nest("/_sandbox", control::router())
             .fallback(api::handle)
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
+        let (addr, serving) = crate::Serving::bind(listen, app).await?;
         Ok(AcmeSandbox {
             addr,
             state,
-            serving: crate::Serving::start(listener, app),
+            serving,
         })
     }
 

@@ -150,12 +150,12 @@ impl TestServer {
                 axum::http::StatusCode::from_u16(status).unwrap()
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let (addr, _serving) = weft_sandbox::Serving::bind(loopback, app).await.unwrap();
         TestServer {
             addr,
             seen,
-            _serving: weft_sandbox::Serving::start(listener, app),
+            _serving,
         }
     }
 

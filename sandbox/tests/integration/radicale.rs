@@ -14,6 +14,12 @@ const QUERY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
   <c:filter><c:comp-filter name="VCALENDAR"><c:comp-filter name="VEVENT"/></c:comp-filter></c:filter>
 </c:calendar-query>"#;
 
+/// `PUT`s [`EVENT`] at `url`.
+async fn put_event(url: &str, auth: &[(&str, String)]) -> Resp {
+    let body = ("text/calendar; charset=utf-8", EVENT.into());
+    request("PUT", url, auth, Some(body)).await
+}
+
 async fn round_trip(base: &str, user: &str, auth: Vec<(&str, String)>) {
     let cal = format!("{base}/{user}/acme/");
     let r = request("MKCALENDAR", &cal, &auth, None).await;
@@ -33,13 +39,7 @@ async fn round_trip(base: &str, user: &str, auth: Vec<(&str, String)>) {
         assert_eq!(r.status, 201, "MKCALENDAR: {}", r.text);
     }
     let ev = format!("{cal}apt_1.ics");
-    let r = request(
-        "PUT",
-        &ev,
-        &auth,
-        Some(("text/calendar; charset=utf-8", EVENT.into())),
-    )
-    .await;
+    let r = put_event(&ev, &auth).await;
     assert_eq!(r.status, 201, "PUT: {}", r.text);
     assert!(r.header("etag").is_some());
     let mut h = auth.clone();
@@ -61,13 +61,7 @@ async fn round_trip(base: &str, user: &str, auth: Vec<(&str, String)>) {
     assert_eq!(r.status, 200);
     assert!(r.text.contains("SUMMARY:Renewal review with Zoë"));
     // The same UID under a second name in one collection is refused.
-    let r = request(
-        "PUT",
-        &format!("{cal}other.ics"),
-        &auth,
-        Some(("text/calendar; charset=utf-8", EVENT.into())),
-    )
-    .await;
+    let r = put_event(&format!("{cal}other.ics"), &auth).await;
     assert!(r.status >= 400, "duplicate UID accepted: {}", r.status);
     let r = request("DELETE", &ev, &auth, None).await;
     assert!(r.status == 200 || r.status == 204);
