@@ -41,6 +41,16 @@ async fn fast_sandbox(appointments: usize) -> AcmeSandbox {
     sandbox(appointments, faults).await
 }
 
+/// The paths of the listings of `kind` that Acme was asked for, in order.
+fn listings(acme: &AcmeSandbox, kind: &str) -> Vec<String> {
+    let prefix = format!("/api/v1/{kind}?");
+    acme.requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with(&prefix))
+        .map(|r| r.path)
+        .collect()
+}
+
 fn runtime() -> Runtime {
     runtime_with(SledKv::temporary().unwrap())
 }
@@ -339,12 +349,7 @@ async fn activities_first_listing_is_touchpoints_then_every_type() {
             Some("email") | Some("call")
         ));
     }
-    let lists: Vec<String> = acme
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.starts_with("/api/v1/activities?"))
-        .map(|r| r.path)
-        .collect();
+    let lists = listings(&acme, "activities");
     assert!(
         lists.iter().all(|p| p.contains("types=email%2Ccall")),
         "{lists:?}"
@@ -429,12 +434,7 @@ async fn limit_is_sent_on_every_page() {
     let mut src = instance(&rt, &acme, 25, false).await;
     let pages = fetch_rest(&mut src, "appointments", None).await.len();
     assert_eq!(pages, 3, "60 appointments, 25 a page");
-    let lists: Vec<String> = acme
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.starts_with("/api/v1/appointments?"))
-        .map(|r| r.path)
-        .collect();
+    let lists = listings(&acme, "appointments");
     assert_eq!(lists.len(), 3);
     assert!(lists.iter().all(|p| p.contains("limit=25")), "{lists:?}");
 }

@@ -25,10 +25,7 @@ async fn mint(svc: &Service, tenant: &str, extra: Value) -> (String, String) {
     body.as_object_mut()
         .unwrap()
         .extend(extra.as_object().cloned().unwrap_or_default());
-    let (s, v) = svc
-        .call(Some(OPERATOR), "POST", "/v1/tokens", Some(body))
-        .await;
-    assert_eq!(s, 201, "{v}");
+    let v = svc.mint(body).await;
     (
         v["token"].as_str().unwrap().to_owned(),
         v["id"].as_str().unwrap().to_owned(),

@@ -2,7 +2,7 @@
 //! the real connectors in the weft host, against the Acme and dashboard
 //! sandboxes and a real Radicale, reading calendars back over CalDAV.
 
-use crate::support::{acme_with as acme, last_known, sync_ok};
+use crate::support::{acme_with as acme, last_known, matches_acme, sync_ok};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -53,6 +53,12 @@ async fn in_calendar(env: &DemoEnv, email: &str, apt: &Value) -> bool {
         .await
         .unwrap()
         .contains_key(&uid("t1", apt))
+}
+
+/// The iCalendar text of `apt`'s event in the calendar of `email` (tenant
+/// `t1`).
+async fn event(env: &DemoEnv, email: &str, apt: &Value) -> String {
+    env.calendar("t1", email).await.unwrap()[&uid("t1", apt)].clone()
 }
 
 fn uid(tenant: &str, apt: &Value) -> String {
@@ -168,13 +174,7 @@ async fn s3_s11_each_tenant_has_its_own_options() {
         "t2 syncs scheduled only"
     );
 
-    acme_patch(
-        &env,
-        "appointments",
-        id_of(&apt),
-        json!({ "status": "cancelled" }),
-    )
-    .await;
+    patch_appointment(&env, &apt, json!({ "status": "cancelled" })).await;
     sync_ok(&env, "t1").await;
     sync_ok(&env, "t2").await;
     assert!(!in_calendar(&env, &email, &apt).await);
@@ -434,10 +434,9 @@ async fn s6_s10_bad_records_are_dead_lettered_and_settle_when_fixed() {
     );
 
     // Support fixes the appointment in Acme; the next sync delivers it and settles the dead letter.
-    acme_patch(
+    patch_appointment(
         &env,
-        "appointments",
-        id_of(&no_start),
+        &no_start,
         json!({ "starts_at": "2026-12-05T10:00:00Z" }),
     )
     .await;
@@ -460,25 +459,15 @@ async fn s6_s10_bad_records_are_dead_lettered_and_settle_when_fixed() {
     let cid = contact["id"].as_str().unwrap();
     acme_patch(&env, "contacts", cid, json!({ "phone": "+49 30 1234567" })).await;
     sync_ok(&env, "t1").await;
-    let ics = &env.calendar("t1", &email).await.unwrap()[&uid("t1", &apt)];
-    assert!(
-        property(ics, "DESCRIPTION")
-            .unwrap()
-            .contains("+49 30 1234567"),
-        "{ics}"
-    );
+    let ics = event(&env, &email, &apt).await;
+    let desc = property(&ics, "DESCRIPTION").unwrap();
+    assert!(desc.contains("+49 30 1234567"), "{ics}");
     // A deleted customer leaves events as they were; a later change to their
     // appointment is dead-lettered.
     acme_delete(&env, "contacts", cid).await;
     sync_ok(&env, "t1").await;
     assert!(in_calendar(&env, &email, &apt).await);
-    acme_patch(
-        &env,
-        "appointments",
-        id_of(&apt),
-        json!({ "title": "After deletion" }),
-    )
-    .await;
+    patch_appointment(&env, &apt, json!({ "title": "After deletion" })).await;
     sync_ok(&env, "t1").await;
     let d = env
         .host
@@ -516,14 +505,7 @@ async fn s7_outages_and_rate_limits_are_waited_out_and_lose_nothing() {
     // Enough attempts for a flaky Acme, few enough that a dead one fails fast.
     t.retry = "max_attempts = 4, base_delay_ms = 50, max_delay_ms = 500".into();
     let env = env_with(faults, vec![t]).await;
-    weft_demo::http(
-        "PUT",
-        &format!("{}/_sandbox/faults", env.dashboard.url()),
-        &[],
-        Some(("application/json", json!({ "error_503": 0.2 }).to_string())),
-    )
-    .await
-    .unwrap();
+    dashboard_faults(&env, json!({ "error_503": 0.2 })).await;
     sync_ok(&env, "t1").await;
     assert!(
         env.acme
@@ -532,17 +514,11 @@ async fn s7_outages_and_rate_limits_are_waited_out_and_lose_nothing() {
             .any(|r| r.status == 429 || r.status == 503),
         "faults did happen"
     );
-    weft_demo::http(
-        "PUT",
-        &format!("{}/_sandbox/faults", env.acme.root_url()),
-        &[],
-        Some((
-            "application/json",
-            json!({ "error_503": 0.0, "error_500": 0.0, "malformed_json": 0.0 }).to_string(),
-        )),
+    acme_faults(
+        &env,
+        json!({ "error_503": 0.0, "error_500": 0.0, "malformed_json": 0.0 }),
     )
-    .await
-    .unwrap();
+    .await;
     let live = env
         .appointments()
         .await
@@ -570,29 +546,16 @@ async fn s7_outages_and_rate_limits_are_waited_out_and_lose_nothing() {
 
     // Acme down completely: the run fails and the cursor stays.
     new_appointment(&env, json!({})).await;
-    weft_demo::http(
-        "PUT",
-        &format!("{}/_sandbox/faults", env.acme.root_url()),
-        &[],
-        Some(("application/json", json!({ "error_503": 1.0 }).to_string())),
-    )
-    .await
-    .unwrap();
+    acme_faults(&env, json!({ "error_503": 1.0 })).await;
     let cursor = env.host.state.cursor("t1", "appointments").unwrap();
-    let r = env
-        .host
-        .run_flow("t1", "appointments", Trigger::Manual, &|_| {})
-        .await
-        .unwrap();
+    let r = run(&env, "appointments", Trigger::Manual).await;
     assert_eq!(r.outcome, RunOutcome::Failed);
     assert_eq!(env.host.state.cursor("t1", "appointments").unwrap(), cursor);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn s8_owners_match_by_email_ignoring_case_or_are_dead_lettered_by_name() {
-    let base = env().await;
-    let emails = base.user_emails().await.unwrap();
-    drop(base);
+    let emails = acme_user_emails().await;
     // Our app knows the first user (under another address, mapped) and the second.
     let mut t = TenantSetup::new("t1");
     t.calendar_options = format!(
@@ -645,11 +608,7 @@ async fn s9_an_operator_can_backfill_one_tenant() {
     .await
     .unwrap();
     assert!(gone.status < 300);
-    let r = env
-        .host
-        .run_flow("t1", "appointments", Trigger::Backfill, &|_| {})
-        .await
-        .unwrap();
+    let r = run(&env, "appointments", Trigger::Backfill).await;
     assert_eq!(r.outcome, RunOutcome::Succeeded);
     assert_eq!(r.skipped_stale, 0, "a backfill re-delivers everything");
     assert!(
@@ -742,16 +701,46 @@ async fn users_by_email(env: &DemoEnv) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// Changes the faults of the Acme sandbox.
 async fn acme_faults(env: &DemoEnv, patch: Value) {
+    put_faults(&env.acme.root_url(), patch).await;
+}
+
+/// Changes the faults of the dashboard sandbox.
+async fn dashboard_faults(env: &DemoEnv, patch: Value) {
+    put_faults(&env.dashboard.url(), patch).await;
+}
+
+/// `PUT {root}/_sandbox/faults`, which must succeed.
+async fn put_faults(root: &str, patch: Value) {
     let r = weft_demo::http(
         "PUT",
-        &format!("{}/_sandbox/faults", env.acme.root_url()),
+        &format!("{root}/_sandbox/faults"),
         &[],
         Some(("application/json", patch.to_string())),
     )
     .await
     .unwrap();
     assert!(r.status < 300, "{}", r.text);
+}
+
+/// Runs `flow` of tenant `t1` once, started by `trigger`.
+async fn run(env: &DemoEnv, flow: &str, trigger: Trigger) -> weft::state::RunRecord {
+    env.host
+        .run_flow("t1", flow, trigger, &|_| {})
+        .await
+        .unwrap()
+}
+
+/// Changes the Acme appointment `apt`.
+async fn patch_appointment(env: &DemoEnv, apt: &Value, patch: Value) {
+    acme_patch(env, "appointments", id_of(apt), patch).await;
+}
+
+/// The e-mail addresses of Acme's users (the sandbox's default data), read
+/// from an environment started and stopped for that.
+async fn acme_user_emails() -> Vec<String> {
+    env().await.user_emails().await.unwrap()
 }
 
 /// Every calendar of `tenant` that holds the event of `apt`.
@@ -782,9 +771,7 @@ fn dead_letters_of(env: &DemoEnv, tenant: &str, key: &str) -> Vec<weft::state::D
 
 #[tokio::test(flavor = "multi_thread")]
 async fn issue8_owner_reassigned_the_event_lives_only_with_the_current_owner() {
-    let base = env().await;
-    let emails = base.user_emails().await.unwrap();
-    drop(base);
+    let emails = acme_user_emails().await;
     // Our app knows the first two Acme users; the third has no user of ours.
     let mut t = TenantSetup::new("t1");
     t.calendar_options = format!(r#"known_users = ["{}", "{}"]"#, emails[0], emails[1]);
@@ -898,11 +885,7 @@ async fn issue8_tokens_that_die_early_are_waited_out_not_a_config_error() {
     let (apt, _, email) = new_appointment(&env, json!({ "title": "After the token died" })).await;
     // The next three requests are refused, each with a token just issued.
     acme_faults(&env, json!({ "token_failures": 3 })).await;
-    let r = env
-        .host
-        .run_flow("t1", "appointments", Trigger::Manual, &|_| {})
-        .await
-        .unwrap();
+    let r = run(&env, "appointments", Trigger::Manual).await;
     assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
     assert_eq!(
         env.host.state.attention("t1", "appointments").unwrap(),
@@ -922,11 +905,7 @@ async fn issue8_tokens_that_die_early_are_waited_out_not_a_config_error() {
 async fn issue8_contacts_changed_before_the_first_contacts_sync_are_not_lost() {
     let env = env().await;
     let (apt, contact, email) = new_appointment(&env, json!({ "title": "Early change" })).await;
-    let first = env
-        .host
-        .run_flow("t1", "appointments", Trigger::Manual, &|_| {})
-        .await
-        .unwrap();
+    let first = run(&env, "appointments", Trigger::Manual).await;
     assert_eq!(first.outcome, RunOutcome::Succeeded, "{:?}", first.error);
     // The contacts stream's starting point was fixed by that first sync.
     let space = weft::state::kv::KvSpace {
@@ -954,27 +933,15 @@ async fn issue8_contacts_changed_before_the_first_contacts_sync_are_not_lost() {
     // ...and the contacts flow's first run fails (Acme down), so its first
     // success comes more than ten minutes (scaled: a few seconds) later.
     acme_faults(&env, json!({ "error_503": 1.0 })).await;
-    let failed = env
-        .host
-        .run_flow("t1", "contacts", Trigger::Manual, &|_| {})
-        .await
-        .unwrap();
+    let failed = run(&env, "contacts", Trigger::Manual).await;
     assert_eq!(failed.outcome, RunOutcome::Failed);
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     acme_faults(&env, json!({ "error_503": 0.0 })).await;
-    let ok = env
-        .host
-        .run_flow("t1", "contacts", Trigger::Manual, &|_| {})
-        .await
-        .unwrap();
+    let ok = run(&env, "contacts", Trigger::Manual).await;
     assert_eq!(ok.outcome, RunOutcome::Succeeded, "{:?}", ok.error);
-    let ics = &env.calendar("t1", &email).await.unwrap()[&uid("t1", &apt)];
-    assert!(
-        property(ics, "DESCRIPTION")
-            .unwrap()
-            .contains("+1 555 0100 early"),
-        "{ics}"
-    );
+    let ics = event(&env, &email, &apt).await;
+    let desc = property(&ics, "DESCRIPTION").unwrap();
+    assert!(desc.contains("+1 555 0100 early"), "{ics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -992,17 +959,15 @@ async fn issue8_a_contact_changed_then_deleted_leaves_its_last_known_details() {
     .await;
     acme_delete(&env, "contacts", cid).await;
     sync_ok(&env, "t1").await;
-    let ics = &env.calendar("t1", &email).await.unwrap()[&uid("t1", &apt)];
-    let desc = property(ics, "DESCRIPTION").unwrap();
+    let ics = event(&env, &email, &apt).await;
+    let desc = property(&ics, "DESCRIPTION").unwrap();
     assert!(desc.contains("+44 20 7946 0000"), "{desc}");
     assert!(desc.contains("new@customer.example"), "{desc}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn issue8_one_dead_letter_per_record_and_none_for_deletes_of_unknown_owners() {
-    let base = env().await;
-    let emails = base.user_emails().await.unwrap();
-    drop(base);
+    let emails = acme_user_emails().await;
     let mut t = TenantSetup::new("t1");
     t.calendar_options = format!(r#"known_users = ["{}"]"#, emails[0]);
     let env = env_with(Faults::default(), vec![t]).await;
@@ -1097,12 +1062,7 @@ async fn issue8_storms_of_changes_end_exact() {
     )
     .await;
     sync_ok(&env, "t1").await;
-    let check = env.check_against_acme("t1").await.unwrap();
-    assert!(
-        check.differences.is_empty(),
-        "first sync: {:#?}",
-        check.differences
-    );
+    matches_acme(&env, "t1", "first sync").await;
     let users: Vec<Value> = users_by_email(&env)
         .await
         .into_iter()
@@ -1157,12 +1117,7 @@ async fn issue8_storms_of_changes_end_exact() {
         .await;
         acme_faults(&env, json!({ "token_failures": 2 })).await;
         sync_ok(&env, "t1").await;
-        let check = env.check_against_acme("t1").await.unwrap();
-        assert!(
-            check.differences.is_empty(),
-            "storm {storm}: {:#?}",
-            check.differences
-        );
+        matches_acme(&env, "t1", &format!("storm {storm}")).await;
     }
 }
 

@@ -47,6 +47,18 @@ pub async fn sync_ok(env: &DemoEnv, tenant: &str) {
     }
 }
 
+/// `tenant`'s calendars and dashboard hold exactly what Acme says (`when`
+/// names the moment for the failure); what was compared.
+pub async fn matches_acme(env: &DemoEnv, tenant: &str, when: &str) -> weft_demo::Exactness {
+    let check = env.check_against_acme(tenant).await.unwrap();
+    assert!(
+        check.differences.is_empty(),
+        "{when}: {:#?}",
+        check.differences
+    );
+    check
+}
+
 /// A tenant `id` whose source keeps the last known fields of deleted
 /// contacts (`deleted_contacts = "last-known"`).
 pub fn last_known(id: &str) -> TenantSetup {
@@ -99,6 +111,14 @@ impl Service {
     }
 
     /// Tenant `id`'s config as the admin API gives it.
+    /// Mints a token with the operator's (`201`): the answer, with the
+    /// token.
+    pub async fn mint(&self, body: Value) -> Value {
+        let (s, minted) = self.operator("POST", "/v1/tokens", Some(body)).await;
+        assert_eq!(s, 201, "{minted}");
+        minted
+    }
+
     pub async fn tenant(&self, id: &str) -> Value {
         let (s, v) = self
             .operator("GET", &format!("/v1/tenants/{id}"), None)
