@@ -176,23 +176,31 @@ async fn open(c: &Client, svc: &Service, path: &str) {
     c.goto(&format!("{}{path}", svc.url)).await.unwrap();
 }
 
-/// Clicks the element at `xpath`.
-async fn click(c: &Client, xpath: &str) {
-    c.find(Locator::XPath(xpath))
+/// Clicks the element `at`.
+async fn click(c: &Client, at: Locator<'_>) {
+    c.find(at)
         .await
-        .unwrap_or_else(|e| panic!("{xpath}: {e}"))
+        .unwrap_or_else(|e| panic!("{at:?}: {e}"))
         .click()
         .await
         .unwrap();
 }
 
+/// Types `text` into the element `at` (what it holds stays).
+async fn type_into(c: &Client, at: Locator<'_>, text: &str) {
+    let e = c.find(at).await.unwrap_or_else(|e| panic!("{at:?}: {e}"));
+    e.send_keys(text).await.unwrap();
+}
+
+/// Waits for the error shown at the input `id` to say `text`.
+async fn field_error(c: &Client, id: &str, text: &str) {
+    wait_for(c, &format!("#{id}-error"), text).await;
+}
+
 /// Clicks the button `label` of the table row that mentions `key`.
 async fn row_button(c: &Client, key: &str, label: &str) {
-    click(
-        c,
-        &format!("//tr[contains(., {key:?})]//button[normalize-space(.)={label:?}]"),
-    )
-    .await;
+    let xpath = format!("//tr[contains(., {key:?})]//button[normalize-space(.)={label:?}]");
+    click(c, Locator::XPath(&xpath)).await;
 }
 
 /// An appointment whose contact does not exist: the mapper refuses it.
@@ -223,14 +231,9 @@ async fn operators_and_tenant_admins_see_status_and_handle_dead_letters_in_the_c
         env.sync(t).await.unwrap();
     }
     let svc = Service::start(&env).await;
-    let (s, minted) = svc
-        .operator(
-            "POST",
-            "/v1/tokens",
-            Some(json!({ "name": "t1 admin", "tenant": "t1", "expires_in": "1h" })),
-        )
+    let minted = svc
+        .mint(json!({ "name": "t1 admin", "tenant": "t1", "expires_in": "1h" }))
         .await;
-    assert_eq!(s, 201, "{minted}");
     let t1_token = minted["token"].as_str().unwrap().to_owned();
     let driver = Driver::start();
 
@@ -247,12 +250,7 @@ async fn operators_and_tenant_admins_see_status_and_handle_dead_letters_in_the_c
     axe(&c, "tenants").await;
     screenshot(&c, "01-operator-tenants").await;
 
-    c.find(Locator::LinkText("t1"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::LinkText("t1")).await;
     heading(&c, "t1").await;
     wait_for(&c, ".card", "appointments").await;
     let text = body_text(&c).await;
@@ -291,15 +289,11 @@ async fn operators_and_tenant_admins_see_status_and_handle_dead_letters_in_the_c
     // Discarding asks why, and an empty reason is refused at the field.
     row_button(&c, &orphan, "Discard").await;
     let submit = "//form//button[normalize-space(.)='Discard']";
-    click(&c, submit).await;
+    click(&c, Locator::XPath(submit)).await;
     wait_for(&c, ".field-error", "Say why").await;
-    c.find(Locator::Css("textarea"))
-        .await
-        .unwrap()
-        .send_keys("the customer was deleted on purpose")
-        .await
-        .unwrap();
-    click(&c, submit).await;
+    let why = "the customer was deleted on purpose";
+    type_into(&c, Locator::Css("textarea"), why).await;
+    click(&c, Locator::XPath(submit)).await;
     wait_for(&c, "#status", "Discarded").await;
     let (_, left) = svc
         .operator("GET", "/v1/dead-letters?tenant=t1", None)
@@ -371,14 +365,9 @@ async fn operators_and_tenant_admins_see_status_and_handle_dead_letters_in_the_c
     let c = driver.browser(1280, 900).await;
     open(&c, &svc, "/#/signin").await;
     heading(&c, "Sign in").await;
-    c.find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys("not-a-token")
-        .await
-        .unwrap();
+    type_into(&c, Locator::Id("token"), "not-a-token").await;
     click_button(&c, "Sign in").await;
-    wait_for(&c, "#token-error", "unknown token").await;
+    field_error(&c, "token", "unknown token").await;
     axe(&c, "sign in with an error").await;
     screenshot(&c, "06-sign-in-refused").await;
     c.close().await.unwrap();
@@ -407,12 +396,7 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
     let op = driver.browser(1280, 900).await;
     open(&op, &svc, &format!("/#token={OPERATOR}")).await;
     heading(&op, "Tenants").await;
-    op.find(Locator::Css("details > summary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&op, Locator::Css("details > summary")).await;
     fill(&op, "invite-tenant", "t3").await;
     click_button(&op, "Create the link").await;
     let url = wait_for(&op, "pre", "#token=").await;
@@ -429,7 +413,7 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
 
     // Checked in the browser first: a required field left empty.
     click_button(&c, "Activate").await;
-    wait_for(&c, "#f-base_url-error", "Required").await;
+    field_error(&c, "f-base_url", "Required").await;
 
     // A wrong secret: "Test connection" shows Acme's refusal.
     fill(&c, "f-base_url", &env.acme.base_url()).await;
@@ -443,33 +427,21 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
 
     // Options from the connectors' schemas, checked as typed: a number
     // under its minimum, a map line without `=`.
-    fill(&c, "f-options-acme-crm-reads_per_call", "0").await;
-    fill(
-        &c,
-        "f-options-acme-touchpoints-user_map",
-        "ann@acme.example",
-    )
-    .await;
+    let reads = "f-options-acme-crm-reads_per_call";
+    let user_map = "f-options-acme-touchpoints-user_map";
+    fill(&c, reads, "0").await;
+    fill(&c, user_map, "ann@acme.example").await;
     click_button(&c, "Activate").await;
-    wait_for(&c, "#f-options-acme-crm-reads_per_call-error", "At least 1").await;
-    wait_for(
-        &c,
-        "#f-options-acme-touchpoints-user_map-error",
-        "key = value",
-    )
-    .await;
-    fill(&c, "f-options-acme-crm-reads_per_call", "100").await;
-    c.find(Locator::Id("f-options-acme-touchpoints-user_map"))
-        .await
-        .unwrap()
-        .clear()
-        .await
-        .unwrap();
+    field_error(&c, reads, "At least 1").await;
+    field_error(&c, user_map, "key = value").await;
+    fill(&c, reads, "100").await;
+    let map = c.find(Locator::Id(user_map)).await.unwrap();
+    map.clear().await.unwrap();
 
     // The server's own check, shown at the field: an address without a host.
     fill(&c, "f-base_url", "http://").await;
     click_button(&c, "Activate").await;
-    wait_for(&c, "#f-base_url-error", "http(s) address").await;
+    field_error(&c, "f-base_url", "http(s) address").await;
 
     // Fixed: the test connects, and activation starts the first sync.
     fill(&c, "f-base_url", &env.acme.base_url()).await;
@@ -497,8 +469,7 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
         &["appointments", "contacts", "touchpoints"],
     )
     .await;
-    let exact = env.check_against_acme("t3").await.unwrap();
-    assert!(exact.differences.is_empty(), "{:?}", exact.differences);
+    matches_acme(&env, "t3", "after activation").await;
     axe(&c, "status after activation").await;
     screenshot(&c, "09-first-sync-done").await;
 
@@ -507,7 +478,7 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
     let orphan = orphan_appointment(&env).await;
     let run_now =
         "//section[@aria-labelledby='flow-appointments']//button[normalize-space(.)='Run now']";
-    click(&c, run_now).await;
+    click(&c, Locator::XPath(run_now)).await;
     wait_for(
         &c,
         "section[aria-labelledby='flow-appointments']",
@@ -527,12 +498,8 @@ async fn a_tenant_admin_activates_the_integration_from_a_link_and_watches_its_fi
     heading(&op, "Tenants").await;
     open(&op, &svc, "/#/connectors").await;
     heading(&op, "Connectors").await;
-    op.find(Locator::Id("component"))
-        .await
-        .unwrap()
-        .send_keys(weft_test_artifacts::ACME_CALENDAR_FIXED)
-        .await
-        .unwrap();
+    let fixed = weft_test_artifacts::ACME_CALENDAR_FIXED;
+    type_into(&op, Locator::Id("component"), fixed).await;
     click_button(&op, "Upload").await;
     wait_for(&op, "#status", "Registered acme-calendar@1.0.1").await;
     op.close().await.unwrap();
@@ -593,14 +560,9 @@ async fn a_tenant_admin_can_do_it_all_from_the_keyboard() {
         .unwrap();
     env.sync("t1").await.unwrap();
     let svc = Service::start(&env).await;
-    let (s, minted) = svc
-        .operator(
-            "POST",
-            "/v1/tokens",
-            Some(json!({ "name": "t1 admin", "tenant": "t1" })),
-        )
+    let minted = svc
+        .mint(json!({ "name": "t1 admin", "tenant": "t1" }))
         .await;
-    assert_eq!(s, 201, "{minted}");
     let token = minted["token"].as_str().unwrap().to_owned();
     let driver = Driver::start();
     let c = driver.browser(1280, 900).await;
