@@ -19,6 +19,13 @@ async fn two_tenants() -> (DemoEnv, Service) {
     (env, svc)
 }
 
+/// [`two_tenants`] and a token of `t1`'s.
+async fn two_tenants_and_t1_token() -> (DemoEnv, Service, String) {
+    let (env, svc) = two_tenants().await;
+    let (t1, _) = mint(&svc, "t1", json!({})).await;
+    (env, svc, t1)
+}
+
 /// Mints a token for `tenant` (with `extra` fields in the request).
 async fn mint(svc: &Service, tenant: &str, extra: Value) -> (String, String) {
     let mut body = json!({ "name": format!("{tenant} admin"), "tenant": tenant });
@@ -50,8 +57,7 @@ async fn config_of(svc: &Service, tenant: &str) -> Value {
 /// server was accepted, and the next run sent the operator's token there.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_cannot_name_the_operators_environment_or_secrets_file() {
-    let (env, svc) = two_tenants().await;
-    let (t1, _) = mint(&svc, "t1", json!({})).await;
+    let (env, svc, t1) = two_tenants_and_t1_token().await;
     let before = config_of(&svc, "t1").await;
     let evil = "http://127.0.0.1:9";
     for (auth, field) in [
@@ -121,8 +127,7 @@ async fn a_tenant_cannot_name_the_operators_environment_or_secrets_file() {
 /// without `active` reactivated a tenant the operator had deactivated.
 #[tokio::test(flavor = "multi_thread")]
 async fn active_alert_targets_rates_and_retries_stay_the_operators() {
-    let (_env, svc) = two_tenants().await;
-    let (t1, _) = mint(&svc, "t1", json!({})).await;
+    let (_env, svc, t1) = two_tenants_and_t1_token().await;
     let (s, _) = svc
         .call(Some(OPERATOR), "POST", "/v1/tenants/t1/deactivate", None)
         .await;
@@ -263,8 +268,7 @@ async fn tokens_die_with_their_tenant_and_expire() {
 /// was stored too, and every delivery was then refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_secrets_are_checked_at_the_door() {
-    let (_env, svc) = two_tenants().await;
-    let (t1, _) = mint(&svc, "t1", json!({})).await;
+    let (_env, svc, t1) = two_tenants_and_t1_token().await;
     let put = |name: &'static str, value: &'static str| {
         let (svc, t1) = (&svc, t1.clone());
         async move {
@@ -316,8 +320,7 @@ async fn webhook_secrets_are_checked_at_the_door() {
 /// `GET /metrics`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_sees_no_other_tenant_in_connectors_or_metrics() {
-    let (_env, svc) = two_tenants().await;
-    let (t1, _) = mint(&svc, "t1", json!({})).await;
+    let (_env, svc, t1) = two_tenants_and_t1_token().await;
     let (s, list) = svc.call(Some(&t1), "GET", "/v1/connectors", None).await;
     assert_eq!(s, 200);
     let used: Vec<&str> = list

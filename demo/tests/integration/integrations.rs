@@ -17,6 +17,19 @@ fn answers(env: &DemoEnv, secret: &str, options: Value) -> Value {
     })
 }
 
+/// `POST`s the answers with the right secret and `options` to `path` with
+/// `token`.
+async fn apply_as(
+    svc: &Service,
+    token: &str,
+    path: &str,
+    env: &DemoEnv,
+    options: Value,
+) -> (u16, Value) {
+    let body = answers(env, CLIENT_SECRET, options);
+    svc.call(Some(token), "POST", path, Some(body)).await
+}
+
 /// Waits until `flow` of `tenant` has `n` finished runs.
 pub(crate) async fn wait_for_runs(env: &DemoEnv, tenant: &str, flow: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -219,29 +232,12 @@ async fn a_tenant_activates_an_integration_by_link_and_syncs_exactly() {
 
     // Another tenant is not the session's.
     let other = format!("/v1/tenants/t1/integrations/{INTEGRATION}");
-    let (s, _) = svc
-        .call(
-            Some(&t3),
-            "POST",
-            &other,
-            Some(answers(&env, CLIENT_SECRET, json!({}))),
-        )
-        .await;
+    let (s, _) = apply_as(&svc, &t3, &other, &env, json!({})).await;
     assert_eq!(s, 404);
 
     // Activation: the tenant is made, its first sync runs, and it is exact.
-    let (s, v) = svc
-        .call(
-            Some(&t3),
-            "POST",
-            &apply,
-            Some(answers(
-                &env,
-                CLIENT_SECRET,
-                json!({ "acme-crm": { "deleted_contacts": "dead-letter" } }),
-            )),
-        )
-        .await;
+    let options = json!({ "acme-crm": { "deleted_contacts": "dead-letter" } });
+    let (s, v) = apply_as(&svc, &t3, &apply, &env, options).await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(
         v["runs"],
@@ -287,14 +283,7 @@ async fn a_tenant_activates_an_integration_by_link_and_syncs_exactly() {
         .operator("POST", "/v1/tenants/t3/deactivate", None)
         .await;
     assert_eq!(s, 200);
-    let (s, v) = svc
-        .call(
-            Some(&t3),
-            "POST",
-            &apply,
-            Some(answers(&env, CLIENT_SECRET, json!({}))),
-        )
-        .await;
+    let (s, v) = apply_as(&svc, &t3, &apply, &env, json!({})).await;
     assert_eq!(s, 403, "{v}");
     svc.stop().await;
 }
