@@ -593,13 +593,19 @@ fn appointment_records(
                 contact: contact.map(|c| c.raw()),
                 owner: owner_of(&users, a.f.owner_id.as_deref().unwrap_or("")),
             };
-            Ok(if a.deleted() {
-                Record::delete(id, "appointment", version, &body)
-            } else {
-                Record::upsert(id, "appointment", version, &body)
-            })
+            Ok(record_of(a, id, "appointment", version, &body))
         })
         .collect()
+}
+
+/// The record of Acme's `a`: a delete when Acme lists it as deleted, else
+/// an upsert.
+fn record_of(a: &Obj, id: &str, kind: &str, version: i64, body: &impl serde::Serialize) -> Record {
+    if a.deleted() {
+        Record::delete(id, kind, version, body)
+    } else {
+        Record::upsert(id, kind, version, body)
+    }
 }
 
 /// Whether a record names an owner.
@@ -640,11 +646,7 @@ fn activity_records(client: &Client, acts: Vec<Obj>) -> Result<Vec<Record>, Erro
                 contact: contact.map(|c| c.raw()),
                 owner: owner_of(&users, a.f.owner_id.as_deref().unwrap_or("")),
             };
-            Ok(if a.deleted() {
-                Record::delete(id, "activity", version, &body)
-            } else {
-                Record::upsert(id, "activity", version, &body)
-            })
+            Ok(record_of(a, id, "activity", version, &body))
         })
         .collect()
 }
