@@ -112,6 +112,8 @@ pub const ENTRY_OVERHEAD: u64 = 64;
 #[derive(Clone)]
 pub struct SledKv {
     data: sled::Tree,
+    /// The database's flushes, shared with the state's own commits.
+    flusher: Arc<super::group_flush::GroupFlush>,
     usage: Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, SpaceUsage>>>,
 }
 
@@ -128,13 +130,18 @@ struct Usage {
 impl SledKv {
     /// Opens (or creates) the tree `kv` in `db`. The `kv_usage` tree of
     /// earlier versions is dropped: usage is counted from the entries.
-    pub fn open(db: &sled::Db) -> anyhow::Result<Self> {
+    /// Its flushes go through `flusher`, the database's.
+    pub(crate) fn open(
+        db: &sled::Db,
+        flusher: Arc<super::group_flush::GroupFlush>,
+    ) -> anyhow::Result<Self> {
         if db.tree_names().iter().any(|n| n.as_ref() == b"kv_usage") {
             db.drop_tree("kv_usage")
                 .context("dropping the kv_usage tree")?;
         }
         Ok(SledKv {
             data: db.open_tree("kv").context("opening kv tree")?,
+            flusher,
             usage: Default::default(),
         })
     }
@@ -142,7 +149,8 @@ impl SledKv {
     /// A store in a temporary database, removed when dropped (tests).
     pub fn temporary() -> anyhow::Result<Arc<Self>> {
         let db = sled::Config::new().temporary(true).open()?;
-        Ok(Arc::new(Self::open(&db)?))
+        let flusher = Arc::new(super::group_flush::GroupFlush::new(db.clone()));
+        Ok(Arc::new(Self::open(&db, flusher)?))
     }
 
     /// Every entry: (tenant, connector, key, value).
@@ -283,7 +291,7 @@ impl KvStore for SledKv {
     }
 
     fn flush(&self) -> Result<(), KvError> {
-        self.data.flush().map(drop).map_err(unavailable)
+        self.flusher.flush().map_err(unavailable)
     }
 }
 
@@ -318,6 +326,11 @@ mod tests {
             .unwrap()
     }
 
+    fn open_kv(db: &sled::Db) -> SledKv {
+        let flusher = Arc::new(super::super::group_flush::GroupFlush::new(db.clone()));
+        SledKv::open(db, flusher).unwrap()
+    }
+
     /// Usage lives in memory: a process that opens the database again
     /// counts it from the entries, as the quota saw it before.
     #[test]
@@ -326,7 +339,7 @@ mod tests {
         let q = quota(10_000);
         let before = {
             let db = open(dir.path());
-            let kv = SledKv::open(&db).unwrap();
+            let kv = open_kv(&db);
             kv.set(&space("a"), "k1", b"12345", &q).unwrap();
             kv.set(&space("a"), "k2", b"1", &q).unwrap();
             kv.set(&space("a"), "k1", b"123", &q).unwrap();
@@ -340,7 +353,7 @@ mod tests {
         };
         assert_eq!(before.0, 4 + 2 + 3 + ENTRY_OVERHEAD);
         let db = open(dir.path());
-        let kv = SledKv::open(&db).unwrap();
+        let kv = open_kv(&db);
         assert_eq!(
             (
                 kv.usage(&space("a")).unwrap(),

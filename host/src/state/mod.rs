@@ -28,6 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[cfg(test)]
 pub(crate) mod behaviour;
 pub mod copy;
+mod group_flush;
 mod inbox_log;
 pub mod kv;
 pub mod postgres;

@@ -2,6 +2,7 @@
 //! state, the webhook inbox in its own append-only log (`inbox_log`),
 //! every commit flushed before it returns.
 
+use super::group_flush::GroupFlush;
 use super::inbox_log::InboxLog;
 use super::*;
 use crate::state::kv::{KvStore, SledKv};
@@ -34,6 +35,8 @@ pub struct SledState {
     inbox: ::sled::Tree,
     webhook_ids: ::sled::Tree,
     kv: Arc<SledKv>,
+    /// The database's flushes, grouped: concurrent commits share one.
+    flusher: Arc<GroupFlush>,
     /// Webhook deliveries waiting to be processed (`{data_dir}/inbox`).
     inbox_log: InboxLog,
     /// Webhook IDs not yet in `webhook_ids`, where they go only once their
@@ -41,10 +44,14 @@ pub struct SledState {
     /// answer a retry of a delivery that a crash lost "already accepted").
     unsynced_ids: std::sync::Mutex<PendingIds>,
     /// Per (tenant, scope) (`key2`): the page commits to the scope since
-    /// the process started ([`StateStore::commit_stamp`]). Its lock
-    /// serializes commits. In memory: one counter per scope committed to
-    /// since the start.
-    commits: std::sync::Mutex<std::collections::HashMap<Vec<u8>, u64>>,
+    /// the process started ([`StateStore::commit_stamp`]), behind a lock of
+    /// the scope's own that serializes its commits (one lock for every
+    /// scope serialized the commits of all tenants). In memory: one
+    /// counter and lock per scope committed to since the start.
+    commits: std::sync::Mutex<std::collections::HashMap<Vec<u8>, ScopeStamp>>,
+    /// Held shared by every commit and alone by a reset, which moves the
+    /// stamps of several scopes at once.
+    commit_gate: std::sync::RwLock<()>,
     /// Dead letters per tenant: counted once at open, kept as they change
     /// (the alert check asks after every run; reading every dead letter
     /// of every tenant for it made the service quadratic in tenants).
@@ -149,6 +156,13 @@ pub const CACHE_BYTES: u64 = 16 << 20;
 /// ruled out.
 pub const CLEAN_EVERY_MS: u64 = 2000;
 
+/// A scope's commit stamp, behind the lock its commits take.
+type ScopeStamp = Arc<std::sync::Mutex<u64>>;
+
+fn lock(stamp: &ScopeStamp) -> std::sync::MutexGuard<'_, u64> {
+    stamp.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl SledState {
     /// Opens (or creates) the database in `dir`, with a page cache of
     /// [`CACHE_BYTES`] (sled's default of 1 GiB would let the cache, not the
@@ -205,6 +219,7 @@ impl SledState {
         temp: Option<tempfile::TempDir>,
     ) -> anyhow::Result<Self> {
         let (inbox_log, _, accepted) = InboxLog::open(inbox_dir, 1)?;
+        let flusher = Arc::new(GroupFlush::new(db.clone()));
         let state = SledState {
             cursors: db.open_tree("cursors")?,
             deliveries: db.open_tree("deliveries")?,
@@ -219,11 +234,13 @@ impl SledState {
             docs: db.open_tree("docs")?,
             inbox: db.open_tree("inbox")?,
             webhook_ids: db.open_tree("webhook_ids")?,
-            kv: Arc::new(SledKv::open(&db)?),
+            kv: Arc::new(SledKv::open(&db, flusher.clone())?),
+            flusher,
             db,
             inbox_log,
             unsynced_ids: Default::default(),
             commits: Default::default(),
+            commit_gate: Default::default(),
             dead_counts: Default::default(),
             scope_keys: Default::default(),
             _temp: temp,
@@ -305,6 +322,16 @@ impl SledState {
         })
     }
 
+    /// The stamp and lock of the scope `key2(tenant, scope)`.
+    fn scope_stamp(&self, key: Vec<u8>) -> ScopeStamp {
+        self.commits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default()
+            .clone()
+    }
+
     /// Notes that `keys` have (or are about to have) an entry in (tenant,
     /// scope).
     fn note_entries<'a>(
@@ -350,7 +377,9 @@ impl SledState {
     /// Makes the database's writes durable (not the inbox log's: commits
     /// of runs must not wait for, nor hold up, webhook ingress's syncs).
     fn flush_db(&self) -> anyhow::Result<()> {
-        self.db.flush().context("flushing the state database")?;
+        self.flusher
+            .flush()
+            .context("flushing the state database")?;
         Ok(())
     }
 
@@ -426,10 +455,10 @@ impl StateStore for SledState {
     fn reset_flow(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()> {
         let mut prefix = tenant.as_bytes().to_vec();
         prefix.push(0);
-        // Under the commits' lock, and every scope it touches gets a new
+        // Alone under the commit gate, and every scope it touches gets a new
         // stamp: a page read before the reset must not write back the
         // versions it removed.
-        let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+        let gate = self.commit_gate.write().unwrap_or_else(|p| p.into_inner());
         let mut batch = ::sled::Batch::default();
         let mut scopes = std::collections::BTreeSet::new();
         for item in self.deliveries.scan_prefix(&prefix) {
@@ -448,9 +477,9 @@ impl StateStore for SledState {
         for scope in scopes {
             let mut id = prefix.clone();
             id.extend_from_slice(&scope);
-            *commits.entry(id).or_insert(0) += 1;
+            *lock(&self.scope_stamp(id)) += 1;
         }
-        drop(commits);
+        drop(gate);
         match cursor {
             Some(c) => self.cursors.insert(key2(tenant, flow), c.as_bytes())?,
             None => self.cursors.remove(key2(tenant, flow))?,
@@ -553,8 +582,13 @@ impl StateStore for SledState {
     }
 
     fn commit_stamp(&self, tenant: &str, scope: &str) -> anyhow::Result<u64> {
-        let commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(commits.get(&key2(tenant, scope)).copied().unwrap_or(0))
+        let found = self
+            .commits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key2(tenant, scope))
+            .cloned();
+        Ok(found.map_or(0, |stamp| *lock(&stamp)))
     }
 
     /// Plain inserts, no transaction: a sled transaction reads every key it
@@ -564,13 +598,14 @@ impl StateStore for SledState {
     /// sled recovers a prefix of its log, so after a crash the cursor has
     /// moved only if everything before it was written. The dead letters of
     /// the page are one atomic batch (their attempts are counted from what
-    /// is stored). Commits are serialized by the lock of `commits`, so the
+    /// is stored). Commits to a scope are serialized by its lock, so the
     /// entries read before a page was delivered are still the stored ones
     /// when the scope's stamp has not moved: each record then costs one
     /// insert and no read.
     fn commit_page(&self, tenant: &str, flow: &str, commit: &PageCommit) -> anyhow::Result<()> {
-        let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
-        let stamp = commits.entry(key2(tenant, &commit.scope)).or_insert(0);
+        let gate = self.commit_gate.read().unwrap_or_else(|p| p.into_inner());
+        let scope = self.scope_stamp(key2(tenant, &commit.scope));
+        let mut stamp = lock(&scope);
         let unchanged = commit.read_at == Some(*stamp);
         *stamp += 1;
         // Most records settle no dead letter: only those that exist are
@@ -643,7 +678,8 @@ impl StateStore for SledState {
         if let Some(c) = &commit.cursor {
             self.cursors.insert(key2(tenant, flow), c.as_bytes())?;
         }
-        drop(commits);
+        drop(stamp);
+        drop(gate);
         self.flush_db()
     }
 
@@ -832,8 +868,7 @@ impl StateStore for SledState {
     fn flush(&self) -> anyhow::Result<()> {
         self.inbox_sync()?;
         self.store_synced_ids()?;
-        self.db.flush().context("flushing the state database")?;
-        Ok(())
+        self.flush_db()
     }
 
     fn inbox_sync(&self) -> anyhow::Result<()> {
