@@ -6,8 +6,8 @@
 //! it), in a process of its own, each setting into a fresh data directory.
 //! Prints wall time, records per second, CPU (user + system) and peak RSS
 //! of the `weft` process, and the ratio of records per second with the
-//! runtime's worker threads on every core against one worker thread (flows
-//! driven from one thread, as `weft run` was). Asserts nothing but that
+//! runtime's default worker threads (four a core) against one worker
+//! thread (flows driven from one thread, as `weft run` was). Asserts nothing but that
 //! every record arrived (these machines are shared and noisy: compare
 //! ratios within one run). `WEFT_BENCH_BASELINE=PATH` adds an earlier
 //! `weft` binary's run and the ratio against it.
@@ -58,9 +58,9 @@ fn main() {
     let acme = Acme::start();
     let settings: [(&str, Option<usize>, usize); 4] = [
         ("1 worker thread, 4 runs at once", Some(1), 4),
-        ("worker threads on every core, 4 at once", None, 4),
+        ("default worker threads, 4 at once", None, 4),
         ("1 worker thread, 16 runs at once", Some(1), 16),
-        ("worker threads on every core, 16 at once", None, 16),
+        ("default worker threads, 16 at once", None, 16),
     ];
     let mut rates = Vec::new();
     for (label, workers, concurrent) in settings {
@@ -77,7 +77,7 @@ fn main() {
         rates.push(m.records as f64 / m.wall.as_secs_f64());
     }
     println!(
-        "records/s, every core against one worker thread: {:.2}× (4 at once), {:.2}× (16 at once)",
+        "records/s, default worker threads against one: {:.2}× (4 at once), {:.2}× (16 at once)",
         rates[1] / rates[0],
         rates[3] / rates[2]
     );

@@ -34,8 +34,10 @@ pub struct WeftConfig {
     /// Outbound request quota per (tenant, origin) unless a grant sets one.
     #[serde(default)]
     pub default_rate: Rate,
-    /// `weft serve`: how many flow runs may go at once (never two of one
-    /// flow). Default 4.
+    /// How many flow runs may go at once (never two of one flow), in
+    /// `weft serve` and `weft run`. Default 16: runs mostly wait on vendors
+    /// and the disk, and 4 left the second of two cores half idle (`make
+    /// bench`, tenants).
     #[serde(default = "default_concurrency")]
     pub max_concurrent_runs: usize,
     /// Sandbox limits of every connector instance.
@@ -359,7 +361,7 @@ fn is_true(b: &bool) -> bool {
 }
 
 fn default_concurrency() -> usize {
-    4
+    16
 }
 
 fn default_schedule() -> Duration {

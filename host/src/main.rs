@@ -12,6 +12,9 @@ mod cli;
 #[global_allocator]
 static ALLOC: weft::Allocator = weft::Allocator;
 
+/// Worker threads of the async runtime per core (see `main`).
+const WORKERS_PER_CORE: usize = 4;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Compile {
@@ -51,10 +54,18 @@ fn main() -> ExitCode {
     if let Ok(exe) = std::env::current_exe() {
         weft::runtime::engine::use_compiler_process(exe);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // A state commit holds its worker thread for a disk sync (sled's flush;
+    // PostgreSQL's calls block in place): with one worker a core, the cores
+    // idled while runs waited on the disk. Four a core kept a 1,000-tenant
+    // `weft run` busy (`make bench`, tenants). TOKIO_WORKER_THREADS still
+    // decides when it is set.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        builder.worker_threads(cores * WORKERS_PER_CORE);
+    }
+    let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");

@@ -27,6 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 #[cfg(test)]
 pub(crate) mod behaviour;
+mod chunk;
 pub mod copy;
 mod group_flush;
 mod inbox_log;

@@ -2,6 +2,7 @@
 //! state, the webhook inbox in its own append-only log (`inbox_log`),
 //! every commit flushed before it returns.
 
+use super::chunk::{self, CHUNK_MAX, Chunk};
 use super::group_flush::GroupFlush;
 use super::inbox_log::InboxLog;
 use super::*;
@@ -14,8 +15,14 @@ use std::sync::Arc;
 pub struct SledState {
     db: ::sled::Db,
     cursors: ::sled::Tree,
-    /// Per (tenant, scope, key): the record's [`Delivery`].
+    /// Per (tenant, scope): the records' [`Delivery`] entries, in chunks
+    /// ([`super::chunk`]) under `tenant\0scope\0` and the record key
+    /// each starts at (the scope's first chunk at the empty key). A record's
+    /// entry is in the chunk with the greatest start at or before its key.
     deliveries: ::sled::Tree,
+    /// Per (tenant, scope, key): the entries as earlier versions kept
+    /// them, one value a record (moved into chunks when the state opens).
+    single_entries: ::sled::Tree,
     /// Versions per (tenant, flow, key), as earlier versions kept them
     /// (moved into `deliveries` by `migrate_deliveries`).
     versions: ::sled::Tree,
@@ -222,7 +229,8 @@ impl SledState {
         let flusher = Arc::new(GroupFlush::new(db.clone()));
         let state = SledState {
             cursors: db.open_tree("cursors")?,
-            deliveries: db.open_tree("deliveries")?,
+            deliveries: db.open_tree("delivery_chunks")?,
+            single_entries: db.open_tree("deliveries")?,
             versions: db.open_tree("versions")?,
             dead: db.open_tree("dead_letters")?,
             runs: db.open_tree("runs")?,
@@ -246,6 +254,7 @@ impl SledState {
             _temp: temp,
         };
         state.migrate_inbox()?;
+        state.chunk_single_entries()?;
         state.index_runs()?;
         state.remember_ids(accepted)?;
         state.count_dead_letters()?;
@@ -293,10 +302,163 @@ impl SledState {
         let mut prefix = scope_id.to_vec();
         prefix.push(0);
         let mut keys = ScopeKeys::default();
-        for k in self.deliveries.scan_prefix(&prefix).keys() {
-            keys.insert(&k?[prefix.len()..]);
+        for v in self.deliveries.scan_prefix(&prefix).values() {
+            let v = v?;
+            for (k, _) in Chunk::decode(&v)?.entries() {
+                keys.insert(k);
+            }
         }
         Ok(keys)
+    }
+
+    /// The chunk of `scope` (`key3(tenant, scope, "")`) that holds `key`'s
+    /// entry if it has one, and (with `next`) the record key the scope's
+    /// next chunk starts at. `None`: the scope has no entries.
+    fn chunk_of(&self, scope: &[u8], key: &[u8], next: bool) -> anyhow::Result<Option<Found>> {
+        let mut upto = scope.to_vec();
+        upto.extend_from_slice(key);
+        let Some(item) = self.deliveries.range(scope.to_vec()..=upto).next_back() else {
+            return Ok(None);
+        };
+        let (at, value) = item?;
+        let next = if next {
+            let mut after = at.to_vec();
+            after.push(0);
+            match self.deliveries.range(after..).next() {
+                Some(item) => {
+                    let (k, _) = item?;
+                    k.starts_with(scope).then(|| k[scope.len()..].to_vec())
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        Ok(Some(Found {
+            at: at.to_vec(),
+            value,
+            next,
+        }))
+    }
+
+    /// The entries of `keys` (in any order) in `scope` (`key3(tenant,
+    /// scope, "")`), each chunk read once.
+    fn read_entries(&self, scope: &[u8], keys: &[&[u8]]) -> anyhow::Result<Vec<Delivery>> {
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by_key(|&i| keys[i]);
+        let mut out = vec![Delivery::default(); keys.len()];
+        let mut at: Option<(Vec<u8>, Found)> = None;
+        for i in order {
+            let key = keys[i];
+            let covers = at.as_ref().is_some_and(|(start, f)| {
+                start.as_slice() <= key && f.next.as_deref().is_none_or(|n| key < n)
+            });
+            if !covers {
+                at = self
+                    .chunk_of(scope, key, true)?
+                    .map(|f| (f.at[scope.len()..].to_vec(), f));
+            }
+            if let Some((_, f)) = &at
+                && let Some(entry) = chunk::lookup(&f.value, key)?
+            {
+                out[i] = Delivery::decode(entry)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Changes the entries of `keys` (in order, each once) in `scope`
+    /// (`key3(tenant, scope, "")`): `change(i, entry)` says whether it
+    /// changed the entry of `keys[i]`. Each chunk is read once and written
+    /// once if an entry in it changed. Callers hold the scope's lock.
+    fn update_entries(
+        &self,
+        scope: &[u8],
+        keys: &[&[u8]],
+        mut change: impl FnMut(usize, &mut Delivery) -> bool,
+    ) -> anyhow::Result<()> {
+        debug_assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        let mut i = 0;
+        while i < keys.len() {
+            let found = self.chunk_of(scope, keys[i], true)?;
+            let (at, mut chunk, next) = match &found {
+                Some(f) => (f.at.clone(), Chunk::decode(&f.value)?, f.next.as_deref()),
+                None => (scope.to_vec(), Chunk::default(), None),
+            };
+            let mut changed = false;
+            while i < keys.len() && next.is_none_or(|n| keys[i] < n) {
+                let mut d = match chunk.get(keys[i]) {
+                    Some(entry) => Delivery::decode(entry)?,
+                    None => Delivery::default(),
+                };
+                if change(i, &mut d) {
+                    chunk.put(keys[i], d.encode()?);
+                    changed = true;
+                }
+                i += 1;
+            }
+            if changed {
+                self.store_chunk(scope, at, chunk)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `chunk` at `at`, cut in two or more when it outgrew
+    /// [`CHUNK_MAX`]: the new chunks first, so that until the first is
+    /// rewritten it still holds their entries (sled recovers a prefix of
+    /// its log: a crash in between loses nothing, and lookups already go
+    /// to the new chunks).
+    fn store_chunk(&self, scope: &[u8], at: Vec<u8>, chunk: Chunk) -> anyhow::Result<()> {
+        let pieces = chunk.split();
+        for piece in &pieces[1..] {
+            let mut k = scope.to_vec();
+            k.extend_from_slice(piece.first_key().context("an empty chunk")?);
+            self.deliveries.insert(k, piece.encode()?)?;
+        }
+        self.deliveries.insert(at, pieces[0].encode()?)?;
+        Ok(())
+    }
+
+    /// Moves entries an earlier version kept one to a value into chunks.
+    /// A crash part-way leaves them there, and the next open starts over.
+    fn chunk_single_entries(&self) -> anyhow::Result<()> {
+        if self.single_entries.is_empty() {
+            return Ok(());
+        }
+        self.deliveries.clear()?;
+        let mut moved = 0usize;
+        let mut scope: Vec<u8> = Vec::new();
+        let mut chunk = Chunk::default();
+        let mut chunk_at: Vec<u8> = Vec::new();
+        for item in self.single_entries.iter() {
+            let (k, v) = item?;
+            let Some(cut) = scope_end(&k) else {
+                continue;
+            };
+            let (this_scope, key) = k.split_at(cut);
+            if this_scope != scope.as_slice() || chunk.len() >= CHUNK_MAX / 2 {
+                if !chunk.is_empty() {
+                    self.deliveries.insert(&chunk_at, chunk.encode()?)?;
+                }
+                chunk_at = this_scope.to_vec();
+                if this_scope == scope.as_slice() {
+                    chunk_at.extend_from_slice(key);
+                }
+                scope = this_scope.to_vec();
+                chunk = Chunk::default();
+            }
+            chunk.push(key.to_vec(), v.to_vec());
+            moved += 1;
+        }
+        if !chunk.is_empty() {
+            self.deliveries.insert(&chunk_at, chunk.encode()?)?;
+        }
+        self.flush_db()?;
+        self.single_entries.clear()?;
+        self.flush_db()?;
+        tracing::info!(moved, "moved record entries into chunks");
+        Ok(())
     }
 
     /// Whether record `key` may have an entry in (tenant, scope); `false`
@@ -463,14 +625,22 @@ impl StateStore for SledState {
         let mut scopes = std::collections::BTreeSet::new();
         for item in self.deliveries.scan_prefix(&prefix) {
             let (k, v) = item?;
-            let mut d = Delivery::decode(&v)?;
-            let before = d.versions.len();
-            d.versions.retain(|(f, _)| f != flow);
-            if d.versions.len() != before {
+            let mut chunk = Chunk::decode(&v)?;
+            let mut changed = false;
+            for entry in chunk.entries_mut() {
+                let mut d = Delivery::decode(entry)?;
+                let before = d.versions.len();
+                d.versions.retain(|(f, _)| f != flow);
+                if d.versions.len() != before {
+                    *entry = std::borrow::Cow::Owned(d.encode()?);
+                    changed = true;
+                }
+            }
+            if changed {
                 if let Some(scope) = k[prefix.len()..].split(|b| *b == 0).next() {
                     scopes.insert(scope.to_vec());
                 }
-                batch.insert(k, d.encode()?);
+                batch.insert(k, chunk.encode()?);
             }
         }
         self.deliveries.apply_batch(batch)?;
@@ -509,10 +679,39 @@ impl StateStore for SledState {
         if !self.may_have_entry(tenant, scope, key)? {
             return Ok(Delivery::default());
         }
-        match self.deliveries.get(key3(tenant, scope, key))? {
-            Some(v) => Delivery::decode(&v),
-            None => Ok(Delivery::default()),
+        let scope = key3(tenant, scope, "");
+        Ok(match self.chunk_of(&scope, key.as_bytes(), false)? {
+            Some(found) => match chunk::lookup(&found.value, key.as_bytes())? {
+                Some(entry) => Delivery::decode(entry)?,
+                None => Delivery::default(),
+            },
+            None => Delivery::default(),
+        })
+    }
+
+    fn deliveries(
+        &self,
+        tenant: &str,
+        scope: &str,
+        keys: &[&str],
+    ) -> anyhow::Result<Vec<Delivery>> {
+        // Only the keys that may have an entry are looked for.
+        let mut asked = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            if self.may_have_entry(tenant, scope, k)? {
+                asked.push(i);
+            }
         }
+        let mut out = vec![Delivery::default(); keys.len()];
+        if asked.is_empty() {
+            return Ok(out);
+        }
+        let wanted: Vec<&[u8]> = asked.iter().map(|&i| keys[i].as_bytes()).collect();
+        let found = self.read_entries(&key3(tenant, scope, ""), &wanted)?;
+        for (i, d) in asked.into_iter().zip(found) {
+            out[i] = d;
+        }
+        Ok(out)
     }
 
     fn migrate_deliveries(
@@ -527,12 +726,14 @@ impl StateStore for SledState {
         let mut moved = 0;
         for item in self.presence.iter() {
             let (k, v) = item?;
-            let mut d = match self.deliveries.get(&k)? {
-                Some(old) => Delivery::decode(&old)?,
-                None => Delivery::default(),
+            let Some(cut) = scope_end(&k) else {
+                continue;
             };
-            d.present = Some(v.first() == Some(&1));
-            self.deliveries.insert(k, d.encode()?)?;
+            let (scope, key) = k.split_at(cut);
+            self.update_entries(scope, &[key], |_, d| {
+                d.present = Some(v.first() == Some(&1));
+                true
+            })?;
             moved += 1;
         }
         let mut orphans = 0;
@@ -553,15 +754,9 @@ impl StateStore for SledState {
                 orphans += 1;
                 continue;
             };
-            let mut nk = key2(&tenant, &scope);
-            nk.push(0);
-            nk.extend_from_slice(key);
-            let mut d = match self.deliveries.get(&nk)? {
-                Some(old) => Delivery::decode(&old)?,
-                None => Delivery::default(),
-            };
-            d.set_version(&flow, i64::from_be_bytes(version));
-            self.deliveries.insert(nk, d.encode()?)?;
+            self.update_entries(&key3(&tenant, &scope, ""), &[key], |_, d| {
+                d.set_version(&flow, i64::from_be_bytes(version))
+            })?;
             moved += 1;
         }
         self.flush_db()?;
@@ -659,22 +854,31 @@ impl StateStore for SledState {
                 .filter(|h| !unchanged || h.before == Delivery::default())
                 .map(|h| h.key.as_str()),
         )?;
-        for h in &commit.records {
-            let mut d = if unchanged {
-                h.before.clone()
+        // Each chunk the page's records fall in is read and written once,
+        // under the scope's lock: what it holds is the stored entry.
+        let mut order: Vec<&Handled> = commit.records.iter().collect();
+        order.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut keys: Vec<&[u8]> = Vec::with_capacity(order.len());
+        let mut groups: Vec<Vec<&Handled>> = Vec::with_capacity(order.len());
+        for h in order {
+            if keys.last() == Some(&h.key.as_bytes()) {
+                groups.last_mut().expect("a group per key").push(h);
             } else {
-                self.delivery(tenant, &commit.scope, &h.key)?
-            };
-            let mut changed = d.set_version(flow, h.version);
-            if h.present.is_some() && h.present != d.present {
-                d.present = h.present;
-                changed = true;
-            }
-            if changed {
-                self.deliveries
-                    .insert(key3(tenant, &commit.scope, &h.key), d.encode()?)?;
+                keys.push(h.key.as_bytes());
+                groups.push(vec![h]);
             }
         }
+        self.update_entries(&key3(tenant, &commit.scope, ""), &keys, |i, d| {
+            let mut changed = false;
+            for h in &groups[i] {
+                changed |= d.set_version(flow, h.version);
+                if h.present.is_some() && h.present != d.present {
+                    d.present = h.present;
+                    changed = true;
+                }
+            }
+            changed
+        })?;
         if let Some(c) = &commit.cursor {
             self.cursors.insert(key2(tenant, flow), c.as_bytes())?;
         }
@@ -988,6 +1192,23 @@ fn split_run_key(k: &[u8]) -> (&[u8], &[u8]) {
     (&k[..at], &k[at + 1..])
 }
 
+/// Where the record key begins in `key3(tenant, scope, key)`: after the
+/// second NUL.
+fn scope_end(k: &[u8]) -> Option<usize> {
+    let first = k.iter().position(|b| *b == 0)?;
+    let second = first + 1 + k[first + 1..].iter().position(|b| *b == 0)?;
+    Some(second + 1)
+}
+
+/// A chunk [`SledState::chunk_of`] found: its sled key, its stored form, and
+/// the record key the scope's next chunk starts at (`None`: the last, or
+/// not asked).
+struct Found {
+    at: Vec<u8>,
+    value: ::sled::IVec,
+    next: Option<Vec<u8>>,
+}
+
 fn split_key(k: &[u8], parts: usize) -> Vec<String> {
     k.splitn(parts, |b| *b == 0)
         .map(|p| String::from_utf8_lossy(p).into_owned())
@@ -1014,17 +1235,19 @@ impl SledState {
         }
         for item in self.deliveries.iter() {
             let (k, v) = item?;
-            let [tenant, scope, key]: [String; 3] = split_key(&k, 3)
+            let [tenant, scope, _]: [String; 3] = split_key(&k, 3)
                 .try_into()
-                .map_err(|_| anyhow::anyhow!("a delivery key"))?;
-            let d = Delivery::decode(&v)?;
-            each(StateItem::Delivery {
-                tenant,
-                scope,
-                key,
-                present: d.present,
-                versions: d.versions,
-            })?;
+                .map_err(|_| anyhow::anyhow!("a chunk of record entries' key"))?;
+            for (key, entry) in Chunk::decode(&v)?.entries() {
+                let d = Delivery::decode(entry)?;
+                each(StateItem::Delivery {
+                    tenant: tenant.clone(),
+                    scope: scope.clone(),
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    present: d.present,
+                    versions: d.versions,
+                })?;
+            }
         }
         for item in self.dead.iter().values() {
             each(StateItem::DeadLetter(Box::new(unjson(&item?)?)))?;
@@ -1141,6 +1364,104 @@ mod tests {
         }
         let s = SledState::open(dir.path()).unwrap();
         assert!(keys.iter().all(|k| version(&s, "dest", "f", k) == Some(1)));
+    }
+
+    /// Entries an earlier version kept one to a value move into chunks
+    /// when the state opens: every one is found after, in chunks of at
+    /// most `CHUNK_MAX`, each scope's own, and an export lists them all.
+    #[test]
+    fn single_entries_of_an_earlier_version_move_into_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<String> = (0..300).map(|i| format!("k{i:04}")).collect();
+        {
+            let s = SledState::open(dir.path()).unwrap();
+            for scope in ["a", "b"] {
+                for (i, k) in keys.iter().enumerate() {
+                    let d = Delivery {
+                        present: Some(i % 2 == 0),
+                        versions: vec![("f".into(), i as i64)],
+                    };
+                    s.single_entries
+                        .insert(key3("t", scope, k), d.encode().unwrap())
+                        .unwrap();
+                }
+            }
+            s.db.flush().unwrap();
+        }
+        let s = SledState::open(dir.path()).unwrap();
+        assert!(s.single_entries.is_empty());
+        for scope in ["a", "b"] {
+            for (i, k) in keys.iter().enumerate() {
+                let d = s.delivery("t", scope, k).unwrap();
+                assert_eq!(d.version("f"), Some(i as i64), "{scope}/{k}");
+                assert_eq!(d.present, Some(i % 2 == 0));
+            }
+            let prefix = key3("t", scope, "");
+            let stored: Vec<::sled::IVec> = s
+                .deliveries
+                .scan_prefix(&prefix)
+                .values()
+                .map(Result::unwrap)
+                .collect();
+            let sizes: Vec<usize> = stored
+                .iter()
+                .map(|v| Chunk::decode(v).unwrap().len())
+                .collect();
+            assert!(sizes.len() >= 300 / CHUNK_MAX);
+            assert!(sizes.iter().all(|n| *n <= CHUNK_MAX));
+            assert_eq!(sizes.iter().sum::<usize>(), 300);
+            // The scope's first chunk is at its empty key.
+            assert!(s.deliveries.get(&prefix).unwrap().is_some());
+        }
+        let mut exported = 0;
+        s.export_items(&mut |item| {
+            if matches!(item, StateItem::Delivery { .. }) {
+                exported += 1;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(exported, 600);
+    }
+
+    /// Pages that keep adding to one scope split its chunks; a read, a
+    /// later page's change and a reset find each entry in the chunk that
+    /// holds it.
+    #[test]
+    fn chunks_split_as_a_scope_grows_and_every_entry_stays_found() {
+        let s = SledState::temporary().unwrap();
+        // Keys in an order that lands pages before, between and after
+        // earlier ones.
+        let keys: Vec<String> = (0..1000)
+            .map(|i| format!("k{:04}", (i * 7919) % 1000))
+            .collect();
+        for page_keys in keys.chunks(90) {
+            let records: Vec<(&str, i64, Option<bool>)> = page_keys
+                .iter()
+                .map(|k| (k.as_str(), 1, Some(true)))
+                .collect();
+            s.commit_page("t", "f", &page("dest", &records)).unwrap();
+        }
+        let chunks = s.deliveries.scan_prefix(key3("t", "dest", "")).count();
+        assert!(chunks >= 1000 / CHUNK_MAX, "{chunks} chunks");
+        let asked: Vec<&str> = keys.iter().map(String::as_str).rev().collect();
+        let found = s.deliveries("t", "dest", &asked).unwrap();
+        assert!(found.iter().all(|d| d.version("f") == Some(1)));
+        // One record's newer version and another flow's, in one page.
+        let commit = page("dest", &[("k0500", 2, None), ("k0999", 3, Some(false))]);
+        s.commit_page("t", "g", &commit).unwrap();
+        let d = s.delivery("t", "dest", "k0999").unwrap();
+        assert_eq!(
+            (d.version("f"), d.version("g"), d.present),
+            (Some(1), Some(3), Some(false))
+        );
+        s.reset_flow("t", "f", None).unwrap();
+        let found = s.deliveries("t", "dest", &asked).unwrap();
+        assert!(found.iter().all(|d| d.version("f").is_none()));
+        assert_eq!(
+            s.delivery("t", "dest", "k0500").unwrap().version("g"),
+            Some(2)
+        );
     }
 
     #[test]
