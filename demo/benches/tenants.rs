@@ -10,7 +10,9 @@
 //! thread (flows driven from one thread, as `weft run` was). Asserts nothing but that
 //! every record arrived (these machines are shared and noisy: compare
 //! ratios within one run). `WEFT_BENCH_BASELINE=PATH` adds an earlier
-//! `weft` binary's run and the ratio against it.
+//! `weft` binary's run and the ratio against it. Each setting runs
+//! `WEFT_BENCH_REPEAT` times (3), the settings in turn, and the median by
+//! wall time is shown.
 //!
 //! The Acme sandbox runs in a child process of this binary
 //! (`WEFT_BENCH_ROLE=acme`) without a rate limit; it shares the machine's
@@ -27,6 +29,11 @@ use weft_sandbox::acme::{AcmeConfig, Faults};
 mod acme_child;
 use acme_child::Acme;
 use weft_test_artifacts as artifacts;
+
+/// jemalloc, as every weft binary (see [`weft::Allocator`]): here it is the
+/// Acme child's, which shares the two cores with `weft`.
+#[global_allocator]
+static ALLOC: weft::Allocator = weft::Allocator;
 
 const APPOINTMENTS: usize = 100;
 
@@ -56,23 +63,56 @@ fn main() {
         "setting", "wall s", "records/s", "CPU s", "CPU %", "peak RSS", "Acme CPU"
     );
     let acme = Acme::start();
-    let settings: [(&str, Option<usize>, usize); 4] = [
-        ("1 worker thread, 4 runs at once", Some(1), 4),
-        ("default worker threads, 4 at once", None, 4),
-        ("1 worker thread, 16 runs at once", Some(1), 16),
-        ("default worker threads, 16 at once", None, 16),
+    // (label, worker threads, runs at once, binary); the baseline, when
+    // asked for, with its defaults (4 runs at once).
+    let mut settings: Vec<(&str, Option<usize>, usize, PathBuf)> = vec![
+        ("1 worker thread, 4 runs at once", Some(1), 4, weft.clone()),
+        ("default worker threads, 4 at once", None, 4, weft.clone()),
+        (
+            "1 worker thread, 16 runs at once",
+            Some(1),
+            16,
+            weft.clone(),
+        ),
+        ("default worker threads, 16 at once", None, 16, weft.clone()),
     ];
+    // `WEFT_BENCH_BASELINE=/path/to/weft`: an earlier build on the same
+    // tenants and Acme.
+    if let Some(old) = std::env::var_os("WEFT_BENCH_BASELINE") {
+        settings.push(("baseline build, 4 at once", None, 4, PathBuf::from(old)));
+    }
+    // Rounds of every setting in turn (`WEFT_BENCH_REPEAT`, 3): the disk
+    // and cores drift by a third between runs, so each row is the median
+    // round by wall time, and the settings of a round run side by side.
+    let rounds: usize = std::env::var("WEFT_BENCH_REPEAT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let mut runs: Vec<Vec<Measured>> = settings.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (i, (_, workers, concurrent, bin)) in settings.iter().enumerate() {
+            runs[i].push(measure(bin, &acme, tenants, *workers, *concurrent));
+        }
+    }
     let mut rates = Vec::new();
-    for (label, workers, concurrent) in settings {
-        let m = measure(&weft, &acme, tenants, workers, concurrent);
+    for ((label, ..), mut ms) in settings.iter().zip(runs) {
+        ms.sort_by_key(|m| m.wall);
+        let walls = (
+            ms[0].wall.as_secs_f64(),
+            ms[ms.len() - 1].wall.as_secs_f64(),
+        );
+        let m = &ms[ms.len() / 2];
         println!(
-            "{label:<44} {:>7.2} {:>10.0} {:>7.2} {:>5.0}% {:>6.1} MiB {:>7.2}s",
+            "{label:<44} {:>7.2} {:>10.0} {:>7.2} {:>5.0}% {:>6.1} MiB {:>7.2}s  (wall {:.2}–{:.2} s)",
             m.wall.as_secs_f64(),
             m.records as f64 / m.wall.as_secs_f64(),
             m.cpu.as_secs_f64(),
             m.cpu.as_secs_f64() * 100.0 / m.wall.as_secs_f64(),
             m.peak_rss_kib as f64 / 1024.0,
             m.acme_cpu.as_secs_f64(),
+            walls.0,
+            walls.1,
         );
         rates.push(m.records as f64 / m.wall.as_secs_f64());
     }
@@ -81,26 +121,14 @@ fn main() {
         rates[1] / rates[0],
         rates[3] / rates[2]
     );
-    // `WEFT_BENCH_BASELINE=/path/to/weft`: an earlier build on the same
-    // tenants and Acme, its defaults (4 runs at once), for the ratio.
-    if let Some(old) = std::env::var_os("WEFT_BENCH_BASELINE") {
-        let m = measure(Path::new(&old), &acme, tenants, None, 4);
-        let rate = m.records as f64 / m.wall.as_secs_f64();
+    if let Some(base) = rates.get(4) {
         println!(
-            "{:<44} {:>7.2} {rate:>10.0} {:>7.2} {:>5.0}% {:>6.1} MiB {:>7.2}s",
-            "baseline build, 4 at once",
-            m.wall.as_secs_f64(),
-            m.cpu.as_secs_f64(),
-            m.cpu.as_secs_f64() * 100.0 / m.wall.as_secs_f64(),
-            m.peak_rss_kib as f64 / 1024.0,
-            m.acme_cpu.as_secs_f64(),
-        );
-        println!(
-            "records/s against the baseline: {:.2}× (4 at once), {:.2}× (16 at once)",
-            rates[1] / rate,
-            rates[3] / rate
+            "records/s against the baseline: {:.2}× (4 at once), {:.2}× (16 at once, the default)",
+            rates[1] / base,
+            rates[3] / base
         );
     }
+    println!("(median of {rounds} rounds, the settings in turn in each)");
 }
 
 /// The child: an Acme sandbox of one small account without a rate limit,

@@ -789,14 +789,13 @@ impl StateStore for SledState {
     /// Plain inserts, no transaction: a sled transaction reads every key it
     /// writes and writes its own log buffer, which made commits a fifth of a
     /// sync's CPU (issue 10). Each write here is a fact that holds on its
-    /// own (a dead letter, a record's entry), and the cursor comes last:
-    /// sled recovers a prefix of its log, so after a crash the cursor has
-    /// moved only if everything before it was written. The dead letters of
-    /// the page are one atomic batch (their attempts are counted from what
-    /// is stored). Commits to a scope are serialized by its lock, so the
-    /// entries read before a page was delivered are still the stored ones
-    /// when the scope's stamp has not moved: each record then costs one
-    /// insert and no read.
+    /// own (a dead letter, a chunk of record entries), and the cursor comes
+    /// last: sled recovers a prefix of its log, so after a crash the cursor
+    /// has moved only if everything before it was written. The dead letters
+    /// of the page are one atomic batch (their attempts are counted from
+    /// what is stored). Commits to a scope are serialized by its lock, and
+    /// each chunk the page touches is read and written once under it, so
+    /// what it changes is the stored entry.
     fn commit_page(&self, tenant: &str, flow: &str, commit: &PageCommit) -> anyhow::Result<()> {
         let gate = self.commit_gate.read().unwrap_or_else(|p| p.into_inner());
         let scope = self.scope_stamp(key2(tenant, &commit.scope));
