@@ -22,8 +22,11 @@ pub const CHUNK_MAX: usize = 128;
 /// encoded until one is read or changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Chunk<'a> {
-    entries: Vec<(Cow<'a, [u8]>, Cow<'a, [u8]>)>,
+    entries: Vec<Entry<'a>>,
 }
+
+/// A record key and its stored entry.
+type Entry<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
 
 /// The stored entry of `key` in a stored chunk, read in place.
 pub fn lookup<'a>(mut b: &'a [u8], key: &[u8]) -> anyhow::Result<Option<&'a [u8]>> {
