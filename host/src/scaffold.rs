@@ -437,7 +437,8 @@ mod tests {
                 app.starts_with(&format!("# world: {w}-connector\n")),
                 "{app}"
             );
-            assert!(app.contains("name=\"my-thing\""), "{app}");
+            // describe names it: `connector_info("my-thing", VERSION, …)`.
+            assert!(app.contains("\"my-thing\", VERSION"), "{app}");
             for f in ["logic.py", "test_logic.py", "README.md"] {
                 assert!(py.join(f).exists(), "{f}");
             }
@@ -460,7 +461,7 @@ mod tests {
                 index.contains(&format!("from '{sdk_text}/index.js'")),
                 "{index}"
             );
-            assert!(index.contains("name: 'my-thing'"), "{index}");
+            assert!(index.contains("connectorInfo('my-thing'"), "{index}");
             for f in ["logic.js", "logic.test.js", "build.mjs", "README.md"] {
                 assert!(js.join(f).exists(), "{f}");
             }
