@@ -71,18 +71,11 @@ async fn bench() {
         .await
         .unwrap();
     env.sync("t1").await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(weft::service::run(
-        env.host.clone(),
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-        |_| {},
-        vec![OPERATOR.to_owned()],
-    ));
+    let weft_demo::Serving {
+        url,
+        stop,
+        task: service,
+    } = env.serve(OPERATOR).await;
     let (_, mut tenant) = api(&url, "GET", "/v1/tenants/t1", None).await;
     tenant["flows"]["appointments"]["source"]["webhook"] = json!({ "register": true });
     let (s, v) = api(&url, "PUT", "/v1/tenants/t1", Some(tenant)).await;

@@ -318,7 +318,36 @@ fn prefixed(opts: &str) -> String {
     }
 }
 
+/// The admin service of a [`DemoEnv`], started by [`DemoEnv::serve`].
+pub struct Serving {
+    /// Where it listens (`http://127.0.0.1:PORT`).
+    pub url: String,
+    /// Stops it (gracefully) when sent to or dropped.
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    /// The service's task, done once it stopped.
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
 impl DemoEnv {
+    /// Serves the admin API and webhooks over this environment's host on a
+    /// port of 127.0.0.1 the OS picks, with `operator` as the operator's
+    /// token (`weft::service::run`, the code `weft serve` runs).
+    pub async fn serve(&self, operator: &str) -> Serving {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(weft::service::run(
+            self.host.clone(),
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+            |_| {},
+            vec![operator.to_owned()],
+        ));
+        Serving { url, stop, task }
+    }
+
     /// Starts Acme (with `acme`), the dashboard (one token per tenant) and
     /// Radicale, writes the configuration and secrets, opens the host and
     /// registers the connectors.

@@ -76,22 +76,11 @@ pub struct Service {
 
 impl Service {
     pub async fn start(env: &DemoEnv) -> Service {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(weft::service::run(
-            env.host.clone(),
-            listener,
-            async move {
-                let _ = rx.await;
-            },
-            |_| {},
-            vec![OPERATOR.to_owned()],
-        ));
+        let serving = env.serve(OPERATOR).await;
         Service {
-            url,
-            stop: Some(tx),
-            task,
+            url: serving.url,
+            stop: Some(serving.stop),
+            task: serving.task,
         }
     }
 

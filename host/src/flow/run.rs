@@ -127,6 +127,34 @@ impl Host {
         })
     }
 
+    /// What every run does first: takes the flow's writer lease for
+    /// `trigger` (the flow is this run's alone from before its record
+    /// starts to after its last commit), closes the runs a stopped process
+    /// left open, and starts the run's record. The record is durable with
+    /// the run's first flushed write (a kv write before a request, a page's
+    /// commit, or its end): a run that ends the process before any of them
+    /// changed nothing weft keeps.
+    pub(crate) async fn begin_run(
+        &self,
+        tenant: &str,
+        flow_name: &str,
+        flow: &FlowConfig,
+        trigger: &str,
+    ) -> anyhow::Result<(super::lease::Lease, RunRecord)> {
+        let lease = self
+            .leases
+            .acquire(tenant, &writer_lease(flow), trigger)
+            .await?;
+        close_abandoned_runs(&*self.state, tenant, flow_name)?;
+        let run = RunRecord {
+            trigger: trigger.to_owned(),
+            replica: self.state.replica().map(str::to_owned),
+            ..new_run(tenant, flow_name)
+        };
+        self.save_run_progress(&run)?;
+        Ok((lease, run))
+    }
+
     /// Runs one flow once and returns its run record (also saved in state).
     /// `progress` is called after every committed page.
     pub async fn run_flow(
@@ -137,22 +165,9 @@ impl Host {
         progress: &(dyn Fn(&RunRecord) + Sync),
     ) -> anyhow::Result<RunRecord> {
         let flow = self.flow(tenant, flow_name)?;
-        // The flow is this run's alone from before its record starts to
-        // after its last commit.
-        let lease = self
-            .leases
-            .acquire(tenant, &writer_lease(&flow), trigger.as_str())
+        let (lease, mut run) = self
+            .begin_run(tenant, flow_name, &flow, trigger.as_str())
             .await?;
-        close_abandoned_runs(&*self.state, tenant, flow_name)?;
-        let mut run = RunRecord {
-            trigger: trigger.as_str().to_owned(),
-            replica: self.state.replica().map(str::to_owned),
-            ..new_run(tenant, flow_name)
-        };
-        // Durable with the run's first flushed write (a kv write before a
-        // request, a page's commit, or its end): a run that ends the
-        // process before any of them changed nothing weft keeps.
-        self.save_run_progress(&run)?;
         let span = tracing::info_span!("run", tenant, flow = flow_name, run_id = %run.id);
         let result = self
             .run_pages(

@@ -31,17 +31,7 @@ impl Host {
         let flow = self.flow(tenant, flow_name)?;
         // A batch waits for a poll of the flow in progress (and a poll for
         // a batch): never beside it.
-        let lease = self
-            .leases
-            .acquire(tenant, &writer_lease(&flow), "webhook")
-            .await?;
-        close_abandoned_runs(&*self.state, tenant, flow_name)?;
-        let mut run = RunRecord {
-            trigger: "webhook".into(),
-            replica: self.state.replica().map(str::to_owned),
-            ..new_run(tenant, flow_name)
-        };
-        self.save_run_progress(&run)?;
+        let (lease, mut run) = self.begin_run(tenant, flow_name, &flow, "webhook").await?;
         let span = tracing::info_span!("webhook", tenant, flow = flow_name, run_id = %run.id);
         let result = self
             .webhook_pages(

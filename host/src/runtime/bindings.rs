@@ -12,55 +12,50 @@
 
 #![allow(missing_docs)]
 
-pub mod v0_1_0 {
-    pub mod source {
+/// `bindgen!` of `world` in the contract, with weft's settings (async
+/// exports, a store whose data is `Send`, WASI's own bindings for the WASI
+/// imports) and `with` for more.
+macro_rules! contract_world {
+    ($world:tt, { $($with:tt)* }) => {
         wasmtime::component::bindgen!({
             path: "../wit/v0.1.0",
-            world: "weft:connector/source-connector",
+            world: $world,
             exports: { default: async },
             require_store_data_send: true,
             with: {
                 "wasi:io": wasmtime_wasi::p2::bindings::io,
                 "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
                 "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+                $($with)*
             },
         });
+    };
+}
+
+pub mod v0_1_0 {
+    pub mod source {
+        contract_world!("weft:connector/source-connector", {});
+    }
+
+    /// The bindings of a world that takes the source world's import
+    /// interfaces instead of generating its own.
+    macro_rules! sharing_source_imports {
+        ($world:tt) => {
+            contract_world!($world, {
+                "weft:connector/types": super::source::weft::connector::types,
+                "weft:connector/config": super::source::weft::connector::config,
+                "weft:connector/kv": super::source::weft::connector::kv,
+                "weft:connector/log": super::source::weft::connector::log,
+            });
+        };
     }
 
     pub mod mapper {
-        wasmtime::component::bindgen!({
-            path: "../wit/v0.1.0",
-            world: "weft:connector/mapper-connector",
-            exports: { default: async },
-            require_store_data_send: true,
-            with: {
-                "wasi:io": wasmtime_wasi::p2::bindings::io,
-                "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-                "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-                "weft:connector/types": super::source::weft::connector::types,
-                "weft:connector/config": super::source::weft::connector::config,
-                "weft:connector/kv": super::source::weft::connector::kv,
-                "weft:connector/log": super::source::weft::connector::log,
-            },
-        });
+        sharing_source_imports!("weft:connector/mapper-connector");
     }
 
     pub mod destination {
-        wasmtime::component::bindgen!({
-            path: "../wit/v0.1.0",
-            world: "weft:connector/destination-connector",
-            exports: { default: async },
-            require_store_data_send: true,
-            with: {
-                "wasi:io": wasmtime_wasi::p2::bindings::io,
-                "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-                "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-                "weft:connector/types": super::source::weft::connector::types,
-                "weft:connector/config": super::source::weft::connector::config,
-                "weft:connector/kv": super::source::weft::connector::kv,
-                "weft:connector/log": super::source::weft::connector::log,
-            },
-        });
+        sharing_source_imports!("weft:connector/destination-connector");
     }
 
     pub use source::weft::connector::{config, kv, log, types};

@@ -597,17 +597,11 @@ impl SledState {
 
 impl StateStore for SledState {
     fn cursor(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .cursors
-            .get(key2(tenant, flow))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        text_at(&self.cursors, key2(tenant, flow))
     }
 
     fn set_cursor(&self, tenant: &str, flow: &str, cursor: Option<&str>) -> anyhow::Result<()> {
-        match cursor {
-            Some(c) => self.cursors.insert(key2(tenant, flow), c.as_bytes())?,
-            None => self.cursors.remove(key2(tenant, flow))?,
-        };
+        put_or_remove(&self.cursors, key2(tenant, flow), cursor)?;
         self.flush_db()
     }
 
@@ -650,18 +644,12 @@ impl StateStore for SledState {
             *lock(&self.scope_stamp(id)) += 1;
         }
         drop(gate);
-        match cursor {
-            Some(c) => self.cursors.insert(key2(tenant, flow), c.as_bytes())?,
-            None => self.cursors.remove(key2(tenant, flow))?,
-        };
+        put_or_remove(&self.cursors, key2(tenant, flow), cursor)?;
         self.flush_db()
     }
 
     fn flow_fingerprint(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .fingerprints
-            .get(key2(tenant, flow))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        text_at(&self.fingerprints, key2(tenant, flow))
     }
 
     fn set_flow_fingerprint(
@@ -1033,18 +1021,12 @@ impl StateStore for SledState {
     }
 
     fn set_attention(&self, tenant: &str, flow: &str, reason: Option<&str>) -> anyhow::Result<()> {
-        match reason {
-            Some(r) => self.flows.insert(key2(tenant, flow), r.as_bytes())?,
-            None => self.flows.remove(key2(tenant, flow))?,
-        };
+        put_or_remove(&self.flows, key2(tenant, flow), reason)?;
         self.flush_db()
     }
 
     fn attention(&self, tenant: &str, flow: &str) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .flows
-            .get(key2(tenant, flow))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        text_at(&self.flows, key2(tenant, flow))
     }
 
     fn register_connector(&self, entry: &ConnectorEntry) -> anyhow::Result<()> {
@@ -1191,6 +1173,22 @@ fn split_run_key(k: &[u8]) -> (&[u8], &[u8]) {
     (&k[..at], &k[at + 1..])
 }
 
+/// The text at `key` of `tree`.
+fn text_at(tree: &::sled::Tree, key: Vec<u8>) -> anyhow::Result<Option<String>> {
+    Ok(tree
+        .get(key)?
+        .map(|v| String::from_utf8_lossy(&v).into_owned()))
+}
+
+/// Sets `key` of `tree` to `value`, or removes it when there is none.
+fn put_or_remove(tree: &::sled::Tree, key: Vec<u8>, value: Option<&str>) -> anyhow::Result<()> {
+    match value {
+        Some(v) => tree.insert(key, v.as_bytes())?,
+        None => tree.remove(key)?,
+    };
+    Ok(())
+}
+
 /// Where the record key begins in `key3(tenant, scope, key)`: after the
 /// second NUL.
 fn scope_end(k: &[u8]) -> Option<usize> {
@@ -1208,6 +1206,21 @@ struct Found {
     next: Option<Vec<u8>>,
 }
 
+/// Every entry of `tree` with its key cut into its `N` NUL-separated
+/// parts (`what` names a key that has fewer).
+fn keyed<const N: usize>(
+    tree: &::sled::Tree,
+    what: &'static str,
+) -> impl Iterator<Item = anyhow::Result<([String; N], ::sled::IVec)>> {
+    tree.iter().map(move |item| {
+        let (k, v) = item?;
+        let parts: [String; N] = split_key(&k, N)
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{what}"))?;
+        Ok((parts, v))
+    })
+}
+
 fn split_key(k: &[u8], parts: usize) -> Vec<String> {
     k.splitn(parts, |b| *b == 0)
         .map(|p| String::from_utf8_lossy(p).into_owned())
@@ -1221,22 +1234,16 @@ impl SledState {
     ) -> anyhow::Result<()> {
         self.flush()?;
         let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
-        for item in self.cursors.iter() {
-            let (k, v) = item?;
-            let [tenant, flow]: [String; 2] = split_key(&k, 2)
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("a cursor key"))?;
+        for item in keyed::<2>(&self.cursors, "a cursor key") {
+            let ([tenant, flow], v) = item?;
             each(StateItem::Cursor {
                 tenant,
                 flow,
                 cursor: text(&v),
             })?;
         }
-        for item in self.deliveries.iter() {
-            let (k, v) = item?;
-            let [tenant, scope, _]: [String; 3] = split_key(&k, 3)
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("a chunk of record entries' key"))?;
+        for item in keyed::<3>(&self.deliveries, "a chunk of record entries' key") {
+            let ([tenant, scope, _], v) = item?;
             for (key, entry) in Chunk::decode(&v)?.entries() {
                 let d = Delivery::decode(entry)?;
                 each(StateItem::Delivery {
@@ -1254,22 +1261,16 @@ impl SledState {
         for item in self.runs.iter().values() {
             each(StateItem::Run(Box::new(unjson(&item?)?)))?;
         }
-        for item in self.flows.iter() {
-            let (k, v) = item?;
-            let [tenant, flow]: [String; 2] = split_key(&k, 2)
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("an attention key"))?;
+        for item in keyed::<2>(&self.flows, "an attention key") {
+            let ([tenant, flow], v) = item?;
             each(StateItem::Attention {
                 tenant,
                 flow,
                 reason: text(&v),
             })?;
         }
-        for item in self.fingerprints.iter() {
-            let (k, v) = item?;
-            let [tenant, flow]: [String; 2] = split_key(&k, 2)
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("a fingerprint key"))?;
+        for item in keyed::<2>(&self.fingerprints, "a fingerprint key") {
+            let ([tenant, flow], v) = item?;
             each(StateItem::Fingerprint {
                 tenant,
                 flow,
@@ -1279,11 +1280,8 @@ impl SledState {
         for item in self.registry.iter().values() {
             each(StateItem::Connector(unjson(&item?)?))?;
         }
-        for item in self.docs.iter() {
-            let (k, v) = item?;
-            let [kind, id]: [String; 2] = split_key(&k, 2)
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("a document key"))?;
+        for item in keyed::<2>(&self.docs, "a document key") {
+            let ([kind, id], v) = item?;
             each(StateItem::Doc {
                 kind,
                 id,
@@ -1293,11 +1291,8 @@ impl SledState {
         for e in self.inbox_pending()? {
             each(StateItem::Inbox(Box::new(e)))?;
         }
-        for item in self.webhook_ids.iter() {
-            let (k, v) = item?;
-            let [tenant, flow, webhook_id]: [String; 3] = split_key(&k, 3)
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("a webhook ID key"))?;
+        for item in keyed::<3>(&self.webhook_ids, "a webhook ID key") {
+            let ([tenant, flow, webhook_id], v) = item?;
             let accepted_ms = <[u8; 8]>::try_from(v.as_ref())
                 .map(u64::from_be_bytes)
                 .unwrap_or(0);
