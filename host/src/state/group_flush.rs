@@ -160,7 +160,8 @@ mod tests {
     }
 
     /// Over a real database: many threads writing and flushing at once each
-    /// get their answer, and every write is there after a reopen.
+    /// get their answer (none is left waiting, every caller was counted
+    /// durable), and every write is there after a reopen.
     #[test]
     fn concurrent_writers_over_a_database() {
         let dir = tempfile::tempdir().unwrap();

@@ -312,27 +312,23 @@ impl SledState {
     }
 
     /// The chunk of `scope` (`key3(tenant, scope, "")`) that holds `key`'s
-    /// entry if it has one, and (with `next`) the record key the scope's
-    /// next chunk starts at. `None`: the scope has no entries.
-    fn chunk_of(&self, scope: &[u8], key: &[u8], next: bool) -> anyhow::Result<Option<Found>> {
+    /// entry if it has one, and the record key the scope's next chunk
+    /// starts at. `None`: the scope has no entries.
+    fn chunk_of(&self, scope: &[u8], key: &[u8]) -> anyhow::Result<Option<Found>> {
         let mut upto = scope.to_vec();
         upto.extend_from_slice(key);
         let Some(item) = self.deliveries.range(scope.to_vec()..=upto).next_back() else {
             return Ok(None);
         };
         let (at, value) = item?;
-        let next = if next {
-            let mut after = at.to_vec();
-            after.push(0);
-            match self.deliveries.range(after..).next() {
-                Some(item) => {
-                    let (k, _) = item?;
-                    k.starts_with(scope).then(|| k[scope.len()..].to_vec())
-                }
-                None => None,
+        let mut after = at.to_vec();
+        after.push(0);
+        let next = match self.deliveries.range(after..).next() {
+            Some(item) => {
+                let (k, _) = item?;
+                k.starts_with(scope).then(|| k[scope.len()..].to_vec())
             }
-        } else {
-            None
+            None => None,
         };
         Ok(Some(Found {
             at: at.to_vec(),
@@ -347,18 +343,16 @@ impl SledState {
         let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_by_key(|&i| keys[i]);
         let mut out = vec![Delivery::default(); keys.len()];
-        let mut at: Option<(Vec<u8>, Found)> = None;
+        let mut at: Option<Found> = None;
         for i in order {
             let key = keys[i];
-            let covers = at.as_ref().is_some_and(|(start, f)| {
-                start.as_slice() <= key && f.next.as_deref().is_none_or(|n| key < n)
+            let covers = at.as_ref().is_some_and(|f| {
+                &f.at[scope.len()..] <= key && f.next.as_deref().is_none_or(|n| key < n)
             });
             if !covers {
-                at = self
-                    .chunk_of(scope, key, true)?
-                    .map(|f| (f.at[scope.len()..].to_vec(), f));
+                at = self.chunk_of(scope, key)?;
             }
-            if let Some((_, f)) = &at
+            if let Some(f) = &at
                 && let Some(entry) = chunk::lookup(&f.value, key)?
             {
                 out[i] = Delivery::decode(entry)?;
@@ -380,7 +374,7 @@ impl SledState {
         debug_assert!(keys.windows(2).all(|w| w[0] < w[1]));
         let mut i = 0;
         while i < keys.len() {
-            let found = self.chunk_of(scope, keys[i], true)?;
+            let found = self.chunk_of(scope, keys[i])?;
             let (at, mut chunk, next) = match &found {
                 Some(f) => (f.at.clone(), Chunk::decode(&f.value)?, f.next.as_deref()),
                 None => (scope.to_vec(), Chunk::default(), None),
@@ -667,14 +661,8 @@ impl StateStore for SledState {
         if !self.may_have_entry(tenant, scope, key)? {
             return Ok(Delivery::default());
         }
-        let scope = key3(tenant, scope, "");
-        Ok(match self.chunk_of(&scope, key.as_bytes(), false)? {
-            Some(found) => match chunk::lookup(&found.value, key.as_bytes())? {
-                Some(entry) => Delivery::decode(entry)?,
-                None => Delivery::default(),
-            },
-            None => Delivery::default(),
-        })
+        let mut found = self.read_entries(&key3(tenant, scope, ""), &[key.as_bytes()])?;
+        Ok(found.pop().unwrap_or_default())
     }
 
     fn deliveries(
@@ -1198,8 +1186,7 @@ fn scope_end(k: &[u8]) -> Option<usize> {
 }
 
 /// A chunk [`SledState::chunk_of`] found: its sled key, its stored form, and
-/// the record key the scope's next chunk starts at (`None`: the last, or
-/// not asked).
+/// the record key the scope's next chunk starts at (`None`: the last).
 struct Found {
     at: Vec<u8>,
     value: ::sled::IVec,
