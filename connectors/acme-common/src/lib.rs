@@ -34,7 +34,10 @@ pub fn version_of(s: &str) -> Result<i64, String> {
 /// appointment as it was before a reassignment, read with a contact changed
 /// since, had the same version as the reassigned appointment with that
 /// contact, and whichever came first stayed (a late webhook then kept an
-/// event in its old owner's calendar).
+/// event in its old owner's calendar). The order holds only between reads
+/// whose objects are each as they were when read: a late webhook's object
+/// with the other object read now would outrank later states of its own,
+/// so `acme-crm` reads such an object again.
 ///
 /// The milliseconds of the newest instant fill the high bits; the low 21
 /// say how far the oldest is from it, on a logarithmic scale (exact up to

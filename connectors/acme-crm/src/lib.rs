@@ -30,7 +30,12 @@
 //! the oldest (`acme_common::newest`), so that a read that saw a newer
 //! state of either is newer, and a late webhook of the appointment as it
 //! was never wins over the reassigned one read with the same contact. Deleted records
-//! become deletes. `on-webhook` turns Acme events into the same records.
+//! become deletes. `on-webhook` turns Acme events into the same records. An
+//! event can come late, so its object is not always taken as it came: an
+//! appointment whose customer changed after it is read again (with its
+//! customer as it is now, the appointment as it was would be versioned by
+//! the customer's change and outrank the appointment's own later states),
+//! and a customer is always read again before its appointments are.
 
 weft_sdk::connector_bindings!("source-connector");
 
@@ -678,14 +683,9 @@ fn contact_changed(client: &Client, contact: &Obj, ids: Vec<String>) -> Result<V
     };
     let mut apts = Vec::new();
     for id in ids {
-        let query = format!("/appointments/{}", enc(&id));
-        let resp = client.get(&query)?;
-        if resp.status == 404 {
+        let Some(a) = read_now(client, "appointments", &id)? else {
             continue;
-        }
-        let what = format!("GET /appointments/{id}");
-        let resp = resp.error_for_status(&what)?;
-        let a = read_or_ask_again(client, &resp, &query, &what, Obj::parse)?;
+        };
         // The index may be stale: keep only appointments still pointing here.
         let before_deletion = match (deleted_at, a.f.updated_at.as_deref()) {
             _ if client.deleted_contacts == DeletedContacts::LastKnown => true,
@@ -698,6 +698,61 @@ fn contact_changed(client: &Client, contact: &Obj, ids: Vec<String>) -> Result<V
     }
     index::add(&apts);
     appointment_records(client, apts, Some(contact))
+}
+
+/// `GET /{resource}/{id}`: the object as Acme holds it now, `None` when
+/// Acme answers `404` (it is gone).
+fn read_now(client: &Client, resource: &str, id: &str) -> Result<Option<Obj>, Error> {
+    let query = format!("/{resource}/{}", enc(id));
+    let resp = client.get(&query)?;
+    if resp.status == 404 {
+        return Ok(None);
+    }
+    let what = format!("GET /{resource}/{id}");
+    let resp = resp.error_for_status(&what)?;
+    read_or_ask_again(client, &resp, &query, &what, Obj::parse).map(Some)
+}
+
+/// Of a webhook's object and the same object read now, the one whose
+/// `updated_at` is the later instant (the webhook's when Acme no longer
+/// has it, or when either instant is unreadable: its record then says why).
+fn newer_of(webhook: Obj, now: Option<Obj>) -> Obj {
+    match now {
+        Some(now)
+            if matches!(
+                (now.updated(), webhook.updated()),
+                (Some(Ok(n)), Some(Ok(w))) if n > w
+            ) =>
+        {
+            now
+        }
+        _ => webhook,
+    }
+}
+
+/// The appointment of an `appointment.*` webhook, read again from Acme
+/// when its customer changed after it: a late event's appointment, with its
+/// customer as Acme holds it now, would be versioned by the customer's
+/// change and win over the appointment's own later states (a reassignment,
+/// a cancellation) already delivered. Read again, it is the appointment as
+/// it is now. Otherwise the object is used as it came: its own `updated_at`
+/// is the newest instant of its record, and newer states of the appointment
+/// outrank it.
+fn appointment_of_webhook(client: &Client, a: Obj) -> Result<Obj, Error> {
+    let (Some(id), Some(cid)) = (a.f.id.clone(), a.f.contact_id.clone()) else {
+        return Ok(a);
+    };
+    let contact_later = contacts_by_id(client, [cid.as_str()])?
+        .get(cid.as_str())
+        .is_some_and(|c| match (c.updated(), a.updated()) {
+            (Some(Ok(c)), Some(Ok(a))) => c > a,
+            _ => false,
+        });
+    if !contact_later {
+        return Ok(a);
+    }
+    let now = read_now(client, "appointments", &id)?;
+    Ok(newer_of(a, now))
 }
 
 /// A webhook event: `{"type": ..., "data": {"object": {...}}}`.
@@ -858,11 +913,22 @@ impl Source for AcmeCrm {
             Obj::from_raw(object).map_err(|e| invalid(format!("webhook event {kind}: {e:?}")))?;
         match kind.split('.').next() {
             Some("appointment") => {
+                let object = appointment_of_webhook(&client, object)?;
                 index::add(std::slice::from_ref(&object));
                 appointment_records(&client, vec![object], None)
             }
             Some("activity") => activity_records(&client, vec![object]),
-            Some("contact") => contact_changed(&client, &object, indexed(&object)),
+            Some("contact") => {
+                // The customer as Acme holds it now: a late event's would
+                // replace newer details in the events it re-reads (they
+                // are read now, and versioned by their own later changes).
+                let now = match object.f.id.as_deref() {
+                    Some(id) => read_now(&client, "contacts", id)?,
+                    None => None,
+                };
+                let contact = newer_of(object, now);
+                contact_changed(&client, &contact, indexed(&contact))
+            }
             _ => {
                 weft_sdk::log_line(
                     log::Level::Info,

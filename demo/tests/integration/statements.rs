@@ -813,6 +813,113 @@ async fn issue8_owner_reassigned_the_event_lives_only_with_the_current_owner() {
     assert!(dead_letters_of(&env, "t1", id).is_empty());
 }
 
+/// Before: a late webhook of an appointment as it was before a reassignment
+/// and a cancellation, arriving after its customer changed, was enriched
+/// with the customer as Acme holds it now, and its version (the newest of
+/// the two `updated_at`s first) beat the cancellation's: the event came back
+/// into its first owner's calendar and stayed there (the chaos test's seed
+/// 7042232114743675033, and once the replicas test). The same for a late
+/// `contact.updated`: its customer as it was must not replace the customer
+/// an event already shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_webhook_of_what_an_appointment_was_loses_whatever_its_customer_did_since() {
+    let env = env().await;
+    let users = users_by_email(&env).await;
+    let (apt, contact, first_owner) = new_appointment(&env, json!({})).await;
+    let id = id_of(&apt).to_owned();
+    sync_ok(&env, "t1").await;
+    assert_eq!(
+        calendars_holding(&env, "t1", &apt).await,
+        vec![first_owner.clone()]
+    );
+    let webhook_of = |kind: &str, object: Value| {
+        json!({ "id": format!("evt_late_{kind}"), "type": kind, "data": { "object": object } })
+            .to_string()
+            .into_bytes()
+    };
+    let late_appointment = webhook_of(
+        "appointment.updated",
+        env.acme_get(&format!("/appointments/{id}")).await.unwrap(),
+    );
+    let contact_id = id_of(&contact).to_owned();
+    let contact_as_it_was = env
+        .acme_get(&format!("/contacts/{contact_id}"))
+        .await
+        .unwrap();
+
+    // Reassigned, then cancelled: in no calendar.
+    give_to(&env, &id, &users[1].1).await;
+    acme_patch(&env, "appointments", &id, json!({ "status": "cancelled" })).await;
+    sync_ok(&env, "t1").await;
+    assert!(calendars_holding(&env, "t1", &apt).await.is_empty());
+
+    // The customer changes; before any run reads that, the first owner's
+    // version of the appointment arrives.
+    acme_patch(
+        &env,
+        "contacts",
+        &contact_id,
+        json!({ "phone": "+1 555 0100" }),
+    )
+    .await;
+    let r = env
+        .host
+        .deliver_webhook("t1", "appointments", vec![], late_appointment)
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    assert!(
+        calendars_holding(&env, "t1", &apt).await.is_empty(),
+        "the cancelled appointment is back, from a late webhook: {r:?}"
+    );
+    sync_ok(&env, "t1").await;
+    assert!(calendars_holding(&env, "t1", &apt).await.is_empty());
+
+    // A live appointment of the same customer shows the customer's change.
+    // The appointment changes, and before a run reads that, a late
+    // `contact.updated` of the customer as it was arrives: it re-reads the
+    // appointment (newer than anything delivered) and must not bring the
+    // old phone back with it.
+    let (other, _, owner) = new_appointment(&env, json!({ "contact_id": contact_id })).await;
+    sync_ok(&env, "t1").await;
+    let description = |cal: &std::collections::BTreeMap<String, String>| {
+        property(&cal[&uid("t1", &other)], "DESCRIPTION").unwrap_or_default()
+    };
+    let shown = description(&env.calendar("t1", &owner).await.unwrap());
+    assert!(shown.contains("+1 555 0100"), "{shown}");
+    acme_patch(
+        &env,
+        "appointments",
+        id_of(&other),
+        json!({ "title": "Moved up" }),
+    )
+    .await;
+    let r = env
+        .host
+        .deliver_webhook(
+            "t1",
+            "contacts",
+            vec![],
+            webhook_of("contact.updated", contact_as_it_was),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{:?}", r.error);
+    let cal = env.calendar("t1", &owner).await.unwrap();
+    assert_eq!(
+        property(&cal[&uid("t1", &other)], "SUMMARY").as_deref(),
+        Some("Moved up"),
+        "the webhook's run re-read the appointment"
+    );
+    let shown = description(&cal);
+    assert!(
+        shown.contains("+1 555 0100"),
+        "a late contact.updated brought the customer's old phone back: {shown}"
+    );
+    sync_ok(&env, "t1").await;
+    matches_acme(&env, "t1", "after the late webhooks").await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn issue8_an_activity_that_stops_being_an_email_or_call_leaves_the_dashboard() {
     let env = env().await;
