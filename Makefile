@@ -77,8 +77,9 @@ test: setup lint guests-js guests-python
 	fi
 
 ## bench: sync figures at the size of issue 10, runtime figures, weft
-## serve's webhook ingress and schedule lag, and 1,000 small tenants in one
-## weft run (release build; prints, asserts nothing)
+## serve's webhook ingress and schedule lag, 1,000 small tenants in one
+## weft run, and one weft serve carrying 10,000 tenants for ten minutes
+## (release build; prints, asserts nothing)
 bench: setup
 	@# wrk (Debian's package) is the webhook load generator; the bench falls
 	@# back to one in its own process without it.
@@ -87,6 +88,7 @@ bench: setup
 	$(CARGO) bench -p weft-demo --bench latency
 	$(CARGO) build --release -p weft-host --bin weft
 	$(CARGO) bench -p weft-demo --bench tenants
+	$(CARGO) bench -p weft-demo --bench steady
 	$(CARGO) bench -p weft-host --bench runtime
 	$(CARGO) bench -p weft-host --bench service
 

@@ -24,6 +24,8 @@ use weft_sandbox::acme::data::Counts;
 
 #[path = "shared/acme_child.rs"]
 mod acme_child;
+#[path = "shared/proc_stat.rs"]
+mod proc_stat;
 use acme_child::Acme;
 use weft_test_artifacts as artifacts;
 
@@ -158,7 +160,7 @@ impl Acme {
 
 /// This process's user + system CPU time (Linux `/proc/self/stat`).
 fn cpu() -> Duration {
-    acme_child::proc_cpu(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+    proc_stat::proc_cpu(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
 }
 
 /// Resets the peak RSS (Linux: `clear_refs` 5).
@@ -168,13 +170,7 @@ fn reset_peak_rss() {
 
 /// Peak RSS since the last reset, in MiB.
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
+    proc_stat::status_kib(std::process::id(), "VmHWM").unwrap_or(0) as f64 / 1024.0
 }
 
 /// The unlimited first sync again with the state in PostgreSQL (a server

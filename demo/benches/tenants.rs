@@ -27,6 +27,8 @@ use weft_sandbox::acme::{AcmeConfig, Faults};
 
 #[path = "shared/acme_child.rs"]
 mod acme_child;
+#[path = "shared/proc_stat.rs"]
+mod proc_stat;
 use acme_child::Acme;
 use weft_test_artifacts as artifacts;
 
@@ -200,14 +202,7 @@ fn measure(
     // gone (a zombie has no memory left to report).
     let peak = std::thread::spawn(move || {
         let mut peak_kib = 0u64;
-        while let Some(kib) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-        {
+        while let Some(kib) = proc_stat::status_kib(pid, "VmHWM") {
             peak_kib = peak_kib.max(kib);
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -232,7 +227,7 @@ fn measure(
     let mut cpu = Duration::ZERO;
     while std::fs::metadata(format!("/proc/{pid}")).is_ok() {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        cpu = cpu.max(acme_child::proc_cpu(&stat));
+        cpu = cpu.max(proc_stat::proc_cpu(&stat));
         if stat.contains(") Z ") {
             break;
         }

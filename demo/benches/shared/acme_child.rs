@@ -1,6 +1,7 @@
 //! The Acme sandbox in a child process of a bench (the bench's own binary
 //! with `WEFT_BENCH_ROLE=acme`), so that the CPU and memory the bench
-//! measures are weft's alone.
+//! measures are weft's alone. A bench that includes it includes
+//! `proc_stat.rs` beside it too.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -53,7 +54,7 @@ impl Acme {
     /// The child's CPU so far (user + system).
     #[allow(dead_code)] // not every bench reads it
     pub fn cpu(&self) -> Duration {
-        proc_cpu(
+        super::proc_stat::proc_cpu(
             &std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default(),
         )
     }
@@ -64,18 +65,4 @@ impl Drop for Acme {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// User + system CPU from the text of a `/proc/PID/stat` (clock ticks of
-/// 10 ms).
-pub fn proc_cpu(text: &str) -> Duration {
-    let fields: Vec<&str> = text
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 10)
 }
