@@ -14,11 +14,8 @@
 //! due) p50 and p99 as histogram bucket bounds, beside the targets. Asserts
 //! nothing but that the runs went (these machines are shared and noisy).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use weft_test_artifacts as artifacts;
 
@@ -26,9 +23,9 @@ use weft_test_artifacts as artifacts;
 mod histogram;
 #[path = "shared/proc_stat.rs"]
 mod proc_stat;
-
-/// The operator token the bench reads `/metrics` with.
-const TOKEN: &str = "steady-bench-operator";
+#[path = "shared/served.rs"]
+mod served;
+use served::Served;
 
 fn main() {
     let env = |name: &str, default: u64| -> u64 {
@@ -72,63 +69,25 @@ fn main() {
         std::fs::metadata(&config).unwrap().len() as f64 / 1e6,
     );
 
-    let started = Instant::now();
-    let mut child = Command::new(&weft)
-        .args(["-c", config.to_str().unwrap(), "serve"])
-        .env("WEFT_ADMIN_TOKEN", TOKEN)
-        // The key that seals secrets written over the API (none here).
-        .env("WEFT_SECRET_KEY", "c3RlYWR5LWJlbmNoLXNlYWxpbmcta2V5LTMyLWJ5dGU=")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    // The address it prints first, then one line per run ended.
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("weft serve exited").unwrap();
-        if let Some(url) = line.strip_prefix("weft serve: listening on ") {
-            break url.to_owned();
-        }
-    };
-    let ended = Arc::new(AtomicU64::new(0));
-    let counter = ended.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if line.contains(": succeeded in ") {
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let get = |path: &str| {
-        rt.block_on(weft_demo::http(
-            "GET",
-            &format!("{url}{path}"),
-            &[("authorization", &format!("Bearer {TOKEN}"))],
-            None,
-        ))
-    };
-    while !get("/readyz").is_ok_and(|r| r.status == 200) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let started = Instant::now();
+    let served = Served::start(&weft, &config);
+    rt.block_on(served.ready());
     let ready = started.elapsed();
     let sample = || Sample {
-        ended: ended.load(Ordering::Relaxed),
-        cpu: proc_stat::proc_cpu(
-            &std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default(),
-        ),
-        rss_kib: proc_stat::status_kib(pid, "VmRSS").unwrap_or(0),
+        ended: served.succeeded(),
+        cpu: served.cpu(),
+        rss_kib: served.kib("VmRSS"),
     };
     let at_ready = sample();
     println!(
         "ready in {:.1} s: RSS {:.0} MiB, peak {:.0} MiB, CPU {:.1} s",
         ready.as_secs_f64(),
         mib(at_ready.rss_kib),
-        mib(proc_stat::status_kib(pid, "VmHWM").unwrap_or(0)),
+        mib(served.kib("VmHWM")),
         at_ready.cpu.as_secs_f64()
     );
     println!(
@@ -154,11 +113,9 @@ fn main() {
         }
         ends.push(sample());
     }
-    let peak = proc_stat::status_kib(pid, "VmHWM").unwrap_or(0);
-    let metrics = get("/metrics").unwrap();
-    let text = metrics.text;
-    let _ = child.kill();
-    let _ = child.wait();
+    let peak = served.kib("VmHWM");
+    let text = rt.block_on(served.call("GET", "/metrics")).unwrap().text;
+    drop(served);
 
     for (i, w) in ends.windows(2).enumerate() {
         let runs = w[1].ended - w[0].ended;

@@ -14,6 +14,10 @@
 //! `WEFT_BENCH_REPEAT` times (3), the settings in turn, and the median by
 //! wall time is shown.
 //!
+//! `WEFT_BENCH_STATE=postgres` runs the same first syncs through `weft
+//! serve` instead: one replica on sled, then 1, 2 and 3 replicas over one
+//! PostgreSQL (see [`replicas`]).
+//!
 //! The Acme sandbox runs in a child process of this binary
 //! (`WEFT_BENCH_ROLE=acme`) without a rate limit; it shares the machine's
 //! cores with `weft`, so its CPU is printed too.
@@ -29,7 +33,10 @@ use weft_sandbox::acme::{AcmeConfig, Faults};
 mod acme_child;
 #[path = "shared/proc_stat.rs"]
 mod proc_stat;
+#[path = "shared/served.rs"]
+mod served;
 use acme_child::Acme;
+use served::Served;
 use weft_test_artifacts as artifacts;
 
 /// jemalloc, as every weft binary (see [`weft::Allocator`]): here it is the
@@ -56,6 +63,10 @@ fn main() {
         );
         return;
     }
+    let acme = Acme::start();
+    if std::env::var("WEFT_BENCH_STATE").as_deref() == Ok("postgres") {
+        return replicas(&weft, &acme, tenants);
+    }
     println!(
         "weft run of {tenants} tenants at once, {APPOINTMENTS} appointments each ({})",
         weft.display()
@@ -64,7 +75,6 @@ fn main() {
         "{:<44} {:>7} {:>10} {:>7} {:>6} {:>10} {:>8}",
         "setting", "wall s", "records/s", "CPU s", "CPU %", "peak RSS", "Acme CPU"
     );
-    let acme = Acme::start();
     // (label, worker threads, runs at once, binary); the baseline, when
     // asked for, with its defaults (4 runs at once).
     let mut settings: Vec<(&str, Option<usize>, usize, PathBuf)> = vec![
@@ -160,6 +170,23 @@ struct Measured {
     acme_cpu: Duration,
 }
 
+/// Registers the bench's connectors in the state `config` names.
+fn add_connectors(weft: &Path, config: &Path) {
+    for component in [artifacts::ACME_CRM, artifacts::TEST_DESTINATION] {
+        let out = Command::new(weft)
+            .arg("-c")
+            .arg(config)
+            .args(["connectors", "add", component])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "connectors add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// One `weft run` of every tenant into a fresh data directory.
 fn measure(
     weft: &Path,
@@ -169,24 +196,8 @@ fn measure(
     concurrent: usize,
 ) -> Measured {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &acme.root, tenants, concurrent);
-    for component in [artifacts::ACME_CRM, artifacts::TEST_DESTINATION] {
-        let out = Command::new(weft)
-            .args([
-                "-c",
-                config.to_str().unwrap(),
-                "connectors",
-                "add",
-                component,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "connectors add: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let config = write_config(dir.path(), &acme.root, tenants, concurrent, "", "");
+    add_connectors(weft, &config);
     let mut cmd = Command::new(weft);
     cmd.args(["-c", config.to_str().unwrap(), "run"])
         .stdout(Stdio::piped())
@@ -247,8 +258,16 @@ fn measure(
     }
 }
 
-/// `weft.toml` with `tenants` tenants of one flow each, and its secrets.
-fn write_config(dir: &Path, acme_root: &str, tenants: usize, concurrent: usize) -> PathBuf {
+/// `weft.toml` with `tenants` tenants of one flow each, and its secrets;
+/// `flow` is added to each flow's table, `tail` (tables) at the end.
+fn write_config(
+    dir: &Path,
+    acme_root: &str,
+    tenants: usize,
+    concurrent: usize,
+    flow: &str,
+    tail: &str,
+) -> PathBuf {
     let base = format!("{acme_root}/api/v1");
     let mut text = format!(
         "data_dir = \"data\"\nsecrets_file = \"secrets.toml\"\nprivate_hosts = [\"127.0.0.1\"]\n\
@@ -259,13 +278,181 @@ fn write_config(dir: &Path, acme_root: &str, tenants: usize, concurrent: usize) 
         text.push_str(&format!(
             r#"
 [tenants.t{i:05}.flows.appointments]
-source = {{ connector = "acme-crm@^1", stream = "appointments", config = {{ base_url = "{base}", page_size = 100 }}, http = {{ allow = ["{acme_root}"], credentials = [{{ origin = "{acme_root}", auth = {{ type = "api_key", header = "X-Acme-Api-Key", value = {{ secret = "key" }} }} }}] }} }}
+{flow}source = {{ connector = "acme-crm@^1", stream = "appointments", config = {{ base_url = "{base}", page_size = 100 }}, http = {{ allow = ["{acme_root}"], credentials = [{{ origin = "{acme_root}", auth = {{ type = "api_key", header = "X-Acme-Api-Key", value = {{ secret = "key" }} }} }}] }} }}
 destination = {{ connector = "test-destination@^2", config = {{ url = "discard:" }} }}
 "#
         ));
     }
+    text.push_str(tail);
     std::fs::write(dir.join("secrets.toml"), "key = \"acme-demo-key\"\n").unwrap();
     let path = dir.join("weft.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// What the replicas did with every tenant's first sync.
+struct Replicated {
+    wall: Duration,
+    records: u64,
+    /// Per replica: runs, CPU, peak RSS (KiB).
+    each: Vec<(u64, Duration, u64)>,
+    server_cpu: Duration,
+    acme_cpu: Duration,
+}
+
+/// `WEFT_BENCH_STATE=postgres`: the same first syncs through `weft serve`
+/// instead of `weft run`: one replica on sled, then 1, 2 and 3 replicas
+/// (`WEFT_BENCH_REPLICAS`) over one PostgreSQL of the bench's own (durable
+/// settings, a fresh database each). Every tenant's flow is asked to run
+/// over the admin API, round-robin across the replicas as a load balancer
+/// would, and the clock stops when the last run has ended. The replicas
+/// share these two cores: this says what the shared state costs and that
+/// the work spreads, not that a machine grows.
+fn replicas(weft: &Path, acme: &Acme, tenants: usize) {
+    let pg = match weft_test_pg::Postgres::start_durable() {
+        Ok(pg) => pg,
+        Err(e) => {
+            println!("replicas: skipped ({e:#})");
+            return;
+        }
+    };
+    let counts: Vec<usize> = std::env::var("WEFT_BENCH_REPLICAS")
+        .unwrap_or_else(|_| "1,2,3".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    println!(
+        "weft serve of {tenants} tenants, every flow asked to run at once over the admin API, {APPOINTMENTS} appointments each"
+    );
+    println!(
+        "{:<26} {:>7} {:>10} {:>11} {:>15} {:>16} {:>12} {:>9}",
+        "state, replicas",
+        "wall s",
+        "records/s",
+        "weft CPU s",
+        "peak RSS (max)",
+        "runs each",
+        "server CPU s",
+        "Acme CPU"
+    );
+    let mut rows = vec![(
+        "sled, 1 replica".to_owned(),
+        serve_all(weft, acme, tenants, None, 1),
+    )];
+    for n in counts {
+        let url = pg.create_database(&format!("tenants{n}")).unwrap();
+        rows.push((
+            format!("PostgreSQL, {n} replica(s)"),
+            serve_all(weft, acme, tenants, Some((&url, &pg)), n),
+        ));
+    }
+    for (label, r) in rows {
+        let cpu: Duration = r.each.iter().map(|e| e.1).sum();
+        let peak = r.each.iter().map(|e| e.2).max().unwrap_or(0);
+        let runs: Vec<String> = r.each.iter().map(|e| e.0.to_string()).collect();
+        println!(
+            "{label:<26} {:>7.2} {:>10.0} {:>11.2} {:>11.1} MiB {:>16} {:>12.2} {:>8.2}s",
+            r.wall.as_secs_f64(),
+            r.records as f64 / r.wall.as_secs_f64(),
+            cpu.as_secs_f64(),
+            peak as f64 / 1024.0,
+            runs.join("+"),
+            r.server_cpu.as_secs_f64(),
+            r.acme_cpu.as_secs_f64(),
+        );
+    }
+}
+
+/// `n` replicas over one state (`db`: PostgreSQL's URL and server; `None`:
+/// sled, one replica), every tenant's flow run once through them.
+fn serve_all(
+    weft: &Path,
+    acme: &Acme,
+    tenants: usize,
+    db: Option<(&str, &weft_test_pg::Postgres)>,
+    n: usize,
+) -> Replicated {
+    let dir = tempfile::tempdir().unwrap();
+    let configs: Vec<PathBuf> = (0..n)
+        .map(|r| {
+            let d = dir.path().join(format!("r{r}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let mut tail = String::from("\n[service]\nlisten = \"127.0.0.1:0\"\n");
+            if let Some((url, _)) = db {
+                tail.push_str(&format!(
+                    "[state]\nbackend = \"postgres\"\nurl = \"{url}\"\nreplica = \"r{r}\"\n"
+                ));
+            }
+            // No scheduled start in the bench's time: the runs are asked for.
+            write_config(&d, &acme.root, tenants, 16, "schedule = \"1000h\"\n", &tail)
+        })
+        .collect();
+    add_connectors(weft, &configs[0]);
+    // The other replicas find the components in the database; their
+    // compiled code is a per-replica cache, filled here as a deployment's
+    // would be after its first start.
+    let cache = dir.path().join("r0/data/cache");
+    for r in 1..n {
+        let to = dir.path().join(format!("r{r}/data/cache"));
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(&cache).unwrap().flatten() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+    let served: Vec<Served> = configs.iter().map(|c| Served::start(weft, c)).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for s in &served {
+            s.ready().await;
+        }
+    });
+    let server_before = db.map_or(Duration::ZERO, |(_, pg)| pg.cpu());
+    let acme_before = acme.cpu();
+    let cpu_before: Vec<Duration> = served.iter().map(Served::cpu).collect();
+    let started = Instant::now();
+    rt.block_on(async {
+        let mut asked = tokio::task::JoinSet::new();
+        for i in 0..tenants {
+            let url = format!(
+                "{}/v1/tenants/t{i:05}/flows/appointments/runs",
+                served[i % n].url
+            );
+            asked.spawn(async move {
+                let auth = format!("Bearer {}", served::TOKEN);
+                weft_demo::http("POST", &url, &[("authorization", &auth)], None).await
+            });
+        }
+        while let Some(answer) = asked.join_next().await {
+            let answer = answer.unwrap().unwrap();
+            assert_eq!(answer.status, 202, "{}", answer.text);
+        }
+    });
+    while served.iter().map(Served::succeeded).sum::<u64>() < tenants as u64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "runs still going after 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let last = served
+        .iter()
+        .filter_map(|s| *s.ended.last.lock().unwrap())
+        .max()
+        .unwrap();
+    let records = served
+        .iter()
+        .map(|s| s.ended.fetched.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    assert_eq!(records, (tenants * APPOINTMENTS) as u64, "every record");
+    Replicated {
+        wall: last - started,
+        records,
+        each: served
+            .iter()
+            .zip(cpu_before)
+            .map(|(s, before)| (s.succeeded(), s.cpu() - before, s.kib("VmHWM")))
+            .collect(),
+        server_cpu: db.map_or(Duration::ZERO, |(_, pg)| pg.cpu()) - server_before,
+        acme_cpu: acme.cpu() - acme_before,
+    }
 }
