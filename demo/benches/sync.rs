@@ -214,12 +214,7 @@ async fn bench_postgres() {
         runs.push((wall, cpu_used, pg.cpu() - server, records));
     }
     if stats {
-        let top = pg.psql(
-            "bench0",
-            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; \
-             SELECT calls, round(total_exec_time) AS ms, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS query \
-             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12",
-        );
+        let top = pg.top_statements("bench0", 12);
         println!("{}", top.unwrap_or_else(|e| format!("{e:#}")));
     }
     runs.sort_by_key(|r| r.1);

@@ -309,7 +309,15 @@ struct Replicated {
 /// share these two cores: this says what the shared state costs and that
 /// the work spreads, not that a machine grows.
 fn replicas(weft: &Path, acme: &Acme, tenants: usize) {
-    let pg = match weft_test_pg::Postgres::start_durable() {
+    // `WEFT_BENCH_PG_STATS=1`: also print the statements that took the
+    // server's time in each database (pg_stat_statements).
+    let stats = std::env::var_os("WEFT_BENCH_PG_STATS").is_some();
+    let started = if stats {
+        weft_test_pg::Postgres::start_with(&["-c", "shared_preload_libraries=pg_stat_statements"])
+    } else {
+        weft_test_pg::Postgres::start_durable()
+    };
+    let pg = match started {
         Ok(pg) => pg,
         Err(e) => {
             println!("replicas: skipped ({e:#})");
@@ -340,11 +348,19 @@ fn replicas(weft: &Path, acme: &Acme, tenants: usize) {
         serve_all(weft, acme, tenants, None, 1),
     )];
     for n in counts {
-        let url = pg.create_database(&format!("tenants{n}")).unwrap();
+        let db = format!("tenants{n}");
+        let url = pg.create_database(&db).unwrap();
         rows.push((
             format!("PostgreSQL, {n} replica(s)"),
             serve_all(weft, acme, tenants, Some((&url, &pg)), n),
         ));
+        if stats {
+            let top = pg.top_statements(&db, 15);
+            println!(
+                "{n} replica(s):\n{}",
+                top.unwrap_or_else(|e| format!("{e:#}"))
+            );
+        }
     }
     for (label, r) in rows {
         let cpu: Duration = r.each.iter().map(|e| e.1).sum();
@@ -384,7 +400,14 @@ fn serve_all(
                 ));
             }
             // No scheduled start in the bench's time: the runs are asked for.
-            write_config(&d, &acme.root, tenants, 16, "schedule = \"1000h\"\n", &tail)
+            write_config(
+                &d,
+                &acme.root,
+                tenants,
+                16,
+                "schedule = \"100000h\"\n",
+                &tail,
+            )
         })
         .collect();
     add_connectors(weft, &configs[0]);
@@ -411,13 +434,18 @@ fn serve_all(
     let cpu_before: Vec<Duration> = served.iter().map(Served::cpu).collect();
     let started = Instant::now();
     rt.block_on(async {
+        // 32 requests in flight, as a client with a connection pool would
+        // (a connection each for all at once meets the service's limit).
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
         let mut asked = tokio::task::JoinSet::new();
         for i in 0..tenants {
             let url = format!(
                 "{}/v1/tenants/t{i:05}/flows/appointments/runs",
                 served[i % n].url
             );
+            let slots = slots.clone();
             asked.spawn(async move {
+                let _slot = slots.acquire().await.unwrap();
                 let auth = format!("Bearer {}", served::TOKEN);
                 weft_demo::http("POST", &url, &[("authorization", &auth)], None).await
             });

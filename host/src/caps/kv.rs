@@ -19,14 +19,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Clone)]
 pub struct WriteAhead {
     kv: Arc<dyn kvstore::KvStore>,
+    space: kvstore::KvSpace,
     unsynced: Arc<AtomicBool>,
 }
 
 impl WriteAhead {
-    /// Nothing written yet.
-    pub fn new(kv: Arc<dyn kvstore::KvStore>) -> Self {
+    /// Nothing written yet to `space`.
+    pub fn new(kv: Arc<dyn kvstore::KvStore>, space: kvstore::KvSpace) -> Self {
         WriteAhead {
             kv,
+            space,
             unsynced: Arc::default(),
         }
     }
@@ -40,7 +42,7 @@ impl WriteAhead {
     /// write flushes the store once.
     pub fn sync(&self) -> Result<(), kvstore::KvError> {
         if self.unsynced.swap(false, Ordering::AcqRel)
-            && let Err(e) = self.kv.flush()
+            && let Err(e) = self.kv.flush(&self.space)
         {
             self.unsynced.store(true, Ordering::Release);
             return Err(e);

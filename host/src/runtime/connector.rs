@@ -535,7 +535,11 @@ impl Runtime {
             self.limits.max_log_lines_per_call,
         );
         let deadline = CallDeadline::default();
-        let write_ahead = crate::caps::kv::WriteAhead::new(self.kv.clone());
+        let kv_space = KvSpace {
+            tenant: grant.tenant.clone(),
+            connector: connector.inner.info.name.clone(),
+        };
+        let write_ahead = crate::caps::kv::WriteAhead::new(self.kv.clone(), kv_space.clone());
         let hooks = OutboundHttp::new(
             self.http.clone(),
             &grant.tenant,
@@ -568,10 +572,7 @@ impl Runtime {
                 identity,
                 config: grant.config.clone(),
                 kv: self.kv.clone(),
-                kv_space: KvSpace {
-                    tenant: grant.tenant.clone(),
-                    connector: connector.inner.info.name.clone(),
-                },
+                kv_space,
                 write_ahead,
                 limits: self.limits.clone(),
                 events: self.events.clone(),

@@ -50,11 +50,12 @@ pub trait KvStore: Send + Sync + 'static {
     ) -> Result<Vec<String>, KvError>;
     /// Bytes used by the space (as [`entry_cost`] counts them).
     fn usage(&self, space: &KvSpace) -> Result<u64, KvError>;
-    /// Makes every write so far durable. The host calls it before a guest's
-    /// request leaves when the guest wrote since its last request (see
-    /// [`crate::caps::kv::WriteAhead`]). A backend whose writes are durable
-    /// when they return keeps this default.
-    fn flush(&self) -> Result<(), KvError> {
+    /// Makes every write to `space` so far durable. The host calls it
+    /// before a guest's request leaves when the guest wrote since its last
+    /// request (see [`crate::caps::kv::WriteAhead`]). A backend whose writes
+    /// are durable when they return keeps this default.
+    fn flush(&self, space: &KvSpace) -> Result<(), KvError> {
+        let _ = space;
         Ok(())
     }
 }
@@ -290,7 +291,7 @@ impl KvStore for SledKv {
         Ok(usage.bytes)
     }
 
-    fn flush(&self) -> Result<(), KvError> {
+    fn flush(&self, _: &KvSpace) -> Result<(), KvError> {
         self.flusher.flush().map_err(unavailable)
     }
 }

@@ -679,9 +679,9 @@ impl KvStore for Journaled {
     fn usage(&self, space: &KvSpace) -> Result<u64, KvError> {
         self.inner.usage(space)
     }
-    fn flush(&self) -> Result<(), KvError> {
-        self.note("flush".into());
-        self.inner.flush()
+    fn flush(&self, space: &KvSpace) -> Result<(), KvError> {
+        self.note(format!("flush {}", space.connector));
+        self.inner.flush(space)
     }
 }
 
@@ -689,7 +689,7 @@ impl KvStore for Journaled {
 /// request leaves: a crash after the request cannot lose the note (caldav
 /// notes where it is about to write an event; the chaos test found an event
 /// orphaned when that note was lost to a `kill -9`). One flush per write,
-/// none when nothing was written.
+/// none when nothing was written; the flush names the guest's own space.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guests_kv_writes_are_durable_before_its_next_request_leaves() {
     let journal: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
@@ -716,6 +716,6 @@ async fn a_guests_kv_writes_are_durable_before_its_next_request_leaves() {
     }
     assert_eq!(
         *journal.lock().unwrap(),
-        ["set note", "flush", "request", "request"]
+        ["set note", "flush test-source", "request", "request"]
     );
 }

@@ -282,6 +282,21 @@ impl Postgres {
         std::time::Duration::from_millis(ticks * 10)
     }
 
+    /// The `n` statements that took the most of the server's time in
+    /// database `db`, as `psql` prints them (calls, milliseconds, the
+    /// query's start). Needs a server started with
+    /// `shared_preload_libraries=pg_stat_statements` ([`Self::start_with`]).
+    pub fn top_statements(&self, db: &str, n: usize) -> anyhow::Result<String> {
+        self.psql(
+            db,
+            &format!(
+                "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; \
+                 SELECT calls, round(total_exec_time) AS ms, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS query \
+                 FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT {n}"
+            ),
+        )
+    }
+
     /// Runs `sql` in database `db` with `psql` and returns what it printed.
     pub fn psql(&self, db: &str, sql: &str) -> anyhow::Result<String> {
         let out = self.client("psql", &["-d", db, "-c", sql])?;
