@@ -402,6 +402,22 @@ pub async fn run(
     Ok(())
 }
 
+/// Runs `work` as a task of its own on the current runtime and waits for
+/// it, passing a panic on to the caller; `None` when the runtime shut down
+/// first. The scheduler and the webhook processor start their runs through
+/// it: driven from their own task, a run blocking its thread (every
+/// PostgreSQL state call does) held up all the others, and the runs of
+/// one process shared one core.
+pub(crate) async fn on_its_own_task<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    match tokio::spawn(work).await {
+        Ok(t) => Some(t),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
+    }
+}
+
 /// Lowers the calling thread's scheduling priority (nice 10).
 #[allow(unsafe_code)]
 fn lower_priority() {

@@ -5,6 +5,7 @@
 use crate::Host;
 use crate::flow::*;
 use crate::state::RunRecord;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A request to run a flow now (from the admin API).
@@ -21,7 +22,7 @@ pub struct RunRequest {
 /// Runs every active tenant's unpaused flows on their schedules until `stop`
 /// completes; see [`serve_with`].
 pub async fn serve(
-    host: &Host,
+    host: &Arc<Host>,
     stop: impl Future<Output = ()>,
     report: &(dyn Fn(&RunRecord) + Sync),
 ) -> anyhow::Result<()> {
@@ -29,8 +30,11 @@ pub async fn serve(
     serve_with(host, stop, report, rx).await
 }
 
-/// The scheduler. Flows run concurrently, at most `max_concurrent_runs` at
-/// once, and never two runs of one flow at once (a run still going when its
+/// The scheduler. Flows run concurrently, each run a task of its own on
+/// the current runtime (driven from the scheduler's own task, a run
+/// waiting in a blocking state call, as every PostgreSQL call is, held up
+/// every other, and all of them shared one core), at most
+/// `max_concurrent_runs` at once, and never two runs of one flow at once (a run still going when its
 /// next one is due makes that one wait), so a flow that runs long delays
 /// only itself. Each flow runs on its own schedule: the first run at a
 /// random point of a start-up window (25 ms per configured flow, between
@@ -47,7 +51,7 @@ pub async fn serve(
 /// Memory: one entry per scheduled flow (its IDs, schedule and due time)
 /// and a heap of due times; everything else is in the state store.
 pub async fn serve_with(
-    host: &Host,
+    host: &Arc<Host>,
     stop: impl Future<Output = ()>,
     report: &(dyn Fn(&RunRecord) + Sync),
     mut requests: tokio::sync::mpsc::Receiver<RunRequest>,
@@ -198,8 +202,12 @@ pub async fn serve_with(
                 );
             }
             d.running = true;
+            let (host, flow) = (host.clone(), key.clone());
             running.push(async move {
-                let r = host.run_flow(&key.0, &key.1, trigger, &|_| {}).await;
+                let run = async move { host.run_flow(&flow.0, &flow.1, trigger, &|_| {}).await };
+                let r = super::on_its_own_task(run)
+                    .await
+                    .unwrap_or_else(|| Err(anyhow::anyhow!("the runtime stopped")));
                 (key, r)
             });
         }

@@ -472,7 +472,8 @@ pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedRece
             }
             busy.insert(key.clone());
             let host = host.clone();
-            running.push(async move {
+            let batch_key = key.clone();
+            let batch_run = async move {
                 let mut attempt = 0;
                 let outcome = loop {
                     attempt += 1;
@@ -481,7 +482,9 @@ pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedRece
                         .map(|e| (e.headers.clone(), e.body.clone()))
                         .collect();
                     match host.deliver_webhooks(&key.0, &key.1, deliveries).await {
-                        Ok(run) if run.outcome == crate::state::RunOutcome::Succeeded => break Ok(()),
+                        Ok(run) if run.outcome == crate::state::RunOutcome::Succeeded => {
+                            break Ok(());
+                        }
                         Ok(run) if attempt < ATTEMPTS => {
                             tracing::warn!(tenant = %key.0, flow = %key.1, attempt, error = ?run.error, "webhook deliveries failed; retrying");
                         }
@@ -497,9 +500,13 @@ pub(crate) async fn processor(host: Arc<Host>, mut accepted: mpsc::UnboundedRece
                 if let Err(e) = host.state.inbox_done(&seqs) {
                     tracing::error!(error = %format!("{e:#}"), "updating the webhook inbox");
                 }
-                crate::metrics::metrics().webhook_inbox.dec_by(seqs.len() as i64);
+                crate::metrics::metrics()
+                    .webhook_inbox
+                    .dec_by(seqs.len() as i64);
                 key
-            });
+            };
+            running
+                .push(async move { super::on_its_own_task(batch_run).await.unwrap_or(batch_key) });
         }
         let held = queues.keys().any(|k| !busy.contains(k) && paused(k));
         let lingering = arrived

@@ -424,6 +424,7 @@ async fn serve_runs_flows_on_their_schedule_and_skips_those_needing_attention() 
         "schedule = \"1s\"",
     )
     .await;
+    let h = Arc::new(h);
     // Serve until three runs have been reported (or a generous timeout).
     let runs = Arc::new(Mutex::new(Vec::new()));
     let third = Arc::new(tokio::sync::Notify::new());
@@ -993,4 +994,109 @@ async fn a_run_that_fills_the_pool_can_still_load_its_connectors() {
         .expect("the run waited on itself for a slot");
     assert_eq!(r.outcome, RunOutcome::Succeeded, "{r:?}");
     assert_eq!(r.emitted, 3, "{r:?}");
+}
+
+/// Before: the scheduler drove every run it started from its own task, so
+/// a run waiting in a blocking state call (every PostgreSQL call blocks its
+/// thread) held up all the others: 1,000 first syncs on PostgreSQL took as
+/// long one at a time as 64 at once (the tenants bench), and the runs of a
+/// scheduler shared one core. Each run is a task of its own now: while one
+/// tenant's page commit waits on a row lock, another tenant's run goes on
+/// to its end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_waiting_on_the_state_does_not_hold_up_other_runs() {
+    let pg = weft_test_pg::Postgres::start().unwrap();
+    let url = pg.create_database("weft").unwrap();
+    let (sink, fast, dir) = sink_and_dir().await;
+    // `free` delivers to a slow destination: it cannot be done before
+    // `stuck` has reached its commit.
+    let slow =
+        TestServer::start(|_, _| Reply::ok("{}").after(std::time::Duration::from_secs(1))).await;
+    let mut text = format!(
+        "data_dir = {:?}\nprivate_hosts = [\"127.0.0.1\"]\n",
+        dir.path()
+    );
+    for (tenant, to) in [("stuck", &fast), ("free", &slow)] {
+        text.push_str(&format!(
+            "[tenants.{tenant}.flows.sync]\nschedule = \"1h\"\nsource = {{ connector = \"test-source@^1\", stream = \"numbers\", config = {{ total = 3, page_size = 3 }} }}\ndestination = {}\n",
+            test_destination(&to.url(&format!("/{tenant}")))
+        ));
+    }
+    let h = Arc::new(
+        Host::open_with(
+            WeftConfig::parse(&text).unwrap(),
+            Arc::new(weft::state::PgState::open(&url).unwrap()),
+            Arc::new(test_resolver()),
+            weft::secrets::SecretStore::default(),
+        )
+        .unwrap(),
+    );
+    for f in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
+        h.registry.add(&h.runtime, f.as_ref()).await.unwrap();
+    }
+    // `stuck`'s page commit first bumps its scope's stamp: that row is
+    // being inserted by a transaction that stays open.
+    let (lock, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    lock.batch_execute(
+        "BEGIN; INSERT INTO scope_stamps (tenant, scope, stamp) VALUES ('stuck', 'test-destination', 0)",
+    )
+    .await
+    .unwrap();
+
+    let (requests, rx) = tokio::sync::mpsc::channel(8);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let scheduler = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            weft::service::scheduler::serve_with(
+                &h,
+                async move {
+                    let _ = stopped.await;
+                },
+                &move |r| {
+                    let _ = ended_tx.send(r.clone());
+                },
+                rx,
+            )
+            .await
+        })
+    };
+    for tenant in ["stuck", "free"] {
+        requests
+            .send(weft::service::scheduler::RunRequest {
+                tenant: tenant.into(),
+                flow: "sync".into(),
+                backfill: false,
+            })
+            .await
+            .unwrap();
+    }
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), ended.recv())
+        .await
+        .expect("no run ended while one waited on a row lock")
+        .unwrap();
+    assert_eq!(
+        (first.tenant.as_str(), first.outcome),
+        ("free", RunOutcome::Succeeded),
+        "{first:?}"
+    );
+    // The lock goes: the waiting run commits and ends too.
+    lock.batch_execute("ROLLBACK").await.unwrap();
+    let second = tokio::time::timeout(std::time::Duration::from_secs(20), ended.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (second.tenant.as_str(), second.outcome),
+        ("stuck", RunOutcome::Succeeded),
+        "{second:?}"
+    );
+    stop.send(()).unwrap();
+    scheduler.await.unwrap().unwrap();
+    assert_eq!(sink.keys().len(), 3, "stuck's records arrived");
+    drop(pg);
 }

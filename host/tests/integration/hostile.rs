@@ -328,7 +328,8 @@ async fn one_tenants_endless_flow_does_not_starve_another() {
     let dir = tempfile::tempdir().unwrap();
     // The endless run would go on for an hour: the other tenant must still
     // run on its own schedule meanwhile.
-    let h = host_for(&endless_config(dir.path(), "max_run_seconds = 3600")).await;
+    let h =
+        std::sync::Arc::new(host_for(&endless_config(dir.path(), "max_run_seconds = 3600")).await);
     let quiet = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let q2 = quiet.clone();
     let done = std::sync::Arc::new(tokio::sync::Notify::new());
