@@ -15,7 +15,6 @@
 //! nothing but that the runs went (these machines are shared and noisy).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 use weft_test_artifacts as artifacts;
 
@@ -38,29 +37,16 @@ fn main() {
     let period = Duration::from_secs(env("WEFT_BENCH_SCHEDULE_SECS", 300));
     let rounds = env("WEFT_BENCH_ROUNDS", 2).max(1) as u32;
     let concurrent = std::env::var("WEFT_BENCH_CONCURRENT").ok();
-    let exe = std::env::current_exe().unwrap();
-    let weft = exe.parent().unwrap().parent().unwrap().join("weft");
-    if !weft.exists() {
-        println!(
-            "steady state: skipped ({} is missing: cargo build --release -p weft-host --bin weft)",
-            weft.display()
-        );
+    let Some(weft) = served::release_weft("steady state") else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), tenants, period.as_secs(), concurrent.as_deref());
-    for component in [artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION] {
-        let out = Command::new(&weft)
-            .args(["-c", config.to_str().unwrap(), "connectors", "add"])
-            .arg(component)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "connectors add: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    served::add_connectors(
+        &weft,
+        &config,
+        &[artifacts::TEST_SOURCE, artifacts::TEST_DESTINATION],
+    );
     println!(
         "weft serve of {tenants} tenants × 2 flows on {} s schedules, max_concurrent_runs {} ({}; weft.toml {:.1} MB)",
         period.as_secs(),

@@ -179,14 +179,8 @@ fn peak_rss_mib() -> f64 {
 async fn bench_postgres() {
     // `WEFT_BENCH_PG_STATS=1`: also print the statements that took the
     // server's time (pg_stat_statements).
-    let stats = std::env::var_os("WEFT_BENCH_PG_STATS").is_some();
-    let started = if stats {
-        weft_test_pg::Postgres::start_with(&["-c", "shared_preload_libraries=pg_stat_statements"])
-    } else {
-        weft_test_pg::Postgres::start_durable()
-    };
-    let pg = match started {
-        Ok(pg) => pg,
+    let (pg, stats) = match weft_test_pg::Postgres::for_bench() {
+        Ok(started) => started,
         Err(e) => {
             println!("first sync, PostgreSQL: skipped ({e:#})");
             return;

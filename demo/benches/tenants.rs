@@ -54,15 +54,9 @@ fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1_000);
-    let exe = std::env::current_exe().unwrap();
-    let weft = exe.parent().unwrap().parent().unwrap().join("weft");
-    if !weft.exists() {
-        println!(
-            "many tenants: skipped ({} is missing: cargo build --release -p weft-host --bin weft)",
-            weft.display()
-        );
+    let Some(weft) = served::release_weft("many tenants") else {
         return;
-    }
+    };
     let acme = Acme::start();
     if std::env::var("WEFT_BENCH_STATE").as_deref() == Ok("postgres") {
         return replicas(&weft, &acme, tenants);
@@ -172,19 +166,11 @@ struct Measured {
 
 /// Registers the bench's connectors in the state `config` names.
 fn add_connectors(weft: &Path, config: &Path) {
-    for component in [artifacts::ACME_CRM, artifacts::TEST_DESTINATION] {
-        let out = Command::new(weft)
-            .arg("-c")
-            .arg(config)
-            .args(["connectors", "add", component])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "connectors add: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    served::add_connectors(
+        weft,
+        config,
+        &[artifacts::ACME_CRM, artifacts::TEST_DESTINATION],
+    );
 }
 
 /// One `weft run` of every tenant into a fresh data directory.
@@ -311,14 +297,8 @@ struct Replicated {
 fn replicas(weft: &Path, acme: &Acme, tenants: usize) {
     // `WEFT_BENCH_PG_STATS=1`: also print the statements that took the
     // server's time in each database (pg_stat_statements).
-    let stats = std::env::var_os("WEFT_BENCH_PG_STATS").is_some();
-    let started = if stats {
-        weft_test_pg::Postgres::start_with(&["-c", "shared_preload_libraries=pg_stat_statements"])
-    } else {
-        weft_test_pg::Postgres::start_durable()
-    };
-    let pg = match started {
-        Ok(pg) => pg,
+    let (pg, stats) = match weft_test_pg::Postgres::for_bench() {
+        Ok(started) => started,
         Err(e) => {
             println!("replicas: skipped ({e:#})");
             return;

@@ -5,7 +5,7 @@
 //! includes `proc_stat.rs` beside it too.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,38 @@ pub const TOKEN: &str = "bench-operator-token";
 
 /// The key that seals secrets written over the API (32 bytes, base64).
 const SEALING_KEY: &str = "c3RlYWR5LWJlbmNoLXNlYWxpbmcta2V5LTMyLWJ5dGU=";
+
+/// The release `weft` beside the bench's binary (`make bench` builds it),
+/// or `None` after saying that `what` is skipped without it.
+pub fn release_weft(what: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().unwrap();
+    let weft = exe.parent().unwrap().parent().unwrap().join("weft");
+    if weft.exists() {
+        return Some(weft);
+    }
+    println!(
+        "{what}: skipped ({} is missing: cargo build --release -p weft-host --bin weft)",
+        weft.display()
+    );
+    None
+}
+
+/// Registers `components` in the state `config` names.
+pub fn add_connectors(weft: &Path, config: &Path, components: &[&str]) {
+    for component in components {
+        let out = Command::new(weft)
+            .arg("-c")
+            .arg(config)
+            .args(["connectors", "add", component])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "connectors add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
 
 /// What the service's run lines said so far.
 #[derive(Default)]

@@ -654,22 +654,7 @@ async fn no_two_runs_of_a_flow_overlap_whatever_triggers_them() {
         "[tenants.acme.flows.sync]\nschedule = \"1s\"\n",
     );
     let h = Arc::new(host(&text).await);
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let scheduler = {
-        let h = h.clone();
-        tokio::spawn(async move {
-            weft::service::scheduler::serve_with(
-                &h,
-                async move {
-                    let _ = stop_rx.await;
-                },
-                &|_| {},
-                rx,
-            )
-            .await
-        })
-    };
+    let (tx, stop_tx, scheduler) = scheduler_task(&h, |_| {});
     let hooks = {
         let h = h.clone();
         tokio::spawn(async move {
@@ -1046,25 +1031,10 @@ async fn a_run_waiting_on_the_state_does_not_hold_up_other_runs() {
     .await
     .unwrap();
 
-    let (requests, rx) = tokio::sync::mpsc::channel(8);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
-    let scheduler = {
-        let h = h.clone();
-        tokio::spawn(async move {
-            weft::service::scheduler::serve_with(
-                &h,
-                async move {
-                    let _ = stopped.await;
-                },
-                &move |r| {
-                    let _ = ended_tx.send(r.clone());
-                },
-                rx,
-            )
-            .await
-        })
-    };
+    let (requests, stop, scheduler) = scheduler_task(&h, move |r| {
+        let _ = ended_tx.send(r.clone());
+    });
     for tenant in ["stuck", "free"] {
         requests
             .send(weft::service::scheduler::RunRequest {
@@ -1099,4 +1069,31 @@ async fn a_run_waiting_on_the_state_does_not_hold_up_other_runs() {
     scheduler.await.unwrap().unwrap();
     assert_eq!(sink.keys().len(), 3, "stuck's records arrived");
     drop(pg);
+}
+
+/// The scheduler over `h` in a task of its own: the run requests it takes,
+/// what stops it, and its task; `report` gets every run that ends.
+fn scheduler_task(
+    h: &Arc<Host>,
+    report: impl Fn(&weft::state::RunRecord) + Send + Sync + 'static,
+) -> (
+    tokio::sync::mpsc::Sender<weft::service::scheduler::RunRequest>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let (requests, rx) = tokio::sync::mpsc::channel(64);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let h = h.clone();
+    let task = tokio::spawn(async move {
+        weft::service::scheduler::serve_with(
+            &h,
+            async move {
+                let _ = stopped.await;
+            },
+            &report,
+            rx,
+        )
+        .await
+    });
+    (requests, stop, task)
 }

@@ -143,6 +143,19 @@ impl Postgres {
         Self::start_with(&[])
     }
 
+    /// A durable cluster for a bench, with `pg_stat_statements` loaded when
+    /// `WEFT_BENCH_PG_STATS` is set (then the `bool` is true and
+    /// [`Self::top_statements`] can say where the server's time went).
+    pub fn for_bench() -> anyhow::Result<(Self, bool)> {
+        let stats = std::env::var_os("WEFT_BENCH_PG_STATS").is_some();
+        let pg = if stats {
+            Self::start_with(&["-c", "shared_preload_libraries=pg_stat_statements"])
+        } else {
+            Self::start_durable()
+        }?;
+        Ok((pg, stats))
+    }
+
     /// Starts a cluster with extra server settings (`["-c", "name=value"]`).
     pub fn start_with(settings: &[&str]) -> anyhow::Result<Self> {
         let bin = bin_dir();
