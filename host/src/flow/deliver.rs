@@ -9,6 +9,7 @@ impl Host {
     pub(crate) async fn deliver(
         &self,
         p: &mut Sink,
+        scope: &str,
         items: &mut [Item],
         retry: &RetryPolicy,
         run: &mut RunRecord,
@@ -63,6 +64,25 @@ impl Host {
             if !it.maybe_present {
                 it.clear_outputs();
             }
+        }
+        // What may reach the destination for the first time is noted as
+        // there before it is sent, durably: a run killed before its commit
+        // must not leave a record the destination holds looking absent (a
+        // later delete of it would be skipped).
+        let sending: Vec<&str> = items
+            .iter()
+            .filter(|it| {
+                !it.maybe_present
+                    && it.dead.is_none()
+                    && it.outputs().iter().any(|o| o.op == Operation::Upsert)
+            })
+            .map(|it| it.source.key.as_str())
+            .collect();
+        if !sending.is_empty() {
+            self.state
+                .note_sending(&p.serving.0, scope, &sending)
+                .and_then(|()| self.state.flush())
+                .map_err(|e| Stop::Failed(format!("noting what is sent: {e:#}")))?;
         }
         let label = p.destination.label().to_owned();
         let (owners, records) = live_outputs(items);

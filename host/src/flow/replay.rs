@@ -53,7 +53,7 @@ impl Host {
         let before = self.state.delivery(&dl.tenant, &scope, &dl.record.key)?;
         let mut items = vec![Self::item(&dl.flow, dl.record.clone(), before, &mut run)];
         let result = self
-            .deliver(&mut p.sink, &mut items, &flow.retry, &mut run)
+            .deliver(&mut p.sink, &scope, &mut items, &flow.retry, &mut run)
             .await;
         run.ended_ms = Some(now_ms());
         if let Err(stop) = result {

@@ -322,7 +322,7 @@ impl Host {
         // reading them again if no other commit to the scope came between.
         let read_at = self.state.commit_stamp(tenant, &scope)?;
         let mut items = self.fresh_items(tenant, flow, &siblings, &scope, records, run)?;
-        self.deliver(sink, &mut items, retry, run).await?;
+        self.deliver(sink, &scope, &mut items, retry, run).await?;
         let mut commit = PageCommit {
             read_at: Some(read_at),
             fence: sink.fence.clone(),

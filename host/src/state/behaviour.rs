@@ -208,6 +208,36 @@ pub(crate) fn an_entry_read_before_another_commit_is_read_again(s: &dyn StateSto
     assert_eq!(s.commit_stamp("t", "dest").unwrap(), now);
 }
 
+/// `note_sending` marks records present before they are sent, moves the
+/// scope's stamp (a page read before it reads its entries again), keeps
+/// versions, and the page's commit then writes what happened.
+pub(crate) fn records_noted_as_sent_are_present_until_the_commit_says(s: &dyn StateStore) {
+    s.commit_page("t", "f", &page("dest", &[("a", 4, Some(false))]))
+        .unwrap();
+    let stamp = s.commit_stamp("t", "dest").unwrap();
+    s.note_sending("t", "dest", &["a", "b", "b"]).unwrap();
+    s.flush().unwrap();
+    assert_ne!(s.commit_stamp("t", "dest").unwrap(), stamp);
+    let a = s.delivery("t", "dest", "a").unwrap();
+    assert_eq!((a.present, a.version("f")), (Some(true), Some(4)));
+    let b = s.delivery("t", "dest", "b").unwrap();
+    assert_eq!((b.present, b.version("f")), (Some(true), None));
+    let both = s.deliveries("t", "dest", &["b", "a"]).unwrap();
+    assert!(both.iter().all(|d| d.present == Some(true)), "{both:?}");
+    // Nothing else moved.
+    assert_eq!(s.delivery("t", "other", "a").unwrap(), Delivery::default());
+    // The commit of the page that sent them writes what happened: `b`
+    // went (an upsert), `a` did not (only deletes reached it).
+    let mut done = page("dest", &[("a", 5, Some(false)), ("b", 1, Some(true))]);
+    done.read_at = Some(stamp);
+    s.commit_page("t", "f", &done).unwrap();
+    let a = s.delivery("t", "dest", "a").unwrap();
+    assert_eq!((a.present, a.version("f")), (Some(false), Some(5)));
+    let b = s.delivery("t", "dest", "b").unwrap();
+    assert_eq!((b.present, b.version("f")), (Some(true), Some(1)));
+    s.note_sending("t", "dest", &[]).unwrap();
+}
+
 pub(crate) fn a_page_read_before_a_reset_does_not_bring_back_what_it_removed(s: &dyn StateStore) {
     s.commit_page("t", "f", &page("dest", &[("a", 1, Some(true))]))
         .unwrap();
@@ -544,6 +574,7 @@ macro_rules! state_behaviour_tests {
             records_that_get_through_settle_their_dead_letters,
             dead_letter_counts_follow_every_change,
             an_entry_read_before_another_commit_is_read_again,
+            records_noted_as_sent_are_present_until_the_commit_says,
             a_page_read_before_a_reset_does_not_bring_back_what_it_removed,
             reset_is_scoped_to_the_flow_and_keeps_presence,
             kv_spaces_are_isolated_and_usage_is_tracked,

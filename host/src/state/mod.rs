@@ -524,6 +524,13 @@ pub trait StateStore: Send + Sync + 'static {
     /// cursor where it was, and the page is read again (what was written of
     /// it only makes the repeat skip records as delivered).
     fn commit_page(&self, tenant: &str, flow: &str, commit: &PageCommit) -> anyhow::Result<()>;
+    /// Notes, before they are sent, that the destination `scope` may hold
+    /// source records `keys` from now on: their entries say present (the
+    /// page's commit then writes what happened). A run killed between the
+    /// send and its commit leaves them "maybe there", so a later delete of
+    /// one is sent, not skipped as a delete of what never got there. Bumps
+    /// the scope's commit stamp. Durable once [`StateStore::flush`] returns.
+    fn note_sending(&self, tenant: &str, scope: &str, keys: &[&str]) -> anyhow::Result<()>;
     /// How many dead letters `tenant` has: what the alert check asks after
     /// every run, so a backend keeps it at hand instead of reading every
     /// dead letter (the default reads them).

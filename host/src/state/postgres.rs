@@ -896,6 +896,57 @@ impl StateStore for PgState {
         })
     }
 
+    fn note_sending(&self, tenant: &str, scope: &str, keys: &[&str]) -> anyhow::Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (t, s) = (tenant.to_owned(), scope.to_owned());
+        let mut keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        keys.sort();
+        keys.dedup();
+        self.db.run(move |mut c| async move {
+            let tx = c.transaction().await?;
+            bump_stamp(&tx, &t, &s).await?;
+            let mut stored: BTreeMap<String, Delivery> = BTreeMap::new();
+            for r in tx
+                .query(
+                    &tx.prepare_cached(
+                        "SELECT key, entry FROM deliveries
+                         WHERE tenant = $1 AND scope = $2 AND key = ANY($3) FOR UPDATE",
+                    )
+                    .await?,
+                    &[&t, &s, &keys],
+                )
+                .await?
+            {
+                stored.insert(r.get(0), Delivery::decode(r.get(1))?);
+            }
+            let (mut marked, mut values) = (Vec::new(), Vec::new());
+            for k in &keys {
+                let mut d = stored.remove(k).unwrap_or_default();
+                if d.present != Some(true) {
+                    d.present = Some(true);
+                    marked.push(k.as_str());
+                    values.push(d.encode()?);
+                }
+            }
+            if !marked.is_empty() {
+                tx.execute(
+                    &tx.prepare_cached(
+                        "INSERT INTO deliveries (tenant, scope, key, entry)
+                         SELECT $1, $2, k, e FROM UNNEST($3::text[], $4::bytea[]) AS u (k, e)
+                         ON CONFLICT (tenant, scope, key) DO UPDATE SET entry = excluded.entry",
+                    )
+                    .await?,
+                    &[&t, &s, &marked, &values],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
     fn dead_letter_count(&self, tenant: &str) -> anyhow::Result<usize> {
         let sql = "SELECT count(*) FROM dead_letters WHERE tenant = $1";
         self.db.count(sql, tenant.to_owned())

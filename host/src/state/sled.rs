@@ -772,6 +772,30 @@ impl StateStore for SledState {
     /// what is stored). Commits to a scope are serialized by its lock, and
     /// each chunk the page touches is read and written once under it, so
     /// what it changes is the stored entry.
+    fn note_sending(&self, tenant: &str, scope: &str, keys: &[&str]) -> anyhow::Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let gate = self.commit_gate.read().unwrap_or_else(|p| p.into_inner());
+        let stamped = self.scope_stamp(key2(tenant, scope));
+        let mut stamp = lock(&stamped);
+        *stamp += 1;
+        self.note_entries(tenant, scope, keys.iter().copied())?;
+        let mut sorted: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        sorted.sort();
+        sorted.dedup();
+        self.update_entries(&key3(tenant, scope, ""), &sorted, |_, d| {
+            let mark = d.present != Some(true);
+            if mark {
+                d.present = Some(true);
+            }
+            mark
+        })?;
+        drop(stamp);
+        drop(gate);
+        Ok(())
+    }
+
     fn commit_page(&self, tenant: &str, flow: &str, commit: &PageCommit) -> anyhow::Result<()> {
         let gate = self.commit_gate.read().unwrap_or_else(|p| p.into_inner());
         let scope = self.scope_stamp(key2(tenant, &commit.scope));
